@@ -1,0 +1,98 @@
+"""The ``slabcache`` command.
+
+    slabcache --version
+    slabcache info
+    slabcache bench [SUITE ...] [--quick] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__, _native
+from .benchmarks import SUITE_NAMES, BenchContext, Measurement, load_suite, render
+from .benchmarks.report import make_progress, write_json
+
+
+def _cmd_info(args: argparse.Namespace, console: Console) -> int:
+    build = _native.build_info()
+    table = Table(title=f"slabcache {__version__}", show_header=False)
+    table.add_column("what")
+    table.add_column("value")
+    table.add_row("version", build["version"])
+    table.add_row("build profile", build["profile"])
+    table.add_row("target", f"{build['target_arch']}-{build['target_os']}")
+    table.add_row("python", f"{platform.python_implementation()} {platform.python_version()}")
+    feats = _native.cpu_features()
+    for name, present in feats.items():
+        table.add_row(f"cpu: {name}", "[green]yes[/]" if present else "[dim]no[/]")
+    console.print(table)
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
+    names = args.suites or list(SUITE_NAMES)
+    unknown = [n for n in names if n not in SUITE_NAMES]
+    if unknown:
+        console.print(f"[red]unknown suite(s): {', '.join(unknown)}; known: {', '.join(SUITE_NAMES)}")
+        return 2
+    build = _native.build_info()
+    if build["profile"] != "release":
+        console.print("[yellow]warning: the native module is a debug build; figures mean little")
+    results: list[Measurement] = []
+    with make_progress(console) as progress:
+        ctx = BenchContext(quick=args.quick, console=console, progress=progress)
+        overall = progress.add_task("suites", total=len(names))
+        for name in names:
+            suite = load_suite(name)
+            if suite is None:
+                console.print(f"[dim]suite {name!r} is not part of this build; skipped")
+            else:
+                progress.update(overall, description=f"suite: {name}")
+                for m in suite.run(ctx):
+                    m.suite = m.suite or name
+                    results.append(m)
+            progress.advance(overall)
+    render(results, console)
+    if args.json:
+        write_json(results, args.json)
+        console.print(f"results written to {args.json}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="slabcache", description="slabcache: allocator and cache manager for LLM serving"
+    )
+    parser.add_argument("--version", action="version", version=f"slabcache {__version__}")
+    sub = parser.add_subparsers(dest="command")
+
+    p_info = sub.add_parser("info", help="version, build profile and CPU features")
+    p_info.set_defaults(func=_cmd_info)
+
+    p_bench = sub.add_parser("bench", help="benchmarks against peers, in one run")
+    p_bench.add_argument("suites", nargs="*", help=f"suites to run (default: all of {SUITE_NAMES})")
+    p_bench.add_argument("--quick", action="store_true", help="small sizes, a minute or two")
+    p_bench.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    p_bench.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    console = Console()
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    return int(args.func(args, console))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

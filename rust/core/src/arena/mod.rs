@@ -1,0 +1,1 @@
+//! WAL-backed mmap blob arena (issue: blob arena).

@@ -1,0 +1,1 @@
+//! Concurrent B-skiplist ordered index (issue: B-skiplist).

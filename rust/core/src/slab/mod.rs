@@ -1,0 +1,1 @@
+//! Size-class slab allocator with out-of-band metadata (issue: foundation).
