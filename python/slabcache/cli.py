@@ -1,8 +1,8 @@
 """The ``slabcache`` command.
 
-    slabcache --version
-    slabcache info
-    slabcache bench [SUITE ...] [--quick] [--json PATH]
+slabcache --version
+slabcache info
+slabcache bench [SUITE ...] [--quick] [--json PATH]
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
     names = args.suites or list(SUITE_NAMES)
     unknown = [n for n in names if n not in SUITE_NAMES]
     if unknown:
-        console.print(f"[red]unknown suite(s): {', '.join(unknown)}; known: {', '.join(SUITE_NAMES)}")
+        known = ", ".join(SUITE_NAMES)
+        console.print(f"[red]unknown suite(s): {', '.join(unknown)}; known: {known}")
         return 2
     build = _native.build_info()
     if build["profile"] != "release":
