@@ -27,6 +27,17 @@ from .errors import (
     StorageError,
 )
 
+# Public pieces, one module each (issue placeholders are filled as each lands).
+# from .allocator import ...
+
+# from .skiplist import ...
+
+# from .vectors import ...
+
+# from .arena import ...
+
+# from .blocks import ...
+
 __version__: str = _native.__version__
 
 __all__ = [

@@ -14,3 +14,13 @@ def cpu_features() -> dict[str, bool]:
 
 def build_info() -> dict[str, str]:
     """``version``, ``profile`` ("release" or "debug"), ``target_arch``, ``target_os``."""
+
+# ---- slab allocator (slab.rs) ----------------------------------------------
+
+# ---- B-skiplist (skiplist.rs) ------------------------------------------------
+
+# ---- INT8 vector search (vector.rs) --------------------------------------------
+
+# ---- blob arena (arena.rs) -----------------------------------------------------
+
+# ---- KV block pool (blocks.rs) -------------------------------------------------
