@@ -36,7 +36,7 @@ from .errors import (
 
 # from .arena import ...
 
-# from .blocks import ...
+from .blocks import BlockEvents, BlockManager, StepBatch, StepResult
 
 __version__: str = _native.__version__
 
@@ -55,4 +55,9 @@ __all__ = [
     "OutOfMemoryError",
     "SlabcacheError",
     "StorageError",
+    # KV-cache BlockManager (issue 6)
+    "BlockEvents",
+    "BlockManager",
+    "StepBatch",
+    "StepResult",
 ]

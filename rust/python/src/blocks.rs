@@ -247,7 +247,7 @@ impl PyBlockManager {
 
     /// One scheduler step; returns (num_scheduled, num_cached_tokens,
     /// new_blocks, new_block_offsets, copies, tables or None).
-    #[pyo3(signature = (req_ids, num_new_tokens, token_ids, token_offsets, extra_keys=None, programs=None, finished=None, num_lookahead_tokens=0, now=0.0, want_tables=false, pad=-1))]
+    #[pyo3(signature = (req_ids, num_new_tokens, token_ids, token_offsets, extra_keys=None, programs=None, finished=None, num_lookahead_tokens=0, now=0.0, want_tables=false, pad=-1, fcfs=false))]
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn step<'py>(
         &mut self,
@@ -263,6 +263,7 @@ impl PyBlockManager {
         now: f64,
         want_tables: bool,
         pad: i32,
+        fcfs: bool,
     ) -> PyResult<(
         Bound<'py, PyArray1<i32>>,
         Bound<'py, PyArray1<i32>>,
@@ -291,6 +292,7 @@ impl PyBlockManager {
             },
             num_lookahead_tokens: count("num_lookahead_tokens", num_lookahead_tokens)?,
             now,
+            fcfs,
         };
         let inner = &mut self.inner;
         let (out, tables) = py

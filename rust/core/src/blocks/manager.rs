@@ -89,6 +89,9 @@ pub struct StepInput<'a> {
     pub num_lookahead_tokens: usize,
     /// The caller's clock, for TTL-pin expiry.
     pub now: f64,
+    /// First-come-first-served admission: after the first new request that
+    /// does not fit, later new requests in the batch are not tried (-1).
+    pub fcfs: bool,
 }
 
 /// One scheduler step's result.
@@ -752,6 +755,7 @@ impl BlockManager {
         out.new_block_offsets.push(0);
         let mut new_ids: Vec<u32> = Vec::with_capacity(64);
         let mut hit = std::mem::take(&mut self.scratch_hit);
+        let mut admissions_stopped = false;
         for i in 0..n {
             let id = inp.req_ids[i];
             let budget = inp.num_new_tokens[i] as usize;
@@ -765,6 +769,12 @@ impl BlockManager {
                 as_u32(&inp.token_ids[a..b])
             };
             let is_new = !self.reqs.contains(id);
+            if is_new && admissions_stopped {
+                out.num_scheduled.push(-1);
+                out.num_cached_tokens.push(0);
+                out.new_block_offsets.push(out.new_blocks.len() as i64);
+                continue;
+            }
             if is_new {
                 let extra = inp.extra_keys.get(i).copied().unwrap_or(0);
                 let program = inp.programs.get(i).copied().filter(|&p| p >= 0);
@@ -805,6 +815,9 @@ impl BlockManager {
                 None => {
                     if is_new {
                         self.reqs.discard(id);
+                    }
+                    if admission && inp.fcfs {
+                        admissions_stopped = true;
                     }
                     out.num_scheduled.push(-1);
                     out.num_cached_tokens.push(0);

@@ -30,7 +30,7 @@
 //! let inp = StepInput {
 //!     req_ids: &[10, 11], num_new_tokens: &[100, 100],
 //!     token_ids: &tokens, token_offsets: &[0, 5, 11],
-//!     extra_keys: &[], programs: &[], finished: &[], num_lookahead_tokens: 0, now: 0.0,
+//!     extra_keys: &[], programs: &[], finished: &[], num_lookahead_tokens: 0, now: 0.0, fcfs: false,
 //! };
 //! let out = bm.step(&inp).unwrap();
 //! assert_eq!(out.num_scheduled, vec![5, 2]);     // the second prompt hit 4 tokens
