@@ -609,12 +609,18 @@ impl BlockManager {
             return Ok(None);
         };
         let st = self.reqs.get_mut(id).expect("live");
-        let pairs: Vec<(u32, u32)> = st
-            .blocks
-            .iter()
-            .copied()
-            .zip(host.iter().copied())
-            .collect();
+        // Blocks are interchangeable slots: hand the (ascending, mostly
+        // contiguous) host blocks out in device-id order, so that the copies
+        // coalesce into ranges whatever order the table is in.
+        let mut by_device: Vec<usize> = (0..st.blocks.len()).collect();
+        by_device.sort_unstable_by_key(|&i| st.blocks[i]);
+        let mut host_table = vec![0u32; st.blocks.len()];
+        let mut pairs = Vec::with_capacity(st.blocks.len());
+        for (k, &pos) in by_device.iter().enumerate() {
+            host_table[pos] = host[k];
+            pairs.push((st.blocks[pos], host[k]));
+        }
+        let host = host_table;
         release_rev(&mut self.pool, &st.blocks);
         self.stats.swap_outs += 1;
         self.stats.blocks_swapped_out += st.blocks.len() as u64;
@@ -665,20 +671,30 @@ impl BlockManager {
         for b in reuse.iter().flatten() {
             self.pool.touch(*b);
         }
-        let mut pairs = Vec::with_capacity(need);
+        // Fresh device blocks are interchangeable: give them out in host-id
+        // order so the copies coalesce (FastSwitch: few large copies).
+        let mut fresh: Vec<u32> = (0..need)
+            .map(|_| self.pool.allocate().expect("counted"))
+            .collect();
+        fresh.sort_unstable();
+        let mut copy_pos: Vec<usize> = (0..n).filter(|&i| reuse[i].is_none()).collect();
+        copy_pos.sort_unstable_by_key(|&i| host[i]);
         st.blocks.clear();
+        st.blocks.resize(n, 0);
         for (i, r) in reuse.iter().enumerate() {
-            match r {
-                Some(b) => st.blocks.push(*b),
-                None => {
-                    let b = self.pool.allocate().expect("counted");
-                    pairs.push((host[i], b));
-                    st.blocks.push(b);
-                    if i < full {
-                        let parent = if i == 0 { None } else { Some(st.hashes[i - 1]) };
-                        self.pool.cache(b, st.hashes[i], parent);
-                    }
-                }
+            if let Some(b) = r {
+                st.blocks[i] = *b;
+            }
+        }
+        let mut pairs = Vec::with_capacity(need);
+        for (k, &pos) in copy_pos.iter().enumerate() {
+            st.blocks[pos] = fresh[k];
+            pairs.push((host[pos], fresh[k]));
+        }
+        for i in 0..full {
+            if reuse[i].is_none() {
+                let parent = if i == 0 { None } else { Some(st.hashes[i - 1]) };
+                self.pool.cache(st.blocks[i], st.hashes[i], parent);
             }
         }
         st.num_cached_blocks = full;
