@@ -176,9 +176,9 @@ class StepBatch:
     ) -> StepBatch:
         """A batch from per-request lists (convenience; one concatenate).
 
-            >>> b = StepBatch.from_lists([1, 2], [16, 1], [[5, 6, 7], [9]])
-            >>> b.token_offsets.tolist()
-            [0, 3, 4]
+        >>> b = StepBatch.from_lists([1, 2], [16, 1], [[5, 6, 7], [9]])
+        >>> b.token_offsets.tolist()
+        [0, 3, 4]
         """
         n = len(req_ids)
         if token_ids is None:
@@ -186,7 +186,9 @@ class StepBatch:
             offsets = np.zeros(n + 1, dtype=np.int64)
         else:
             if len(token_ids) != n:
-                raise InvalidArgumentError(f"token_ids has {len(token_ids)} entries for {n} requests")
+                raise InvalidArgumentError(
+                    f"token_ids has {len(token_ids)} entries for {n} requests"
+                )
             parts = [_tokens(t) for t in token_ids]
             lens = np.fromiter((len(p) for p in parts), dtype=np.int64, count=n)
             offsets = np.zeros(n + 1, dtype=np.int64)
