@@ -36,6 +36,7 @@ from .errors import (
 
 # from .arena import ...
 
+# isort: split
 from .blocks import BlockEvents, BlockManager, StepBatch, StepResult
 
 __version__: str = _native.__version__
