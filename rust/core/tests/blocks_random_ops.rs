@@ -7,16 +7,40 @@ use slabcache_core::blocks::{BlockManager, BlockManagerConfig, StepInput};
 
 #[derive(Debug, Clone)]
 enum Op {
-    Admit { prefix: usize, tail: Vec<u32> },
-    Decode { pick: usize, tok: u32 },
-    Fork { pick: usize },
-    Free { pick: usize },
-    Pin { pick: usize, ttl: u8 },
-    Advance { dt: u8 },
-    SwapOut { pick: usize },
-    SwapIn { pick: usize },
-    Step { picks: Vec<usize>, new_tail: Vec<u32> },
-    BadFree { id: i64 },
+    Admit {
+        prefix: usize,
+        tail: Vec<u32>,
+    },
+    Decode {
+        pick: usize,
+        tok: u32,
+    },
+    Fork {
+        pick: usize,
+    },
+    Free {
+        pick: usize,
+    },
+    Pin {
+        pick: usize,
+        ttl: u8,
+    },
+    Advance {
+        dt: u8,
+    },
+    SwapOut {
+        pick: usize,
+    },
+    SwapIn {
+        pick: usize,
+    },
+    Step {
+        picks: Vec<usize>,
+        new_tail: Vec<u32>,
+    },
+    BadFree {
+        id: i64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -171,7 +195,8 @@ fn swap_out_of_shuffled_table_is_one_range() {
     .unwrap();
     // Fragment the free queue so the table is not in id order.
     for id in 0..4 {
-        bm.get_computed_blocks(id, &[id as u32 * 10 + 1], 0, None).unwrap();
+        bm.get_computed_blocks(id, &[id as u32 * 10 + 1], 0, None)
+            .unwrap();
         bm.allocate_slots(id, 1, &[], 0, 0.0).unwrap().unwrap();
     }
     bm.free(2).unwrap();

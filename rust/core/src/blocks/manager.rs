@@ -691,8 +691,8 @@ impl BlockManager {
             st.blocks[pos] = fresh[k];
             pairs.push((host[pos], fresh[k]));
         }
-        for i in 0..full {
-            if reuse[i].is_none() {
+        for (i, r) in reuse.iter().enumerate().take(full) {
+            if r.is_none() {
                 let parent = if i == 0 { None } else { Some(st.hashes[i - 1]) };
                 self.pool.cache(st.blocks[i], st.hashes[i], parent);
             }
