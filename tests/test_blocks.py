@@ -516,3 +516,31 @@ def test_reset_prefix_cache():
     bm.free(1)
     assert bm.reset_prefix_cache()
     assert bm.get_computed_blocks(2, toks((0, 9)))[1] == 0
+
+
+def test_errors_neither_expire_pins_nor_count_queries():
+    clock = FakeClock()
+    bm = BlockManager(num_blocks=16, block_size=BS, clock=clock)
+    admit(bm, 1, toks((0, 9)))
+    bm.pin(1, ttl_s=1)
+    bm.get_computed_blocks(2, toks((0, 9)))
+    before = bm.stats()
+    clock.t = 1000.0  # the pin is due, but failed calls must not change anything
+    with pytest.raises(InvalidArgumentError):
+        bm.allocate_slots(2, 10)  # more tokens than the 9 known
+    with pytest.raises(NotFoundError):
+        bm.allocate_slots(99, 1)
+    with pytest.raises(InvalidArgumentError):
+        bm.swap_in(2)  # not swapped out
+    assert bm.pin_deadline(1) == 101.0
+    assert bm.stats() == before
+    assert bm.allocate_slots(2, 1) is not None  # a valid call expires it
+    assert bm.pin_deadline(1) is None
+
+
+def test_bench_reports_a_missing_peer_instead_of_crashing(monkeypatch, tmp_path):
+    from slabcache.benchmarks import blocks as suite
+
+    monkeypatch.setenv("SLABCACHE_VLLM_PYTHON", str(tmp_path / "no-python"))
+    peer, note = suite.run_vllm(8, 0)
+    assert peer is None and "not found" in note

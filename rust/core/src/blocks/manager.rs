@@ -344,14 +344,17 @@ impl BlockManager {
         now: f64,
     ) -> Result<Option<Vec<u32>>> {
         check_now(now)?;
-        self.expire_pins(now)?;
         let st = self.live(id)?;
         if st.residency != Residency::Device {
             return Err(invalid(format!(
                 "request {id} is swapped out; swap it in first"
             )));
         }
+        if let Some(t) = new_tokens.iter().position(|&t| t > i32::MAX as u32) {
+            return Err(invalid(format!("token id at {t} is negative or too large")));
+        }
         let admission = st.blocks.is_empty() && st.num_computed == 0;
+        let saved_stats = self.stats;
         let mut hit = Vec::new();
         if admission && self.cfg.enable_prefix_caching {
             if !new_tokens.is_empty() {
@@ -375,6 +378,17 @@ impl BlockManager {
                 None => self.lookup_prefix(id, &mut hit),
             }
         }
+        // Validate before anything changes (pin expiry included).
+        let st = self.reqs.get(id).expect("live");
+        let computed_after_hit = st.num_computed + hit.len() * self.cfg.block_size;
+        let tokens_after = st.num_tokens + new_tokens.len();
+        if computed_after_hit + num_new_tokens > tokens_after {
+            self.stats = saved_stats;
+            return Err(invalid(format!(
+                "request {id}: {num_new_tokens} new tokens after {computed_after_hit} computed exceed the {tokens_after} token ids known; pass the new token ids"
+            )));
+        }
+        self.expire_pins(now)?;
         let mut out = Vec::new();
         let r = self.try_allocate(
             id,
@@ -636,10 +650,13 @@ impl BlockManager {
     /// when the device blocks are not there (the watermark applies).
     pub fn swap_in(&mut self, id: i64, now: f64) -> Result<Option<Vec<CopyRange>>> {
         check_now(now)?;
+        let Residency::Host(_) = &self.live(id)?.residency else {
+            return Err(invalid(format!("request {id} is not swapped out")));
+        };
         self.expire_pins(now)?;
         let st = self.live(id)?;
         let Residency::Host(host) = &st.residency else {
-            return Err(invalid(format!("request {id} is not swapped out")));
+            unreachable!("checked above")
         };
         let n = host.len();
         let full = if self.cfg.enable_prefix_caching {
