@@ -58,7 +58,7 @@ class BlockManagerCore:
     def get_computed_blocks(
         self,
         req_id: int,
-        token_ids: npt.NDArray[np.int32],
+        token_ids: npt.NDArray[np.int32] | list[int],
         extra_key: int = 0,
         program: int | None = None,
     ) -> tuple[npt.NDArray[np.int32], int]: ...
@@ -66,7 +66,7 @@ class BlockManagerCore:
         self,
         req_id: int,
         num_new_tokens: int,
-        token_ids: npt.NDArray[np.int32] | None = None,
+        token_ids: npt.NDArray[np.int32] | list[int] | None = None,
         num_lookahead_tokens: int = 0,
         now: float = 0.0,
     ) -> npt.NDArray[np.int32] | None: ...

@@ -54,6 +54,7 @@ __all__ = ["BlockEvents", "BlockManager", "StepBatch", "StepResult", "block_hash
 
 _I32_MAX = 2**31 - 1
 _EMPTY_I32 = np.zeros(0, dtype=np.int32)
+_DTYPES = {t: np.dtype(t) for t in (np.int32, np.int64, np.uint64)}
 
 
 def _req_id(x: Any, name: str = "req_id") -> int:
@@ -74,7 +75,7 @@ def _int_array(x: Any, name: str, dtype: type[np.integer], lo: int, hi: int) -> 
     rejected there); anything else is converted with a range check so that
     nothing wraps around.
     """
-    if type(x) is np.ndarray and x.dtype == dtype and x.ndim == 1 and x.flags.c_contiguous:
+    if type(x) is np.ndarray and x.dtype is _DTYPES[dtype] and x.ndim == 1 and x.flags.c_contiguous:
         return x
     arr = np.asarray(x)
     if arr.size == 0:
@@ -90,6 +91,14 @@ def _int_array(x: Any, name: str, dtype: type[np.integer], lo: int, hi: int) -> 
 
 def _tokens(x: Any, name: str = "token_ids") -> np.ndarray:
     return _int_array(x, name, np.int32, 0, _I32_MAX)
+
+
+def _tokens_arg(x: Any) -> np.ndarray | list[int]:
+    """Token ids for a per-request call: lists go to the core as they are
+    (it checks each value), anything else becomes a checked int32 array."""
+    if type(x) is list:
+        return x
+    return _tokens(x)
 
 
 def extra_key(key: int | str | bytes | None) -> int:
@@ -366,7 +375,7 @@ class BlockManager:
         """
         prog = None if program is None else _req_id(program, "program")
         return self._core.get_computed_blocks(
-            _req_id(req_id), _tokens(token_ids), _extra_key(extra_key), prog
+            _req_id(req_id), _tokens_arg(token_ids), _extra_key(extra_key), prog
         )
 
     def allocate_slots(
@@ -388,7 +397,7 @@ class BlockManager:
         ``None`` when they do not fit, with nothing changed. Copy-on-write
         copies are reported by :meth:`drain_copies`.
         """
-        toks = None if token_ids is None else _tokens(token_ids)
+        toks = None if token_ids is None else _tokens_arg(token_ids)
         return self._core.allocate_slots(
             _req_id(req_id),
             operator.index(num_new_tokens),

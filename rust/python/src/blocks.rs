@@ -6,9 +6,9 @@
 //! arrays out are fresh numpy arrays handed over without a copy.
 
 use numpy::ndarray::Array2;
-use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1};
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyInt, PyList};
 use slabcache_core::blocks::{
     tokens_from_i32, BlockEventKind, BlockManager, BlockManagerConfig, CopyRange, StepInput,
 };
@@ -32,6 +32,49 @@ fn slice<'a, T: numpy::Element>(name: &str, a: &'a PyReadonlyArray1<'_, T>) -> P
             format!("{name} must be a C-contiguous 1-D array"),
         )
     })
+}
+
+/// Token ids from an int32 numpy array or a list of ints (a decode step's one
+/// token is cheaper to pass as a list than to wrap in an array).
+fn token_vec(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u32>> {
+    if let Ok(arr) = obj.downcast::<PyArray1<i32>>() {
+        let ro = arr.readonly();
+        return Ok(tokens_from_i32(slice("token_ids", &ro)?).py()?.to_vec());
+    }
+    if let Ok(list) = obj.downcast::<PyList>() {
+        let mut v = Vec::with_capacity(list.len());
+        for (i, item) in list.iter().enumerate() {
+            match item.extract::<i64>() {
+                Ok(t) if (0..=i32::MAX as i64).contains(&t) => v.push(t as u32),
+                Ok(t) => {
+                    return Err(py_err(
+                        ErrorKind::InvalidArgument,
+                        format!("token id {t} at index {i} is outside [0, 2**31)"),
+                    ))
+                }
+                Err(_) if item.is_instance_of::<PyInt>() => {
+                    return Err(py_err(
+                        ErrorKind::InvalidArgument,
+                        format!("token id at index {i} is outside [0, 2**31)"),
+                    ))
+                }
+                Err(_) => {
+                    return Err(py_err(
+                        ErrorKind::InvalidType,
+                        format!(
+                            "token ids must be ints, got {} at index {i}",
+                            item.get_type().name()?
+                        ),
+                    ))
+                }
+            }
+        }
+        return Ok(v);
+    }
+    Err(py_err(
+        ErrorKind::InvalidType,
+        "token_ids must be an int32 numpy array or a list of ints",
+    ))
 }
 
 fn ranges_array<'py>(py: Python<'py>, ranges: &[CopyRange]) -> Bound<'py, PyArray2<i32>> {
@@ -129,14 +172,14 @@ impl PyBlockManager {
         &mut self,
         py: Python<'py>,
         req_id: i64,
-        token_ids: PyReadonlyArray1<'py, i32>,
+        token_ids: &Bound<'py, PyAny>,
         extra_key: u64,
         program: Option<i64>,
     ) -> PyResult<(Bound<'py, PyArray1<i32>>, usize)> {
-        let toks = tokens_from_i32(slice("token_ids", &token_ids)?).py()?;
+        let toks = token_vec(token_ids)?;
         let (ids, n) = self
             .inner
-            .get_computed_blocks(req_id, toks, extra_key, program)
+            .get_computed_blocks(req_id, &toks, extra_key, program)
             .py()?;
         Ok((ids_array(py, &ids), n))
     }
@@ -147,17 +190,17 @@ impl PyBlockManager {
         py: Python<'py>,
         req_id: i64,
         num_new_tokens: i64,
-        token_ids: Option<PyReadonlyArray1<'py, i32>>,
+        token_ids: Option<&Bound<'py, PyAny>>,
         num_lookahead_tokens: i64,
         now: f64,
     ) -> PyResult<Option<Bound<'py, PyArray1<i32>>>> {
         let n = count("num_new_tokens", num_new_tokens)?;
         let la = count("num_lookahead_tokens", num_lookahead_tokens)?;
-        let toks: &[u32] = match &token_ids {
-            Some(a) => tokens_from_i32(slice("token_ids", a)?).py()?,
-            None => &[],
+        let toks = match token_ids {
+            Some(a) => token_vec(a)?,
+            None => Vec::new(),
         };
-        let r = self.inner.allocate_slots(req_id, n, toks, la, now).py()?;
+        let r = self.inner.allocate_slots(req_id, n, &toks, la, now).py()?;
         Ok(r.map(|ids| ids_array(py, &ids)))
     }
 
