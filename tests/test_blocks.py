@@ -544,3 +544,40 @@ def test_bench_reports_a_missing_peer_instead_of_crashing(monkeypatch, tmp_path)
     monkeypatch.setenv("SLABCACHE_VLLM_PYTHON", str(tmp_path / "no-python"))
     peer, note = suite.run_vllm(8, 0)
     assert peer is None and "not found" in note
+
+
+def test_lookahead_slots_for_speculative_decoding():
+    bm = BlockManager(num_blocks=16, block_size=BS)
+    admit(bm, 1, [1, 2, 3, 4])  # one full block
+    new = bm.allocate_slots(1, 1, [5], num_lookahead_tokens=4)
+    assert len(new) == 2  # slots for tokens 5..9: two more blocks
+    assert bm.num_computed_tokens(1) == 5
+    assert len(bm.allocate_slots(1, 1, [6])) == 0  # already has room
+    bm.check_invariants()
+
+
+def test_step_admission_of_next_turn_releases_pin():
+    clock = FakeClock()
+    bm = BlockManager(num_blocks=8, block_size=BS, clock=clock)
+    turn1 = toks((0, 12)) + [1]
+    bm.step(StepBatch.from_lists([1], [100], [turn1], programs=[5]))
+    bm.pin(1, ttl_s=60)  # program 5 was recorded at admission
+    assert bm.pin_deadline(5) == 160.0
+    turn2 = turn1 + [2, 3, 4]
+    r = bm.step(StepBatch.from_lists([2], [100], [turn2], programs=[5]))
+    assert r.num_cached_tokens.tolist() == [12]
+    assert bm.pin_deadline(5) is None
+    s = bm.stats()
+    assert s["pins_released"] == 1 and s["num_pinned_blocks"] == 0
+    bm.check_invariants()
+
+
+def test_step_block_tables_pad_refused_rows():
+    bm = BlockManager(num_blocks=3, block_size=BS)
+    b = StepBatch.from_lists([1, 2], [100, 100], [toks((0, 9)), toks((20, 30))])
+    r = bm.step(b, block_tables=True, pad=-7)
+    assert r.num_scheduled.tolist() == [9, -1]
+    assert r.block_tables.shape == (2, 3)
+    assert r.block_tables[1].tolist() == [-7, -7, -7]
+    assert 2 not in bm
+    bm.check_invariants()

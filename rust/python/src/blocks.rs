@@ -315,24 +315,32 @@ impl PyBlockManager {
         Bound<'py, PyArray2<i32>>,
         Option<Bound<'py, PyArray2<i32>>>,
     )> {
-        let ids = slice("req_ids", &req_ids)?;
+        // The arrays are copied before the GIL is released: another Python
+        // thread could otherwise write them while the core reads them.
+        let ids = slice("req_ids", &req_ids)?.to_vec();
+        let budgets = slice("num_new_tokens", &num_new_tokens)?.to_vec();
+        let toks = slice("token_ids", &token_ids)?.to_vec();
+        let offs = slice("token_offsets", &token_offsets)?.to_vec();
+        let extra = match &extra_keys {
+            Some(a) => slice("extra_keys", a)?.to_vec(),
+            None => Vec::new(),
+        };
+        let progs = match &programs {
+            Some(a) => slice("programs", a)?.to_vec(),
+            None => Vec::new(),
+        };
+        let fin = match &finished {
+            Some(a) => slice("finished", a)?.to_vec(),
+            None => Vec::new(),
+        };
         let inp = StepInput {
-            req_ids: ids,
-            num_new_tokens: slice("num_new_tokens", &num_new_tokens)?,
-            token_ids: slice("token_ids", &token_ids)?,
-            token_offsets: slice("token_offsets", &token_offsets)?,
-            extra_keys: match &extra_keys {
-                Some(a) => slice("extra_keys", a)?,
-                None => &[],
-            },
-            programs: match &programs {
-                Some(a) => slice("programs", a)?,
-                None => &[],
-            },
-            finished: match &finished {
-                Some(a) => slice("finished", a)?,
-                None => &[],
-            },
+            req_ids: &ids,
+            num_new_tokens: &budgets,
+            token_ids: &toks,
+            token_offsets: &offs,
+            extra_keys: &extra,
+            programs: &progs,
+            finished: &fin,
             num_lookahead_tokens: count("num_lookahead_tokens", num_lookahead_tokens)?,
             now,
             fcfs,
@@ -341,11 +349,7 @@ impl PyBlockManager {
         let (out, tables) = py
             .allow_threads(|| {
                 let out = inner.step(&inp)?;
-                let tables = if want_tables {
-                    Some(inner.block_tables(inp.req_ids, pad, 0)?)
-                } else {
-                    None
-                };
+                let tables = want_tables.then(|| inner.padded_block_tables(inp.req_ids, pad, 0));
                 Ok::<_, slabcache_core::Error>((out, tables))
             })
             .py()?;

@@ -767,6 +767,31 @@ impl BlockManager {
         Ok((out, width))
     }
 
+    /// Like [`block_tables`](Self::block_tables) but never fails: ids that are
+    /// not live (e.g. a new request a step refused) get a row of padding.
+    pub fn padded_block_tables(
+        &self,
+        ids: &[i64],
+        pad: i32,
+        min_width: usize,
+    ) -> (Vec<i32>, usize) {
+        let empty: &[u32] = &[];
+        let table = |id: i64| self.reqs.get(id).map_or(empty, |st| st.blocks.as_slice());
+        let width = ids
+            .iter()
+            .map(|&id| table(id).len())
+            .max()
+            .unwrap_or(0)
+            .max(min_width);
+        let mut out = vec![pad; ids.len() * width];
+        for (row, &id) in ids.iter().enumerate() {
+            for (dst, &b) in out[row * width..].iter_mut().zip(table(id)) {
+                *dst = b as i32;
+            }
+        }
+        (out, width)
+    }
+
     /// Runs one scheduler step (see [`StepInput`]). Validates the whole batch
     /// first: on an error nothing has changed. A request that does not fit
     /// gets `num_scheduled = -1` and is left as it was; the rest proceed.
