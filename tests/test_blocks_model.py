@@ -30,6 +30,28 @@ class Model:
         self.cache: dict[bytes, list[int]] = {}
         self.reqs: dict[int, dict] = {}
         self.copies: list[tuple[int, int]] = []
+        self.pins: dict[int, tuple[float, list[int]]] = {}
+
+    def pin(self, rid: int, deadline: float, program: int) -> None:
+        r = self.reqs.pop(rid)
+        keep = min(r["ncached"], len(r["blocks"]))
+        self.free_blocks(list(reversed(r["blocks"][keep:])))
+        old = self.pins.pop(program, None)
+        self.pins[program] = (deadline, r["blocks"][:keep])
+        if old is not None:
+            self.free_blocks(list(reversed(old[1])))
+
+    def expire(self, now: float) -> None:
+        for program in sorted(
+            (p for p, (d, _) in self.pins.items() if d <= now), key=lambda p: (self.pins[p][0], p)
+        ):
+            _, blocks = self.pins.pop(program)
+            self.free_blocks(list(reversed(blocks)))
+
+    def release_pin(self, program: int | None) -> None:
+        if program is not None and program in self.pins:
+            _, blocks = self.pins.pop(program)
+            self.free_blocks(list(reversed(blocks)))
 
     def hashes(self, tokens: list[int]) -> list[bytes]:
         return [bytes(h) for h in block_hashes(tokens, self.bs)] if tokens else []
@@ -116,9 +138,10 @@ class Model:
 class BlockManagerMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.bm = BlockManager(num_blocks=NUM_BLOCKS, block_size=BS)
+        self.bm = BlockManager(num_blocks=NUM_BLOCKS, block_size=BS, clock=lambda: self.now)
         self.model = Model(NUM_BLOCKS, BS)
         self.next_id = 0
+        self.now = 0.0
 
     def live(self) -> list[int]:
         return sorted(self.model.reqs)
@@ -126,16 +149,26 @@ class BlockManagerMachine(RuleBasedStateMachine):
     @rule(
         prefix=st.sampled_from([[], [1, 2], [1, 2, 3, 4], [5, 6, 7, 8, 9, 9]]),
         tail=st.lists(st.integers(0, 3), min_size=1, max_size=6),
+        program=st.sampled_from([None, 0, 1]),
     )
-    def admit(self, prefix, tail):
+    def admit(self, prefix, tail, program):
         rid = self.next_id
         self.next_id += 1
         prompt = prefix + tail
-        hit, n = self.bm.get_computed_blocks(rid, prompt)
+        hit, n = self.bm.get_computed_blocks(rid, prompt, program=program)
         m_hit = self.model.lookup(prompt)
         assert hit.tolist() == m_hit and n == len(m_hit) * BS
         got = self.bm.allocate_slots(rid, len(prompt) - n)
-        self.model.reqs[rid] = {"tokens": prompt, "blocks": [], "computed": 0, "ncached": 0}
+        self.model.expire(self.now)
+        m_hit = self.model.lookup(prompt)  # expiry keeps hashes: same hit
+        assert len(m_hit) * BS == n
+        self.model.reqs[rid] = {
+            "tokens": prompt,
+            "blocks": [],
+            "computed": 0,
+            "ncached": 0,
+            "program": program,
+        }
         want = self.model.allocate(rid, len(prompt) - n, [], m_hit)
         if want is None:
             assert got is None
@@ -143,12 +176,14 @@ class BlockManagerMachine(RuleBasedStateMachine):
             self.bm.free(rid)  # the registered waiting request is dropped
         else:
             assert got.tolist() == want
+            self.model.release_pin(program)
 
     @precondition(lambda self: self.model.reqs)
     @rule(data=st.data(), tok=st.integers(0, 3))
     def decode(self, data, tok):
         rid = data.draw(st.sampled_from(self.live()))
         got = self.bm.allocate_slots(rid, 1, [tok])
+        self.model.expire(self.now)
         want = self.model.allocate(rid, 1, [tok], [])
         assert (got is None) == (want is None)
         if want is not None:
@@ -171,8 +206,23 @@ class BlockManagerMachine(RuleBasedStateMachine):
         self.bm.fork(rid, child)
         r = self.model.reqs[rid]
         self.model.reqs[child] = {k: (list(v) if isinstance(v, list) else v) for k, v in r.items()}
+        self.model.reqs[child]["program"] = None
         for b in r["blocks"]:
             self.model.touch(b)
+
+    @precondition(lambda self: self.model.reqs)
+    @rule(data=st.data(), ttl=st.sampled_from([0.0, 1.0, 3.0]), program=st.sampled_from([None, 2]))
+    def pin(self, data, ttl, program):
+        rid = data.draw(st.sampled_from(self.live()))
+        self.bm.pin(rid, ttl_s=ttl, program=program)
+        key = program if program is not None else self.model.reqs[rid]["program"]
+        self.model.pin(rid, self.now + ttl, rid if key is None else key)
+
+    @rule(dt=st.sampled_from([0.5, 1.0, 2.0]))
+    def advance(self, dt):
+        self.now += dt
+        self.bm.expire_pins()
+        self.model.expire(self.now)
 
     @invariant()
     def agrees_with_model(self):
@@ -181,6 +231,11 @@ class BlockManagerMachine(RuleBasedStateMachine):
         assert self.bm.free_block_order().tolist() == self.model.free
         for rid, r in self.model.reqs.items():
             assert self.bm.block_table(rid).tolist() == r["blocks"]
+        for program, (deadline, _) in self.model.pins.items():
+            assert self.bm.pin_deadline(program) == deadline
+        assert self.bm.stats()["num_pinned_blocks"] == sum(
+            len(b) for _, b in self.model.pins.values()
+        )
         copies = self.bm.drain_copies()
         assert [tuple(c) for c in copies.tolist()] == self.model.copies
         self.model.copies = []
