@@ -160,7 +160,7 @@ def compare(conversations: int, seed: int = 0) -> dict:
 
 
 def run(ctx: BenchContext) -> list[Measurement]:
-    sizes = [256] if ctx.quick else [256, 1024]
+    sizes = [256] if ctx.quick else [256, 512, 1024]
     out: list[Measurement] = []
     with ctx.task("blocks: trace replays", total=len(sizes)) as advance:
         for conv in sizes:
