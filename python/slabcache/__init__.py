@@ -36,7 +36,8 @@ from .errors import (
 
 # from .arena import ...
 
-# from .blocks import ...
+# isort: split
+from .blocks import BlockEvents, BlockManager, StepBatch, StepResult
 
 __version__: str = _native.__version__
 
@@ -55,4 +56,9 @@ __all__ = [
     "OutOfMemoryError",
     "SlabcacheError",
     "StorageError",
+    # KV-cache BlockManager (issue 6)
+    "BlockEvents",
+    "BlockManager",
+    "StepBatch",
+    "StepResult",
 ]

@@ -24,3 +24,110 @@ def build_info() -> dict[str, str]:
 # ---- blob arena (arena.rs) -----------------------------------------------------
 
 # ---- KV block pool (blocks.rs) -------------------------------------------------
+
+import numpy as np  # noqa: E402
+import numpy.typing as npt  # noqa: E402
+
+class BlockManagerCore:
+    """Native block manager; use ``slabcache.blocks.BlockManager`` instead."""
+
+    def __init__(
+        self,
+        num_blocks: int,
+        block_size: int,
+        num_cpu_blocks: int = 0,
+        enable_prefix_caching: bool = True,
+        watermark: float = 0.0,
+        enable_events: bool = False,
+    ) -> None: ...
+    @property
+    def num_blocks(self) -> int: ...
+    @property
+    def block_size(self) -> int: ...
+    @property
+    def num_cpu_blocks(self) -> int: ...
+    @property
+    def enable_prefix_caching(self) -> bool: ...
+    @property
+    def watermark(self) -> float: ...
+    @property
+    def num_free_blocks(self) -> int: ...
+    @property
+    def num_requests(self) -> int: ...
+    def contains(self, req_id: int) -> bool: ...
+    def get_computed_blocks(
+        self,
+        req_id: int,
+        token_ids: npt.NDArray[np.int32] | list[int],
+        extra_key: int = 0,
+        program: int | None = None,
+    ) -> tuple[npt.NDArray[np.int32], int]: ...
+    def allocate_slots(
+        self,
+        req_id: int,
+        num_new_tokens: int,
+        token_ids: npt.NDArray[np.int32] | list[int] | None = None,
+        num_lookahead_tokens: int = 0,
+        now: float = 0.0,
+    ) -> npt.NDArray[np.int32] | None: ...
+    def free(self, req_id: int) -> None: ...
+    def fork(self, parent_id: int, child_id: int) -> None: ...
+    def pin(
+        self, req_id: int, ttl_s: float, program: int | None = None, now: float = 0.0
+    ) -> None: ...
+    def unpin(self, program: int) -> None: ...
+    def expire_pins(self, now: float) -> int: ...
+    def pin_deadline(self, program: int) -> float | None: ...
+    def swap_out(self, req_id: int) -> npt.NDArray[np.int32] | None: ...
+    def swap_in(self, req_id: int, now: float = 0.0) -> npt.NDArray[np.int32] | None: ...
+    def block_table(self, req_id: int) -> npt.NDArray[np.int32]: ...
+    def host_block_table(self, req_id: int) -> npt.NDArray[np.int32] | None: ...
+    def num_computed_tokens(self, req_id: int) -> int: ...
+    def block_tables(
+        self, req_ids: npt.NDArray[np.int64], pad: int = -1, min_width: int = 0
+    ) -> npt.NDArray[np.int32]: ...
+    def step(
+        self,
+        req_ids: npt.NDArray[np.int64],
+        num_new_tokens: npt.NDArray[np.int64],
+        token_ids: npt.NDArray[np.int32],
+        token_offsets: npt.NDArray[np.int64],
+        extra_keys: npt.NDArray[np.uint64] | None = None,
+        programs: npt.NDArray[np.int64] | None = None,
+        finished: npt.NDArray[np.int64] | None = None,
+        num_lookahead_tokens: int = 0,
+        now: float = 0.0,
+        want_tables: bool = False,
+        pad: int = -1,
+        fcfs: bool = False,
+    ) -> tuple[
+        npt.NDArray[np.int32],
+        npt.NDArray[np.int32],
+        npt.NDArray[np.int32],
+        npt.NDArray[np.int64],
+        npt.NDArray[np.int32],
+        npt.NDArray[np.int32] | None,
+    ]:
+        """(num_scheduled, num_cached_tokens, new_blocks, new_block_offsets, copies, tables)."""
+    def drain_copies(self) -> npt.NDArray[np.int32]: ...
+    def drain_events(
+        self,
+    ) -> tuple[
+        npt.NDArray[np.uint8],
+        npt.NDArray[np.int32],
+        npt.NDArray[np.uint8],
+        npt.NDArray[np.uint8],
+        npt.NDArray[np.bool_],
+    ]:
+        """(kinds, block_ids, hashes (n, 32), parents (n, 32), has_parent)."""
+    def set_events_enabled(self, on: bool) -> None: ...
+    def reset_prefix_cache(self) -> bool: ...
+    def ref_count(self, block_id: int) -> int: ...
+    def free_block_order(self) -> npt.NDArray[np.int32]: ...
+    def stats(self) -> dict[str, float]: ...
+    def check_invariants(self) -> None: ...
+
+def block_hashes(
+    token_ids: npt.NDArray[np.int32], block_size: int, extra_key: int = 0
+) -> npt.NDArray[np.uint8]:
+    """Chained BLAKE3 hashes of every full block: uint8 (n, 32)."""

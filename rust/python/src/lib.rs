@@ -17,7 +17,7 @@ mod info;
 
 // mod arena;
 
-// mod blocks;
+mod blocks;
 
 /// The native extension module `slabcache._native`.
 #[pymodule]
@@ -33,7 +33,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
 
     // arena::register(m)?;
 
-    // blocks::register(m)?;
+    blocks::register(m)?;
 
     Ok(())
 }

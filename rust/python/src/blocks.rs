@@ -1,0 +1,507 @@
+//! Bindings of the KV-cache block manager (`slabcache_core::blocks`).
+//!
+//! `BlockManagerCore` is the raw native object; `slabcache.blocks.BlockManager`
+//! wraps it with defaults, a clock and type conversion. Arrays in are
+//! C-contiguous numpy arrays of the stated dtype (the Python layer converts);
+//! arrays out are fresh numpy arrays handed over without a copy.
+
+use numpy::ndarray::Array2;
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyInt, PyList};
+use slabcache_core::blocks::{
+    tokens_from_i32, BlockEventKind, BlockManager, BlockManagerConfig, CopyRange, StepInput,
+};
+use slabcache_core::ErrorKind;
+
+use crate::errors::{py_err, IntoPyResult};
+
+fn count(name: &str, v: i64) -> PyResult<usize> {
+    usize::try_from(v).map_err(|_| {
+        py_err(
+            ErrorKind::InvalidArgument,
+            format!("{name} must be >= 0, got {v}"),
+        )
+    })
+}
+
+fn slice<'a, T: numpy::Element>(name: &str, a: &'a PyReadonlyArray1<'_, T>) -> PyResult<&'a [T]> {
+    a.as_slice().map_err(|_| {
+        py_err(
+            ErrorKind::InvalidArgument,
+            format!("{name} must be a C-contiguous 1-D array"),
+        )
+    })
+}
+
+/// Token ids from an int32 numpy array or a list of ints (a decode step's one
+/// token is cheaper to pass as a list than to wrap in an array).
+fn token_vec(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u32>> {
+    if let Ok(arr) = obj.downcast::<PyArray1<i32>>() {
+        let ro = arr.readonly();
+        return Ok(tokens_from_i32(slice("token_ids", &ro)?).py()?.to_vec());
+    }
+    if let Ok(list) = obj.downcast::<PyList>() {
+        let mut v = Vec::with_capacity(list.len());
+        for (i, item) in list.iter().enumerate() {
+            match item.extract::<i64>() {
+                Ok(t) if (0..=i32::MAX as i64).contains(&t) => v.push(t as u32),
+                Ok(t) => {
+                    return Err(py_err(
+                        ErrorKind::InvalidArgument,
+                        format!("token id {t} at index {i} is outside [0, 2**31)"),
+                    ))
+                }
+                Err(_) if item.is_instance_of::<PyInt>() => {
+                    return Err(py_err(
+                        ErrorKind::InvalidArgument,
+                        format!("token id at index {i} is outside [0, 2**31)"),
+                    ))
+                }
+                Err(_) => {
+                    return Err(py_err(
+                        ErrorKind::InvalidType,
+                        format!(
+                            "token ids must be ints, got {} at index {i}",
+                            item.get_type().name()?
+                        ),
+                    ))
+                }
+            }
+        }
+        return Ok(v);
+    }
+    Err(py_err(
+        ErrorKind::InvalidType,
+        "token_ids must be an int32 numpy array or a list of ints",
+    ))
+}
+
+fn ranges_array<'py>(py: Python<'py>, ranges: &[CopyRange]) -> Bound<'py, PyArray2<i32>> {
+    let mut a = Array2::<i32>::zeros((ranges.len(), 3));
+    for (i, r) in ranges.iter().enumerate() {
+        a[[i, 0]] = r.src as i32;
+        a[[i, 1]] = r.dst as i32;
+        a[[i, 2]] = r.len as i32;
+    }
+    a.into_pyarray(py)
+}
+
+fn pairs_array<'py>(py: Python<'py>, pairs: &[(u32, u32)]) -> Bound<'py, PyArray2<i32>> {
+    let mut a = Array2::<i32>::zeros((pairs.len(), 2));
+    for (i, &(s, d)) in pairs.iter().enumerate() {
+        a[[i, 0]] = s as i32;
+        a[[i, 1]] = d as i32;
+    }
+    a.into_pyarray(py)
+}
+
+fn ids_array<'py>(py: Python<'py>, ids: &[u32]) -> Bound<'py, PyArray1<i32>> {
+    ids.iter()
+        .map(|&b| b as i32)
+        .collect::<Vec<i32>>()
+        .into_pyarray(py)
+}
+
+/// The native block manager (see `slabcache.blocks.BlockManager`).
+#[pyclass(module = "slabcache._native", name = "BlockManagerCore")]
+pub struct PyBlockManager {
+    inner: BlockManager,
+}
+
+#[pymethods]
+impl PyBlockManager {
+    #[new]
+    #[pyo3(signature = (num_blocks, block_size, num_cpu_blocks=0, enable_prefix_caching=true, watermark=0.0, enable_events=false))]
+    fn new(
+        num_blocks: i64,
+        block_size: i64,
+        num_cpu_blocks: i64,
+        enable_prefix_caching: bool,
+        watermark: f64,
+        enable_events: bool,
+    ) -> PyResult<Self> {
+        let cfg = BlockManagerConfig {
+            num_blocks: count("num_blocks", num_blocks)?,
+            block_size: count("block_size", block_size)?,
+            num_cpu_blocks: count("num_cpu_blocks", num_cpu_blocks)?,
+            enable_prefix_caching,
+            watermark,
+            enable_events,
+        };
+        Ok(PyBlockManager {
+            inner: BlockManager::new(cfg).py()?,
+        })
+    }
+
+    #[getter]
+    fn num_blocks(&self) -> usize {
+        self.inner.config().num_blocks
+    }
+    #[getter]
+    fn block_size(&self) -> usize {
+        self.inner.config().block_size
+    }
+    #[getter]
+    fn num_cpu_blocks(&self) -> usize {
+        self.inner.config().num_cpu_blocks
+    }
+    #[getter]
+    fn enable_prefix_caching(&self) -> bool {
+        self.inner.config().enable_prefix_caching
+    }
+    #[getter]
+    fn watermark(&self) -> f64 {
+        self.inner.config().watermark
+    }
+    #[getter]
+    fn num_free_blocks(&self) -> usize {
+        self.inner.num_free_blocks()
+    }
+    #[getter]
+    fn num_requests(&self) -> usize {
+        self.inner.num_requests()
+    }
+
+    fn contains(&self, req_id: i64) -> bool {
+        self.inner.contains(req_id)
+    }
+
+    #[pyo3(signature = (req_id, token_ids, extra_key=0, program=None))]
+    fn get_computed_blocks<'py>(
+        &mut self,
+        py: Python<'py>,
+        req_id: i64,
+        token_ids: &Bound<'py, PyAny>,
+        extra_key: u64,
+        program: Option<i64>,
+    ) -> PyResult<(Bound<'py, PyArray1<i32>>, usize)> {
+        let toks = token_vec(token_ids)?;
+        let (ids, n) = self
+            .inner
+            .get_computed_blocks(req_id, &toks, extra_key, program)
+            .py()?;
+        Ok((ids_array(py, &ids), n))
+    }
+
+    #[pyo3(signature = (req_id, num_new_tokens, token_ids=None, num_lookahead_tokens=0, now=0.0))]
+    fn allocate_slots<'py>(
+        &mut self,
+        py: Python<'py>,
+        req_id: i64,
+        num_new_tokens: i64,
+        token_ids: Option<&Bound<'py, PyAny>>,
+        num_lookahead_tokens: i64,
+        now: f64,
+    ) -> PyResult<Option<Bound<'py, PyArray1<i32>>>> {
+        let n = count("num_new_tokens", num_new_tokens)?;
+        let la = count("num_lookahead_tokens", num_lookahead_tokens)?;
+        let toks = match token_ids {
+            Some(a) => token_vec(a)?,
+            None => Vec::new(),
+        };
+        let r = self.inner.allocate_slots(req_id, n, &toks, la, now).py()?;
+        Ok(r.map(|ids| ids_array(py, &ids)))
+    }
+
+    fn free(&mut self, req_id: i64) -> PyResult<()> {
+        self.inner.free(req_id).py()
+    }
+
+    fn fork(&mut self, parent_id: i64, child_id: i64) -> PyResult<()> {
+        self.inner.fork(parent_id, child_id).py()
+    }
+
+    #[pyo3(signature = (req_id, ttl_s, program=None, now=0.0))]
+    fn pin(&mut self, req_id: i64, ttl_s: f64, program: Option<i64>, now: f64) -> PyResult<()> {
+        self.inner.pin(req_id, ttl_s, program, now).py()
+    }
+
+    fn unpin(&mut self, program: i64) -> PyResult<()> {
+        self.inner.unpin(program).py()
+    }
+
+    fn expire_pins(&mut self, now: f64) -> PyResult<usize> {
+        self.inner.expire_pins(now).py()
+    }
+
+    fn pin_deadline(&self, program: i64) -> Option<f64> {
+        self.inner.pin_deadline(program)
+    }
+
+    fn swap_out<'py>(
+        &mut self,
+        py: Python<'py>,
+        req_id: i64,
+    ) -> PyResult<Option<Bound<'py, PyArray2<i32>>>> {
+        let r = self.inner.swap_out(req_id).py()?;
+        Ok(r.map(|r| ranges_array(py, &r)))
+    }
+
+    #[pyo3(signature = (req_id, now=0.0))]
+    fn swap_in<'py>(
+        &mut self,
+        py: Python<'py>,
+        req_id: i64,
+        now: f64,
+    ) -> PyResult<Option<Bound<'py, PyArray2<i32>>>> {
+        let r = self.inner.swap_in(req_id, now).py()?;
+        Ok(r.map(|r| ranges_array(py, &r)))
+    }
+
+    fn block_table<'py>(
+        &self,
+        py: Python<'py>,
+        req_id: i64,
+    ) -> PyResult<Bound<'py, PyArray1<i32>>> {
+        Ok(ids_array(py, self.inner.block_table(req_id).py()?))
+    }
+
+    fn host_block_table<'py>(
+        &self,
+        py: Python<'py>,
+        req_id: i64,
+    ) -> PyResult<Option<Bound<'py, PyArray1<i32>>>> {
+        Ok(self
+            .inner
+            .host_block_table(req_id)
+            .py()?
+            .map(|h| ids_array(py, h)))
+    }
+
+    fn num_computed_tokens(&self, req_id: i64) -> PyResult<usize> {
+        self.inner.num_computed_tokens(req_id).py()
+    }
+
+    #[pyo3(signature = (req_ids, pad=-1, min_width=0))]
+    fn block_tables<'py>(
+        &self,
+        py: Python<'py>,
+        req_ids: PyReadonlyArray1<'py, i64>,
+        pad: i32,
+        min_width: i64,
+    ) -> PyResult<Bound<'py, PyArray2<i32>>> {
+        let ids = slice("req_ids", &req_ids)?;
+        let mw = count("min_width", min_width)?;
+        let (flat, width) = self.inner.block_tables(ids, pad, mw).py()?;
+        let a = Array2::from_shape_vec((ids.len(), width), flat).expect("shape");
+        Ok(a.into_pyarray(py))
+    }
+
+    /// One scheduler step; returns (num_scheduled, num_cached_tokens,
+    /// new_blocks, new_block_offsets, copies, tables or None).
+    #[pyo3(signature = (req_ids, num_new_tokens, token_ids, token_offsets, extra_keys=None, programs=None, finished=None, num_lookahead_tokens=0, now=0.0, want_tables=false, pad=-1, fcfs=false))]
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn step<'py>(
+        &mut self,
+        py: Python<'py>,
+        req_ids: PyReadonlyArray1<'py, i64>,
+        num_new_tokens: PyReadonlyArray1<'py, i64>,
+        token_ids: PyReadonlyArray1<'py, i32>,
+        token_offsets: PyReadonlyArray1<'py, i64>,
+        extra_keys: Option<PyReadonlyArray1<'py, u64>>,
+        programs: Option<PyReadonlyArray1<'py, i64>>,
+        finished: Option<PyReadonlyArray1<'py, i64>>,
+        num_lookahead_tokens: i64,
+        now: f64,
+        want_tables: bool,
+        pad: i32,
+        fcfs: bool,
+    ) -> PyResult<(
+        Bound<'py, PyArray1<i32>>,
+        Bound<'py, PyArray1<i32>>,
+        Bound<'py, PyArray1<i32>>,
+        Bound<'py, PyArray1<i64>>,
+        Bound<'py, PyArray2<i32>>,
+        Option<Bound<'py, PyArray2<i32>>>,
+    )> {
+        // The arrays are copied before the GIL is released: another Python
+        // thread could otherwise write them while the core reads them.
+        let ids = slice("req_ids", &req_ids)?.to_vec();
+        let budgets = slice("num_new_tokens", &num_new_tokens)?.to_vec();
+        let toks = slice("token_ids", &token_ids)?.to_vec();
+        let offs = slice("token_offsets", &token_offsets)?.to_vec();
+        let extra = match &extra_keys {
+            Some(a) => slice("extra_keys", a)?.to_vec(),
+            None => Vec::new(),
+        };
+        let progs = match &programs {
+            Some(a) => slice("programs", a)?.to_vec(),
+            None => Vec::new(),
+        };
+        let fin = match &finished {
+            Some(a) => slice("finished", a)?.to_vec(),
+            None => Vec::new(),
+        };
+        let inp = StepInput {
+            req_ids: &ids,
+            num_new_tokens: &budgets,
+            token_ids: &toks,
+            token_offsets: &offs,
+            extra_keys: &extra,
+            programs: &progs,
+            finished: &fin,
+            num_lookahead_tokens: count("num_lookahead_tokens", num_lookahead_tokens)?,
+            now,
+            fcfs,
+        };
+        let inner = &mut self.inner;
+        let (out, tables) = py
+            .allow_threads(|| {
+                let out = inner.step(&inp)?;
+                let tables = want_tables.then(|| inner.padded_block_tables(inp.req_ids, pad, 0));
+                Ok::<_, slabcache_core::Error>((out, tables))
+            })
+            .py()?;
+        let tables = tables.map(|(flat, width)| {
+            Array2::from_shape_vec((ids.len(), width), flat)
+                .expect("shape")
+                .into_pyarray(py)
+        });
+        Ok((
+            out.num_scheduled.into_pyarray(py),
+            out.num_cached_tokens.into_pyarray(py),
+            out.new_blocks.into_pyarray(py),
+            out.new_block_offsets.into_pyarray(py),
+            pairs_array(py, &out.copies),
+            tables,
+        ))
+    }
+
+    fn drain_copies<'py>(&mut self, py: Python<'py>) -> Bound<'py, PyArray2<i32>> {
+        pairs_array(py, &self.inner.drain_copies())
+    }
+
+    /// (kinds uint8, block_ids int32, hashes uint8 (n, 32), parents uint8 (n, 32), has_parent bool)
+    #[allow(clippy::type_complexity)]
+    fn drain_events<'py>(
+        &mut self,
+        py: Python<'py>,
+    ) -> (
+        Bound<'py, PyArray1<u8>>,
+        Bound<'py, PyArray1<i32>>,
+        Bound<'py, PyArray2<u8>>,
+        Bound<'py, PyArray2<u8>>,
+        Bound<'py, PyArray1<bool>>,
+    ) {
+        let ev = self.inner.drain_events();
+        let n = ev.len();
+        let mut hashes = Array2::<u8>::zeros((n, 32));
+        let mut parents = Array2::<u8>::zeros((n, 32));
+        let mut kinds = Vec::with_capacity(n);
+        let mut ids = Vec::with_capacity(n);
+        let mut has_parent = Vec::with_capacity(n);
+        for (i, e) in ev.iter().enumerate() {
+            kinds.push(match e.kind {
+                BlockEventKind::Stored => 0u8,
+                BlockEventKind::Removed => 1u8,
+            });
+            ids.push(e.block_id as i32);
+            for (j, b) in e.hash.0.iter().enumerate() {
+                hashes[[i, j]] = *b;
+            }
+            has_parent.push(e.parent.is_some());
+            if let Some(p) = e.parent {
+                for (j, b) in p.0.iter().enumerate() {
+                    parents[[i, j]] = *b;
+                }
+            }
+        }
+        (
+            kinds.into_pyarray(py),
+            ids.into_pyarray(py),
+            hashes.into_pyarray(py),
+            parents.into_pyarray(py),
+            has_parent.into_pyarray(py),
+        )
+    }
+
+    fn set_events_enabled(&mut self, on: bool) {
+        self.inner.set_events_enabled(on);
+    }
+
+    fn reset_prefix_cache(&mut self) -> bool {
+        self.inner.reset_prefix_cache()
+    }
+
+    fn ref_count(&self, block_id: i64) -> PyResult<u32> {
+        let b = u32::try_from(block_id).map_err(|_| {
+            py_err(
+                ErrorKind::InvalidArgument,
+                format!("block id {block_id} out of range"),
+            )
+        })?;
+        self.inner.ref_count(b).py()
+    }
+
+    fn free_block_order<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i32>> {
+        ids_array(py, &self.inner.free_block_order())
+    }
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.inner.stats();
+        let d = PyDict::new(py);
+        d.set_item("num_blocks", s.num_blocks)?;
+        d.set_item("num_free_blocks", s.num_free_blocks)?;
+        d.set_item("num_cached_free_blocks", s.num_cached_free_blocks)?;
+        d.set_item("num_pinned_blocks", s.num_pinned_blocks)?;
+        d.set_item("num_cpu_blocks", s.num_cpu_blocks)?;
+        d.set_item("num_used_cpu_blocks", s.num_used_cpu_blocks)?;
+        d.set_item("num_requests", s.num_requests)?;
+        d.set_item("usage", s.usage())?;
+        d.set_item("prefix_queries", s.prefix_queries)?;
+        d.set_item("prefix_query_tokens", s.prefix_query_tokens)?;
+        d.set_item("prefix_hit_tokens", s.prefix_hit_tokens)?;
+        d.set_item("prefix_hit_rate", s.prefix_hit_rate())?;
+        d.set_item("evictions", s.evictions)?;
+        d.set_item("cow_copies", s.cow_copies)?;
+        d.set_item("pins_created", s.pins_created)?;
+        d.set_item("pins_released", s.pins_released)?;
+        d.set_item("pins_expired", s.pins_expired)?;
+        d.set_item("swap_outs", s.swap_outs)?;
+        d.set_item("swap_ins", s.swap_ins)?;
+        d.set_item("blocks_swapped_out", s.blocks_swapped_out)?;
+        d.set_item("blocks_swapped_in", s.blocks_swapped_in)?;
+        d.set_item("swap_in_blocks_reused", s.swap_in_blocks_reused)?;
+        d.set_item("refusals", s.refusals)?;
+        Ok(d)
+    }
+
+    fn check_invariants(&self) -> PyResult<()> {
+        self.inner.check_invariants().py()
+    }
+}
+
+/// Chained BLAKE3 hashes of every full block of `token_ids`: uint8 (n, 32).
+#[pyfunction]
+#[pyo3(signature = (token_ids, block_size, extra_key=0))]
+fn block_hashes<'py>(
+    py: Python<'py>,
+    token_ids: PyReadonlyArray1<'py, i32>,
+    block_size: i64,
+    extra_key: u64,
+) -> PyResult<Bound<'py, PyArray2<u8>>> {
+    let bs = count("block_size", block_size)?;
+    if bs == 0 {
+        return Err(py_err(
+            ErrorKind::InvalidArgument,
+            "block_size must be >= 1",
+        ));
+    }
+    let toks = tokens_from_i32(slice("token_ids", &token_ids)?).py()?;
+    let mut hs = Vec::new();
+    slabcache_core::blocks::BlockHash::extend_chain(&mut hs, extra_key, toks, bs);
+    let mut a = Array2::<u8>::zeros((hs.len(), 32));
+    for (i, h) in hs.iter().enumerate() {
+        for (j, b) in h.0.iter().enumerate() {
+            a[[i, j]] = *b;
+        }
+    }
+    Ok(a.into_pyarray(py))
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyBlockManager>()?;
+    m.add_function(wrap_pyfunction!(block_hashes, m)?)?;
+    Ok(())
+}
