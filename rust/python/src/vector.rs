@@ -54,6 +54,11 @@ fn slice<'a, T: numpy::Element, D: numpy::ndarray::Dimension>(
         .map_err(|_| py_err(ErrorKind::InvalidArgument, "array must be C-contiguous"))
 }
 
+/// `(scores float32 [m, k], ids int64 [m, k])`.
+type SearchResult<'py> = (Bound<'py, PyArray2<f32>>, Bound<'py, PyArray2<i64>>);
+/// `(codes int8 [n, d], scales float32 [n])`.
+type Quantized<'py> = (Bound<'py, PyArray2<i8>>, Bound<'py, PyArray1<f32>>);
+
 /// The INT8 index (flat or clustered); see `slabcache.vectors.Int8Index`.
 #[pyclass(name = "Int8Index", module = "slabcache._native", frozen)]
 pub struct PyInt8Index {
@@ -127,7 +132,7 @@ impl PyInt8Index {
         py: Python<'py>,
         queries: PyReadonlyArray2<'py, f32>,
         k: i64,
-    ) -> PyResult<(Bound<'py, PyArray2<f32>>, Bound<'py, PyArray2<i64>>)> {
+    ) -> PyResult<SearchResult<'py>> {
         let m = queries.shape()[0];
         let q = slice(&queries)?;
         let k = usize_arg(k, "k")?;
@@ -299,10 +304,7 @@ fn int8_dot<'py>(
 
 /// Quantizes rows (float32 [n, d], finite): returns (codes int8 [n, d], scales float32 [n]).
 #[pyfunction]
-fn int8_quantize<'py>(
-    py: Python<'py>,
-    x: PyReadonlyArray2<'py, f32>,
-) -> PyResult<(Bound<'py, PyArray2<i8>>, Bound<'py, PyArray1<f32>>)> {
+fn int8_quantize<'py>(py: Python<'py>, x: PyReadonlyArray2<'py, f32>) -> PyResult<Quantized<'py>> {
     let (n, d) = (x.shape()[0], x.shape()[1]);
     let v = slice(&x)?;
     let (codes, scales) = py

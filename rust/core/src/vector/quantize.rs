@@ -57,7 +57,9 @@ pub fn quantize_into(x: &[f32], out: &mut [i8]) -> VectorStats {
     // f64: 127/max stays finite even for subnormal max.
     let inv = 127.0f64 / max as f64;
     for (o, &v) in out.iter_mut().zip(x) {
-        *o = (v as f64 * inv).round().clamp(-127.0, 127.0) as i8;
+        // Round half away from zero without a libm call (`as` truncates toward zero).
+        let r = v as f64 * inv;
+        *o = (r + 0.5f64.copysign(r)).clamp(-127.0, 127.0) as i8;
     }
     VectorStats {
         scale: (max as f64 / 127.0) as f32,
