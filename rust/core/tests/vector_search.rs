@@ -158,6 +158,24 @@ mod vector {
     }
 
     #[test]
+    fn l2_keeps_a_stored_vector_at_distance_zero_from_itself() {
+        // Large-norm vectors whose neighbours are close: the distance must come from
+        // the dequantized row, not from exact norms minus a quantized dot product.
+        let d = 8;
+        let data: Vec<f32> = (0..400 * d)
+            .map(|i| ((i * 7919) % 101) as f32 - 50.0)
+            .collect();
+        let mut index = FlatIndex::new(d, Metric::L2).unwrap();
+        index.add(&data, None).unwrap();
+        let (dist, ids) = index.search_batch(&data[..20 * d], 1).unwrap();
+        for (i, (&dd, &id)) in dist.iter().zip(&ids).enumerate() {
+            let row = &data[id as usize * d..(id as usize + 1) * d];
+            assert_eq!(row, &data[i * d..(i + 1) * d], "query {i} found {id}");
+            assert!(dd < 1.0, "query {i}: distance to itself {dd}");
+        }
+    }
+
+    #[test]
     fn k_beyond_the_store_is_padded() {
         let mut index = FlatIndex::new(2, Metric::L2).unwrap();
         index.add(&[0.0, 1.0, 1.0, 0.0], Some(&[5, 9])).unwrap();

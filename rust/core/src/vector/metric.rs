@@ -9,10 +9,12 @@
 //! |---|---|---|---|---|
 //! | `Ip` | `s_x` | 0 | `s_q` | rank ≈ `q·x` (higher is closer) |
 //! | `Cosine` | `1/‖q_x‖` | 0 | `1/‖q_q‖` | rank = cosine of the quantized vectors |
-//! | `L2` | `s_x` | `-‖x‖²` | `2·s_q` | `‖q‖² - rank` ≈ `‖q - x‖²` (lower is closer) |
+//! | `L2` | `s_x` | `-‖x̂‖²` | `2·s_q` | `‖q‖² - rank` = `‖q - x̂‖²` (lower is closer) |
 //!
-//! (`‖q_x‖` is the norm of the integer codes; `‖x‖` the exact norm of the
-//! original vector, kept at insertion.)
+//! (`‖q_x‖` is the norm of the integer codes; `x̂ = s_x·q_x` the dequantized
+//! row. The exact norm `‖x‖` of the original vector is kept at insertion too,
+//! but distances use `‖x̂‖`, which keeps a stored vector at distance ~0 from
+//! itself.)
 
 use crate::error::{Error, Result};
 use crate::vector::quantize::VectorStats;
@@ -85,7 +87,12 @@ impl Metric {
         match self {
             Metric::Ip => (stats.scale, 0.0),
             Metric::Cosine => (inv_sqrt(code_sumsq), 0.0),
-            Metric::L2 => (stats.scale, -(stats.norm * stats.norm)),
+            // -‖x̂‖² of the dequantized row: ranking by ‖q - x̂‖² keeps near-duplicates at
+            // ~0 distance (the exact ‖x‖² would add an error of 2·q·(x - x̂)).
+            Metric::L2 => (
+                stats.scale,
+                -((stats.scale as f64).powi(2) * code_sumsq as f64) as f32,
+            ),
         }
     }
 

@@ -244,7 +244,8 @@ pub fn finish<'a>(
                         p * store.row_mul[r] / qn
                     }
                 }
-                Metric::L2 => 2.0 * p * store.scales[r] - store.norms[r] * store.norms[r],
+                // 2·q·x̂ - ‖x̂‖² (row_add holds -‖x̂‖²); the score is ‖q‖² minus this.
+                Metric::L2 => 2.0 * p * store.scales[r] + store.row_add[r],
             };
             best.push(rank, key);
         }

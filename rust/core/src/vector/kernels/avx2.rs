@@ -117,7 +117,11 @@ fn dot_1x4(row: &[i8], q: [&[i8]; 4]) -> [i32; 4] {
 pub unsafe fn dots(queries: &[i8], rows: &[i8], dim: usize, out: &mut [i32]) {
     let nq = queries.len() / dim;
     let groups = nq / 4;
+    let nrows = rows.len() / dim;
     for (r, row) in rows.chunks_exact(dim).enumerate() {
+        if r + 2 < nrows {
+            super::prefetch_row(&rows[(r + 2) * dim..(r + 3) * dim]);
+        }
         let o = &mut out[r * nq..(r + 1) * nq];
         for g in 0..groups {
             let b = g * 4 * dim;

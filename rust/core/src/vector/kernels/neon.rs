@@ -71,7 +71,11 @@ pub unsafe fn dot(a: &[i8], b: &[i8]) -> i32 {
 #[target_feature(enable = "neon")]
 pub unsafe fn dots(queries: &[i8], rows: &[i8], dim: usize, out: &mut [i32]) {
     let nq = queries.len() / dim;
+    let nrows = rows.len() / dim;
     for (r, row) in rows.chunks_exact(dim).enumerate() {
+        if r + 2 < nrows {
+            super::prefetch_row(&rows[(r + 2) * dim..(r + 3) * dim]);
+        }
         for (q, query) in queries.chunks_exact(dim).enumerate() {
             // SAFETY: NEON is present (this function's contract).
             out[r * nq + q] = unsafe { dot(row, query) };
@@ -173,7 +177,11 @@ fn dot_sdot_1x4(row: &[i8], q: [&[i8]; 4]) -> [i32; 4] {
 pub unsafe fn dots_sdot(queries: &[i8], rows: &[i8], dim: usize, out: &mut [i32]) {
     let nq = queries.len() / dim;
     let groups = nq / 4;
+    let nrows = rows.len() / dim;
     for (r, row) in rows.chunks_exact(dim).enumerate() {
+        if r + 2 < nrows {
+            super::prefetch_row(&rows[(r + 2) * dim..(r + 3) * dim]);
+        }
         let o = &mut out[r * nq..(r + 1) * nq];
         for g in 0..groups {
             let b = g * 4 * dim;
