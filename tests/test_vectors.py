@@ -325,3 +325,40 @@ def test_package_exports() -> None:
     assert slabcache.Int8Index is Int8Index
     assert "Int8Index" in slabcache.__all__
     assert "scalar" in available_kernels()
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    ops=st.lists(
+        st.tuples(st.sampled_from(["add", "remove"]), st.integers(1, 40), st.integers(0, 2**16)),
+        min_size=1,
+        max_size=25,
+    ),
+    index_type=st.sampled_from(["flat", "clustered"]),
+)
+def test_add_remove_sequences_match_a_model(
+    ops: list[tuple[str, int, int]], index_type: str
+) -> None:
+    """Random adds/removes (with compaction along the way) keep exactly the live set."""
+    d = 16
+    idx = Int8Index(d, index_type=index_type, nlist=4, nprobe=4)  # type: ignore[arg-type]
+    model: dict[int, np.ndarray] = {}
+    for op, n, seed in ops:
+        rng = np.random.default_rng(seed)
+        if op == "add" and (index_type == "flat" or idx.is_trained or n >= 4):
+            vecs = _normal(n, d, seed)
+            ids = idx.add(vecs)
+            for i, v in zip(ids.tolist(), vecs, strict=True):
+                model[i] = v
+        elif op == "remove" and model:
+            victims = rng.choice(sorted(model), size=min(n, len(model)), replace=False)
+            assert idx.remove(victims) == len(victims)
+            for i in victims.tolist():
+                del model[i]
+        assert len(idx) == len(model)
+    live = sorted(model)
+    assert all(i in idx for i in live)
+    if live:
+        q = np.stack([model[i] for i in live])
+        _, found = idx.search(q, k=1)
+        assert (found[:, 0] == np.array(live)).mean() >= 0.95
