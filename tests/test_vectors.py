@@ -343,10 +343,10 @@ def test_add_remove_sequences_match_a_model(
     d = 16
     idx = Int8Index(d, index_type=index_type, nlist=4, nprobe=4)  # type: ignore[arg-type]
     model: dict[int, np.ndarray] = {}
-    for op, n, seed in ops:
+    for step, (op, n, seed) in enumerate(ops):
         rng = np.random.default_rng(seed)
         if op == "add" and (index_type == "flat" or idx.is_trained or n >= 4):
-            vecs = _normal(n, d, seed)
+            vecs = _normal(n, d, seed * 100 + step)  # distinct across steps
             ids = idx.add(vecs)
             for i, v in zip(ids.tolist(), vecs, strict=True):
                 model[i] = v
