@@ -29,10 +29,8 @@ from .errors import (
 
 # Public pieces, one module each (issue placeholders are filled as each lands).
 # from .allocator import ...
-
 # from .skiplist import ...
-
-# from .vectors import ...
+from .vectors import Int8Index
 
 # from .arena import ...
 
@@ -51,6 +49,7 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidFreeError",
     "InvalidTypeError",
+    "Int8Index",
     "LockedError",
     "NotFoundError",
     "OutOfMemoryError",

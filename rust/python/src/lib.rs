@@ -13,7 +13,7 @@ mod info;
 
 // mod skiplist;
 
-// mod vector;
+mod vector;
 
 // mod arena;
 
@@ -29,7 +29,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
 
     // skiplist::register(m)?;
 
-    // vector::register(m)?;
+    vector::register(m)?;
 
     // arena::register(m)?;
 

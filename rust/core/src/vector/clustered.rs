@@ -1,0 +1,456 @@
+//! The page-clustered INT8 index (Atlas-like): rows grouped into pages by
+//! k-means centroids; a query scans only its `nprobe` nearest pages.
+//!
+//! Training runs Lloyd's k-means (10 rounds, at most 256 points per
+//! centroid) on a sample; cosine and inner-product indexes cluster
+//! directions (spherical k-means), L2 clusters points. Assignment and
+//! probing are themselves INT8 searches over the centroids. Recall falls
+//! as `nprobe / nlist` falls; `nprobe = nlist` is exact (see
+//! `docs/vectors.md` for measured trade-offs).
+
+use std::collections::HashMap;
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::vector::flat::{check_dim, check_k, check_vectors, resolve_ids, FlatIndex};
+use crate::vector::kernels::Kernel;
+use crate::vector::metric::Metric;
+use crate::vector::scan::{candidates, finish, scan_range, QueryBatch};
+use crate::vector::store::RowStore;
+use crate::vector::topk::TopK;
+
+/// k-means rounds.
+const KMEANS_ROUNDS: usize = 10;
+/// Sample points per centroid used for training.
+const POINTS_PER_CENTROID: usize = 256;
+
+/// A page-clustered INT8 index.
+///
+/// ```
+/// use slabcache_core::vector::{ClusteredIndex, Metric};
+/// let dim = 8;
+/// let data: Vec<f32> = (0..400 * dim).map(|i| ((i * 7919) % 101) as f32 - 50.0).collect();
+/// let mut index = ClusteredIndex::new(dim, Metric::L2, 4, 4).unwrap();
+/// index.add(&data, None).unwrap(); // the first add trains the centroids
+/// assert_eq!(index.len(), 400);
+/// let (dist, ids) = index.search_batch(&data[..dim], 1).unwrap();
+/// assert!(dist[0] < 1.0); // vector 0 itself (or one of its duplicates)
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClusteredIndex {
+    pub(crate) dim: usize,
+    pub(crate) metric: Metric,
+    kernel: Kernel,
+    pub(crate) nprobe: usize,
+    /// `nlist × dim` FP32 centroids (empty until trained).
+    pub(crate) centroids: Vec<f32>,
+    /// The centroids as an INT8 index, for assignment and probing.
+    coarse: Option<FlatIndex>,
+    pub(crate) nlist: usize,
+    pub(crate) pages: Vec<RowStore>,
+    loc: HashMap<u64, (u32, u32)>,
+    pub(crate) next_id: u64,
+}
+
+fn coarse_metric(metric: Metric) -> Metric {
+    match metric {
+        Metric::L2 => Metric::L2,
+        Metric::Cosine | Metric::Ip => Metric::Cosine,
+    }
+}
+
+impl ClusteredIndex {
+    /// An untrained index of `nlist` pages probing `nprobe` of them per query.
+    pub fn new(dim: usize, metric: Metric, nlist: usize, nprobe: usize) -> Result<ClusteredIndex> {
+        ClusteredIndex::with_kernel(dim, metric, nlist, nprobe, Kernel::from_env()?)
+    }
+
+    /// As [`new`](Self::new) with an explicit kernel.
+    pub fn with_kernel(
+        dim: usize,
+        metric: Metric,
+        nlist: usize,
+        nprobe: usize,
+        kernel: Kernel,
+    ) -> Result<ClusteredIndex> {
+        check_dim(dim)?;
+        if nlist == 0 || nlist > 1 << 20 {
+            return Err(Error::invalid_argument(format!(
+                "nlist must be in 1..=1048576, got {nlist}"
+            )));
+        }
+        if nprobe == 0 {
+            return Err(Error::invalid_argument("nprobe must be at least 1"));
+        }
+        Ok(ClusteredIndex {
+            dim,
+            metric,
+            kernel,
+            nprobe: nprobe.min(nlist),
+            centroids: Vec::new(),
+            coarse: None,
+            nlist,
+            pages: (0..nlist).map(|_| RowStore::new(dim, metric)).collect(),
+            loc: HashMap::new(),
+            next_id: 0,
+        })
+    }
+
+    /// Vector width.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+    /// The metric.
+    pub fn metric(&self) -> Metric {
+        self.metric
+    }
+    /// The kernel in use.
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
+    }
+    /// Switches kernel.
+    pub fn set_kernel(&mut self, kernel: Kernel) {
+        self.kernel = kernel;
+        if let Some(c) = self.coarse.as_mut() {
+            c.set_kernel(kernel);
+        }
+    }
+    /// Pages (centroids).
+    pub fn nlist(&self) -> usize {
+        self.nlist
+    }
+    /// Pages scanned per query.
+    pub fn nprobe(&self) -> usize {
+        self.nprobe
+    }
+    /// Sets the pages scanned per query (clamped to `nlist`).
+    pub fn set_nprobe(&mut self, nprobe: usize) -> Result<()> {
+        if nprobe == 0 {
+            return Err(Error::invalid_argument("nprobe must be at least 1"));
+        }
+        self.nprobe = nprobe.min(self.nlist);
+        Ok(())
+    }
+    /// Whether the centroids are trained.
+    pub fn is_trained(&self) -> bool {
+        self.coarse.is_some()
+    }
+    /// Live vectors.
+    pub fn len(&self) -> usize {
+        self.loc.len()
+    }
+    /// Whether no vector is live.
+    pub fn is_empty(&self) -> bool {
+        self.loc.is_empty()
+    }
+    /// Whether `id` is live.
+    pub fn contains(&self, id: u64) -> bool {
+        self.loc.contains_key(&id)
+    }
+    /// Live rows per page.
+    pub fn page_sizes(&self) -> Vec<usize> {
+        self.pages.iter().map(|p| p.live_rows()).collect()
+    }
+    /// Bytes held.
+    pub fn memory_bytes(&self) -> usize {
+        self.pages.iter().map(|p| p.memory_bytes()).sum::<usize>()
+            + self.centroids.capacity() * 4
+            + self.loc.capacity() * 24
+    }
+
+    /// Trains the centroids by k-means on `sample` (at least `nlist`
+    /// vectors). Only allowed while the index is empty.
+    pub fn train(&mut self, sample: &[f32]) -> Result<()> {
+        let n = check_vectors(sample, self.dim, "train")?;
+        if !self.is_empty() {
+            return Err(Error::invalid_argument(
+                "train: the index already holds vectors",
+            ));
+        }
+        if n < self.nlist {
+            return Err(Error::invalid_argument(format!(
+                "train: need at least nlist = {} vectors, got {n}",
+                self.nlist
+            )));
+        }
+        let centroids = kmeans(sample, self.dim, self.nlist, self.metric, self.kernel)?;
+        self.set_centroids(centroids)
+    }
+
+    pub(crate) fn set_centroids(&mut self, centroids: Vec<f32>) -> Result<()> {
+        let mut coarse = FlatIndex::with_kernel(self.dim, coarse_metric(self.metric), self.kernel)?;
+        coarse.add(&centroids, None)?;
+        self.centroids = centroids;
+        self.coarse = Some(coarse);
+        Ok(())
+    }
+
+    /// Adds vectors (as [`FlatIndex::add`]). An untrained index first trains
+    /// on this batch, which then needs at least `nlist` vectors.
+    pub fn add(&mut self, vectors: &[f32], ids: Option<&[u64]>) -> Result<Vec<u64>> {
+        let d = self.dim;
+        let n = check_vectors(vectors, d, "add")?;
+        let ids = resolve_ids(n, ids, self.next_id, |id| self.loc.contains_key(&id))?;
+        if n == 0 {
+            return Ok(ids);
+        }
+        if !self.is_trained() {
+            self.train(vectors)?;
+        }
+        let assign = self.nearest_pages(vectors, 1)?;
+        let mut per_page: Vec<Vec<usize>> = vec![Vec::new(); self.nlist];
+        for (i, &p) in assign.iter().enumerate() {
+            per_page[p as usize].push(i);
+        }
+        for (p, rows) in per_page.iter().enumerate() {
+            self.pages[p].reserve(rows.len())?;
+        }
+        self.loc
+            .try_reserve(n)
+            .map_err(|_| Error::out_of_memory(format!("cannot index {n} more ids")))?;
+        let mut buf = Vec::new();
+        let mut page_ids = Vec::new();
+        for (p, rows) in per_page.iter().enumerate() {
+            if rows.is_empty() {
+                continue;
+            }
+            buf.clear();
+            page_ids.clear();
+            for &i in rows {
+                buf.extend_from_slice(&vectors[i * d..(i + 1) * d]);
+                page_ids.push(ids[i]);
+            }
+            let first = self.pages[p].rows();
+            self.pages[p].append(&buf, &page_ids);
+            for (j, &id) in page_ids.iter().enumerate() {
+                self.loc.insert(id, (p as u32, (first + j) as u32));
+            }
+        }
+        for &id in &ids {
+            self.next_id = self.next_id.max(id + 1);
+        }
+        Ok(ids)
+    }
+
+    /// Removes ids (as [`FlatIndex::remove`]).
+    pub fn remove(&mut self, ids: &[u64]) -> Result<usize> {
+        if let Some(&id) = ids.iter().find(|id| !self.loc.contains_key(id)) {
+            return Err(Error::not_found(format!("id {id} is not in the index")));
+        }
+        let mut removed = 0;
+        let mut touched = Vec::new();
+        for id in ids {
+            if let Some((p, r)) = self.loc.remove(id) {
+                self.pages[p as usize].tombstone(r as usize);
+                touched.push(p as usize);
+                removed += 1;
+            }
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for p in touched {
+            if self.pages[p].wants_compaction() {
+                let loc = &mut self.loc;
+                self.pages[p].compact(|id, r| {
+                    loc.insert(id, (p as u32, r as u32));
+                });
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The `nprobe` nearest page numbers of each vector (`m × nprobe`).
+    fn nearest_pages(&self, vectors: &[f32], nprobe: usize) -> Result<Vec<u64>> {
+        let coarse = self
+            .coarse
+            .as_ref()
+            .ok_or_else(|| Error::invalid_argument("index is not trained"))?;
+        let (_, ids) = coarse.search_batch(vectors, nprobe)?;
+        Ok(ids.into_iter().map(|i| i.max(0) as u64).collect())
+    }
+
+    /// Top-`k` of each query over its `nprobe` nearest pages (same output
+    /// shape and padding as [`FlatIndex::search_batch`]).
+    pub fn search_batch(&self, queries: &[f32], k: usize) -> Result<(Vec<f32>, Vec<i64>)> {
+        let d = self.dim;
+        let m = check_vectors(queries, d, "search")?;
+        check_k(k)?;
+        let qb = QueryBatch::new(queries, d, self.metric);
+        if !self.is_trained() || m == 0 {
+            let heaps = vec![TopK::new(k); m];
+            return Ok(finish(
+                heaps,
+                queries,
+                d,
+                k,
+                self.metric,
+                |_| unreachable!(),
+            ));
+        }
+        let probes = self.nearest_pages(queries, self.nprobe)?;
+        let mut per_page: Vec<Vec<usize>> = vec![Vec::new(); self.nlist];
+        for (q, ps) in probes.chunks_exact(self.nprobe).enumerate() {
+            for &p in ps {
+                per_page[p as usize].push(q);
+            }
+        }
+        let kernel = self.kernel;
+        let kc = candidates(k);
+        let partial: Vec<(usize, Vec<TopK>)> = per_page
+            .par_iter()
+            .enumerate()
+            .filter(|(p, qs)| !qs.is_empty() && self.pages[*p].live_rows() > 0)
+            .map(|(p, qs)| {
+                let sub = qb.select(qs);
+                let mut heaps = vec![TopK::new(kc); qs.len()];
+                let page = &self.pages[p];
+                scan_range(
+                    page,
+                    kernel,
+                    &sub,
+                    0,
+                    page.rows(),
+                    (p as u64) << 32,
+                    &mut heaps,
+                );
+                (p, heaps)
+            })
+            .collect();
+        let mut heaps = vec![TopK::new(kc); m];
+        for (p, hs) in partial {
+            for (&q, h) in per_page[p].iter().zip(hs) {
+                heaps[q].merge(h);
+            }
+        }
+        let pages = &self.pages;
+        Ok(finish(heaps, queries, d, k, self.metric, |key| {
+            (&pages[(key >> 32) as usize], (key & 0xffff_ffff) as usize)
+        }))
+    }
+
+    /// Rebuilds from loaded parts (see [`persist`](super::persist)).
+    pub(crate) fn from_parts(
+        mut index: ClusteredIndex,
+        centroids: Option<Vec<f32>>,
+        pages: Vec<RowStore>,
+        next_id: u64,
+    ) -> Result<ClusteredIndex> {
+        if let Some(c) = centroids {
+            index.set_centroids(c)?;
+        }
+        let mut loc = HashMap::new();
+        for (p, page) in pages.iter().enumerate() {
+            for (r, &id) in page.ids.iter().enumerate() {
+                if loc.insert(id, (p as u32, r as u32)).is_some() {
+                    return Err(Error::corrupt(format!("id {id} appears twice in the file")));
+                }
+            }
+        }
+        index.pages = pages;
+        index.loc = loc;
+        index.next_id = next_id;
+        Ok(index)
+    }
+}
+
+/// A small deterministic generator for sampling (xorshift64*).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+fn normalize(v: &mut [f32]) {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if n > 0.0 {
+        v.iter_mut().for_each(|x| *x /= n);
+    }
+}
+
+/// Lloyd's k-means; returns `nlist × dim` centroids.
+fn kmeans(
+    sample: &[f32],
+    dim: usize,
+    nlist: usize,
+    metric: Metric,
+    kernel: Kernel,
+) -> Result<Vec<f32>> {
+    let n = sample.len() / dim;
+    let spherical = metric != Metric::L2;
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    // Subsample.
+    let cap = nlist.saturating_mul(POINTS_PER_CENTROID).max(nlist);
+    let mut points: Vec<f32>;
+    if n > cap {
+        let mut idx: Vec<usize> = (0..n).collect();
+        for i in 0..cap {
+            let j = i + rng.below(n - i);
+            idx.swap(i, j);
+        }
+        idx.truncate(cap);
+        idx.sort_unstable();
+        points = Vec::with_capacity(cap * dim);
+        for i in idx {
+            points.extend_from_slice(&sample[i * dim..(i + 1) * dim]);
+        }
+    } else {
+        points = sample.to_vec();
+    }
+    let np = points.len() / dim;
+    if spherical {
+        points.par_chunks_exact_mut(dim).for_each(normalize);
+    }
+    // Init: nlist distinct random points.
+    let mut idx: Vec<usize> = (0..np).collect();
+    for i in 0..nlist {
+        let j = i + rng.below(np - i);
+        idx.swap(i, j);
+    }
+    let mut centroids: Vec<f32> = Vec::with_capacity(nlist * dim);
+    for &i in &idx[..nlist] {
+        centroids.extend_from_slice(&points[i * dim..(i + 1) * dim]);
+    }
+    let cm = coarse_metric(metric);
+    for _ in 0..KMEANS_ROUNDS {
+        let mut coarse = FlatIndex::with_kernel(dim, cm, kernel)?;
+        coarse.add(&centroids, None)?;
+        let (_, assign) = coarse.search_batch(&points, 1)?;
+        let mut sums = vec![0f64; nlist * dim];
+        let mut counts = vec![0usize; nlist];
+        for (i, &c) in assign.iter().enumerate() {
+            let c = c.max(0) as usize;
+            counts[c] += 1;
+            for (s, &x) in sums[c * dim..(c + 1) * dim]
+                .iter_mut()
+                .zip(&points[i * dim..(i + 1) * dim])
+            {
+                *s += x as f64;
+            }
+        }
+        for c in 0..nlist {
+            let dst = &mut centroids[c * dim..(c + 1) * dim];
+            if counts[c] == 0 {
+                // Re-seed an empty cluster with a random point.
+                let i = rng.below(np);
+                dst.copy_from_slice(&points[i * dim..(i + 1) * dim]);
+                continue;
+            }
+            let inv = 1.0 / counts[c] as f64;
+            for (o, &s) in dst.iter_mut().zip(&sums[c * dim..(c + 1) * dim]) {
+                *o = (s * inv) as f32;
+            }
+            if spherical {
+                normalize(dst);
+            }
+        }
+    }
+    Ok(centroids)
+}

@@ -1,0 +1,252 @@
+//! AVX-512 INT8 kernels (x86-64): BW (sign trick) and VNNI (`vpdpbusd`).
+//!
+//! Both handle the tail (`dim % 64`) with byte-masked loads, which read
+//! nothing past the end of a slice and leave the masked-out lanes zero (a
+//! zero lane contributes nothing to either kernel's sum).
+//!
+//! * **BW**: like AVX2, `vpmaddubsw(|x|, ±q)` then `vpmaddwd` with ones; the
+//!   sign of `x` is moved onto `q` with a masked subtract (AVX-512 has no
+//!   `vpsignb`). Exact for codes in `-127..=127`.
+//! * **VNNI**: `vpdpbusd` multiplies *unsigned* by signed bytes and adds four
+//!   products straight into i32 lanes (no saturation). The row is biased to
+//!   unsigned, `u = x + 128` (a xor with `0x80`), so
+//!   `Σ u·q = Σ x·q + 128·Σ q`, and the kernel subtracts `128·Σ q`, which it
+//!   gets from a second `vpdpbusd` of the bias bytes with `q` (or once per
+//!   query in [`dots_vnni`]). Exact for every `i8` input with wrapping i32
+//!   arithmetic, since the true result fits in i32.
+
+use std::arch::x86_64::*;
+
+const W: usize = 64;
+
+#[inline]
+fn tail_mask(rem: usize) -> __mmask64 {
+    if rem >= 64 {
+        !0
+    } else {
+        (1u64 << rem) - 1
+    }
+}
+
+/// `x·q` of one 64-byte chunk into sixteen i32 lanes (BW sign trick).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn chunk_bw(ax: __m512i, neg: __mmask64, q: __m512i, ones: __m512i) -> __m512i {
+    let sq = _mm512_mask_sub_epi8(q, neg, _mm512_setzero_si512(), q);
+    _mm512_madd_epi16(_mm512_maddubs_epi16(ax, sq), ones)
+}
+
+/// Loads `len - i` (at most 64) bytes at `p + i`, zero-filling the rest.
+///
+/// # Safety
+/// `p..p + len` must be readable and `i <= len`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn load(p: *const i8, i: usize, len: usize) -> __m512i {
+    let rem = len - i;
+    if rem >= W {
+        // SAFETY: i + 64 <= len (caller contract).
+        unsafe { _mm512_loadu_si512(p.add(i) as *const _) }
+    } else {
+        // SAFETY: masked-out bytes are not accessed; the first `rem` are in bounds.
+        unsafe { _mm512_maskz_loadu_epi8(tail_mask(rem), p.add(i)) }
+    }
+}
+
+/// Exact INT8 dot product with AVX-512 BW (codes in `-127..=127`).
+///
+/// # Safety
+/// The CPU must support AVX-512 F and BW.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub unsafe fn dot_bw(a: &[i8], b: &[i8]) -> i32 {
+    assert_eq!(a.len(), b.len(), "dot: length mismatch");
+    let n = a.len();
+    let ones = _mm512_set1_epi16(1);
+    let mut acc0 = _mm512_setzero_si512();
+    let mut acc1 = _mm512_setzero_si512();
+    let mut i = 0;
+    while i + 2 * W <= n {
+        // SAFETY: i + 128 <= n for both slices.
+        let (x0, q0, x1, q1) = unsafe {
+            (
+                load(a.as_ptr(), i, n),
+                load(b.as_ptr(), i, n),
+                load(a.as_ptr(), i + W, n),
+                load(b.as_ptr(), i + W, n),
+            )
+        };
+        acc0 = _mm512_add_epi32(
+            acc0,
+            chunk_bw(_mm512_abs_epi8(x0), _mm512_movepi8_mask(x0), q0, ones),
+        );
+        acc1 = _mm512_add_epi32(
+            acc1,
+            chunk_bw(_mm512_abs_epi8(x1), _mm512_movepi8_mask(x1), q1, ones),
+        );
+        i += 2 * W;
+    }
+    while i < n {
+        // SAFETY: i < n; `load` masks what lies past n.
+        let (x0, q0) = unsafe { (load(a.as_ptr(), i, n), load(b.as_ptr(), i, n)) };
+        acc0 = _mm512_add_epi32(
+            acc0,
+            chunk_bw(_mm512_abs_epi8(x0), _mm512_movepi8_mask(x0), q0, ones),
+        );
+        i += W;
+    }
+    _mm512_reduce_add_epi32(_mm512_add_epi32(acc0, acc1))
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn dot_bw_1x4(row: &[i8], q: [&[i8]; 4]) -> [i32; 4] {
+    let n = row.len();
+    let ones = _mm512_set1_epi16(1);
+    let mut acc = [_mm512_setzero_si512(); 4];
+    let mut i = 0;
+    while i < n {
+        // SAFETY: i < n and every query has length n (checked by the caller); `load` masks the tail.
+        unsafe {
+            let x = load(row.as_ptr(), i, n);
+            let ax = _mm512_abs_epi8(x);
+            let neg = _mm512_movepi8_mask(x);
+            for j in 0..4 {
+                acc[j] =
+                    _mm512_add_epi32(acc[j], chunk_bw(ax, neg, load(q[j].as_ptr(), i, n), ones));
+            }
+        }
+        i += W;
+    }
+    acc.map(|v| _mm512_reduce_add_epi32(v))
+}
+
+/// Many-row, many-query products with AVX-512 BW; see [`super::Kernel::dots`].
+///
+/// # Safety
+/// The CPU must support AVX-512 F and BW; `queries.len()` and `rows.len()`
+/// are multiples of `dim`; `out.len() >= nrows * nq`.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub unsafe fn dots_bw(queries: &[i8], rows: &[i8], dim: usize, out: &mut [i32]) {
+    let nq = queries.len() / dim;
+    let groups = nq / 4;
+    let nrows = rows.len() / dim;
+    for (r, row) in rows.chunks_exact(dim).enumerate() {
+        if r + 2 < nrows {
+            super::prefetch_row(&rows[(r + 2) * dim..(r + 3) * dim]);
+        }
+        let o = &mut out[r * nq..(r + 1) * nq];
+        for g in 0..groups {
+            let b = g * 4 * dim;
+            let qs = [
+                &queries[b..b + dim],
+                &queries[b + dim..b + 2 * dim],
+                &queries[b + 2 * dim..b + 3 * dim],
+                &queries[b + 3 * dim..b + 4 * dim],
+            ];
+            o[g * 4..g * 4 + 4].copy_from_slice(&dot_bw_1x4(row, qs));
+        }
+        for q in groups * 4..nq {
+            // SAFETY: AVX-512 BW is present (this function's contract).
+            o[q] = unsafe { dot_bw(row, &queries[q * dim..(q + 1) * dim]) };
+        }
+    }
+}
+
+/// Exact INT8 dot product with AVX-512 VNNI (any `i8` input).
+///
+/// # Safety
+/// The CPU must support AVX-512 F, BW and VNNI.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub unsafe fn dot_vnni(a: &[i8], b: &[i8]) -> i32 {
+    assert_eq!(a.len(), b.len(), "dot: length mismatch");
+    let n = a.len();
+    let bias = _mm512_set1_epi8(-128); // 0x80: as unsigned, 128
+    let mut acc0 = _mm512_setzero_si512();
+    let mut acc1 = _mm512_setzero_si512();
+    let mut sum_b = _mm512_setzero_si512();
+    let mut i = 0;
+    while i < n {
+        // SAFETY: i < n; `load` masks what lies past n (masked lanes of b are zero, so
+        // the biased a lanes there multiply zero).
+        let (x, q) = unsafe { (load(a.as_ptr(), i, n), load(b.as_ptr(), i, n)) };
+        let u = _mm512_xor_si512(x, bias);
+        if (i / W) % 2 == 0 {
+            acc0 = _mm512_dpbusd_epi32(acc0, u, q);
+        } else {
+            acc1 = _mm512_dpbusd_epi32(acc1, u, q);
+        }
+        sum_b = _mm512_dpbusd_epi32(sum_b, bias, q);
+        i += W;
+    }
+    _mm512_reduce_add_epi32(_mm512_sub_epi32(_mm512_add_epi32(acc0, acc1), sum_b))
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+fn dot_vnni_1x4(row: &[i8], q: [&[i8]; 4], corr: [i32; 4]) -> [i32; 4] {
+    let n = row.len();
+    let bias = _mm512_set1_epi8(-128);
+    let mut acc = [_mm512_setzero_si512(); 4];
+    let mut i = 0;
+    while i < n {
+        // SAFETY: i < n and every query has length n (checked by the caller); `load` masks the tail.
+        unsafe {
+            let u = _mm512_xor_si512(load(row.as_ptr(), i, n), bias);
+            for j in 0..4 {
+                acc[j] = _mm512_dpbusd_epi32(acc[j], u, load(q[j].as_ptr(), i, n));
+            }
+        }
+        i += W;
+    }
+    let mut out = [0i32; 4];
+    for j in 0..4 {
+        out[j] = _mm512_reduce_add_epi32(acc[j]).wrapping_sub(corr[j]);
+    }
+    out
+}
+
+/// `128 · Σ q` with wrapping arithmetic (the VNNI bias correction).
+fn bias_correction(q: &[i8]) -> i32 {
+    q.iter()
+        .fold(0i32, |s, &v| s.wrapping_add(v as i32))
+        .wrapping_mul(128)
+}
+
+/// Many-row, many-query products with AVX-512 VNNI; see [`super::Kernel::dots`].
+///
+/// # Safety
+/// The CPU must support AVX-512 F, BW and VNNI; `queries.len()` and
+/// `rows.len()` are multiples of `dim`; `out.len() >= nrows * nq`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+pub unsafe fn dots_vnni(queries: &[i8], rows: &[i8], dim: usize, out: &mut [i32]) {
+    let nq = queries.len() / dim;
+    let groups = nq / 4;
+    let corr: Vec<i32> = queries.chunks_exact(dim).map(bias_correction).collect();
+    let nrows = rows.len() / dim;
+    for (r, row) in rows.chunks_exact(dim).enumerate() {
+        if r + 2 < nrows {
+            super::prefetch_row(&rows[(r + 2) * dim..(r + 3) * dim]);
+        }
+        let o = &mut out[r * nq..(r + 1) * nq];
+        for g in 0..groups {
+            let b = g * 4 * dim;
+            let qs = [
+                &queries[b..b + dim],
+                &queries[b + dim..b + 2 * dim],
+                &queries[b + 2 * dim..b + 3 * dim],
+                &queries[b + 3 * dim..b + 4 * dim],
+            ];
+            let c = [
+                corr[g * 4],
+                corr[g * 4 + 1],
+                corr[g * 4 + 2],
+                corr[g * 4 + 3],
+            ];
+            o[g * 4..g * 4 + 4].copy_from_slice(&dot_vnni_1x4(row, qs, c));
+        }
+        for q in groups * 4..nq {
+            // SAFETY: AVX-512 VNNI is present (this function's contract).
+            o[q] = unsafe { dot_vnni(row, &queries[q * dim..(q + 1) * dim]) };
+        }
+    }
+}

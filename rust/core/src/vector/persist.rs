@@ -1,0 +1,416 @@
+//! Saving and loading indexes: a versioned, checksummed single file.
+//!
+//! Layout (little-endian), version 1:
+//!
+//! ```text
+//! magic     8 B   "SLABVI8\0"
+//! version   u32   1
+//! kind      u8    0 = flat, 1 = clustered
+//! metric    u8    0 = ip, 1 = cosine, 2 = l2
+//! reserved  u16   0
+//! dim       u32
+//! next_id   u64
+//! [clustered] nlist u32, nprobe u32, trained u8, 3 B zero,
+//!             centroids f32 × nlist·dim (only when trained)
+//! stores    1 (flat) or nlist (clustered), each:
+//!             rows u64, ids u64 × rows, scales f32 × rows,
+//!             norms f32 × rows, codes i8 × rows·dim
+//! crc32c    u32   of every byte before it
+//! ```
+//!
+//! Only live rows are written. Saving goes to `<path>.tmp`, is synced, then
+//! renamed over `path`, so a crash never leaves a half-written index under
+//! the real name. Loading checks the magic, version, sizes, checksum and
+//! every value's range before building anything; a bad file is a
+//! `Corrupt` error (`CorruptionError` in Python), never a panic.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::vector::clustered::ClusteredIndex;
+use crate::vector::flat::{FlatIndex, MAX_DIM, MAX_ID};
+use crate::vector::kernels::Kernel;
+use crate::vector::metric::Metric;
+use crate::vector::store::RowStore;
+
+/// File magic.
+pub const MAGIC: &[u8; 8] = b"SLABVI8\0";
+/// Current format version.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Either index type, for code that handles both (bindings, persistence).
+#[derive(Debug, Clone)]
+pub enum AnyIndex {
+    /// Exhaustive.
+    Flat(FlatIndex),
+    /// Page-clustered.
+    Clustered(ClusteredIndex),
+}
+
+macro_rules! both {
+    ($self:expr, $i:ident => $e:expr) => {
+        match $self {
+            AnyIndex::Flat($i) => $e,
+            AnyIndex::Clustered($i) => $e,
+        }
+    };
+}
+
+impl AnyIndex {
+    /// Vector width.
+    pub fn dim(&self) -> usize {
+        both!(self, i => i.dim())
+    }
+    /// The metric.
+    pub fn metric(&self) -> Metric {
+        both!(self, i => i.metric())
+    }
+    /// The kernel in use.
+    pub fn kernel(&self) -> Kernel {
+        both!(self, i => i.kernel())
+    }
+    /// Switches kernel.
+    pub fn set_kernel(&mut self, kernel: Kernel) {
+        both!(self, i => i.set_kernel(kernel))
+    }
+    /// Live vectors.
+    pub fn len(&self) -> usize {
+        both!(self, i => i.len())
+    }
+    /// Whether no vector is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Whether `id` is live.
+    pub fn contains(&self, id: u64) -> bool {
+        both!(self, i => i.contains(id))
+    }
+    /// Bytes held.
+    pub fn memory_bytes(&self) -> usize {
+        both!(self, i => i.memory_bytes())
+    }
+    /// See [`FlatIndex::add`].
+    pub fn add(&mut self, vectors: &[f32], ids: Option<&[u64]>) -> Result<Vec<u64>> {
+        both!(self, i => i.add(vectors, ids))
+    }
+    /// See [`FlatIndex::remove`].
+    pub fn remove(&mut self, ids: &[u64]) -> Result<usize> {
+        both!(self, i => i.remove(ids))
+    }
+    /// See [`FlatIndex::search_batch`].
+    pub fn search_batch(&self, queries: &[f32], k: usize) -> Result<(Vec<f32>, Vec<i64>)> {
+        both!(self, i => i.search_batch(queries, k))
+    }
+
+    /// Saves to `path` (atomically: temp file, fsync, rename).
+    ///
+    /// ```
+    /// use slabcache_core::vector::{load_index, AnyIndex, FlatIndex, Metric};
+    /// let mut index = FlatIndex::new(2, Metric::Ip).unwrap();
+    /// index.add(&[1.0, 2.0], Some(&[7])).unwrap();
+    /// let path = std::env::temp_dir().join(format!("doc-{}.sci8", std::process::id()));
+    /// AnyIndex::Flat(index).save(&path).unwrap();
+    /// let loaded = load_index(&path).unwrap();
+    /// assert!(loaded.contains(7));
+    /// std::fs::remove_file(path).unwrap();
+    /// ```
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = std::path::PathBuf::from(tmp);
+        let result = (|| -> Result<()> {
+            let file = File::create(&tmp)?;
+            let mut w = CrcWriter {
+                inner: BufWriter::with_capacity(1 << 20, file),
+                crc: 0,
+            };
+            self.write_body(&mut w)?;
+            let crc = w.crc;
+            let mut inner = w.inner;
+            inner.write_all(&crc.to_le_bytes())?;
+            let file = inner
+                .into_inner()
+                .map_err(|e| Error::from(e.into_error()))?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, path)?;
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    fn write_body(&self, w: &mut CrcWriter) -> Result<()> {
+        w.put(MAGIC)?;
+        w.put(&FORMAT_VERSION.to_le_bytes())?;
+        let kind: u8 = match self {
+            AnyIndex::Flat(_) => 0,
+            AnyIndex::Clustered(_) => 1,
+        };
+        w.put(&[kind, self.metric().code(), 0, 0])?;
+        w.put(&(self.dim() as u32).to_le_bytes())?;
+        match self {
+            AnyIndex::Flat(f) => {
+                w.put(&f.next_id.to_le_bytes())?;
+                write_store(w, &f.store)?;
+            }
+            AnyIndex::Clustered(c) => {
+                w.put(&c.next_id.to_le_bytes())?;
+                w.put(&(c.nlist as u32).to_le_bytes())?;
+                w.put(&(c.nprobe as u32).to_le_bytes())?;
+                w.put(&[c.is_trained() as u8, 0, 0, 0])?;
+                if c.is_trained() {
+                    for v in &c.centroids {
+                        w.put(&v.to_le_bytes())?;
+                    }
+                }
+                for p in &c.pages {
+                    write_store(w, p)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+struct CrcWriter {
+    inner: BufWriter<File>,
+    crc: u32,
+}
+
+impl CrcWriter {
+    fn put(&mut self, bytes: &[u8]) -> Result<()> {
+        self.crc = crc32c::crc32c_append(self.crc, bytes);
+        self.inner.write_all(bytes)?;
+        Ok(())
+    }
+}
+
+fn write_store(w: &mut CrcWriter, s: &RowStore) -> Result<()> {
+    let live: Vec<usize> = (0..s.rows()).filter(|&r| s.live[r]).collect();
+    w.put(&(live.len() as u64).to_le_bytes())?;
+    let mut buf = Vec::with_capacity(live.len() * 8);
+    for &r in &live {
+        buf.extend_from_slice(&s.ids[r].to_le_bytes());
+    }
+    w.put(&buf)?;
+    buf.clear();
+    for &r in &live {
+        buf.extend_from_slice(&s.scales[r].to_le_bytes());
+    }
+    w.put(&buf)?;
+    buf.clear();
+    for &r in &live {
+        buf.extend_from_slice(&s.norms[r].to_le_bytes());
+    }
+    w.put(&buf)?;
+    for &r in &live {
+        let row = s.row(r);
+        // SAFETY: i8 and u8 have the same size and alignment, and every bit pattern is valid for both.
+        let bytes = unsafe { std::slice::from_raw_parts(row.as_ptr() as *const u8, row.len()) };
+        w.put(bytes)?;
+    }
+    Ok(())
+}
+
+/// A bounds-checked reader over the file's bytes.
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+fn truncated() -> Error {
+    Error::corrupt("vector index file is truncated")
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let end = self.pos.checked_add(n).ok_or_else(truncated)?;
+        if end > self.buf.len() {
+            return Err(truncated());
+        }
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().unwrap()))
+    }
+    fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().unwrap()))
+    }
+    fn f32s(&mut self, n: usize, what: &str) -> Result<Vec<f32>> {
+        let bytes = self.take(n.checked_mul(4).ok_or_else(truncated)?)?;
+        let v: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        if v.iter().any(|x| !x.is_finite()) {
+            return Err(Error::corrupt(format!(
+                "vector index file has a non-finite {what}"
+            )));
+        }
+        Ok(v)
+    }
+    fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+}
+
+fn read_store(
+    r: &mut Reader,
+    dim: usize,
+    metric: Metric,
+    seen: &mut HashSet<u64>,
+) -> Result<RowStore> {
+    let rows = r.u64()?;
+    // Each row needs at least 16 + dim bytes: reject impossible counts before allocating.
+    let per_row = 16 + dim as u64;
+    if rows
+        .checked_mul(per_row)
+        .map_or(true, |b| b > r.remaining() as u64)
+    {
+        return Err(truncated());
+    }
+    let rows = rows as usize;
+    let id_bytes = r.take(rows * 8)?;
+    let ids: Vec<u64> = id_bytes
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    for &id in &ids {
+        if id > MAX_ID || !seen.insert(id) {
+            return Err(Error::corrupt(format!(
+                "vector index file has an invalid or repeated id {id}"
+            )));
+        }
+    }
+    let scales = r.f32s(rows, "scale")?;
+    let norms = r.f32s(rows, "norm")?;
+    if scales.iter().chain(&norms).any(|&x| x < 0.0) {
+        return Err(Error::corrupt(
+            "vector index file has a negative scale or norm",
+        ));
+    }
+    let code_bytes = r.take(rows * dim)?;
+    if code_bytes.contains(&0x80) {
+        return Err(Error::corrupt(
+            "vector index file has a code outside -127..=127",
+        ));
+    }
+    let codes: Vec<i8> = code_bytes.iter().map(|&b| b as i8).collect();
+    let mut store = RowStore::new(dim, metric);
+    store.reserve(rows)?;
+    store.append_quantized(&codes, &ids, &scales, &norms);
+    Ok(store)
+}
+
+/// Loads an index saved by [`AnyIndex::save`], with the kernel from
+/// `SLABCACHE_SIMD` (or the best).
+pub fn load_index(path: impl AsRef<Path>) -> Result<AnyIndex> {
+    load_index_with_kernel(path, Kernel::from_env()?)
+}
+
+/// [`load_index`] with an explicit kernel.
+pub fn load_index_with_kernel(path: impl AsRef<Path>, kernel: Kernel) -> Result<AnyIndex> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|e| {
+        let kind = match e.kind() {
+            std::io::ErrorKind::NotFound => ErrorKind::Io,
+            _ => Error::from(std::io::Error::new(e.kind(), "")).kind(),
+        };
+        Error::new(
+            kind,
+            format!("cannot read vector index {}: {e}", path.display()),
+        )
+    })?;
+    parse(&bytes, kernel)
+}
+
+/// Parses a whole file image.
+pub fn parse(bytes: &[u8], kernel: Kernel) -> Result<AnyIndex> {
+    if bytes.len() < MAGIC.len() + 4 || &bytes[..8] != MAGIC {
+        return Err(Error::corrupt(
+            "not a slabcache vector index file (bad magic)",
+        ));
+    }
+    let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
+    if version != FORMAT_VERSION {
+        return Err(Error::corrupt(format!(
+            "vector index file format version {version} is not supported (this build reads {FORMAT_VERSION})"
+        )));
+    }
+    if bytes.len() < 4 + 32 {
+        return Err(truncated());
+    }
+    let (body, tail) = bytes.split_at(bytes.len() - 4);
+    let stored = u32::from_le_bytes(tail.try_into().unwrap());
+    if crc32c::crc32c(body) != stored {
+        return Err(Error::corrupt(
+            "vector index file checksum mismatch (corrupt or truncated)",
+        ));
+    }
+    let mut r = Reader { buf: body, pos: 12 };
+    let kind = r.u8()?;
+    let metric = Metric::from_code(r.u8()?)
+        .ok_or_else(|| Error::corrupt("vector index file has an unknown metric"))?;
+    r.take(2)?;
+    let dim = r.u32()? as usize;
+    if dim == 0 || dim > MAX_DIM {
+        return Err(Error::corrupt(format!(
+            "vector index file has an invalid dim {dim}"
+        )));
+    }
+    let next_id = r.u64()?;
+    let mut seen = HashSet::new();
+    let index = match kind {
+        0 => {
+            let store = read_store(&mut r, dim, metric, &mut seen)?;
+            let next = next_id.max(seen.iter().max().map_or(0, |m| m + 1));
+            AnyIndex::Flat(FlatIndex::from_parts(store, metric, next, kernel))
+        }
+        1 => {
+            let nlist = r.u32()? as usize;
+            let nprobe = r.u32()? as usize;
+            let trained = r.take(4)?[0];
+            let shell = ClusteredIndex::with_kernel(dim, metric, nlist, nprobe, kernel)
+                .map_err(|e| Error::corrupt(format!("vector index file: {}", e.message())))?;
+            let centroids = match trained {
+                0 => None,
+                1 => Some(r.f32s(nlist.checked_mul(dim).ok_or_else(truncated)?, "centroid")?),
+                _ => return Err(Error::corrupt("vector index file has a bad trained flag")),
+            };
+            if centroids.is_none() && nlist > r.remaining() {
+                return Err(truncated());
+            }
+            let mut pages = Vec::with_capacity(nlist.min(r.remaining() / 8));
+            for _ in 0..nlist {
+                pages.push(read_store(&mut r, dim, metric, &mut seen)?);
+            }
+            if centroids.is_none() && pages.iter().any(|p| p.rows() > 0) {
+                return Err(Error::corrupt(
+                    "vector index file has rows but no centroids",
+                ));
+            }
+            let next = next_id.max(seen.iter().max().map_or(0, |m| m + 1));
+            AnyIndex::Clustered(ClusteredIndex::from_parts(shell, centroids, pages, next)?)
+        }
+        _ => {
+            return Err(Error::corrupt(format!(
+                "vector index file has an unknown index kind {kind}"
+            )))
+        }
+    };
+    if r.remaining() != 0 {
+        return Err(Error::corrupt("vector index file has trailing bytes"));
+    }
+    Ok(index)
+}

@@ -1,0 +1,181 @@
+//! Every SIMD kernel this CPU supports must equal the scalar kernel exactly,
+//! for every dimension (tails included) and on edge inputs.
+//!
+//! Kernels the CPU lacks are skipped and named on stderr (run with
+//! `-- --nocapture` to see which ran).
+
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+use slabcache_core::vector::{Kernel, KernelKind};
+
+/// Named `vector` so that `cargo test vector` selects these tests.
+mod vector {
+    use super::*;
+
+    const DIMS: &[usize] = &[
+        1, 2, 3, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 96, 127, 128, 129, 255, 256, 383, 384,
+        511, 767, 768, 769, 1024, 1536, 1537, 4099,
+    ];
+
+    fn simd_kernels() -> Vec<Kernel> {
+        let avail = Kernel::available();
+        let skipped: Vec<&str> = KernelKind::ALL
+            .iter()
+            .filter(|k| !k.is_supported())
+            .map(|k| k.name())
+            .collect();
+        eprintln!(
+            "kernels tested: {}; skipped (not on this CPU/arch): {}",
+            avail
+                .iter()
+                .map(|k| k.name())
+                .collect::<Vec<_>>()
+                .join(", "),
+            if skipped.is_empty() {
+                "none".to_string()
+            } else {
+                skipped.join(", ")
+            }
+        );
+        avail
+            .into_iter()
+            .filter(|k| k.kind() != KernelKind::Scalar)
+            .collect()
+    }
+
+    /// Kernels documented as exact for every i8 (including -128).
+    fn full_range(k: Kernel) -> bool {
+        matches!(
+            k.kind(),
+            KernelKind::Scalar
+                | KernelKind::Avx512Vnni
+                | KernelKind::Neon
+                | KernelKind::NeonDotprod
+        )
+    }
+
+    fn random_codes(rng: &mut impl Rng, n: usize, lo: i8) -> Vec<i8> {
+        (0..n).map(|_| rng.gen_range(lo..=127)).collect()
+    }
+
+    fn check_dot(k: Kernel, a: &[i8], b: &[i8]) {
+        let want = Kernel::scalar().dot(a, b);
+        assert_eq!(k.dot(a, b), want, "kernel {} dim {}", k.name(), a.len());
+        assert_eq!(
+            k.dot(b, a),
+            want,
+            "kernel {} dim {} (swapped)",
+            k.name(),
+            a.len()
+        );
+    }
+
+    #[test]
+    fn scalar_dot_is_the_definition() {
+        let a: Vec<i8> = (0..300).map(|i| ((i * 37) % 255 - 127) as i8).collect();
+        let b: Vec<i8> = (0..300).map(|i| ((i * 91) % 255 - 127) as i8).collect();
+        let want: i32 = a.iter().zip(&b).map(|(&x, &y)| x as i32 * y as i32).sum();
+        assert_eq!(Kernel::scalar().dot(&a, &b), want);
+    }
+
+    #[test]
+    fn every_kernel_equals_scalar_on_random_codes_for_every_dim() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for k in simd_kernels() {
+            for &d in DIMS {
+                for _ in 0..5 {
+                    let a = random_codes(&mut rng, d, -127);
+                    let b = random_codes(&mut rng, d, -127);
+                    check_dot(k, &a, &b);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_kernel_equals_scalar_on_extreme_codes() {
+        for k in simd_kernels() {
+            for &d in DIMS {
+                let plus = vec![127i8; d];
+                let minus = vec![-127i8; d];
+                let alt: Vec<i8> = (0..d)
+                    .map(|i| if i % 2 == 0 { 127 } else { -127 })
+                    .collect();
+                let zero = vec![0i8; d];
+                for a in [&plus, &minus, &alt, &zero] {
+                    for b in [&plus, &minus, &alt, &zero] {
+                        check_dot(k, a, b);
+                    }
+                }
+                assert_eq!(k.dot(&plus, &plus), 16129 * d as i32);
+                assert_eq!(k.dot(&plus, &minus), -16129 * d as i32);
+            }
+        }
+    }
+
+    #[test]
+    fn full_range_kernels_are_exact_with_minus_128() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        for k in Kernel::available().into_iter().filter(|&k| full_range(k)) {
+            for &d in DIMS {
+                let m128 = vec![-128i8; d];
+                let a = random_codes(&mut rng, d, -128);
+                check_dot(k, &m128, &m128);
+                check_dot(k, &m128, &a);
+                check_dot(k, &a, &a);
+            }
+        }
+    }
+
+    #[test]
+    fn every_kernel_equals_scalar_in_tiles() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        for k in simd_kernels() {
+            for &d in &[1usize, 17, 64, 65, 383, 768, 1537] {
+                for nq in [1usize, 2, 3, 4, 5, 7, 8, 9, 16] {
+                    for nr in [1usize, 3, 8] {
+                        let q = random_codes(&mut rng, nq * d, -127);
+                        let r = random_codes(&mut rng, nr * d, -127);
+                        let mut want = vec![0i32; nr * nq];
+                        let mut got = vec![0i32; nr * nq];
+                        Kernel::scalar().dots(&q, &r, d, &mut want);
+                        k.dots(&q, &r, d, &mut got);
+                        assert_eq!(got, want, "kernel {} dim {d} nq {nq} nr {nr}", k.name());
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn forcing_an_unknown_or_unsupported_kernel_is_an_error() {
+        assert!(KernelKind::parse("avx9000").is_err());
+        for kind in KernelKind::ALL {
+            let made = Kernel::new(kind);
+            if kind.is_supported() {
+                assert_eq!(made.unwrap().kind(), kind);
+            } else {
+                let err = made.unwrap_err();
+                assert_eq!(err.kind(), slabcache_core::ErrorKind::InvalidArgument);
+                assert!(err.message().contains("not supported"), "{}", err.message());
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        #[test]
+        fn kernels_agree_on_arbitrary_codes(
+            pair in (1usize..700).prop_flat_map(|d| (
+                proptest::collection::vec(-127i8..=127, d),
+                proptest::collection::vec(-127i8..=127, d),
+            ))
+        ) {
+            let (a, b) = pair;
+            let want = Kernel::scalar().dot(&a, &b);
+            for k in Kernel::available() {
+                prop_assert_eq!(k.dot(&a, &b), want, "kernel {}", k.name());
+            }
+        }
+    }
+}
