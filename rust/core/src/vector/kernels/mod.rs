@@ -20,7 +20,6 @@ pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;
 #[cfg(target_arch = "x86_64")]
-#[allow(clippy::incompatible_msrv)] // AVX-512 intrinsics are stable since Rust 1.89
 pub mod avx512;
 #[cfg(target_arch = "aarch64")]
 pub mod neon;
