@@ -1,0 +1,273 @@
+//! Recovery on open: load the last checkpoint, replay its WAL segment, stop at
+//! the first torn or invalid record and truncate the tail there, rebuild the
+//! index, and delete files no checkpoint references (orphans of an
+//! interrupted compaction or checkpoint).
+//!
+//! A replayed put is accepted only if its blob bytes are inside the
+//! generation file and (with `verify_replay`) match the record's CRC32C, so a
+//! WAL record that reached the disk before its blob (possible after a power
+//! loss under `sync="batch"`/`"none"`) ends replay instead of indexing garbage.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::blob_file::{BlobFile, BLOB_HEADER_LEN};
+use super::checkpoint::{self, sync_dir, Checkpoint, CheckpointHeader, CHECKPOINT_FILE};
+use super::generation::{generation_path, parse_generation_name, GenerationTable};
+use super::index::KeyIndex;
+use super::lock::DirLock;
+use super::wal::{parse_segment_name, segment_path, WalWriter};
+use super::wal_record::{decode, BlobLocation, Decoded, WalRecord};
+use crate::{Error, ErrorKind, Result};
+
+/// What recovery found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Entries loaded from the checkpoint.
+    pub checkpoint_entries: u64,
+    /// WAL records replayed after the checkpoint.
+    pub replayed_records: u64,
+    /// Bytes cut off the WAL tail (torn or invalid records).
+    pub truncated_bytes: u64,
+    /// Why replay stopped early, if it did.
+    pub stop_reason: Option<String>,
+    /// Orphan files deleted.
+    pub removed_files: u64,
+    /// Wall time of recovery in microseconds.
+    pub duration_us: u64,
+}
+
+/// Everything `BlobArena::open` needs, rebuilt from disk.
+pub(super) struct Recovered {
+    pub lock: DirLock,
+    pub index: KeyIndex,
+    pub gens: GenerationTable,
+    pub current: Arc<BlobFile>,
+    pub wal: WalWriter,
+    pub next_seq: u64,
+    pub live_bytes: u64,
+    pub report: RecoveryReport,
+}
+
+fn io(what: &str, path: &Path, e: std::io::Error) -> Error {
+    Error::new(ErrorKind::Io, format!("{what} {}: {e}", path.display()))
+}
+
+fn is_ours(name: &str) -> bool {
+    parse_generation_name(name).is_some()
+        || parse_segment_name(name).is_some()
+        || (name.ends_with(".tmp")
+            && (name.starts_with("gen-") || name.starts_with(CHECKPOINT_FILE)))
+}
+
+fn list(dir: &Path) -> Result<Vec<String>> {
+    let rd = std::fs::read_dir(dir).map_err(|e| io("cannot list", dir, e))?;
+    let mut names = Vec::new();
+    for ent in rd {
+        let ent = ent.map_err(|e| io("cannot list", dir, e))?;
+        if let Some(n) = ent.file_name().to_str() {
+            names.push(n.to_owned());
+        }
+    }
+    Ok(names)
+}
+
+/// A brand-new arena: generation 1 and an empty checkpoint naming segment 1.
+fn init_fresh(dir: &Path) -> Result<Checkpoint> {
+    for name in list(dir)? {
+        if is_ours(&name) {
+            let p = dir.join(&name);
+            std::fs::remove_file(&p).map_err(|e| io("cannot remove", &p, e))?;
+        }
+    }
+    BlobFile::create(&generation_path(dir, 1), 1)?;
+    let header = CheckpointHeader {
+        segment: 1,
+        next_seq: 1,
+        current_gen: 1,
+    };
+    checkpoint::write_entries(dir, header, &[])?;
+    Ok(Checkpoint {
+        header,
+        entries: Vec::new(),
+    })
+}
+
+/// Opens (creating if `create`) and recovers the arena in `dir`.
+pub(super) fn recover(dir: &Path, create: bool, verify_replay: bool) -> Result<Recovered> {
+    let t0 = Instant::now();
+    match std::fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => {
+            return Err(Error::invalid_argument(format!(
+                "{} exists and is not an arena directory",
+                dir.display()
+            )))
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if !create {
+                return Err(Error::not_found(format!("no arena at {}", dir.display())));
+            }
+            std::fs::create_dir_all(dir).map_err(|e| io("cannot create", dir, e))?;
+        }
+        Err(e) => return Err(io("cannot stat", dir, e)),
+    }
+    let lock = DirLock::acquire(dir)?;
+    let ck = match checkpoint::read(dir)? {
+        Some(ck) => ck,
+        // No checkpoint: creation never finished, so nothing was ever acknowledged.
+        None if create => init_fresh(dir)?,
+        None => return Err(Error::not_found(format!("no arena at {}", dir.display()))),
+    };
+    let mut report = RecoveryReport {
+        checkpoint_entries: ck.entries.len() as u64,
+        ..Default::default()
+    };
+    let header = ck.header;
+
+    // Open every generation the checkpoint references, plus the append one.
+    let gens = GenerationTable::new();
+    let mut needed: HashSet<u64> = ck.entries.iter().map(|(_, l)| l.generation).collect();
+    needed.insert(header.current_gen);
+    for &g in &needed {
+        gens.insert(Arc::new(BlobFile::open(&generation_path(dir, g), g)?));
+    }
+    for (key, loc) in &ck.entries {
+        let ok = gens
+            .get(loc.generation)
+            .is_some_and(|f| loc.offset >= BLOB_HEADER_LEN && loc.end() <= f.end());
+        if !ok {
+            return Err(Error::corrupt(format!(
+                "checkpoint entry {:?} points past the end of generation {} (blob file truncated?)",
+                String::from_utf8_lossy(key),
+                loc.generation
+            )));
+        }
+    }
+    let current = gens.get(header.current_gen).expect("opened above");
+    let mut map: BTreeMap<Vec<u8>, BlobLocation> = ck.entries.into_iter().collect();
+
+    // Replay the live segment.
+    let wal_path = segment_path(dir, header.segment);
+    let bytes = match std::fs::read(&wal_path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(io("cannot read", &wal_path, e)),
+    };
+    let mapping = current.mapping();
+    let blob = &mapping.bytes()[..current.end() as usize];
+    let mut pos = 0usize;
+    let mut expected = header.next_seq;
+    let mut stop: Option<&'static str> = None;
+    while pos < bytes.len() {
+        let (seq, record, len) = match decode(&bytes[pos..]) {
+            Decoded::Record { seq, record, len } => (seq, record, len),
+            Decoded::Incomplete => {
+                stop = Some("torn record at the WAL tail");
+                break;
+            }
+            Decoded::Invalid(why) => {
+                stop = Some(why);
+                break;
+            }
+        };
+        if seq != expected {
+            stop = Some("sequence number out of order");
+            break;
+        }
+        let first = pos == 0;
+        match record {
+            WalRecord::Checkpoint { segment } if first && segment == header.segment => {}
+            _ if first => {
+                stop = Some("segment does not start with its checkpoint record");
+                break;
+            }
+            WalRecord::Checkpoint { .. } => {
+                stop = Some("checkpoint record inside a segment");
+                break;
+            }
+            WalRecord::GenerationSwitch { generation } => {
+                if generation != header.current_gen {
+                    stop = Some("generation switch to an unknown generation");
+                    break;
+                }
+            }
+            WalRecord::Put { key, loc } => {
+                if loc.generation != header.current_gen
+                    || loc.offset < BLOB_HEADER_LEN
+                    || loc.end() > blob.len() as u64
+                {
+                    stop = Some("put record points outside its blob file");
+                    break;
+                }
+                if verify_replay
+                    && crc32c::crc32c(&blob[loc.offset as usize..loc.end() as usize]) != loc.crc
+                {
+                    stop = Some("put record's blob fails its checksum");
+                    break;
+                }
+                map.insert(key.to_vec(), loc);
+            }
+            WalRecord::Delete { key } => {
+                map.remove(key);
+            }
+        }
+        report.replayed_records += !first as u64;
+        pos += len;
+        expected += 1;
+    }
+    drop(mapping);
+    report.stop_reason = stop.map(str::to_owned);
+    let wal = if pos == 0 {
+        // Empty, missing or torn-at-birth segment: write it afresh.
+        report.truncated_bytes = bytes.len() as u64;
+        expected = header.next_seq + 1;
+        WalWriter::create(dir, header.segment, header.next_seq)?
+    } else {
+        if pos < bytes.len() {
+            report.truncated_bytes = (bytes.len() - pos) as u64;
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&wal_path)
+                .map_err(|e| io("cannot open", &wal_path, e))?;
+            f.set_len(pos as u64)
+                .and_then(|_| f.sync_all())
+                .map_err(|e| io("cannot truncate", &wal_path, e))?;
+        }
+        WalWriter::open_at(&wal_path, header.segment, pos as u64)?
+    };
+
+    // Delete what nothing references any more.
+    for name in list(dir)? {
+        let orphan = match (parse_generation_name(&name), parse_segment_name(&name)) {
+            (Some(g), _) => !needed.contains(&g),
+            (_, Some(s)) => s != header.segment,
+            _ => is_ours(&name),
+        };
+        if orphan {
+            let p = dir.join(&name);
+            std::fs::remove_file(&p).map_err(|e| io("cannot remove", &p, e))?;
+            report.removed_files += 1;
+        }
+    }
+    if report.removed_files > 0 {
+        sync_dir(dir)?;
+    }
+
+    let live_bytes = map.values().map(|l| l.len).sum();
+    let index = KeyIndex::new();
+    index.replace_all(map);
+    report.duration_us = t0.elapsed().as_micros() as u64;
+    Ok(Recovered {
+        lock,
+        index,
+        gens,
+        current,
+        wal,
+        next_seq: expected,
+        live_bytes,
+        report,
+    })
+}
