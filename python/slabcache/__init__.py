@@ -34,7 +34,7 @@ from .errors import (
 
 # from .vectors import ...
 
-# from .arena import ...
+from .arena import BlobArena
 
 # from .blocks import ...
 
@@ -43,6 +43,7 @@ __version__: str = _native.__version__
 __all__ = [
     "__version__",
     "AlreadyExistsError",
+    "BlobArena",
     "BufferExportedError",
     "ClosedError",
     "CorruptionError",
