@@ -43,7 +43,14 @@ def run_trial(path: str, exp: Expectation, rng: random.Random, mode: str, max_de
     """
     first = exp.next_version
     child = subprocess.Popen(
-        [sys.executable, str(HERE / "arena_crash_child.py"), path, str(first), mode, str(rng.getrandbits(32))],
+        [
+            sys.executable,
+            str(HERE / "arena_crash_child.py"),
+            path,
+            str(first),
+            mode,
+            str(rng.getrandbits(32)),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         bufsize=0,  # raw pipe: readline must not read ahead of what communicate() sees
@@ -93,7 +100,9 @@ def run_trial(path: str, exp: Expectation, rng: random.Random, mode: str, max_de
             in_compaction = False
     exp.next_version += 1000  # versions of unacked writes are never reused
     if child.returncode not in (-signal.SIGKILL, 0):
-        raise AssertionError(f"child exited with {child.returncode}: {err.decode(errors='replace')}")
+        raise AssertionError(
+            f"child exited with {child.returncode}: {err.decode(errors='replace')}"
+        )
     return in_compaction
 
 
@@ -122,7 +131,9 @@ def check(path: str, exp: Expectation) -> int:
         return len(exp.acked)
 
 
-def run_trials(path: str, trials: int, seed: int, compact_every: int, max_delay: float) -> TrialStats:
+def run_trials(
+    path: str, trials: int, seed: int, compact_every: int, max_delay: float
+) -> TrialStats:
     rng = random.Random(seed)
     exp = Expectation()
     stats = TrialStats()

@@ -26,7 +26,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--trials", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--max-delay", type=float, default=0.08, help="longest delay before the kill (s)")
+    ap.add_argument(
+        "--max-delay", type=float, default=0.08, help="longest delay before the kill (s)"
+    )
     ap.add_argument("--compact-every", type=int, default=5)
     ap.add_argument("--path", help="arena directory (default: a fresh temp dir)")
     args = ap.parse_args()
