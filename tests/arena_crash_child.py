@@ -4,7 +4,7 @@ Writes to an arena with ``sync="always"`` and reports on stdout, one line each:
 
 - ``R`` once open (ready),
 - ``P key version`` before a put, ``A key version`` once the put returned (acked),
-- ``D key`` once a delete returned (acked),
+- ``X key`` before a delete, ``D key`` once it returned (acked),
 - ``C`` before a compaction, ``c`` after it.
 
 Values are ``value_for(key, version)``, so the parent can check exact bytes.
@@ -77,6 +77,7 @@ def main() -> None:
             name = f"d{version}"
             ar.put(name, value_for(name, version))
             say(f"A {name} {version}")
+            say(f"X {name}")
             ar.delete(name)
             say(f"D {name}")
             dkey += 1
