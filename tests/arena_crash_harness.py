@@ -154,6 +154,12 @@ def run_trials(
             stats.kills_in_compaction += 1
         stats.checked_keys += check(path, exp)
         stats.trials += 1
+        if progress and stats.trials % 50 == 0:
+            print(
+                f"{stats.trials} trials, {exp.acked_count} acked ops, "
+                f"{stats.kills_in_compaction} kills in compaction",
+                flush=True,
+            )
     stats.acked_ops = exp.acked_count
     assert os.path.isdir(path)
     return stats

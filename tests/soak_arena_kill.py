@@ -34,7 +34,9 @@ def main() -> int:
     args = ap.parse_args()
     path = args.path or str(Path(tempfile.mkdtemp(prefix="arena-soak-")) / "soak.arena")
     t0 = time.perf_counter()
-    stats = run_trials(path, args.trials, args.seed, args.compact_every, args.max_delay)
+    stats = run_trials(
+        path, args.trials, args.seed, args.compact_every, args.max_delay, progress=True
+    )
     dt = time.perf_counter() - t0
     print(
         f"{stats.trials} kill -9 trials in {dt:.0f} s: {stats.acked_ops} acknowledged ops, "

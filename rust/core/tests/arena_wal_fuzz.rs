@@ -10,7 +10,7 @@ use slabcache_core::ErrorKind;
 fn arb_record() -> impl Strategy<Value = (u64, u8, Vec<u8>, BlobLocation)> {
     (
         any::<u64>(),
-        0u8..4,
+        0u8..5,
         proptest::collection::vec(any::<u8>(), 0..64),
         (any::<u64>(), 0u64..1 << 40, 0u64..1 << 20, any::<u32>()),
     )
@@ -33,6 +33,15 @@ fn make(kind: u8, key: &[u8], loc: BlobLocation) -> WalRecord<'_> {
     match kind {
         0 => WalRecord::Put { key, loc },
         1 => WalRecord::Delete { key },
+        4 => WalRecord::PutInline {
+            key,
+            loc: BlobLocation {
+                len: key.len() as u64,
+                crc: crc32c::crc32c(key),
+                ..loc
+            },
+            value: key,
+        },
         2 => WalRecord::Checkpoint {
             segment: loc.generation,
         },

@@ -222,6 +222,7 @@ fn recovery_dict<'py>(py: Python<'py>, r: &RecoveryReport) -> PyResult<Bound<'py
     d.set_item("truncated_bytes", r.truncated_bytes)?;
     d.set_item("stop_reason", r.stop_reason.clone())?;
     d.set_item("removed_files", r.removed_files)?;
+    d.set_item("repaired_blobs", r.repaired_blobs)?;
     d.set_item("seconds", r.duration_us as f64 / 1e6)?;
     Ok(d)
 }
@@ -252,7 +253,7 @@ impl PyBlobArena {
         path, *, sync = "batch", batch_interval_ms = 10.0, batch_bytes = 4 << 20,
         checkpoint_bytes = 64 << 20, auto_compact = true, compact_dead_ratio = 0.5,
         compact_min_dead_bytes = 64 << 20, verify_reads = false, verify_replay = true,
-        create = true
+        create = true, inline_max = 16 << 10
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -268,6 +269,7 @@ impl PyBlobArena {
         verify_reads: bool,
         verify_replay: bool,
         create: bool,
+        inline_max: usize,
     ) -> PyResult<Self> {
         let sync: SyncMode = sync.parse().py()?;
         if !(batch_interval_ms.is_finite() && batch_interval_ms > 0.0) {
@@ -287,6 +289,7 @@ impl PyBlobArena {
             verify_reads,
             verify_replay,
             create,
+            inline_max,
         };
         let inner = py.allow_threads(|| BlobArena::open(&path, opts)).py()?;
         Ok(PyBlobArena {

@@ -209,6 +209,17 @@ impl BlobFile {
         Ok(at)
     }
 
+    /// Recovery only: writes `data` at `offset` (rewriting a blob from its
+    /// put-inline WAL record), extending the end if it grows the file.
+    pub fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
+        write_all_at(&self.handle.file, &[data], offset)
+            .map_err(|e| io_err("cannot write", &self.handle.path, e))?;
+        let end = self.end().max(offset + data.len() as u64);
+        self.ensure_mapped(end)?;
+        self.end.store(end, Ordering::Release);
+        Ok(())
+    }
+
     /// Grows the mapping so it covers `end` bytes.
     fn ensure_mapped(&self, end: u64) -> Result<()> {
         if (self.mapping.read().len() as u64) >= end {

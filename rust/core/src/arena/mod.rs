@@ -142,6 +142,11 @@ pub struct ArenaOptions {
     pub verify_replay: bool,
     /// Create the arena if it does not exist.
     pub create: bool,
+    /// `Always`: values up to this many bytes are also carried in their WAL
+    /// record, so one fsync (of the WAL) acknowledges them; the blob file is
+    /// synced lazily (checkpoint, compaction, close) and recovery rewrites any
+    /// blob that did not reach the disk. 0 disables; at most 64 KiB.
+    pub inline_max: usize,
 }
 
 impl Default for ArenaOptions {
@@ -157,6 +162,7 @@ impl Default for ArenaOptions {
             verify_reads: false,
             verify_replay: true,
             create: true,
+            inline_max: 16 << 10,
         }
     }
 }
@@ -268,6 +274,12 @@ impl BlobArena {
                 "compact_dead_ratio must be within [0, 1]",
             ));
         }
+        if opts.inline_max > wal_record::MAX_INLINE_VALUE {
+            return Err(Error::invalid_argument(format!(
+                "inline_max must be at most {} bytes",
+                wal_record::MAX_INLINE_VALUE
+            )));
+        }
         if opts.sync == SyncMode::Batch && opts.batch_interval.is_zero() {
             return Err(Error::invalid_argument("batch_interval must be positive"));
         }
@@ -371,6 +383,12 @@ impl BlobArena {
             let mut offset = base;
             let mut seq = w.next_seq;
             let mut locs = Vec::with_capacity(keys.len());
+            let mut blob_dirty = false;
+            let inline_max = if self.opts.sync == SyncMode::Always {
+                self.opts.inline_max
+            } else {
+                0
+            };
             for ((key, value), crc) in keys.iter().zip(values).zip(&crcs) {
                 let loc = BlobLocation {
                     generation,
@@ -378,7 +396,12 @@ impl BlobArena {
                     len: value.len() as u64,
                     crc: *crc,
                 };
-                encode(&mut buf, seq, &WalRecord::Put { key, loc });
+                if inline_max >= value.len() {
+                    encode(&mut buf, seq, &WalRecord::PutInline { key, loc, value });
+                } else {
+                    encode(&mut buf, seq, &WalRecord::Put { key, loc });
+                    blob_dirty = true;
+                }
                 locs.push(loc);
                 offset += value.len() as u64;
                 seq += 1;
@@ -394,7 +417,9 @@ impl BlobArena {
                 .insert_many(keys.iter().map(|k| k.to_vec()).zip(locs));
             self.live_bytes.fetch_add(added, Ordering::AcqRel);
             self.live_bytes.fetch_sub(replaced, Ordering::AcqRel);
-            let unsynced = self.commit.mark_written(seq - 1, added + wal_bytes);
+            let unsynced = self
+                .commit
+                .mark_written(seq - 1, added + wal_bytes, blob_dirty);
             self.maintain(w)?;
             (seq - 1, unsynced)
         };
@@ -421,7 +446,7 @@ impl BlobArena {
             w.next_seq += 1;
             self.index.remove(key);
             self.live_bytes.fetch_sub(old.len, Ordering::AcqRel);
-            let unsynced = self.commit.mark_written(seq, n);
+            let unsynced = self.commit.mark_written(seq, n, false);
             self.maintain(w)?;
             (seq, unsynced)
         };
@@ -676,7 +701,8 @@ impl BlobArena {
         }
         drop(self.flusher.lock().take());
         let res = if w.poisoned.is_none() {
-            self.commit.sync_all()
+            // Inline puts leave the blob file unsynced: sync it too on close.
+            self.commit.sync_all().and_then(|_| w.current.sync())
         } else {
             Ok(())
         };

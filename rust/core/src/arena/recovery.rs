@@ -33,6 +33,8 @@ pub struct RecoveryReport {
     pub truncated_bytes: u64,
     /// Why replay stopped early, if it did.
     pub stop_reason: Option<String>,
+    /// Blobs rewritten from put-inline WAL records (their bytes had not reached the disk).
+    pub repaired_blobs: u64,
     /// Orphan files deleted.
     pub removed_files: u64,
     /// Wall time of recovery in microseconds.
@@ -156,8 +158,8 @@ pub(super) fn recover(dir: &Path, create: bool, verify_replay: bool) -> Result<R
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(io("cannot read", &wal_path, e)),
     };
-    let mapping = current.mapping();
-    let blob = &mapping.bytes()[..current.end() as usize];
+    let mut mapping = current.mapping();
+    let mut repaired = 0u64;
     let mut pos = 0usize;
     let mut expected = header.next_seq;
     let mut stop: Option<&'static str> = None;
@@ -197,16 +199,32 @@ pub(super) fn recover(dir: &Path, create: bool, verify_replay: bool) -> Result<R
             WalRecord::Put { key, loc } => {
                 if loc.generation != header.current_gen
                     || loc.offset < BLOB_HEADER_LEN
-                    || loc.end() > blob.len() as u64
+                    || loc.end() > current.end()
                 {
                     stop = Some("put record points outside its blob file");
                     break;
                 }
                 if verify_replay
-                    && crc32c::crc32c(&blob[loc.offset as usize..loc.end() as usize]) != loc.crc
+                    && crc32c::crc32c(&mapping.bytes()[loc.offset as usize..loc.end() as usize])
+                        != loc.crc
                 {
                     stop = Some("put record's blob fails its checksum");
                     break;
+                }
+                map.insert(key.to_vec(), loc);
+            }
+            WalRecord::PutInline { key, loc, value } => {
+                if loc.generation != header.current_gen || loc.offset < BLOB_HEADER_LEN {
+                    stop = Some("put record points outside its blob file");
+                    break;
+                }
+                // The WAL holds the value: rewrite the blob if it did not reach the disk.
+                let intact = loc.end() <= current.end()
+                    && mapping.bytes()[loc.offset as usize..loc.end() as usize] == *value;
+                if !intact {
+                    current.write_at(loc.offset, value)?;
+                    mapping = current.mapping();
+                    repaired += 1;
                 }
                 map.insert(key.to_vec(), loc);
             }
@@ -219,6 +237,10 @@ pub(super) fn recover(dir: &Path, create: bool, verify_replay: bool) -> Result<R
         expected += 1;
     }
     drop(mapping);
+    if repaired > 0 {
+        current.sync()?;
+    }
+    report.repaired_blobs = repaired;
     report.stop_reason = stop.map(str::to_owned);
     let wal = if pos == 0 {
         // Empty, missing or torn-at-birth segment: write it afresh.

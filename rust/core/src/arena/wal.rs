@@ -8,7 +8,8 @@
 //! the highest made durable. A writer that needs its record durable either
 //! finds a sync already covering it, waits for the sync in flight, or becomes
 //! the leader and fsyncs (blob file first, then WAL) for everyone written so
-//! far. So N concurrent `sync="always"` writers share one pair of fsyncs.
+//! far. So N concurrent `sync="always"` writers share one pair of fsyncs; when
+//! every pending record carries its value inline, the blob fsync is skipped.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -145,6 +146,8 @@ pub struct SyncTargets {
 
 struct SyncState {
     written: u64,
+    /// Highest sequence number whose blob bytes must be synced (a non-inline put).
+    blob_written: u64,
     synced: u64,
     syncing: bool,
     unsynced_bytes: u64,
@@ -179,6 +182,7 @@ impl GroupCommit {
         GroupCommit {
             state: Mutex::new(SyncState {
                 written: seq,
+                blob_written: seq,
                 synced: seq,
                 syncing: false,
                 unsynced_bytes: 0,
@@ -202,9 +206,13 @@ impl GroupCommit {
 
     /// Records that everything up to `seq` is written (not yet durable);
     /// returns the bytes written since the last sync.
-    pub fn mark_written(&self, seq: u64, bytes: u64) -> u64 {
+    /// `blob_dirty`: the records need their blob bytes synced too (not all inline).
+    pub fn mark_written(&self, seq: u64, bytes: u64, blob_dirty: bool) -> u64 {
         let mut st = self.state.lock();
         st.written = st.written.max(seq);
+        if blob_dirty {
+            st.blob_written = st.blob_written.max(seq);
+        }
         st.unsynced_bytes += bytes;
         st.unsynced_bytes
     }
@@ -238,8 +246,11 @@ impl GroupCommit {
             let target = st.written;
             let bytes = st.unsynced_bytes;
             let targets = st.targets.clone();
+            let sync_blob = st.blob_written > st.synced;
             let res = MutexGuard::unlocked(&mut st, || {
-                targets.blob.sync()?;
+                if sync_blob {
+                    targets.blob.sync()?;
+                }
                 targets
                     .wal
                     .sync_data()

@@ -15,6 +15,9 @@
 //! - delete: key length u32, key
 //! - checkpoint: WAL segment number u64 (the first record of every segment)
 //! - generation switch: generation u64 (appends now go to that generation)
+//! - put-inline: a put payload followed by the value bytes (`length` of them):
+//!   used by `sync="always"` for small values so that one fsync (of the WAL)
+//!   makes the put durable; recovery rewrites the blob from it if needed.
 //!
 //! The decoder never panics on any input (a proptest feeds it arbitrary bytes):
 //! it returns a record, [`Decoded::Incomplete`] for a torn tail or
@@ -24,13 +27,16 @@
 pub const RECORD_HEADER_LEN: usize = 17;
 /// The longest key the arena accepts.
 pub const MAX_KEY_LEN: usize = 64 * 1024;
-/// The longest payload a valid record can have (a put of a maximal key).
-pub const MAX_PAYLOAD_LEN: usize = 8 * 3 + 4 + 4 + MAX_KEY_LEN;
+/// The longest value a put-inline record may carry.
+pub const MAX_INLINE_VALUE: usize = 64 * 1024;
+/// The longest payload a valid record can have (a put-inline of a maximal key and value).
+pub const MAX_PAYLOAD_LEN: usize = 8 * 3 + 4 + 4 + MAX_KEY_LEN + MAX_INLINE_VALUE;
 
 const KIND_PUT: u8 = 1;
 const KIND_DELETE: u8 = 2;
 const KIND_CHECKPOINT: u8 = 3;
 const KIND_GENERATION_SWITCH: u8 = 4;
+const KIND_PUT_INLINE: u8 = 5;
 
 /// Where a blob lives: its generation file, offset, length and checksum.
 ///
@@ -67,6 +73,15 @@ pub enum WalRecord<'a> {
         key: &'a [u8],
         /// Where its value lives.
         loc: BlobLocation,
+    },
+    /// `key` now maps to the blob at `loc`, whose bytes the record also carries.
+    PutInline {
+        /// The key.
+        key: &'a [u8],
+        /// Where its value lives.
+        loc: BlobLocation,
+        /// The value (`loc.len` bytes, CRC32C `loc.crc`).
+        value: &'a [u8],
     },
     /// `key` is deleted.
     Delete {
@@ -138,6 +153,16 @@ pub fn encode(buf: &mut Vec<u8>, seq: u64, record: &WalRecord<'_>) {
             put_u32(buf, key.len() as u32);
             buf.extend_from_slice(key);
         }
+        WalRecord::PutInline { key, loc, value } => {
+            buf.push(KIND_PUT_INLINE);
+            put_u64(buf, loc.generation);
+            put_u64(buf, loc.offset);
+            put_u64(buf, loc.len);
+            put_u32(buf, loc.crc);
+            put_u32(buf, key.len() as u32);
+            buf.extend_from_slice(key);
+            buf.extend_from_slice(value);
+        }
         WalRecord::Delete { key } => {
             buf.push(KIND_DELETE);
             put_u32(buf, key.len() as u32);
@@ -193,14 +218,11 @@ pub fn decode(buf: &[u8]) -> Decoded<'_> {
     let seq = u64_at(rec, 8);
     let p = &rec[RECORD_HEADER_LEN..];
     let record = match rec[16] {
-        KIND_PUT => {
+        kind @ (KIND_PUT | KIND_PUT_INLINE) => {
             if p.len() < 32 {
                 return Decoded::Invalid("put record too short");
             }
             let key_len = u32_at(p, 28) as usize;
-            if key_len > MAX_KEY_LEN || p.len() != 32 + key_len {
-                return Decoded::Invalid("put record key length mismatch");
-            }
             let loc = BlobLocation {
                 generation: u64_at(p, 0),
                 offset: u64_at(p, 8),
@@ -210,7 +232,27 @@ pub fn decode(buf: &[u8]) -> Decoded<'_> {
             if loc.offset.checked_add(loc.len).is_none() {
                 return Decoded::Invalid("put record blob range overflows");
             }
-            WalRecord::Put { key: &p[32..], loc }
+            let value_len = if kind == KIND_PUT_INLINE {
+                if loc.len > MAX_INLINE_VALUE as u64 {
+                    return Decoded::Invalid("inline value too long");
+                }
+                loc.len as usize
+            } else {
+                0
+            };
+            if key_len > MAX_KEY_LEN || p.len() != 32 + key_len + value_len {
+                return Decoded::Invalid("put record key length mismatch");
+            }
+            let key = &p[32..32 + key_len];
+            if kind == KIND_PUT_INLINE {
+                let value = &p[32 + key_len..];
+                if crc32c::crc32c(value) != loc.crc {
+                    return Decoded::Invalid("inline value fails its checksum");
+                }
+                WalRecord::PutInline { key, loc, value }
+            } else {
+                WalRecord::Put { key, loc }
+            }
         }
         KIND_DELETE => {
             if p.len() < 4 {
@@ -289,6 +331,17 @@ mod tests {
         };
         roundtrip(WalRecord::Put { key: b"alpha", loc });
         roundtrip(WalRecord::Put { key: b"", loc });
+        let value = b"inline value";
+        let inline_loc = BlobLocation {
+            len: value.len() as u64,
+            crc: crc32c::crc32c(value),
+            ..loc
+        };
+        roundtrip(WalRecord::PutInline {
+            key: b"k",
+            loc: inline_loc,
+            value,
+        });
         roundtrip(WalRecord::Delete { key: b"beta" });
         roundtrip(WalRecord::Checkpoint { segment: 9 });
         roundtrip(WalRecord::GenerationSwitch { generation: 5 });
