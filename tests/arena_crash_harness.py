@@ -142,7 +142,12 @@ def check(path: str, exp: Expectation) -> int:
 
 
 def run_trials(
-    path: str, trials: int, seed: int, compact_every: int, max_delay: float
+    path: str,
+    trials: int,
+    seed: int,
+    compact_every: int,
+    max_delay: float,
+    progress: bool = False,
 ) -> TrialStats:
     rng = random.Random(seed)
     exp = Expectation()

@@ -53,6 +53,10 @@ class BlobArena(_native.BlobArena):
             :class:`~slabcache.errors.CorruptionError` on a mismatch).
         verify_replay: check blob checksums of the WAL records replayed on open.
         create: create the arena if it does not exist.
+        inline_max: ``"always"``: values up to this size also travel inside
+            their WAL record, so one fsync (of the WAL) acknowledges them and
+            the blob file is synced lazily; recovery rewrites any blob that did
+            not reach the disk. 0 disables (at most 64 KiB).
 
     Raises:
         LockedError: another writer holds the arena.
@@ -87,6 +91,7 @@ class BlobArena(_native.BlobArena):
         verify_reads: bool = False,
         verify_replay: bool = True,
         create: bool = True,
+        inline_max: int = 16 << 10,
     ) -> None:
         # The native __new__ opened and recovered the arena with these arguments.
         super().__init__()
