@@ -94,85 +94,85 @@ def _label(size: int) -> str:
     )
 
 
+def _one_size(root: str, level: str, size: int, n: int, out: list[Measurement]) -> None:
+    sync = level == "always"
+    value = os.urandom(size)
+    keys = [f"key{i:08}".encode() for i in range(n)]
+    case = f"put {_label(size)} sync={level}"
+    results: dict[str, float] = {}
+    d = tempfile.mkdtemp(dir=root)
+    ar = BlobArena(os.path.join(d, "ours"), sync=level, auto_compact=False)  # type: ignore[arg-type]
+    results["ours"] = _per_op(lambda i: ar.put(keys[i], value), n)
+    get_us = _per_op(lambda i: ar.get(keys[i]), n) if not sync else None
+    ar.close()
+    gets: dict[str, float | None] = {"lmdb": None, "sqlite-wal": None, "rocksdb": None}
+    env = _peer_lmdb(os.path.join(d, "lmdb"), sync, size >= 1 << 20)
+    if env is not None:
+
+        def lmdb_put(i: int) -> None:
+            with env.begin(write=True) as txn:
+                txn.put(keys[i], value)
+
+        results["lmdb"] = _per_op(lmdb_put, n)
+        if not sync:
+            with env.begin(buffers=True) as txn:
+                gets["lmdb"] = _per_op(lambda i: txn.get(keys[i]), n)
+        env.close()
+    sq = _Sqlite(os.path.join(d, "sqlite.db"), sync)
+    results["sqlite-wal"] = _per_op(lambda i: sq.put(keys[i], value), n)
+    if not sync:
+        gets["sqlite-wal"] = _per_op(lambda i: sq.get(keys[i]), n)
+    sq.close()
+    db = _peer_rocks(os.path.join(d, "rocks"), sync)
+    if db is not None:
+        results["rocksdb"] = _per_op(lambda i: db.put(keys[i], value), n)
+        if not sync:
+            gets["rocksdb"] = _per_op(lambda i: db.get(keys[i]), n)
+        db.close()
+    shutil.rmtree(d, ignore_errors=True)
+    for peer in ("lmdb", "sqlite-wal", "rocksdb"):
+        out.append(
+            Measurement(
+                case,
+                results["ours"],
+                "us/op",
+                peer,
+                results.get(peer),
+                note="" if peer in results else f"{peer} not installed",
+                extra={"n": n},
+            )
+        )
+    if get_us is not None:
+        for peer, val in gets.items():
+            out.append(
+                Measurement(
+                    f"get {_label(size)} (zero-copy)",
+                    get_us,
+                    "us/op",
+                    peer,
+                    val,
+                    note="" if val is not None else f"{peer} not installed",
+                    extra={"n": n},
+                )
+            )
+
+
 def _put_get(ctx: BenchContext, root: str, out: list[Measurement]) -> None:
     sizes = [100, 4096, 1 << 20]
-    counts = {
-        "none": {100: 3000, 4096: 2000, 1 << 20: 40}
-        if ctx.quick
-        else {100: 50000, 4096: 20000, 1 << 20: 500},
-        "always": {100: 60, 4096: 60, 1 << 20: 10}
-        if ctx.quick
-        else {100: 500, 4096: 500, 1 << 20: 50},
-    }
+    if ctx.quick:
+        counts = {
+            "none": {100: 3000, 4096: 2000, 1 << 20: 40},
+            "always": {100: 60, 4096: 60, 1 << 20: 10},
+        }
+    else:
+        counts = {
+            "none": {100: 50000, 4096: 20000, 1 << 20: 500},
+            "always": {100: 500, 4096: 500, 1 << 20: 50},
+        }
     with ctx.task("arena put/get vs peers", total=len(sizes) * 2) as step:
         for level in ("none", "always"):
-            sync = level == "always"
             for size in sizes:
-                n = counts[level][size]
-                value = os.urandom(size)
-                keys = [f"key{i:08}".encode() for i in range(n)]
-                case = f"put {_label(size)} sync={level}"
-                results: dict[str, float] = {}
-                d = tempfile.mkdtemp(dir=root)
-                ar = BlobArena(os.path.join(d, "ours"), sync=level, auto_compact=False)  # type: ignore[arg-type]
-                results["ours"] = _per_op(lambda i: ar.put(keys[i], value), n)
-                get_us = _per_op(lambda i: ar.get(keys[i]), n) if not sync else None
-                ar.close()
-                env = _peer_lmdb(os.path.join(d, "lmdb"), sync, size >= 1 << 20)
-                lmdb_get = None
-                if env is not None:
-
-                    def lmdb_put(i: int) -> None:
-                        with env.begin(write=True) as txn:
-                            txn.put(keys[i], value)
-
-                    results["lmdb"] = _per_op(lmdb_put, n)
-                    if not sync:
-                        with env.begin(buffers=True) as txn:
-                            lmdb_get = _per_op(lambda i: txn.get(keys[i]), n)
-                    env.close()
-                sq = _Sqlite(os.path.join(d, "sqlite.db"), sync)
-                results["sqlite-wal"] = _per_op(lambda i: sq.put(keys[i], value), n)
-                sq_get = _per_op(lambda i: sq.get(keys[i]), n) if not sync else None
-                sq.close()
-                db = _peer_rocks(os.path.join(d, "rocks"), sync)
-                rocks_get = None
-                if db is not None:
-                    results["rocksdb"] = _per_op(lambda i: db.put(keys[i], value), n)
-                    if not sync:
-                        rocks_get = _per_op(lambda i: db.get(keys[i]), n)
-                    db.close()
-                shutil.rmtree(d, ignore_errors=True)
-                for peer in ("lmdb", "sqlite-wal", "rocksdb"):
-                    out.append(
-                        Measurement(
-                            case,
-                            results["ours"],
-                            "us/op",
-                            peer,
-                            results.get(peer),
-                            note="" if peer in results else f"{peer} not installed",
-                            extra={"n": n},
-                        )
-                    )
-                if get_us is not None:
-                    gcase = f"get {_label(size)} (zero-copy)"
-                    for peer, val in (
-                        ("lmdb", lmdb_get),
-                        ("sqlite-wal", sq_get),
-                        ("rocksdb", rocks_get),
-                    ):
-                        out.append(
-                            Measurement(
-                                gcase,
-                                get_us,
-                                "us/op",
-                                peer,
-                                val,
-                                note="" if val is not None else f"{peer} not installed",
-                                extra={"n": n},
-                            )
-                        )
+                _one_size(root, level, size, counts[level][size], out)
                 step()
 
 
