@@ -242,21 +242,21 @@ impl BlobFile {
 /// Writes every byte of `bufs` back to back at `offset` (`pwritev`, retried on
 /// short writes and `EINTR`).
 pub fn write_all_at(file: &File, bufs: &[&[u8]], mut offset: u64) -> std::io::Result<()> {
-    let mut slices: Vec<IoSlice<'_>> = bufs
-        .iter()
-        .filter(|b| !b.is_empty())
-        .map(|b| IoSlice::new(b))
-        .collect();
-    let mut slices: &mut [IoSlice<'_>] = &mut slices;
-    while !slices.is_empty() {
-        let n = slices.len().min(1024);
-        // SAFETY: `IoSlice` is ABI-compatible with `struct iovec` on Unix; the
-        // first `n` slices point into live borrowed buffers; the fd is open.
+    let bufs: Vec<&[u8]> = bufs.iter().copied().filter(|b| !b.is_empty()).collect();
+    let (mut first, mut skip) = (0usize, 0usize); // next buffer, bytes of it already written
+    while first < bufs.len() {
+        let iov: Vec<IoSlice<'_>> = bufs[first..bufs.len().min(first + 1024)]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| IoSlice::new(if i == 0 { &b[skip..] } else { b }))
+            .collect();
+        // SAFETY: `IoSlice` is ABI-compatible with `struct iovec` on Unix; every
+        // slice points into a live borrowed buffer; the fd is open.
         let rc = unsafe {
             libc::pwritev(
                 file.as_raw_fd(),
-                slices.as_ptr() as *const libc::iovec,
-                n as libc::c_int,
+                iov.as_ptr() as *const libc::iovec,
+                iov.len() as libc::c_int,
                 offset as libc::off_t,
             )
         };
@@ -274,7 +274,18 @@ pub fn write_all_at(file: &File, bufs: &[&[u8]], mut offset: u64) -> std::io::Re
             ));
         }
         offset += rc as u64;
-        IoSlice::advance_slices(&mut slices, rc as usize);
+        let mut n = rc as usize;
+        while n > 0 {
+            let left = bufs[first].len() - skip;
+            if n >= left {
+                n -= left;
+                first += 1;
+                skip = 0;
+            } else {
+                skip += n;
+                n = 0;
+            }
+        }
     }
     Ok(())
 }
@@ -283,4 +294,31 @@ pub fn write_all_at(file: &File, bufs: &[&[u8]], mut offset: u64) -> std::io::Re
 pub fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
     file.read_exact_at(buf, offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_all_at_handles_many_and_empty_buffers() {
+        let path = std::env::temp_dir().join(format!("sc-wall-{}", std::process::id()));
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let owned: Vec<Vec<u8>> = (0..3000u32)
+            .map(|i| vec![(i % 251) as u8; (i % 7) as usize])
+            .collect();
+        let bufs: Vec<&[u8]> = owned.iter().map(|b| &b[..]).collect();
+        write_all_at(&file, &bufs, 5).unwrap();
+        let expect: Vec<u8> = owned.concat();
+        let mut got = vec![0u8; expect.len()];
+        read_exact_at(&file, &mut got, 5).unwrap();
+        assert_eq!(got, expect);
+        std::fs::remove_file(&path).unwrap();
+    }
 }

@@ -89,13 +89,14 @@ impl BlobArena {
                 let mut maps: HashMap<u64, Arc<Mapping>> = HashMap::new();
                 let mut relocated = Vec::with_capacity(entries.len());
                 for (key, loc) in entries {
-                    if !maps.contains_key(&loc.generation) {
-                        let m = self.gens.mapping(loc.generation).ok_or_else(|| {
-                            Error::corrupt(format!("generation {} is not open", loc.generation))
-                        })?;
-                        maps.insert(loc.generation, m);
-                    }
-                    let m = &maps[&loc.generation];
+                    let m = match maps.entry(loc.generation) {
+                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            e.insert(self.gens.mapping(loc.generation).ok_or_else(|| {
+                                Error::corrupt(format!("generation {} is not open", loc.generation))
+                            })?)
+                        }
+                    };
                     let bytes = &m.bytes()[loc.offset as usize..loc.end() as usize];
                     if crc32c::crc32c(bytes) != loc.crc {
                         return Err(Error::corrupt(format!(
