@@ -95,10 +95,13 @@ impl KeyIndex {
             .map(|(k, v)| (k.clone(), *v))
             .collect()
     }
-    /// Replaces the whole content (after compaction relocated every blob).
-    pub fn replace_all(&self, entries: impl IntoIterator<Item = (Vec<u8>, BlobLocation)>) {
+    /// Replaces the whole content with `entries`, sorted by key and unique
+    /// (recovery, and compaction relocating every blob). Built in bulk.
+    pub fn replace_all(&self, entries: Vec<(Vec<u8>, BlobLocation)>) {
+        debug_assert!(entries.windows(2).all(|w| w[0].0 < w[1].0));
         let fresh: BTreeMap<_, _> = entries.into_iter().collect();
-        *self.map.write() = fresh;
+        let old = std::mem::replace(&mut *self.map.write(), fresh);
+        drop(old); // freed outside the lock
     }
     /// Sum of the lengths of every value.
     pub fn live_bytes(&self) -> u64 {

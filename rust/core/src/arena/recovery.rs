@@ -8,7 +8,7 @@
 //! WAL record that reached the disk before its blob (possible after a power
 //! loss under `sync="batch"`/`"none"`) ends replay instead of indexing garbage.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -136,10 +136,15 @@ pub(super) fn recover(dir: &Path, create: bool, verify_replay: bool) -> Result<R
     for &g in &needed {
         gens.insert(Arc::new(BlobFile::open(&generation_path(dir, g), g)?));
     }
+    let ends: HashMap<u64, u64> = needed
+        .iter()
+        .map(|&g| (g, gens.get(g).expect("opened above").end()))
+        .collect();
     for (key, loc) in &ck.entries {
-        let ok = gens
-            .get(loc.generation)
-            .is_some_and(|f| loc.offset >= BLOB_HEADER_LEN && loc.end() <= f.end());
+        let ok = loc.offset >= BLOB_HEADER_LEN
+            && ends
+                .get(&loc.generation)
+                .is_some_and(|&end| loc.end() <= end);
         if !ok {
             return Err(Error::corrupt(format!(
                 "checkpoint entry {:?} points past the end of generation {} (blob file truncated?)",
@@ -149,7 +154,10 @@ pub(super) fn recover(dir: &Path, create: bool, verify_replay: bool) -> Result<R
         }
     }
     let current = gens.get(header.current_gen).expect("opened above");
-    let mut map: BTreeMap<Vec<u8>, BlobLocation> = ck.entries.into_iter().collect();
+    // Replayed operations, applied to the checkpoint's sorted entries at the end
+    // (a sort that is linear for the usual, mostly ordered keys, then a merge)
+    // rather than one ordered-map insert per record.
+    let mut ops: Vec<(Vec<u8>, Option<BlobLocation>)> = Vec::new();
 
     // Replay the live segment.
     let wal_path = segment_path(dir, header.segment);
@@ -211,7 +219,7 @@ pub(super) fn recover(dir: &Path, create: bool, verify_replay: bool) -> Result<R
                     stop = Some("put record's blob fails its checksum");
                     break;
                 }
-                map.insert(key.to_vec(), loc);
+                ops.push((key.to_vec(), Some(loc)));
             }
             WalRecord::PutInline { key, loc, value } => {
                 if loc.generation != header.current_gen || loc.offset < BLOB_HEADER_LEN {
@@ -226,10 +234,10 @@ pub(super) fn recover(dir: &Path, create: bool, verify_replay: bool) -> Result<R
                     mapping = current.mapping();
                     repaired += 1;
                 }
-                map.insert(key.to_vec(), loc);
+                ops.push((key.to_vec(), Some(loc)));
             }
             WalRecord::Delete { key } => {
-                map.remove(key);
+                ops.push((key.to_vec(), None));
             }
         }
         report.replayed_records += !first as u64;
@@ -278,9 +286,10 @@ pub(super) fn recover(dir: &Path, create: bool, verify_replay: bool) -> Result<R
         sync_dir(dir)?;
     }
 
-    let live_bytes = map.values().map(|l| l.len).sum();
+    let entries = apply_ops(ck.entries, ops);
+    let live_bytes = entries.iter().map(|(_, l)| l.len).sum();
     let index = KeyIndex::new();
-    index.replace_all(map);
+    index.replace_all(entries);
     report.duration_us = t0.elapsed().as_micros() as u64;
     Ok(Recovered {
         lock,
@@ -292,4 +301,80 @@ pub(super) fn recover(dir: &Path, create: bool, verify_replay: bool) -> Result<R
         live_bytes,
         report,
     })
+}
+
+/// Applies replayed operations (in WAL order) to sorted, unique `base` entries;
+/// returns the sorted, unique result.
+fn apply_ops(
+    base: Vec<(Vec<u8>, BlobLocation)>,
+    mut ops: Vec<(Vec<u8>, Option<BlobLocation>)>,
+) -> Vec<(Vec<u8>, BlobLocation)> {
+    if ops.is_empty() {
+        return base;
+    }
+    // Stable: among equal keys the WAL order is kept, so the last one wins.
+    ops.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut last: Vec<(Vec<u8>, Option<BlobLocation>)> = Vec::with_capacity(ops.len());
+    for op in ops {
+        match last.last_mut() {
+            Some(prev) if prev.0 == op.0 => *prev = op,
+            _ => last.push(op),
+        }
+    }
+    let mut out = Vec::with_capacity(base.len() + last.len());
+    let mut base = base.into_iter().peekable();
+    for (key, op) in last {
+        while let Some(b) = base.next_if(|b| b.0 < key) {
+            out.push(b);
+        }
+        base.next_if(|b| b.0 == key); // replaced or deleted by the op
+        if let Some(loc) = op {
+            out.push((key, loc));
+        }
+    }
+    out.extend(base);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loc(n: u64) -> BlobLocation {
+        BlobLocation {
+            generation: 1,
+            offset: n,
+            len: 1,
+            crc: 0,
+        }
+    }
+
+    #[test]
+    fn apply_ops_matches_sequential_application() {
+        use std::collections::BTreeMap;
+        let base: Vec<_> = [b"b", b"d", b"f"]
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.to_vec(), loc(i as u64)))
+            .collect();
+        let ops = vec![
+            (b"d".to_vec(), None),
+            (b"a".to_vec(), Some(loc(10))),
+            (b"f".to_vec(), Some(loc(11))),
+            (b"a".to_vec(), None),
+            (b"a".to_vec(), Some(loc(12))),
+            (b"z".to_vec(), Some(loc(13))),
+            (b"d".to_vec(), Some(loc(14))),
+            (b"z".to_vec(), None),
+        ];
+        let mut model: BTreeMap<Vec<u8>, BlobLocation> = base.iter().cloned().collect();
+        for (k, op) in &ops {
+            match op {
+                Some(l) => model.insert(k.clone(), *l),
+                None => model.remove(k),
+            };
+        }
+        let got = apply_ops(base, ops);
+        assert_eq!(got, model.into_iter().collect::<Vec<_>>());
+    }
 }
