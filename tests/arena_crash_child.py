@@ -48,9 +48,15 @@ def main() -> None:
     if mode == "compact":
         ar = BlobArena(path, sync="always", auto_compact=False)
         say("R")
-        keys = [f"big{version}-{i}" for i in range(48)]
+        # The same 48 names every time: live data stays small, dead bytes pile up.
+        keys = [f"big{i}" for i in range(48)]
+        for k in keys:
+            say(f"P {k} {version}")
         ar.put_many(keys, [value_for(k, version, 256 * 1024) for k in keys])
+        for k in keys:
+            say(f"A {k} {version}")
         for k in keys[::2]:
+            say(f"X {k}")
             ar.delete(k)
             say(f"D {k}")
         key = f"k{rng.randrange(64)}"

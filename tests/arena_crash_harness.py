@@ -85,10 +85,12 @@ def run_trial(path: str, exp: Expectation, rng: random.Random, mode: str, max_de
         tag = parts[0]
         if tag == "P":
             exp.attempted.setdefault(parts[1], set()).add(int(parts[2]))
+            exp.deleted.discard(parts[1])  # a re-put may or may not have landed
         elif tag == "A":
             k, v = parts[1], int(parts[2])
             exp.acked[k] = max(exp.acked.get(k, -1), v)
             exp.attempted.setdefault(k, set()).add(v)
+            exp.deleted.discard(k)  # re-put after an acked delete
             exp.next_version = max(exp.next_version, v + 1)
             exp.acked_count += 1
         elif tag == "X":
@@ -124,10 +126,12 @@ def check(path: str, exp: Expectation) -> int:
                 continue
             assert got is not None, f"acked key {key} (version {version}) lost"
             value = bytes(got)
+            name, got_version, size = parse_value(value)
             ok_versions = {v for v in exp.attempted.get(key, set()) if v >= version}
-            assert any(value == value_for(key, v) for v in ok_versions), (
-                f"key {key}: wrong bytes {value[:40]!r}..., acked version {version}"
+            assert name == key and got_version in ok_versions, (
+                f"key {key}: holds version {got_version}, acked version {version}"
             )
+            assert value == value_for(key, got_version, size), f"key {key}: wrong bytes"
         for key in exp.deleted:
             assert ar.get(key) is None, f"acked delete of {key} undone"
         exp.deleting.clear()  # what recovery kept is final: the child never retries
