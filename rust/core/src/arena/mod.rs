@@ -142,10 +142,11 @@ pub struct ArenaOptions {
     pub verify_replay: bool,
     /// Create the arena if it does not exist.
     pub create: bool,
-    /// `Always`: values up to this many bytes are also carried in their WAL
-    /// record, so one fsync (of the WAL) acknowledges them; the blob file is
-    /// synced lazily (checkpoint, compaction, close) and recovery rewrites any
-    /// blob that did not reach the disk. 0 disables; at most 64 KiB.
+    /// `Always`: a put (or `put_many` call) whose values total at most this
+    /// many bytes also carries them in its WAL records, so one fsync (of the
+    /// WAL) acknowledges it; the blob file is synced lazily (checkpoint,
+    /// compaction, close) and recovery rewrites any blob that did not reach
+    /// the disk. 0 disables; at most 64 KiB.
     pub inline_max: usize,
 }
 
@@ -290,6 +291,7 @@ impl BlobArena {
                 wal: r.wal.file(),
             },
             r.next_seq - 1,
+            opts.verify_replay,
         ));
         let flusher = (opts.sync == SyncMode::Batch)
             .then(|| Flusher::start(commit.clone(), opts.batch_interval));
@@ -384,11 +386,15 @@ impl BlobArena {
             let mut seq = w.next_seq;
             let mut locs = Vec::with_capacity(keys.len());
             let mut blob_dirty = false;
-            let inline_max = if self.opts.sync == SyncMode::Always {
-                self.opts.inline_max
-            } else {
-                0
-            };
+            // Inline only small calls: a big batch would write its bytes twice,
+            // which costs more than the blob fsync it saves.
+            let batch_bytes: usize = values.iter().map(|v| v.len()).sum();
+            let inline_max =
+                if self.opts.sync == SyncMode::Always && batch_bytes <= self.opts.inline_max {
+                    self.opts.inline_max
+                } else {
+                    0
+                };
             for ((key, value), crc) in keys.iter().zip(values).zip(&crcs) {
                 let loc = BlobLocation {
                     generation,

@@ -174,11 +174,16 @@ struct SyncState {
 pub struct GroupCommit {
     state: Mutex<SyncState>,
     cv: Condvar,
+    parallel: bool,
 }
 
 impl GroupCommit {
-    /// Starts with everything up to `seq` durable.
-    pub fn new(targets: SyncTargets, seq: u64) -> GroupCommit {
+    /// Starts with everything up to `seq` durable. `parallel`: fsync the blob
+    /// file and the WAL at the same time rather than blob first. Only sound
+    /// when recovery checks every replayed blob's checksum (`verify_replay`):
+    /// a WAL record made durable before its blob then ends replay instead of
+    /// exposing garbage, and neither was acknowledged yet.
+    pub fn new(targets: SyncTargets, seq: u64, parallel: bool) -> GroupCommit {
         GroupCommit {
             state: Mutex::new(SyncState {
                 written: seq,
@@ -191,6 +196,7 @@ impl GroupCommit {
                 syncs: 0,
             }),
             cv: Condvar::new(),
+            parallel,
         }
     }
 
@@ -247,14 +253,25 @@ impl GroupCommit {
             let bytes = st.unsynced_bytes;
             let targets = st.targets.clone();
             let sync_blob = st.blob_written > st.synced;
+            let parallel = self.parallel;
             let res = MutexGuard::unlocked(&mut st, || {
-                if sync_blob {
-                    targets.blob.sync()?;
+                let wal_sync = || {
+                    targets.wal.sync_data().map_err(|e| {
+                        Error::new(ErrorKind::Io, format!("cannot fsync the WAL: {e}"))
+                    })
+                };
+                match (sync_blob, parallel) {
+                    (false, _) => wal_sync(),
+                    (true, false) => targets.blob.sync().and_then(|_| wal_sync()),
+                    (true, true) => std::thread::scope(|s| {
+                        let blob = s.spawn(|| targets.blob.sync());
+                        let wal = wal_sync();
+                        let blob = blob.join().unwrap_or_else(|_| {
+                            Err(Error::new(ErrorKind::Io, "blob fsync thread panicked"))
+                        });
+                        blob.and(wal)
+                    }),
                 }
-                targets
-                    .wal
-                    .sync_data()
-                    .map_err(|e| Error::new(ErrorKind::Io, format!("cannot fsync the WAL: {e}")))
             });
             st.syncing = false;
             match res {
