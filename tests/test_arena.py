@@ -130,6 +130,19 @@ def test_put_many_get_many(tmp_path: Path) -> None:
         assert b"ok" not in ar  # a rejected batch writes nothing
 
 
+def test_put_many_rows_of_a_numpy_array(tmp_path: Path) -> None:
+    with BlobArena(tmp_path / "a") as ar:
+        rows = np.random.default_rng(0).standard_normal((64, 32)).astype(np.float32)
+        ar.put_many([f"row{i}" for i in range(64)], rows)  # each row: a contiguous view
+        got = np.stack(
+            [
+                np.frombuffer(v, dtype=np.float32)
+                for v in ar.get_many([f"row{i}" for i in range(64)])
+            ]
+        )
+        np.testing.assert_array_equal(got, rows)
+
+
 def test_mapping_protocol(tmp_path: Path) -> None:
     with BlobArena(tmp_path / "a") as ar:
         ar[b"x"] = b"1"
