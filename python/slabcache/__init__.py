@@ -32,7 +32,7 @@ from .errors import (
 # from .skiplist import ...
 from .vectors import Int8Index
 
-# from .arena import ...
+from .arena import BlobArena
 
 # isort: split
 from .blocks import BlockEvents, BlockManager, StepBatch, StepResult
@@ -42,6 +42,7 @@ __version__: str = _native.__version__
 __all__ = [
     "__version__",
     "AlreadyExistsError",
+    "BlobArena",
     "BufferExportedError",
     "ClosedError",
     "CorruptionError",

@@ -5,6 +5,10 @@ Each subsystem keeps its stubs in its own section below.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Buffer, Iterable
+from typing import Any, Self
+
 import numpy as np
 import numpy.typing as npt
 
@@ -87,10 +91,61 @@ def int8_quantize(
 
 # ---- blob arena (arena.rs) -----------------------------------------------------
 
+class BlobBuffer:
+    """Zero-copy view of one blob (exposes the buffer protocol, read-only)."""
+
+    def __len__(self) -> int: ...
+    def __buffer__(self, flags: int, /) -> memoryview: ...
+    @property
+    def generation(self) -> int: ...
+
+class BlobArena:
+    """Native WAL-backed mmap blob arena (see ``slabcache.arena.BlobArena``)."""
+
+    def __new__(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        sync: str = "batch",
+        batch_interval_ms: float = 10.0,
+        batch_bytes: int = ...,
+        checkpoint_bytes: int = ...,
+        auto_compact: bool = True,
+        compact_dead_ratio: float = 0.5,
+        compact_min_dead_bytes: int = ...,
+        verify_reads: bool = False,
+        verify_replay: bool = True,
+        create: bool = True,
+        inline_max: int = ...,
+    ) -> Self: ...
+    def put(self, key: bytes | str, value: Buffer) -> None: ...
+    def put_many(self, keys: Iterable[bytes | str], values: Iterable[Buffer]) -> None: ...
+    def get(self, key: bytes | str) -> memoryview | None: ...
+    def get_many(self, keys: Iterable[bytes | str]) -> list[memoryview | None]: ...
+    def delete(self, key: bytes | str) -> bool: ...
+    def __contains__(self, key: bytes | str) -> bool: ...
+    def __len__(self) -> int: ...
+    def keys(
+        self,
+        start: bytes | str | None = None,
+        end: bytes | str | None = None,
+        limit: int | None = None,
+    ) -> list[bytes]: ...
+    def flush(self) -> None: ...
+    def checkpoint(self) -> None: ...
+    def compact(self) -> dict[str, int | float]: ...
+    def stats(self) -> dict[str, Any]: ...
+    def verify(self) -> dict[str, int]: ...
+    def close(self) -> None: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def sync(self) -> str: ...
+
 # ---- KV block pool (blocks.rs) -------------------------------------------------
 
-import numpy as np  # noqa: E402
-import numpy.typing as npt  # noqa: E402
 
 class BlockManagerCore:
     """Native block manager; use ``slabcache.blocks.BlockManager`` instead."""

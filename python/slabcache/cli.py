@@ -3,6 +3,7 @@
 slabcache --version
 slabcache info
 slabcache bench [SUITE ...] [--quick] [--json PATH]
+slabcache arena verify|stats PATH
 """
 
 from __future__ import annotations
@@ -82,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("--quick", action="store_true", help="small sizes, a minute or two")
     p_bench.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p_bench.set_defaults(func=_cmd_bench)
+
+    from .arena_cli import register as register_arena
+
+    register_arena(sub)
     return parser
 
 

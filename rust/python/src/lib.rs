@@ -15,7 +15,7 @@ mod info;
 
 mod vector;
 
-// mod arena;
+mod arena;
 
 mod blocks;
 
@@ -31,7 +31,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
 
     vector::register(m)?;
 
-    // arena::register(m)?;
+    arena::register(m)?;
 
     blocks::register(m)?;
 

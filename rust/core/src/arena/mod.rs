@@ -1,1 +1,779 @@
-//! WAL-backed mmap blob arena (issue: blob arena).
+//! WAL-backed, crash-safe, append-only mmap blob arena.
+//!
+//! An arena is a directory:
+//!
+//! | file | what |
+//! |---|---|
+//! | `LOCK` | advisory `flock`: one writer process at a time ([`lock`]) |
+//! | `gen-N.blob` | append-only blob data of generation N, read through mmap ([`blob_file`], [`generation`]) |
+//! | `wal-N.log` | the live WAL segment: put / delete / checkpoint / generation-switch records ([`wal_record`], [`wal`]) |
+//! | `checkpoint` | index snapshot naming the segment replay starts from ([`checkpoint`]) |
+//!
+//! A put writes the blob bytes first, then the WAL record; it is acknowledged
+//! once both are durable under the [`SyncMode`]. Opening replays the WAL from
+//! the last checkpoint ([`recovery`]). Reads are zero-copy [`BlobView`]s.
+//! [`BlobArena::compact`] copies live blobs into a new generation
+//! ([`compaction`]).
+//!
+//! ```
+//! use slabcache_core::arena::{ArenaOptions, BlobArena, SyncMode};
+//! let dir = std::env::temp_dir().join(format!("sc-arena-doc-{}", std::process::id()));
+//! {
+//!     let arena = BlobArena::open(&dir, ArenaOptions { sync: SyncMode::Batch, ..Default::default() }).unwrap();
+//!     arena.put(b"key", b"value").unwrap();
+//!     assert_eq!(&*arena.get(b"key").unwrap().unwrap(), b"value");
+//!     arena.close().unwrap();
+//! }
+//! let arena = BlobArena::open(&dir, ArenaOptions::default()).unwrap(); // recovers
+//! assert_eq!(arena.len(), 1);
+//! # drop(arena); std::fs::remove_dir_all(&dir).unwrap();
+//! ```
+
+pub mod blob_file;
+pub mod checkpoint;
+pub mod compaction;
+pub mod generation;
+pub mod index;
+pub mod lock;
+pub mod recovery;
+pub mod view;
+pub mod wal;
+pub mod wal_record;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+pub use compaction::CompactionReport;
+pub use index::KeyIndex;
+pub use recovery::RecoveryReport;
+pub use view::BlobView;
+pub use wal_record::{BlobLocation, MAX_KEY_LEN};
+
+use blob_file::BlobFile;
+use checkpoint::CheckpointHeader;
+use generation::GenerationTable;
+use lock::DirLock;
+use wal::{Flusher, GroupCommit, SyncTargets, WalWriter};
+use wal_record::{decode, encode, Decoded, WalRecord};
+
+use crate::{Error, ErrorKind, Result};
+
+/// When a write is made durable (fsynced) before it is acknowledged.
+///
+/// | mode | process crash (kill -9) | power loss / kernel crash |
+/// |---|---|---|
+/// | `Always` | nothing acknowledged is lost | nothing acknowledged is lost |
+/// | `Batch` | nothing acknowledged is lost | writes of the last `batch_interval` / `batch_bytes` (since the last sync or `flush()`) may be lost |
+/// | `None` | nothing acknowledged is lost | everything since the last `flush()`, checkpoint or compaction may be lost |
+///
+/// In every mode a recovered arena holds a prefix of the acknowledged writes
+/// (in WAL order), never a torn or wrong value.
+///
+/// ```
+/// use slabcache_core::arena::SyncMode;
+/// assert_eq!("batch".parse::<SyncMode>().unwrap(), SyncMode::Batch);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// fsync before every acknowledgement; concurrent writers share fsyncs (group commit).
+    Always,
+    /// fsync every `batch_interval` or `batch_bytes`, and on `flush()`.
+    Batch,
+    /// No fsync except on `flush()`, checkpoints, compaction and close.
+    None,
+}
+
+impl FromStr for SyncMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<SyncMode> {
+        match s {
+            "always" => Ok(SyncMode::Always),
+            "batch" => Ok(SyncMode::Batch),
+            "none" => Ok(SyncMode::None),
+            other => Err(Error::invalid_argument(format!(
+                "sync must be \"always\", \"batch\" or \"none\", got {other:?}"
+            ))),
+        }
+    }
+}
+
+impl SyncMode {
+    /// The mode's name as `FromStr` accepts it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncMode::Always => "always",
+            SyncMode::Batch => "batch",
+            SyncMode::None => "none",
+        }
+    }
+}
+
+/// Options for [`BlobArena::open`].
+///
+/// ```
+/// use slabcache_core::arena::{ArenaOptions, SyncMode};
+/// let o = ArenaOptions { sync: SyncMode::Always, verify_reads: true, ..Default::default() };
+/// assert!(o.auto_compact);
+/// ```
+#[derive(Debug, Clone)]
+pub struct ArenaOptions {
+    /// Durability mode.
+    pub sync: SyncMode,
+    /// `Batch`: longest time between syncs.
+    pub batch_interval: Duration,
+    /// `Batch`: sync inline once this many bytes are unsynced.
+    pub batch_bytes: u64,
+    /// Write a checkpoint (and start a new WAL segment) once the segment is this long; 0 = never.
+    pub checkpoint_bytes: u64,
+    /// Compact automatically when dead bytes exceed both thresholds below.
+    pub auto_compact: bool,
+    /// ... this fraction of all blob data bytes ...
+    pub compact_dead_ratio: f64,
+    /// ... and this many bytes.
+    pub compact_min_dead_bytes: u64,
+    /// Check a blob's CRC32C on every `get` (a mismatch is a `Corrupt` error).
+    pub verify_reads: bool,
+    /// Check the CRC32C of every blob replayed from the WAL on open.
+    pub verify_replay: bool,
+    /// Create the arena if it does not exist.
+    pub create: bool,
+    /// `Always`: a put (or `put_many` call) whose values total at most this
+    /// many bytes also carries them in its WAL records, so one fsync (of the
+    /// WAL) acknowledges it; the blob file is synced lazily (checkpoint,
+    /// compaction, close) and recovery rewrites any blob that did not reach
+    /// the disk. 0 disables; at most 64 KiB.
+    pub inline_max: usize,
+}
+
+impl Default for ArenaOptions {
+    fn default() -> Self {
+        ArenaOptions {
+            sync: SyncMode::Batch,
+            batch_interval: Duration::from_millis(10),
+            batch_bytes: 4 << 20,
+            checkpoint_bytes: 64 << 20,
+            auto_compact: true,
+            compact_dead_ratio: 0.5,
+            compact_min_dead_bytes: 64 << 20,
+            verify_reads: false,
+            verify_replay: true,
+            create: true,
+            inline_max: 16 << 10,
+        }
+    }
+}
+
+/// Counters and sizes of an arena.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ArenaStats {
+    /// Number of keys.
+    pub keys: u64,
+    /// Bytes of live values.
+    pub live_bytes: u64,
+    /// Bytes of blob data in all generation files (live + dead).
+    pub data_bytes: u64,
+    /// `data_bytes - live_bytes`: what compaction would reclaim.
+    pub dead_bytes: u64,
+    /// Open generations.
+    pub generations: u64,
+    /// The generation appends go to.
+    pub current_generation: u64,
+    /// Live WAL segment number.
+    pub wal_segment: u64,
+    /// Bytes in the live WAL segment.
+    pub wal_bytes: u64,
+    /// Next WAL sequence number.
+    pub next_seq: u64,
+    /// fsync rounds by group commit / batch.
+    pub syncs: u64,
+    /// Checkpoints written since open.
+    pub checkpoints: u64,
+    /// Compactions since open.
+    pub compactions: u64,
+    /// What recovery did on open.
+    pub recovery: RecoveryReport,
+}
+
+/// What [`BlobArena::verify`] checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Keys whose blob checksum was verified.
+    pub keys: u64,
+    /// Blob bytes checksummed.
+    pub bytes: u64,
+    /// WAL records parsed.
+    pub wal_records: u64,
+    /// Generation files checked.
+    pub generations: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    checkpoints: AtomicU64,
+    compactions: AtomicU64,
+}
+
+/// State behind the writer lock.
+pub(crate) struct Writer {
+    lock: Option<DirLock>,
+    current: Arc<BlobFile>,
+    wal: WalWriter,
+    next_seq: u64,
+    buf: Vec<u8>,
+    poisoned: Option<Error>,
+}
+
+impl Writer {
+    fn check_poisoned(&self) -> Result<()> {
+        match &self.poisoned {
+            Some(e) => Err(Error::new(
+                e.kind(),
+                format!("arena stopped accepting writes after an I/O failure ({e}); reopen it"),
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A crash-safe, append-only blob store in one directory. See the [module docs](self).
+///
+/// Thread-safe: many threads may read and write; writes are serialised by a
+/// writer lock, reads take no writer lock.
+pub struct BlobArena {
+    dir: PathBuf,
+    opts: ArenaOptions,
+    index: KeyIndex,
+    gens: GenerationTable,
+    writer: Mutex<Writer>,
+    commit: Arc<GroupCommit>,
+    flusher: Mutex<Option<Flusher>>,
+    closed: AtomicBool,
+    live_bytes: AtomicU64,
+    counters: Counters,
+    recovery: RecoveryReport,
+}
+
+fn closed_err() -> Error {
+    Error::new(ErrorKind::Closed, "the arena is closed")
+}
+
+impl BlobArena {
+    /// Opens (or creates) the arena in directory `path`, recovering it.
+    ///
+    /// Errors: [`ErrorKind::Locked`] if another writer has it open,
+    /// [`ErrorKind::Corrupt`] for damaged files recovery cannot cut away.
+    pub fn open(path: impl AsRef<Path>, opts: ArenaOptions) -> Result<BlobArena> {
+        let dir = path.as_ref().to_path_buf();
+        if !(opts.compact_dead_ratio.is_finite() && (0.0..=1.0).contains(&opts.compact_dead_ratio))
+        {
+            return Err(Error::invalid_argument(
+                "compact_dead_ratio must be within [0, 1]",
+            ));
+        }
+        if opts.inline_max > wal_record::MAX_INLINE_VALUE {
+            return Err(Error::invalid_argument(format!(
+                "inline_max must be at most {} bytes",
+                wal_record::MAX_INLINE_VALUE
+            )));
+        }
+        if opts.sync == SyncMode::Batch && opts.batch_interval.is_zero() {
+            return Err(Error::invalid_argument("batch_interval must be positive"));
+        }
+        let r = recovery::recover(&dir, opts.create, opts.verify_replay)?;
+        let commit = Arc::new(GroupCommit::new(
+            SyncTargets {
+                blob: r.current.clone(),
+                wal: r.wal.file(),
+            },
+            r.next_seq - 1,
+            opts.verify_replay,
+        ));
+        let flusher = (opts.sync == SyncMode::Batch)
+            .then(|| Flusher::start(commit.clone(), opts.batch_interval));
+        Ok(BlobArena {
+            dir,
+            index: r.index,
+            gens: r.gens,
+            writer: Mutex::new(Writer {
+                lock: Some(r.lock),
+                current: r.current,
+                wal: r.wal,
+                next_seq: r.next_seq,
+                buf: Vec::new(),
+                poisoned: None,
+            }),
+            commit,
+            flusher: Mutex::new(flusher),
+            closed: AtomicBool::new(false),
+            live_bytes: AtomicU64::new(r.live_bytes),
+            counters: Counters::default(),
+            recovery: r.report,
+            opts,
+        })
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(closed_err())
+        } else {
+            Ok(())
+        }
+    }
+
+    fn lock_writer(&self) -> Result<parking_lot::MutexGuard<'_, Writer>> {
+        let w = self.writer.lock();
+        self.check_open()?;
+        w.check_poisoned()?;
+        Ok(w)
+    }
+
+    /// The arena directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+    /// The options it was opened with.
+    pub fn options(&self) -> &ArenaOptions {
+        &self.opts
+    }
+
+    /// Stores `value` under `key` (replacing any previous value).
+    ///
+    /// ```
+    /// # let dir = std::env::temp_dir().join(format!("sc-put-doc-{}", std::process::id()));
+    /// # let arena = slabcache_core::arena::BlobArena::open(&dir, Default::default()).unwrap();
+    /// arena.put(b"k", b"v1").unwrap();
+    /// arena.put(b"k", b"v2").unwrap();
+    /// assert_eq!(&*arena.get(b"k").unwrap().unwrap(), b"v2");
+    /// # drop(arena); std::fs::remove_dir_all(&dir).unwrap();
+    /// ```
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.put_many(&[key], &[value])
+    }
+
+    /// Stores a batch: one blob write, one WAL write, at most one sync.
+    pub fn put_many(&self, keys: &[&[u8]], values: &[&[u8]]) -> Result<()> {
+        self.check_open()?;
+        if keys.len() != values.len() {
+            return Err(Error::invalid_argument(format!(
+                "{} keys but {} values",
+                keys.len(),
+                values.len()
+            )));
+        }
+        if let Some(k) = keys.iter().find(|k| k.len() > MAX_KEY_LEN) {
+            return Err(Error::invalid_argument(format!(
+                "key of {} bytes is longer than the maximum {MAX_KEY_LEN}",
+                k.len()
+            )));
+        }
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let crcs: Vec<u32> = values.iter().map(|v| crc32c::crc32c(v)).collect();
+        let (last_seq, unsynced) = {
+            let mut guard = self.lock_writer()?;
+            let w = &mut *guard;
+            let generation = w.current.generation();
+            let base = w.current.append(values)?;
+            let mut buf = std::mem::take(&mut w.buf);
+            buf.clear();
+            let mut offset = base;
+            let mut seq = w.next_seq;
+            let mut locs = Vec::with_capacity(keys.len());
+            let mut blob_dirty = false;
+            // Inline only small calls: a big batch would write its bytes twice,
+            // which costs more than the blob fsync it saves.
+            let batch_bytes: usize = values.iter().map(|v| v.len()).sum();
+            let inline_max =
+                if self.opts.sync == SyncMode::Always && batch_bytes <= self.opts.inline_max {
+                    self.opts.inline_max
+                } else {
+                    0
+                };
+            for ((key, value), crc) in keys.iter().zip(values).zip(&crcs) {
+                let loc = BlobLocation {
+                    generation,
+                    offset,
+                    len: value.len() as u64,
+                    crc: *crc,
+                };
+                if inline_max >= value.len() {
+                    encode(&mut buf, seq, &WalRecord::PutInline { key, loc, value });
+                } else {
+                    encode(&mut buf, seq, &WalRecord::Put { key, loc });
+                    blob_dirty = true;
+                }
+                locs.push(loc);
+                offset += value.len() as u64;
+                seq += 1;
+            }
+            let res = w.wal.append(&buf);
+            let wal_bytes = buf.len() as u64;
+            w.buf = buf;
+            res?;
+            w.next_seq = seq;
+            let added: u64 = locs.iter().map(|l| l.len).sum();
+            let replaced = self
+                .index
+                .insert_many(keys.iter().map(|k| k.to_vec()).zip(locs));
+            self.live_bytes.fetch_add(added, Ordering::AcqRel);
+            self.live_bytes.fetch_sub(replaced, Ordering::AcqRel);
+            let unsynced = self
+                .commit
+                .mark_written(seq - 1, added + wal_bytes, blob_dirty);
+            self.maintain(w)?;
+            (seq - 1, unsynced)
+        };
+        self.after_write(last_seq, unsynced)
+    }
+
+    /// Deletes `key`; returns whether it was present.
+    pub fn delete(&self, key: &[u8]) -> Result<bool> {
+        self.check_open()?;
+        let (last_seq, unsynced) = {
+            let mut guard = self.lock_writer()?;
+            let w = &mut *guard;
+            let Some(old) = self.index.get(key) else {
+                return Ok(false);
+            };
+            let mut buf = std::mem::take(&mut w.buf);
+            buf.clear();
+            encode(&mut buf, w.next_seq, &WalRecord::Delete { key });
+            let res = w.wal.append(&buf);
+            let n = buf.len() as u64;
+            w.buf = buf;
+            res?;
+            let seq = w.next_seq;
+            w.next_seq += 1;
+            self.index.remove(key);
+            self.live_bytes.fetch_sub(old.len, Ordering::AcqRel);
+            let unsynced = self.commit.mark_written(seq, n, false);
+            self.maintain(w)?;
+            (seq, unsynced)
+        };
+        self.after_write(last_seq, unsynced)?;
+        Ok(true)
+    }
+
+    fn after_write(&self, seq: u64, unsynced: u64) -> Result<()> {
+        match self.opts.sync {
+            SyncMode::Always => self.commit.wait_durable(seq),
+            SyncMode::Batch if unsynced >= self.opts.batch_bytes => self.commit.wait_durable(seq),
+            _ => Ok(()),
+        }
+    }
+
+    /// Periodic checkpoint and automatic compaction; writer lock held.
+    fn maintain(&self, w: &mut Writer) -> Result<()> {
+        if self.opts.auto_compact {
+            let data = self.gens.data_bytes();
+            let dead = data.saturating_sub(self.live_bytes.load(Ordering::Acquire));
+            if dead >= self.opts.compact_min_dead_bytes.max(1)
+                && dead as f64 >= self.opts.compact_dead_ratio * data as f64
+            {
+                self.compact_locked(w)?;
+                return Ok(());
+            }
+        }
+        if self.opts.checkpoint_bytes > 0 && w.wal.len() >= self.opts.checkpoint_bytes {
+            self.checkpoint_locked(w)?;
+        }
+        Ok(())
+    }
+
+    /// The value of `key` as a zero-copy view, or `None`.
+    pub fn get(&self, key: &[u8]) -> Result<Option<BlobView>> {
+        self.check_open()?;
+        loop {
+            let Some(loc) = self.index.get(key) else {
+                return Ok(None);
+            };
+            // The generation may have been retired by a compaction between
+            // the two lookups; the index then already points at the new one.
+            let Some(mapping) = self.gens.mapping(loc.generation) else {
+                continue;
+            };
+            if loc.end() > mapping.len() as u64 {
+                return Err(Error::corrupt(format!(
+                    "index entry of {:?} points past its mapping",
+                    String::from_utf8_lossy(key)
+                )));
+            }
+            let view = BlobView::new(mapping, loc.offset as usize, loc.len as usize);
+            if self.opts.verify_reads && crc32c::crc32c(&view) != loc.crc {
+                return Err(Error::corrupt(format!(
+                    "blob of key {:?} fails its checksum",
+                    String::from_utf8_lossy(key)
+                )));
+            }
+            return Ok(Some(view));
+        }
+    }
+
+    /// `get` for many keys.
+    pub fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<BlobView>>> {
+        keys.iter().map(|k| self.get(k)).collect()
+    }
+
+    /// True if `key` is present.
+    pub fn contains(&self, key: &[u8]) -> Result<bool> {
+        self.check_open()?;
+        Ok(self.index.contains(key))
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+    /// True when the arena holds no keys.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Up to `limit` keys in `[start, end)`, in byte order.
+    pub fn keys(
+        &self,
+        start: Option<&[u8]>,
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>> {
+        self.check_open()?;
+        Ok(self.index.keys(start, end, limit))
+    }
+
+    /// Makes every write so far durable.
+    pub fn flush(&self) -> Result<()> {
+        self.check_open()?;
+        self.commit.sync_all()
+    }
+
+    /// Writes a checkpoint now (bounds the next recovery's replay).
+    pub fn checkpoint(&self) -> Result<()> {
+        let mut w = self.lock_writer()?;
+        self.checkpoint_locked(&mut w)
+    }
+
+    fn checkpoint_locked(&self, w: &mut Writer) -> Result<()> {
+        w.check_poisoned()?;
+        w.current.sync()?;
+        w.wal.sync()?;
+        let segment = w.wal.segment() + 1;
+        let header = CheckpointHeader {
+            segment,
+            next_seq: w.next_seq,
+            current_gen: w.current.generation(),
+        };
+        checkpoint::write(&self.dir, header, &self.index)?;
+        let wal = match WalWriter::create(&self.dir, segment, w.next_seq) {
+            Ok(wal) => wal,
+            Err(e) => {
+                // The checkpoint names a segment we could not create: stop
+                // writing (recovery recreates the segment on the next open).
+                w.poisoned = Some(e.clone());
+                return Err(e);
+            }
+        };
+        let old = std::mem::replace(&mut w.wal, wal);
+        let _ = std::fs::remove_file(old.path());
+        w.next_seq += 1;
+        self.commit.reset(
+            SyncTargets {
+                blob: w.current.clone(),
+                wal: w.wal.file(),
+            },
+            w.next_seq - 1,
+        );
+        self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Copies live blobs into a new generation and retires the old ones.
+    pub fn compact(&self) -> Result<CompactionReport> {
+        let mut w = self.lock_writer()?;
+        self.compact_locked(&mut w)
+    }
+
+    /// Sizes and counters.
+    pub fn stats(&self) -> ArenaStats {
+        let w = self.writer.lock();
+        let live = self.live_bytes.load(Ordering::Acquire);
+        let data = self.gens.data_bytes();
+        ArenaStats {
+            keys: self.index.len() as u64,
+            live_bytes: live,
+            data_bytes: data,
+            dead_bytes: data.saturating_sub(live),
+            generations: self.gens.all().len() as u64,
+            current_generation: w.current.generation(),
+            wal_segment: w.wal.segment(),
+            wal_bytes: w.wal.len(),
+            next_seq: w.next_seq,
+            syncs: self.commit.syncs(),
+            checkpoints: self.counters.checkpoints.load(Ordering::Relaxed),
+            compactions: self.counters.compactions.load(Ordering::Relaxed),
+            recovery: self.recovery.clone(),
+        }
+    }
+
+    /// Checks everything: every live blob's checksum, every generation
+    /// header, the checkpoint file and every WAL record of the live segment.
+    /// The first problem found is returned as a [`ErrorKind::Corrupt`] error.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        self.check_open()?;
+        let w = self.writer.lock(); // a stable WAL and checkpoint while we read them
+        let mut report = VerifyReport::default();
+        for g in self.gens.all() {
+            let m = g.mapping();
+            let b = m.bytes();
+            if b.len() < 16
+                || &b[..8] != blob_file::BLOB_MAGIC
+                || b[8..16] != g.generation().to_le_bytes()
+            {
+                return Err(Error::corrupt(format!(
+                    "generation {} has a bad header",
+                    g.generation()
+                )));
+            }
+            report.generations += 1;
+        }
+        let mut bad: Option<Error> = None;
+        let mut bad_count = 0u64;
+        self.index.for_each(|key, loc| {
+            let ok = self.gens.get(loc.generation).is_some_and(|g| {
+                loc.end() <= g.end()
+                    && crc32c::crc32c(&g.mapping().bytes()[loc.offset as usize..loc.end() as usize])
+                        == loc.crc
+            });
+            if ok {
+                report.keys += 1;
+                report.bytes += loc.len;
+            } else {
+                bad_count += 1;
+                if bad.is_none() {
+                    bad = Some(Error::corrupt(format!(
+                        "blob of key {:?} (generation {}, offset {}, {} bytes) fails its checksum",
+                        String::from_utf8_lossy(key),
+                        loc.generation,
+                        loc.offset,
+                        loc.len
+                    )));
+                }
+            }
+        });
+        if let Some(e) = bad {
+            return Err(Error::corrupt(format!(
+                "{e} ({bad_count} bad blobs in all)"
+            )));
+        }
+        match checkpoint::read(&self.dir)? {
+            Some(_) => {}
+            None => return Err(Error::corrupt("the checkpoint file is missing")),
+        }
+        let bytes = std::fs::read(w.wal.path())
+            .map_err(|e| Error::new(ErrorKind::Io, format!("cannot read the WAL: {e}")))?;
+        let valid = &bytes[..(w.wal.len() as usize).min(bytes.len())];
+        let mut pos = 0;
+        while pos < valid.len() {
+            match decode(&valid[pos..]) {
+                Decoded::Record { len, .. } => {
+                    pos += len;
+                    report.wal_records += 1;
+                }
+                Decoded::Incomplete | Decoded::Invalid(_) => {
+                    return Err(Error::corrupt(format!(
+                        "WAL {} is damaged at byte {pos}",
+                        w.wal.path().display()
+                    )))
+                }
+            }
+        }
+        if valid.len() as u64 != w.wal.len() {
+            return Err(Error::corrupt("the WAL is shorter than what was written"));
+        }
+        Ok(report)
+    }
+
+    /// Flushes, stops the background flusher and releases the lock. Later
+    /// calls fail with [`ErrorKind::Closed`]; views stay valid. Idempotent.
+    pub fn close(&self) -> Result<()> {
+        let mut w = self.writer.lock();
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        drop(self.flusher.lock().take());
+        let res = if w.poisoned.is_none() {
+            // Inline puts leave the blob file unsynced: sync it too on close.
+            self.commit.sync_all().and_then(|_| w.current.sync())
+        } else {
+            Ok(())
+        };
+        w.lock = None;
+        res
+    }
+
+    /// True once closed.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for BlobArena {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("sc-arena-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn put_get_delete_reopen() {
+        let dir = tmp("basic");
+        {
+            let a = BlobArena::open(&dir, ArenaOptions::default()).unwrap();
+            a.put(b"a", b"1").unwrap();
+            a.put_many(&[b"b", b"c"], &[b"22", b"333"]).unwrap();
+            assert!(a.delete(b"a").unwrap());
+            assert!(!a.delete(b"zz").unwrap());
+            assert_eq!(
+                a.keys(None, None, 10).unwrap(),
+                vec![b"b".to_vec(), b"c".to_vec()]
+            );
+        }
+        let a = BlobArena::open(&dir, ArenaOptions::default()).unwrap();
+        assert_eq!(a.len(), 2);
+        assert_eq!(&*a.get(b"c").unwrap().unwrap(), b"333");
+        assert!(a.get(b"a").unwrap().is_none());
+        a.verify().unwrap();
+        drop(a);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn second_open_is_locked_and_closed_errors() {
+        let dir = tmp("lock");
+        let a = BlobArena::open(&dir, ArenaOptions::default()).unwrap();
+        let err = BlobArena::open(&dir, ArenaOptions::default())
+            .err()
+            .unwrap();
+        assert_eq!(err.kind(), ErrorKind::Locked);
+        a.close().unwrap();
+        assert_eq!(a.put(b"k", b"v").unwrap_err().kind(), ErrorKind::Closed);
+        let b = BlobArena::open(&dir, ArenaOptions::default()).unwrap();
+        drop(b);
+        drop(a);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,475 @@
+//! Bindings of the blob arena (`slabcache_core::arena`): `BlobArena` and the
+//! zero-copy `BlobBuffer` that `get` wraps in a read-only `memoryview`.
+
+use std::borrow::Cow;
+use std::ffi::{c_int, c_void, CStr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pyo3::exceptions::PyBufferError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyMemoryView, PyString};
+use pyo3::{ffi, IntoPyObjectExt};
+use slabcache_core::arena::{
+    ArenaOptions, ArenaStats, BlobArena, BlobView, CompactionReport, RecoveryReport, SyncMode,
+    VerifyReport,
+};
+use slabcache_core::ErrorKind;
+
+use crate::errors::{py_err, IntoPyResult};
+
+/// Key bytes of a `bytes` or `str` (UTF-8) key; anything else is an `InvalidTypeError`.
+fn key_bytes<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<Cow<'a, [u8]>> {
+    if let Ok(b) = obj.downcast::<PyBytes>() {
+        return Ok(Cow::Borrowed(b.as_bytes()));
+    }
+    if let Ok(s) = obj.downcast::<PyString>() {
+        return Ok(Cow::Owned(s.to_str()?.as_bytes().to_vec()));
+    }
+    Err(py_err(
+        ErrorKind::InvalidType,
+        format!(
+            "arena keys must be bytes or str, got {}",
+            obj.get_type().name()?
+        ),
+    ))
+}
+
+fn opt_key<'a>(obj: &'a Option<Bound<'_, PyAny>>) -> PyResult<Option<Cow<'a, [u8]>>> {
+    obj.as_ref().map(key_bytes).transpose()
+}
+
+/// A borrowed C-contiguous buffer of any bytes-like object (released on drop, with the GIL).
+struct ValueBuffer {
+    view: ffi::Py_buffer,
+}
+
+impl ValueBuffer {
+    fn get(obj: &Bound<'_, PyAny>) -> PyResult<ValueBuffer> {
+        let mut view = ffi::Py_buffer::new();
+        // SAFETY: `obj` is a live object (we hold the GIL through `Bound`) and
+        // `view` is a writable Py_buffer; PyBUF_SIMPLE asks for a contiguous
+        // byte buffer, which the exporter keeps valid until PyBuffer_Release.
+        let rc = unsafe { ffi::PyObject_GetBuffer(obj.as_ptr(), &mut view, ffi::PyBUF_SIMPLE) };
+        if rc != 0 {
+            let cause = PyErr::fetch(obj.py());
+            let err = py_err(
+                ErrorKind::InvalidType,
+                format!(
+                    "arena values must be contiguous bytes-like objects, got {} ({cause})",
+                    obj.get_type().name()?
+                ),
+            );
+            return Err(err);
+        }
+        Ok(ValueBuffer { view })
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        if self.view.len <= 0 || self.view.buf.is_null() {
+            return &[];
+        }
+        // SAFETY: the exporter guarantees `len` readable bytes at `buf` while
+        // the buffer is held, which lasts as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.view.buf as *const u8, self.view.len as usize) }
+    }
+}
+
+impl Drop for ValueBuffer {
+    fn drop(&mut self) {
+        // SAFETY: the view was filled by a successful PyObject_GetBuffer; every
+        // ValueBuffer is dropped while the GIL is held (never inside allow_threads).
+        unsafe { ffi::PyBuffer_Release(&mut self.view) }
+    }
+}
+
+/// Value bytes: `bytes` directly, anything else through the buffer protocol.
+enum Value<'a> {
+    Bytes(&'a [u8]),
+    Buffer(ValueBuffer),
+}
+
+impl Value<'_> {
+    fn from<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<Value<'a>> {
+        if let Ok(b) = obj.downcast::<PyBytes>() {
+            return Ok(Value::Bytes(b.as_bytes()));
+        }
+        Ok(Value::Buffer(ValueBuffer::get(obj)?))
+    }
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Value::Bytes(b) => b,
+            Value::Buffer(b) => b.as_slice(),
+        }
+    }
+}
+
+/// Slices that cross `allow_threads` (the buffers they point into stay held by the caller).
+struct SendSlices<'a>(Vec<&'a [u8]>);
+// SAFETY: plain byte slices; the objects owning them are kept alive and
+// exported by the calling frame until `allow_threads` returns.
+unsafe impl Send for SendSlices<'_> {}
+
+/// A read-only, zero-copy view of one blob: `memoryview(buf)` reads the arena's
+/// mmap directly and keeps the generation mapped while it lives.
+#[pyclass(name = "BlobBuffer", module = "slabcache._native", frozen)]
+pub struct PyBlobBuffer {
+    view: BlobView,
+}
+
+static FORMAT_B: &CStr = c"B";
+
+#[pymethods]
+impl PyBlobBuffer {
+    unsafe fn __getbuffer__(
+        slf: Bound<'_, Self>,
+        view: *mut ffi::Py_buffer,
+        flags: c_int,
+    ) -> PyResult<()> {
+        if view.is_null() {
+            return Err(PyBufferError::new_err("view is null"));
+        }
+        if flags & ffi::PyBUF_WRITABLE != 0 {
+            return Err(PyBufferError::new_err("arena blobs are read-only"));
+        }
+        let bytes: &[u8] = &slf.get().view;
+        let len = bytes.len() as ffi::Py_ssize_t;
+        let ptr = bytes.as_ptr() as *mut c_void;
+        // SAFETY: `view` is a non-null Py_buffer the interpreter gave us to
+        // fill. The bytes live in an mmap owned by `slf` (via an Arc), and
+        // `obj` holds a strong reference to `slf` until the buffer is released,
+        // so `buf` stays valid and unchanged for the buffer's lifetime.
+        unsafe {
+            (*view).obj = slf.into_any().into_ptr();
+            (*view).buf = ptr;
+            (*view).len = len;
+            (*view).readonly = 1;
+            (*view).itemsize = 1;
+            (*view).format = if flags & ffi::PyBUF_FORMAT != 0 {
+                FORMAT_B.as_ptr() as *mut _
+            } else {
+                std::ptr::null_mut()
+            };
+            (*view).ndim = 1;
+            (*view).shape = if flags & ffi::PyBUF_ND != 0 {
+                &mut (*view).len
+            } else {
+                std::ptr::null_mut()
+            };
+            (*view).strides = if flags & ffi::PyBUF_STRIDES == ffi::PyBUF_STRIDES {
+                &mut (*view).itemsize
+            } else {
+                std::ptr::null_mut()
+            };
+            (*view).suboffsets = std::ptr::null_mut();
+            (*view).internal = std::ptr::null_mut();
+        }
+        Ok(())
+    }
+
+    unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {}
+
+    fn __len__(&self) -> usize {
+        self.view.len()
+    }
+
+    /// The generation file the blob lives in.
+    #[getter]
+    fn generation(&self) -> u64 {
+        self.view.generation()
+    }
+}
+
+fn memoryview(py: Python<'_>, view: BlobView) -> PyResult<PyObject> {
+    let buf = Bound::new(py, PyBlobBuffer { view })?;
+    Ok(PyMemoryView::from(buf.as_any())?.into_any().unbind())
+}
+
+/// Native blob arena; `slabcache.BlobArena` is the documented Python face.
+#[pyclass(name = "BlobArena", module = "slabcache._native", frozen, subclass)]
+pub struct PyBlobArena {
+    inner: Arc<BlobArena>,
+}
+
+fn stats_dict<'py>(
+    py: Python<'py>,
+    s: &ArenaStats,
+    sync: SyncMode,
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("keys", s.keys)?;
+    d.set_item("live_bytes", s.live_bytes)?;
+    d.set_item("data_bytes", s.data_bytes)?;
+    d.set_item("dead_bytes", s.dead_bytes)?;
+    d.set_item("generations", s.generations)?;
+    d.set_item("current_generation", s.current_generation)?;
+    d.set_item("wal_segment", s.wal_segment)?;
+    d.set_item("wal_bytes", s.wal_bytes)?;
+    d.set_item("next_seq", s.next_seq)?;
+    d.set_item("syncs", s.syncs)?;
+    d.set_item("checkpoints", s.checkpoints)?;
+    d.set_item("compactions", s.compactions)?;
+    d.set_item("sync", sync.as_str())?;
+    d.set_item("recovery", recovery_dict(py, &s.recovery)?)?;
+    Ok(d)
+}
+
+fn recovery_dict<'py>(py: Python<'py>, r: &RecoveryReport) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("checkpoint_entries", r.checkpoint_entries)?;
+    d.set_item("replayed_records", r.replayed_records)?;
+    d.set_item("truncated_bytes", r.truncated_bytes)?;
+    d.set_item("stop_reason", r.stop_reason.clone())?;
+    d.set_item("removed_files", r.removed_files)?;
+    d.set_item("repaired_blobs", r.repaired_blobs)?;
+    d.set_item("seconds", r.duration_us as f64 / 1e6)?;
+    Ok(d)
+}
+
+fn compaction_dict<'py>(py: Python<'py>, r: &CompactionReport) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("generation", r.generation)?;
+    d.set_item("blobs", r.blobs)?;
+    d.set_item("bytes_before", r.bytes_before)?;
+    d.set_item("bytes_after", r.bytes_after)?;
+    d.set_item("seconds", r.duration_us as f64 / 1e6)?;
+    Ok(d)
+}
+
+fn verify_dict<'py>(py: Python<'py>, r: &VerifyReport) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("keys", r.keys)?;
+    d.set_item("bytes", r.bytes)?;
+    d.set_item("wal_records", r.wal_records)?;
+    d.set_item("generations", r.generations)?;
+    Ok(d)
+}
+
+#[pymethods]
+impl PyBlobArena {
+    #[new]
+    #[pyo3(signature = (
+        path, *, sync = "batch", batch_interval_ms = 10.0, batch_bytes = 4 << 20,
+        checkpoint_bytes = 64 << 20, auto_compact = true, compact_dead_ratio = 0.5,
+        compact_min_dead_bytes = 64 << 20, verify_reads = false, verify_replay = true,
+        create = true, inline_max = 16 << 10
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        path: PathBuf,
+        sync: &str,
+        batch_interval_ms: f64,
+        batch_bytes: u64,
+        checkpoint_bytes: u64,
+        auto_compact: bool,
+        compact_dead_ratio: f64,
+        compact_min_dead_bytes: u64,
+        verify_reads: bool,
+        verify_replay: bool,
+        create: bool,
+        inline_max: usize,
+    ) -> PyResult<Self> {
+        let sync: SyncMode = sync.parse().py()?;
+        if !(batch_interval_ms.is_finite() && batch_interval_ms > 0.0) {
+            return Err(py_err(
+                ErrorKind::InvalidArgument,
+                format!("batch_interval_ms must be a positive number, got {batch_interval_ms}"),
+            ));
+        }
+        let opts = ArenaOptions {
+            sync,
+            batch_interval: Duration::from_secs_f64(batch_interval_ms / 1e3),
+            batch_bytes,
+            checkpoint_bytes,
+            auto_compact,
+            compact_dead_ratio,
+            compact_min_dead_bytes,
+            verify_reads,
+            verify_replay,
+            create,
+            inline_max,
+        };
+        let inner = py.allow_threads(|| BlobArena::open(&path, opts)).py()?;
+        Ok(PyBlobArena {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Stores `value` (any contiguous bytes-like) under `key` (bytes or str).
+    fn put(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let k = key_bytes(key)?;
+        let v = Value::from(value)?;
+        let (kb, vb) = (SendSlices(vec![&k[..]]), SendSlices(vec![v.as_slice()]));
+        let inner = &self.inner;
+        py.allow_threads(move || {
+            let (kb, vb) = (kb, vb);
+            inner.put_many(&kb.0, &vb.0)
+        })
+        .py()
+    }
+
+    /// Stores a batch in one call: one blob write, one WAL write, at most one sync.
+    fn put_many(
+        &self,
+        py: Python<'_>,
+        keys: &Bound<'_, PyAny>,
+        values: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let key_objs: Vec<Bound<'_, PyAny>> = keys.try_iter()?.collect::<PyResult<_>>()?;
+        let val_objs: Vec<Bound<'_, PyAny>> = values.try_iter()?.collect::<PyResult<_>>()?;
+        if key_objs.len() != val_objs.len() {
+            return Err(py_err(
+                ErrorKind::InvalidArgument,
+                format!("{} keys but {} values", key_objs.len(), val_objs.len()),
+            ));
+        }
+        let ks: Vec<Cow<'_, [u8]>> = key_objs.iter().map(key_bytes).collect::<PyResult<_>>()?;
+        let vs: Vec<Value<'_>> = val_objs.iter().map(Value::from).collect::<PyResult<_>>()?;
+        let kb = SendSlices(ks.iter().map(|k| &k[..]).collect());
+        let vb = SendSlices(vs.iter().map(|v| v.as_slice()).collect());
+        let inner = &self.inner;
+        py.allow_threads(move || {
+            let (kb, vb) = (kb, vb);
+            inner.put_many(&kb.0, &vb.0)
+        })
+        .py()
+    }
+
+    /// The value as a read-only zero-copy `memoryview`, or `None`.
+    fn get(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Option<PyObject>> {
+        let k = key_bytes(key)?;
+        match self.inner.get(&k).py()? {
+            Some(view) => Ok(Some(memoryview(py, view)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// `get` for many keys: a list of memoryviews / `None`.
+    fn get_many<'py>(
+        &self,
+        py: Python<'py>,
+        keys: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let out = PyList::empty(py);
+        for key in keys.try_iter()? {
+            let key = key?;
+            let k = key_bytes(&key)?;
+            match self.inner.get(&k).py()? {
+                Some(view) => out.append(memoryview(py, view)?)?,
+                None => out.append(py.None())?,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes `key`; returns whether it was present.
+    fn delete(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let k = key_bytes(key)?;
+        let kb = SendSlices(vec![&k[..]]);
+        let inner = &self.inner;
+        py.allow_threads(move || {
+            let kb = kb;
+            inner.delete(kb.0[0])
+        })
+        .py()
+    }
+
+    fn __contains__(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let k = key_bytes(key)?;
+        self.inner.contains(&k).py()
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    /// Keys in `[start, end)` in byte order, at most `limit`.
+    #[pyo3(signature = (start = None, end = None, limit = None))]
+    fn keys<'py>(
+        &self,
+        py: Python<'py>,
+        start: Option<Bound<'py, PyAny>>,
+        end: Option<Bound<'py, PyAny>>,
+        limit: Option<usize>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let (s, e) = (opt_key(&start)?, opt_key(&end)?);
+        let keys = self
+            .inner
+            .keys(s.as_deref(), e.as_deref(), limit.unwrap_or(usize::MAX))
+            .py()?;
+        let items: Vec<PyObject> = keys
+            .iter()
+            .map(|k| PyBytes::new(py, k).into_py_any(py))
+            .collect::<PyResult<_>>()?;
+        PyList::new(py, items)
+    }
+
+    /// Makes every write so far durable (fsync).
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        let inner = &self.inner;
+        py.allow_threads(|| inner.flush()).py()
+    }
+
+    /// Writes a checkpoint now.
+    fn checkpoint(&self, py: Python<'_>) -> PyResult<()> {
+        let inner = &self.inner;
+        py.allow_threads(|| inner.checkpoint()).py()
+    }
+
+    /// Copies live blobs into a new generation; returns what it did.
+    fn compact<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let inner = &self.inner;
+        let r = py.allow_threads(|| inner.compact()).py()?;
+        compaction_dict(py, &r)
+    }
+
+    /// Sizes and counters.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.inner.stats();
+        stats_dict(py, &s, self.inner.options().sync)
+    }
+
+    /// Checks every checksum; raises `CorruptionError` on the first problem.
+    fn verify<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let inner = &self.inner;
+        let r = py.allow_threads(|| inner.verify()).py()?;
+        verify_dict(py, &r)
+    }
+
+    /// Flushes and releases the lock; later calls raise `ClosedError`. Idempotent.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let inner = &self.inner;
+        py.allow_threads(|| inner.close()).py()
+    }
+
+    /// True once closed.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+
+    /// The arena directory.
+    #[getter]
+    fn path(&self) -> PathBuf {
+        self.inner.path().to_path_buf()
+    }
+
+    /// The durability mode: "always", "batch" or "none".
+    #[getter]
+    fn sync(&self) -> &'static str {
+        self.inner.options().sync.as_str()
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyBlobArena>()?;
+    m.add_class::<PyBlobBuffer>()?;
+    Ok(())
+}
