@@ -1,0 +1,274 @@
+//! One allocator instance: the region, the class pools, the large table, and
+//! the alloc/free paths that tie them to the thread caches.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crossbeam_utils::CachePadded;
+
+use super::class_pool::ClassPool;
+use super::config::SlabConfig;
+use super::large::{LargeTable, Lookup};
+use super::region::Region;
+use super::size_class::{class_size, NUM_CLASSES};
+use super::slab_meta::{object_index, state_class, SLAB_SHIFT};
+use super::slab_pool::SlabPool;
+use super::thread_cache::{self, Slot, CACHE_CAP};
+
+/// Why a free was refused. Carries no heap data, so the C ABI can report it
+/// from inside `free` without allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FreeError {
+    /// The pointer is not (the start of) anything this allocator handed out,
+    /// or the size given with it does not fit the allocation.
+    Invalid(&'static str),
+    /// The pointer was handed out once and is not allocated now.
+    Double,
+}
+
+/// Locks a mutex, ignoring poisoning (no code panics while holding these locks).
+#[inline]
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+struct SlotList(*const Slot);
+// SAFETY: the pointers name thread-local slots that unlink themselves (under
+// this list's lock) before their thread's storage goes away.
+unsafe impl Send for SlotList {}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The shared state of one allocator.
+pub struct Heap {
+    pub(crate) id: u64,
+    pub(crate) region: Region,
+    pub(crate) pools: Box<[CachePadded<Mutex<ClassPool>>]>,
+    pub(crate) slabs: SlabPool,
+    pub(crate) large: Mutex<LargeTable>,
+    pub(crate) config: SlabConfig,
+    threads: Mutex<SlotList>,
+    /// Requested bytes counted outside thread caches (slow path, exited threads).
+    requested: AtomicI64,
+}
+
+impl Heap {
+    pub(crate) fn new(config: SlabConfig) -> crate::Result<Heap> {
+        let region = Region::reserve(config.arena_size)?;
+        let retain = config.retain_empty_per_class as u32;
+        let pools = (0..NUM_CLASSES)
+            .map(|c| CachePadded::new(Mutex::new(ClassPool::new(c, retain))))
+            .collect();
+        Ok(Heap {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            region,
+            pools,
+            slabs: SlabPool::new(config.release_threshold),
+            large: Mutex::new(LargeTable::new(config.large_cache_bytes)),
+            config,
+            threads: Mutex::new(SlotList(std::ptr::null())),
+            requested: AtomicI64::new(0),
+        })
+    }
+
+    /// Marks object `addr` of `class` as handed to the user.
+    #[inline]
+    fn mark_allocated(&self, class: usize, addr: usize) {
+        let s = (addr - self.region.base()) >> SLAB_SHIFT;
+        let off = addr - self.region.slab_addr(s);
+        let idx = object_index(class, off).expect("pools hold object boundaries only");
+        let bit = 1u64 << (idx % 64);
+        let prev = self.region.meta(s).allocated[idx / 64].fetch_or(bit, Ordering::AcqRel);
+        debug_assert_eq!(prev & bit, 0, "object handed out twice");
+    }
+
+    /// Allocates one object of `class`, counting `requested` bytes. `None`: region full.
+    #[inline]
+    pub(crate) fn alloc_small(self: &Arc<Self>, class: usize, requested: usize) -> Option<usize> {
+        let cached = thread_cache::with_cache(self, |cache, req| {
+            let p = match cache.pop(class) {
+                Some(p) => p,
+                None => {
+                    let want = (CACHE_CAP[class] as usize).div_ceil(2);
+                    let n = cache.len(class);
+                    let spare = cache.spare(class, want);
+                    let got = lock(&self.pools[class]).take(&self.region, &self.slabs, spare);
+                    cache.set_len(class, n + got);
+                    cache.pop(class)?
+                }
+            };
+            req.store(
+                req.load(Ordering::Relaxed) + requested as i64,
+                Ordering::Relaxed,
+            );
+            Some(p)
+        });
+        let p = match cached {
+            Some(p) => p?,
+            None => {
+                let mut one = [0usize; 1];
+                if lock(&self.pools[class]).take(&self.region, &self.slabs, &mut one) == 0 {
+                    return None;
+                }
+                self.requested
+                    .fetch_add(requested as i64, Ordering::Relaxed);
+                one[0]
+            }
+        };
+        self.mark_allocated(class, p);
+        Some(p)
+    }
+
+    /// Maps a large allocation. `None`: the OS refused.
+    pub(crate) fn alloc_large(&self, size: usize, align: usize) -> Option<(usize, bool)> {
+        let b = lock(&self.large).alloc(size, align)?;
+        self.requested.fetch_add(size as i64, Ordering::Relaxed);
+        Some((b.addr, b.fresh))
+    }
+
+    /// Returns cached objects of `class` to its central pool.
+    pub(crate) fn give_back(&self, class: usize, objs: &[usize]) {
+        lock(&self.pools[class]).give(&self.region, &self.slabs, objs);
+    }
+
+    /// Validates and frees `addr`. `size`: the caller's size (checked to fit,
+    /// and counted off the requested bytes); `None` counts the slot size.
+    /// Returns the usable size freed. On error nothing changed.
+    pub(crate) fn free(
+        self: &Arc<Self>,
+        addr: usize,
+        size: Option<usize>,
+    ) -> Result<usize, FreeError> {
+        let Some(s) = self.region.slab_of(addr) else {
+            if self.region.in_reservation(addr) {
+                return Err(FreeError::Invalid("inside the slab region but in no slab"));
+            }
+            return self.free_large(addr, size);
+        };
+        let meta = self.region.meta(s);
+        let state = meta.state.load(Ordering::Acquire);
+        let class =
+            state_class(state).ok_or(FreeError::Invalid("in a slab that holds no objects"))?;
+        let idx = object_index(class, addr - self.region.slab_addr(s))
+            .ok_or(FreeError::Invalid("not the start of an object"))?;
+        let usable = class_size(class);
+        if size.is_some_and(|n| n > usable) {
+            return Err(FreeError::Invalid("size larger than the allocation"));
+        }
+        let bit = 1u64 << (idx % 64);
+        let word = &meta.allocated[idx / 64];
+        if word.fetch_and(!bit, Ordering::AcqRel) & bit == 0 {
+            return Err(FreeError::Double);
+        }
+        if meta.state.load(Ordering::Acquire) != state {
+            // The slab was recycled between our checks: the pointer was stale.
+            word.fetch_or(bit, Ordering::AcqRel);
+            return Err(FreeError::Invalid("in a slab that was recycled"));
+        }
+        if self.config.zero_on_free {
+            // SAFETY: the object is ours, `usable` bytes long, and no longer the user's.
+            unsafe { std::ptr::write_bytes(addr as *mut u8, 0, usable) };
+        }
+        let counted = size.unwrap_or(usable) as i64;
+        let cached = thread_cache::with_cache(self, |cache, req| {
+            if !cache.push(class, addr) {
+                let half = (CACHE_CAP[class] as usize).div_ceil(2);
+                cache.drain_bottom(class, half, |objs| self.give_back(class, objs));
+                cache.push(class, addr);
+            }
+            req.store(req.load(Ordering::Relaxed) - counted, Ordering::Relaxed);
+        });
+        if cached.is_none() {
+            self.give_back(class, &[addr]);
+            self.requested.fetch_sub(counted, Ordering::Relaxed);
+        }
+        Ok(usable)
+    }
+
+    fn free_large(&self, addr: usize, size: Option<usize>) -> Result<usize, FreeError> {
+        let mut large = lock(&self.large);
+        match large.lookup(addr) {
+            Lookup::Live { usable, requested } => {
+                if size.is_some_and(|n| n > usable) {
+                    return Err(FreeError::Invalid("size larger than the allocation"));
+                }
+                if self.config.zero_on_free {
+                    // SAFETY: the mapping is ours, `usable` bytes, and no longer the user's.
+                    unsafe { std::ptr::write_bytes(addr as *mut u8, 0, usable) };
+                }
+                large.free(addr);
+                self.requested
+                    .fetch_sub(requested as i64, Ordering::Relaxed);
+                Ok(usable)
+            }
+            Lookup::Freed => Err(FreeError::Double),
+            Lookup::Unknown => Err(FreeError::Invalid("not allocated by this allocator")),
+        }
+    }
+
+    /// Usable size of live allocation `addr`.
+    pub(crate) fn usable_size(&self, addr: usize) -> Result<usize, FreeError> {
+        let Some(s) = self.region.slab_of(addr) else {
+            if self.region.in_reservation(addr) {
+                return Err(FreeError::Invalid("inside the slab region but in no slab"));
+            }
+            return match lock(&self.large).lookup(addr) {
+                Lookup::Live { usable, .. } => Ok(usable),
+                Lookup::Freed => Err(FreeError::Double),
+                Lookup::Unknown => Err(FreeError::Invalid("not allocated by this allocator")),
+            };
+        };
+        let meta = self.region.meta(s);
+        let class = state_class(meta.state.load(Ordering::Acquire))
+            .ok_or(FreeError::Invalid("in a slab that holds no objects"))?;
+        let idx = object_index(class, addr - self.region.slab_addr(s))
+            .ok_or(FreeError::Invalid("not the start of an object"))?;
+        if meta.allocated[idx / 64].load(Ordering::Acquire) & (1 << (idx % 64)) == 0 {
+            return Err(FreeError::Double);
+        }
+        Ok(class_size(class))
+    }
+
+    pub(crate) fn link_slot(&self, slot: &Slot) {
+        let mut head = lock(&self.threads);
+        let me = slot as *const Slot as *mut Slot;
+        slot.prev.store(std::ptr::null_mut(), Ordering::Relaxed);
+        slot.next.store(head.0 as *mut Slot, Ordering::Relaxed);
+        if !head.0.is_null() {
+            // SAFETY: listed slots are alive (they unlink before their thread ends).
+            unsafe { &*head.0 }.prev.store(me, Ordering::Relaxed);
+        }
+        head.0 = me;
+    }
+
+    pub(crate) fn unlink_slot(&self, slot: &Slot, requested: i64) {
+        let mut head = lock(&self.threads);
+        self.requested.fetch_add(requested, Ordering::Relaxed);
+        let prev = slot.prev.load(Ordering::Relaxed);
+        let next = slot.next.load(Ordering::Relaxed);
+        if prev.is_null() {
+            head.0 = next;
+        } else {
+            // SAFETY: listed slots are alive.
+            unsafe { &*prev }.next.store(next, Ordering::Relaxed);
+        }
+        if !next.is_null() {
+            // SAFETY: listed slots are alive.
+            unsafe { &*next }.prev.store(prev, Ordering::Relaxed);
+        }
+    }
+
+    /// Live requested bytes: the global counter plus every thread's share.
+    pub(crate) fn requested_bytes(&self) -> i64 {
+        let head = lock(&self.threads);
+        let mut total = self.requested.load(Ordering::Relaxed);
+        let mut p = head.0;
+        while !p.is_null() {
+            // SAFETY: listed slots are alive while we hold the list lock.
+            let s = unsafe { &*p };
+            total += s.requested.load(Ordering::Relaxed);
+            p = s.next.load(Ordering::Relaxed);
+        }
+        total
+    }
+}

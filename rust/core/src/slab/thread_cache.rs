@@ -1,0 +1,276 @@
+//! Per-thread object caches.
+//!
+//! Each thread keeps, per allocator it uses (up to [`SLOTS`] at once), a small
+//! stack of free objects per size class. Alloc pops, free pushes; the class
+//! lock is taken only to refill or flush half a stack at once.
+//!
+//! Cached objects have their `allocated` bit clear (see
+//! [`slab_meta`](super::slab_meta)), so a double free of an object sitting in
+//! a cache is still caught by the atomic bit test in `free`.
+//!
+//! The thread-local block is `const`-initialised and holds no heap pointers
+//! except a `Weak` to each allocator, so it is safe inside a `malloc`
+//! replacement: a re-entrant call (e.g. `malloc` called while the destructor
+//! is being registered) sees the `BUSY`/`INIT` state and takes the locked
+//! slow path instead of touching the cache.
+
+use std::cell::{Cell, UnsafeCell};
+use std::sync::atomic::{AtomicI64, AtomicPtr, Ordering};
+use std::sync::{Arc, Weak};
+
+use super::heap::Heap;
+use super::size_class::{CLASS_SIZES, NUM_CLASSES};
+
+/// Allocators one thread caches for at once; a further one evicts the oldest.
+pub const SLOTS: usize = 4;
+
+const fn build_caps() -> [u16; NUM_CLASSES] {
+    let mut out = [0u16; NUM_CLASSES];
+    let mut i = 0;
+    while i < NUM_CLASSES {
+        let s = CLASS_SIZES[i];
+        out[i] = if s <= 256 {
+            32
+        } else if s <= 4096 {
+            16
+        } else {
+            4
+        };
+        i += 1;
+    }
+    out
+}
+
+const fn build_offsets() -> ([u16; NUM_CLASSES], usize) {
+    let caps = build_caps();
+    let mut out = [0u16; NUM_CLASSES];
+    let mut acc = 0usize;
+    let mut i = 0;
+    while i < NUM_CLASSES {
+        out[i] = acc as u16;
+        acc += caps[i] as usize;
+        i += 1;
+    }
+    (out, acc)
+}
+
+/// Cached objects per class (smaller for bigger objects).
+pub const CACHE_CAP: [u16; NUM_CLASSES] = build_caps();
+const OFFSETS: ([u16; NUM_CLASSES], usize) = build_offsets();
+const TOTAL: usize = OFFSETS.1;
+
+/// The stacks of one (thread, allocator) pair.
+pub struct CacheData {
+    len: [u16; NUM_CLASSES],
+    items: [usize; TOTAL],
+}
+
+impl CacheData {
+    const fn new() -> CacheData {
+        CacheData {
+            len: [0; NUM_CLASSES],
+            items: [0; TOTAL],
+        }
+    }
+
+    /// Pops a cached object of `class`.
+    #[inline]
+    pub fn pop(&mut self, class: usize) -> Option<usize> {
+        let n = self.len[class];
+        if n == 0 {
+            return None;
+        }
+        self.len[class] = n - 1;
+        Some(self.items[OFFSETS.0[class] as usize + n as usize - 1])
+    }
+
+    /// Pushes `addr`; false when the stack is full.
+    #[inline]
+    pub fn push(&mut self, class: usize, addr: usize) -> bool {
+        let n = self.len[class];
+        if n == CACHE_CAP[class] {
+            return false;
+        }
+        self.items[OFFSETS.0[class] as usize + n as usize] = addr;
+        self.len[class] = n + 1;
+        true
+    }
+
+    /// The free part of `class`'s stack, to be filled by a refill; then call
+    /// [`CacheData::set_len`].
+    pub fn spare(&mut self, class: usize, want: usize) -> &mut [usize] {
+        let off = OFFSETS.0[class] as usize;
+        let n = self.len[class] as usize;
+        let end = off + (n + want).min(CACHE_CAP[class] as usize);
+        &mut self.items[off + n..end]
+    }
+
+    /// Sets the length of `class`'s stack after a refill.
+    pub fn set_len(&mut self, class: usize, n: usize) {
+        debug_assert!(n <= CACHE_CAP[class] as usize);
+        self.len[class] = n as u16;
+    }
+
+    /// Number of objects cached for `class`.
+    pub fn len(&self, class: usize) -> usize {
+        self.len[class] as usize
+    }
+
+    /// Removes the oldest `n` objects of `class` (the bottom of the stack)
+    /// and hands them to `f`.
+    pub fn drain_bottom(&mut self, class: usize, n: usize, f: impl FnOnce(&[usize])) {
+        let off = OFFSETS.0[class] as usize;
+        let len = self.len[class] as usize;
+        let n = n.min(len);
+        f(&self.items[off..off + n]);
+        self.items.copy_within(off + n..off + len, off);
+        self.len[class] = (len - n) as u16;
+    }
+}
+
+/// A cache slot: the caches of this thread for one allocator.
+pub struct Slot {
+    id: Cell<u64>,
+    heap: Cell<Option<Weak<Heap>>>,
+    /// Live requested bytes counted by this thread (read by `stats` from any thread).
+    pub requested: AtomicI64,
+    /// Links in the allocator's list of slots (written under its `threads` lock).
+    pub next: AtomicPtr<Slot>,
+    pub prev: AtomicPtr<Slot>,
+    data: UnsafeCell<CacheData>,
+}
+
+impl Slot {
+    const fn new() -> Slot {
+        Slot {
+            id: Cell::new(0),
+            heap: Cell::new(None),
+            requested: AtomicI64::new(0),
+            next: AtomicPtr::new(std::ptr::null_mut()),
+            prev: AtomicPtr::new(std::ptr::null_mut()),
+            data: UnsafeCell::new(CacheData::new()),
+        }
+    }
+
+    fn bind(&self, heap: &Arc<Heap>) {
+        self.id.set(heap.id);
+        self.heap.set(Some(Arc::downgrade(heap)));
+        self.requested.store(0, Ordering::Relaxed);
+        // SAFETY: the slot is not bound, so no one else reaches its data.
+        unsafe { (*self.data.get()).len = [0; NUM_CLASSES] };
+        heap.link_slot(self);
+    }
+
+    /// Flushes the caches into the allocator (when it is still alive) and
+    /// frees the slot.
+    fn unbind(&self) {
+        self.id.set(0);
+        let Some(heap) = self.heap.take().and_then(|w| w.upgrade()) else {
+            return;
+        };
+        // SAFETY: only the owning thread runs this, and not re-entrantly
+        // (the state is BUSY or the thread is exiting).
+        let data = unsafe { &mut *self.data.get() };
+        for class in 0..NUM_CLASSES {
+            let n = data.len(class);
+            if n > 0 {
+                data.drain_bottom(class, n, |objs| heap.give_back(class, objs));
+            }
+        }
+        heap.unlink_slot(self, self.requested.swap(0, Ordering::Relaxed));
+    }
+}
+
+struct Tls {
+    slots: [Slot; SLOTS],
+    victim: Cell<usize>,
+}
+
+impl Drop for Tls {
+    fn drop(&mut self) {
+        let _ = STATE.try_with(|s| s.set(DEAD));
+        for s in &self.slots {
+            s.unbind();
+        }
+    }
+}
+
+const UNINIT: u8 = 0;
+const INIT: u8 = 1;
+const READY: u8 = 2;
+const BUSY: u8 = 3;
+const DEAD: u8 = 4;
+
+thread_local! {
+    static STATE: Cell<u8> = const { Cell::new(UNINIT) };
+    static TLS: Tls = const { Tls {
+        slots: [const { Slot::new() }; SLOTS],
+        victim: Cell::new(0),
+    } };
+}
+
+/// Runs `f` with this thread's cache for `heap` and the slot's requested-bytes
+/// counter, or returns `None` when the cache cannot be used right now
+/// (thread starting up or exiting, or a re-entrant call); the caller then
+/// takes the locked path.
+#[inline]
+pub fn with_cache<R>(
+    heap: &Arc<Heap>,
+    f: impl FnOnce(&mut CacheData, &AtomicI64) -> R,
+) -> Option<R> {
+    let state = STATE.try_with(|s| s.get()).ok()?;
+    if state != READY {
+        if state != UNINIT {
+            return None;
+        }
+        // First use on this thread: touching TLS registers its destructor,
+        // which may itself allocate; such a nested call sees INIT.
+        STATE.with(|s| s.set(INIT));
+        let ok = TLS.try_with(|_| ()).is_ok();
+        STATE.with(|s| s.set(if ok { READY } else { DEAD }));
+        if !ok {
+            return None;
+        }
+    }
+    STATE.with(|s| s.set(BUSY));
+    let r = TLS.try_with(|tls| {
+        let slot = find_or_bind(tls, heap);
+        // SAFETY: the state is BUSY, so no re-entrant call on this thread
+        // reaches the slot's data; other threads never touch it.
+        let data = unsafe { &mut *slot.data.get() };
+        f(data, &slot.requested)
+    });
+    STATE.with(|s| s.set(READY));
+    r.ok()
+}
+
+#[inline]
+fn find_or_bind<'a>(tls: &'a Tls, heap: &Arc<Heap>) -> &'a Slot {
+    if let Some(s) = tls.slots.iter().find(|s| s.id.get() == heap.id) {
+        return s;
+    }
+    let i = match tls.slots.iter().position(|s| s.id.get() == 0) {
+        Some(i) => i,
+        None => {
+            let v = tls.victim.get();
+            tls.victim.set((v + 1) % SLOTS);
+            tls.slots[v].unbind();
+            v
+        }
+    };
+    tls.slots[i].bind(heap);
+    &tls.slots[i]
+}
+
+/// Flushes this thread's cache for `heap` (used before reporting stats and
+/// in tests, so cached objects show up as available again).
+pub fn flush(heap: &Arc<Heap>) {
+    with_cache(heap, |data, _| {
+        for class in 0..NUM_CLASSES {
+            let n = data.len(class);
+            if n > 0 {
+                data.drain_bottom(class, n, |objs| heap.give_back(class, objs));
+            }
+        }
+    });
+}
