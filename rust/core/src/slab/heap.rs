@@ -11,7 +11,7 @@ use super::config::SlabConfig;
 use super::large::{LargeTable, Lookup};
 use super::region::Region;
 use super::size_class::{class_size, NUM_CLASSES};
-use super::slab_meta::{object_index, state_class, SLAB_SHIFT};
+use super::slab_meta::{object_index, object_index_unchecked, state_class, SLAB_SHIFT};
 use super::slab_pool::SlabPool;
 use super::thread_cache::{self, Slot, CACHE_CAP};
 
@@ -76,15 +76,28 @@ impl Heap {
     fn mark_allocated(&self, class: usize, addr: usize) {
         let s = (addr - self.region.base()) >> SLAB_SHIFT;
         let off = addr - self.region.slab_addr(s);
-        let idx = object_index(class, off).expect("pools hold object boundaries only");
-        let bit = 1u64 << (idx % 64);
-        let prev = self.region.meta(s).allocated[idx / 64].fetch_or(bit, Ordering::AcqRel);
-        debug_assert_eq!(prev & bit, 0, "object handed out twice");
+        let idx = object_index_unchecked(class, off);
+        let byte = &self.region.meta(s).allocated[idx];
+        debug_assert_eq!(byte.load(Ordering::Relaxed), 0, "object handed out twice");
+        // Only the cache (or pool) that owns a free object ever sets its byte,
+        // so a plain store suffices; frees race on it with `swap`.
+        byte.store(1, Ordering::Release);
     }
 
     /// Allocates one object of `class`, counting `requested` bytes. `None`: region full.
     #[inline]
     pub(crate) fn alloc_small(self: &Arc<Self>, class: usize, requested: usize) -> Option<usize> {
+        let p = match thread_cache::fast_pop(self, class, requested) {
+            Some(p) => p,
+            None => self.alloc_small_slow(class, requested)?,
+        };
+        self.mark_allocated(class, p);
+        Some(p)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn alloc_small_slow(self: &Arc<Self>, class: usize, requested: usize) -> Option<usize> {
         let cached = thread_cache::with_cache(self, |cache, req| {
             let p = match cache.pop(class) {
                 Some(p) => p,
@@ -103,8 +116,8 @@ impl Heap {
             );
             Some(p)
         });
-        let p = match cached {
-            Some(p) => p?,
+        match cached {
+            Some(p) => p,
             None => {
                 let mut one = [0usize; 1];
                 if lock(&self.pools[class]).take(&self.region, &self.slabs, &mut one) == 0 {
@@ -112,11 +125,9 @@ impl Heap {
                 }
                 self.requested
                     .fetch_add(requested as i64, Ordering::Relaxed);
-                one[0]
+                Some(one[0])
             }
-        };
-        self.mark_allocated(class, p);
-        Some(p)
+        }
     }
 
     /// Maps a large allocation. `None`: the OS refused.
@@ -134,16 +145,14 @@ impl Heap {
     /// Validates and frees `addr`. `size`: the caller's size (checked to fit,
     /// and counted off the requested bytes); `None` counts the slot size.
     /// Returns the usable size freed. On error nothing changed.
+    #[inline]
     pub(crate) fn free(
         self: &Arc<Self>,
         addr: usize,
         size: Option<usize>,
     ) -> Result<usize, FreeError> {
         let Some(s) = self.region.slab_of(addr) else {
-            if self.region.in_reservation(addr) {
-                return Err(FreeError::Invalid("inside the slab region but in no slab"));
-            }
-            return self.free_large(addr, size);
+            return self.free_outside_slabs(addr, size);
         };
         let meta = self.region.meta(s);
         let state = meta.state.load(Ordering::Acquire);
@@ -155,21 +164,30 @@ impl Heap {
         if size.is_some_and(|n| n > usable) {
             return Err(FreeError::Invalid("size larger than the allocation"));
         }
-        let bit = 1u64 << (idx % 64);
-        let word = &meta.allocated[idx / 64];
-        if word.fetch_and(!bit, Ordering::AcqRel) & bit == 0 {
+        let byte = &meta.allocated[idx];
+        if byte.swap(0, Ordering::AcqRel) == 0 {
             return Err(FreeError::Double);
         }
         if meta.state.load(Ordering::Acquire) != state {
             // The slab was recycled between our checks: the pointer was stale.
-            word.fetch_or(bit, Ordering::AcqRel);
+            byte.store(1, Ordering::Release);
             return Err(FreeError::Invalid("in a slab that was recycled"));
         }
         if self.config.zero_on_free {
             // SAFETY: the object is ours, `usable` bytes long, and no longer the user's.
             unsafe { std::ptr::write_bytes(addr as *mut u8, 0, usable) };
         }
-        let counted = size.unwrap_or(usable) as i64;
+        let counted = size.unwrap_or(usable);
+        if !thread_cache::fast_push(self, class, addr, counted) {
+            self.free_small_slow(class, addr, counted);
+        }
+        Ok(usable)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn free_small_slow(self: &Arc<Self>, class: usize, addr: usize, counted: usize) {
+        let counted = counted as i64;
         let cached = thread_cache::with_cache(self, |cache, req| {
             if !cache.push(class, addr) {
                 let half = (CACHE_CAP[class] as usize).div_ceil(2);
@@ -182,7 +200,15 @@ impl Heap {
             self.give_back(class, &[addr]);
             self.requested.fetch_sub(counted, Ordering::Relaxed);
         }
-        Ok(usable)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn free_outside_slabs(&self, addr: usize, size: Option<usize>) -> Result<usize, FreeError> {
+        if self.region.in_reservation(addr) {
+            return Err(FreeError::Invalid("inside the slab region but in no slab"));
+        }
+        self.free_large(addr, size)
     }
 
     fn free_large(&self, addr: usize, size: Option<usize>) -> Result<usize, FreeError> {
@@ -223,7 +249,7 @@ impl Heap {
             .ok_or(FreeError::Invalid("in a slab that holds no objects"))?;
         let idx = object_index(class, addr - self.region.slab_addr(s))
             .ok_or(FreeError::Invalid("not the start of an object"))?;
-        if meta.allocated[idx / 64].load(Ordering::Acquire) & (1 << (idx % 64)) == 0 {
+        if meta.allocated[idx].load(Ordering::Acquire) == 0 {
             return Err(FreeError::Double);
         }
         Ok(class_size(class))

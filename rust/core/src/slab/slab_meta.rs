@@ -7,17 +7,21 @@
 //!
 //! Each object is in exactly one of three states:
 //!
-//! | state                    | `allocated` bit | `avail` bit |
-//! |--------------------------|-----------------|-------------|
-//! | handed to the user       | 1               | 0           |
-//! | in some thread's cache   | 0               | 0           |
-//! | in the central pool      | 0               | 1           |
+//! | state                    | `allocated` byte | `avail` bit |
+//! |--------------------------|------------------|-------------|
+//! | handed to the user       | 1                | 0           |
+//! | in some thread's cache   | 0                | 0           |
+//! | in the central pool      | 0                | 1           |
 //!
-//! `allocated` is atomic and is what every free checks and clears (a clear bit
-//! means the free is a double free); `avail` belongs to the class lock.
+//! `allocated` is one atomic byte per object: every free swaps it to 0 and a
+//! 0 already there means a double free (exactly one of two racing frees
+//! wins). A byte rather than a bit lets an allocation from a thread cache
+//! mark its object with a plain store instead of a locked read-modify-write
+//! (only the cache owning an object can set its byte), at 1/16 of the
+//! smallest object's size. `avail` belongs to the class lock.
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 
 use super::size_class::{class_size, MIN_ALIGN, NUM_CLASSES};
 
@@ -71,6 +75,12 @@ pub fn object_index(class: usize, offset: usize) -> Option<usize> {
     }
 }
 
+/// Index of the object at `offset`, known to be an object boundary.
+#[inline]
+pub fn object_index_unchecked(class: usize, offset: usize) -> usize {
+    ((offset as u64 * MAGIC[class]) >> 40) as usize
+}
+
 /// Packs a slab state word: generation (bumped on every recycle) and class.
 #[inline]
 pub fn pack_state(gen: u32, class: Option<usize>) -> u32 {
@@ -104,8 +114,8 @@ pub struct SlabMeta {
     pub state: AtomicU32,
     /// Objects in the central pool (written under the class lock, read by stats).
     pub avail_count: AtomicU32,
-    /// Bit set: the object is handed to a user.
-    pub allocated: [AtomicU64; WORDS],
+    /// 1: the object is handed to a user.
+    pub allocated: [AtomicU8; MAX_OBJECTS],
     links: UnsafeCell<PoolLinks>,
     avail: UnsafeCell<[u64; WORDS]>,
 }
@@ -141,10 +151,9 @@ impl SlabMeta {
 
     /// Live (user-held) objects, counted from the bitmap.
     pub fn live_objects(&self, class: usize) -> u64 {
-        let words = (CAPACITY[class] as usize).div_ceil(64);
-        self.allocated[..words]
+        self.allocated[..CAPACITY[class] as usize]
             .iter()
-            .map(|w| w.load(Ordering::Relaxed).count_ones() as u64)
+            .map(|b| (b.load(Ordering::Relaxed) != 0) as u64)
             .sum()
     }
 }

@@ -182,16 +182,25 @@ impl Slot {
 }
 
 struct Tls {
+    state: Cell<u8>,
     slots: [Slot; SLOTS],
     victim: Cell<usize>,
 }
 
-impl Drop for Tls {
+/// Its only job is its destructor: flush this thread's caches at exit. Kept
+/// apart from [`Tls`] so the caches themselves stay a `const`, drop-free
+/// thread local (one address computation per access, usable during
+/// destructors).
+struct ExitGuard;
+
+impl Drop for ExitGuard {
     fn drop(&mut self) {
-        let _ = STATE.try_with(|s| s.set(DEAD));
-        for s in &self.slots {
-            s.unbind();
-        }
+        TLS.with(|tls| {
+            tls.state.set(DEAD);
+            for s in &tls.slots {
+                s.unbind();
+            }
+        });
     }
 }
 
@@ -202,46 +211,110 @@ const BUSY: u8 = 3;
 const DEAD: u8 = 4;
 
 thread_local! {
-    static STATE: Cell<u8> = const { Cell::new(UNINIT) };
     static TLS: Tls = const { Tls {
+        state: Cell::new(UNINIT),
         slots: [const { Slot::new() }; SLOTS],
         victim: Cell::new(0),
     } };
+    static EXIT_GUARD: ExitGuard = const { ExitGuard };
 }
 
 /// Runs `f` with this thread's cache for `heap` and the slot's requested-bytes
 /// counter, or returns `None` when the cache cannot be used right now
-/// (thread starting up or exiting, or a re-entrant call); the caller then
-/// takes the locked path.
+/// (caches disabled, thread starting up or exiting, or a re-entrant call);
+/// the caller then takes the locked path.
 #[inline]
 pub fn with_cache<R>(
     heap: &Arc<Heap>,
     f: impl FnOnce(&mut CacheData, &AtomicI64) -> R,
 ) -> Option<R> {
-    let state = STATE.try_with(|s| s.get()).ok()?;
-    if state != READY {
-        if state != UNINIT {
-            return None;
-        }
-        // First use on this thread: touching TLS registers its destructor,
-        // which may itself allocate; such a nested call sees INIT.
-        STATE.with(|s| s.set(INIT));
-        let ok = TLS.try_with(|_| ()).is_ok();
-        STATE.with(|s| s.set(if ok { READY } else { DEAD }));
-        if !ok {
-            return None;
-        }
+    if !heap.config.thread_cache {
+        return None;
     }
-    STATE.with(|s| s.set(BUSY));
-    let r = TLS.try_with(|tls| {
+    TLS.with(|tls| {
+        let state = tls.state.get();
+        if state != READY {
+            if state != UNINIT {
+                return None;
+            }
+            // First use on this thread: registering the exit destructor may
+            // itself allocate (inside a malloc replacement); such a nested
+            // call sees INIT and takes the locked path.
+            tls.state.set(INIT);
+            let ok = EXIT_GUARD.try_with(|_| ()).is_ok();
+            tls.state.set(if ok { READY } else { DEAD });
+            if !ok {
+                return None;
+            }
+        }
+        tls.state.set(BUSY);
         let slot = find_or_bind(tls, heap);
         // SAFETY: the state is BUSY, so no re-entrant call on this thread
         // reaches the slot's data; other threads never touch it.
         let data = unsafe { &mut *slot.data.get() };
-        f(data, &slot.requested)
-    });
-    STATE.with(|s| s.set(READY));
-    r.ok()
+        let r = f(data, &slot.requested);
+        tls.state.set(READY);
+        Some(r)
+    })
+}
+
+/// This thread's cache block (a `const`, drop-free thread local: the
+/// pointer stays valid for the thread's whole life).
+#[inline(always)]
+fn tls() -> &'static Tls {
+    // SAFETY: a `const`-initialised thread local without destructor is never
+    // torn down before the thread ends, and only this thread sees the reference.
+    unsafe { &*TLS.with(|t| t as *const Tls) }
+}
+
+#[inline(always)]
+fn bound_slot<'a>(tls: &'a Tls, heap: &Heap) -> Option<&'a Slot> {
+    tls.slots.iter().find(|s| s.id.get() == heap.id)
+}
+
+/// Fast path of alloc: pops a cached object of `class` and counts
+/// `requested` bytes, without locks or calls. `None`: take [`with_cache`].
+#[inline(always)]
+pub fn fast_pop(heap: &Heap, class: usize, requested: usize) -> Option<usize> {
+    let tls = tls();
+    if tls.state.get() != READY {
+        return None;
+    }
+    let slot = bound_slot(tls, heap)?;
+    // SAFETY: state READY means no cache operation of this thread is in
+    // progress, and this function makes no call that could re-enter.
+    let data = unsafe { &mut *slot.data.get() };
+    let p = data.pop(class)?;
+    let r = &slot.requested;
+    r.store(
+        r.load(Ordering::Relaxed) + requested as i64,
+        Ordering::Relaxed,
+    );
+    Some(p)
+}
+
+/// Fast path of free: pushes `addr` onto `class`'s stack and counts
+/// `counted` bytes off. False: take [`with_cache`].
+#[inline(always)]
+pub fn fast_push(heap: &Heap, class: usize, addr: usize, counted: usize) -> bool {
+    let tls = tls();
+    if tls.state.get() != READY {
+        return false;
+    }
+    let Some(slot) = bound_slot(tls, heap) else {
+        return false;
+    };
+    // SAFETY: as in `fast_pop`.
+    let data = unsafe { &mut *slot.data.get() };
+    if !data.push(class, addr) {
+        return false;
+    }
+    let r = &slot.requested;
+    r.store(
+        r.load(Ordering::Relaxed) - counted as i64,
+        Ordering::Relaxed,
+    );
+    true
 }
 
 #[inline]
