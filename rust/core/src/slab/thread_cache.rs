@@ -131,7 +131,9 @@ impl CacheData {
 /// A cache slot: the caches of this thread for one allocator.
 pub struct Slot {
     id: Cell<u64>,
-    heap: Cell<Option<Weak<Heap>>>,
+    /// A `Weak<Heap>` turned into a raw pointer (null: none), so the thread
+    /// local has no drop glue and std registers no destructor for it.
+    heap: Cell<*const Heap>,
     /// Live requested bytes counted by this thread (read by `stats` from any thread).
     pub requested: AtomicI64,
     /// Links in the allocator's list of slots (written under its `threads` lock).
@@ -144,7 +146,7 @@ impl Slot {
     const fn new() -> Slot {
         Slot {
             id: Cell::new(0),
-            heap: Cell::new(None),
+            heap: Cell::new(std::ptr::null()),
             requested: AtomicI64::new(0),
             next: AtomicPtr::new(std::ptr::null_mut()),
             prev: AtomicPtr::new(std::ptr::null_mut()),
@@ -154,7 +156,7 @@ impl Slot {
 
     fn bind(&self, heap: &Arc<Heap>) {
         self.id.set(heap.id);
-        self.heap.set(Some(Arc::downgrade(heap)));
+        self.heap.set(Weak::into_raw(Arc::downgrade(heap)));
         self.requested.store(0, Ordering::Relaxed);
         // SAFETY: the slot is not bound, so no one else reaches its data.
         unsafe { (*self.data.get()).len = [0; NUM_CLASSES] };
@@ -165,7 +167,12 @@ impl Slot {
     /// frees the slot.
     fn unbind(&self) {
         self.id.set(0);
-        let Some(heap) = self.heap.take().and_then(|w| w.upgrade()) else {
+        let raw = self.heap.replace(std::ptr::null());
+        if raw.is_null() {
+            return;
+        }
+        // SAFETY: `raw` came from `Weak::into_raw` in `bind` and is taken back once.
+        let Some(heap) = unsafe { Weak::from_raw(raw) }.upgrade() else {
             return;
         };
         // SAFETY: only the owning thread runs this, and not re-entrantly
@@ -257,6 +264,11 @@ pub fn with_cache<R>(
         Some(r)
     })
 }
+
+const _: () = assert!(
+    !std::mem::needs_drop::<Tls>(),
+    "Tls must not register a destructor"
+);
 
 /// This thread's cache block (a `const`, drop-free thread local: the
 /// pointer stays valid for the thread's whole life).
