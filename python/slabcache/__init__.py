@@ -28,7 +28,7 @@ from .errors import (
 )
 
 # Public pieces, one module each (issue placeholders are filled as each lands).
-# from .allocator import ...
+from .allocator import Allocation, AllocationBatch, AllocatorStats, SlabAllocator
 
 # from .skiplist import ...
 
@@ -42,6 +42,10 @@ __version__: str = _native.__version__
 
 __all__ = [
     "__version__",
+    "Allocation",
+    "AllocationBatch",
+    "AllocatorStats",
+    "SlabAllocator",
     "AlreadyExistsError",
     "BufferExportedError",
     "ClosedError",

@@ -112,6 +112,11 @@ impl SlabAllocator {
         })
     }
 
+    /// Whether `self` and `other` are the same allocator (clones of one).
+    pub fn ptr_eq(&self, other: &SlabAllocator) -> bool {
+        Arc::ptr_eq(&self.heap, &other.heap)
+    }
+
     /// The options this allocator was built with.
     pub fn config(&self) -> &SlabConfig {
         &self.heap.config
