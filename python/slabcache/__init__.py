@@ -11,6 +11,9 @@ its typed Python face.
 from __future__ import annotations
 
 from . import _native
+
+# Public pieces, one module each (issue placeholders are filled as each lands).
+from .allocator import Allocation, AllocationBatch, AllocatorStats, SlabAllocator
 from .errors import (
     AlreadyExistsError,
     BufferExportedError,
@@ -26,9 +29,6 @@ from .errors import (
     SlabcacheError,
     StorageError,
 )
-
-# Public pieces, one module each (issue placeholders are filled as each lands).
-from .allocator import Allocation, AllocationBatch, AllocatorStats, SlabAllocator
 
 # from .skiplist import ...
 

@@ -42,7 +42,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import numpy as np
 import numpy.typing as npt
 
 from . import _native
@@ -158,5 +157,3 @@ class SlabAllocator(_native.SlabAllocator):
     def stats(self) -> AllocatorStats:
         """A snapshot of this allocator's memory (see :class:`AllocatorStats`)."""
         return AllocatorStats(super().stats())
-
-
