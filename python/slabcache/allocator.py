@@ -39,10 +39,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
-
-import numpy.typing as npt
 
 from . import _native
 from ._native import Allocation, AllocationBatch
@@ -125,6 +122,17 @@ class SlabAllocator(_native.SlabAllocator):
             pages go back to the OS (default 8 MiB).
         thread_cache: keep per-thread caches of free objects (the fast path).
 
+    Methods (native, no Python layer in between on the hot path):
+
+    * ``alloc(size, zero=False) -> Allocation``: ``size`` bytes as a writable buffer.
+    * ``free(allocation)``: raises (and frees nothing) unless ``allocation`` is a
+      live allocation of this allocator with no buffer view alive.
+    * ``alloc_many(sizes, zero=False) -> AllocationBatch``: one allocation per
+      entry of ``sizes`` (1-D ints), in one call; all or nothing.
+    * ``free_many(batch_or_allocations)``: frees a batch, or an iterable of
+      allocations; all or nothing.
+    * ``stats() -> AllocatorStats``; ``owns(address)``; ``slot_size(size)``; ``config``.
+
     Example:
         >>> a = SlabAllocator(zero_on_free=True)
         >>> with a.alloc(100) as buf:
@@ -136,23 +144,6 @@ class SlabAllocator(_native.SlabAllocator):
         (3, 1104)
         >>> a.free_many(batch)
     """
-
-    def alloc(self, size: int, zero: bool = False) -> Allocation:
-        """``size`` bytes as a writable buffer (zeroed if ``zero``)."""
-        return super().alloc(size, zero)
-
-    def free(self, allocation: Allocation) -> None:
-        """Frees ``allocation``; raises (and frees nothing) if it is not a live
-        allocation of this allocator or a buffer view of it is alive."""
-        super().free(allocation)
-
-    def alloc_many(self, sizes: npt.ArrayLike, zero: bool = False) -> AllocationBatch:
-        """One allocation per entry of ``sizes`` (1-D ints), in one call."""
-        return super().alloc_many(sizes, zero)
-
-    def free_many(self, items: AllocationBatch | Iterable[Allocation]) -> None:
-        """Frees a batch, or an iterable of allocations; all or nothing."""
-        super().free_many(items)
 
     def stats(self) -> AllocatorStats:
         """A snapshot of this allocator's memory (see :class:`AllocatorStats`)."""

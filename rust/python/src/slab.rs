@@ -43,7 +43,21 @@ fn closed() -> PyErr {
 }
 
 /// A non-negative byte count from any Python int-like object.
+#[inline]
 fn size_arg(obj: &Bound<'_, PyAny>) -> PyResult<usize> {
+    // Fast path: an int that fits in i64 (one C call, no exception).
+    if obj.is_instance_of::<pyo3::types::PyInt>() {
+        if let Ok(v) = obj.extract::<i64>() {
+            if v >= 0 {
+                return Ok(v as usize);
+            }
+        }
+    }
+    size_arg_slow(obj)
+}
+
+#[cold]
+fn size_arg_slow(obj: &Bound<'_, PyAny>) -> PyResult<usize> {
     if obj.is_instance_of::<pyo3::types::PyFloat>() {
         return Err(py_err(
             ErrorKind::InvalidType,
@@ -65,10 +79,9 @@ fn size_arg(obj: &Bound<'_, PyAny>) -> PyResult<usize> {
             format!("size must be >= 0, got {v}"),
         ));
     }
-    usize::try_from(v)
-        .ok()
-        .filter(|&v| v <= isize::MAX as usize)
-        .ok_or_else(|| py_err(ErrorKind::OutOfMemory, format!("cannot allocate {v} bytes")))
+    usize::try_from(v).ok().filter(|&v| v <= isize::MAX as usize).ok_or_else(|| {
+        py_err(ErrorKind::OutOfMemory, format!("cannot allocate {v} bytes"))
+    })
 }
 
 /// The slab allocator (see `slabcache.allocator.SlabAllocator`).
@@ -710,6 +723,7 @@ fn slab_hold_trace<'py>(
         py.allow_threads(move || {
             let l = l;
             trace::run_trace(a, ops, l.0);
+            trace::touch_live(l.0);
             l.0.iter()
                 .filter(|e| !e.0.is_null())
                 .map(|e| e.1 as u64)

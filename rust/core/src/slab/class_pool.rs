@@ -153,7 +153,7 @@ impl ClassPool {
             if count == cap {
                 if self.empty >= self.retain_empty {
                     self.unlink(region, s);
-                    avail.iter_mut().for_each(|w| *w = 0);
+                    avail[..(cap as usize).div_ceil(64)].fill(0);
                     meta.avail_count.store(0, Ordering::Relaxed);
                     slabs.give(region, s);
                 } else {

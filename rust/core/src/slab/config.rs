@@ -29,9 +29,9 @@ impl Default for SlabConfig {
         SlabConfig {
             arena_size: 64 << 30,
             zero_on_free: false,
-            release_threshold: 8 << 20,
+            release_threshold: 2 << 20,
             thread_cache: true,
-            retain_empty_per_class: 1,
+            retain_empty_per_class: 0,
             large_cache_bytes: 32 << 20,
         }
     }

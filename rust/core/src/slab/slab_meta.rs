@@ -108,16 +108,20 @@ pub struct PoolLinks {
 }
 
 /// Metadata of one slab. Lives in the metadata table, never in the slab.
+///
+/// Field order keeps what every slab touches (state, counts, links, the
+/// first bitmap words, the first live bytes) in the entry's first page, so a
+/// slab of large objects costs one resident metadata page.
 #[repr(C)]
 pub struct SlabMeta {
     /// `gen << 8 | (class + 1)`; low byte 0: not carved to a class.
     pub state: AtomicU32,
     /// Objects in the central pool (written under the class lock, read by stats).
     pub avail_count: AtomicU32,
-    /// 1: the object is handed to a user.
-    pub allocated: [AtomicU8; MAX_OBJECTS],
     links: UnsafeCell<PoolLinks>,
     avail: UnsafeCell<[u64; WORDS]>,
+    /// 1: the object is handed to a user.
+    pub allocated: [AtomicU8; MAX_OBJECTS],
 }
 
 // SAFETY: the `UnsafeCell` fields are only accessed by a thread holding the
