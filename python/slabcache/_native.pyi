@@ -85,9 +85,11 @@ def slab_bench_trace(
 
 def slab_hold_trace(
     ops: int, max_live: int, seed: int, system: bool, callback: Callable[[], Any]
-) -> tuple[int, Any, dict[str, Any] | None]:
-    """Runs the mixed trace, calls ``callback`` while its objects are live:
-    (live requested bytes, callback result, stats or None for glibc)."""
+) -> tuple[int, int, Any, Any, dict[str, Any] | None]:
+    """Runs the mixed trace (every byte written), calling ``callback`` before
+    the first allocation and while the final live set is held: (peak live
+    requested bytes, final live requested bytes, first result, second result,
+    stats or None for glibc)."""
 
 def slab_hold_objects(count: int, size: int, system: bool, callback: Callable[[], Any]) -> Any:
     """Holds ``count`` objects of ``size`` bytes while ``callback`` runs."""

@@ -79,9 +79,10 @@ fn size_arg_slow(obj: &Bound<'_, PyAny>) -> PyResult<usize> {
             format!("size must be >= 0, got {v}"),
         ));
     }
-    usize::try_from(v).ok().filter(|&v| v <= isize::MAX as usize).ok_or_else(|| {
-        py_err(ErrorKind::OutOfMemory, format!("cannot allocate {v} bytes"))
-    })
+    usize::try_from(v)
+        .ok()
+        .filter(|&v| v <= isize::MAX as usize)
+        .ok_or_else(|| py_err(ErrorKind::OutOfMemory, format!("cannot allocate {v} bytes")))
 }
 
 /// The slab allocator (see `slabcache.allocator.SlabAllocator`).
@@ -695,9 +696,20 @@ fn slab_bench_trace(
     })
 }
 
+type HoldResult<'py> = (
+    u64,
+    u64,
+    Bound<'py, PyAny>,
+    Bound<'py, PyAny>,
+    Option<Bound<'py, PyDict>>,
+);
+
 /// Runs the mixed trace on a fresh allocator (or on glibc when `system`),
-/// calls `callback()` while its live objects are held, frees them, and
-/// returns `(live requested bytes, callback result, stats dict or None)`.
+/// writing every byte of every object. Calls `callback()` once the trace is
+/// generated (before any allocation) and again while the objects live at the
+/// end are held, frees them, and returns `(peak live requested bytes, live
+/// requested bytes at the end, first result, second result, stats dict or
+/// None)`.
 #[pyfunction]
 #[pyo3(signature = (ops, max_live, seed, system, callback))]
 fn slab_hold_trace<'py>(
@@ -707,46 +719,48 @@ fn slab_hold_trace<'py>(
     seed: u64,
     system: bool,
     callback: &Bound<'py, PyAny>,
-) -> PyResult<(u64, Bound<'py, PyAny>, Option<Bound<'py, PyDict>>)> {
+) -> PyResult<HoldResult<'py>> {
     let trace_ops = trace::mixed_trace(ops, max_live, seed);
     let mut live = vec![(std::ptr::null_mut::<u8>(), 0usize); max_live];
+    let before = callback.call0()?;
     fn held<A: trace::RawAlloc + Sync>(
         a: &A,
         py: Python<'_>,
         ops: &[trace::Op],
         live: &mut [(*mut u8, usize)],
-    ) -> u64 {
+    ) -> (u64, u64) {
         struct Live<'a>(&'a mut [(*mut u8, usize)]);
         // SAFETY: raw addresses only; used on this thread after the closure.
         unsafe impl Send for Live<'_> {}
         let l = Live(live);
         py.allow_threads(move || {
             let l = l;
-            trace::run_trace(a, ops, l.0);
-            trace::touch_live(l.0);
-            l.0.iter()
-                .filter(|e| !e.0.is_null())
-                .map(|e| e.1 as u64)
-                .sum()
+            let peak = trace::run_trace_touching(a, ops, l.0);
+            let end =
+                l.0.iter()
+                    .filter(|e| !e.0.is_null())
+                    .map(|e| e.1 as u64)
+                    .sum();
+            (peak, end)
         })
     }
     if system {
-        let requested = held(&SystemMalloc, py, &trace_ops, &mut live);
+        let (peak, end) = held(&SystemMalloc, py, &trace_ops, &mut live);
         let r = callback.call0()?;
         for e in live.iter().filter(|e| !e.0.is_null()) {
             trace::RawAlloc::free(&SystemMalloc, e.0, e.1);
         }
-        Ok((requested, r, None))
+        Ok((peak, end, before, r, None))
     } else {
         let a = SlabAllocator::new().py()?;
-        let requested = held(&a, py, &trace_ops, &mut live);
+        let (peak, end) = held(&a, py, &trace_ops, &mut live);
         let r = callback.call0()?;
         a.flush_thread_cache();
         let stats = stats_dict(py, &a.stats())?;
         for e in live.iter().filter(|e| !e.0.is_null()) {
             trace::RawAlloc::free(&a, e.0, e.1);
         }
-        Ok((requested, r, Some(stats)))
+        Ok((peak, end, before, r, Some(stats)))
     }
 }
 

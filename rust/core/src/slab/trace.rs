@@ -194,6 +194,38 @@ pub fn run_trace<A: RawAlloc>(a: &A, ops: &[Op], live: &mut [(*mut u8, usize)]) 
     }
 }
 
+/// Runs `ops` like [`run_trace`] but writes every byte of each new object
+/// (so resident memory counts whole objects) and returns the peak of live
+/// requested bytes over the run: the denominator of the classic
+/// "peak resident / peak live" memory-overhead measure.
+pub fn run_trace_touching<A: RawAlloc>(a: &A, ops: &[Op], live: &mut [(*mut u8, usize)]) -> u64 {
+    let (mut now, mut peak) = (0u64, 0u64);
+    for op in ops {
+        match *op {
+            Op::Alloc { slot, size } => {
+                let size = size as usize;
+                let p = a.alloc(size);
+                if !p.is_null() {
+                    // SAFETY: `p` holds at least `size` bytes.
+                    unsafe { std::ptr::write_bytes(p, 0x5a, size) };
+                    now += size as u64;
+                    peak = peak.max(now);
+                }
+                live[slot as usize] = (p, size);
+            }
+            Op::Free { slot } => {
+                let (p, size) = live[slot as usize];
+                if !p.is_null() {
+                    now -= size as u64;
+                }
+                a.free(p, size);
+                live[slot as usize] = (std::ptr::null_mut(), 0);
+            }
+        }
+    }
+    peak
+}
+
 /// Writes every byte of every live object (so resident-memory figures count
 /// whole objects, not just the pages a trace happened to touch).
 pub fn touch_live(live: &[(*mut u8, usize)]) {
