@@ -188,7 +188,8 @@ def million_objects_rss(ctx: BenchContext) -> list[Measurement]:
             "MiB",
             "glibc malloc",
             peer / 2**20,
-            note=f"payload {payload / 2**20:.1f} MiB (+{count * 8 / 2**20:.1f} MiB pointer list in both)",
+            note=f"payload {payload / 2**20:.1f} MiB "
+            f"(+{count * 8 / 2**20:.1f} MiB pointer list in both)",
         )
     ]
 
