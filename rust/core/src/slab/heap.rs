@@ -151,17 +151,31 @@ impl Heap {
         addr: usize,
         size: Option<usize>,
     ) -> Result<usize, FreeError> {
-        let Some(s) = self.region.slab_of(addr) else {
+        if self.region.slab_of(addr).is_none() {
             return self.free_outside_slabs(addr, size);
-        };
+        }
+        let class = self.claim_small(addr, size)?;
+        let usable = class_size(class);
+        self.release_small(class, addr, size.unwrap_or(usable));
+        Ok(usable)
+    }
+
+    /// First half of a small free: checks `addr` (inside a committed slab)
+    /// and atomically takes it from the user (its live byte 1 -> 0). On error
+    /// nothing changed. Returns the class.
+    #[inline]
+    pub(crate) fn claim_small(&self, addr: usize, size: Option<usize>) -> Result<usize, FreeError> {
+        let s = self
+            .region
+            .slab_of(addr)
+            .ok_or(FreeError::Invalid("not in a slab"))?;
         let meta = self.region.meta(s);
         let state = meta.state.load(Ordering::Acquire);
         let class =
             state_class(state).ok_or(FreeError::Invalid("in a slab that holds no objects"))?;
         let idx = object_index(class, addr - self.region.slab_addr(s))
             .ok_or(FreeError::Invalid("not the start of an object"))?;
-        let usable = class_size(class);
-        if size.is_some_and(|n| n > usable) {
+        if size.is_some_and(|n| n > class_size(class)) {
             return Err(FreeError::Invalid("size larger than the allocation"));
         }
         let byte = &meta.allocated[idx];
@@ -173,15 +187,90 @@ impl Heap {
             byte.store(1, Ordering::Release);
             return Err(FreeError::Invalid("in a slab that was recycled"));
         }
+        Ok(class)
+    }
+
+    /// Undoes [`Heap::claim_small`] (the object goes back to its user).
+    pub(crate) fn unclaim_small(&self, class: usize, addr: usize) {
+        let s = (addr - self.region.base()) >> SLAB_SHIFT;
+        let idx = object_index_unchecked(class, addr - self.region.slab_addr(s));
+        self.region.meta(s).allocated[idx].store(1, Ordering::Release);
+    }
+
+    /// Second half of a small free: the claimed object goes to this thread's
+    /// cache (or the central pool), `counted` bytes off the requested total.
+    #[inline]
+    pub(crate) fn release_small(self: &Arc<Self>, class: usize, addr: usize, counted: usize) {
         if self.config.zero_on_free {
-            // SAFETY: the object is ours, `usable` bytes long, and no longer the user's.
-            unsafe { std::ptr::write_bytes(addr as *mut u8, 0, usable) };
+            // SAFETY: the object is ours (claimed), a whole slot long, and no longer the user's.
+            unsafe { std::ptr::write_bytes(addr as *mut u8, 0, class_size(class)) };
         }
-        let counted = size.unwrap_or(usable);
         if !thread_cache::fast_push(self, class, addr, counted) {
             self.free_small_slow(class, addr, counted);
         }
-        Ok(usable)
+    }
+
+    /// Frees every `(addr, size)`, all or nothing: small objects are claimed
+    /// first (a duplicate finds its byte already taken) and large ones
+    /// checked; on any refusal every claim is undone.
+    pub(crate) fn free_many(
+        self: &Arc<Self>,
+        items: &[(usize, usize)],
+    ) -> Result<(), (FreeError, usize)> {
+        let mut claimed: Vec<(usize, usize, usize)> = Vec::with_capacity(items.len());
+        let mut large: Vec<(usize, usize)> = Vec::new();
+        let mut failed = None;
+        for &(addr, size) in items {
+            if self.region.slab_of(addr).is_some() {
+                match self.claim_small(addr, Some(size)) {
+                    Ok(class) => claimed.push((class, addr, size)),
+                    Err(e) => {
+                        failed = Some((e, addr));
+                        break;
+                    }
+                }
+            } else if self.region.in_reservation(addr) {
+                failed = Some((
+                    FreeError::Invalid("inside the slab region but in no slab"),
+                    addr,
+                ));
+                break;
+            } else {
+                let check = match lock(&self.large).lookup(addr) {
+                    Lookup::Live { usable, .. } if size > usable => {
+                        Err(FreeError::Invalid("size larger than the allocation"))
+                    }
+                    Lookup::Live { .. } => Ok(()),
+                    Lookup::Freed => Err(FreeError::Double),
+                    Lookup::Unknown => Err(FreeError::Invalid("not allocated by this allocator")),
+                };
+                if let Err(e) = check {
+                    failed = Some((e, addr));
+                    break;
+                }
+                large.push((addr, size));
+            }
+        }
+        if failed.is_none() && large.len() > 1 {
+            let mut addrs: Vec<usize> = large.iter().map(|&(a, _)| a).collect();
+            addrs.sort_unstable();
+            if let Some(w) = addrs.windows(2).find(|w| w[0] == w[1]) {
+                failed = Some((FreeError::Double, w[0]));
+            }
+        }
+        if let Some(f) = failed {
+            for &(class, addr, _) in &claimed {
+                self.unclaim_small(class, addr);
+            }
+            return Err(f);
+        }
+        for &(class, addr, size) in &claimed {
+            self.release_small(class, addr, size);
+        }
+        for &(addr, size) in &large {
+            let _ = self.free_large(addr, Some(size));
+        }
+        Ok(())
     }
 
     #[cold]

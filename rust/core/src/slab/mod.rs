@@ -275,31 +275,13 @@ impl SlabAllocator {
     /// allocation of this allocator of at least that size, or appears twice,
     /// nothing is freed and the error names the first bad entry.
     pub fn free_many(&self, items: &[(NonNull<u8>, usize)]) -> Result<()> {
-        for &(p, n) in items {
-            let addr = p.as_ptr() as usize;
-            let usable = self
-                .heap
-                .usable_size(addr)
-                .map_err(|e| free_error(e, addr))?;
-            if n > usable {
-                return Err(free_error(
-                    FreeError::Invalid("size larger than the allocation"),
-                    addr,
-                ));
-            }
-        }
-        let mut addrs: Vec<usize> = items.iter().map(|(p, _)| p.as_ptr() as usize).collect();
-        addrs.sort_unstable();
-        if let Some(w) = addrs.windows(2).find(|w| w[0] == w[1]) {
-            return Err(free_error(FreeError::Double, w[0]));
-        }
-        for &(p, n) in items {
-            let addr = p.as_ptr() as usize;
-            self.heap
-                .free(addr, Some(n))
-                .map_err(|e| free_error(e, addr))?;
-        }
-        Ok(())
+        let list: Vec<(usize, usize)> = items
+            .iter()
+            .map(|&(p, n)| (p.as_ptr() as usize, n))
+            .collect();
+        self.heap
+            .free_many(&list)
+            .map_err(|(e, addr)| free_error(e, addr))
     }
 
     /// Returns this thread's cached free objects to the central pools (so
