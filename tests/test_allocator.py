@@ -334,3 +334,12 @@ def test_threads_allocate_and_free_across_each_other(a: SlabAllocator) -> None:
     consumer(made[half:])
     t1.join()
     assert a.stats()["live_allocations"] == 0
+
+
+def test_docstring_examples_run() -> None:
+    import doctest
+
+    import slabcache.allocator
+
+    result = doctest.testmod(slabcache.allocator, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0

@@ -136,8 +136,9 @@ class SlabAllocator(_native.SlabAllocator):
     Example:
         >>> a = SlabAllocator(zero_on_free=True)
         >>> with a.alloc(100) as buf:
-        ...     buf[0:3] = b"abc"
-        ...     bytes(buf[0:3])
+        ...     with memoryview(buf) as mv:
+        ...         mv[0:3] = b"abc"
+        ...         bytes(mv[0:3])
         b'abc'
         >>> batch = a.alloc_many([16, 64, 1024])
         >>> len(batch), int(batch.sizes.sum())
