@@ -117,3 +117,40 @@ def test_ld_preload_abort_on_invalid_free_when_asked(libpath: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=60)
     assert out.returncode != 0
     assert b"double free" in out.stderr
+
+
+FORK_SCRIPT = r"""
+import os, threading
+stop = False
+def churn():
+    while not stop:
+        x = [bytes(i % 300) for i in range(2000)]
+        del x
+threads = [threading.Thread(target=churn) for _ in range(3)]
+for t in threads:
+    t.start()
+codes = []
+for _ in range(20):
+    pid = os.fork()
+    if pid == 0:
+        data = [str(i) * 20 for i in range(20000)]  # the child allocates at once
+        os._exit(0 if len(data) == 20000 else 1)
+    codes.append(os.waitpid(pid, 0)[1])
+stop = True
+for t in threads:
+    t.join()
+print("forks ok" if all(c == 0 for c in codes) else f"bad {codes}")
+"""
+
+
+def test_ld_preload_fork_while_other_threads_allocate(libpath: Path) -> None:
+    """Smoke test: forked children allocate at once while the parent's other
+    threads churn (the library's pthread_atfork handlers hold every allocator
+    lock across fork(), so no child starts with a lock held by a thread it
+    does not have)."""
+    env = dict(os.environ, LD_PRELOAD=str(libpath))
+    out = subprocess.run(
+        [sys.executable, "-c", FORK_SCRIPT], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert "forks ok" in out.stdout

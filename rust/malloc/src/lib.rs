@@ -80,6 +80,8 @@ fn init_heap() -> Option<&'static SlabAllocator> {
                     Some(a) => {
                         HEAP.store(Box::into_raw(Box::new(a)), Ordering::Relaxed);
                         STATE.store(READY, Ordering::Release);
+                        #[cfg(feature = "preload")]
+                        preload::register_fork_handlers();
                         // SAFETY: just stored, never freed.
                         Some(unsafe { &*HEAP.load(Ordering::Relaxed) })
                     }

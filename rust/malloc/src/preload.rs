@@ -164,3 +164,35 @@ pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
     // SAFETY: forwarded.
     unsafe { sc_usable_size(p) }
 }
+
+thread_local! {
+    /// Locks held across `fork()` by the thread calling it (prepare -> parent/child).
+    static FORK_LOCKS: std::cell::RefCell<Option<slabcache_core::slab::AllLocks<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+extern "C" fn fork_prepare() {
+    if let Some(h) = heap() {
+        // Touch the thread local first: registering its destructor may call
+        // malloc, which must not find our locks already held.
+        if FORK_LOCKS.try_with(|_| ()).is_err() {
+            return;
+        }
+        let held = h.lock_all();
+        let _ = FORK_LOCKS.try_with(|f| *f.borrow_mut() = Some(held));
+    }
+}
+
+extern "C" fn fork_release() {
+    let _ = FORK_LOCKS.try_with(|f| f.borrow_mut().take());
+}
+
+/// Registers the `fork()` handlers once the allocator exists: every lock is
+/// taken before the fork and released after it in parent and child, so a
+/// child never inherits a lock some other (now vanished) thread held.
+pub(crate) fn register_fork_handlers() {
+    // SAFETY: the handlers are plain `extern "C"` functions living as long as the process.
+    unsafe {
+        libc::pthread_atfork(Some(fork_prepare), Some(fork_release), Some(fork_release));
+    }
+}

@@ -32,7 +32,15 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-struct SlotList(*const Slot);
+/// Every lock of a heap, held; released when dropped.
+pub(crate) struct HeapLocks<'a> {
+    _classes: Vec<MutexGuard<'a, ClassPool>>,
+    _slabs: MutexGuard<'a, super::slab_pool::PoolState>,
+    _large: MutexGuard<'a, LargeTable>,
+    _threads: MutexGuard<'a, SlotList>,
+}
+
+pub(crate) struct SlotList(*const Slot);
 // SAFETY: the pointers name thread-local slots that unlink themselves (under
 // this list's lock) before their thread's storage goes away.
 unsafe impl Send for SlotList {}
@@ -370,6 +378,19 @@ impl Heap {
         if !next.is_null() {
             // SAFETY: listed slots are alive.
             unsafe { &*next }.prev.store(prev, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes every lock of the heap, in the one order the code ever nests
+    /// them (class locks, then the slab pool; large table and slot list alone).
+    pub(crate) fn lock_all(&self) -> HeapLocks<'_> {
+        let classes = self.pools.iter().map(|p| lock(p)).collect();
+        let slabs = self.slabs.lock_guard();
+        HeapLocks {
+            _classes: classes,
+            _slabs: slabs,
+            _large: lock(&self.large),
+            _threads: lock(&self.threads),
         }
     }
 

@@ -55,6 +55,11 @@ use crate::{Error, ErrorKind, Result};
 use heap::Heap;
 use size_class::{aligned_class_of, class_of, class_size, MIN_ALIGN};
 
+/// Every lock of an allocator, held (see [`SlabAllocator::lock_all`]).
+pub struct AllLocks<'a> {
+    _held: heap::HeapLocks<'a>,
+}
+
 /// Largest alignment served from slabs; larger ones get a mapping of their own.
 pub const MAX_SLAB_ALIGN: usize = 4096;
 
@@ -288,6 +293,23 @@ impl SlabAllocator {
     /// empty slabs can be released; also done when the thread exits).
     pub fn flush_thread_cache(&self) {
         thread_cache::flush(&self.heap);
+    }
+
+    /// Holds every lock of the allocator until the returned value is
+    /// dropped: a `fork()` taken meanwhile leaves the child with consistent,
+    /// unlocked state once the value is dropped on both sides (what the
+    /// `LD_PRELOAD` library does in its `pthread_atfork` handlers).
+    ///
+    /// ```
+    /// let a = slabcache_core::slab::SlabAllocator::new().unwrap();
+    /// let held = a.lock_all();
+    /// drop(held);
+    /// a.free(a.alloc(8).unwrap()).unwrap();
+    /// ```
+    pub fn lock_all(&self) -> AllLocks<'_> {
+        AllLocks {
+            _held: self.heap.lock_all(),
+        }
     }
 
     /// A snapshot of the allocator's memory use.

@@ -3,13 +3,15 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::Mutex;
+use std::sync::{Mutex, MutexGuard};
+
+use super::heap::lock;
 
 use super::os;
 use super::region::Region;
 use super::slab_meta::{pack_state, state_class, NIL, SLAB_SIZE};
 
-struct PoolState {
+pub(crate) struct PoolState {
     /// Slabs ever carved from the region (the bump pointer).
     carved: usize,
     /// Head of the free-slab stack (linked through `PoolLinks::next`).
@@ -51,7 +53,7 @@ impl SlabPool {
     ///
     /// The caller holds `class`'s lock and initialises the central bitmap.
     pub fn take(&self, region: &Region, class: usize) -> Option<usize> {
-        let mut st = self.state.lock();
+        let mut st = lock(&self.state);
         let s = if st.free_head != NIL {
             let s = st.free_head as usize;
             let meta = region.meta(s);
@@ -100,7 +102,7 @@ impl SlabPool {
             pack_state((old >> 8).wrapping_add(1) & 0x00ff_ffff, None),
             Ordering::Release,
         );
-        let mut st = self.state.lock();
+        let mut st = lock(&self.state);
         // SAFETY: the slab now belongs to the slab-pool lock, which we hold.
         let links = unsafe { meta.links() };
         links.next = st.free_head;
@@ -118,6 +120,11 @@ impl SlabPool {
             st.dirty_count += 1;
         }
         self.free.store(st.free_count as u64, Ordering::Relaxed);
+    }
+
+    /// Holds the pool's lock (see `SlabAllocator::lock_all`).
+    pub(crate) fn lock_guard(&self) -> MutexGuard<'_, PoolState> {
+        lock(&self.state)
     }
 
     /// Slabs carved so far.
