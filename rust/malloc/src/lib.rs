@@ -66,16 +66,7 @@ fn init_heap() -> Option<&'static SlabAllocator> {
                 if !abort.is_null() && unsafe { *abort } == b'1' as libc::c_char {
                     ABORT_ON_INVALID.store(1, Ordering::Relaxed);
                 }
-                let mut made = None;
-                for gib in [64usize, 16, 4, 1] {
-                    if let Ok(a) = SlabAllocator::with_config(SlabConfig {
-                        arena_size: gib << 30,
-                        ..SlabConfig::default()
-                    }) {
-                        made = Some(a);
-                        break;
-                    }
-                }
+                let made = SlabAllocator::with_config_or_smaller(SlabConfig::default()).ok();
                 return match made {
                     Some(a) => {
                         HEAP.store(Box::into_raw(Box::new(a)), Ordering::Relaxed);

@@ -241,9 +241,12 @@ impl PySlabAllocator {
             thread_cache,
             ..defaults
         };
-        Ok(PySlabAllocator {
-            inner: SlabAllocator::with_config(cfg).py()?,
-        })
+        let inner = if arena_size.is_none() {
+            SlabAllocator::with_config_or_smaller(cfg)
+        } else {
+            SlabAllocator::with_config(cfg)
+        };
+        Ok(PySlabAllocator { inner: inner.py()? })
     }
 
     /// Allocates `size` bytes (zeroed if `zero`).

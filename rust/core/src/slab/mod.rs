@@ -105,9 +105,31 @@ fn oom(size: usize) -> Error {
 }
 
 impl SlabAllocator {
-    /// An allocator with the default [`SlabConfig`] (64 GiB of address space reserved).
+    /// An allocator with the default [`SlabConfig`]: 64 GiB of address space
+    /// reserved, or 16, 4, 1 GiB where the process may not reserve that much
+    /// (e.g. under `ulimit -v`).
     pub fn new() -> Result<SlabAllocator> {
-        Self::with_config(SlabConfig::default())
+        Self::with_config_or_smaller(SlabConfig::default())
+    }
+
+    /// An allocator with `config`, retrying with a quarter of its
+    /// `arena_size` (down to 1 GiB) while the address space cannot be reserved.
+    ///
+    /// ```
+    /// use slabcache_core::slab::{SlabAllocator, SlabConfig};
+    /// let a = SlabAllocator::with_config_or_smaller(SlabConfig::default()).unwrap();
+    /// assert!(a.config().arena_size >= 1 << 30);
+    /// ```
+    pub fn with_config_or_smaller(config: SlabConfig) -> Result<SlabAllocator> {
+        let mut cfg = config;
+        loop {
+            match Self::with_config(cfg.clone()) {
+                Err(e) if e.kind() == ErrorKind::OutOfMemory && cfg.arena_size / 4 >= 1 << 30 => {
+                    cfg.arena_size /= 4;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// An allocator with `config`.
