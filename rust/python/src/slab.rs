@@ -363,7 +363,7 @@ impl PySlabAllocator {
             a.try_borrow()?.check_freeable(&self.inner)?;
             objs.push(a);
         }
-        let mut list: Vec<(NonNull<u8>, usize)> = objs
+        let list: Vec<(NonNull<u8>, usize)> = objs
             .iter()
             .map(|a| {
                 let a = a.borrow();
@@ -374,7 +374,6 @@ impl PySlabAllocator {
         for a in &objs {
             a.borrow_mut().live = false;
         }
-        list.clear();
         Ok(())
     }
 
@@ -772,7 +771,6 @@ fn slab_hold_trace<'py>(
 /// them, and returns the callback's result.
 #[pyfunction]
 fn slab_hold_objects<'py>(
-    py: Python<'py>,
     count: usize,
     size: usize,
     system: bool,
@@ -805,7 +803,6 @@ fn slab_hold_objects<'py>(
         run(&SystemMalloc, count, size, callback)
     } else {
         let a = SlabAllocator::new().py()?;
-        let _ = py;
         run(&a, count, size, callback)
     }
 }
