@@ -159,10 +159,10 @@ impl Heap {
         addr: usize,
         size: Option<usize>,
     ) -> Result<usize, FreeError> {
-        if self.region.slab_of(addr).is_none() {
+        let Some(s) = self.region.slab_of(addr) else {
             return self.free_outside_slabs(addr, size);
-        }
-        let class = self.claim_small(addr, size)?;
+        };
+        let class = self.claim_in_slab(s, addr, size)?;
         let usable = class_size(class);
         self.release_small(class, addr, size.unwrap_or(usable));
         Ok(usable)
@@ -177,6 +177,17 @@ impl Heap {
             .region
             .slab_of(addr)
             .ok_or(FreeError::Invalid("not in a slab"))?;
+        self.claim_in_slab(s, addr, size)
+    }
+
+    /// [`Heap::claim_small`] for `addr` known to lie in committed slab `s`.
+    #[inline]
+    fn claim_in_slab(
+        &self,
+        s: usize,
+        addr: usize,
+        size: Option<usize>,
+    ) -> Result<usize, FreeError> {
         let meta = self.region.meta(s);
         let state = meta.state.load(Ordering::Acquire);
         let class =

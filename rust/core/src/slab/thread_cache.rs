@@ -281,7 +281,11 @@ fn tls() -> &'static Tls {
 
 #[inline(always)]
 fn bound_slot<'a>(tls: &'a Tls, heap: &Heap) -> Option<&'a Slot> {
-    tls.slots.iter().find(|s| s.id.get() == heap.id)
+    let id = heap.id;
+    if tls.slots[0].id.get() == id {
+        return Some(&tls.slots[0]);
+    }
+    tls.slots[1..].iter().find(|s| s.id.get() == id)
 }
 
 /// Fast path of alloc: pops a cached object of `class` and counts
