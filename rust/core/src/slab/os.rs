@@ -3,6 +3,17 @@
 //!
 //! None of these allocate on the heap, so they are safe to call from inside a
 //! `malloc` replacement.
+//!
+//! ```
+//! use slabcache_core::slab::os;
+//! let page = os::page_size();
+//! let p = os::map_with_guard(page).unwrap();
+//! // SAFETY: one committed page, then unmapped with its guard page.
+//! unsafe {
+//!     p.as_ptr().write(7);
+//!     os::unmap(p.as_ptr(), 2 * page);
+//! }
+//! ```
 
 use std::ptr::NonNull;
 
