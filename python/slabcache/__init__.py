@@ -11,6 +11,9 @@ its typed Python face.
 from __future__ import annotations
 
 from . import _native
+
+# Public pieces, one module each (issue placeholders are filled as each lands).
+from .allocator import Allocation, AllocationBatch, AllocatorStats, SlabAllocator
 from .errors import (
     AlreadyExistsError,
     BufferExportedError,
@@ -27,8 +30,6 @@ from .errors import (
     StorageError,
 )
 
-# Public pieces, one module each (issue placeholders are filled as each lands).
-# from .allocator import ...
 # from .skiplist import ...
 from .vectors import Int8Index
 
@@ -41,6 +42,10 @@ __version__: str = _native.__version__
 
 __all__ = [
     "__version__",
+    "Allocation",
+    "AllocationBatch",
+    "AllocatorStats",
+    "SlabAllocator",
     "AlreadyExistsError",
     "BlobArena",
     "BufferExportedError",

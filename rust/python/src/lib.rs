@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 mod errors;
 mod info;
 
-// mod slab;
+mod slab;
 
 // mod skiplist;
 
@@ -25,7 +25,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", slabcache_core::VERSION)?;
     info::register(m)?;
 
-    // slab::register(m)?;
+    slab::register(m)?;
 
     // skiplist::register(m)?;
 

@@ -1,0 +1,38 @@
+//! Options of an allocator instance.
+
+/// Options of a [`SlabAllocator`](super::SlabAllocator).
+///
+/// ```
+/// use slabcache_core::slab::SlabConfig;
+/// let cfg = SlabConfig { arena_size: 1 << 30, zero_on_free: true, ..SlabConfig::default() };
+/// assert!(cfg.thread_cache);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlabConfig {
+    /// Address space reserved for slabs (bytes). Only what is used is committed.
+    pub arena_size: usize,
+    /// Overwrite every object with zeros when it is freed.
+    pub zero_on_free: bool,
+    /// Bytes of empty slabs kept resident for reuse; beyond this, empty slabs
+    /// give their pages back to the OS with `madvise(MADV_DONTNEED)`.
+    pub release_threshold: usize,
+    /// Keep per-thread caches of free objects (fast path without locks).
+    pub thread_cache: bool,
+    /// Empty slabs each class keeps before handing one back to the slab pool.
+    pub retain_empty_per_class: usize,
+    /// Bytes of freed large mappings kept for reuse instead of unmapped.
+    pub large_cache_bytes: usize,
+}
+
+impl Default for SlabConfig {
+    fn default() -> Self {
+        SlabConfig {
+            arena_size: 64 << 30,
+            zero_on_free: false,
+            release_threshold: 2 << 20,
+            thread_cache: true,
+            retain_empty_per_class: 0,
+            large_cache_bytes: 32 << 20,
+        }
+    }
+}

@@ -1,0 +1,407 @@
+//! Large allocations (above the largest size class, or aligned beyond a
+//! page): each gets its own mapping followed by an inaccessible guard page.
+//!
+//! Every live mapping is recorded in an open-addressing table that itself
+//! lives in its own mapping (no heap use, so this works inside `malloc`).
+//! Freed entries stay as tombstones, so a second free of the same address is
+//! reported as a double free rather than as an unknown pointer. A few freed
+//! mappings are kept for reuse, so steady traffic of, say, 64 KiB buffers
+//! does not pay an `mmap`/`munmap` pair per allocation.
+
+use super::os;
+
+const EMPTY: u8 = 0;
+const LIVE: u8 = 1;
+const FREED: u8 = 2;
+const CACHE_SLOTS: usize = 16;
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Entry {
+    addr: usize,
+    state: u8,
+    /// Bytes usable by the caller (page multiple).
+    usable: usize,
+    /// Bytes the caller asked for.
+    requested: usize,
+    /// Start and length of the whole mapping, guard page included.
+    map_base: usize,
+    map_len: usize,
+}
+
+/// A freed mapping kept for reuse: still mapped, guard page intact.
+#[derive(Clone, Copy)]
+struct Cached {
+    addr: usize,
+    usable: usize,
+    map_base: usize,
+    map_len: usize,
+}
+
+/// What a large allocation hands back.
+pub struct LargeBlock {
+    pub addr: usize,
+    /// True when the memory comes straight from the OS (already zero).
+    pub fresh: bool,
+}
+
+/// Outcome of looking an address up.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// Live: usable bytes and requested bytes.
+    Live { usable: usize, requested: usize },
+    /// Was live once, already freed.
+    Freed,
+    /// Never handed out by this table.
+    Unknown,
+}
+
+/// The table of large mappings (callers wrap it in a lock).
+pub struct LargeTable {
+    entries: *mut Entry,
+    cap: usize,
+    live: usize,
+    used: usize,
+    live_usable: usize,
+    live_mapped: usize,
+    cache: [Option<Cached>; CACHE_SLOTS],
+    cached_bytes: usize,
+    cache_limit: usize,
+}
+
+// SAFETY: the table owns its mapping; callers serialise access with a lock.
+unsafe impl Send for LargeTable {}
+
+fn hash(addr: usize, cap: usize) -> usize {
+    ((addr >> 12).wrapping_mul(0x9E37_79B9_7F4A_7C15)) >> 7 & (cap - 1)
+}
+
+fn map_table(cap: usize) -> Option<*mut Entry> {
+    let bytes = (cap * std::mem::size_of::<Entry>()).next_multiple_of(os::page_size());
+    let p = os::reserve(bytes)?;
+    // SAFETY: committing the whole reservation just made; anonymous memory
+    // reads as zeros, i.e. every entry is EMPTY.
+    if unsafe { os::commit(p.as_ptr(), bytes) } {
+        Some(p.as_ptr().cast())
+    } else {
+        // SAFETY: releasing the reservation just made.
+        unsafe { os::unmap(p.as_ptr(), bytes) };
+        None
+    }
+}
+
+fn unmap_table(entries: *mut Entry, cap: usize) {
+    let bytes = (cap * std::mem::size_of::<Entry>()).next_multiple_of(os::page_size());
+    // SAFETY: `entries` was mapped by `map_table(cap)` and is no longer used.
+    unsafe { os::unmap(entries.cast(), bytes) };
+}
+
+impl LargeTable {
+    /// An empty table keeping up to `cache_limit` bytes of freed mappings.
+    pub const fn new(cache_limit: usize) -> LargeTable {
+        LargeTable {
+            entries: std::ptr::null_mut(),
+            cap: 0,
+            live: 0,
+            used: 0,
+            live_usable: 0,
+            live_mapped: 0,
+            cache: [None; CACHE_SLOTS],
+            cached_bytes: 0,
+            cache_limit,
+        }
+    }
+
+    fn slots(&mut self) -> &mut [Entry] {
+        if self.cap == 0 {
+            return &mut [];
+        }
+        // SAFETY: `entries` points at `cap` initialised entries owned by `self`.
+        unsafe { std::slice::from_raw_parts_mut(self.entries, self.cap) }
+    }
+
+    fn find(&mut self, addr: usize) -> Option<usize> {
+        if self.cap == 0 {
+            return None;
+        }
+        let cap = self.cap;
+        let mut i = hash(addr, cap);
+        let slots = self.slots();
+        loop {
+            let e = &slots[i];
+            if e.state == EMPTY {
+                return None;
+            }
+            if e.addr == addr {
+                return Some(i);
+            }
+            i = (i + 1) & (cap - 1);
+        }
+    }
+
+    fn grow(&mut self) -> bool {
+        let new_cap = if self.cap == 0 {
+            1024
+        } else if self.live * 4 > self.cap {
+            self.cap * 2
+        } else {
+            self.cap // only tombstones to purge
+        };
+        let Some(new) = map_table(new_cap) else {
+            return false;
+        };
+        let (old, old_cap) = (self.entries, self.cap);
+        self.entries = new;
+        self.cap = new_cap;
+        self.used = 0;
+        if old_cap > 0 {
+            // SAFETY: the old table is intact until unmapped below.
+            let olds = unsafe { std::slice::from_raw_parts(old, old_cap) };
+            for e in olds.iter().filter(|e| e.state == LIVE) {
+                self.insert_entry(*e);
+            }
+            // Cached mappings keep their tombstones so their double frees stay detected.
+            for c in self.cache.into_iter().flatten() {
+                self.insert_entry(Entry {
+                    addr: c.addr,
+                    state: FREED,
+                    usable: c.usable,
+                    requested: 0,
+                    map_base: c.map_base,
+                    map_len: c.map_len,
+                });
+            }
+            unmap_table(old, old_cap);
+        }
+        true
+    }
+
+    fn insert_entry(&mut self, e: Entry) {
+        let cap = self.cap;
+        let mut i = hash(e.addr, cap);
+        let mut target = None;
+        let slots = self.slots();
+        loop {
+            let cur = &slots[i];
+            if cur.state == EMPTY {
+                break;
+            }
+            if cur.addr == e.addr {
+                target = Some(i);
+                break;
+            }
+            if cur.state == FREED && target.is_none() {
+                target = Some(i);
+            }
+            i = (i + 1) & (cap - 1);
+        }
+        let fresh_slot = target.is_none();
+        let i = target.unwrap_or(i);
+        slots[i] = e;
+        if fresh_slot {
+            self.used += 1;
+        }
+    }
+
+    /// Maps `size` bytes aligned to `align` (a power of two) plus a guard
+    /// page, or reuses a cached mapping. `None` when the OS refuses.
+    pub fn alloc(&mut self, size: usize, align: usize) -> Option<LargeBlock> {
+        let page = os::page_size();
+        let usable = size.max(1).checked_next_multiple_of(page)?;
+        if (self.used + 1) * 2 > self.cap && !self.grow() {
+            return None;
+        }
+        let mut block = None;
+        if align <= page {
+            let hit = self.cache.iter().position(|c| {
+                c.is_some_and(|c| c.usable >= usable && c.usable - usable <= usable / 4)
+            });
+            if let Some(i) = hit {
+                let c = self.cache[i].take().expect("position found it");
+                self.cached_bytes -= c.usable;
+                block = Some((c, false));
+            }
+        }
+        let (c, fresh) = match block {
+            Some(b) => b,
+            None => (Self::map(usable, align)?, true),
+        };
+        self.insert_entry(Entry {
+            addr: c.addr,
+            state: LIVE,
+            usable: c.usable,
+            requested: size,
+            map_base: c.map_base,
+            map_len: c.map_len,
+        });
+        self.live += 1;
+        self.live_usable += c.usable;
+        self.live_mapped += c.map_len;
+        Some(LargeBlock {
+            addr: c.addr,
+            fresh,
+        })
+    }
+
+    fn map(usable: usize, align: usize) -> Option<Cached> {
+        let page = os::page_size();
+        if align <= page {
+            let p = os::map_with_guard(usable)?;
+            let addr = p.as_ptr() as usize;
+            return Some(Cached {
+                addr,
+                usable,
+                map_base: addr,
+                map_len: usable + page,
+            });
+        }
+        let total = usable.checked_add(align)?.checked_add(page)?;
+        let raw = os::reserve(total)?.as_ptr() as usize;
+        let addr = raw.next_multiple_of(align);
+        let end = addr + usable + page;
+        // SAFETY: trimming the head and tail of the reservation just made,
+        // then committing its aligned middle (minus the guard page).
+        unsafe {
+            if addr > raw {
+                os::unmap(raw as *mut u8, addr - raw);
+            }
+            if raw + total > end {
+                os::unmap(end as *mut u8, raw + total - end);
+            }
+            if !os::commit(addr as *mut u8, usable) {
+                os::unmap(addr as *mut u8, usable + page);
+                return None;
+            }
+        }
+        Some(Cached {
+            addr,
+            usable,
+            map_base: addr,
+            map_len: usable + page,
+        })
+    }
+
+    /// State of `addr` in the table.
+    pub fn lookup(&mut self, addr: usize) -> Lookup {
+        match self.find(addr) {
+            Some(i) => {
+                let e = self.slots()[i];
+                if e.state == LIVE {
+                    Lookup::Live {
+                        usable: e.usable,
+                        requested: e.requested,
+                    }
+                } else {
+                    Lookup::Freed
+                }
+            }
+            None => Lookup::Unknown,
+        }
+    }
+
+    /// Frees live mapping `addr` (checked with [`LargeTable::lookup`] first).
+    /// Returns its requested size.
+    pub fn free(&mut self, addr: usize) -> Option<usize> {
+        let i = self.find(addr)?;
+        let e = self.slots()[i];
+        if e.state != LIVE {
+            return None;
+        }
+        self.slots()[i].state = FREED;
+        self.live -= 1;
+        self.live_usable -= e.usable;
+        self.live_mapped -= e.map_len;
+        let c = Cached {
+            addr: e.addr,
+            usable: e.usable,
+            map_base: e.map_base,
+            map_len: e.map_len,
+        };
+        let fits = self.cached_bytes + e.usable <= self.cache_limit && e.map_base == e.addr;
+        let slot = self.cache.iter().position(|c| c.is_none());
+        match (fits, slot) {
+            (true, Some(s)) => {
+                self.cache[s] = Some(c);
+                self.cached_bytes += e.usable;
+            }
+            _ => {
+                // SAFETY: the mapping was created by `map` and is no longer live.
+                unsafe { os::unmap(e.map_base as *mut u8, e.map_len) };
+            }
+        }
+        Some(e.requested)
+    }
+
+    /// Live mappings, their usable bytes, and all mapped bytes (live and cached, guard pages excluded).
+    pub fn totals(&self) -> (usize, usize, usize) {
+        let page = os::page_size();
+        (
+            self.live,
+            self.live_usable,
+            self.live_mapped - self.live * page + self.cached_bytes,
+        )
+    }
+}
+
+impl Drop for LargeTable {
+    fn drop(&mut self) {
+        let page = os::page_size();
+        for e in self.slots().iter().filter(|e| e.state == LIVE) {
+            // SAFETY: the table owns every live mapping; the allocator is going away.
+            unsafe { os::unmap(e.map_base as *mut u8, e.map_len) };
+        }
+        for c in self.cache.iter().flatten() {
+            // SAFETY: cached mappings are owned by the table.
+            unsafe { os::unmap(c.map_base as *mut u8, c.usable + page) };
+        }
+        if self.cap > 0 {
+            unmap_table(self.entries, self.cap);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alloc_free_and_double_free_are_told_apart() {
+        let mut t = LargeTable::new(0);
+        let b = t.alloc(100_000, 16).unwrap();
+        assert_eq!(b.addr % os::page_size(), 0);
+        assert!(matches!(
+            t.lookup(b.addr),
+            Lookup::Live {
+                requested: 100_000,
+                ..
+            }
+        ));
+        assert_eq!(t.free(b.addr), Some(100_000));
+        assert_eq!(t.lookup(b.addr), Lookup::Freed);
+        assert_eq!(t.free(b.addr), None);
+        assert_eq!(t.lookup(b.addr + 16), Lookup::Unknown);
+    }
+
+    #[test]
+    fn over_aligned_mappings_are_aligned() {
+        let mut t = LargeTable::new(1 << 20);
+        let b = t.alloc(10, 1 << 16).unwrap();
+        assert_eq!(b.addr % (1 << 16), 0);
+        t.free(b.addr);
+    }
+
+    #[test]
+    fn many_entries_survive_growth() {
+        let mut t = LargeTable::new(1 << 20);
+        let blocks: Vec<_> = (0..2000)
+            .map(|_| t.alloc(40_000, 16).unwrap().addr)
+            .collect();
+        for &a in &blocks {
+            assert!(matches!(t.lookup(a), Lookup::Live { .. }));
+        }
+        for &a in &blocks {
+            assert!(t.free(a).is_some());
+        }
+        assert_eq!(t.totals().0, 0);
+    }
+}
