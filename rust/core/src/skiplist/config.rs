@@ -1,0 +1,94 @@
+//! Compile-time knobs of a [`BSkipList`](super::BSkipList): node capacity and
+//! the writer lock type.
+//!
+//! The default, [`DefaultConfig`], uses `B = 32`. Why 32: a leaf's keys are
+//! one contiguous array, so a point lookup binary-searches `B` keys in place.
+//! With 8-byte keys, 32 keys are 256 bytes (4 cache lines): a search touches
+//! about 3 of them, and a write copies a ~0.5-1 KiB block. We measured
+//! `B = 16, 32, 64` with `skiplist_ycsb --fanouts 16,32,64` (see
+//! `bench/RESULTS.md`): 16 costs an extra level (more dependent cache misses
+//! per lookup), 64 doubles the bytes each copy-on-write insert copies and
+//! the keys a search touches, for a lookup gain that does not pay for it.
+//!
+//! The lock type is a parameter only so that the model-checking test
+//! (`tests/skiplist_shuttle.rs`) can swap in `shuttle`'s mutex and explore
+//! thread interleavings of the lock protocol; [`Config::interleave`] marks the
+//! points (block publications and loads) where the model may switch threads.
+
+/// A writer-side lock guarding one node. Readers never take it.
+///
+/// ```
+/// use slabcache_core::skiplist::NodeLock;
+/// let lock = parking_lot::Mutex::new(());
+/// let _guard = NodeLock::lock(&lock);
+/// ```
+pub trait NodeLock: Default + Send + Sync + 'static {
+    /// Held while the lock is held.
+    type Guard<'a>
+    where
+        Self: 'a;
+    /// Blocks until the lock is held.
+    fn lock(&self) -> Self::Guard<'_>;
+}
+
+impl NodeLock for parking_lot::Mutex<()> {
+    type Guard<'a> = parking_lot::MutexGuard<'a, ()>;
+    #[inline]
+    fn lock(&self) -> Self::Guard<'_> {
+        parking_lot::Mutex::lock(self)
+    }
+}
+
+/// The knobs of a B-skiplist.
+///
+/// ```
+/// use slabcache_core::skiplist::{BSkipList, Config};
+/// struct Small;
+/// impl Config for Small {
+///     const B: usize = 16;
+///     type Lock = parking_lot::Mutex<()>;
+/// }
+/// let m: BSkipList<u64, u64, Small> = BSkipList::new();
+/// m.insert(1, 2);
+/// assert_eq!(m.get(&1), Some(2));
+/// ```
+pub trait Config: Send + Sync + 'static {
+    /// Most keys a node holds (a power of two, at least 8). Keys are promoted
+    /// one level up with probability `2 / B`, so nodes hold `B / 2` keys on
+    /// average; an insert into a full node promotes the new key instead, which
+    /// splits the node (see `insert.rs`).
+    const B: usize;
+    /// The per-node writer lock.
+    type Lock: NodeLock;
+    /// A scheduling point for model checkers; a no-op in real builds.
+    #[inline(always)]
+    fn interleave() {}
+}
+
+/// `B = 32`, `parking_lot` mutexes: the configuration everyone uses.
+pub struct DefaultConfig;
+
+impl Config for DefaultConfig {
+    const B: usize = 32;
+    type Lock = parking_lot::Mutex<()>;
+}
+
+/// `B = 16`, for the fan-out comparison in the benchmarks.
+pub struct Fanout16;
+
+impl Config for Fanout16 {
+    const B: usize = 16;
+    type Lock = parking_lot::Mutex<()>;
+}
+
+/// `B = 64`, for the fan-out comparison in the benchmarks.
+pub struct Fanout64;
+
+impl Config for Fanout64 {
+    const B: usize = 64;
+    type Lock = parking_lot::Mutex<()>;
+}
+
+/// Height limit: level `MAX_LEVELS - 1` is the top. With `B / 2 = 16` keys
+/// per node on average, 12 levels index 16^12 keys.
+pub(crate) const MAX_LEVELS: usize = 12;
