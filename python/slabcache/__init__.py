@@ -30,7 +30,7 @@ from .errors import (
 # Public pieces, one module each (issue placeholders are filled as each lands).
 # from .allocator import ...
 
-# from .skiplist import ...
+from .skiplist import BSkipList
 
 # from .vectors import ...
 
@@ -43,6 +43,7 @@ __version__: str = _native.__version__
 __all__ = [
     "__version__",
     "AlreadyExistsError",
+    "BSkipList",
     "BufferExportedError",
     "ClosedError",
     "CorruptionError",

@@ -11,7 +11,7 @@ mod info;
 
 // mod slab;
 
-// mod skiplist;
+mod skiplist;
 
 // mod vector;
 
@@ -27,7 +27,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
 
     // slab::register(m)?;
 
-    // skiplist::register(m)?;
+    skiplist::register(m)?;
 
     // vector::register(m)?;
 

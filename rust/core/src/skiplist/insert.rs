@@ -5,9 +5,9 @@ use std::ptr;
 use crossbeam_epoch::{self as epoch, Guard};
 
 use super::block::Builder;
-use super::config::{Config, NodeLock, MAX_LEVELS};
+use super::config::{Config, MAX_LEVELS};
 use super::height::random_height;
-use super::node::{keys, kids, retire_block, vals, Head, Node, NodePtr};
+use super::node::{keys, kids, retire_block, vals, LockedBlock, Node, NodePtr};
 use super::BSkipList;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -194,11 +194,7 @@ where
         // Lock one node per level on the way down. Each child is locked while
         // its parent is, so it cannot split, merge or die meanwhile, and it
         // covers `key` exactly (no moving right).
-        let mut path: Vec<(
-            &Node<K, V, C>,
-            <C::Lock as NodeLock>::Guard<'_>,
-            &Head<K, V, C>,
-        )> = Vec::with_capacity(h);
+        let mut path: Vec<LockedBlock<'_, K, V, C>> = Vec::with_capacity(h);
         let mut parent_blk = tblk;
         let mut child_idx = pos;
         let mut boundary_below = false;

@@ -11,6 +11,12 @@ use super::config::{Config, NodeLock};
 
 /// A pointer to a node, stored in inner blocks.
 pub(crate) type NodePtr<K, V, C> = *const Node<K, V, C>;
+/// A node's writer-lock guard.
+pub(crate) type LockGuard<'a, C> = <<C as Config>::Lock as NodeLock>::Guard<'a>;
+/// A locked node.
+pub(crate) type Locked<'a, K, V, C> = (&'a Node<K, V, C>, LockGuard<'a, C>);
+/// A locked node and the block it had when locked.
+pub(crate) type LockedBlock<'a, K, V, C> = (&'a Node<K, V, C>, LockGuard<'a, C>, &'a Head<K, V, C>);
 /// The header of a node's block.
 pub(crate) type Head<K, V, C> = Header<K, Node<K, V, C>>;
 /// A leaf block: keys and values.
@@ -86,7 +92,7 @@ impl<K, V, C: Config> Node<K, V, C> {
 
 /// Keys of a block.
 #[inline]
-pub(crate) fn keys<'g, K, V, C: Config>(h: &'g Head<K, V, C>) -> &'g [K] {
+pub(crate) fn keys<K, V, C: Config>(h: &Head<K, V, C>) -> &[K] {
     // SAFETY: `h` is a live block (the reference proves it) of either type;
     // the key array sits at the same place in both.
     unsafe { Leaf::<K, V, C>::keys(h) }
@@ -94,14 +100,14 @@ pub(crate) fn keys<'g, K, V, C: Config>(h: &'g Head<K, V, C>) -> &'g [K] {
 
 /// Values of a leaf block.
 #[inline]
-pub(crate) fn vals<'g, K, V, C: Config>(h: &'g Head<K, V, C>) -> &'g [V] {
+pub(crate) fn vals<K, V, C: Config>(h: &Head<K, V, C>) -> &[V] {
     // SAFETY: callers only ask for values of level-0 blocks, which are leaves.
     unsafe { Leaf::<K, V, C>::items(h) }
 }
 
 /// Children of an inner block.
 #[inline]
-pub(crate) fn kids<'g, K, V, C: Config>(h: &'g Head<K, V, C>) -> &'g [NodePtr<K, V, C>] {
+pub(crate) fn kids<K, V, C: Config>(h: &Head<K, V, C>) -> &[NodePtr<K, V, C>] {
     // SAFETY: callers only ask for children of level >= 1 blocks, which are inner.
     unsafe { Inner::<K, V, C>::items(h) }
 }

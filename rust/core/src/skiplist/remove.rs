@@ -5,9 +5,9 @@ use std::borrow::Borrow;
 use crossbeam_epoch::{self as epoch, Guard};
 
 use super::block::Builder;
-use super::config::{Config, NodeLock};
+use super::config::Config;
 use super::insert::move_high;
-use super::node::{keys, kids, retire_block, retire_node, vals, Head, Node, NodePtr};
+use super::node::{keys, kids, retire_block, retire_node, vals, Head, LockGuard, Node, NodePtr};
 use super::BSkipList;
 
 type LeafB<K, V, C> = Builder<K, V, Node<K, V, C>>;
@@ -66,7 +66,7 @@ where
         let guard = &epoch::pin();
         // Lock leaves left to right, keeping every empty one locked, so no
         // smaller key can appear behind us before we remove.
-        let mut held: Vec<<C::Lock as NodeLock>::Guard<'_>> = Vec::new();
+        let mut held: Vec<LockGuard<'_, C>> = Vec::new();
         let mut node = self.head(0);
         loop {
             let g = node.lock();
@@ -92,6 +92,19 @@ where
             // SAFETY: the neighbour of a locked node's current block is live.
             node = unsafe { &*blk.next };
         }
+    }
+
+    /// Removes every entry (one `pop_first` at a time, so concurrent users
+    /// see a shrinking map, never a broken one).
+    ///
+    /// ```
+    /// let m = slabcache_core::skiplist::BSkipList::<u32, u32>::new();
+    /// for i in 0..100 { m.insert(i, i); }
+    /// m.clear();
+    /// assert!(m.is_empty());
+    /// ```
+    pub fn clear(&self) {
+        while self.pop_first().is_some() {}
     }
 
     /// Rewrites the locked leaf `node` without entry `i`; returns it (copies).

@@ -7,7 +7,7 @@ use std::borrow::Borrow;
 use crossbeam_epoch::Guard;
 
 use super::config::Config;
-use super::node::{keys, kids, Head, Node};
+use super::node::{keys, kids, Head, Locked, Node};
 use super::BSkipList;
 
 impl<K, V, C> BSkipList<K, V, C>
@@ -126,7 +126,7 @@ where
         mut node: &'g Node<K, V, C>,
         key: &Q,
         guard: &'g Guard,
-    ) -> Option<(&'g Node<K, V, C>, <C::Lock as super::NodeLock>::Guard<'g>)>
+    ) -> Option<Locked<'g, K, V, C>>
     where
         K: Borrow<Q>,
         Q: Ord + ?Sized,
