@@ -144,6 +144,51 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    #[test]
+    fn insert_many_matches_btreemap(
+        before in proptest::collection::vec((0u16..2000, any::<u32>()), 0..300),
+        batches in proptest::collection::vec(proptest::collection::vec((0u16..2000, any::<u32>()), 0..700), 1..4),
+    ) {
+        let m: BSkipList<u16, u32, Tiny> = BSkipList::new();
+        let mut model = BTreeMap::new();
+        for (k, v) in before {
+            m.insert(k, v);
+            model.insert(k, v);
+        }
+        for batch in batches {
+            for &(k, v) in &batch {
+                model.insert(k, v);
+            }
+            m.insert_many(batch);
+            m.check_invariants().unwrap();
+        }
+        prop_assert_eq!(m.len(), model.len());
+        let got: Vec<_> = m.iter().collect();
+        let want: Vec<_> = model.into_iter().collect();
+        prop_assert_eq!(got, want);
+    }
+}
+
+#[test]
+fn insert_many_bulk_load_fills_leaves() {
+    let m: BSkipList<u64, u64> = BSkipList::new();
+    m.insert_many(
+        (0..100_000u64)
+            .rev()
+            .map(|i| (i * 7919 % 100_003, i))
+            .collect(),
+    );
+    m.check_invariants().unwrap();
+    assert_eq!(m.len(), 100_000);
+    let leaves = m.nodes_per_level()[0];
+    // Node boundaries come from the random promotions (B / 2 = 16 keys per
+    // node on average), not from one rewrite per key.
+    assert!(leaves < 100_000 / 10, "{leaves} leaves for 100k keys");
+}
+
 #[test]
 fn string_keys_and_borrowed_lookups() {
     let m: BSkipList<String, Vec<u8>, Tiny> = BSkipList::new();

@@ -246,3 +246,43 @@ fn concurrent_get_or_insert_agrees() {
     }
     assert_eq!(m.len(), 5_000);
 }
+
+/// Batches from several threads into overlapping ranges: every key lands,
+/// and the value is one some thread wrote for it.
+#[test]
+fn concurrent_insert_many_is_exact() {
+    let m = Arc::new(BSkipList::<u64, u64, Tiny>::new());
+    let handles: Vec<_> = (0..4u64)
+        .map(|t| {
+            let m = Arc::clone(&m);
+            thread::spawn(move || {
+                for round in 0..20u64 {
+                    let batch: Vec<(u64, u64)> = (0..500u64)
+                        .map(|i| ((i * 13 + round * 7 + t) % 3000, t))
+                        .collect();
+                    m.insert_many(batch);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    m.check_invariants().unwrap();
+    let mut want = std::collections::BTreeSet::new();
+    for t in 0..4u64 {
+        for round in 0..20u64 {
+            for i in 0..500u64 {
+                want.insert((i * 13 + round * 7 + t) % 3000);
+            }
+        }
+    }
+    let got: Vec<u64> = m
+        .iter()
+        .map(|(k, v)| {
+            assert!(v < 4);
+            k
+        })
+        .collect();
+    assert_eq!(got, want.into_iter().collect::<Vec<_>>());
+}

@@ -376,9 +376,12 @@ impl PyBSkipList {
                 let keys = keys.as_slice()?.to_vec();
                 check_len(keys.len(), vals.len())?;
                 py.allow_threads(|| {
-                    for (k, v) in keys.into_iter().zip(vals) {
-                        m.insert(k, PyValue::Int(v));
-                    }
+                    m.insert_many(
+                        keys.into_iter()
+                            .zip(vals)
+                            .map(|(k, v)| (k, PyValue::Int(v)))
+                            .collect(),
+                    )
                 });
                 Ok(())
             }
@@ -386,9 +389,12 @@ impl PyBSkipList {
                 let keys = float_keys(keys)?;
                 check_len(keys.len(), vals.len())?;
                 py.allow_threads(|| {
-                    for (k, v) in keys.into_iter().zip(vals) {
-                        m.insert(k, PyValue::Int(v));
-                    }
+                    m.insert_many(
+                        keys.into_iter()
+                            .zip(vals)
+                            .map(|(k, v)| (k, PyValue::Int(v)))
+                            .collect(),
+                    )
                 });
                 Ok(())
             }
@@ -416,9 +422,7 @@ impl PyBSkipList {
                 .map(|v| Ok(PyValue::from_py(&v?)))
                 .collect::<PyResult<_>>()?;
             check_len(ks.len(), vs.len())?;
-            for (k, v) in ks.into_iter().zip(vs) {
-                m.insert(k, v);
-            }
+            m.insert_many(ks.into_iter().zip(vs).collect());
             Ok(())
         })
     }

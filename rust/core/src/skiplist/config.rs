@@ -73,6 +73,14 @@ impl Config for DefaultConfig {
     type Lock = parking_lot::Mutex<()>;
 }
 
+/// `B = 32`, for the fan-out comparison in the benchmarks.
+pub struct Fanout32;
+
+impl Config for Fanout32 {
+    const B: usize = 32;
+    type Lock = parking_lot::Mutex<()>;
+}
+
 /// `B = 16`, for the fan-out comparison in the benchmarks.
 pub struct Fanout16;
 
@@ -86,6 +94,14 @@ pub struct Fanout64;
 
 impl Config for Fanout64 {
     const B: usize = 64;
+    type Lock = parking_lot::Mutex<()>;
+}
+
+/// `B = 128`, for the fan-out comparison in the benchmarks.
+pub struct Fanout128;
+
+impl Config for Fanout128 {
+    const B: usize = 128;
     type Lock = parking_lot::Mutex<()>;
 }
 

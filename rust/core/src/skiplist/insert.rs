@@ -7,7 +7,7 @@ use crossbeam_epoch::{self as epoch, Guard};
 use super::block::Builder;
 use super::config::{Config, MAX_LEVELS};
 use super::height::random_height;
-use super::node::{keys, kids, retire_block, vals, LockedBlock, Node, NodePtr};
+use super::node::{keys, kids, retire_block, retire_leaf_values, vals, LockedBlock, Node, NodePtr};
 use super::BSkipList;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -77,9 +77,139 @@ where
         }
     }
 
-    fn put(&self, mut key: K, mut value: V, mode: Mode) -> Put<V> {
+    fn put(&self, key: K, value: V, mode: Mode) -> Put<V> {
         let guard = &epoch::pin();
-        let mut h = random_height(C::B);
+        self.put_height(key, value, mode, random_height(C::B), guard)
+    }
+
+    /// Inserts or replaces every `(key, value)` of `items` (a later duplicate
+    /// wins). Faster than one `insert` per item: the batch is sorted (in
+    /// parallel), and consecutive keys that land in the same leaf are merged
+    /// into it with one rewrite. Each key is still inserted atomically;
+    /// concurrent readers see a prefix-free mix of old and new keys.
+    ///
+    /// ```
+    /// let m = slabcache_core::skiplist::BSkipList::<u64, u64>::new();
+    /// m.insert_many(vec![(3, 30), (1, 10), (3, 31), (2, 20)]);
+    /// assert_eq!(m.iter().collect::<Vec<_>>(), [(1, 10), (2, 20), (3, 31)]);
+    /// ```
+    pub fn insert_many(&self, mut items: Vec<(K, V)>) {
+        use rayon::slice::ParallelSliceMut;
+        if items.len() > 4096 {
+            items.par_sort_by(|a, b| a.0.cmp(&b.0));
+        } else {
+            items.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        // Stable sort: among equal keys the last one given is last; keep it.
+        items.dedup_by(|later, kept| {
+            if later.0 == kept.0 {
+                std::mem::swap(&mut later.1, &mut kept.1);
+                true
+            } else {
+                false
+            }
+        });
+        let heights: Vec<u8> = (0..items.len())
+            .map(|_| random_height(C::B) as u8)
+            .collect();
+        let mut guard = epoch::pin();
+        let mut idx = 0;
+        let mut it = items.into_iter().peekable();
+        while let Some((key, value)) = it.next() {
+            let h = heights[idx] as usize;
+            idx += 1;
+            if idx % 1024 == 0 {
+                // Let the collector free what long batches retire.
+                guard.repin();
+            }
+            if h > 0 {
+                self.put_height(key, value, Mode::Upsert, h, &guard);
+                continue;
+            }
+            let (node, _) = self.find(&key, 0, &guard);
+            let Some((node, g)) = self.lock_covering(node, &key, &guard) else {
+                self.put_height(key, value, Mode::Upsert, 0, &guard);
+                continue;
+            };
+            let blk = node.block(&guard);
+            let ks = keys::<K, V, C>(blk);
+            let vs = vals::<K, V, C>(blk);
+            let room = C::B.saturating_sub(ks.len());
+            let first_new = usize::from(ks.binary_search(&key).is_err());
+            if first_new > room {
+                // Full leaf: the single-key path promotes and splits it.
+                drop(g);
+                self.put_height(key, value, Mode::Upsert, 0, &guard);
+                continue;
+            }
+            let mut new_keys = first_new;
+            let mut batch = vec![(key, value)];
+            while let Some((next_key, _)) = it.peek() {
+                if heights[idx] != 0 || blk.high.as_ref().is_some_and(|h| next_key >= h) {
+                    break;
+                }
+                let fresh = ks.binary_search(next_key).is_err();
+                if fresh && new_keys == room {
+                    break;
+                }
+                new_keys += usize::from(fresh);
+                batch.extend(it.next());
+                idx += 1;
+            }
+            let n = ks.len() + new_keys;
+            let mut b = LeafB::<K, V, C>::new(blk.next, None, n, n);
+            let mut replaced = Vec::new();
+            // SAFETY: a merge: every old key moves into the new block, every
+            // old value too except the replaced ones, which the retired block
+            // drops; new keys equal to old ones are dropped right here
+            // (they were never shared).
+            unsafe {
+                move_high(&mut b, blk);
+                let mut i = 0;
+                let mut new_vals: Vec<Option<V>> = Vec::with_capacity(batch.len());
+                let mut order: Vec<(bool, usize)> = Vec::with_capacity(n);
+                for (j, (k, v)) in batch.into_iter().enumerate() {
+                    while i < ks.len() && ks[i] < k {
+                        b.move_keys(&ks[i..i + 1]);
+                        order.push((false, i));
+                        i += 1;
+                    }
+                    if i < ks.len() && ks[i] == k {
+                        b.move_keys(&ks[i..i + 1]);
+                        order.push((true, j));
+                        replaced.push(i);
+                        i += 1;
+                    } else {
+                        b.push_key(k);
+                        order.push((true, j));
+                    }
+                    new_vals.push(Some(v));
+                }
+                b.move_keys(&ks[i..]);
+                for (new, at) in order {
+                    if new {
+                        b.push_item(new_vals[at].take().expect("each new value once"));
+                    } else {
+                        b.move_items(&vs[at..at + 1]);
+                    }
+                }
+                b.move_items(&vs[i..]);
+                let old = node.publish(b.finish());
+                retire_leaf_values(&guard, old, replaced);
+            }
+            drop(g);
+            self.len.add(new_keys as isize);
+        }
+    }
+
+    fn put_height(
+        &self,
+        mut key: K,
+        mut value: V,
+        mode: Mode,
+        mut h: usize,
+        guard: &Guard,
+    ) -> Put<V> {
         let mut may_promote = true;
         loop {
             let step = if h == 0 {

@@ -145,6 +145,26 @@ where
         });
     }
 
+    /// Calls `f` on entries from `lo` upwards, in increasing order, while it
+    /// returns `true` (under one epoch pin; each key at most once).
+    ///
+    /// ```
+    /// use std::ops::Bound::*;
+    /// let m = slabcache_core::skiplist::BSkipList::<u32, u32>::new();
+    /// for k in 0..100 { m.insert(k, k); }
+    /// let mut first_three = Vec::new();
+    /// m.for_each_while(Included(&50), |k, _| { first_three.push(*k); first_three.len() < 3 });
+    /// assert_eq!(first_three, [50, 51, 52]);
+    /// ```
+    pub fn for_each_while<Q>(&self, lo: Bound<&Q>, f: impl FnMut(&K, &V) -> bool)
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        let guard = &epoch::pin();
+        self.scan_forward(lo, guard, f);
+    }
+
     /// Copies up to `max` entries inside `lo..hi` into `out`, ascending from
     /// `lo` (or descending from `hi` if `reverse`).
     pub fn collect_range<Q>(

@@ -69,7 +69,7 @@ mod search;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-pub use config::{Config, DefaultConfig, Fanout16, Fanout64, NodeLock};
+pub use config::{Config, DefaultConfig, Fanout128, Fanout16, Fanout32, Fanout64, NodeLock};
 pub use iter::{Range, RangeCursor};
 pub use key::F64Key;
 

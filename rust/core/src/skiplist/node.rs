@@ -137,6 +137,27 @@ pub(crate) unsafe fn retire_block<K, V, C: Config>(
     });
 }
 
+/// Frees a retired leaf block after the current epoch, dropping the values
+/// at `drop_items` (replaced by a batch merge) and nothing else.
+///
+/// # Safety
+/// As for [`retire_block`].
+pub(crate) unsafe fn retire_leaf_values<K, V, C: Config>(
+    guard: &Guard,
+    old: *mut Head<K, V, C>,
+    drop_items: Vec<usize>,
+) {
+    let addr = old as usize;
+    guard.defer_unchecked(move || {
+        let old = addr as *mut Head<K, V, C>;
+        let items = Leaf::<K, V, C>::items(old).as_ptr() as *mut V;
+        for i in drop_items {
+            std::ptr::drop_in_place(items.add(i));
+        }
+        Leaf::<K, V, C>::free_shallow(old, None, None, false)
+    });
+}
+
 /// Frees an unlinked node (and its last block, whose entries and fence moved
 /// into its left neighbour)
 /// after the current epoch.
