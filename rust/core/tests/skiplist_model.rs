@@ -167,8 +167,16 @@ proptest! {
         }
         prop_assert_eq!(m.len(), model.len());
         let got: Vec<_> = m.iter().collect();
-        let want: Vec<_> = model.into_iter().collect();
+        let want: Vec<_> = model.clone().into_iter().collect();
         prop_assert_eq!(got, want);
+        // The built structure keeps working: removes merge, inserts split.
+        for k in (0u16..2000).step_by(3) {
+            prop_assert_eq!(m.remove(&k), model.remove(&k));
+            m.insert(k + 1, 7);
+            model.insert(k + 1, 7);
+        }
+        m.check_invariants().unwrap();
+        prop_assert_eq!(m.iter().collect::<Vec<_>>(), model.into_iter().collect::<Vec<_>>());
     }
 }
 

@@ -95,7 +95,9 @@ where
     /// ```
     pub fn insert_many(&self, mut items: Vec<(K, V)>) {
         use rayon::slice::ParallelSliceMut;
-        if items.len() > 4096 {
+        if items.windows(2).all(|w| w[0].0 < w[1].0) {
+            // Already sorted, no duplicates.
+        } else if items.len() > 4096 {
             items.par_sort_by(|a, b| a.0.cmp(&b.0));
         } else {
             items.sort_by(|a, b| a.0.cmp(&b.0));
@@ -113,6 +115,14 @@ where
             .map(|_| random_height(C::B) as u8)
             .collect();
         let mut guard = epoch::pin();
+        let head = self.head(0).block(&guard);
+        if head.next.is_null() && keys::<K, V, C>(head).is_empty() {
+            // An empty list: build it level by level instead.
+            match self.bulk_load(items, heights.clone(), &guard) {
+                Ok(()) => return,
+                Err(back) => items = back,
+            }
+        }
         let mut idx = 0;
         let mut it = items.into_iter().peekable();
         while let Some((key, value)) = it.next() {

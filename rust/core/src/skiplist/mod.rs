@@ -54,6 +54,7 @@
 //! ```
 
 mod block;
+mod bulk;
 mod config;
 mod counter;
 mod height;
