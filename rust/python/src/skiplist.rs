@@ -440,18 +440,18 @@ impl PyBSkipList {
                     .extract()
                     .map_err(|_| py_err(ErrorKind::InvalidType, "keys must be an int64 array"))?;
                 let keys = keys.as_slice()?.to_vec();
-                py.allow_threads(|| keys.iter().map(|k| m.get(k)).collect())
+                py.allow_threads(|| m.get_many(&keys))
             }
             AnyMap::Float(m) => {
                 let keys = float_keys(keys)?;
-                py.allow_threads(|| keys.iter().map(|k| m.get(k)).collect())
+                py.allow_threads(|| m.get_many(&keys))
             }
             _ => with_map!(self, m, K, {
                 let ks: Vec<K> = keys
                     .try_iter()?
                     .map(|k| K::from_py(&k?))
                     .collect::<PyResult<_>>()?;
-                ks.iter().map(|k| m.get(k)).collect()
+                m.get_many(&ks)
             }),
         };
         let found: Vec<bool> = vals.iter().map(Option::is_some).collect();

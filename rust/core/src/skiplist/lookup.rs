@@ -53,6 +53,30 @@ where
         Some(f(&vals::<K, V, C>(blk)[i]))
     }
 
+    /// Copies of the values of many keys, in order (`None` where absent).
+    /// Large batches are looked up on several threads (rayon).
+    ///
+    /// ```
+    /// let m = slabcache_core::skiplist::BSkipList::<u64, u64>::new();
+    /// m.insert(1, 10);
+    /// assert_eq!(m.get_many(&[1, 2]), vec![Some(10), None]);
+    /// ```
+    pub fn get_many<Q>(&self, keys: &[Q]) -> Vec<Option<V>>
+    where
+        K: Borrow<Q>,
+        Q: Ord + Sync,
+    {
+        use rayon::prelude::*;
+        const PAR_MIN: usize = 32 * 1024;
+        if keys.len() >= PAR_MIN {
+            keys.par_chunks(4096)
+                .flat_map_iter(|chunk| chunk.iter().map(|k| self.get(k)))
+                .collect()
+        } else {
+            keys.iter().map(|k| self.get(k)).collect()
+        }
+    }
+
     /// Whether `key` is present.
     ///
     /// ```
