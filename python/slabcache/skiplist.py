@@ -50,7 +50,7 @@ _MISSING: Any = object()
 _KEYS, _VALUES, _ITEMS = 0, 1, 2
 
 
-class BSkipList(MutableMapping[Any, Any]):
+class BSkipList(_native.BSkipListCore, MutableMapping[Any, Any]):
     """A sorted mapping with typed keys, safe for concurrent use.
 
     Args:
@@ -70,44 +70,23 @@ class BSkipList(MutableMapping[Any, Any]):
         (1, 0, True, 2)
     """
 
-    __slots__ = ("_m",)
+    # The native base holds the map and implements ``len``, ``in``,
+    # ``m[k]``, ``m[k] = v`` and ``del m[k]`` directly (no Python frame), and
+    # the ``key_type`` property. Everything else is here.
+    __slots__ = ()
 
     def __init__(self, key_type: KeyType = "int", items: Iterable[Any] | Any | None = None) -> None:
-        self._m = _native.BSkipListCore(key_type)
+        # The native ``__new__`` already built the map for ``key_type``.
         if items is not None:
             self.update(items)
 
-    @property
-    def key_type(self) -> str:
-        """The key type given at construction."""
-        return self._m.key_type
-
     # ---- mapping protocol ------------------------------------------------
 
-    def __len__(self) -> int:
-        return len(self._m)
-
-    def __contains__(self, key: object) -> bool:
-        return self._m.contains(key)
-
-    def __getitem__(self, key: Any) -> Any:
-        value = self._m.get(key, _MISSING)
-        if value is _MISSING:
-            raise NotFoundError(key)
-        return value
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self._m.insert(key, value)
-
-    def __delitem__(self, key: Any) -> None:
-        if self._m.remove(key, _MISSING) is _MISSING:
-            raise NotFoundError(key)
-
     def __iter__(self) -> Iterator[Any]:
-        return self._m.iter(None, None, True, True, False, _KEYS)
+        return self._iter(None, None, True, True, False, _KEYS)
 
     def __reversed__(self) -> Iterator[Any]:
-        return self._m.iter(None, None, True, True, True, _KEYS)
+        return self._iter(None, None, True, True, True, _KEYS)
 
     def __repr__(self) -> str:
         body = ", ".join(f"{k!r}: {v!r}" for k, v in self.items())
@@ -126,11 +105,11 @@ class BSkipList(MutableMapping[Any, Any]):
 
     def get(self, key: Any, default: Any = None) -> Any:
         """The value of ``key``, or ``default``."""
-        return self._m.get(key, default)
+        return self._get(key, default)
 
     def pop(self, key: Any, default: Any = _MISSING) -> Any:
         """Removes ``key`` and returns its value (``default``, or KeyError, if absent)."""
-        value = self._m.remove(key, _MISSING)
+        value = self._remove(key, _MISSING)
         if value is _MISSING:
             if default is _MISSING:
                 raise NotFoundError(key)
@@ -139,19 +118,19 @@ class BSkipList(MutableMapping[Any, Any]):
 
     def setdefault(self, key: Any, default: Any = None) -> Any:
         """Atomically: the value of ``key``, inserting ``default`` first if absent."""
-        return self._m.setdefault(key, default)
+        return self._setdefault(key, default)
 
     def clear(self) -> None:
         """Removes every entry."""
-        self._m.clear()
+        self._clear()
 
     def popitem(self) -> tuple[Any, Any]:
         """Removes and returns the last ``(key, value)`` (like ``SortedDict.popitem``)."""
         while True:
-            last = self._m.last()
+            last = self._last()
             if last is None:
                 raise NotFoundError("popitem(): BSkipList is empty")
-            value = self._m.remove(last[0], _MISSING)
+            value = self._remove(last[0], _MISSING)
             if value is not _MISSING:  # else another thread took it: retry
                 return (last[0], value)
 
@@ -159,29 +138,29 @@ class BSkipList(MutableMapping[Any, Any]):
 
     def first(self) -> tuple[Any, Any] | None:
         """The smallest ``(key, value)``, or None when empty."""
-        return self._m.first()
+        return self._first()
 
     def last(self) -> tuple[Any, Any] | None:
         """The largest ``(key, value)``, or None when empty."""
-        return self._m.last()
+        return self._last()
 
     def pop_first(self) -> tuple[Any, Any]:
         """Atomically removes and returns the smallest ``(key, value)``.
 
         Raises :class:`~slabcache.errors.NotFoundError` (a ``KeyError``) when empty.
         """
-        item = self._m.pop_first()
+        item = self._pop_first()
         if item is None:
             raise NotFoundError("pop_first(): BSkipList is empty")
         return item
 
     def ceiling(self, key: Any, inclusive: bool = True) -> tuple[Any, Any] | None:
         """The first ``(key, value)`` with key ``>= key`` (``>`` if not inclusive)."""
-        return self._m.lower_bound(key, inclusive)
+        return self._lower_bound(key, inclusive)
 
     def floor(self, key: Any, inclusive: bool = True) -> tuple[Any, Any] | None:
         """The last ``(key, value)`` with key ``<= key`` (``<`` if not inclusive)."""
-        return self._m.upper_bound(key, inclusive)
+        return self._upper_bound(key, inclusive)
 
     def irange(
         self,
@@ -200,19 +179,19 @@ class BSkipList(MutableMapping[Any, Any]):
             ([3, 4, 5], [6, 5, 4])
         """
         lo_inc, hi_inc = inclusive
-        return self._m.iter(minimum, maximum, lo_inc, hi_inc, reverse, _KEYS)
+        return self._iter(minimum, maximum, lo_inc, hi_inc, reverse, _KEYS)
 
     def keys(  # type: ignore[override]
         self, lo: Any = None, hi: Any = None, inclusive: tuple[bool, bool] = (True, False)
     ) -> Iterator[Any]:
         """Keys in order, optionally within ``lo``..``hi``."""
-        return self._m.iter(lo, hi, inclusive[0], inclusive[1], False, _KEYS)
+        return self._iter(lo, hi, inclusive[0], inclusive[1], False, _KEYS)
 
     def values(  # type: ignore[override]
         self, lo: Any = None, hi: Any = None, inclusive: tuple[bool, bool] = (True, False)
     ) -> Iterator[Any]:
         """Values in key order, optionally for keys within ``lo``..``hi``."""
-        return self._m.iter(lo, hi, inclusive[0], inclusive[1], False, _VALUES)
+        return self._iter(lo, hi, inclusive[0], inclusive[1], False, _VALUES)
 
     def items(  # type: ignore[override]
         self,
@@ -222,7 +201,7 @@ class BSkipList(MutableMapping[Any, Any]):
         reverse: bool = False,
     ) -> Iterator[tuple[Any, Any]]:
         """``(key, value)`` pairs in key order, optionally within ``lo``..``hi``."""
-        return self._m.iter(lo, hi, inclusive[0], inclusive[1], reverse, _ITEMS)
+        return self._iter(lo, hi, inclusive[0], inclusive[1], reverse, _ITEMS)
 
     # ---- batches ---------------------------------------------------------
 
@@ -260,15 +239,15 @@ class BSkipList(MutableMapping[Any, Any]):
                 varr = np.ascontiguousarray(values, dtype=np.int64)
                 if varr.ndim != 1:
                     raise InvalidArgumentError("values must be one-dimensional")
-                self._m.update_many_numeric(karr, varr)
+                self._update_many_numeric(karr, varr)
                 return
             if isinstance(values, np.ndarray):
                 values = values.tolist()
-            self._m.update_many_objects(karr.tolist(), values)
+            self._update_many_objects(karr.tolist(), values)
             return
         if isinstance(values, np.ndarray):
             values = values.tolist()
-        self._m.update_many_objects(keys, values)
+        self._update_many_objects(keys, values)
 
     def get_many(self, keys: Any) -> tuple[np.ndarray, np.ndarray]:
         """``(values, found)`` for a batch of keys, in one call.
@@ -283,8 +262,8 @@ class BSkipList(MutableMapping[Any, Any]):
             ([10, 0, 20], [True, False, True])
         """
         if self.key_type in ("int", "float"):
-            return self._m.get_many(self._key_array(keys))
-        return self._m.get_many(keys)
+            return self._get_many(self._key_array(keys))
+        return self._get_many(keys)
 
     def range_arrays(
         self, lo: Any = None, hi: Any = None, inclusive: tuple[bool, bool] = (True, False)
@@ -294,4 +273,4 @@ class BSkipList(MutableMapping[Any, Any]):
         Keys are int64/float64 for int/float maps (object arrays otherwise);
         values as in :meth:`get_many`. One call, GIL released for int/float keys.
         """
-        return self._m.range_arrays(lo, hi, inclusive[0], inclusive[1])
+        return self._range_arrays(lo, hi, inclusive[0], inclusive[1])

@@ -198,15 +198,21 @@ fn values_array<'py>(py: Python<'py>, vals: &[Option<PyValue>]) -> Bound<'py, Py
 }
 
 /// The native map; `slabcache.skiplist.BSkipList` wraps it.
-#[pyclass(name = "BSkipListCore", module = "slabcache._native", frozen)]
+#[pyclass(name = "BSkipListCore", module = "slabcache._native", frozen, subclass)]
 pub struct PyBSkipList {
     map: AnyMap,
 }
 
 #[pymethods]
 impl PyBSkipList {
+    /// Extra arguments are for the Python subclass's `__init__`.
     #[new]
-    fn new(key_type: &str) -> PyResult<Self> {
+    #[pyo3(signature = (key_type = "int", *_args, **_kwargs))]
+    fn new(
+        key_type: &str,
+        _args: &Bound<'_, PyTuple>,
+        _kwargs: Option<&Bound<'_, pyo3::types::PyDict>>,
+    ) -> PyResult<Self> {
         let map = match key_type {
             "int" => AnyMap::Int(Arc::default()),
             "float" => AnyMap::Float(Arc::default()),
@@ -231,11 +237,45 @@ impl PyBSkipList {
         with_map!(self, m, _K, m.len())
     }
 
+    fn __contains__(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
+        self.contains(key)
+    }
+
+    fn __getitem__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+        with_map!(
+            self,
+            m,
+            K,
+            match m.get(&K::from_py(key)?) {
+                Some(v) => Ok(v.to_py(py)),
+                None => Err(key_error(py, key)),
+            }
+        )
+    }
+
+    fn __setitem__(&self, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.insert(key, value)
+    }
+
+    fn __delitem__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<()> {
+        with_map!(
+            self,
+            m,
+            K,
+            match m.remove(&K::from_py(key)?) {
+                Some(_) => Ok(()),
+                None => Err(key_error(py, key)),
+            }
+        )
+    }
+
+    #[pyo3(name = "_contains")]
     fn contains(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
         with_map!(self, m, K, Ok(m.contains_key(&K::from_py(key)?)))
     }
 
     /// The value, or `default` when absent.
+    #[pyo3(name = "_get")]
     fn get(&self, py: Python<'_>, key: &Bound<'_, PyAny>, default: PyObject) -> PyResult<PyObject> {
         with_map!(
             self,
@@ -245,6 +285,7 @@ impl PyBSkipList {
         )
     }
 
+    #[pyo3(name = "_insert")]
     fn insert(&self, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
         with_map!(self, m, K, {
             m.insert(K::from_py(key)?, PyValue::from_py(value));
@@ -253,6 +294,7 @@ impl PyBSkipList {
     }
 
     /// Removes the key; its value, or `default` when absent.
+    #[pyo3(name = "_remove")]
     fn remove(
         &self,
         py: Python<'_>,
@@ -267,6 +309,7 @@ impl PyBSkipList {
         )
     }
 
+    #[pyo3(name = "_setdefault")]
     fn setdefault(
         &self,
         py: Python<'_>,
@@ -282,18 +325,22 @@ impl PyBSkipList {
         )
     }
 
+    #[pyo3(name = "_first")]
     fn first<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
         with_map!(self, m, _K, entry(py, m.first()))
     }
 
+    #[pyo3(name = "_last")]
     fn last<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
         with_map!(self, m, _K, entry(py, m.last()))
     }
 
+    #[pyo3(name = "_pop_first")]
     fn pop_first<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
         with_map!(self, m, _K, entry(py, m.pop_first()))
     }
 
+    #[pyo3(name = "_lower_bound")]
     fn lower_bound<'py>(
         &self,
         py: Python<'py>,
@@ -306,6 +353,7 @@ impl PyBSkipList {
         })
     }
 
+    #[pyo3(name = "_upper_bound")]
     fn upper_bound<'py>(
         &self,
         py: Python<'py>,
@@ -318,12 +366,14 @@ impl PyBSkipList {
         })
     }
 
+    #[pyo3(name = "_clear")]
     fn clear(&self, py: Python<'_>) {
         with_map!(self, m, _K, py.allow_threads(|| m.clear()))
     }
 
     /// A lazy iterator: `mode` 0 keys, 1 values, 2 (key, value) items.
     #[pyo3(signature = (lo, hi, lo_inclusive, hi_inclusive, reverse, mode))]
+    #[pyo3(name = "_iter")]
     fn iter(
         &self,
         lo: Option<&Bound<'_, PyAny>>,
@@ -361,6 +411,7 @@ impl PyBSkipList {
 
     /// Int64 keys (int map) or float64 keys (float map) with int64 values:
     /// converted and inserted with the GIL released.
+    #[pyo3(name = "_update_many_numeric")]
     fn update_many_numeric(
         &self,
         py: Python<'_>,
@@ -407,6 +458,7 @@ impl PyBSkipList {
 
     /// Any keys (a sequence) and any values (a sequence of the same length).
     /// Every key is checked before anything is inserted.
+    #[pyo3(name = "_update_many_objects")]
     fn update_many_objects(
         &self,
         keys: &Bound<'_, PyAny>,
@@ -429,6 +481,7 @@ impl PyBSkipList {
 
     /// `(values, found)`: values is int64 (0 where missing) when every found
     /// value is an int, else an object array (None where missing).
+    #[pyo3(name = "_get_many")]
     fn get_many<'py>(
         &self,
         py: Python<'py>,
@@ -461,6 +514,7 @@ impl PyBSkipList {
     /// `(keys, values)` of the entries in the range, ascending; numpy arrays
     /// (int64/float64 keys for int/float maps, object arrays otherwise).
     #[pyo3(signature = (lo, hi, lo_inclusive, hi_inclusive))]
+    #[pyo3(name = "_range_arrays")]
     fn range_arrays<'py>(
         &self,
         py: Python<'py>,
@@ -494,6 +548,14 @@ impl PyBSkipList {
                 Ok((PyArray1::from_vec(py, ks).into_any(), values_array(py, &vs)))
             }),
         }
+    }
+}
+
+/// `NotFoundError(key)` (a `KeyError` whose argument is the key, like dict's).
+fn key_error(py: Python<'_>, key: &Bound<'_, PyAny>) -> PyErr {
+    match crate::errors::class_for(py, ErrorKind::NotFound) {
+        Ok(cls) => PyErr::from_type(cls, (key.clone().unbind(),)),
+        Err(e) => e,
     }
 }
 
