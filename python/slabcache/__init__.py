@@ -29,6 +29,7 @@ from .errors import (
 
 # Public pieces, one module each (issue placeholders are filled as each lands).
 # from .allocator import ...
+
 from .skiplist import BSkipList
 
 # from .vectors import ...
