@@ -271,3 +271,25 @@ fn values_are_dropped_exactly_once() {
         "leaked or double-dropped values"
     );
 }
+
+#[test]
+fn insert_many_large_batch_later_duplicates_win() {
+    // Above the parallel-sort threshold, with many duplicates spread out.
+    let batch: Vec<(u32, u32)> = (0..50_000u32).map(|i| ((i * 7_919) % 10_007, i)).collect();
+    let mut model = BTreeMap::new();
+    for &(k, v) in &batch {
+        model.insert(k, v);
+    }
+    for pre_filled in [false, true] {
+        let m: BSkipList<u32, u32> = BSkipList::new();
+        if pre_filled {
+            m.insert(5, 0);
+        }
+        m.insert_many(batch.clone());
+        m.check_invariants().unwrap();
+        assert_eq!(
+            m.iter().collect::<Vec<_>>(),
+            model.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>()
+        );
+    }
+}

@@ -97,8 +97,16 @@ where
         use rayon::slice::ParallelSliceMut;
         if items.windows(2).all(|w| w[0].0 < w[1].0) {
             // Already sorted, no duplicates.
-        } else if items.len() > 4096 {
-            items.par_sort_by(|a, b| a.0.cmp(&b.0));
+        } else if items.len() > 4096 && items.len() < u32::MAX as usize {
+            // Parallel unstable sort, made stable by the original position
+            // (faster than a stable merge sort, and no scratch buffer).
+            let mut tagged: Vec<(K, u32, V)> = items
+                .into_iter()
+                .enumerate()
+                .map(|(i, (k, v))| (k, i as u32, v))
+                .collect();
+            tagged.par_sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+            items = tagged.into_iter().map(|(k, _, v)| (k, v)).collect();
         } else {
             items.sort_by(|a, b| a.0.cmp(&b.0));
         }
