@@ -10,7 +10,7 @@
 //! never lock and never see a half-written node.
 //!
 //! Keys and items are stored in two arrays so a binary search touches only
-//! keys: with `B = 32` and 8-byte keys that is 4 cache lines.
+//! keys: with `B = 64` and 8-byte keys that is at most 8 cache lines.
 
 use std::alloc::{alloc, dealloc, handle_alloc_error, Layout};
 use std::marker::PhantomData;
