@@ -79,7 +79,9 @@ where
 
     fn put(&self, key: K, value: V, mode: Mode) -> Put<V> {
         let guard = &epoch::pin();
-        self.put_height(key, value, mode, random_height(C::B), guard)
+        let put = self.put_height(key, value, mode, random_height(C::B), guard);
+        super::reclaim::after_write(guard);
+        put
     }
 
     /// Inserts or replaces every `(key, value)` of `items` (a later duplicate

@@ -64,6 +64,7 @@ mod iter;
 mod key;
 mod lookup;
 mod node;
+mod reclaim;
 mod remove;
 mod search;
 

@@ -47,6 +47,7 @@ where
             if left <= C::B / 8 {
                 self.compact(key, 1, guard);
             }
+            super::reclaim::after_write(guard);
             return Some(v);
         }
     }
@@ -83,6 +84,7 @@ where
                 if left <= C::B / 8 {
                     self.compact(&entry.0, 1, guard);
                 }
+                super::reclaim::after_write(guard);
                 return Some(entry);
             }
             if blk.next.is_null() {
