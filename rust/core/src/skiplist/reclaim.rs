@@ -10,7 +10,11 @@ use std::cell::Cell;
 
 use crossbeam_epoch::Guard;
 
-/// Writes between two flushes of this thread's garbage bag.
+/// Writes between two flushes of this thread's garbage bag. Measured on the
+/// dev VM (1-2 threads, 1M keys): 16 gives an insert p99 of 2-3 us, 32 gives
+/// 4-5 us, crossbeam's own pacing ~20 us; throughput was the same within
+/// noise. Each flush also tries to advance the global epoch (a read of every
+/// thread's epoch), which is what a larger value would save on many cores.
 const FLUSH_EVERY: u32 = 16;
 
 thread_local! {
