@@ -1,7 +1,13 @@
 """slabcache: memory allocator and cache manager for LLM serving and agent runtimes.
 
 The hot paths live in a Rust core (``slabcache._native``); this package is
-its typed Python face.
+its typed Python face, one module per piece:
+
+- :class:`SlabAllocator` (``slabcache.allocator``): slab allocator with out-of-band metadata;
+- :class:`BSkipList` (``slabcache.skiplist``): concurrent sorted map;
+- :class:`Int8Index` (``slabcache.vectors``): INT8 SIMD vector search;
+- :class:`BlobArena` (``slabcache.arena``): crash-safe WAL-backed blob store;
+- :class:`BlockManager` (``slabcache.blocks``): paged KV-cache block manager.
 
     >>> import slabcache
     >>> isinstance(slabcache.__version__, str)
@@ -11,9 +17,9 @@ its typed Python face.
 from __future__ import annotations
 
 from . import _native
-
-# Public pieces, one module each (issue placeholders are filled as each lands).
 from .allocator import Allocation, AllocationBatch, AllocatorStats, SlabAllocator
+from .arena import BlobArena
+from .blocks import BlockEvents, BlockManager, StepBatch, StepResult
 from .errors import (
     AlreadyExistsError,
     BufferExportedError,
@@ -29,25 +35,28 @@ from .errors import (
     SlabcacheError,
     StorageError,
 )
-
-# from .skiplist import ...
+from .skiplist import BSkipList
 from .vectors import Int8Index
-
-from .arena import BlobArena
-
-# isort: split
-from .blocks import BlockEvents, BlockManager, StepBatch, StepResult
 
 __version__: str = _native.__version__
 
 __all__ = [
     "__version__",
+    # pieces
     "Allocation",
     "AllocationBatch",
     "AllocatorStats",
     "SlabAllocator",
-    "AlreadyExistsError",
+    "BSkipList",
+    "Int8Index",
     "BlobArena",
+    "BlockEvents",
+    "BlockManager",
+    "StepBatch",
+    "StepResult",
+    # errors
+    "SlabcacheError",
+    "AlreadyExistsError",
     "BufferExportedError",
     "ClosedError",
     "CorruptionError",
@@ -55,15 +64,8 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidFreeError",
     "InvalidTypeError",
-    "Int8Index",
     "LockedError",
     "NotFoundError",
     "OutOfMemoryError",
-    "SlabcacheError",
     "StorageError",
-    # KV-cache BlockManager (issue 6)
-    "BlockEvents",
-    "BlockManager",
-    "StepBatch",
-    "StepResult",
 ]

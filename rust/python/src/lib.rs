@@ -6,34 +6,23 @@
 
 use pyo3::prelude::*;
 
+mod arena;
+mod blocks;
 mod errors;
 mod info;
-
+mod skiplist;
 mod slab;
-
-// mod skiplist;
-
 mod vector;
-
-mod arena;
-
-mod blocks;
 
 /// The native extension module `slabcache._native`.
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", slabcache_core::VERSION)?;
     info::register(m)?;
-
     slab::register(m)?;
-
-    // skiplist::register(m)?;
-
+    skiplist::register(m)?;
     vector::register(m)?;
-
     arena::register(m)?;
-
     blocks::register(m)?;
-
     Ok(())
 }

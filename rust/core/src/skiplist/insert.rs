@@ -1,0 +1,490 @@
+//! Insert and upsert: the leaf fast path and the top-down promoted insert.
+
+use std::ptr;
+
+use crossbeam_epoch::{self as epoch, Guard};
+
+use super::block::Builder;
+use super::config::{Config, MAX_LEVELS};
+use super::height::random_height;
+use super::node::{keys, kids, retire_block, retire_leaf_values, vals, LockedBlock, Node, NodePtr};
+use super::BSkipList;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Replace an existing value.
+    Upsert,
+    /// Keep an existing value.
+    IfAbsent,
+}
+
+/// What a put did.
+enum Put<V> {
+    Inserted,
+    Replaced(V),
+    Existing(V),
+}
+
+/// The outcome of one attempt.
+enum Step<K, V> {
+    Done(Put<V>),
+    /// A node died or validation failed: try again from the top.
+    Retry(K, V),
+    /// Retry with this height (a full node must be split).
+    Height(usize, K, V),
+    /// The key is already a node boundary at the levels below: the structure
+    /// is done, the value still goes into the leaf.
+    LeafOnly(K, V),
+}
+
+type LeafB<K, V, C> = Builder<K, V, Node<K, V, C>>;
+type InnerB<K, V, C> = Builder<K, NodePtr<K, V, C>, Node<K, V, C>>;
+
+impl<K, V, C> BSkipList<K, V, C>
+where
+    K: Ord + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    C: Config,
+{
+    /// Inserts or replaces; returns the previous value.
+    ///
+    /// ```
+    /// let m = slabcache_core::skiplist::BSkipList::<u32, String>::new();
+    /// assert_eq!(m.insert(7, "a".into()), None);
+    /// assert_eq!(m.insert(7, "b".into()), Some("a".into()));
+    /// assert_eq!(m.get(&7).as_deref(), Some("b"));
+    /// ```
+    pub fn insert(&self, key: K, value: V) -> Option<V> {
+        match self.put(key, value, Mode::Upsert) {
+            Put::Inserted => None,
+            Put::Replaced(old) | Put::Existing(old) => Some(old),
+        }
+    }
+
+    /// Inserts `value` unless `key` is present; returns the value now stored
+    /// (atomic, like Python's `dict.setdefault`).
+    ///
+    /// ```
+    /// let m = slabcache_core::skiplist::BSkipList::<u32, u32>::new();
+    /// assert_eq!(m.get_or_insert(1, 10), 10);
+    /// assert_eq!(m.get_or_insert(1, 20), 10);
+    /// ```
+    pub fn get_or_insert(&self, key: K, value: V) -> V {
+        let keep = value.clone();
+        match self.put(key, value, Mode::IfAbsent) {
+            Put::Inserted => keep,
+            Put::Replaced(v) | Put::Existing(v) => v,
+        }
+    }
+
+    fn put(&self, key: K, value: V, mode: Mode) -> Put<V> {
+        let guard = &epoch::pin();
+        let put = self.put_height(key, value, mode, random_height(C::B), guard);
+        super::reclaim::after_write(guard);
+        put
+    }
+
+    /// Inserts or replaces every `(key, value)` of `items` (a later duplicate
+    /// wins). Faster than one `insert` per item: the batch is sorted (in
+    /// parallel), and consecutive keys that land in the same leaf are merged
+    /// into it with one rewrite. Each key is still inserted atomically;
+    /// concurrent readers see a prefix-free mix of old and new keys.
+    ///
+    /// ```
+    /// let m = slabcache_core::skiplist::BSkipList::<u64, u64>::new();
+    /// m.insert_many(vec![(3, 30), (1, 10), (3, 31), (2, 20)]);
+    /// assert_eq!(m.iter().collect::<Vec<_>>(), [(1, 10), (2, 20), (3, 31)]);
+    /// ```
+    pub fn insert_many(&self, mut items: Vec<(K, V)>) {
+        use rayon::slice::ParallelSliceMut;
+        if items.windows(2).all(|w| w[0].0 < w[1].0) {
+            // Already sorted, no duplicates.
+        } else if items.len() > 4096 && items.len() < u32::MAX as usize {
+            // Parallel unstable sort, made stable by the original position
+            // (faster than a stable merge sort, and no scratch buffer).
+            let mut tagged: Vec<(K, u32, V)> = items
+                .into_iter()
+                .enumerate()
+                .map(|(i, (k, v))| (k, i as u32, v))
+                .collect();
+            tagged.par_sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+            items = tagged.into_iter().map(|(k, _, v)| (k, v)).collect();
+        } else {
+            items.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        // Stable sort: among equal keys the last one given is last; keep it.
+        items.dedup_by(|later, kept| {
+            if later.0 == kept.0 {
+                std::mem::swap(&mut later.1, &mut kept.1);
+                true
+            } else {
+                false
+            }
+        });
+        let heights: Vec<u8> = (0..items.len())
+            .map(|_| random_height(C::B) as u8)
+            .collect();
+        let mut guard = epoch::pin();
+        let head = self.head(0).block(&guard);
+        if head.next.is_null() && keys::<K, V, C>(head).is_empty() {
+            // An empty list: build it level by level instead.
+            match self.bulk_load(items, heights.clone(), &guard) {
+                Ok(()) => return,
+                Err(back) => items = back,
+            }
+        }
+        let mut idx = 0;
+        let mut it = items.into_iter().peekable();
+        while let Some((key, value)) = it.next() {
+            let h = heights[idx] as usize;
+            idx += 1;
+            if idx % 1024 == 0 {
+                // Let the collector free what long batches retire.
+                guard.repin();
+            }
+            if h > 0 {
+                self.put_height(key, value, Mode::Upsert, h, &guard);
+                continue;
+            }
+            let (node, _) = self.find(&key, 0, &guard);
+            let Some((node, g)) = self.lock_covering(node, &key, &guard) else {
+                self.put_height(key, value, Mode::Upsert, 0, &guard);
+                continue;
+            };
+            let blk = node.block(&guard);
+            let ks = keys::<K, V, C>(blk);
+            let vs = vals::<K, V, C>(blk);
+            let room = C::B.saturating_sub(ks.len());
+            let first_new = usize::from(ks.binary_search(&key).is_err());
+            if first_new > room {
+                // Full leaf: the single-key path promotes and splits it.
+                drop(g);
+                self.put_height(key, value, Mode::Upsert, 0, &guard);
+                continue;
+            }
+            let mut new_keys = first_new;
+            let mut batch = vec![(key, value)];
+            while let Some((next_key, _)) = it.peek() {
+                if heights[idx] != 0 || blk.high.as_ref().is_some_and(|h| next_key >= h) {
+                    break;
+                }
+                let fresh = ks.binary_search(next_key).is_err();
+                if fresh && new_keys == room {
+                    break;
+                }
+                new_keys += usize::from(fresh);
+                batch.extend(it.next());
+                idx += 1;
+            }
+            let n = ks.len() + new_keys;
+            let mut b = LeafB::<K, V, C>::new(blk.next, None, n, n);
+            let mut replaced = Vec::new();
+            // SAFETY: a merge: every old key moves into the new block, every
+            // old value too except the replaced ones, which the retired block
+            // drops; new keys equal to old ones are dropped right here
+            // (they were never shared).
+            unsafe {
+                move_high(&mut b, blk);
+                let mut i = 0;
+                let mut new_vals: Vec<Option<V>> = Vec::with_capacity(batch.len());
+                let mut order: Vec<(bool, usize)> = Vec::with_capacity(n);
+                for (j, (k, v)) in batch.into_iter().enumerate() {
+                    while i < ks.len() && ks[i] < k {
+                        b.move_keys(&ks[i..i + 1]);
+                        order.push((false, i));
+                        i += 1;
+                    }
+                    if i < ks.len() && ks[i] == k {
+                        b.move_keys(&ks[i..i + 1]);
+                        order.push((true, j));
+                        replaced.push(i);
+                        i += 1;
+                    } else {
+                        b.push_key(k);
+                        order.push((true, j));
+                    }
+                    new_vals.push(Some(v));
+                }
+                b.move_keys(&ks[i..]);
+                for (new, at) in order {
+                    if new {
+                        b.push_item(new_vals[at].take().expect("each new value once"));
+                    } else {
+                        b.move_items(&vs[at..at + 1]);
+                    }
+                }
+                b.move_items(&vs[i..]);
+                let old = node.publish(b.finish());
+                retire_leaf_values(&guard, old, replaced);
+            }
+            drop(g);
+            self.len.add(new_keys as isize);
+        }
+    }
+
+    fn put_height(
+        &self,
+        mut key: K,
+        mut value: V,
+        mode: Mode,
+        mut h: usize,
+        guard: &Guard,
+    ) -> Put<V> {
+        let mut may_promote = true;
+        loop {
+            let step = if h == 0 {
+                self.put_leaf(key, value, mode, may_promote, guard)
+            } else {
+                self.put_promoted(key, value, h, mode, guard)
+            };
+            match step {
+                Step::Done(p) => {
+                    if let Put::Inserted = p {
+                        self.len.add(1);
+                    }
+                    return p;
+                }
+                Step::Retry(k, v) => (key, value) = (k, v),
+                Step::Height(nh, k, v) => (h, key, value) = (nh, k, v),
+                Step::LeafOnly(k, v) => {
+                    (h, key, value) = (0, k, v);
+                    may_promote = false;
+                }
+            }
+        }
+    }
+
+    /// Height 0: rewrite one leaf under its lock.
+    fn put_leaf(
+        &self,
+        key: K,
+        value: V,
+        mode: Mode,
+        may_promote: bool,
+        guard: &Guard,
+    ) -> Step<K, V> {
+        let (node, _) = self.find(&key, 0, guard);
+        let Some((node, g)) = self.lock_covering(node, &key, guard) else {
+            return Step::Retry(key, value);
+        };
+        let blk = node.block(guard);
+        let ks = keys::<K, V, C>(blk);
+        let vs = vals::<K, V, C>(blk);
+        let n = ks.len();
+        match ks.binary_search(&key) {
+            Ok(i) => {
+                let old = vs[i].clone();
+                if mode == Mode::IfAbsent {
+                    return Step::Done(Put::Existing(old));
+                }
+                let mut b = LeafB::<K, V, C>::new(blk.next, None, n, n);
+                // SAFETY: every entry but value `i` moves into the new block;
+                // the old one is retired shallowly, dropping value `i` only.
+                unsafe {
+                    move_high(&mut b, blk);
+                    b.move_keys(ks);
+                    b.move_items(&vs[..i]);
+                    b.push_item(value);
+                    b.move_items(&vs[i + 1..]);
+                    let old_blk = node.publish(b.finish());
+                    retire_block(guard, old_blk, true, None, Some(i), false);
+                }
+                drop(g);
+                Step::Done(Put::Replaced(old))
+            }
+            Err(i) => {
+                if may_promote && n >= C::B && node.low.as_ref() != Some(&key) {
+                    // Full: promote the key so that the leaf is split at it.
+                    drop(g);
+                    return Step::Height(1, key, value);
+                }
+                let mut b = LeafB::<K, V, C>::new(blk.next, None, n + 1, n + 1);
+                // SAFETY: all old entries move into the new block; the old
+                // one is retired shallowly.
+                unsafe {
+                    move_high(&mut b, blk);
+                    b.move_keys(&ks[..i]);
+                    b.push_key(key);
+                    b.move_keys(&ks[i..]);
+                    b.move_items(&vs[..i]);
+                    b.push_item(value);
+                    b.move_items(&vs[i..]);
+                    let old_blk = node.publish(b.finish());
+                    retire_block(guard, old_blk, true, None, None, false);
+                }
+                drop(g);
+                Step::Done(Put::Inserted)
+            }
+        }
+    }
+
+    /// Height `h > 0`: lock the level-`h` node covering `key`, then the node
+    /// covering it on each level below (each under its locked parent), split
+    /// them at `key` bottom-up, and add `key` to the level-`h` node.
+    fn put_promoted(&self, key: K, value: V, h: usize, mode: Mode, guard: &Guard) -> Step<K, V> {
+        self.raise_top(h);
+        let (top, _) = self.find(&key, h, guard);
+        let Some((top, top_g)) = self.lock_covering(top, &key, guard) else {
+            return Step::Retry(key, value);
+        };
+        let tblk = top.block(guard);
+        let tks = keys::<K, V, C>(tblk);
+        let pos = match tks.binary_search(&key) {
+            Ok(_) => return Step::LeafOnly(key, value),
+            Err(p) => p,
+        };
+        if top.low.as_ref() == Some(&key) {
+            return Step::LeafOnly(key, value);
+        }
+        if tks.len() >= C::B && h < MAX_LEVELS - 1 {
+            drop(top_g);
+            return Step::Height(h + 1, key, value);
+        }
+
+        // Lock one node per level on the way down. Each child is locked while
+        // its parent is, so it cannot split, merge or die meanwhile, and it
+        // covers `key` exactly (no moving right).
+        let mut path: Vec<LockedBlock<'_, K, V, C>> = Vec::with_capacity(h);
+        let mut parent_blk = tblk;
+        let mut child_idx = pos;
+        let mut boundary_below = false;
+        loop {
+            // SAFETY: children of the locked parent's current block are live.
+            let child = unsafe { &*kids::<K, V, C>(parent_blk)[child_idx] };
+            let cg = child.lock();
+            debug_assert!(!child.is_dead());
+            let cblk = child.block(guard);
+            path.push((child, cg, cblk));
+            if child.level == 0 {
+                break;
+            }
+            match keys::<K, V, C>(cblk).binary_search(&key) {
+                Ok(_) => {
+                    boundary_below = true;
+                    break;
+                }
+                Err(p) => {
+                    parent_blk = cblk;
+                    child_idx = p;
+                }
+            }
+        }
+
+        // Build and publish bottom-up: each published state is a valid
+        // B-link list (a search that lands left of `key` moves right).
+        let mut below: NodePtr<K, V, C> = ptr::null();
+        let mut result = None;
+        let mut value = Some(value);
+        for (x, _, xblk) in path.iter().rev() {
+            let ks = keys::<K, V, C>(xblk);
+            let n = ks.len();
+            if x.level == 0 {
+                let vs = vals::<K, V, C>(xblk);
+                let i = ks.partition_point(|k| k < &key);
+                let found = i < n && ks[i] == key;
+                let tail = if found { i + 1 } else { i };
+                let v_new = value.take().expect("value used once");
+                let (item, put, drop_item) = match (found, mode) {
+                    (true, Mode::Upsert) => (v_new, Put::Replaced(vs[i].clone()), Some(i)),
+                    (true, Mode::IfAbsent) => {
+                        // SAFETY: the old value moves into the new block (the
+                        // old block is retired without dropping it).
+                        let kept = unsafe { ptr::read(&vs[i]) };
+                        let shown = kept.clone();
+                        (kept, Put::Existing(shown), None)
+                    }
+                    (false, _) => (v_new, Put::Inserted, None),
+                };
+                let mut mb = LeafB::<K, V, C>::new(xblk.next, None, 1 + n - tail, 1 + n - tail);
+                // SAFETY: the tail entries and the fence move into the new
+                // right node, the head entries into the new left block; the
+                // old block is retired shallowly, dropping only the replaced
+                // key (our own `key` takes its place) and value.
+                unsafe {
+                    move_high(&mut mb, xblk);
+                    mb.push_key(key.clone());
+                    mb.move_keys(&ks[tail..]);
+                    mb.push_item(item);
+                    mb.move_items(&vs[tail..]);
+                }
+                let m = Node::<K, V, C>::new(Some(key.clone()), 0, mb.finish());
+                let mut xb = LeafB::<K, V, C>::new(m, Some(key.clone()), i, i);
+                // SAFETY: as above.
+                unsafe {
+                    xb.move_keys(&ks[..i]);
+                    xb.move_items(&vs[..i]);
+                    let old = x.publish(xb.finish());
+                    retire_block(guard, old, true, found.then_some(i), drop_item, false);
+                }
+                below = m;
+                result = Some(put);
+            } else {
+                let cs = kids::<K, V, C>(xblk);
+                // The bottom of a path that stopped early holds `key` itself:
+                // its child starting at `key` becomes the new node's first child.
+                let (i, first_child, rest, drop_key) = if below.is_null() {
+                    debug_assert!(boundary_below);
+                    let j = ks.binary_search(&key).expect("boundary key present");
+                    (j, cs[j + 1], j + 1, Some(j))
+                } else {
+                    let i = ks.partition_point(|k| k < &key);
+                    (i, below, i, None)
+                };
+                let mut mb = InnerB::<K, V, C>::new(xblk.next, None, n - rest, n - rest + 1);
+                // SAFETY: as for the leaf; entries move left or right, the
+                // old block drops only the index key that became a fence.
+                unsafe {
+                    move_high(&mut mb, xblk);
+                    mb.move_keys(&ks[rest..]);
+                    mb.push_item(first_child);
+                    mb.move_items(&cs[rest + 1..]);
+                }
+                let m = Node::<K, V, C>::new(Some(key.clone()), x.level as usize, mb.finish());
+                let mut xb = InnerB::<K, V, C>::new(m, Some(key.clone()), i, i + 1);
+                // SAFETY: as above.
+                unsafe {
+                    xb.move_keys(&ks[..i]);
+                    xb.move_items(&cs[..=i]);
+                    let old = x.publish(xb.finish());
+                    retire_block(guard, old, false, drop_key, None, false);
+                }
+                below = m;
+            }
+        }
+
+        // Finally the index key on level h.
+        let tcs = kids::<K, V, C>(tblk);
+        let n = tks.len();
+        let mut tb = InnerB::<K, V, C>::new(tblk.next, None, n + 1, n + 2);
+        // SAFETY: every entry moves into the new block.
+        unsafe {
+            move_high(&mut tb, tblk);
+            tb.move_keys(&tks[..pos]);
+            tb.push_key(key.clone());
+            tb.move_keys(&tks[pos..]);
+            tb.move_items(&tcs[..=pos]);
+            tb.push_item(below);
+            tb.move_items(&tcs[pos + 1..]);
+            let old = top.publish(tb.finish());
+            retire_block(guard, old, false, None, None, false);
+        }
+        drop(path);
+        drop(top_g);
+        match result {
+            Some(put) => Step::Done(put),
+            None => Step::LeafOnly(key, value.expect("value unused")),
+        }
+    }
+}
+
+/// Moves the `high` fence of `src` into the block being built.
+///
+/// # Safety
+/// `src` must then be retired without dropping its fence.
+#[inline]
+pub(crate) unsafe fn move_high<K, T, N>(
+    b: &mut Builder<K, T, N>,
+    src: &super::block::Header<K, N>,
+) {
+    b.set_high(ptr::read(&src.high));
+}

@@ -1,0 +1,180 @@
+//! Point and boundary reads: get, contains, first/last, lower/upper bound.
+//! All lock-free snapshots.
+
+use std::borrow::Borrow;
+use std::ops::Bound;
+
+use crossbeam_epoch as epoch;
+
+use super::config::Config;
+use super::node::{keys, vals};
+use super::BSkipList;
+
+impl<K, V, C> BSkipList<K, V, C>
+where
+    K: Ord + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    C: Config,
+{
+    /// A copy of the value of `key`.
+    ///
+    /// ```
+    /// let m = slabcache_core::skiplist::BSkipList::<Vec<u8>, u32>::new();
+    /// m.insert(b"k".to_vec(), 1);
+    /// assert_eq!(m.get(&b"k"[..]), Some(1));
+    /// assert_eq!(m.get(&b"x"[..]), None);
+    /// ```
+    #[inline]
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        self.get_with(key, V::clone)
+    }
+
+    /// Calls `f` on the value of `key` without copying it.
+    ///
+    /// ```
+    /// let m = slabcache_core::skiplist::BSkipList::<u32, String>::new();
+    /// m.insert(1, "hello".into());
+    /// assert_eq!(m.get_with(&1, |s| s.len()), Some(5));
+    /// ```
+    #[inline]
+    pub fn get_with<Q, R>(&self, key: &Q, f: impl FnOnce(&V) -> R) -> Option<R>
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        let guard = &epoch::pin();
+        let (_, blk) = self.find(key, 0, guard);
+        let ks = keys::<K, V, C>(blk);
+        let i = ks.binary_search_by(|k| k.borrow().cmp(key)).ok()?;
+        Some(f(&vals::<K, V, C>(blk)[i]))
+    }
+
+    /// Copies of the values of many keys, in order (`None` where absent).
+    /// Large batches are looked up on several threads (rayon).
+    ///
+    /// ```
+    /// let m = slabcache_core::skiplist::BSkipList::<u64, u64>::new();
+    /// m.insert(1, 10);
+    /// assert_eq!(m.get_many(&[1, 2]), vec![Some(10), None]);
+    /// ```
+    pub fn get_many<Q>(&self, keys: &[Q]) -> Vec<Option<V>>
+    where
+        K: Borrow<Q>,
+        Q: Ord + Sync,
+    {
+        use rayon::prelude::*;
+        const PAR_MIN: usize = 32 * 1024;
+        if keys.len() >= PAR_MIN {
+            keys.par_chunks(4096)
+                .flat_map_iter(|chunk| chunk.iter().map(|k| self.get(k)))
+                .collect()
+        } else {
+            keys.iter().map(|k| self.get(k)).collect()
+        }
+    }
+
+    /// Whether `key` is present.
+    ///
+    /// ```
+    /// let m = slabcache_core::skiplist::BSkipList::<u32, u32>::new();
+    /// m.insert(1, 1);
+    /// assert!(m.contains_key(&1) && !m.contains_key(&2));
+    /// ```
+    #[inline]
+    pub fn contains_key<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        self.get_with(key, |_| ()).is_some()
+    }
+
+    /// The smallest entry.
+    ///
+    /// ```
+    /// let m = slabcache_core::skiplist::BSkipList::<u32, u32>::new();
+    /// assert_eq!(m.first(), None);
+    /// m.insert(5, 50);
+    /// m.insert(3, 30);
+    /// assert_eq!(m.first(), Some((3, 30)));
+    /// ```
+    pub fn first(&self) -> Option<(K, V)> {
+        self.lower_bound::<K>(Bound::Unbounded)
+    }
+
+    /// The largest entry.
+    ///
+    /// ```
+    /// let m = slabcache_core::skiplist::BSkipList::<u32, u32>::new();
+    /// m.insert(5, 50);
+    /// m.insert(3, 30);
+    /// assert_eq!(m.last(), Some((5, 50)));
+    /// ```
+    pub fn last(&self) -> Option<(K, V)> {
+        self.upper_bound::<K>(Bound::Unbounded)
+    }
+
+    pub(crate) fn first_key(&self) -> Option<K> {
+        let guard = &epoch::pin();
+        let mut out = None;
+        self.scan_forward::<K, _>(Bound::Unbounded, guard, |k, _| {
+            out = Some(k.clone());
+            false
+        });
+        out
+    }
+
+    /// The first entry at or after `bound`: `Included(q)` gives the smallest
+    /// key `>= q`, `Excluded(q)` the smallest `> q`, `Unbounded` the first.
+    ///
+    /// ```
+    /// use std::ops::Bound::*;
+    /// let m = slabcache_core::skiplist::BSkipList::<u32, u32>::new();
+    /// for k in [10, 20, 30] { m.insert(k, k); }
+    /// assert_eq!(m.lower_bound(Included(&20)), Some((20, 20)));
+    /// assert_eq!(m.lower_bound(Excluded(&20)), Some((30, 30)));
+    /// assert_eq!(m.lower_bound(Excluded(&30)), None);
+    /// ```
+    pub fn lower_bound<Q>(&self, bound: Bound<&Q>) -> Option<(K, V)>
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        let guard = &epoch::pin();
+        let mut out = None;
+        self.scan_forward(bound, guard, |k, v| {
+            out = Some((k.clone(), v.clone()));
+            false
+        });
+        out
+    }
+
+    /// The last entry at or before `bound`: `Included(q)` gives the largest
+    /// key `<= q`, `Excluded(q)` the largest `< q`, `Unbounded` the last.
+    ///
+    /// ```
+    /// use std::ops::Bound::*;
+    /// let m = slabcache_core::skiplist::BSkipList::<u32, u32>::new();
+    /// for k in [10, 20, 30] { m.insert(k, k); }
+    /// assert_eq!(m.upper_bound(Included(&25)), Some((20, 20)));
+    /// assert_eq!(m.upper_bound(Excluded(&20)), Some((10, 10)));
+    /// assert_eq!(m.upper_bound(Excluded(&10)), None);
+    /// ```
+    pub fn upper_bound<Q>(&self, bound: Bound<&Q>) -> Option<(K, V)>
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        let guard = &epoch::pin();
+        let mut out = None;
+        self.scan_backward(bound, guard, |k, v| {
+            out = Some((k.clone(), v.clone()));
+            false
+        });
+        out
+    }
+}

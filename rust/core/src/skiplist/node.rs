@@ -1,0 +1,194 @@
+//! A node: a stable identity (low fence, level, writer lock, dead flag) and an
+//! atomically swapped pointer to its current immutable [`block`](super::block).
+
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+
+use crossbeam_epoch::Guard;
+
+use super::block::{Block, Header};
+use super::config::{Config, NodeLock};
+
+/// A pointer to a node, stored in inner blocks.
+pub(crate) type NodePtr<K, V, C> = *const Node<K, V, C>;
+/// A node's writer-lock guard.
+pub(crate) type LockGuard<'a, C> = <<C as Config>::Lock as NodeLock>::Guard<'a>;
+/// A locked node.
+pub(crate) type Locked<'a, K, V, C> = (&'a Node<K, V, C>, LockGuard<'a, C>);
+/// A locked node and the block it had when locked.
+pub(crate) type LockedBlock<'a, K, V, C> = (&'a Node<K, V, C>, LockGuard<'a, C>, &'a Head<K, V, C>);
+/// The header of a node's block.
+pub(crate) type Head<K, V, C> = Header<K, Node<K, V, C>>;
+/// A leaf block: keys and values.
+pub(crate) type Leaf<K, V, C> = Block<K, V, Node<K, V, C>>;
+/// An inner block: `n` keys and `n + 1` children; child `i + 1` starts at key `i`,
+/// child 0 at the node's own low fence.
+pub(crate) type Inner<K, V, C> = Block<K, NodePtr<K, V, C>, Node<K, V, C>>;
+
+pub(crate) struct Node<K, V, C: Config> {
+    /// The current block. Swapped (Release) under `lock`; read (Acquire) by anyone.
+    data: AtomicPtr<Head<K, V, C>>,
+    /// Smallest key this node may hold (`None`: minus infinity, a level's head).
+    /// Never changes, so the fence outlives deletion of the key itself.
+    pub low: Option<K>,
+    /// 0 for leaves.
+    pub level: u8,
+    /// Set (under `lock`) when the node was merged into its left neighbour;
+    /// a writer that locks a dead node starts over.
+    dead: AtomicBool,
+    pub lock: C::Lock,
+    _v: PhantomData<V>,
+}
+
+impl<K, V, C: Config> Node<K, V, C> {
+    pub fn new(low: Option<K>, level: usize, data: *mut Head<K, V, C>) -> *mut Self {
+        Box::into_raw(Box::new(Node {
+            data: AtomicPtr::new(data),
+            low,
+            level: level as u8,
+            dead: AtomicBool::new(false),
+            lock: C::Lock::default(),
+            _v: PhantomData,
+        }))
+    }
+
+    /// The current block. The guard keeps it alive.
+    #[inline]
+    pub fn block<'g>(&self, _guard: &'g Guard) -> &'g Head<K, V, C> {
+        C::interleave();
+        // SAFETY: blocks are retired through the epoch collector only after
+        // being replaced; `_guard` pins an epoch, so this one outlives 'g.
+        unsafe { &*self.data.load(Ordering::Acquire) }
+    }
+
+    #[inline]
+    pub fn block_ptr(&self) -> *mut Head<K, V, C> {
+        self.data.load(Ordering::Acquire)
+    }
+
+    /// Publishes `new` (caller holds `lock`) and returns the old block.
+    #[inline]
+    pub fn publish(&self, new: *mut Head<K, V, C>) -> *mut Head<K, V, C> {
+        C::interleave();
+        self.data.swap(new, Ordering::AcqRel)
+    }
+
+    #[inline]
+    pub fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::Acquire)
+    }
+
+    #[inline]
+    pub fn mark_dead(&self) {
+        self.dead.store(true, Ordering::Release)
+    }
+
+    #[inline]
+    pub fn lock(&self) -> <C::Lock as NodeLock>::Guard<'_> {
+        C::interleave();
+        self.lock.lock()
+    }
+}
+
+/// Keys of a block.
+#[inline]
+pub(crate) fn keys<K, V, C: Config>(h: &Head<K, V, C>) -> &[K] {
+    // SAFETY: `h` is a live block (the reference proves it) of either type;
+    // the key array sits at the same place in both.
+    unsafe { Leaf::<K, V, C>::keys(h) }
+}
+
+/// Values of a leaf block.
+#[inline]
+pub(crate) fn vals<K, V, C: Config>(h: &Head<K, V, C>) -> &[V] {
+    // SAFETY: callers only ask for values of level-0 blocks, which are leaves.
+    unsafe { Leaf::<K, V, C>::items(h) }
+}
+
+/// Children of an inner block.
+#[inline]
+pub(crate) fn kids<K, V, C: Config>(h: &Head<K, V, C>) -> &[NodePtr<K, V, C>] {
+    // SAFETY: callers only ask for children of level >= 1 blocks, which are inner.
+    unsafe { Inner::<K, V, C>::items(h) }
+}
+
+/// Frees a retired block after the current epoch, dropping only the named
+/// key/item/fence (the entries a write removed).
+///
+/// # Safety
+/// `old` was just replaced in its node (or its node unlinked) and its other
+/// entries were moved into a newer block.
+pub(crate) unsafe fn retire_block<K, V, C: Config>(
+    guard: &Guard,
+    old: *mut Head<K, V, C>,
+    leaf: bool,
+    drop_key: Option<usize>,
+    drop_item: Option<usize>,
+    drop_high: bool,
+) {
+    let addr = old as usize;
+    guard.defer_unchecked(move || {
+        let old = addr as *mut Head<K, V, C>;
+        if leaf {
+            Leaf::<K, V, C>::free_shallow(old, drop_key, drop_item, drop_high)
+        } else {
+            Inner::<K, V, C>::free_shallow(old, drop_key, drop_item, drop_high)
+        }
+    });
+}
+
+/// Frees a retired leaf block after the current epoch, dropping the values
+/// at `drop_items` (replaced by a batch merge) and nothing else.
+///
+/// # Safety
+/// As for [`retire_block`].
+pub(crate) unsafe fn retire_leaf_values<K, V, C: Config>(
+    guard: &Guard,
+    old: *mut Head<K, V, C>,
+    drop_items: Vec<usize>,
+) {
+    let addr = old as usize;
+    guard.defer_unchecked(move || {
+        let old = addr as *mut Head<K, V, C>;
+        let items = Leaf::<K, V, C>::items(old).as_ptr() as *mut V;
+        for i in drop_items {
+            std::ptr::drop_in_place(items.add(i));
+        }
+        Leaf::<K, V, C>::free_shallow(old, None, None, false)
+    });
+}
+
+/// Frees an unlinked node (and its last block, whose entries and fence moved
+/// into its left neighbour)
+/// after the current epoch.
+///
+/// # Safety
+/// `node` is dead and no longer reachable from any block published from now on.
+pub(crate) unsafe fn retire_node<K, V, C: Config>(guard: &Guard, node: *const Node<K, V, C>) {
+    let addr = node as usize;
+    guard.defer_unchecked(move || {
+        let node = Box::from_raw(addr as *mut Node<K, V, C>);
+        let data = node.data.load(Ordering::Relaxed);
+        if node.level == 0 {
+            Leaf::<K, V, C>::free_shallow(data, None, None, false)
+        } else {
+            Inner::<K, V, C>::free_shallow(data, None, None, false)
+        }
+        drop(node);
+    });
+}
+
+/// Frees a node and everything its block owns (used by `Drop` of the list).
+///
+/// # Safety
+/// No other reference to `node` or its block exists.
+pub(crate) unsafe fn free_node_deep<K, V, C: Config>(node: *mut Node<K, V, C>) {
+    let node = Box::from_raw(node);
+    let data = node.data.load(Ordering::Relaxed);
+    if node.level == 0 {
+        Leaf::<K, V, C>::free_deep(data)
+    } else {
+        // Children are freed level by level by the caller; `*const` items need no drop.
+        Inner::<K, V, C>::free_deep(data)
+    }
+}

@@ -1,0 +1,150 @@
+//! Lock-free descents: from the top level down to the node that covers a key
+//! at a given level. Readers use them directly; writers use them to find the
+//! node to lock, then validate under the lock.
+
+use std::borrow::Borrow;
+
+use crossbeam_epoch::Guard;
+
+use super::config::Config;
+use super::node::{keys, kids, Head, Locked, Node};
+use super::BSkipList;
+
+impl<K, V, C> BSkipList<K, V, C>
+where
+    K: Ord + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    C: Config,
+{
+    /// The head node of `level`.
+    #[inline]
+    pub(crate) fn head(&self, level: usize) -> &Node<K, V, C> {
+        // SAFETY: heads live as long as the list and are never unlinked.
+        unsafe { &*self.heads[level] }
+    }
+
+    /// The node at `level` whose range `[low, high)` holds `key`, with the
+    /// block read there (lock-free; a snapshot).
+    #[inline]
+    pub(crate) fn find<'g, Q>(
+        &'g self,
+        key: &Q,
+        level: usize,
+        guard: &'g Guard,
+    ) -> (&'g Node<K, V, C>, &'g Head<K, V, C>)
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        let top = self.top_level().max(level);
+        let mut node = self.head(top);
+        let mut l = top;
+        loop {
+            let blk = node.block(guard);
+            if let Some(high) = &blk.high {
+                if high.borrow() <= key {
+                    // SAFETY: `next` is non-null when `high` is set; the node
+                    // stays allocated while `guard` pins the epoch.
+                    node = unsafe { &*blk.next };
+                    continue;
+                }
+            }
+            if l == level {
+                return (node, blk);
+            }
+            let ks = keys::<K, V, C>(blk);
+            let idx = ks.partition_point(|k| k.borrow() <= key);
+            // SAFETY: children of a published block are live while pinned.
+            node = unsafe { &*kids::<K, V, C>(blk)[idx] };
+            l -= 1;
+        }
+    }
+
+    /// The node at level 0 holding the greatest keys below `key`: the
+    /// rightmost leaf whose low fence is `< key`.
+    pub(crate) fn find_leaf_before<'g, Q>(
+        &'g self,
+        key: &Q,
+        guard: &'g Guard,
+    ) -> (&'g Node<K, V, C>, &'g Head<K, V, C>)
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        let mut l = self.top_level();
+        let mut node = self.head(l);
+        loop {
+            let blk = node.block(guard);
+            if let Some(high) = &blk.high {
+                if high.borrow() < key {
+                    // SAFETY: as in `find`.
+                    node = unsafe { &*blk.next };
+                    continue;
+                }
+            }
+            if l == 0 {
+                return (node, blk);
+            }
+            let ks = keys::<K, V, C>(blk);
+            let idx = ks.partition_point(|k| k.borrow() < key);
+            // SAFETY: as in `find`.
+            node = unsafe { &*kids::<K, V, C>(blk)[idx] };
+            l -= 1;
+        }
+    }
+
+    /// The rightmost leaf.
+    pub(crate) fn find_last_leaf<'g>(
+        &'g self,
+        guard: &'g Guard,
+    ) -> (&'g Node<K, V, C>, &'g Head<K, V, C>) {
+        let mut l = self.top_level();
+        let mut node = self.head(l);
+        loop {
+            let blk = node.block(guard);
+            if !blk.next.is_null() {
+                // SAFETY: as in `find`.
+                node = unsafe { &*blk.next };
+                continue;
+            }
+            if l == 0 {
+                return (node, blk);
+            }
+            let ks = kids::<K, V, C>(blk);
+            // SAFETY: as in `find`; an inner block has at least one child.
+            node = unsafe { &*ks[ks.len() - 1] };
+            l -= 1;
+        }
+    }
+
+    /// Locks the node at `level` covering `key`, starting from a lock-free
+    /// guess and moving right under the lock if a split moved the key on.
+    /// Returns `None` if the node died meanwhile (the caller starts over).
+    #[inline]
+    pub(crate) fn lock_covering<'g, Q>(
+        &'g self,
+        mut node: &'g Node<K, V, C>,
+        key: &Q,
+        guard: &'g Guard,
+    ) -> Option<Locked<'g, K, V, C>>
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        loop {
+            let g = node.lock();
+            if node.is_dead() {
+                return None;
+            }
+            let blk = node.block(guard);
+            match &blk.high {
+                Some(high) if high.borrow() <= key => {
+                    drop(g);
+                    // SAFETY: as in `find`.
+                    node = unsafe { &*blk.next };
+                }
+                _ => return Some((node, g)),
+            }
+        }
+    }
+}

@@ -1,0 +1,278 @@
+"""BSkipList: the SortedDict-like mapping, batches, errors, threads."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sortedcontainers import SortedDict
+
+from slabcache import BSkipList
+from slabcache.errors import InvalidArgumentError, InvalidTypeError, NotFoundError
+
+
+def test_mapping_protocol_int_keys() -> None:
+    m = BSkipList("int")
+    obj = object()
+    m[5] = obj
+    m[1] = "one"
+    m[3] = None
+    assert m[5] is obj
+    assert m[3] is None and 3 in m
+    assert len(m) == 3 and list(m) == [1, 3, 5]
+    assert m.get(4, "dflt") == "dflt" and m.get(3, "dflt") is None
+    del m[3]
+    assert 3 not in m and len(m) == 2
+    with pytest.raises(KeyError):
+        del m[3]
+    with pytest.raises(NotFoundError):
+        m[42]
+    assert m.pop(1) == "one"
+    assert m.pop(1, "gone") == "gone"
+    with pytest.raises(KeyError):
+        m.pop(1)
+    assert m.setdefault(7, "a") == "a"
+    assert m.setdefault(7, "b") == "a"
+    assert list(reversed(m)) == [7, 5]
+    assert m == {5: obj, 7: "a"}
+    m.clear()
+    assert len(m) == 0 and list(m) == [] and m.first() is None and m.last() is None
+
+
+@pytest.mark.parametrize(
+    ("key_type", "keys"),
+    [
+        ("int", [-(2**63), -1, 0, 7, 2**63 - 1]),
+        ("float", [-math.inf, -1.5, -0.0, 0.25, 1e300, math.inf]),
+        ("bytes", [b"", b"\x00", b"a", b"ab", b"b"]),
+        ("str", ["", "a", "ab", "b", "\u00e9t\u00e9"]),
+    ],
+)
+def test_every_key_type_orders_like_python(key_type: str, keys: list) -> None:
+    m = BSkipList(key_type)
+    for i, k in enumerate(reversed(keys)):
+        m[k] = i
+    assert list(m) == sorted(keys)
+    assert m.first()[0] == min(keys) and m.last()[0] == max(keys)
+    assert m.key_type == key_type
+
+
+@pytest.mark.parametrize(
+    ("key_type", "bad"),
+    [("int", "x"), ("int", 1.5), ("float", "x"), ("bytes", "x"), ("str", b"x"), ("str", 3)],
+)
+def test_wrong_key_type_raises_type_error(key_type: str, bad: object) -> None:
+    m = BSkipList(key_type)
+    for call in (
+        lambda: m.__setitem__(bad, 1),
+        lambda: m[bad],
+        lambda: bad in m,
+        lambda: m.get(bad),
+        lambda: list(m.irange(bad)),
+    ):
+        with pytest.raises(InvalidTypeError) as exc:
+            call()
+        assert isinstance(exc.value, TypeError)
+    assert len(m) == 0
+
+
+def test_nan_and_out_of_range_keys_raise_value_error() -> None:
+    f = BSkipList("float")
+    with pytest.raises(InvalidArgumentError) as exc:
+        f[float("nan")] = 1
+    assert isinstance(exc.value, ValueError)
+    with pytest.raises(ValueError):
+        f.update_many(np.array([1.0, np.nan]), np.array([1, 2]))
+    assert len(f) == 0, "a failed batch must insert nothing"
+    i = BSkipList("int")
+    with pytest.raises(InvalidArgumentError):
+        i[2**64] = 1
+    with pytest.raises(InvalidArgumentError):
+        i.update_many(np.array([2**64 - 1], dtype=np.uint64), np.array([1]))
+    with pytest.raises(InvalidArgumentError):
+        BSkipList("complex")  # type: ignore[arg-type]
+
+
+def test_irange_bounds_and_reverse() -> None:
+    m = BSkipList("int", {i: i * i for i in range(20)})
+    assert list(m.irange(3, 7)) == [3, 4, 5, 6]
+    assert list(m.irange(3, 7, inclusive=(False, True))) == [4, 5, 6, 7]
+    assert list(m.irange(3, 7, reverse=True)) == [6, 5, 4, 3]
+    assert list(m.irange(None, 2)) == [0, 1]
+    assert list(m.irange(17)) == [17, 18, 19]
+    assert list(m.irange(18, None, reverse=True)) == [19, 18]
+    assert list(m.items(2, 4)) == [(2, 4), (3, 9)]
+    assert list(m.values(2, 4)) == [4, 9]
+    assert list(m.keys(18)) == [18, 19]
+    assert m.ceiling(5) == (5, 25) and m.ceiling(5, inclusive=False) == (6, 36)
+    assert m.floor(5) == (5, 25) and m.floor(5, inclusive=False) == (4, 16)
+    assert m.floor(-1) is None and m.ceiling(20) is None
+
+
+def test_pop_first_and_popitem() -> None:
+    m = BSkipList("str", {"b": 2, "a": 1, "c": 3})
+    assert m.pop_first() == ("a", 1)
+    assert m.popitem() == ("c", 3)
+    assert m.pop_first() == ("b", 2)
+    with pytest.raises(KeyError):
+        m.pop_first()
+    with pytest.raises(KeyError):
+        m.popitem()
+
+
+def test_update_many_fast_path_and_object_values() -> None:
+    m = BSkipList("int")
+    keys = np.arange(100_000, dtype=np.int64)[::-1].copy()
+    m.update_many(keys, keys * 3)
+    assert len(m) == 100_000
+    values, found = m.get_many(np.array([0, 5, 100_000, 99_999]))
+    assert values.dtype == np.int64
+    assert values.tolist() == [0, 15, 0, 299_997]
+    assert found.tolist() == [True, True, False, True]
+    ks, vs = m.range_arrays(10, 15)
+    assert ks.dtype == np.int64 and ks.tolist() == [10, 11, 12, 13, 14]
+    assert vs.tolist() == [30, 33, 36, 39, 42]
+    ks, _ = m.range_arrays(99_998, None, inclusive=(False, True))
+    assert ks.tolist() == [99_999]
+    # Object values: arrays become object arrays, missing -> None.
+    m.update_many(np.array([1, 2]), ["x", None])
+    values, found = m.get_many(np.array([1, 2, -5]))
+    assert values.dtype == object and values.tolist() == ["x", None, None]
+    assert found.tolist() == [True, True, False]
+    with pytest.raises(InvalidArgumentError):
+        m.update_many(np.array([1, 2, 3]), np.array([1, 2]))
+    with pytest.raises(InvalidTypeError):
+        m.update_many(np.array(["a"]), np.array([1]))
+    with pytest.raises(InvalidArgumentError):
+        m.update_many(np.zeros((2, 2), dtype=np.int64), np.zeros(4, dtype=np.int64))
+
+
+def test_batches_for_float_bytes_and_str_keys() -> None:
+    f = BSkipList("float")
+    f.update_many(np.array([0.5, -1.0, 2.0]), np.array([1, 2, 3]))
+    ks, vs = f.range_arrays(-1.0, 2.0)
+    assert ks.dtype == np.float64 and ks.tolist() == [-1.0, 0.5]
+    assert vs.tolist() == [2, 1]
+    f.update_many([3, 4], ["a", "b"])  # ints are fine float keys
+    assert f[3.0] == "a"
+    b = BSkipList("bytes")
+    b.update_many([b"x", b"a"], [1, 2])
+    values, found = b.get_many([b"a", b"zz"])
+    assert values.tolist() == [2, 0] and found.tolist() == [True, False]
+    ks, vs = b.range_arrays(b"a", None)
+    assert ks.tolist() == [b"a", b"x"] and vs.tolist() == [2, 1]
+    s = BSkipList("str")
+    s.update_many(["k2", "k1"], [None, 1.5])
+    assert list(s.items()) == [("k1", 1.5), ("k2", None)]
+
+
+def test_int_values_keep_identity_semantics_for_non_int_objects() -> None:
+    m = BSkipList("int")
+    m[1] = True  # a bool is not stored as an int
+    m[2] = 2**80  # too big for the unboxed path
+    m[3] = -7
+    assert m[1] is True and m[2] == 2**80 and m[3] == -7
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["set", "del", "pop_first", "setdefault"]),
+            st.integers(-50, 50),
+            st.integers(),
+        ),
+        max_size=200,
+    ),
+    st.integers(-60, 60),
+    st.integers(-60, 60),
+    st.booleans(),
+    st.booleans(),
+)
+def test_matches_sorteddict(
+    ops: list[tuple[str, int, int]], lo: int, hi: int, inc_lo: bool, rev: bool
+) -> None:
+    m = BSkipList("int")
+    ref: SortedDict = SortedDict()
+    for op, k, v in ops:
+        if op == "set":
+            m[k] = v
+            ref[k] = v
+        elif op == "del":
+            assert m.pop(k, None) == ref.pop(k, None)
+        elif op == "setdefault":
+            assert m.setdefault(k, v) == ref.setdefault(k, v)
+        elif ref:
+            assert m.pop_first() == ref.popitem(0)
+        else:
+            with pytest.raises(KeyError):
+                m.pop_first()
+    assert list(m.items()) == list(ref.items())
+    assert len(m) == len(ref)
+    want = list(ref.irange(lo, hi, inclusive=(inc_lo, False), reverse=rev))
+    assert list(m.irange(lo, hi, inclusive=(inc_lo, False), reverse=rev)) == want
+    ks, _ = m.range_arrays(lo, hi, inclusive=(inc_lo, False))
+    assert ks.tolist() == list(ref.irange(lo, hi, inclusive=(inc_lo, False)))
+
+
+def test_iterating_while_other_threads_write() -> None:
+    m = BSkipList("int")
+    stable = list(range(0, 20_000, 10))
+    m.update_many(np.array(stable), np.array(stable))
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def writer(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        try:
+            while not stop.is_set():
+                ks = rng.integers(0, 2_000, 500) * 10 + rng.integers(1, 10, 500)
+                m.update_many(ks, ks)
+                for k in ks[:100].tolist():
+                    m.pop(k, None)
+                m[int(ks[0])] = "obj"
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(s,)) for s in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for rnd in range(6):
+            keys = list(m.irange(reverse=rnd % 2 == 1))
+            if rnd % 2:
+                keys.reverse()
+            assert keys == sorted(set(keys)), "keys repeated or out of order"
+            assert set(stable) <= set(keys), "a key present throughout was missed"
+            ks, _ = m.range_arrays()
+            assert np.all(np.diff(ks) > 0)
+            assert set(stable) <= set(ks.tolist())
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors, errors
+    for k in stable:
+        assert m[k] == k
+
+
+def test_concurrent_update_many_from_threads_is_exact() -> None:
+    m = BSkipList("int")
+    n = 50_000
+
+    def work(t: int) -> None:
+        ks = np.arange(t, n * 4, 4, dtype=np.int64)
+        m.update_many(ks, ks + 1)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(m) == n * 4
+    ks, vs = m.range_arrays()
+    assert np.array_equal(ks, np.arange(n * 4)) and np.array_equal(vs, ks + 1)
