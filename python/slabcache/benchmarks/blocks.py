@@ -13,7 +13,7 @@ growth, tool-call pauses, bursts) under the same FCFS scheduler. Reported:
   pins vs with pins (slabcache only; vLLM has no pins).
 
 vLLM is not a dependency: it runs in its own environment (torch, CUDA wheels)
-through ``bench/peer_vllm_blocks.py``. Set ``SLABCACHE_VLLM_PYTHON`` to that
+through ``slabcache/benchmarks/peer_vllm_blocks.py``. Set ``SLABCACHE_VLLM_PYTHON`` to that
 environment's python (default ``/work/venvs/vllm/bin/python``); when it is
 missing, the peer columns are empty and the note says why.
 """
@@ -134,11 +134,9 @@ def run_slabcache(trace: Trace, *, pins: bool = False, pin_ttl_steps: int = 60) 
 def run_vllm(conversations: int, seed: int, timeout_s: float = 1800) -> tuple[dict | None, str]:
     """Runs the peer driver in vLLM's environment; (result or None, note)."""
     py = os.environ.get("SLABCACHE_VLLM_PYTHON", DEFAULT_VLLM_PYTHON)
-    script = Path(__file__).resolve().parents[3] / "bench" / "peer_vllm_blocks.py"
+    script = Path(__file__).resolve().parent / "peer_vllm_blocks.py"
     if not Path(py).exists():
         return None, f"vLLM env not found ({py}); set SLABCACHE_VLLM_PYTHON"
-    if not script.exists():
-        return None, f"peer driver {script} not found (run from a source checkout)"
     cmd = [py, str(script), "--conversations", str(conversations), "--seed", str(seed)]
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)

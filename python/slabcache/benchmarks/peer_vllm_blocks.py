@@ -5,7 +5,8 @@ torch and CUDA wheels; it imports and runs this CPU-only code path without
 a GPU). It loads the trace module by path, so slabcache need not be installed
 there:
 
-    /work/venvs/vllm/bin/python bench/peer_vllm_blocks.py --conversations 512 --seed 0
+    $SLABCACHE_VLLM_PYTHON python/slabcache/benchmarks/peer_vllm_blocks.py \
+        --conversations 512 --seed 0
 
 and prints one JSON object: the replay's counters (hit tokens, schedule
 digest, ...) and the CPU time spent in the manager per scheduler step.
@@ -32,8 +33,8 @@ os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
 
 
 def _load_trace_module():
-    here = Path(__file__).resolve().parent
-    path = here.parent / "python" / "slabcache" / "benchmarks" / "blocks_trace.py"
+    # Loaded by path: this script runs in vLLM's environment, where slabcache is not installed.
+    path = Path(__file__).resolve().parent / "blocks_trace.py"
     spec = importlib.util.spec_from_file_location("blocks_trace", path)
     mod = importlib.util.module_from_spec(spec)
     sys.modules["blocks_trace"] = mod
