@@ -60,6 +60,7 @@ def test_cli_version_and_info(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "avx2" in out and "build profile" in out
+    assert "int8 kernel in use" in out
 
 
 def test_console_script_runs() -> None:

@@ -19,6 +19,7 @@ from rich.table import Table
 from . import __version__, _native
 from .benchmarks import SUITE_NAMES, BenchContext, Measurement, load_suite, render
 from .benchmarks.report import make_progress, write_json
+from .vectors import available_kernels, default_kernel
 
 
 def _cmd_info(args: argparse.Namespace, console: Console) -> int:
@@ -30,6 +31,8 @@ def _cmd_info(args: argparse.Namespace, console: Console) -> int:
     table.add_row("build profile", build["profile"])
     table.add_row("target", f"{build['target_arch']}-{build['target_os']}")
     table.add_row("python", f"{platform.python_implementation()} {platform.python_version()}")
+    table.add_row("int8 kernel in use", default_kernel())
+    table.add_row("int8 kernels available", ", ".join(available_kernels()))
     feats = _native.cpu_features()
     for name, present in feats.items():
         table.add_row(f"cpu: {name}", "[green]yes[/]" if present else "[dim]no[/]")
