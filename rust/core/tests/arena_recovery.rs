@@ -221,7 +221,7 @@ fn readers_see_whole_values_during_writes_and_compaction() {
                     let v = a.get(&k.to_le_bytes()).unwrap().expect("key vanished");
                     let ver = u32::from_le_bytes(v[4..8].try_into().unwrap());
                     assert_eq!(&*v, &val(k, ver)[..], "garbage for key {k}");
-                    if n % 50 == 0 && views.len() < 1000 {
+                    if n.is_multiple_of(50) && views.len() < 1000 {
                         views.push((k, ver, v)); // hold some views across compactions
                     }
                     n += 1;

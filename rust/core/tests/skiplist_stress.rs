@@ -93,7 +93,7 @@ fn readers_see_stable_keys<C: Config>() {
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let k = (next() % STABLE) * 10 + 1 + next() % 9;
-                    if next() % 2 == 0 {
+                    if next().is_multiple_of(2) {
                         m.insert(k, (k, !k));
                     } else {
                         m.remove(&k);

@@ -238,7 +238,7 @@ pub unsafe extern "C" fn sc_posix_memalign(
     align: usize,
     size: usize,
 ) -> c_int {
-    if !align.is_power_of_two() || align % std::mem::size_of::<usize>() != 0 {
+    if !align.is_power_of_two() || !align.is_multiple_of(std::mem::size_of::<usize>()) {
         return libc::EINVAL;
     }
     match heap().and_then(|h| h.raw_alloc_aligned(size, align)) {

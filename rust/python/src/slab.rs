@@ -486,7 +486,7 @@ impl Allocation {
             .map_err(|e| py_err(ErrorKind::InvalidType, format!("not a numpy dtype: {e}")))?;
         let itemsize: usize = dt.getattr("itemsize")?.extract()?;
         let nbytes = slf.borrow().nbytes;
-        if itemsize == 0 || nbytes % itemsize != 0 {
+        if itemsize == 0 || !nbytes.is_multiple_of(itemsize) {
             return Err(py_err(
                 ErrorKind::InvalidArgument,
                 format!("{nbytes} bytes is not a whole number of {itemsize}-byte items"),

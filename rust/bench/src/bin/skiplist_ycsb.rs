@@ -224,7 +224,7 @@ fn run_mix<I: Index>(
                             Dist::Zipfian => zipf.sample(&mut rng),
                         };
                         let k = key_of(i);
-                        let timed = ops % SAMPLE_EVERY == 0;
+                        let timed = ops.is_multiple_of(SAMPLE_EVERY);
                         let t0 = if timed { Some(Instant::now()) } else { None };
                         match workload {
                             Workload::ReadOnly => sink = sink.wrapping_add(map.get(k).unwrap_or(0)),
@@ -282,7 +282,7 @@ fn run_load<I: Index>(make: &dyn Fn() -> I, n: u64, threads: usize) -> (Outcome,
                 let mut ops = 0u64;
                 while i < n {
                     let k = key_of(i);
-                    if ops % SAMPLE_EVERY == 0 {
+                    if ops.is_multiple_of(SAMPLE_EVERY) {
                         let t0 = Instant::now();
                         map.insert(k, i);
                         samples.push(t0.elapsed().as_nanos() as u64);

@@ -592,7 +592,7 @@ impl BlockManager {
     /// Releases, in deadline order, every pin whose deadline is `<= now`; returns how many.
     pub fn expire_pins(&mut self, now: f64) -> Result<usize> {
         check_now(now)?;
-        if self.pins.next_deadline().map_or(true, |d| d > now) {
+        if self.pins.next_deadline().is_none_or(|d| d > now) {
             return Ok(0);
         }
         let expired: Vec<_> = self.pins.pop_expired(now).collect();

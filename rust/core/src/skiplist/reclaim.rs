@@ -29,7 +29,7 @@ pub(crate) fn after_write(guard: &Guard) {
         w.set(n);
         n
     });
-    if n % FLUSH_EVERY == 0 {
+    if n.is_multiple_of(FLUSH_EVERY) {
         guard.flush();
     }
 }

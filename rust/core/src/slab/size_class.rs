@@ -78,7 +78,7 @@ pub fn aligned_class_of(size: usize, align: usize) -> Option<usize> {
     if align <= MIN_ALIGN {
         return Some(first);
     }
-    (first..NUM_CLASSES).find(|&c| class_size(c) % align == 0)
+    (first..NUM_CLASSES).find(|&c| class_size(c).is_multiple_of(align))
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ pub(crate) fn check_dim(dim: usize) -> Result<()> {
 /// Checks that `values` is a whole number of `dim`-wide finite vectors;
 /// returns how many.
 pub(crate) fn check_vectors(values: &[f32], dim: usize, what: &str) -> Result<usize> {
-    if values.len() % dim != 0 {
+    if !values.len().is_multiple_of(dim) {
         return Err(Error::invalid_argument(format!(
             "{what}: {} values is not a whole number of {dim}-dimensional vectors",
             values.len()

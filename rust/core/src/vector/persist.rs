@@ -276,7 +276,7 @@ fn read_store(
     let per_row = 16 + dim as u64;
     if rows
         .checked_mul(per_row)
-        .map_or(true, |b| b > r.remaining() as u64)
+        .is_none_or(|b| b > r.remaining() as u64)
     {
         return Err(truncated());
     }

@@ -170,7 +170,7 @@ pub unsafe fn dot_vnni(a: &[i8], b: &[i8]) -> i32 {
         // the biased a lanes there multiply zero).
         let (x, q) = unsafe { (load(a.as_ptr(), i, n), load(b.as_ptr(), i, n)) };
         let u = _mm512_xor_si512(x, bias);
-        if (i / W) % 2 == 0 {
+        if (i / W).is_multiple_of(2) {
             acc0 = _mm512_dpbusd_epi32(acc0, u, q);
         } else {
             acc1 = _mm512_dpbusd_epi32(acc1, u, q);

@@ -285,7 +285,7 @@ impl Kernel {
     pub fn dots(self, queries: &[i8], rows: &[i8], dim: usize, out: &mut [i32]) {
         assert!(dim > 0, "dots: dim must be positive");
         assert!(
-            queries.len() % dim == 0 && rows.len() % dim == 0,
+            queries.len().is_multiple_of(dim) && rows.len().is_multiple_of(dim),
             "dots: lengths must be multiples of dim"
         );
         assert!(
