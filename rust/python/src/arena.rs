@@ -2,7 +2,7 @@
 //! zero-copy `BlobBuffer` that `get` wraps in a read-only `memoryview`.
 
 use std::borrow::Cow;
-use std::ffi::{c_int, c_void, CStr};
+use std::ffi::{c_int, c_void};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -118,8 +118,6 @@ pub struct PyBlobBuffer {
     view: BlobView,
 }
 
-static FORMAT_B: &CStr = c"B";
-
 #[pymethods]
 impl PyBlobBuffer {
     unsafe fn __getbuffer__(
@@ -134,37 +132,12 @@ impl PyBlobBuffer {
             return Err(PyBufferError::new_err("arena blobs are read-only"));
         }
         let bytes: &[u8] = &slf.get().view;
-        let len = bytes.len() as ffi::Py_ssize_t;
-        let ptr = bytes.as_ptr() as *mut c_void;
-        // SAFETY: `view` is a non-null Py_buffer the interpreter gave us to
-        // fill. The bytes live in an mmap owned by `slf` (via an Arc), and
-        // `obj` holds a strong reference to `slf` until the buffer is released,
-        // so `buf` stays valid and unchanged for the buffer's lifetime.
-        unsafe {
-            (*view).obj = slf.into_any().into_ptr();
-            (*view).buf = ptr;
-            (*view).len = len;
-            (*view).readonly = 1;
-            (*view).itemsize = 1;
-            (*view).format = if flags & ffi::PyBUF_FORMAT != 0 {
-                FORMAT_B.as_ptr() as *mut _
-            } else {
-                std::ptr::null_mut()
-            };
-            (*view).ndim = 1;
-            (*view).shape = if flags & ffi::PyBUF_ND != 0 {
-                &mut (*view).len
-            } else {
-                std::ptr::null_mut()
-            };
-            (*view).strides = if flags & ffi::PyBUF_STRIDES == ffi::PyBUF_STRIDES {
-                &mut (*view).itemsize
-            } else {
-                std::ptr::null_mut()
-            };
-            (*view).suboffsets = std::ptr::null_mut();
-            (*view).internal = std::ptr::null_mut();
-        }
+        let (ptr, len) = (bytes.as_ptr() as *mut c_void, bytes.len());
+        // SAFETY: `view` is non-null (checked) and is the Py_buffer the
+        // interpreter gave us to fill. The bytes live in an mmap owned by
+        // `slf` (via an Arc) and `view.obj` holds a strong reference to `slf`
+        // until the buffer is released, so they stay valid and unchanged.
+        unsafe { crate::buffer::fill_byte_buffer(view, slf.into_any(), ptr, len, true, flags) };
         Ok(())
     }
 

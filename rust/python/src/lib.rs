@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 
 mod arena;
 mod blocks;
+mod buffer;
 mod errors;
 mod info;
 mod skiplist;

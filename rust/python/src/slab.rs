@@ -546,32 +546,17 @@ impl Allocation {
         };
         // SAFETY: `view` is a valid Py_buffer to fill (checked non-null);
         // the memory stays allocated while the export count is non-zero (a
-        // free is refused meanwhile), and `obj` keeps this object alive.
+        // free is refused meanwhile), and `view.obj` keeps this object alive.
         unsafe {
-            (*view).obj = slf.into_any().into_ptr();
-            (*view).buf = addr as *mut c_void;
-            (*view).len = nbytes as isize;
-            (*view).readonly = 0;
-            (*view).itemsize = 1;
-            (*view).format = if flags & ffi::PyBUF_FORMAT == ffi::PyBUF_FORMAT {
-                c"B".as_ptr() as *mut _
-            } else {
-                std::ptr::null_mut()
-            };
-            (*view).ndim = 1;
-            (*view).shape = if flags & ffi::PyBUF_ND == ffi::PyBUF_ND {
-                &mut (*view).len
-            } else {
-                std::ptr::null_mut()
-            };
-            (*view).strides = if flags & ffi::PyBUF_STRIDES == ffi::PyBUF_STRIDES {
-                &mut (*view).itemsize
-            } else {
-                std::ptr::null_mut()
-            };
-            (*view).suboffsets = std::ptr::null_mut();
-            (*view).internal = std::ptr::null_mut();
-        }
+            crate::buffer::fill_byte_buffer(
+                view,
+                slf.into_any(),
+                addr as *mut c_void,
+                nbytes,
+                false,
+                flags,
+            )
+        };
         Ok(())
     }
 
