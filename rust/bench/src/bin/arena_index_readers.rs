@@ -5,7 +5,9 @@
 //! thread does `get` of random present keys for `secs`; with `--writer`, one
 //! more thread meanwhile re-puts batches of 64 keys through `insert_many`
 //! (what `BlobArena::put_many` does under its writer lock). Prints total
-//! million gets/s per thread count for both, and the ratio.
+//! million gets/s per thread count for both, and the ratio. First line: the
+//! time to build each from `n` sorted entries (what recovery does) and to
+//! drop it.
 //!
 //! ```text
 //! cargo run --release -p slabcache-bench --bin arena_index_readers -- \
@@ -149,10 +151,36 @@ fn main() {
         }
     }
     let items: Vec<_> = (0..n).map(|i| (key(i), loc(i))).collect();
+    // Building the index from sorted entries is what recovery does.
+    let copy = items.clone();
+    let t0 = Instant::now();
+    let old = Arc::new(LockedBTree(RwLock::new(copy.into_iter().collect())));
+    let t_old = t0.elapsed();
+    let copy = items.clone();
+    let t0 = Instant::now();
     let new = Arc::new(KeyIndex::new());
-    new.replace_all(items.clone());
-    let old = Arc::new(LockedBTree::default());
-    old.insert_many(items);
+    new.replace_all(copy);
+    let t_new = t0.elapsed();
+    let (copy_old, copy_new) = (
+        LockedBTree(RwLock::new(items.iter().cloned().collect())),
+        KeyIndex::new(),
+    );
+    copy_new.replace_all(items);
+    let t0 = Instant::now();
+    drop(copy_old);
+    let d_old = t0.elapsed();
+    let t0 = Instant::now();
+    drop(copy_new);
+    let d_new = t0.elapsed();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "{n} sorted entries (recovery): build BTreeMap {:.1} ms, B-skiplist {:.1} ms; \
+         drop BTreeMap {:.1} ms, B-skiplist {:.1} ms",
+        ms(t_old),
+        ms(t_new),
+        ms(d_old),
+        ms(d_new)
+    );
     println!(
         "arena index gets, {n} keys, {secs} s per point{}",
         if writer {
