@@ -3,13 +3,16 @@
 //! deadline passes.
 //!
 //! Pins are keyed by program id and ordered by deadline, so expiry pops from
-//! the front. The ordered map is a `BTreeMap<(deadline, program)>` behind
-//! [`PinSchedule`]; the B-skiplist can replace it without touching callers.
+//! the front. The deadline order is the project's concurrent B-skiplist
+//! ([`BSkipList`]) keyed by `(deadline, program)`: the earliest deadline is
+//! the list's first entry.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::fmt;
 
 use super::block_hash::IdBuildHasher;
+use crate::skiplist::BSkipList;
 
 /// A deadline in seconds on the caller's clock (total order over finite f64).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -50,11 +53,37 @@ pub struct Pin {
 /// assert_eq!(expired[0].0, 8);
 /// assert!(pins.contains(7));
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Default)]
 pub struct PinSchedule {
-    by_deadline: BTreeMap<(Deadline, i64), ()>,
+    by_deadline: BSkipList<(Deadline, i64), ()>,
     by_program: HashMap<i64, Pin, IdBuildHasher>,
     num_blocks: usize,
+}
+
+impl Clone for PinSchedule {
+    fn clone(&self) -> Self {
+        let by_deadline = BSkipList::new();
+        // Already sorted and unique: the skiplist bulk-loads it.
+        by_deadline.insert_many(self.by_deadline.iter().collect());
+        PinSchedule {
+            by_deadline,
+            by_program: self.by_program.clone(),
+            num_blocks: self.num_blocks,
+        }
+    }
+}
+
+impl fmt::Debug for PinSchedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PinSchedule")
+            .field(
+                "by_deadline",
+                &self.by_deadline.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
+            .field("by_program", &self.by_program)
+            .field("num_blocks", &self.num_blocks)
+            .finish()
+    }
 }
 
 impl PinSchedule {
@@ -89,13 +118,13 @@ impl PinSchedule {
     /// The earliest deadline.
     #[inline]
     pub fn next_deadline(&self) -> Option<f64> {
-        self.by_deadline.keys().next().map(|(d, _)| d.0)
+        self.by_deadline.first().map(|((d, _), ())| d.0)
     }
 
     /// Removes and yields, in deadline order, every pin with `deadline <= now`.
     pub fn pop_expired(&mut self, now: f64) -> impl Iterator<Item = (i64, Pin)> + '_ {
         std::iter::from_fn(move || {
-            let (&(d, program), _) = self.by_deadline.first_key_value()?;
+            let ((d, program), ()) = self.by_deadline.first()?;
             if d.0 > now {
                 return None;
             }
@@ -157,6 +186,7 @@ mod tests {
         p.insert(1, 3.0, vec![1]);
         p.insert(2, 1.0, vec![2, 3]);
         p.insert(3, 2.0, vec![]);
+        let copy = p.clone();
         let old = p.insert(1, 0.5, vec![4]).unwrap();
         assert_eq!(old.blocks, vec![1]);
         assert_eq!(p.num_blocks(), 3);
@@ -165,5 +195,9 @@ mod tests {
         assert_eq!(order, vec![1, 2, 3]);
         assert!(p.is_empty());
         assert!(p.check().is_ok());
+        // The clone is independent and keeps its own order.
+        assert!(copy.check().is_ok());
+        assert_eq!(copy.next_deadline(), Some(1.0));
+        assert_eq!(copy.len(), 3);
     }
 }

@@ -95,7 +95,26 @@ where
     /// m.insert_many(vec![(3, 30), (1, 10), (3, 31), (2, 20)]);
     /// assert_eq!(m.iter().collect::<Vec<_>>(), [(1, 10), (2, 20), (3, 31)]);
     /// ```
-    pub fn insert_many(&self, mut items: Vec<(K, V)>) {
+    pub fn insert_many(&self, items: Vec<(K, V)>) {
+        self.insert_many_with(items, |_, _| {});
+    }
+
+    /// [`insert_many`](Self::insert_many) that also reports every value the
+    /// batch displaced: `replaced(key, old)` is called for each key that was
+    /// already in the map (with the value it held) and for each earlier copy
+    /// of a key the batch gives more than once (with that copy's value), so
+    /// the caller can account for everything that is no longer stored.
+    ///
+    /// ```
+    /// let m = slabcache_core::skiplist::BSkipList::<u64, u64>::new();
+    /// m.insert(1, 100);
+    /// let mut gone = Vec::new();
+    /// m.insert_many_with(vec![(1, 10), (2, 20), (2, 21)], |k, v| gone.push((*k, *v)));
+    /// gone.sort();
+    /// assert_eq!(gone, [(1, 100), (2, 20)]);
+    /// assert_eq!(m.iter().collect::<Vec<_>>(), [(1, 10), (2, 21)]);
+    /// ```
+    pub fn insert_many_with(&self, mut items: Vec<(K, V)>, mut replaced: impl FnMut(&K, &V)) {
         use rayon::slice::ParallelSliceMut;
         if items.windows(2).all(|w| w[0].0 < w[1].0) {
             // Already sorted, no duplicates.
@@ -116,6 +135,8 @@ where
         items.dedup_by(|later, kept| {
             if later.0 == kept.0 {
                 std::mem::swap(&mut later.1, &mut kept.1);
+                // `later` now holds the earlier copy's value, dropped here.
+                replaced(&later.0, &later.1);
                 true
             } else {
                 false
@@ -143,12 +164,18 @@ where
                 guard.repin();
             }
             if h > 0 {
-                self.put_height(key, value, Mode::Upsert, h, &guard);
+                let kept = key.clone();
+                if let Put::Replaced(old) = self.put_height(key, value, Mode::Upsert, h, &guard) {
+                    replaced(&kept, &old);
+                }
                 continue;
             }
             let (node, _) = self.find(&key, 0, &guard);
             let Some((node, g)) = self.lock_covering(node, &key, &guard) else {
-                self.put_height(key, value, Mode::Upsert, 0, &guard);
+                let kept = key.clone();
+                if let Put::Replaced(old) = self.put_height(key, value, Mode::Upsert, 0, &guard) {
+                    replaced(&kept, &old);
+                }
                 continue;
             };
             let blk = node.block(&guard);
@@ -159,7 +186,10 @@ where
             if first_new > room {
                 // Full leaf: the single-key path promotes and splits it.
                 drop(g);
-                self.put_height(key, value, Mode::Upsert, 0, &guard);
+                let kept = key.clone();
+                if let Put::Replaced(old) = self.put_height(key, value, Mode::Upsert, 0, &guard) {
+                    replaced(&kept, &old);
+                }
                 continue;
             }
             let mut new_keys = first_new;
@@ -178,7 +208,7 @@ where
             }
             let n = ks.len() + new_keys;
             let mut b = LeafB::<K, V, C>::new(blk.next, None, n, n);
-            let mut replaced = Vec::new();
+            let mut dropped = Vec::new();
             // SAFETY: a merge: every old key moves into the new block, every
             // old value too except the replaced ones, which the retired block
             // drops; new keys equal to old ones are dropped right here
@@ -195,9 +225,11 @@ where
                         i += 1;
                     }
                     if i < ks.len() && ks[i] == k {
+                        // The old block stays readable while `guard` is pinned.
+                        replaced(&ks[i], &vs[i]);
                         b.move_keys(&ks[i..i + 1]);
                         order.push((true, j));
-                        replaced.push(i);
+                        dropped.push(i);
                         i += 1;
                     } else {
                         b.push_key(k);
@@ -215,7 +247,7 @@ where
                 }
                 b.move_items(&vs[i..]);
                 let old = node.publish(b.finish());
-                retire_leaf_values(&guard, old, replaced);
+                retire_leaf_values(&guard, old, dropped);
             }
             drop(g);
             self.len.add(new_keys as isize);
