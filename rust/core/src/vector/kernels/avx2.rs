@@ -115,27 +115,13 @@ fn dot_1x4(row: &[i8], q: [&[i8]; 4]) -> [i32; 4] {
 /// of `dim` and `out.len() >= nrows * nq`.
 #[target_feature(enable = "avx2")]
 pub unsafe fn dots(queries: &[i8], rows: &[i8], dim: usize, out: &mut [i32]) {
-    let nq = queries.len() / dim;
-    let groups = nq / 4;
-    let nrows = rows.len() / dim;
-    for (r, row) in rows.chunks_exact(dim).enumerate() {
-        if r + 2 < nrows {
-            super::prefetch_row(&rows[(r + 2) * dim..(r + 3) * dim]);
-        }
-        let o = &mut out[r * nq..(r + 1) * nq];
-        for g in 0..groups {
-            let b = g * 4 * dim;
-            let qs = [
-                &queries[b..b + dim],
-                &queries[b + dim..b + 2 * dim],
-                &queries[b + 2 * dim..b + 3 * dim],
-                &queries[b + 3 * dim..b + 4 * dim],
-            ];
-            o[g * 4..g * 4 + 4].copy_from_slice(&dot_1x4(row, qs));
-        }
-        for q in groups * 4..nq {
-            // SAFETY: AVX2 is present (this function's contract).
-            o[q] = unsafe { dot(row, &queries[q * dim..(q + 1) * dim]) };
-        }
-    }
+    super::tile_dots(
+        queries,
+        rows,
+        dim,
+        out,
+        |row, qs, _| dot_1x4(row, qs),
+        // SAFETY: AVX2 is present (this function's contract).
+        |row, q| unsafe { dot(row, q) },
+    );
 }

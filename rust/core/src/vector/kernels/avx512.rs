@@ -127,29 +127,15 @@ fn dot_bw_1x4(row: &[i8], q: [&[i8]; 4]) -> [i32; 4] {
 /// are multiples of `dim`; `out.len() >= nrows * nq`.
 #[target_feature(enable = "avx512f,avx512bw")]
 pub unsafe fn dots_bw(queries: &[i8], rows: &[i8], dim: usize, out: &mut [i32]) {
-    let nq = queries.len() / dim;
-    let groups = nq / 4;
-    let nrows = rows.len() / dim;
-    for (r, row) in rows.chunks_exact(dim).enumerate() {
-        if r + 2 < nrows {
-            super::prefetch_row(&rows[(r + 2) * dim..(r + 3) * dim]);
-        }
-        let o = &mut out[r * nq..(r + 1) * nq];
-        for g in 0..groups {
-            let b = g * 4 * dim;
-            let qs = [
-                &queries[b..b + dim],
-                &queries[b + dim..b + 2 * dim],
-                &queries[b + 2 * dim..b + 3 * dim],
-                &queries[b + 3 * dim..b + 4 * dim],
-            ];
-            o[g * 4..g * 4 + 4].copy_from_slice(&dot_bw_1x4(row, qs));
-        }
-        for q in groups * 4..nq {
-            // SAFETY: AVX-512 BW is present (this function's contract).
-            o[q] = unsafe { dot_bw(row, &queries[q * dim..(q + 1) * dim]) };
-        }
-    }
+    super::tile_dots(
+        queries,
+        rows,
+        dim,
+        out,
+        |row, qs, _| dot_bw_1x4(row, qs),
+        // SAFETY: AVX-512 F and BW are present (this function's contract).
+        |row, q| unsafe { dot_bw(row, q) },
+    );
 }
 
 /// Exact INT8 dot product with AVX-512 VNNI (any `i8` input).
@@ -219,34 +205,20 @@ fn bias_correction(q: &[i8]) -> i32 {
 /// `rows.len()` are multiples of `dim`; `out.len() >= nrows * nq`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 pub unsafe fn dots_vnni(queries: &[i8], rows: &[i8], dim: usize, out: &mut [i32]) {
-    let nq = queries.len() / dim;
-    let groups = nq / 4;
     let corr: Vec<i32> = queries.chunks_exact(dim).map(bias_correction).collect();
-    let nrows = rows.len() / dim;
-    for (r, row) in rows.chunks_exact(dim).enumerate() {
-        if r + 2 < nrows {
-            super::prefetch_row(&rows[(r + 2) * dim..(r + 3) * dim]);
-        }
-        let o = &mut out[r * nq..(r + 1) * nq];
-        for g in 0..groups {
-            let b = g * 4 * dim;
-            let qs = [
-                &queries[b..b + dim],
-                &queries[b + dim..b + 2 * dim],
-                &queries[b + 2 * dim..b + 3 * dim],
-                &queries[b + 3 * dim..b + 4 * dim],
-            ];
-            let c = [
-                corr[g * 4],
-                corr[g * 4 + 1],
-                corr[g * 4 + 2],
-                corr[g * 4 + 3],
-            ];
-            o[g * 4..g * 4 + 4].copy_from_slice(&dot_vnni_1x4(row, qs, c));
-        }
-        for q in groups * 4..nq {
-            // SAFETY: AVX-512 VNNI is present (this function's contract).
-            o[q] = unsafe { dot_vnni(row, &queries[q * dim..(q + 1) * dim]) };
-        }
-    }
+    super::tile_dots(
+        queries,
+        rows,
+        dim,
+        out,
+        |row, qs, q0| {
+            dot_vnni_1x4(
+                row,
+                qs,
+                [corr[q0], corr[q0 + 1], corr[q0 + 2], corr[q0 + 3]],
+            )
+        },
+        // SAFETY: AVX-512 VNNI is present (this function's contract).
+        |row, q| unsafe { dot_vnni(row, q) },
+    );
 }

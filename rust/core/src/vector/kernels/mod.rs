@@ -33,6 +33,50 @@ use crate::error::{Error, Result};
 /// `avx512vnni`, `neon`, `neon-dotprod`; empty or `auto` means the best).
 pub const SIMD_ENV: &str = "SLABCACHE_SIMD";
 
+/// The row-by-query loop every SIMD `dots` kernel shares: each stored row is
+/// read once (the row two ahead is prefetched) and multiplied into four
+/// queries at a time with `dot4(row, queries, index of the first)`, the
+/// leftover queries one by one with `dot1(row, query)`.
+///
+/// `#[inline(always)]` so that it is compiled inside each kernel's
+/// `#[target_feature]` function, where the closures (which inherit those
+/// features) inline too: the driver costs nothing over a hand-written loop.
+///
+/// Callers guarantee `dim > 0`, lengths that are multiples of `dim`, and
+/// `out.len() >= nrows * nq` (asserted once in [`Kernel::dots`]).
+#[inline(always)]
+pub(crate) fn tile_dots(
+    queries: &[i8],
+    rows: &[i8],
+    dim: usize,
+    out: &mut [i32],
+    dot4: impl Fn(&[i8], [&[i8]; 4], usize) -> [i32; 4],
+    dot1: impl Fn(&[i8], &[i8]) -> i32,
+) {
+    let nq = queries.len() / dim;
+    let groups = nq / 4;
+    let nrows = rows.len() / dim;
+    for (r, row) in rows.chunks_exact(dim).enumerate() {
+        if r + 2 < nrows {
+            prefetch_row(&rows[(r + 2) * dim..(r + 3) * dim]);
+        }
+        let o = &mut out[r * nq..(r + 1) * nq];
+        for g in 0..groups {
+            let b = g * 4 * dim;
+            let qs = [
+                &queries[b..b + dim],
+                &queries[b + dim..b + 2 * dim],
+                &queries[b + 2 * dim..b + 3 * dim],
+                &queries[b + 3 * dim..b + 4 * dim],
+            ];
+            o[g * 4..g * 4 + 4].copy_from_slice(&dot4(row, qs, g * 4));
+        }
+        for q in groups * 4..nq {
+            o[q] = dot1(row, &queries[q * dim..(q + 1) * dim]);
+        }
+    }
+}
+
 /// Hints the CPU to bring `row` into L1 (one hint per 64-byte line).
 ///
 /// The `dots` kernels call it for the row two ahead, so the stream of stored
