@@ -255,7 +255,12 @@ impl ClusteredIndex {
                 self.pages[p].compact(|id, r| {
                     loc.insert(id, (p as u32, r as u32));
                 });
+                self.pages[p].shrink_to_fit();
             }
+        }
+        // Give the id map's memory back once it is mostly empty.
+        if self.loc.capacity() > 4 * self.loc.len().max(1024) {
+            self.loc.shrink_to_fit();
         }
         Ok(removed)
     }
