@@ -7,7 +7,8 @@ its typed Python face, one module per piece:
 - :class:`BSkipList` (``slabcache.skiplist``): concurrent sorted map;
 - :class:`Int8Index` (``slabcache.vectors``): INT8 SIMD vector search;
 - :class:`BlobArena` (``slabcache.arena``): crash-safe WAL-backed blob store;
-- :class:`BlockManager` (``slabcache.blocks``): paged KV-cache block manager.
+- :class:`BlockManager` (``slabcache.blocks``): paged KV-cache block manager;
+- :class:`SemanticCache` (``slabcache.semantic``): LLM-response cache on the pieces above.
 
     >>> import slabcache
     >>> isinstance(slabcache.__version__, str)
@@ -35,7 +36,10 @@ from .errors import (
     SlabcacheError,
     StorageError,
 )
+from .semantic import Hit, Policy, SemanticCache
 from .skiplist import BSkipList
+from .slb import SemanticLookasideBuffer
+from .trap_guard import TrapGuard
 from .vectors import Int8Index
 
 __version__: str = _native.__version__
@@ -54,6 +58,11 @@ __all__ = [
     "BlockManager",
     "StepBatch",
     "StepResult",
+    "SemanticCache",
+    "Policy",
+    "Hit",
+    "SemanticLookasideBuffer",
+    "TrapGuard",
     # errors
     "SlabcacheError",
     "AlreadyExistsError",
