@@ -818,7 +818,7 @@ class SemanticCache:
         with self._lock:
             self._check_open()
             e = self._entries.get(int(key))
-            if e is None:
+            if e is None or not self._alive(e, self._clock()):
                 return False
             self._evict(e, expired=False, counted=False)
             return True
