@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from difflib import SequenceMatcher
 
 __all__ = ["TrapGuard"]
 
@@ -54,10 +55,10 @@ _NUMBER_WORDS = frozenset(
 _DATE_WORDS = frozenset(
     "monday tuesday wednesday thursday friday saturday sunday weekday weekdays weekend "
     "weekends mondays tuesdays wednesdays thursdays fridays saturdays sundays january "
-    "february march april may june july august september october november december jan feb "
+    "february march april june july august september october november december jan feb "
     "mar apr jun jul aug sep sept oct nov dec today tomorrow yesterday tonight morning "
-    "afternoon evening night overnight midnight noon am pm spring summer autumn fall "
-    "winter christmas easter".split()
+    "afternoon evening night overnight midnight noon spring summer autumn winter "
+    "christmas easter".split()
 )
 
 _ANTONYM_PAIRS = (
@@ -107,11 +108,45 @@ _NUMBER_VALUES.update(
     }
 )  # fmt: skip
 
+# "one" / "single" are as often articles as amounts.
+_WEAK_NUMBERS = frozenset({"one", "single"})
+
 # Capitalised words that open a clause or greet: never names.
 _NOT_NAMES = frozenset(
     "hi hello hiya hey thanks thank cheers please morning evening afternoon okay ok so er um "
     "quick sorry dear yes no".split()
 )
+
+# Words whose change never changes the question: function words, fillers, greetings.
+_STOPWORDS = frozenset(
+    "a an the my your our their his her its this that these those i me we you it is are was "
+    "were be been being am do does did can could would should will shall may might must to "
+    "of for in on at by with from as and or if then so what whats how hows when whens where "
+    "wheres who whos which why there theres any some get got have has had just please hi "
+    "hello hiya hey thanks thank cheers okay ok er um uh quick question again really actually "
+    "also still now there here about up into onto yeah like team morning many advance could "
+    "tell one usually go possible able know need want way time much available offer "
+    "provide".split()
+)
+
+# Light verbs and common nouns that paraphrases swap freely: each group is one word.
+_SYNONYM_GROUPS = (
+    "change update switch amend edit modify",
+    "get receive obtain request order",
+    "start begin commence",
+    "make submit file send lodge create",
+    "cost price charge fee",
+    "shop store",
+    "fastest quickest",
+    "quote quotation estimate",
+    "kids kid children child",
+    "road street",
+    "result grade mark",
+    "register sign enrol enroll join",
+    "finish end close",
+    "author writer wrote",
+)
+_CANON = {w: g.split()[0] for g in _SYNONYM_GROUPS for w in g.split()}
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'\-]*|\d[\d,.:]*(?:am|pm|st|nd|rd|th|%)?", re.IGNORECASE)
 
@@ -137,12 +172,15 @@ def _stem(w: str) -> str:
 
 
 class _Parsed:
-    __slots__ = ("words", "bag", "stems", "numbers", "dates", "negations", "entities")
+    __slots__ = (
+        "words", "bag", "stems", "numbers", "dates", "negations", "entities", "content", "raw",
+    )  # fmt: skip
 
     def __init__(self, text: str) -> None:
         words: list[str] = []
         entities: list[str] = []
         negations = 0
+        dates: list[str] = []
         clause_start = True
         last_end = 0
         for m in _WORD.finditer(text):
@@ -158,6 +196,8 @@ class _Parsed:
                 negations += 1
             if low.startswith("non-") or low.startswith("un-"):
                 negations += 1
+            if low in _DATE_WORDS and not (clause_start and low in _NOT_NAMES):
+                dates.append(low)
             words.append(low)
             # A capitalised word that does not open a clause, or an acronym /
             # CamelCase anywhere, is taken for a name.
@@ -168,14 +208,22 @@ class _Parsed:
             if "-" in low:
                 words.extend(p for p in low.split("-") if p)
         self.words = words
+        self.content = [
+            _CANON.get(w, _stem(w))
+            for w in words
+            if w not in _STOPWORDS and w not in _NEGATORS and "-" not in w
+        ]
+        self.raw = [
+            w for w in words if w not in _STOPWORDS and w not in _NEGATORS and "-" not in w
+        ]
         self.bag = frozenset(words)
         self.stems = frozenset(_stem(w) for w in words)
         self.numbers = frozenset(
             _NUMBER_VALUES.get(w, w.replace(",", "").rstrip("."))
             for w in words
-            if w[0].isdigit() or w in _NUMBER_VALUES
+            if w[0].isdigit() or (w in _NUMBER_VALUES and w not in _WEAK_NUMBERS)
         )
-        self.dates = frozenset(_stem(w) for w in words if w in _DATE_WORDS)
+        self.dates = frozenset(_stem(w) for w in dates)
         self.negations = negations
         self.entities = entities
 
@@ -200,6 +248,7 @@ class TrapGuard:
         negation: bool = True,
         qualifiers: bool = True,
         entities: bool = True,
+        edits: bool = True,
         extra_antonyms: Iterable[tuple[str, str]] = (),
     ) -> None:
         self.numbers = numbers
@@ -207,6 +256,7 @@ class TrapGuard:
         self.negation = negation
         self.qualifiers = qualifiers
         self.entities = entities
+        self.edits = edits
         spec = _ANTONYM_PAIRS + "".join(f", {a.lower()} {b.lower()}" for a, b in extra_antonyms)
         self._antonyms = _pairs(spec)
         self._cache: dict[str, _Parsed] = {}
@@ -224,10 +274,11 @@ class TrapGuard:
         """The reason a hit of ``new`` on ``cached`` would be wrong, or ``None``."""
         a = self._parse(cached)
         b = self._parse(new)
-        # A number or date that changed (present on both sides, different).
-        if self.numbers and a.numbers and b.numbers and a.numbers != b.numbers:
+        # A number or date that changed, or that one side adds: a cached
+        # answer for "an appointment" is wrong for "an appointment at 3pm".
+        if self.numbers and a.numbers != b.numbers:
             return "number"
-        if self.dates and a.dates and b.dates and a.dates != b.dates:
+        if self.dates and a.dates != b.dates:
             return "date"
         only_a = a.bag - b.bag
         only_b = b.bag - a.bag
@@ -240,6 +291,10 @@ class TrapGuard:
                     return "negation"
         if self.qualifiers and (only_a & _QUALIFIERS or only_b & _QUALIFIERS):
             return "qualifier"
+        if self.edits:
+            reason = _small_edit(a.content, b.content, a.raw, b.raw)
+            if reason:
+                return reason
         if self.entities:
             # A name replaced by another one (a name only on one side is
             # usually a paraphrase adding or dropping detail).
@@ -256,6 +311,42 @@ class TrapGuard:
 
     def __call__(self, cached: str, new: str) -> str | None:
         return self.check(cached, new)
+
+
+def _typo(a: str, b: str) -> bool:
+    """Whether two words are one spelling apart (or share a stem)."""
+    if a == b or _stem(a) == _stem(b) or _CANON.get(a, a) == _CANON.get(b, b):
+        return True
+    return min(len(a), len(b)) >= 4 and SequenceMatcher(None, a, b).ratio() >= 0.8
+
+
+def _small_edit(a: list[str], b: list[str], raw_a: list[str], raw_b: list[str]) -> str | None:
+    """``"modifier"`` when the content words of two prompts are the same but
+    for one or two words swapped in or out (not typos): "billing" for
+    "delivery" address, "extended" warranty, "kitten" for "puppy". Rewordings
+    share too little for this rule to apply."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    sm = SequenceMatcher(None, a, b, autojunk=False)
+    same = sum(bl.size for bl in sm.get_matching_blocks())
+    changed_a: list[str] = []
+    changed_b: list[str] = []
+    for tag, i1, i2, j1, j2 in sm.get_opcodes():
+        if tag != "equal":
+            changed_a += raw_a[i1:i2]
+            changed_b += raw_b[j1:j2]
+    # Typos and re-inflections pair up and cancel.
+    for w in list(changed_a):
+        m = next((x for x in changed_b if _typo(w, x)), None)
+        if m is not None:
+            changed_a.remove(w)
+            changed_b.remove(m)
+    n_changed = len(changed_a) + len(changed_b)
+    if n_changed == 0 or n_changed > 2:
+        return None
+    if same >= 2 and same >= n_changed:
+        return "modifier"
+    return None
 
 
 def _dedup(xs: list[str]) -> list[str]:
