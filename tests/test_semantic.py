@@ -301,13 +301,18 @@ def test_trap_guard_refuses_and_can_be_turned_off(rng):
     assert ok.lookup(v, text="how do i reqest a repeat perscription") is not None
 
 
-def test_guard_falls_through_to_the_next_candidate(rng):
+def test_guard_falls_through_only_to_equally_close_candidates(rng):
     c = SemanticCache(None, dim=DIM)
     v = unit(rng)[0]
     c.insert(v, b"five", text="Price for 5 users?")
-    c.insert(near(v, rng, 0.05), b"fifty", text="Price for 50 users?")
+    c.insert(near(v, rng, 0.002), b"fifty", text="Price for 50 users?")
     h = c.lookup(v, text="price for 50 users")
     assert h is not None and bytes(h.value) == b"fifty"
+    # A refused nearest entry is not replaced by a clearly farther one.
+    c2 = SemanticCache(None, dim=DIM, default=Policy(threshold=0.5))
+    c2.insert(v, b"cancel", text="Cancel my subscription")
+    c2.insert(near(v, rng, 0.2), b"other", text="Tell me about my subscription plan")
+    assert c2.lookup(v, text="Don't cancel my subscription") is None
 
 
 def test_verifier_runs_on_near_threshold_hits(rng):

@@ -72,6 +72,10 @@ _MAGIC = b"SCE1"
 _HEAD = struct.Struct("<4sII")  # magic, metadata length, dim
 _KEY_PREFIX = b"e"
 _CANDIDATES = 4  # index candidates examined per lookup (the guard may refuse some)
+# Once the guard refuses a candidate at score s, only candidates within this of
+# s are still tried: if the nearest entry is a trap for the query, farther ones
+# are likelier to be wrong too (serving them is how caches answer traps).
+_FALLTHROUGH = 0.02
 _HIST_BINS = 100  # nearest-score histogram over [-1, 1]
 _LATENCY_WINDOW = 4096
 
@@ -278,6 +282,10 @@ class SemanticCache:
         verifier: optional ``(cached_text, new_text, score) -> bool`` called on hits
             scoring within the policy's ``verify_margin`` of its threshold.
         slb_per_scope, slb_capacity: lookaside-buffer rows per (scope, category) and in all.
+        slb_min_score: a buffer hit is served without searching the index only at or
+            above this cosine (and the threshold): the buffer holds recent rows, not
+            all of them, so a weaker buffer hit could hide a closer entry; below it
+            the index decides.
         sync: the arena's durability mode (``"always"``, ``"batch"``, ``"none"``);
             every mode survives ``kill -9`` (see ``docs/arena.md``).
         clock: wall-clock seconds (inject a fake one in tests); ages and TTLs use it.
@@ -303,6 +311,7 @@ class SemanticCache:
         verifier: Verifier | None = None,
         slb_per_scope: int = 64,
         slb_capacity: int = 16384,
+        slb_min_score: float = 0.97,
         sync: SyncModeName = "batch",
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -334,6 +343,8 @@ class SemanticCache:
         else:
             raise InvalidTypeError("trap_guard must be a bool or a callable")
         self.verifier = verifier
+        _check_unit_interval("slb_min_score", slb_min_score)
+        self.slb_min_score = float(slb_min_score)
         self._clock = clock
         self._lock = threading.RLock()
         self._index = _native.ScopedIndex(self.dim)
@@ -489,11 +500,13 @@ class SemanticCache:
                 if e is not None and self._alive(e, now):
                     return self._serve(e, 1.0, "exact", now, st, None)
         refused_key = -1
+        refused_at: float | None = None
         nearest = -2.0
         # 2. lookaside buffer
+        floor = max(thr, self.slb_min_score)
         if slb_hit is None:
-            slb_hit = self._slb.find_nearest(v, thr, part)
-        if slb_hit:
+            slb_hit = self._slb.find_nearest(v, floor, part)
+        if slb_hit and slb_hit[1] >= floor:  # type: ignore[index]
             key, score = slb_hit  # type: ignore[misc]
             nearest = score
             e = self._entries.get(key)
@@ -501,6 +514,7 @@ class SemanticCache:
                 ok = self._accept(e, score, thr, pol, text, st)
                 if ok:
                     return self._serve(e, score, "slb", now, st, None)
+                refused_at = score
             refused_key = key
         # 3. INT8 index, FP32 re-score; the best candidates in order
         if index_cands is None:
@@ -510,7 +524,7 @@ class SemanticCache:
             if key < 0:
                 break
             nearest = max(nearest, score)
-            if score < thr:
+            if score < thr or (refused_at is not None and score < refused_at - _FALLTHROUGH):
                 break
             if key == refused_key:
                 continue
@@ -522,6 +536,8 @@ class SemanticCache:
                 # (Buffer rows are copies: a row it evicts stays in the index.)
                 self._slb._insert(part, key, self._index.reconstruct(part, key))
                 return self._serve(e, score, "index", now, st, None)
+            if refused_at is None:
+                refused_at = score
         st.miss_scores[_bin(nearest)] += 1 if nearest > -2.0 else 0
         return None
 
@@ -592,7 +608,8 @@ class SemanticCache:
             parts = [self._part(s, c) for s, c in zip(sc, cats, strict=True)]
             pols = [self.policy(c) for c in cats]
             thrs = np.array([self.threshold(c) for c in cats], dtype=np.float32)
-            slb_keys, slb_scores = self._slb._find_many(m, parts, thrs)
+            floors = np.maximum(thrs, np.float32(self.slb_min_score))
+            slb_keys, slb_scores = self._slb._find_many(m, parts, floors)
             s_all, k_all = self._index.search_many(parts, m, _CANDIDATES)
             out: list[Hit | None] = []
             for i in range(n):
