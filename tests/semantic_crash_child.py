@@ -40,7 +40,9 @@ def main() -> None:
         if i % 5 == 4:
             vs = np.stack([vector_for(j) for j in range(i, i + 4)])
             keys = cache.insert_many(
-                vs, [payload_for(j) for j in range(i, i + 4)], scopes=[scope_for(j) for j in range(i, i + 4)]
+                vs,
+                [payload_for(j) for j in range(i, i + 4)],
+                scopes=[scope_for(j) for j in range(i, i + 4)],
             )
             for j, k in zip(range(i, i + 4), keys, strict=True):
                 print(f"ack {k} {j}", flush=True)

@@ -408,3 +408,16 @@ def test_stats_histograms_and_latency(rng):
     assert cat["hit_score_hist"].sum() == 10 and cat["miss_score_hist"].sum() == 5
     assert cat["latency_us_p50"] > 0 and cat["latency_us_p99"] >= cat["latency_us_p50"]
     assert len(st["hist_edges"]) == 101
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import slabcache.semantic
+    import slabcache.slb
+    import slabcache.trap_guard
+
+    for mod in (slabcache.semantic, slabcache.slb, slabcache.trap_guard):
+        result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
+        assert result.failed == 0, mod.__name__
+        assert result.attempted > 0

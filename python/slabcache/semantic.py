@@ -110,10 +110,10 @@ class Policy:
 
         >>> Policy(threshold=0.97).threshold
         0.97
-        >>> Policy(threshold=2.0)
+        >>> Policy(threshold=2.0)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        slabcache.errors.InvalidArgumentError: threshold must be a cosine similarity in [-1, 1], got 2.0 (GPTCache-style 0-4 L2 scales are not accepted)
+        slabcache.errors.InvalidArgumentError: threshold must be a cosine similarity in [-1, 1]...
     """
 
     threshold: float | None = None
@@ -240,7 +240,9 @@ def _bin(score: float) -> int:
     return min(_HIST_BINS - 1, max(0, int((score + 1.0) * (_HIST_BINS / 2))))
 
 
-def _bounded_threshold(obs: Sequence[tuple[float, bool]], budget: float, min_n: int) -> float | None:
+def _bounded_threshold(
+    obs: Sequence[tuple[float, bool]], budget: float, min_n: int
+) -> float | None:
     """The lowest observed score ``t`` such that, among observations scoring
     ``>= t``, a one-sided upper confidence bound of the wrong-hit rate stays
     within ``budget``; ``None`` with fewer than ``min_n`` observations."""
@@ -318,7 +320,9 @@ class SemanticCache:
         if isinstance(dim, bool) or not isinstance(dim, int | np.integer) or dim < 1:
             raise InvalidArgumentError(f"dim must be a positive int, got {dim!r}")
         if eviction not in ("lru", "fifo", "cost"):
-            raise InvalidArgumentError(f'eviction must be "lru", "fifo" or "cost", got {eviction!r}')
+            raise InvalidArgumentError(
+                f'eviction must be "lru", "fifo" or "cost", got {eviction!r}'
+            )
         for name, v in (("max_entries", max_entries), ("max_bytes", max_bytes)):
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise InvalidArgumentError(f"{name} must be a positive int, got {v!r}")
@@ -401,12 +405,19 @@ class SemanticCache:
         return st
 
     def _vector(self, vec: object) -> np.ndarray:
-        if type(vec) is np.ndarray and vec.dtype == np.float32 and vec.ndim == 1 and vec.flags.c_contiguous:
+        if (
+            type(vec) is np.ndarray
+            and vec.dtype == np.float32
+            and vec.ndim == 1
+            and vec.flags.c_contiguous
+        ):
             v = vec
         else:
             arr = np.asarray(vec)
             if arr.dtype.kind != "f":
-                raise InvalidTypeError(f"vectors must be floating-point arrays, got dtype {arr.dtype}")
+                raise InvalidTypeError(
+                    f"vectors must be floating-point arrays, got dtype {arr.dtype}"
+                )
             if arr.ndim == 2 and arr.shape[0] == 1:
                 arr = arr[0]
             v = np.ascontiguousarray(arr, dtype=np.float32)
@@ -602,7 +613,9 @@ class SemanticCache:
             cats = [categories] * n if isinstance(categories, str) else list(categories)
             tx = [None] * n if texts is None else list(texts)
             if not (len(sc) == len(cats) == len(tx) == n):
-                raise InvalidArgumentError("scopes, categories and texts must have one item per vector")
+                raise InvalidArgumentError(
+                    "scopes, categories and texts must have one item per vector"
+                )
             now = self._clock()
             self._maybe_expire(now)
             parts = [self._part(s, c) for s, c in zip(sc, cats, strict=True)]
@@ -622,8 +635,16 @@ class SemanticCache:
                 slb_hit = (sk, float(slb_scores[i])) if sk >= 0 else False
                 out.append(
                     self._lookup_one(
-                        m[i], parts[i], cats[i], tx[i], float(thrs[i]), pols[i], now, st,
-                        slb_hit, (s_all[i], k_all[i]),
+                        m[i],
+                        parts[i],
+                        cats[i],
+                        tx[i],
+                        float(thrs[i]),
+                        pols[i],
+                        now,
+                        st,
+                        slb_hit,
+                        (s_all[i], k_all[i]),
                     )  # fmt: skip
                 )
             per = (time.perf_counter_ns() - t0) // max(1, n)
@@ -690,7 +711,9 @@ class SemanticCache:
         tx = [None] * n if texts is None else list(texts)
         cs = [costs] * n if isinstance(costs, int | float) else list(costs)
         if not (len(vals) == len(sc) == len(cats) == len(tx) == len(cs) == n):
-            raise InvalidArgumentError("values, scopes, categories, texts and costs need one item per vector")
+            raise InvalidArgumentError(
+                "values, scopes, categories, texts and costs need one item per vector"
+            )
         return self._insert_batch(m, vals, sc, cats, tx, [ttl_s] * n, cs)
 
     def _insert_batch(
@@ -710,7 +733,9 @@ class SemanticCache:
             try:
                 mv = memoryview(v)
             except TypeError:
-                raise InvalidTypeError(f"values must be bytes-like, got {type(v).__name__}") from None
+                raise InvalidTypeError(
+                    f"values must be bytes-like, got {type(v).__name__}"
+                ) from None
             if not mv.c_contiguous:
                 raise InvalidArgumentError("values must be contiguous buffers")
             views.append(mv.cast("B") if mv.ndim != 1 or mv.format != "B" else mv)
@@ -718,7 +743,12 @@ class SemanticCache:
             if t is not None and not isinstance(t, str):
                 raise InvalidTypeError(f"text must be a str or None, got {type(t).__name__}")
         for c in costs:
-            if isinstance(c, bool) or not isinstance(c, int | float) or not math.isfinite(c) or c < 0:
+            if (
+                isinstance(c, bool)
+                or not isinstance(c, int | float)
+                or not math.isfinite(c)
+                or c < 0
+            ):
                 raise InvalidArgumentError(f"cost must be a finite number >= 0, got {c!r}")
         for t in ttls:
             if t is not None and not float(t) > 0:
@@ -960,9 +990,11 @@ class SemanticCache:
         if hit is not None:
             return hit.value
         part = self._part(scope, category)
-        fkey = _exact_key(part, text) if text is not None else hashlib.blake2b(
-            part.encode() + b"\x00" + v.tobytes(), digest_size=16
-        ).digest()
+        fkey = (
+            _exact_key(part, text)
+            if text is not None
+            else hashlib.blake2b(part.encode() + b"\x00" + v.tobytes(), digest_size=16).digest()
+        )
         with self._lock:
             flight = self._flights.get(fkey)
             leader = flight is None
@@ -1124,4 +1156,3 @@ class _Flight:
         self.done = threading.Event()
         self.value: bytes | None = None
         self.error: BaseException | None = None
-

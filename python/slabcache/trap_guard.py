@@ -213,9 +213,7 @@ class _Parsed:
             for w in words
             if w not in _STOPWORDS and w not in _NEGATORS and "-" not in w
         ]
-        self.raw = [
-            w for w in words if w not in _STOPWORDS and w not in _NEGATORS and "-" not in w
-        ]
+        self.raw = [w for w in words if w not in _STOPWORDS and w not in _NEGATORS and "-" not in w]
         self.bag = frozenset(words)
         self.stems = frozenset(_stem(w) for w in words)
         self.numbers = frozenset(

@@ -287,11 +287,15 @@ def _quality(ctx: BenchContext, root: str) -> list[Measurement]:
     out: list[Measurement] = []
     embed = _load_embedder()
     if embed is None:
-        ctx.console.print("[yellow]semantic: wordllama is not installed (bench extra); quality skipped")
+        ctx.console.print(
+            "[yellow]semantic: wordllama is not installed (bench extra); quality skipped"
+        )
         return out
     pairs = _load_pairs(embed)
     if pairs is None:
-        ctx.console.print("[yellow]semantic: fow-cache is not installed (bench extra); quality skipped")
+        ctx.console.print(
+            "[yellow]semantic: fow-cache is not installed (bench extra); quality skipped"
+        )
         return out
     rows: list[tuple[str, _Score]] = []
     grid = [0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8, 0.9]
@@ -326,9 +330,7 @@ def _quality(ctx: BenchContext, root: str) -> list[Measurement]:
     # the fixed threshold on the same held-out half for comparison.
     even = list(range(0, len(pairs.items), 2))
     odd = list(range(1, len(pairs.items), 2))
-    s_ad, cache_ad = _run_slabcache(
-        pairs, t_on, True, subset=odd, calibrate=even, error_budget=0.2
-    )
+    s_ad, cache_ad = _run_slabcache(pairs, t_on, True, subset=odd, calibrate=even, error_budget=0.2)
     learned = cache_ad.threshold("default")
     s_fix_odd, _ = _run_slabcache(pairs, t_on, True, subset=odd)
     rows.append((f"slabcache fixed {t_on:.2f}, guard on (odd half)", s_fix_odd))
@@ -369,7 +371,9 @@ def _quality(ctx: BenchContext, root: str) -> list[Measurement]:
         g_rows.append((f"GPTCache best threshold {gt_best} (cos >= {2 * gt_best - 1:.2f})", g_best))
     else:
         ctx.console.print("[yellow]semantic: gptcache/sqlalchemy not installed; GPTCache skipped")
-    ctx.console.print(_table("fow-cache prompt pairs, wordllama 256-d, one cache of all A sides", rows + g_rows))
+    ctx.console.print(
+        _table("fow-cache prompt pairs, wordllama 256-d, one cache of all A sides", rows + g_rows)
+    )
     ctx.console.print(
         "[dim]thresholds marked 'fixed' were chosen on these same pairs (in-sample); the adaptive "
         "row learned from the even half and is scored on the odd half."
@@ -462,13 +466,13 @@ def _speed(ctx: BenchContext, root: str) -> list[Measurement]:
             hits_q /= np.linalg.norm(hits_q, axis=1, keepdims=True)
             miss_q = _unit(rng, n_lookups)
             # Index hits: fresh entries each time (a repeat would come from the buffer).
-            hit_lat = _time_each(lambda i: cache.lookup(hits_q[i]), n_lookups)
-            n_hit = sum(1 for i in range(min(50, n_lookups)) if cache.lookup(hits_q[i]) is not None)
-            miss_lat = _time_each(lambda i: cache.lookup(miss_q[i]), n_lookups)
-            slb_lat = _time_each(lambda i: cache.lookup(hits_q[i % 32]), n_lookups)
+            look = cache.lookup
+            hit_lat = _time_each(lambda i, f=look, q=hits_q: f(q[i]), n_lookups)
+            n_hit = sum(1 for i in range(min(50, n_lookups)) if look(hits_q[i]) is not None)
+            miss_lat = _time_each(lambda i, f=look, q=miss_q: f(q[i]), n_lookups)
+            slb_lat = _time_each(lambda i, f=look, q=hits_q: f(q[i % 32]), n_lookups)
             cache.close()
             shutil.rmtree(d, ignore_errors=True)
-            del cache
             gc.collect()
             g_ins = g_hit = g_miss = None
             if gpt_ok and n <= gpt_max:
@@ -481,10 +485,10 @@ def _speed(ctx: BenchContext, root: str) -> list[Measurement]:
                 g.put_many([f"e{i}" for i in range(n)], ["x" * 200] * n)
                 g_ins = n / (time.perf_counter() - t0)
                 m = min(n_lookups, 200)
-                g_hit = _time_each(lambda i: g.get(f"h{i}"), m)
-                g_miss = _time_each(lambda i: g.get(f"m{i}"), m)
+                get = g.get
+                g_hit = _time_each(lambda i, f=get: f(f"h{i}"), m)
+                g_miss = _time_each(lambda i, f=get: f(f"m{i}"), m)
                 g.close()
-                del g, vecs
                 gc.collect()
         hp50, hp99 = _pct(hit_lat)
         mp50, mp99 = _pct(miss_lat)
@@ -493,16 +497,35 @@ def _speed(ctx: BenchContext, root: str) -> list[Measurement]:
         gm = _pct(g_miss) if g_miss else (None, None)
         peer = "GPTCache faiss+sqlite" if g_ins else None
         out += [
-            Measurement(f"insert_many at {n:,}", ins, "entries/s", peer, g_ins,
-                        higher_is_better=True, suite=SUITE,
-                        note="GPTCache: Cache.import_data (its batch path)"),  # fmt: skip
-            Measurement(f"lookup hit p50 at {n:,}", hp50, "us", peer, gh[0], suite=SUITE,
-                        note=f"INT8 index path, {n_hit}/50 hit"),  # fmt: skip
+            Measurement(
+                f"insert_many at {n:,}",
+                ins,
+                "entries/s",
+                peer,
+                g_ins,
+                higher_is_better=True,
+                suite=SUITE,
+                note="GPTCache: Cache.import_data (its batch path)",
+            ),  # fmt: skip
+            Measurement(
+                f"lookup hit p50 at {n:,}",
+                hp50,
+                "us",
+                peer,
+                gh[0],
+                suite=SUITE,
+                note=f"INT8 index path, {n_hit}/50 hit",
+            ),  # fmt: skip
             Measurement(f"lookup hit p99 at {n:,}", hp99, "us", peer, gh[1], suite=SUITE),
             Measurement(f"lookup miss p50 at {n:,}", mp50, "us", peer, gm[0], suite=SUITE),
             Measurement(f"lookup miss p99 at {n:,}", mp99, "us", peer, gm[1], suite=SUITE),
-            Measurement(f"lookup buffer (SLB) hit p50 / p99 at {n:,}", sp50, "us", suite=SUITE,
-                        note=f"p99 {sp99:.1f} us; SemanticCache.lookup end to end"),  # fmt: skip
+            Measurement(
+                f"lookup buffer (SLB) hit p50 / p99 at {n:,}",
+                sp50,
+                "us",
+                suite=SUITE,
+                note=f"p99 {sp99:.1f} us; SemanticCache.lookup end to end",
+            ),  # fmt: skip
         ]
     # The buffer alone, from Python.
     slb = SemanticLookasideBuffer(DIM, per_scope_capacity=64, capacity=16384)
@@ -519,15 +542,22 @@ def _speed(ctx: BenchContext, root: str) -> list[Measurement]:
             slb.find_nearest(q, 0.9, "gpt-4o")
         lat.append((time.perf_counter_ns() - t0) / number / 1e3)
     out.append(
-        Measurement("SemanticLookasideBuffer.find_nearest hit, 64 rows x 256-d", min(lat), "us",
-                    suite=SUITE, note=f"target <= 2 us; kernel {slb.kernel}")  # fmt: skip
+        Measurement(
+            "SemanticLookasideBuffer.find_nearest hit, 64 rows x 256-d",
+            min(lat),
+            "us",
+            suite=SUITE,
+            note=f"target <= 2 us; kernel {slb.kernel}",
+        )  # fmt: skip
     )
     return out
 
 
 def run(ctx: BenchContext) -> list[Measurement]:
     """Quality on fow-cache pairs, then speed, both against GPTCache."""
-    root = tempfile.mkdtemp(prefix="slabcache-bench-semantic-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    root = tempfile.mkdtemp(
+        prefix="slabcache-bench-semantic-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None
+    )
     try:
         return _quality(ctx, root) + _speed(ctx, root)
     finally:
