@@ -421,3 +421,15 @@ def test_docstring_examples_run():
         result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
         assert result.failed == 0, mod.__name__
         assert result.attempted > 0
+
+
+def test_large_partitions_turn_clustered_and_keep_working(rng):
+    c = SemanticCache(None, dim=DIM, trap_guard=False, cluster_above=300, slb_per_scope=1)
+    vs = unit(rng, 500)
+    keys = c.insert_many(vs, [bytes([i % 256]) for i in range(500)], scopes="big")
+    assert c._index.is_clustered("big\x1fdefault")
+    found = sum(1 for i, v in enumerate(vs) if (h := c.lookup(v, scope="big")) and h.key == keys[i])
+    assert found >= 490  # probing 1/32 of the pages can miss a few
+    assert c.delete(keys[7]) and len(c._index) == 499
+    with pytest.raises(InvalidArgumentError):
+        SemanticCache(None, dim=DIM, cluster_above=-1)

@@ -288,6 +288,10 @@ class SemanticCache:
             above this cosine (and the threshold): the buffer holds recent rows, not
             all of them, so a weaker buffer hit could hide a closer entry; below it
             the index decides.
+        cluster_above: a (scope, category) partition holding this many entries is
+            rebuilt once as a clustered INT8 index (k-means pages, ``nlist = 4·√n``,
+            probing 1/32 of them) so that lookups stop scanning every row; 0 keeps
+            every partition exact (flat).
         sync: the arena's durability mode (``"always"``, ``"batch"``, ``"none"``);
             every mode survives ``kill -9`` (see ``docs/arena.md``).
         clock: wall-clock seconds (inject a fake one in tests); ages and TTLs use it.
@@ -314,6 +318,7 @@ class SemanticCache:
         slb_per_scope: int = 64,
         slb_capacity: int = 16384,
         slb_min_score: float = 0.97,
+        cluster_above: int = 50_000,
         sync: SyncModeName = "batch",
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -351,7 +356,13 @@ class SemanticCache:
         self.slb_min_score = float(slb_min_score)
         self._clock = clock
         self._lock = threading.RLock()
-        self._index = _native.ScopedIndex(self.dim)
+        if (
+            isinstance(cluster_above, bool)
+            or not isinstance(cluster_above, int)
+            or cluster_above < 0
+        ):
+            raise InvalidArgumentError(f"cluster_above must be an int >= 0, got {cluster_above!r}")
+        self._index = _native.ScopedIndex(self.dim, cluster_above)
         self._slb = SemanticLookasideBuffer(self.dim, slb_per_scope, slb_capacity)
         self._entries: dict[int, _Entry] = {}
         self._exact: dict[bytes, int] = {}

@@ -6,9 +6,7 @@
 //! error mapping. `find_nearest` takes a float32 numpy vector directly (no
 //! Python frame in between), which keeps an SLB hit near a microsecond.
 
-use numpy::{
-    PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods,
-};
+use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2};
 use parking_lot::{Mutex, RwLock};
 use pyo3::prelude::*;
 use slabcache_core::semantic::ScopedIndex;
@@ -214,16 +212,32 @@ pub struct PyScopedIndex {
 #[pymethods]
 impl PyScopedIndex {
     #[new]
-    fn new(dim: i64) -> PyResult<Self> {
-        let dim = usize::try_from(dim).map_err(|_| {
-            py_err(
-                ErrorKind::InvalidArgument,
-                format!("dim must be positive, got {dim}"),
-            )
-        })?;
+    #[pyo3(signature = (dim, cluster_above = 50_000))]
+    fn new(dim: i64, cluster_above: i64) -> PyResult<Self> {
+        let u = |v: i64, what: &str| {
+            usize::try_from(v).map_err(|_| {
+                py_err(
+                    ErrorKind::InvalidArgument,
+                    format!("{what} must be non-negative, got {v}"),
+                )
+            })
+        };
+        let kernel = slabcache_core::vector::Kernel::from_env().py()?;
         Ok(PyScopedIndex {
-            inner: RwLock::new(ScopedIndex::new(dim).py()?),
+            inner: RwLock::new(
+                ScopedIndex::with_options(
+                    u(dim, "dim")?,
+                    kernel,
+                    u(cluster_above, "cluster_above")?,
+                )
+                .py()?,
+            ),
         })
+    }
+
+    /// Whether `scope`'s partition is clustered (k-means pages).
+    fn is_clustered(&self, scope: &str) -> bool {
+        self.inner.read().is_clustered(scope)
     }
 
     /// Adds float32 [n, dim] vectors under int64 [n] keys in n scopes.

@@ -3,9 +3,18 @@
 use std::collections::HashMap;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::vector::{check_finite, FlatIndex, Kernel, Metric, MAX_ID};
+use crate::vector::{check_finite, AnyIndex, ClusteredIndex, FlatIndex, Kernel, Metric, MAX_ID};
+
+/// A partition switches from flat to clustered (k-means pages) once it holds
+/// this many rows, unless configured otherwise.
+pub const DEFAULT_CLUSTER_ABOVE: usize = 50_000;
 
 /// Cosine INT8 indexes keyed by scope name; keys are unique across scopes.
+///
+/// A partition starts flat (exact). Once it holds `cluster_above` rows it is
+/// rebuilt once as a [`ClusteredIndex`] with `nlist = 4·√n` pages (16..=4096)
+/// probing `max(8, nlist/32)` of them, so a miss at a million rows scans a
+/// few percent of them instead of all; 0 keeps every partition flat.
 ///
 /// ```
 /// use slabcache_core::semantic::ScopedIndex;
@@ -20,7 +29,8 @@ use crate::vector::{check_finite, FlatIndex, Kernel, Metric, MAX_ID};
 pub struct ScopedIndex {
     dim: usize,
     kernel: Kernel,
-    parts: HashMap<Box<str>, FlatIndex>,
+    cluster_above: usize,
+    parts: HashMap<Box<str>, AnyIndex>,
 }
 
 impl ScopedIndex {
@@ -31,12 +41,47 @@ impl ScopedIndex {
 
     /// An empty index with an explicit kernel.
     pub fn with_kernel(dim: usize, kernel: Kernel) -> Result<ScopedIndex> {
+        ScopedIndex::with_options(dim, kernel, DEFAULT_CLUSTER_ABOVE)
+    }
+
+    /// An empty index whose partitions turn clustered at `cluster_above`
+    /// rows (0: never).
+    pub fn with_options(dim: usize, kernel: Kernel, cluster_above: usize) -> Result<ScopedIndex> {
         FlatIndex::with_kernel(dim, Metric::Cosine, kernel)?;
         Ok(ScopedIndex {
             dim,
             kernel,
+            cluster_above,
             parts: HashMap::new(),
         })
+    }
+
+    /// Whether `scope`'s partition is clustered.
+    pub fn is_clustered(&self, scope: &str) -> bool {
+        matches!(self.parts.get(scope), Some(AnyIndex::Clustered(_)))
+    }
+
+    /// Rebuilds a large flat partition as a clustered one (all or nothing).
+    fn maybe_cluster(&mut self, scope: &str) -> Result<()> {
+        let Some(AnyIndex::Flat(flat)) = self.parts.get(scope) else {
+            return Ok(());
+        };
+        let n = flat.len();
+        if self.cluster_above == 0 || n < self.cluster_above {
+            return Ok(());
+        }
+        let ids = flat.ids();
+        let mut vecs = Vec::with_capacity(n * self.dim);
+        for &id in &ids {
+            vecs.extend_from_slice(&flat.reconstruct(id)?);
+        }
+        let nlist = ((4.0 * (n as f64).sqrt()) as usize).clamp(16, 4096).min(n);
+        let nprobe = (nlist / 32).max(8).min(nlist);
+        let mut c =
+            ClusteredIndex::with_kernel(self.dim, Metric::Cosine, nlist, nprobe, self.kernel)?;
+        c.add(&vecs, Some(&ids))?;
+        self.parts.insert(scope.into(), AnyIndex::Clustered(c));
+        Ok(())
     }
 
     /// Vector width.
@@ -51,7 +96,7 @@ impl ScopedIndex {
 
     /// Live rows in all scopes.
     pub fn len(&self) -> usize {
-        self.parts.values().map(FlatIndex::len).sum()
+        self.parts.values().map(AnyIndex::len).sum()
     }
 
     /// Whether no row is live.
@@ -61,7 +106,7 @@ impl ScopedIndex {
 
     /// Live rows of `scope`.
     pub fn scope_len(&self, scope: &str) -> usize {
-        self.parts.get(scope).map_or(0, FlatIndex::len)
+        self.parts.get(scope).map_or(0, AnyIndex::len)
     }
 
     /// Scopes that hold rows.
@@ -76,7 +121,7 @@ impl ScopedIndex {
 
     /// Bytes held by every partition.
     pub fn memory_bytes(&self) -> usize {
-        self.parts.values().map(FlatIndex::memory_bytes).sum()
+        self.parts.values().map(AnyIndex::memory_bytes).sum()
     }
 
     /// Adds `n` vectors (`n × dim`), vector `i` under `keys[i]` in `scopes[i]`.
@@ -122,14 +167,14 @@ impl ScopedIndex {
             }
             let part = match self.parts.get_mut(scope) {
                 Some(p) => p,
-                None => self
-                    .parts
-                    .entry(scope.into())
-                    .or_insert(FlatIndex::with_kernel(d, Metric::Cosine, self.kernel)?),
+                None => self.parts.entry(scope.into()).or_insert(AnyIndex::Flat(
+                    FlatIndex::with_kernel(d, Metric::Cosine, self.kernel)?,
+                )),
             };
             // Only an allocation failure can fail here (everything else was
             // checked above).
             part.add(&vecs, Some(&ks))?;
+            self.maybe_cluster(scope)?;
         }
         Ok(())
     }
@@ -232,6 +277,43 @@ mod tests {
         let (s, k) = ix.search_many(&["a"], &[1.0, 0.0], 1).unwrap();
         assert_eq!(k, vec![1]);
         assert!(s[0].abs() < 0.01);
+    }
+
+    #[test]
+    fn a_large_partition_turns_clustered_and_still_finds_its_rows() {
+        let d = 16;
+        let mut ix = ScopedIndex::with_options(d, Kernel::best(), 300).unwrap();
+        let mut x = 99u64;
+        let mut vecs = Vec::new();
+        for _ in 0..400 * d {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            vecs.push(((x >> 33) as f32 / (1u64 << 31) as f32) - 0.5);
+        }
+        let keys: Vec<u64> = (0..400).collect();
+        let scopes = vec!["s"; 400];
+        ix.add_many(&scopes[..200], &keys[..200], &vecs[..200 * d])
+            .unwrap();
+        assert!(!ix.is_clustered("s"));
+        ix.add_many(&scopes[200..], &keys[200..], &vecs[200 * d..])
+            .unwrap();
+        assert!(ix.is_clustered("s"));
+        assert_eq!(ix.len(), 400);
+        // Every row finds itself (its own page is always the nearest).
+        let (s, k) = ix.search_many(&scopes, &vecs, 1).unwrap();
+        let found = k
+            .iter()
+            .zip(&keys)
+            .filter(|(a, b)| **a == **b as i64)
+            .count();
+        assert!(found >= 396, "{found}/400");
+        assert!(s
+            .iter()
+            .all(|&v| v > 0.9 || v == f32::NEG_INFINITY || v <= 1.0));
+        assert_eq!(ix.remove("s", &[0, 1, 2]).unwrap(), 3);
+        assert!(ix.reconstruct("s", 5).is_ok() && ix.reconstruct("s", 0).is_err());
+        assert_eq!(ix.drop_scope("s").len(), 397);
     }
 
     #[test]
