@@ -45,6 +45,11 @@ fn vector_arg<'py>(query: &'py Bound<'py, PyAny>) -> PyResult<PyReadonlyArray1<'
     }
 }
 
+/// `(keys int64 [m], scores float32 [m])`.
+type KeysScores<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<f32>>);
+/// `(scores float32 [k], keys int64 [k])`.
+type ScoresKeys<'py> = (Bound<'py, PyArray1<f32>>, Bound<'py, PyArray1<i64>>);
+
 /// The semantic lookaside buffer; see `slabcache.slb.SemanticLookasideBuffer`.
 #[pyclass(
     name = "SemanticLookasideBuffer",
@@ -117,7 +122,7 @@ impl PySlb {
         queries: PyReadonlyArray2<'py, f32>,
         scopes: Vec<String>,
         thresholds: PyReadonlyArray1<'py, f32>,
-    ) -> PyResult<(Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<f32>>)> {
+    ) -> PyResult<KeysScores<'py>> {
         let q = slice(&queries)?;
         let t = slice(&thresholds)?;
         let hits = py
@@ -303,7 +308,7 @@ impl PyScopedIndex {
         scope: &str,
         query: PyReadonlyArray1<'py, f32>,
         k: i64,
-    ) -> PyResult<(Bound<'py, PyArray1<f32>>, Bound<'py, PyArray1<i64>>)> {
+    ) -> PyResult<ScoresKeys<'py>> {
         let q = slice(&query)?;
         let k = usize::try_from(k).map_err(|_| {
             py_err(

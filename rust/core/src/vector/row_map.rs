@@ -210,10 +210,10 @@ mod tests {
             if model.contains_key(&id) && step % 3 != 0 {
                 let r = model.remove(&id).unwrap();
                 assert_eq!(m.remove(&ids, id), Some(r));
-            } else if !model.contains_key(&id) {
+            } else if let std::collections::hash_map::Entry::Vacant(slot) = model.entry(id) {
                 ids.push(id);
                 m.insert(&ids, ids.len() - 1);
-                model.insert(id, ids.len() - 1);
+                slot.insert(ids.len() - 1);
             }
             if step % 997 == 0 {
                 for probe in 0..3000u64 {
