@@ -182,12 +182,18 @@ class ArenaKVTier:
         self._evict_to_budget()
         return len(keys)
 
-    def get(self, hashes: npt.ArrayLike) -> np.ndarray:
+    def get(self, hashes: npt.ArrayLike, out: np.ndarray | None = None) -> np.ndarray:
         """The blocks of ``hashes`` as ``uint8 [n, num_layers * block_bytes]`` (read from
-        the arena's mmap; one copy into the result). ``NotFoundError`` if one is missing."""
+        the arena's mmap; one copy, into ``out`` if given, e.g. pinned staging memory).
+        ``NotFoundError`` if one is missing."""
         self._check_open()
         hs = _hashes(hashes)
-        out = np.empty((len(hs), self._payload), dtype=np.uint8)
+        if out is None:
+            out = np.empty((len(hs), self._payload), dtype=np.uint8)
+        elif out.dtype != np.uint8 or out.shape != (len(hs), self._payload):
+            raise InvalidArgumentError(
+                f"out must be uint8 ({len(hs)}, {self._payload}), got {out.dtype} {out.shape}"
+            )
         keys = [self._key_prefix + hs[i].tobytes() for i in range(len(hs))]
         for i, v in enumerate(self.arena.get_many(keys)):
             h = keys[i][len(self._key_prefix) :]

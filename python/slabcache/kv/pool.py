@@ -189,13 +189,41 @@ class KVCachePool:
         bb = self.layout.block_bytes
         if self.is_cuda:
             torch = _torch()
-            dev = torch.from_numpy(np.ascontiguousarray(data)).to(self.device, non_blocking=False)
+            src = torch.from_numpy(np.ascontiguousarray(data))
+            # from pinned staging (see staging()) the upload is one async DMA
+            pinned = src.is_pinned()
+            dev = src.to(self.device, non_blocking=pinned)
+            if pinned:  # staging() waits for this before handing the buffer out again
+                self._staging_event = torch.cuda.Event()
+                self._staging_event.record()
             idx = self._idx(ids)
             for g, b in enumerate(self._bytes):
                 b.index_copy_(0, idx, dev[:, g * bb : (g + 1) * bb])
             return
         for g, b in enumerate(self._bytes):
             b[ids] = data[:, g * bb : (g + 1) * bb]
+
+    def staging(self, num_blocks: int) -> np.ndarray:
+        """A reusable host buffer ``uint8 [num_blocks, num_layers * block_bytes]`` for
+        loads into the pool: pinned on CUDA (so :meth:`write_blocks` from it is DMA).
+        Valid until the next call with a larger ``num_blocks``."""
+        row = self.layout.block_bytes_all_layers
+        ev = getattr(self, "_staging_event", None)
+        if ev is not None:  # the last upload from it may still be in flight
+            ev.synchronize()
+            self._staging_event = None
+        cur = getattr(self, "_staging", None)
+        if cur is None or cur.shape[0] < num_blocks:
+            n = max(num_blocks, 2 * (0 if cur is None else cur.shape[0]))
+            if self.is_cuda:
+                torch = _torch()
+                t = torch.empty((n, row), dtype=torch.uint8, pin_memory=True)
+                self._staging_t = t
+                cur = t.numpy()
+            else:
+                cur = np.empty((n, row), dtype=np.uint8)
+            self._staging = cur
+        return cur[:num_blocks]
 
     # ---- token-level access for attention -------------------------------------------
 

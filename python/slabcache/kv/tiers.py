@@ -136,7 +136,8 @@ class TieredKVCache:
         table = bm.block_table(req_id)
         if d:
             assert hashes is not None
-            self.pool.write_blocks(table[k : k + d], self.disk.get(hashes[k : k + d]))  # type: ignore[union-attr]
+            rows = self.disk.get(hashes[k : k + d], out=self.pool.staging(d))  # type: ignore[union-attr]
+            self.pool.write_blocks(table[k : k + d], rows)
             self.stats["blocks_loaded"] += d
         self.stats["device_hit_tokens"] += n_dev
         self.stats["disk_hit_tokens"] += d * bs
@@ -164,6 +165,9 @@ class TieredKVCache:
         """Runs after every manager call that allocates (``allocate_slots``, ``step``,
         ``swap_in``): writes newly evicted prefix blocks to disk, then executes the
         copy-on-write copies (``copies``: ``StepResult.copies``; default ``drain_copies()``)."""
+        # Blocks a pending swap-out still reads may have been handed out again: every
+        # write into the pool below (and the forward pass) queues after those copies.
+        self.ready()
         if self.disk is not None:
             self._offload_evicted()
         cp = self.manager.drain_copies() if copies is None else np.asarray(copies)
