@@ -98,8 +98,28 @@ def probe_kernel() -> int:
                 pool.layer_bytes(g)[d0 : d0 + n].cpu().numpy(), host.block_view(g, slab, j, n)
             )
     del before
-    print("PROBE-OK" if ok else "PROBE-MISMATCH", flush=True)
-    return 0 if ok else 1
+    if not ok:
+        print("PROBE-MISMATCH", flush=True)
+        return 1
+    # sweep the kernel's shape on 1-block (64 KiB per layer) scattered rows, both ways
+    from slabcache.kv import _copy_kernel
+
+    lay = KVLayout(8, 16, 8, 128, "bfloat16")
+    pool = KVCachePool(lay, 1024, device="cuda")
+    host = HostKVTier(lay, 512, pin=True)
+    xf = KVTransfer(pool, host, short_bytes=1 << 40, short_kernel="triton")
+    rows = np.stack([np.arange(512) * 2, np.arange(512), np.ones(512)], 1).astype(np.int32)
+    nbytes = 512 * lay.block_bytes_all_layers
+    sweep = {}
+    for block, warps in ((2048, 4), (2048, 8), (4096, 4), (4096, 8), (8192, 8), (8192, 16)):
+        _copy_kernel.CONFIG.update(block=block, num_warps=warps)
+        d2h = nbytes / timed(lambda: xf.swap_out(rows).synchronize()) / 1e9
+        h2d = nbytes / timed(lambda: xf.swap_in(rows[:, [1, 0, 2]]).synchronize()) / 1e9
+        sweep[f"{block}x{warps}"] = (round(d2h, 2), round(h2d, 2))
+    best = max(sweep, key=lambda k: min(sweep[k]))
+    print("PROBE-SWEEP " + json.dumps(sweep), flush=True)
+    print("PROBE-OK " + best, flush=True)
+    return 0 if xf.kernel_error is None else 1
 
 
 # ---------------------------------------------------------------- check
@@ -278,6 +298,7 @@ def section_bw(kernel_ok: bool) -> dict:
         pool.layer_bytes(g).random_(0, 256)
     dma = KVTransfer(pool, host, short_bytes=0, short_kernel="none")
     ker = KVTransfer(pool, host, short_bytes=1 << 40) if kernel_ok else None
+    auto = KVTransfer(pool, host, short_kernel="auto" if kernel_ok else "none")  # the default
     res: dict = {"block_bytes_per_layer": BIG.block_bytes, "layers": BIG.num_layers}
     total = 1024  # blocks per transfer: 8 layers x 1024 x 64 KiB = 512 MiB
     nbytes = total * BIG.block_bytes_all_layers
@@ -294,7 +315,7 @@ def section_bw(kernel_ok: bool) -> dict:
             res[f"ref_{name}_{direction}_GBps"] = nbytes / t / 1e9
             gbps = nbytes / t / 1e9
             log(f"one {nbytes >> 20} MiB cudaMemcpyAsync {name} {direction}: {gbps:.1f} GB/s")
-    dev = pinned = slab = None  # the slab view must go before host.close()
+    dev = pinned = slab = hbuf = None  # the slab view must go before host.close()
     rows_out = {}
     for n in (1, 2, 4, 8, 16, 32, 64, 256):
         k = total // n
@@ -304,7 +325,7 @@ def section_bw(kernel_ok: bool) -> dict:
         out_rows = np.stack([d, h, np.full(k, n)], 1).astype(np.int32)
         in_rows = out_rows[:, [1, 0, 2]]
         r = {"range_bytes_per_layer": n * BIG.block_bytes, "rows": k}
-        for mode, xf in (("dma", dma), ("kernel", ker)):
+        for mode, xf in (("dma", dma), ("kernel", ker), ("default", auto)):
             if xf is None:
                 continue
             for direction, rows in (("d2h", out_rows), ("h2d", in_rows)):
@@ -421,9 +442,12 @@ def section_restore(model, kernel_ok: bool) -> dict:
         # still caches and copy nothing)
         ranges = bm.swap_out(req)
         tiers.transfer.swap_out(ranges).synchronize()
-        hstart = int(bm.host_block_table(req)[0])
-        assert np.array_equal(bm.host_block_table(req)[:nblk], np.arange(hstart, hstart + nblk))
-        rows = np.array([[hstart, dst[0], nblk]], np.int32)
+        ht = bm.host_block_table(req)[:nblk].astype(np.int64)
+        cut = np.flatnonzero(np.diff(ht) != 1) + 1  # coalesce the host table into runs
+        starts = np.concatenate([[0], cut])
+        lens = np.diff(np.concatenate([starts, [nblk]]))
+        rows = np.stack([ht[starts], dst[0] + starts, lens], 1).astype(np.int32)
+        res.setdefault("host_rows", {})[L] = len(rows)
         t_host = timed(lambda: tiers.transfer.swap_in(rows).synchronize())
         host_exact = bool(np.array_equal(pool.read_blocks(dst), orig))
         pool.write_blocks(dst, np.zeros_like(orig))
@@ -438,6 +462,7 @@ def section_restore(model, kernel_ok: bool) -> dict:
             pool.write_blocks(dst, disk.get(hashes, out=st))
 
         t_arena = timed(arena_load)
+        t_get = timed(lambda: disk.get(hashes, out=pool.staging(nblk)))
         exact = bool(np.array_equal(pool.read_blocks(dst), orig))
         cold = None
         try:
@@ -453,6 +478,8 @@ def section_restore(model, kernel_ok: bool) -> dict:
             "prefill_ms": t_pre * 1e3,
             "host_ms": t_host * 1e3,
             "arena_warm_ms": t_arena * 1e3,
+            "arena_get_only_ms": t_get * 1e3,
+            "arena_vs_prefill": t_pre / t_arena,
             "host_exact": host_exact,
             "arena_cold_ms": None if cold is None else cold * 1e3,
             "restored_exact": exact,
@@ -461,7 +488,8 @@ def section_restore(model, kernel_ok: bool) -> dict:
         res["lengths"][L] = r
         log(
             f"prefix {L:5d}: prefill {t_pre * 1e3:7.2f} ms, host {t_host * 1e3:6.2f} ms, arena "
-            f"{t_arena * 1e3:6.2f} ms (cold {r['arena_cold_ms']}), exact={host_exact}/{exact}, "
+            f"{t_arena * 1e3:6.2f} ms (get {t_get * 1e3:.2f}, after drop_caches "
+            f"{r['arena_cold_ms']}), exact={host_exact}/{exact}, "
             f"{r['kv_MiB']:.0f} MiB"
         )
     disk.close()
@@ -608,15 +636,25 @@ def main() -> int:
     log("env", RESULTS["env"])
     kernel_ok = False
     if CUDA and "probe" in secs:
-        p = subprocess.run(
-            [sys.executable, __file__, "--probe-kernel"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        kernel_ok = p.returncode == 0
-        RESULTS["probe"] = {"ok": kernel_ok, "out": (p.stdout + p.stderr)[-2000:]}
-        log("kernel probe:", "OK" if kernel_ok else "FAILED", (p.stdout + p.stderr)[-600:])
+        try:
+            p = subprocess.run(
+                [sys.executable, __file__, "--probe-kernel"],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            kernel_ok, text = p.returncode == 0, p.stdout + p.stderr
+            if kernel_ok:
+                from slabcache.kv import _copy_kernel
+
+                best = text.split("PROBE-OK ")[1].split()[0]
+                block, warps = (int(x) for x in best.split("x"))
+                _copy_kernel.CONFIG.update(block=block, num_warps=warps)
+                RESULTS["kernel_config"] = dict(_copy_kernel.CONFIG)
+        except subprocess.TimeoutExpired as e:
+            kernel_ok, text = False, f"timeout: {e}"
+        RESULTS["probe"] = {"ok": kernel_ok, "out": text[-2000:]}
+        log("kernel probe:", "OK" if kernel_ok else "FAILED", text[-600:])
 
     def dump():
         with open(os.path.join(a.out, "kv_device.json"), "w") as f:

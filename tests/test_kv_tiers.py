@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from slabcache import BlockManager, SlabAllocator
 from slabcache.blocks import block_hashes
 from slabcache.errors import (
+    BufferExportedError,
     ClosedError,
     InvalidArgumentError,
     InvalidTypeError,
@@ -472,3 +473,32 @@ def test_docstring_examples_run(mod):
     m = importlib.import_module(f"slabcache.kv.{mod}")
     result = doctest.testmod(m, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_host_close_with_a_live_view_raises_and_can_be_retried():
+    alloc = SlabAllocator()
+    host = HostKVTier(LAY, 8, allocator=alloc, slab_blocks=4, pin=False)
+    v = host.block_view(0, 1, 0, 2)
+    with pytest.raises(BufferExportedError):
+        host.close()
+    with pytest.raises(ClosedError):
+        host.block_view(0, 0, 0, 1)
+    assert alloc.stats()["live_allocations"] == 1  # only the slab still viewed
+    del v
+    host.close()
+    assert alloc.stats()["live_allocations"] == 0
+
+
+def test_disk_get_parallel_copy_is_exact(tmp_path):
+    lay = KVLayout(4, 16, 8, 64, "float16")  # 64 KiB per layer block: a 16-block read = 4 MiB
+    hs = block_hashes(np.arange(16 * 16), 16)
+    rows = np.random.default_rng(4).integers(
+        0, 256, (16, lay.block_bytes_all_layers), dtype=np.uint8
+    )
+    with ArenaKVTier(tmp_path / "kv", lay, read_threads=4) as d:
+        d.put(hs, rows)
+        assert np.array_equal(d.get(hs), rows)
+        out = np.empty_like(rows)
+        assert d.get(hs[::-1], out=out) is out and np.array_equal(out, rows[::-1])
+        with pytest.raises(InvalidArgumentError):
+            d.get(hs, out=np.empty((3, 3), np.uint8))

@@ -26,7 +26,13 @@ from typing import Any
 import numpy as np
 
 from ..allocator import Allocation, SlabAllocator
-from ..errors import ClosedError, InvalidArgumentError, InvalidTypeError, OutOfMemoryError
+from ..errors import (
+    BufferExportedError,
+    ClosedError,
+    InvalidArgumentError,
+    InvalidTypeError,
+    OutOfMemoryError,
+)
 from .layout import KVLayout
 
 __all__ = ["HostKVTier"]
@@ -83,6 +89,7 @@ class HostKVTier:
         self._views: list[np.ndarray] = []  # per slab: uint8 [L, slab_blocks, block_bytes]
         self._torch_views: list[Any] | None = None
         self.pinned = False
+        self._closed = False
         try:
             for _ in range(self.num_slabs):
                 size = max(self.slab_blocks * per_block, _MIN_SLAB_BYTES)
@@ -101,7 +108,6 @@ class HostKVTier:
             pin = _cuda_available()
         if pin:
             self._register()
-        self._closed = False
 
     @property
     def nbytes(self) -> int:
@@ -160,9 +166,18 @@ class HostKVTier:
         self.pinned = True
 
     def close(self) -> None:
-        """Unregisters (CUDA) and frees the slabs back to the allocator. Idempotent."""
-        if getattr(self, "_closed", False):
+        """Unregisters (CUDA) and frees the slabs back to the allocator. Idempotent.
+
+        Raises ``BufferExportedError`` while a view of a slab is still alive (a numpy
+        array or tensor taken from :meth:`block_view`): the tier is then closed for use,
+        the slabs still held stay allocated (unregistered), and a later ``close()``
+        frees them.
+        """
+        if getattr(self, "_closed", False) and not self._slabs:
             return
+        self._closed = True
+        self._torch_views = None
+        self._views = []
         if self.pinned:
             import torch
 
@@ -170,12 +185,17 @@ class HostKVTier:
             for a in self._slabs:
                 cudart.cudaHostUnregister(a.address)
             self.pinned = False
-        self._torch_views = None
-        self._views = []
+        kept: list[Allocation] = []
+        error: BufferExportedError | None = None
         for a in self._slabs:
-            self.allocator.free(a)
-        self._slabs = []
-        self._closed = True
+            try:
+                self.allocator.free(a)
+            except BufferExportedError as e:
+                kept.append(a)
+                error = e
+        self._slabs = kept
+        if error is not None:
+            raise error
 
     def _check_open(self) -> None:
         if self._closed:

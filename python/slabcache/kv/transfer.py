@@ -30,7 +30,12 @@ from ..errors import InvalidArgumentError
 from .host import HostKVTier
 from .pool import KVCachePool
 
-__all__ = ["KVTransfer", "TransferHandle", "TransferPlan", "plan_transfer"]
+__all__ = ["DEFAULT_SHORT_BYTES", "KVTransfer", "TransferHandle", "TransferPlan", "plan_transfer"]
+
+#: Rows whose per-layer span is below this go to the batched kernel. Measured on an H200
+#: over PCIe 5 (bench/RESULTS.md): the kernel beats one DMA per row up to 1 MiB (0.88 vs
+#: 0.84 of the link's large-copy rate) and DMA wins from 2 MiB on.
+DEFAULT_SHORT_BYTES = 2 << 20
 
 Direction = Literal["out", "in"]
 
@@ -56,7 +61,7 @@ def plan_transfer(
     *,
     slab_blocks: int,
     block_bytes: int,
-    short_bytes: int = 64 << 10,
+    short_bytes: int = DEFAULT_SHORT_BYTES,
     coalesce: bool = True,
 ) -> TransferPlan:
     """Splits swap rows at host slab boundaries and sets the short ones apart.
@@ -144,7 +149,7 @@ class KVTransfer:
         pool: KVCachePool,
         host: HostKVTier,
         *,
-        short_bytes: int = 64 << 10,
+        short_bytes: int = DEFAULT_SHORT_BYTES,
         short_kernel: Literal["auto", "triton", "none"] = "auto",
     ) -> None:
         if pool.layout != host.layout:
@@ -306,21 +311,16 @@ class KVTransfer:
             host_off = np.concatenate(
                 [(g * host.slab_blocks + j) * bb for g in range(lay.num_layers)]
             )
-            offs = torch.from_numpy(np.stack([dev_off, host_off]) // 4).to(
+            offs = torch.from_numpy(np.stack([dev_off, host_off]) // 16).to(
                 self.pool.device, non_blocking=False
             )
             handle.keep.append(offs)
-            dev_t = self.pool.layer_bytes(0)
             if self._kernel is not None:
                 try:
                     if direction == "out":
-                        self._kernel(
-                            dev_t, base0, slab_addr, offs[0], offs[1], bb // 4, to_host=True
-                        )
+                        self._kernel(base0, slab_addr, offs[0], offs[1], bb, to_host=True)
                     else:
-                        self._kernel(
-                            dev_t, base0, slab_addr, offs[1], offs[0], bb // 4, to_host=False
-                        )
+                        self._kernel(base0, slab_addr, offs[1], offs[0], bb, to_host=False)
                     launches += 1
                     continue
                 except Exception as e:  # compile/launch refused: fall back for good
