@@ -275,6 +275,9 @@ def test_disk_tier_byte_budget_evicts_least_recently_used(tmp_path):
         assert hashes[2].tobytes() not in d and hashes[5].tobytes() in d
         assert d.stats["evictions"] == 2
         assert len(d.arena) == 4  # evicted blocks are deleted from the arena
+        assert d.put(hashes[3:4], rows[3:4]) == 0  # already there: only marked recently used
+        d.put(hashes[7:8], rows[7:8])
+        assert hashes[3].tobytes() in d and hashes[0].tobytes() not in d
     with ArenaKVTier(tmp_path / "kv", LAY, byte_budget=2 * per) as d:  # smaller after restart
         d.put(hashes[6:7], rows[6:7])
         assert len(d) == 2 and hashes[6].tobytes() in d
@@ -502,3 +505,152 @@ def test_disk_get_parallel_copy_is_exact(tmp_path):
         assert d.get(hs[::-1], out=out) is out and np.array_equal(out, rows[::-1])
         with pytest.raises(InvalidArgumentError):
             d.get(hs, out=np.empty((3, 3), np.uint8))
+
+
+def test_tiered_cache_refuses_mismatched_pieces(tmp_path):
+    bm = BlockManager(num_blocks=8, block_size=4, num_cpu_blocks=8)
+    with pytest.raises(InvalidArgumentError):
+        TieredKVCache(bm, KVCachePool(LAY, 9))  # block count differs
+    with pytest.raises(InvalidArgumentError):
+        TieredKVCache(bm, KVCachePool(KVLayout(3, 8, 2, 8, "float32"), 8))  # block size
+    with pytest.raises(InvalidArgumentError):
+        TieredKVCache(bm, KVCachePool(LAY, 8), host=HostKVTier(LAY, 4, pin=False))
+    other = KVLayout(3, 4, 2, 8, "float16")
+    with pytest.raises(InvalidArgumentError):
+        TieredKVCache(bm, KVCachePool(LAY, 8), disk=ArenaKVTier(tmp_path / "kv", other))
+    with pytest.raises(InvalidArgumentError):
+        KVTransfer(KVCachePool(LAY, 8), HostKVTier(other, 8, pin=False))
+    tiers = TieredKVCache(bm, KVCachePool(LAY, 8))
+    tiers.admit(1, list(range(6)))
+    with pytest.raises(InvalidArgumentError):
+        tiers.swap_out(1)  # no host tier
+    host = HostKVTier(LAY, 8, pin=False)
+    xfer = KVTransfer(KVCachePool(LAY, 8), host)
+    with pytest.raises(InvalidArgumentError):
+        xfer.swap_out(np.array([[6, 0, 3]]))  # past the device pool
+    with pytest.raises(InvalidArgumentError):
+        xfer.swap_in(np.array([[7, 0, 2]]))  # past the host tier
+    host.close()
+
+
+def test_admission_that_does_not_fit_allocates_nothing(tmp_path):
+    tiers = _tiers(tmp_path, num_blocks=4)
+    assert tiers.admit(1, list(range(40))) is None
+    assert tiers.manager.num_free_blocks == 4
+    tiers.disk.close()
+    tiers.host.close()
+
+
+def test_docs_worked_example_runs(tmp_path, monkeypatch):
+    doc = os.path.join(os.path.dirname(__file__), "..", "docs", "kv_tiers.md")
+    with open(doc) as f:
+        text = f.read()
+    code = text.split("## Worked example", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    code = code.replace('"/tmp/kv-arena"', repr(str(tmp_path / "kv-arena")))
+    exec(compile(code, "kv_tiers.md", "exec"), {})
+
+
+# ---- random interleavings: every live request always reads the KV its tokens produce ----
+
+SLAY = KVLayout(num_layers=2, block_size=4, num_kv_heads=1, head_dim=4, dtype="float32")
+
+
+def _kv_of(tokens: list[int], layer: int) -> np.ndarray:
+    """The KV a position holds: a function of its whole prefix (like a real model's), so
+    blocks shared by prefix caching or reloaded from disk must carry the same values."""
+    h = hash((layer, *tokens)) & 0xFFFFFF
+    return (np.arange(8, dtype=np.float32) + np.float32(h)).reshape(2, 1, 4)
+
+
+def _compute(tiers, req, tokens, start):
+    bs = SLAY.block_size
+    table = tiers.manager.block_table(req)
+    for p in range(start, len(tokens)):
+        for g in range(SLAY.num_layers):
+            kv = _kv_of(tokens[: p + 1], g)
+            tiers.pool.write_tokens(
+                g, np.array([table[p // bs] * bs + p % bs]), kv[0][None], kv[1][None]
+            )
+
+
+def _check(tiers, req, tokens, upto=None):
+    n = len(tokens) if upto is None else upto
+    for g in range(SLAY.num_layers):
+        k, v = tiers.pool.gather_tokens(g, tiers.manager.block_table(req).astype(np.int64), n)
+        for p in range(n):
+            want = _kv_of(tokens[: p + 1], g)
+            assert np.array_equal(k[p], want[0]) and np.array_equal(v[p], want[1]), (req, p)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_random_interleavings_keep_every_request_s_kv(tmp_path_factory, seed):
+    rng = np.random.default_rng(seed)
+    path = tmp_path_factory.mktemp("kv")
+    bm = BlockManager(num_blocks=24, block_size=4, num_cpu_blocks=24)
+    budget = [None, 6, 1000][int(rng.integers(0, 3))]
+    if budget is not None:
+        budget *= SLAY.block_bytes_all_layers + 16
+    tiers = TieredKVCache(
+        bm,
+        KVCachePool(SLAY, 24),
+        host=HostKVTier(SLAY, 24, slab_blocks=int(rng.integers(2, 9)), pin=False),
+        disk=ArenaKVTier(path / "a", SLAY, byte_budget=budget),
+    )
+    families = [list(rng.integers(0, 50, 16)) for _ in range(2)]
+    running: dict[int, list[int]] = {}
+    swapped: dict[int, list[int]] = {}
+    next_id = 0
+    for _ in range(60):
+        op = rng.choice(["new", "new", "decode", "decode", "fork", "swap", "free", "churn"])
+        if op == "churn":  # a one-off request that evicts cached blocks (to the disk tier)
+            next_id += 1
+            prompt = list(rng.integers(50, 100, rng.integers(8, 48)))
+            if tiers.admit(next_id, prompt) is None:
+                bm.free(next_id)
+            else:
+                _compute(tiers, next_id, prompt, 0)
+                bm.free(next_id)
+        elif op == "new" or not running and not swapped:
+            next_id += 1
+            fam = families[int(rng.integers(0, 2))]
+            prompt = fam[: int(rng.integers(1, 17))] + list(rng.integers(0, 50, rng.integers(0, 6)))
+            adm = tiers.admit(next_id, prompt)
+            if adm is None:
+                bm.free(next_id)
+                continue
+            _check(tiers, next_id, prompt, upto=adm.num_computed_tokens)  # hits and reloads
+            _compute(tiers, next_id, prompt, adm.num_computed_tokens)
+            running[next_id] = prompt
+        elif op == "decode" and running:
+            r = int(rng.choice(list(running)))
+            tok = int(rng.integers(0, 50))
+            if tiers.allocate(r, 1, [tok]) is not None:
+                running[r].append(tok)
+                _compute(tiers, r, running[r], len(running[r]) - 1)
+        elif op == "fork" and running:
+            r = int(rng.choice(list(running)))
+            next_id += 1
+            tiers.fork(r, next_id)
+            running[next_id] = list(running[r])
+        elif op == "swap":
+            if swapped and (rng.random() < 0.5 or not running):
+                r = int(rng.choice(list(swapped)))
+                if tiers.swap_in(r) is not None:
+                    running[r] = swapped.pop(r)
+            elif running:
+                r = int(rng.choice(list(running)))
+                if tiers.swap_out(r) is not None:
+                    swapped[r] = running.pop(r)
+        elif op == "free" and (running or swapped):
+            pool_ = running if running and (not swapped or rng.random() < 0.7) else swapped
+            r = int(rng.choice(list(pool_)))
+            bm.free(r)
+            del pool_[r]
+        for r, toks in running.items():
+            _check(tiers, r, toks)
+        if budget is not None:
+            assert tiers.disk.nbytes <= budget
+    bm.check_invariants()
+    tiers.disk.close()
+    tiers.host.close()

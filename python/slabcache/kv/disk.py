@@ -201,8 +201,8 @@ class ArenaKVTier:
                 f"out must be uint8 ({len(hs)}, {self._payload}), got {out.dtype} {out.shape}"
             )
         keys = [self._key_prefix + hs[i].tobytes() for i in range(len(hs))]
-        views = self.arena.get_many(keys)
-        for i, v in enumerate(views):
+        found = self.arena.get_many(keys)
+        for i, v in enumerate(found):
             h = keys[i][len(self._key_prefix) :]
             if v is None:
                 self.stats["misses"] += 1
@@ -210,6 +210,7 @@ class ArenaKVTier:
                 raise NotFoundError(f"block {h.hex()[:16]}... is not on disk")
             if len(v) != self._value_bytes or bytes(v[:4]) != _MAGIC:
                 raise CorruptionError(f"block {h.hex()[:16]}...: bad value of {len(v)} bytes")
+        views = [v for v in found if v is not None]
 
         def copy(lo: int, hi: int) -> None:  # numpy releases the GIL for these copies
             for i in range(lo, hi):

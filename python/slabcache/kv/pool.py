@@ -45,7 +45,7 @@ def _block_ids(ids: npt.ArrayLike, limit: int, name: str) -> np.ndarray:
     arr = np.asarray(ids)
     if arr.dtype.kind not in "iu":
         raise InvalidTypeError(f"{name} must hold integers, got dtype {arr.dtype}")
-    arr = arr.astype(np.int64, copy=False).reshape(-1) if arr.ndim != 1 else arr.astype(np.int64)
+    arr = arr.astype(np.int64, copy=False).reshape(-1)
     if arr.size and (int(arr.min()) < 0 or int(arr.max()) >= limit):
         raise InvalidArgumentError(f"{name} must be in [0, {limit}), got {arr.min()}..{arr.max()}")
     return arr

@@ -122,17 +122,18 @@ class TieredKVCache:
         toks = np.asarray(prompt, dtype=np.int64)
         _, n_dev = bm.get_computed_blocks(req_id, toks, extra_key=extra_key, program=program)
         k = n_dev // bs
-        d = 0
-        hashes = None
-        if self.disk is not None and len(toks) > 1:
-            max_full = (len(toks) - 1) // bs
-            if max_full > k:
-                hashes = block_hashes(toks, bs, extra_key)[:max_full]
-                d = self.disk.match_prefix(hashes, start=k)
         new = bm.allocate_slots(req_id, len(toks) - n_dev, now=now)
         if new is None:
             return None
         self.after_schedule()  # evicted blocks reach the disk before they are overwritten
+        # Look on disk only now: that write may have added blocks of this very prefix, or
+        # evicted some (byte budget). At most len(prompt) - 1 tokens hit, as on the device.
+        d = 0
+        hashes = None
+        max_full = (len(toks) - 1) // bs
+        if self.disk is not None and max_full > k:
+            hashes = block_hashes(toks, bs, extra_key)[:max_full]
+            d = self.disk.match_prefix(hashes, start=k)
         table = bm.block_table(req_id)
         if d:
             assert hashes is not None

@@ -269,6 +269,7 @@ class KVTransfer:
 
         lay, host = self.pool.layout, self.host
         stream = self._stream
+        assert stream is not None
         # The copies must see what the forward pass wrote (out) and must not write blocks
         # that queued work still reads (in): order after everything queued so far.
         stream.wait_stream(torch.cuda.current_stream(self.pool.device))
