@@ -654,3 +654,27 @@ def test_random_interleavings_keep_every_request_s_kv(tmp_path_factory, seed):
     bm.check_invariants()
     tiers.disk.close()
     tiers.host.close()
+
+
+def test_step_api_runs_cow_copies_and_offloads(tmp_path):
+    from slabcache import StepBatch
+
+    bm = BlockManager(num_blocks=12, block_size=4)
+    tiers = TieredKVCache(
+        bm, KVCachePool(SLAY, 12), disk=ArenaKVTier(tmp_path / "a", SLAY, model="m")
+    )
+    prompt = list(range(1, 11))  # 2 full blocks + a partial one
+    res = tiers.step(StepBatch.from_lists([1], [100], [prompt]))
+    assert res.num_scheduled.tolist() == [10]
+    _compute(tiers, 1, prompt, 0)
+    tiers.fork(1, 2)
+    res = tiers.step(StepBatch.from_lists([1, 2], [1, 1], [[20], [30]]))
+    assert len(res.copies) == 1  # the shared partial block was copied for the writer
+    _compute(tiers, 1, prompt + [20], 10)
+    _compute(tiers, 2, prompt + [30], 10)
+    _check(tiers, 1, prompt + [20])
+    _check(tiers, 2, prompt + [30])
+    # finishing both and flooding the pool pushes their full blocks to disk
+    tiers.step(StepBatch.from_lists([9], [48], [list(range(100, 148))], finished=[1, 2]))
+    assert tiers.disk.match_prefix(block_hashes(prompt, 4)) == 2
+    tiers.disk.close()

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..blocks import BlockManager, block_hashes
+from ..blocks import BlockManager, StepBatch, StepResult, block_hashes
 from ..errors import InvalidArgumentError
 from .disk import ArenaKVTier
 from .host import HostKVTier
@@ -157,6 +157,16 @@ class TieredKVCache:
         if new is not None:
             self.after_schedule()
         return new
+
+    def step(self, batch: StepBatch, **kwargs: Any) -> StepResult:
+        """``BlockManager.step`` + :meth:`after_schedule` with the step's CoW copies.
+
+        New requests in the batch see only the device prefix cache; admit them with
+        :meth:`admit` first to also reload their prefix from disk.
+        """
+        res = self.manager.step(batch, **kwargs)
+        self.after_schedule(copies=res.copies)
+        return res
 
     def fork(self, parent_id: int, child_id: int) -> None:
         """``BlockManager.fork``; the copies it causes later run in :meth:`after_schedule`."""
