@@ -525,6 +525,8 @@ def test_tiered_cache_refuses_mismatched_pieces(tmp_path):
     with pytest.raises(InvalidArgumentError):
         tiers.swap_out(1)  # no host tier
     host = HostKVTier(LAY, 8, pin=False)
+    with pytest.raises(InvalidArgumentError):
+        KVTransfer(KVCachePool(LAY, 8), host, short_kernel="cuda")  # type: ignore[arg-type]
     xfer = KVTransfer(KVCachePool(LAY, 8), host)
     with pytest.raises(InvalidArgumentError):
         xfer.swap_out(np.array([[6, 0, 3]]))  # past the device pool

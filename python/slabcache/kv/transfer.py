@@ -154,6 +154,12 @@ class KVTransfer:
     ) -> None:
         if pool.layout != host.layout:
             raise InvalidArgumentError(f"pool {pool.layout} and host {host.layout} differ")
+        if short_kernel not in ("auto", "triton", "none"):
+            raise InvalidArgumentError(
+                f"short_kernel must be auto, triton or none: {short_kernel!r}"
+            )
+        if short_bytes < 0:
+            raise InvalidArgumentError(f"short_bytes must be >= 0, got {short_bytes}")
         self.pool, self.host = pool, host
         self.short_bytes = int(short_bytes)
         self.stats = {"copies": 0, "bytes": 0, "kernel_blocks": 0, "transfers": 0}
@@ -195,6 +201,7 @@ class KVTransfer:
     def plan(
         self, ranges: npt.ArrayLike, direction: Direction, coalesce: bool = True
     ) -> TransferPlan:
+        """The copies :meth:`swap_out` (``"out"``) / :meth:`swap_in` (``"in"``) would issue."""
         lay = self.pool.layout
         short = self.short_bytes if (self._kernel is not None or not self.pool.is_cuda) else 0
         return plan_transfer(
