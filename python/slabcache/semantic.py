@@ -58,6 +58,7 @@ import numpy.typing as npt
 from . import _native
 from .arena import BlobArena, SyncModeName
 from .errors import ClosedError, InvalidArgumentError, InvalidTypeError, NotFoundError
+from .shared.redis_semantic import RedisSemanticTier, open_shared_tier
 from .skiplist import BSkipList
 from .slb import SemanticLookasideBuffer
 from .trap_guard import TrapGuard
@@ -295,6 +296,10 @@ class SemanticCache:
         sync: the arena's durability mode (``"always"``, ``"batch"``, ``"none"``);
             every mode survives ``kill -9`` (see ``docs/arena.md``).
         clock: wall-clock seconds (inject a fake one in tests); ages and TTLs use it.
+        shared: a shared tier on Redis behind this near cache: a ``redis://host:port/db``
+            URL, a ``redis.Redis`` or a :class:`~slabcache.shared.RedisSemanticTier`
+            (see ``docs/shared_tier.md``); ``None``: local only.
+        namespace: the tenant's key namespace in Redis (default ``"default"``).
 
     Raises:
         InvalidArgumentError: a bad option; LockedError: another process has ``path`` open.
@@ -321,6 +326,8 @@ class SemanticCache:
         cluster_above: int = 50_000,
         sync: SyncModeName = "batch",
         clock: Callable[[], float] = time.time,
+        shared: Any = None,
+        namespace: str | None = None,
     ) -> None:
         if isinstance(dim, bool) or not isinstance(dim, int | np.integer) or dim < 1:
             raise InvalidArgumentError(f"dim must be a positive int, got {dim!r}")
@@ -380,6 +387,9 @@ class SemanticCache:
         if path is not None:
             self._arena = BlobArena(os.fspath(path), sync=sync)
             self._recover()
+        self.shared: RedisSemanticTier | None = None  # docs/shared_tier.md
+        if shared is not None:
+            self.shared = open_shared_tier(shared, namespace, self)
 
     # -- policies -----------------------------------------------------------
 
@@ -499,7 +509,9 @@ class SemanticCache:
             thr = self.threshold(category) if threshold is None else float(threshold)
             hit = self._lookup_one(v, part, category, text, thr, pol, now, st, None, None)
             st.latency_ns.append(time.perf_counter_ns() - t0)
-            return hit
+            if hit is not None or self.shared is None:
+                return hit
+        return self.shared.on_miss(self, v, scope, category, text, thr)  # outside the lock
 
     def _lookup_one(
         self,
@@ -823,6 +835,8 @@ class SemanticCache:
                 self._register(e)
                 self._slb._insert(e.part, e.key, sub[j])
                 self._cat_stats(e.category).inserts += 1
+            if self.shared is not None:
+                self.shared.on_insert(new, sub, [views[i] for i in rows])
             for c in {e.category for e in new}:
                 self._enforce_quotas(c)
             self._enforce_global()
@@ -878,6 +892,8 @@ class SemanticCache:
             e = self._entries.get(int(key))
             if e is None or not self._alive(e, self._clock()):
                 return False
+            if self.shared is not None:
+                self.shared.on_delete(e.key)
             self._evict(e, expired=False, counted=False)
             return True
 
@@ -886,6 +902,8 @@ class SemanticCache:
         with self._lock:
             self._check_open()
             victims = [e for e in self._entries.values() if e.scope == scope]
+            if self.shared is not None:
+                self.shared.on_drop_scope(scope)
             for e in victims:
                 self._evict(e, expired=False, counted=False)
             return len(victims)
@@ -1140,6 +1158,8 @@ class SemanticCache:
             if self._closed:
                 return
             self._closed = True
+            if self.shared is not None:
+                self.shared.close()
             if self._arena is not None:
                 self._arena.close()
 

@@ -1,0 +1,701 @@
+"""The semantic cache's shared tier: one Redis behind every replica's local cache.
+
+A :class:`~slabcache.SemanticCache` built with ``shared="redis://..."`` keeps
+its local path (exact text → lookaside buffer → INT8 index → arena) as a near
+cache and adds, per namespace (tenant):
+
+* **write-through** of every insert, in the background: the payload, the
+  vector as INT8 codes + scale, scope, category, text, cost and deadline; the
+  entry's TTL becomes the Redis TTL;
+* **one structure per (scope, category)**: a hash ``gid → record`` (codes,
+  scale, deadline, text), so one ``HGETALL`` fetches a scope's candidates,
+  scored here in numpy (cosine; the scale cancels); payloads are separate
+  string keys, fetched only for the candidates that pass (a second round trip);
+* **a local miss consults Redis** and fills the local tiers with the
+  candidates that pass, then the local path decides (trap guard, verifier,
+  adaptive floors apply to remote entries too);
+* **invalidations** (``delete``, ``drop_scope``, an insert replacing an entry
+  of the same text) are appended to a Redis stream in the same Lua script that
+  changes the data; each replica reads it with a blocking ``XREAD`` and
+  evicts its local copies. A stream, not pub/sub: a replica that reconnects
+  reads what it missed (after a Redis restart it starts the new stream over);
+* **failures degrade to local-only**: lookups wait at most the lookup timeout
+  and skip Redis while the circuit breaker is open; writes queue and retry,
+  and are dropped (counted) when the queue is full; nothing raises to the caller.
+
+Redis vector search (``FT.SEARCH`` of RediSearch / Redis Stack / Redis 8) is
+detected and reported as ``stats()["server_vector_search"]``; lookups use the
+scan above either way (the servers this was built and tested on, Debian's
+Redis 7.0, have no search module).
+
+    >>> RedisSemanticTier.__name__
+    'RedisSemanticTier'
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import math
+import os
+import struct
+import threading
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import ClosedError
+from ._client import (
+    TRANSIENT,
+    CircuitBreaker,
+    RedisOptions,
+    SharedTierError,
+    check_namespace,
+    connect,
+    key_prefix,
+    probe,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..semantic import Hit, SemanticCache
+
+__all__ = ["RedisSemanticTier", "open_shared_tier"]
+
+# record = nonce(8) | head | codes(dim) | text(utf-8)
+_HEAD = struct.Struct(
+    "<dddfIi"
+)  # deadline (inf: none), created, cost, scale, dim, text length (-1: None)
+_NONCE = 8
+_CANDIDATES = 4
+_QUANT_SLACK = 0.02  # INT8 codes move a cosine by up to ~0.01: fetch slightly below threshold
+_STREAM_MAXLEN = 100_000
+_TOMBSTONES = 65_536
+
+_PUT = """
+local function extend(key, existed, ttl)
+  if ttl <= 0 then redis.call('PERSIST', key) return end
+  if existed == 0 then redis.call('PEXPIRE', key, ttl) return end
+  local cur = redis.call('PTTL', key)
+  if cur >= 0 and cur < ttl then redis.call('PEXPIRE', key, ttl) end
+end
+local ttl = tonumber(ARGV[4])
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old and string.sub(old, 1, 8) ~= string.sub(ARGV[2], 1, 8) then
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'op', 'd', 'g', ARGV[1],
+             'n', string.sub(old, 1, 8))
+end
+local had_part = redis.call('EXISTS', KEYS[1])
+local had_scope = redis.call('EXISTS', KEYS[3])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if ttl > 0 then
+  redis.call('SET', KEYS[2], ARGV[3], 'PX', ttl)
+else
+  redis.call('SET', KEYS[2], ARGV[3])
+end
+redis.call('SADD', KEYS[3], KEYS[1])
+extend(KEYS[1], had_part, ttl)
+extend(KEYS[3], had_scope, ttl)
+return 1
+"""
+
+# KEYS: part, payload, stream; ARGV: gid, nonce, maxlen, publish (1/0)
+_DELETE = """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old and string.sub(old, 1, 8) == ARGV[2] then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('DEL', KEYS[2])
+end
+if ARGV[4] == '1' then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'op', 'd', 'g', ARGV[1], 'n', ARGV[2])
+end
+return 1
+"""
+
+# KEYS: scope set, stream; ARGV: scope, payload key prefix, maxlen
+_DROP_SCOPE = """
+local parts = redis.call('SMEMBERS', KEYS[1])
+for _, p in ipairs(parts) do
+  local gids = redis.call('HKEYS', p)
+  for _, g in ipairs(gids) do redis.call('DEL', ARGV[2] .. g) end
+  redis.call('DEL', p)
+end
+redis.call('DEL', KEYS[1])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'op', 's', 's', ARGV[1])
+return #parts
+"""
+
+
+def _h(s: str) -> str:
+    return hashlib.blake2b(s.encode(), digest_size=16).hexdigest()
+
+
+def _quantise(v: np.ndarray) -> tuple[bytes, float]:
+    m = float(np.max(np.abs(v))) if v.size else 0.0
+    scale = m / 127.0 if m > 0 else 1.0
+    codes = np.clip(np.rint(v / scale), -127, 127).astype(np.int8)
+    return codes.tobytes(), scale
+
+
+class _Remote:
+    __slots__ = ("gid", "nonce", "deadline", "created", "cost", "scale", "codes", "text")
+
+    def __init__(self, gid: str, rec: bytes, dim: int) -> None:
+        self.gid = gid
+        self.nonce = rec[:_NONCE]
+        dl, cr, cost, scale, d, tlen = _HEAD.unpack_from(rec, _NONCE)
+        if d != dim:
+            raise ValueError("dim")
+        off = _NONCE + _HEAD.size
+        self.deadline, self.created, self.cost, self.scale = dl, cr, cost, scale
+        self.codes = np.frombuffer(rec, dtype=np.int8, count=dim, offset=off)
+        self.text = None if tlen < 0 else rec[off + dim : off + dim + tlen].decode()
+
+
+class RedisSemanticTier:
+    """The shared tier of one :class:`~slabcache.SemanticCache` on a Redis server.
+
+    Usually made by ``SemanticCache(..., shared=url_or_client, namespace=...)``;
+    build it yourself to set options, then pass it as ``shared=``.
+
+    Args:
+        target: ``redis://host:port/db`` / ``rediss://`` URL or a ``redis.Redis``.
+        namespace: the tenant; every key starts with ``slabcache:{namespace}:sem:``.
+        options: timeouts, credentials, TLS, breaker (:class:`RedisOptions`);
+            keyword arguments (``password=``, ``lookup_timeout_s=``, ...) build one.
+        max_pending: writes queued while Redis is slow or down; a put beyond it is
+            dropped and counted (deletes are kept up to 4x this).
+        fill: ``False``: write-through and invalidation only, no remote lookups.
+
+    Raises:
+        SharedAuthError: wrong password / ACL user without rights on the namespace.
+        SharedTierError: Redis unreachable at construction.
+
+    Every method that the cache calls is safe to call while Redis is down.
+    """
+
+    def __init__(
+        self,
+        target: Any,
+        namespace: str = "default",
+        *,
+        options: RedisOptions | None = None,
+        max_pending: int = 10_000,
+        fill: bool = True,
+        **option_kw: Any,
+    ) -> None:
+        self.namespace = check_namespace(namespace)
+        self.options = options if options is not None else RedisOptions(**option_kw)
+        if options is not None and option_kw:
+            raise SharedTierError("give either options= or option keywords, not both")
+        self._target = target
+        o = self.options
+        self._reader = connect(target, o, o.lookup_timeout_s)
+        self._writer = connect(target, o, o.write_timeout_s)
+        self._listen_client = connect(target, o, max(1.0, o.write_timeout_s) + 0.5)
+        self._pfx = key_prefix(self.namespace, "sem")
+        self._stream = self._pfx + "inval"
+        info = probe(self._reader, self._pfx + "probe")
+        self._run_id = info.get("run_id")
+        self.server_version = str(info.get("redis_version", "?"))
+        self.server_vector_search = self._detect_search()
+        self._put_s = self._writer.register_script(_PUT)
+        self._del_s = self._writer.register_script(_DELETE)
+        self._drop_s = self._writer.register_script(_DROP_SCOPE)
+        self._last_id = self._stream_tail()
+        self.max_pending = int(max_pending)
+        self.fill_enabled = bool(fill)
+        self.breaker = CircuitBreaker(o.breaker_failures, o.breaker_cooldown_s)
+        self._cache: SemanticCache | None = None
+        self._lock = threading.Lock()  # guards the maps and the queue
+        self._by_key: dict[int, tuple[str, bytes, str]] = {}  # local key -> gid, nonce, part key
+        self._by_gid: dict[str, int] = {}
+        self._tomb: collections.OrderedDict[tuple[str, bytes], None] = collections.OrderedDict()
+        self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._wake = threading.Condition(self._lock)
+        self._inflight = 0
+        self._tls = threading.local()
+        self._stop = threading.Event()
+        self.counters = collections.Counter(
+            {
+                k: 0
+                for k in (
+                    "writes",
+                    "write_errors",
+                    "dropped_writes",
+                    "dropped_deletes",
+                    "remote_lookups",
+                    "remote_hits",
+                    "remote_skipped",
+                    "remote_errors",
+                    "fills",
+                    "invalidations_applied",
+                    "resyncs",
+                )
+            }  # fmt: skip
+        )
+        self._threads: list[threading.Thread] = []
+
+    # -- wiring ----------------------------------------------------------------
+
+    def attach(self, cache: SemanticCache) -> None:
+        """Binds the tier to ``cache`` and starts its writer and listener threads."""
+        if self._cache is not None and self._cache is not cache:
+            raise SharedTierError("a RedisSemanticTier serves one SemanticCache")
+        self._cache = cache
+        self._dim = cache.dim
+        for fn, name in ((self._write_loop, "writer"), (self._listen_loop, "listener")):
+            t = threading.Thread(target=fn, name=f"slabcache-redis-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _detect_search(self) -> bool:
+        try:
+            mods = self._reader.execute_command("MODULE", "LIST")
+        except Exception:
+            return False
+        for m in mods or []:
+            d = m if isinstance(m, dict) else dict(zip(m[::2], m[1::2], strict=False))
+            name = d.get(b"name", d.get("name", b""))
+            if isinstance(name, bytes):
+                name = name.decode()
+            if str(name).lower() in ("search", "ft", "redisearch"):
+                return True
+        return False
+
+    def _stream_tail(self) -> bytes:
+        try:
+            last = self._reader.xrevrange(self._stream, count=1)
+        except TRANSIENT as exc:
+            raise SharedTierError(f"cannot reach Redis: {exc}") from exc
+        return last[0][0] if last else b"0-0"
+
+    def _part_key(self, part: str) -> str:
+        return self._pfx + "p:" + _h(part)
+
+    def _scope_key(self, scope: str) -> str:
+        return self._pfx + "s:" + _h(scope)
+
+    def _payload_key(self, gid: str) -> str:
+        return self._pfx + "v:" + gid
+
+    # -- hooks the cache calls (under its lock) ----------------------------------
+
+    def on_insert(
+        self, entries: Sequence[Any], vectors: np.ndarray, payloads: Sequence[Any]
+    ) -> None:
+        """Queues the write-through of newly inserted local entries (never blocks)."""
+        if getattr(self._tls, "filling", False):
+            return
+        ops = []
+        for e, v, p in zip(entries, vectors, payloads, strict=True):
+            gid = (
+                _h(e.part + "\x00" + _norm(e.text)) if e.text is not None else os.urandom(16).hex()
+            )
+            nonce = os.urandom(_NONCE)
+            pk = self._part_key(e.part)
+            ops.append(("put", e.key, gid, nonce, pk, e.scope, e.deadline, e.created, e.cost,
+                        e.text, np.array(v, dtype=np.float32), bytes(p)))  # fmt: skip
+        with self._lock:
+            for op in ops:
+                self._remember(op[1], op[2], op[3], op[4])
+                if len(self._queue) >= self.max_pending:
+                    self.counters["dropped_writes"] += 1
+                    continue
+                self._queue.append(op)
+            self._prune()
+            self._wake.notify()
+
+    def on_delete(self, key: int) -> None:
+        """Queues the removal of local entry ``key`` from Redis and its invalidation."""
+        with self._lock:
+            ref = self._by_key.pop(key, None)
+            if ref is None:
+                return
+            gid, nonce, pk = ref
+            if self._by_gid.get(gid) == key:
+                del self._by_gid[gid]
+            if len(self._queue) >= 4 * self.max_pending:
+                self.counters["dropped_deletes"] += 1
+                return
+            self._queue.append(("del", gid, nonce, pk))
+            self._wake.notify()
+
+    def on_drop_scope(self, scope: str) -> None:
+        """Queues the removal of every entry of ``scope`` from Redis, on every replica."""
+        with self._lock:
+            self._queue.append(("drop", scope))
+            self._wake.notify()
+
+    def on_miss(
+        self, cache: SemanticCache, v: np.ndarray, scope: str, category: str,
+        text: str | None, threshold: float,
+    ) -> Hit | None:  # fmt: skip
+        """A local miss: fetch the scope's candidates from Redis, fill the local
+        tiers with those that pass, and look up locally again. Called without
+        the cache's lock; waits at most the lookup timeout for Redis."""
+        if not self.fill_enabled or self._stop.is_set():
+            return None
+        if not self.breaker.allow():
+            self.counters["remote_skipped"] += 1
+            return None
+        part = cache._part(scope, category)
+        pk = self._part_key(part)
+        self.counters["remote_lookups"] += 1
+        try:
+            raw = self._reader.hgetall(pk)
+            self.breaker.success()
+        except TRANSIENT:
+            self.breaker.failure()
+            self.counters["remote_errors"] += 1
+            return None
+        if not raw:
+            return None
+        now = cache._clock()
+        cands = self._candidates(raw, v, text, threshold, now, pk)
+        if not cands:
+            return None
+        try:
+            vals = self._reader.mget([self._payload_key(c.gid) for c in cands])
+        except TRANSIENT:
+            self.breaker.failure()
+            self.counters["remote_errors"] += 1
+            return None
+        got = [(c, p[_NONCE:]) for c, p in zip(cands, vals, strict=True)
+               if p is not None and p[:_NONCE] == c.nonce]  # fmt: skip
+        if not got:
+            return None
+        return self._fill_and_lookup(cache, got, v, part, scope, category, text, threshold)
+
+    def _candidates(
+        self, raw: dict[bytes, bytes], v: np.ndarray, text: str | None, thr: float,
+        now: float, pk: str,
+    ) -> list[_Remote]:  # fmt: skip
+        recs: list[_Remote] = []
+        expired: list[tuple[str, bytes]] = []
+        with self._lock:
+            tomb = self._tomb
+            for g, rec in raw.items():
+                try:
+                    r = _Remote(g.decode(), rec, self._dim)
+                except (ValueError, struct.error, UnicodeDecodeError):
+                    continue  # another dim or a foreign record: never a hit
+                if r.deadline <= now:
+                    expired.append((r.gid, r.nonce))
+                elif (r.gid, r.nonce) not in tomb:
+                    recs.append(r)
+            for gid, nonce in expired:  # lazily reap records Redis 7.0 cannot expire per field
+                self._queue.append(("reap", gid, nonce, pk))
+        if not recs:
+            return []
+        codes = np.stack([r.codes for r in recs]).astype(np.float32)
+        norms = np.linalg.norm(codes, axis=1)
+        qn = float(np.linalg.norm(v))
+        scores = codes @ v / np.maximum(norms * qn, 1e-30)
+        order = np.argsort(-scores)[:_CANDIDATES]
+        out = [recs[i] for i in order if scores[i] >= thr - _QUANT_SLACK]
+        if text is not None:
+            nt = _norm(text)
+            out += [r for r in recs if r.text is not None and _norm(r.text) == nt and r not in out]
+        return out
+
+    def _fill_and_lookup(
+        self, cache: SemanticCache, got: list[tuple[_Remote, bytes]], v: np.ndarray,
+        part: str, scope: str, category: str, text: str | None, thr: float,
+    ) -> Hit | None:  # fmt: skip
+        with cache._lock:
+            if cache._closed:
+                return None
+            now = cache._clock()
+            with self._lock:
+                got = [(r, p) for r, p in got if (r.gid, r.nonce) not in self._tomb
+                       and r.deadline > now]  # fmt: skip
+            if not got:
+                return None
+            m = np.stack([r.codes.astype(np.float32) * np.float32(r.scale) for r, _ in got])
+            ttls = [r.deadline - now if math.isfinite(r.deadline) else math.inf for r, _ in got]
+            self._tls.filling = True
+            try:
+                keys = []
+                for j, (r, p) in enumerate(got):  # one TTL each: _insert_batch takes a list
+                    keys += cache._insert_batch(m[j : j + 1], [p], [scope], [category], [r.text],
+                                                [ttls[j]], [r.cost])  # fmt: skip
+            finally:
+                self._tls.filling = False
+            filled = set()
+            with self._lock:
+                for (r, _), k in zip(got, keys, strict=True):
+                    if k is not None:
+                        self._remember(k, r.gid, r.nonce, self._part_key(part))
+                        filled.add(k)
+            self.counters["fills"] += len(filled)
+            pol = cache.policy(category)
+            st = cache._cat_stats(category)
+            hit = cache._lookup_one(v, part, category, text, thr, pol, now, st, None, None)
+            if hit is not None and hit.key in filled:
+                self.counters["remote_hits"] += 1
+            return hit
+
+    # -- bookkeeping -------------------------------------------------------------
+
+    def _remember(self, key: int, gid: str, nonce: bytes, pk: str) -> None:
+        old = self._by_gid.get(gid)
+        if old is not None and old != key:
+            self._by_key.pop(old, None)
+        self._by_key[key] = (gid, nonce, pk)
+        self._by_gid[gid] = key
+
+    def _prune(self) -> None:
+        # Local evictions (quota, TTL) do not call us: drop their refs in amortised O(1).
+        cache = self._cache
+        if cache is None or len(self._by_key) < 2 * len(cache._entries) + 1024:
+            return
+        live = cache._entries
+        for k in [k for k in self._by_key if k not in live]:
+            gid = self._by_key.pop(k)[0]
+            if self._by_gid.get(gid) == k:
+                del self._by_gid[gid]
+
+    def _apply(self, fields: dict[bytes, bytes]) -> None:
+        cache = self._cache
+        if cache is None:
+            return
+        op = fields.get(b"op")
+        with cache._lock:
+            if cache._closed:
+                return
+            if op == b"d":
+                gid, nonce = fields[b"g"].decode(), fields[b"n"]
+                with self._lock:
+                    self._tomb[(gid, nonce)] = None
+                    while len(self._tomb) > _TOMBSTONES:
+                        self._tomb.popitem(last=False)
+                    key = self._by_gid.get(gid)
+                    if key is None or self._by_key.get(key, ("", b""))[1] != nonce:
+                        return
+                    del self._by_gid[gid]
+                    del self._by_key[key]
+                e = cache._entries.get(key)
+                if e is not None:
+                    cache._evict(e, expired=False, counted=False)
+                    self.counters["invalidations_applied"] += 1
+            elif op == b"s":
+                scope = fields[b"s"].decode()
+                for e in [e for e in cache._entries.values() if e.scope == scope]:
+                    cache._evict(e, expired=False, counted=False)
+                    self.counters["invalidations_applied"] += 1
+
+    # -- background threads ------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        backoff = 0.01
+        while True:
+            with self._lock:
+                while not self._queue and not self._stop.is_set():
+                    self._wake.wait(0.5)
+                if not self._queue and self._stop.is_set():
+                    return
+                batch = [self._queue.popleft() for _ in range(min(256, len(self._queue)))]
+                self._inflight = len(batch)
+            try:
+                pipe = self._writer.pipeline(transaction=False)
+                for op in batch:
+                    self._queue_op(pipe, op)
+                pipe.execute()
+                self.counters["writes"] += len(batch)
+                self.breaker.success()
+                backoff = 0.01
+                with self._lock:
+                    self._inflight = 0
+                    self._wake.notify_all()
+            except TRANSIENT:
+                self.counters["write_errors"] += 1
+                self.breaker.failure()
+                with self._lock:  # retry the batch first (every op is idempotent)
+                    self._inflight = 0
+                    self._queue.extendleft(reversed(batch))
+                    while len(self._queue) > 4 * self.max_pending:
+                        self._queue.pop()
+                        self.counters["dropped_writes"] += 1
+                    self._wake.notify_all()
+                if self._stop.wait(backoff):
+                    return
+                backoff = min(1.0, backoff * 2)
+            except Exception:  # a server-side script error: drop the batch, count it
+                self.counters["write_errors"] += 1
+                self.counters["dropped_writes"] += len(batch)
+                with self._lock:
+                    self._inflight = 0
+                    self._wake.notify_all()
+
+    def _queue_op(self, pipe: Any, op: tuple[Any, ...]) -> None:
+        kind = op[0]
+        if kind == "put":
+            _, _key, gid, nonce, pk, scope, deadline, created, cost, text, vec, payload = op
+            codes, scale = _quantise(vec)
+            tb = b"" if text is None else text.encode()
+            rec = (nonce + _HEAD.pack(deadline, created, cost, scale, self._dim,
+                                      -1 if text is None else len(tb)) + codes + tb)  # fmt: skip
+            cache = self._cache
+            now = cache._clock() if cache is not None else time.time()
+            ttl_ms = 0 if not math.isfinite(deadline) else max(1, int((deadline - now) * 1000))
+            self._put_s(
+                keys=[pk, self._payload_key(gid), self._scope_key(scope), self._stream],
+                args=[gid, rec, nonce + payload, ttl_ms, _STREAM_MAXLEN],
+                client=pipe,
+            )
+        elif kind in ("del", "reap"):
+            _, gid, nonce, pk = op
+            self._del_s(
+                keys=[pk, self._payload_key(gid), self._stream],
+                args=[gid, nonce, _STREAM_MAXLEN, "1" if kind == "del" else "0"],
+                client=pipe,
+            )
+        elif kind == "drop":
+            scope = op[1]
+            self._drop_s(
+                keys=[self._scope_key(scope), self._stream],
+                args=[scope, self._pfx + "v:", _STREAM_MAXLEN],
+                client=pipe,
+            )
+
+    def _listen_loop(self) -> None:
+        healthy = True
+        while not self._stop.is_set():
+            try:
+                if not healthy:
+                    self._resync()
+                    healthy = True
+                res = self._listen_client.xread({self._stream: self._last_id}, count=512, block=200)
+                for _stream, msgs in res or []:
+                    for mid, fields in msgs:
+                        self._apply(fields)
+                        self._last_id = mid
+            except TRANSIENT:
+                healthy = False
+                if self._stop.wait(0.05):
+                    return
+            except Exception:
+                healthy = False
+                if self._stop.wait(0.2):
+                    return
+
+    def _resync(self) -> None:
+        """After a lost connection: a restarted server (new run id) has a new stream, so
+        read it from the start; a trimmed-away gap means messages were missed, so check
+        every shared local entry against Redis."""
+        info = self._listen_client.info("server")
+        if info.get("run_id") != self._run_id:
+            self._run_id = info.get("run_id")
+            self._last_id = b"0-0"
+            self.counters["resyncs"] += 1
+            return
+        try:
+            xi = self._listen_client.xinfo_stream(self._stream)
+        except Exception:
+            return
+        first = xi.get("first-entry")
+        if first is not None and _id(first[0]) > _id(self._last_id):
+            self._reconcile()
+
+    def _reconcile(self) -> None:
+        self.counters["resyncs"] += 1
+        with self._lock:
+            refs = list(self._by_key.items())
+        pipe = self._listen_client.pipeline(transaction=False)
+        for _k, (gid, _n, pk) in refs:
+            pipe.hget(pk, gid)
+        recs = pipe.execute()
+        for (_k, (gid, nonce, _pk)), rec in zip(refs, recs, strict=True):
+            if rec is None or rec[:_NONCE] != nonce:
+                self._apply({b"op": b"d", b"g": gid.encode(), b"n": nonce})
+
+    # -- public ------------------------------------------------------------------
+
+    def flush(self, timeout_s: float = 5.0) -> bool:
+        """Waits until every queued write reached Redis; ``False`` on timeout."""
+        end = time.monotonic() + timeout_s
+        with self._lock:
+            while self._queue or self._inflight:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                self._wake.notify_all()
+                self._wake.wait(min(left, 0.05))
+        return True
+
+    @property
+    def pending(self) -> int:
+        """Writes queued for Redis now."""
+        with self._lock:
+            return len(self._queue) + self._inflight
+
+    def stats(self) -> dict[str, Any]:
+        """Counters (writes, drops, remote lookups/hits/errors, fills, invalidations),
+        the queue length, the breaker state and what the server supports."""
+        out: dict[str, Any] = dict(self.counters)
+        out.update(
+            pending=self.pending,
+            breaker_open=self.breaker.is_open,
+            breaker_opened=self.breaker.opened,
+            shared_entries=len(self._by_key),
+            server_version=self.server_version,
+            server_vector_search=self.server_vector_search,
+            namespace=self.namespace,
+        )
+        return out
+
+    def close(self, flush_timeout_s: float = 1.0) -> None:
+        """Flushes queued writes (waiting at most ``flush_timeout_s``), stops the
+        threads and closes the connections. Idempotent."""
+        if self._stop.is_set():
+            return
+        self.flush(flush_timeout_s)
+        self._stop.set()
+        with self._lock:
+            self._wake.notify_all()
+        for t in self._threads:
+            t.join(timeout=2.0)
+        for c in (self._reader, self._writer, self._listen_client):
+            try:
+                c.close()
+            except Exception:  # noqa: BLE001 - closing a dead connection
+                pass
+
+    def __enter__(self) -> RedisSemanticTier:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"RedisSemanticTier(namespace={self.namespace!r}, server={self.server_version})"
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def _id(x: bytes | str) -> tuple[int, int]:
+    s = x.decode() if isinstance(x, bytes) else x
+    a, _, b = s.partition("-")
+    return int(a), int(b or 0)
+
+
+def open_shared_tier(shared: Any, namespace: str | None, cache: SemanticCache) -> RedisSemanticTier:
+    """The tier ``SemanticCache(shared=...)`` uses: ``shared`` is a URL, a
+    ``redis.Redis`` or a :class:`RedisSemanticTier` (then ``namespace`` must be
+    ``None`` or the tier's)."""
+    if isinstance(shared, RedisSemanticTier):
+        if namespace is not None and namespace != shared.namespace:
+            raise SharedTierError(
+                f"namespace {namespace!r} differs from the tier's {shared.namespace!r}"
+            )
+        tier = shared
+    else:
+        tier = RedisSemanticTier(shared, namespace if namespace is not None else "default")
+    if tier._stop.is_set():
+        raise ClosedError("the shared tier is closed")
+    tier.attach(cache)
+    return tier
