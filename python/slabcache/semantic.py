@@ -673,7 +673,11 @@ class SemanticCache:
             per = (time.perf_counter_ns() - t0) // max(1, n)
             for c in set(cats):
                 self._cat_stats(c).latency_ns.append(per)
-            return out
+            if self.shared is None:
+                return out
+        sh = self.shared  # local misses consult Redis, outside the lock
+        return [h or sh.on_miss(self, m[i], sc[i], cats[i], tx[i], float(thrs[i]))
+                for i, h in enumerate(out)]  # fmt: skip
 
     def nearest(
         self, vec: npt.ArrayLike, scope: str = "", category: str = "default"

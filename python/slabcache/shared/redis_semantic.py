@@ -335,7 +335,7 @@ class RedisSemanticTier:
         """A local miss: fetch the scope's candidates from Redis, fill the local
         tiers with those that pass, and look up locally again. Called without
         the cache's lock; waits at most the lookup timeout for Redis."""
-        if not self.fill_enabled or self._stop.is_set():
+        if not self.fill_enabled or self._stop.is_set() or not cache.policy(category).cacheable:
             return None
         if not self.breaker.allow():
             self.counters["remote_skipped"] += 1
