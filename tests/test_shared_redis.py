@@ -330,6 +330,10 @@ def test_wrong_password_fails_at_construction(tmp_path: Path) -> None:
         assert isinstance(ei.value, SlabcacheError) and isinstance(ei.value, PermissionError)
         with pytest.raises(SharedAuthError, match="credentials|refused"):
             SemanticCache(None, dim=DIM, shared=f"redis://:wrong@127.0.0.1:{srv.port}/0")
+        # a failed construction leaves the cache's directory free to reopen
+        with pytest.raises(SharedAuthError):
+            SemanticCache(tmp_path / "c", dim=DIM, shared=base)
+        SemanticCache(tmp_path / "c", dim=DIM).close()
         with SemanticCache(None, dim=DIM, shared=base.replace("//", "//:s3cret@")) as ok:
             assert ok.shared is not None and ok.shared.stats()["server_version"].startswith("7")
         # an ACL user confined to its tenant's keys cannot open another tenant's namespace
@@ -442,3 +446,22 @@ def test_redis_kv_tier_round_trip_behind_the_arena_tier(
     finally:
         r1.close()
         r2.close()
+
+
+def test_lookup_many_consults_redis_on_local_misses(
+    server: RedisServer, rng: np.random.Generator
+) -> None:
+    a = SemanticCache(None, dim=DIM, shared=server.url, namespace="t")
+    b = SemanticCache(None, dim=DIM, shared=server.url, namespace="t")
+    try:
+        vs = np.stack([_vec(rng) for _ in range(4)])
+        a.insert_many(vs[:3], [b"a", b"b", b"c"], scopes="s")
+        assert a.shared.flush()  # type: ignore[union-attr]
+        b.insert(vs[3], b"d", scope="s")
+        hits = b.lookup_many(vs, scopes="s")
+        assert [bytes(h.value) if h else None for h in hits] == [b"a", b"b", b"c", b"d"]
+        assert b.shared.stats()["remote_hits"] == 3  # type: ignore[union-attr]
+        assert b.lookup_many(vs[:1], scopes="other") == [None]
+    finally:
+        a.close()
+        b.close()

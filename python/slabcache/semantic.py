@@ -389,7 +389,11 @@ class SemanticCache:
             self._recover()
         self.shared: RedisSemanticTier | None = None  # docs/shared_tier.md
         if shared is not None:
-            self.shared = open_shared_tier(shared, namespace, self)
+            try:
+                self.shared = open_shared_tier(shared, namespace, self)
+            except BaseException:
+                self.close()  # the arena's lock must not outlive a failed constructor
+                raise
 
     # -- policies -----------------------------------------------------------
 
