@@ -238,6 +238,9 @@ def test_delete_and_replace_same_text(rng):
     assert k1 not in c and len(c) == 1
     assert bytes(c.lookup(v).value) == b"new"
     assert c.delete(k2) and not c.delete(k2)
+    ks = c.insert_many(np.stack([v, v]), [b"a", b"b"], texts=["dup", "DUP"])
+    assert ks[0] not in c and ks[1] in c and len(c) == 1
+    assert c.delete(ks[1])
     assert c.lookup(v) is None and len(c._index) == 0 and len(c._slb) == 0
 
 

@@ -819,10 +819,16 @@ class SemanticCache:
             self._index.add_many(
                 [e.part for e in new], np.array([e.key for e in new], dtype=np.int64), sub
             )
+            latest: dict[bytes, _Entry] = {}
             for j, e in enumerate(new):
                 self._register(e)
                 self._slb._insert(e.part, e.key, sub[j])
                 self._cat_stats(e.category).inserts += 1
+                if e.exact is not None:
+                    older = latest.get(e.exact)
+                    latest[e.exact] = e
+                    if older is not None:  # the same text twice in one batch: keep the last
+                        self._evict(older, expired=False, counted=False)
             for c in {e.category for e in new}:
                 self._enforce_quotas(c)
             self._enforce_global()
