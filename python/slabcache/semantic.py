@@ -318,7 +318,7 @@ class SemanticCache:
         slb_per_scope: int = 64,
         slb_capacity: int = 16384,
         slb_min_score: float = 0.97,
-        cluster_above: int = 50_000,
+        cluster_above: int = 20_000,
         sync: SyncModeName = "batch",
         clock: Callable[[], float] = time.time,
     ) -> None:
