@@ -279,6 +279,9 @@ def test_single_flight_computes_once(rng):
     with pytest.raises(RuntimeError):
         c.get_or_compute(w, boom, text="other")
     assert len(c) == 1
+    with pytest.raises(InvalidTypeError):
+        c.get_or_compute(w, lambda: 42, text="not bytes")
+    assert len(c) == 1
 
 
 def test_trap_guard_refuses_and_can_be_turned_off(rng):

@@ -1030,7 +1030,12 @@ class SemanticCache:
                 flight.value = bytes(hit.value)
                 return hit.value
             value = fn()
-            mv = memoryview(value)
+            try:
+                mv = memoryview(value)
+            except TypeError:
+                raise InvalidTypeError(
+                    f"get_or_compute: fn must return a bytes-like value, got {type(value).__name__}"
+                ) from None
             flight.value = mv.tobytes()
             self.insert(v, mv, scope, category, text, ttl_s, cost)
             return memoryview(flight.value)
