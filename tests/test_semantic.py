@@ -13,6 +13,7 @@ from slabcache import (
     ClosedError,
     InvalidArgumentError,
     InvalidTypeError,
+    LockedError,
     NotFoundError,
     Policy,
     SemanticCache,
@@ -384,6 +385,11 @@ def test_persistence_reopen_finds_everything(rng, tmp_path):
         assert c.lookup(unit(rng)[0], scope="m", text="q7").key == keys[7]
         k = c.insert(vs[0], b"later", scope="m")
         assert k > max(keys)  # keys are never reused
+        with pytest.raises(LockedError):
+            SemanticCache(path, dim=DIM)  # one writer process at a time
+        c.insert(vs[1], b"other scope", scope="n")
+        assert c.drop_scope("m") == 50 and len(c) == 1
+        assert c.lookup(vs[1], scope="m") is None and c.lookup(vs[1], scope="n") is not None
     with pytest.raises(SlabcacheError):
         SemanticCache(path, dim=DIM + 1)
 
