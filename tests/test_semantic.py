@@ -13,6 +13,7 @@ from slabcache import (
     ClosedError,
     InvalidArgumentError,
     InvalidTypeError,
+    LockedError,
     NotFoundError,
     Policy,
     SemanticCache,
@@ -238,6 +239,9 @@ def test_delete_and_replace_same_text(rng):
     assert k1 not in c and len(c) == 1
     assert bytes(c.lookup(v).value) == b"new"
     assert c.delete(k2) and not c.delete(k2)
+    ks = c.insert_many(np.stack([v, v]), [b"a", b"b"], texts=["dup", "DUP"])
+    assert ks[0] not in c and ks[1] in c and len(c) == 1
+    assert c.delete(ks[1])
     assert c.lookup(v) is None and len(c._index) == 0 and len(c._slb) == 0
 
 
@@ -275,6 +279,9 @@ def test_single_flight_computes_once(rng):
 
     with pytest.raises(RuntimeError):
         c.get_or_compute(w, boom, text="other")
+    assert len(c) == 1
+    with pytest.raises(InvalidTypeError):
+        c.get_or_compute(w, lambda: 42, text="not bytes")
     assert len(c) == 1
 
 
@@ -378,6 +385,11 @@ def test_persistence_reopen_finds_everything(rng, tmp_path):
         assert c.lookup(unit(rng)[0], scope="m", text="q7").key == keys[7]
         k = c.insert(vs[0], b"later", scope="m")
         assert k > max(keys)  # keys are never reused
+        with pytest.raises(LockedError):
+            SemanticCache(path, dim=DIM)  # one writer process at a time
+        c.insert(vs[1], b"other scope", scope="n")
+        assert c.drop_scope("m") == 50 and len(c) == 1
+        assert c.lookup(vs[1], scope="m") is None and c.lookup(vs[1], scope="n") is not None
     with pytest.raises(SlabcacheError):
         SemanticCache(path, dim=DIM + 1)
 

@@ -8,9 +8,9 @@ its typed Python face, one module per piece:
 - :class:`Int8Index` (``slabcache.vectors``): INT8 SIMD vector search;
 - :class:`BlobArena` (``slabcache.arena``): crash-safe WAL-backed blob store;
 - :class:`BlockManager` (``slabcache.blocks``): paged KV-cache block manager;
-- :class:`SemanticCache` (``slabcache.semantic``): LLM-response cache on the pieces above.
 - ``slabcache.kv``: the KV data plane under it (device pool, slab-allocated host tier,
-  prefix cache in the blob arena).
+  prefix cache in the blob arena);
+- :class:`SemanticCache` (``slabcache.semantic``): LLM-response cache on the pieces above.
 
     >>> import slabcache
     >>> isinstance(slabcache.__version__, str)

@@ -323,7 +323,7 @@ class SemanticCache:
         slb_per_scope: int = 64,
         slb_capacity: int = 16384,
         slb_min_score: float = 0.97,
-        cluster_above: int = 50_000,
+        cluster_above: int = 20_000,
         sync: SyncModeName = "batch",
         clock: Callable[[], float] = time.time,
         shared: Any = None,
@@ -839,10 +839,16 @@ class SemanticCache:
             self._index.add_many(
                 [e.part for e in new], np.array([e.key for e in new], dtype=np.int64), sub
             )
+            latest: dict[bytes, _Entry] = {}
             for j, e in enumerate(new):
                 self._register(e)
                 self._slb._insert(e.part, e.key, sub[j])
                 self._cat_stats(e.category).inserts += 1
+                if e.exact is not None:
+                    older = latest.get(e.exact)
+                    latest[e.exact] = e
+                    if older is not None:  # the same text twice in one batch: keep the last
+                        self._evict(older, expired=False, counted=False)
             if self.shared is not None:
                 self.shared.on_insert(new, sub, [views[i] for i in rows])
             for c in {e.category for e in new}:
@@ -1050,7 +1056,12 @@ class SemanticCache:
                 flight.value = bytes(hit.value)
                 return hit.value
             value = fn()
-            mv = memoryview(value)
+            try:
+                mv = memoryview(value)
+            except TypeError:
+                raise InvalidTypeError(
+                    f"get_or_compute: fn must return a bytes-like value, got {type(value).__name__}"
+                ) from None
             flight.value = mv.tobytes()
             self.insert(v, mv, scope, category, text, ttl_s, cost)
             return memoryview(flight.value)

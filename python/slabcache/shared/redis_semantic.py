@@ -289,7 +289,10 @@ class RedisSemanticTier:
         if getattr(self._tls, "filling", False):
             return
         ops = []
+        live = self._cache._entries if self._cache is not None else {}
         for e, v, p in zip(entries, vectors, payloads, strict=True):
+            if live.get(e.key) is not e:  # replaced within the same batch
+                continue
             gid = (
                 _h(e.part + "\x00" + _norm(e.text)) if e.text is not None else os.urandom(16).hex()
             )
@@ -462,29 +465,39 @@ class RedisSemanticTier:
         if cache is None:
             return
         op = fields.get(b"op")
-        with cache._lock:
-            if cache._closed:
+        while not cache._lock.acquire(timeout=0.05):  # close() holds it while joining us
+            if self._stop.is_set():
                 return
-            if op == b"d":
-                gid, nonce = fields[b"g"].decode(), fields[b"n"]
-                with self._lock:
-                    self._tomb[(gid, nonce)] = None
-                    while len(self._tomb) > _TOMBSTONES:
-                        self._tomb.popitem(last=False)
-                    key = self._by_gid.get(gid)
-                    if key is None or self._by_key.get(key, ("", b""))[1] != nonce:
-                        return
-                    del self._by_gid[gid]
-                    del self._by_key[key]
-                e = cache._entries.get(key)
-                if e is not None:
-                    cache._evict(e, expired=False, counted=False)
-                    self.counters["invalidations_applied"] += 1
-            elif op == b"s":
-                scope = fields[b"s"].decode()
-                for e in [e for e in cache._entries.values() if e.scope == scope]:
-                    cache._evict(e, expired=False, counted=False)
-                    self.counters["invalidations_applied"] += 1
+        try:
+            self._apply_locked(cache, op, fields)
+        finally:
+            cache._lock.release()
+
+    def _apply_locked(
+        self, cache: SemanticCache, op: bytes | None, fields: dict[bytes, bytes]
+    ) -> None:
+        if cache._closed:
+            return
+        if op == b"d":
+            gid, nonce = fields[b"g"].decode(), fields[b"n"]
+            with self._lock:
+                self._tomb[(gid, nonce)] = None
+                while len(self._tomb) > _TOMBSTONES:
+                    self._tomb.popitem(last=False)
+                key = self._by_gid.get(gid)
+                if key is None or self._by_key.get(key, ("", b""))[1] != nonce:
+                    return
+                del self._by_gid[gid]
+                del self._by_key[key]
+            e = cache._entries.get(key)
+            if e is not None:
+                cache._evict(e, expired=False, counted=False)
+                self.counters["invalidations_applied"] += 1
+        elif op == b"s":
+            scope = fields[b"s"].decode()
+            for e in [e for e in cache._entries.values() if e.scope == scope]:
+                cache._evict(e, expired=False, counted=False)
+                self.counters["invalidations_applied"] += 1
 
     # -- background threads ------------------------------------------------------
 

@@ -217,7 +217,7 @@ pub struct PyScopedIndex {
 #[pymethods]
 impl PyScopedIndex {
     #[new]
-    #[pyo3(signature = (dim, cluster_above = 50_000))]
+    #[pyo3(signature = (dim, cluster_above = 20_000))]
     fn new(dim: i64, cluster_above: i64) -> PyResult<Self> {
         let u = |v: i64, what: &str| {
             usize::try_from(v).map_err(|_| {

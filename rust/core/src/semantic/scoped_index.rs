@@ -7,7 +7,7 @@ use crate::vector::{check_finite, AnyIndex, ClusteredIndex, FlatIndex, Kernel, M
 
 /// A partition switches from flat to clustered (k-means pages) once it holds
 /// this many rows, unless configured otherwise.
-pub const DEFAULT_CLUSTER_ABOVE: usize = 50_000;
+pub const DEFAULT_CLUSTER_ABOVE: usize = 20_000;
 
 /// Cosine INT8 indexes keyed by scope name; keys are unique across scopes.
 ///
