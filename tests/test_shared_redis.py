@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -465,3 +466,36 @@ def test_lookup_many_consults_redis_on_local_misses(
     finally:
         a.close()
         b.close()
+
+
+def test_slow_redis_never_blocks_a_lookup_past_the_timeout(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    srv = RedisServer(tmp_path, "--enable-debug-command", "local")
+    tier = RedisSemanticTier(srv.url, "t", lookup_timeout_s=0.05, breaker_cooldown_s=5.0)
+    b = SemanticCache(None, dim=DIM, shared=tier)
+    try:
+        v, w = _vec(rng), _vec(rng)
+        b.insert(v, b"local", scope="s")
+        assert tier.flush()
+        stall = threading.Thread(target=lambda: srv.client().execute_command("DEBUG", "SLEEP", 1.5))
+        stall.start()
+        time.sleep(0.1)  # the server is now stuck for 1.5 s
+        times = []
+        for _ in range(10):
+            t = time.perf_counter()
+            assert b.lookup(w, scope="s") is None  # a miss: would consult Redis
+            assert bytes(b.lookup(v, scope="s").value) == b"local"  # type: ignore[union-attr]
+            times.append(time.perf_counter() - t)
+        assert max(times) < 0.4, times  # one 50 ms socket timeout per attempt, then the breaker
+        st = tier.stats()
+        assert st["remote_errors"] >= 1 and st["breaker_opened"] == 1
+        b.insert(w, b"queued", scope="s")  # an insert while Redis is stuck returns at once
+        stall.join()
+        assert tier.flush(5.0)
+        c = SemanticCache(None, dim=DIM, shared=srv.url, namespace="t")
+        assert bytes(c.lookup(w, scope="s").value) == b"queued"  # type: ignore[union-attr]
+        c.close()
+    finally:
+        b.close()
+        srv.kill()
