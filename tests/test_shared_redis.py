@@ -499,3 +499,30 @@ def test_slow_redis_never_blocks_a_lookup_past_the_timeout(
     finally:
         b.close()
         srv.kill()
+
+
+def test_tiered_kv_cache_admits_a_prefix_another_replica_left_in_redis(
+    server: RedisServer, tmp_path: Path, rng: np.random.Generator
+) -> None:
+    from slabcache import BlockManager
+    from slabcache.blocks import block_hashes
+    from slabcache.kv import ArenaKVTier, KVCachePool, KVLayout, TieredKVCache
+
+    lay = KVLayout(2, 4, 2, 8, "float32")
+    prompt = list(range(100, 118))  # 18 tokens: 4 full blocks, at most 17 tokens may hit
+    hashes = block_hashes(prompt, 4)
+    rows = rng.integers(0, 256, (4, lay.block_bytes_all_layers), dtype=np.uint8)
+    with RedisKVTier(server.url, lay, model="m", namespace="t") as replica1:
+        assert replica1.put(hashes, rows) == 4
+    disk = NearFarKVTier(
+        ArenaKVTier(tmp_path / "r2", lay, model="m"),
+        RedisKVTier(server.url, lay, model="m", namespace="t"),
+    )
+    try:
+        tiers = TieredKVCache(BlockManager(num_blocks=16, block_size=4), KVCachePool(lay, 16),
+                              disk=disk)  # fmt: skip
+        adm = tiers.admit(1, prompt)
+        assert adm is not None and adm.num_disk_tokens == 16 and adm.num_device_tokens == 0
+        assert np.array_equal(tiers.pool.read_blocks(adm.block_table[:4]), rows)
+    finally:
+        disk.close()
