@@ -459,7 +459,15 @@ def test_lookup_many_consults_redis_on_local_misses(
         a.insert_many(vs[:3], [b"a", b"b", b"c"], scopes="s")
         assert a.shared.flush()  # type: ignore[union-attr]
         b.insert(vs[3], b"d", scope="s")
+        admin = server.client()
+
+        def calls(cmd: str) -> int:
+            return int(admin.info("commandstats").get(f"cmdstat_{cmd}", {}).get("calls", 0))
+
+        before = calls("hgetall"), calls("mget")
         hits = b.lookup_many(vs, scopes="s")
+        # three misses in one scope: one HGETALL and one MGET for all of them
+        assert (calls("hgetall"), calls("mget")) == (before[0] + 1, before[1] + 1)
         assert [bytes(h.value) if h else None for h in hits] == [b"a", b"b", b"c", b"d"]
         assert b.shared.stats()["remote_hits"] == 3  # type: ignore[union-attr]
         assert b.lookup_many(vs[:1], scopes="other") == [None]

@@ -679,9 +679,7 @@ class SemanticCache:
                 self._cat_stats(c).latency_ns.append(per)
             if self.shared is None:
                 return out
-        sh = self.shared  # local misses consult Redis, outside the lock
-        return [h or sh.on_miss(self, m[i], sc[i], cats[i], tx[i], float(thrs[i]))
-                for i, h in enumerate(out)]  # fmt: skip
+        return self.shared.on_miss_many(self, m, sc, cats, tx, thrs.tolist(), out)  # no lock
 
     def nearest(
         self, vec: npt.ArrayLike, scope: str = "", category: str = "default"

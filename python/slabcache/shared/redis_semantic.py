@@ -371,6 +371,62 @@ class RedisSemanticTier:
             return None
         return self._fill_and_lookup(cache, got, v, part, scope, category, text, threshold)
 
+    def on_miss_many(
+        self, cache: SemanticCache, m: np.ndarray, scopes: Sequence[str],
+        categories: Sequence[str], texts: Sequence[str | None], thresholds: Sequence[float],
+        out: list[Hit | None],
+    ) -> list[Hit | None]:  # fmt: skip
+        """:meth:`on_miss` for the ``None`` items of ``out`` (a ``lookup_many``): one
+        pipelined ``HGETALL`` of their scopes and one ``MGET`` of all their candidates."""
+        todo = [i for i, h in enumerate(out) if h is None and cache.policy(categories[i]).cacheable]
+        if not todo or not self.fill_enabled or self._stop.is_set():
+            return out
+        if len(todo) == 1:
+            i = todo[0]
+            out[i] = self.on_miss(cache, m[i], scopes[i], categories[i], texts[i], thresholds[i])
+            return out
+        if not self.breaker.allow():
+            self.counters["remote_skipped"] += len(todo)
+            return out
+        parts = {i: cache._part(scopes[i], categories[i]) for i in todo}
+        pks = sorted({self._part_key(p) for p in parts.values()})
+        self.counters["remote_lookups"] += len(todo)
+        try:
+            pipe = self._reader.pipeline(transaction=False)
+            for pk in pks:
+                pipe.hgetall(pk)
+            raws = dict(zip(pks, pipe.execute(), strict=True))
+            self.breaker.success()
+        except TRANSIENT:
+            self.breaker.failure()
+            self.counters["remote_errors"] += 1
+            return out
+        now = cache._clock()
+        cands: dict[int, list[_Remote]] = {}
+        for i in todo:
+            pk = self._part_key(parts[i])
+            if raws[pk]:
+                c = self._candidates(raws[pk], m[i], texts[i], thresholds[i], now, pk)
+                if c:
+                    cands[i] = c
+        gids = sorted({c.gid for cs in cands.values() for c in cs})
+        if not gids:
+            return out
+        try:
+            vals = dict(zip(gids, self._reader.mget([self._payload_key(g) for g in gids]),
+                            strict=True))  # fmt: skip
+        except TRANSIENT:
+            self.breaker.failure()
+            self.counters["remote_errors"] += 1
+            return out
+        for i, cs in cands.items():
+            got = [(c, vals[c.gid][_NONCE:]) for c in cs  # type: ignore[index]
+                   if vals[c.gid] is not None and vals[c.gid][:_NONCE] == c.nonce]  # type: ignore[index]  # fmt: skip
+            if got:
+                out[i] = self._fill_and_lookup(cache, got, m[i], parts[i], scopes[i],
+                                               categories[i], texts[i], thresholds[i])  # fmt: skip
+        return out
+
     def _candidates(
         self, raw: dict[bytes, bytes], v: np.ndarray, text: str | None, thr: float,
         now: float, pk: str,
