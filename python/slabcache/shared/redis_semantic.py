@@ -694,6 +694,25 @@ class RedisSemanticTier:
                 self._wake.wait(min(left, 0.05))
         return True
 
+    def sync(self, timeout_s: float = 5.0) -> bool:
+        """:meth:`flush`, then waits until this replica has applied every invalidation
+        Redis holds now (read-your-deletes across replicas); ``False`` on timeout."""
+        end = time.monotonic() + timeout_s
+        if not self.flush(timeout_s):
+            return False
+        try:
+            tail = self._reader.xrevrange(self._stream, count=1)
+        except TRANSIENT:
+            return False
+        if not tail:
+            return True
+        want = _id(tail[0][0])
+        while _id(self._last_id) < want:
+            if time.monotonic() >= end:
+                return False
+            time.sleep(0.0005)
+        return True
+
     @property
     def pending(self) -> int:
         """Writes queued for Redis now."""
