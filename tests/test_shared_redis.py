@@ -534,3 +534,55 @@ def test_tiered_kv_cache_admits_a_prefix_another_replica_left_in_redis(
         assert np.array_equal(tiers.pool.read_blocks(adm.block_table[:4]), rows)
     finally:
         disk.close()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not on PATH")
+def test_tls_options_pass_through(tmp_path: Path, rng: np.random.Generator) -> None:
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],  # fmt: skip
+        check=True,
+        capture_output=True,
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        tls_port = s.getsockname()[1]
+    # TLS on tls_port; the plain port stays for the fixture's readiness check only
+    srv = RedisServer(tmp_path, "--tls-port", str(tls_port), "--tls-cert-file", str(cert),
+                      "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert),
+                      "--tls-auth-clients", "no")  # fmt: skip
+    url = f"rediss://127.0.0.1:{tls_port}/0"
+    try:
+        # the self-signed certificate is not trusted without the CA option: a clear error
+        with pytest.raises(SlabcacheError, match="cannot reach Redis|certificate|SSL"):
+            RedisSemanticTier(url, "t", connect_timeout_s=2.0)
+        tls = {"ssl_ca_certs": str(cert)}
+        a = SemanticCache(None, dim=DIM, shared=RedisSemanticTier(url, "t", ssl=tls))
+        b = SemanticCache(None, dim=DIM, shared=RedisSemanticTier(url, "t", ssl=tls))
+        try:
+            v = _vec(rng)
+            a.insert(v, b"over tls", scope="s")
+            assert a.shared.flush()  # type: ignore[union-attr]
+            assert bytes(b.lookup(v, scope="s").value) == b"over tls"  # type: ignore[union-attr]
+        finally:
+            a.close()
+            b.close()
+    finally:
+        srv.kill()
