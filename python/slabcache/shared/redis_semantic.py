@@ -745,6 +745,9 @@ class RedisSemanticTier:
             self._wake.notify_all()
         for t in self._threads:
             t.join(timeout=2.0)
+        with self._lock:  # what Redis never got is lost with this process: count it
+            self.counters["dropped_writes"] += len(self._queue)
+            self._queue.clear()
         for c in (self._reader, self._writer, self._listen_client):
             try:
                 c.close()
