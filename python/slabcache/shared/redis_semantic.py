@@ -291,7 +291,8 @@ class RedisSemanticTier:
         ops = []
         live = self._cache._entries if self._cache is not None else {}
         for e, v, p in zip(entries, vectors, payloads, strict=True):
-            if live.get(e.key) is not e:  # replaced within the same batch
+            current = live.get(e.key)
+            if id(current) != id(e):  # replaced within the same batch
                 continue
             gid = (
                 _h(e.part + "\x00" + _norm(e.text)) if e.text is not None else os.urandom(16).hex()
