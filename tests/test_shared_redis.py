@@ -586,3 +586,39 @@ def test_tls_options_pass_through(tmp_path: Path, rng: np.random.Generator) -> N
             b.close()
     finally:
         srv.kill()
+
+
+def test_a_replica_that_missed_trimmed_invalidations_reconciles(
+    server: RedisServer, rng: np.random.Generator
+) -> None:
+    a = SemanticCache(None, dim=DIM, shared=server.url, namespace="t")
+    b = SemanticCache(None, dim=DIM, shared=server.url, namespace="t")
+    try:
+        v, w = _vec(rng), _vec(rng)
+        b.insert(v, b"gone", scope="s")
+        b.insert(w, b"kept", scope="s")
+        assert b.shared.sync()  # type: ignore[union-attr]
+        assert a.lookup(v, scope="s") is not None and a.lookup(w, scope="s") is not None
+        tier = a.shared
+        assert tier is not None and tier.sync()
+        # an entry disappears from Redis and its message is trimmed away before A reads it
+        # (as if A had been disconnected while the stream overflowed): one transaction, so
+        # A's blocked XREAD wakes only after the trim
+        admin = server.client()
+        pk = next(k for k in admin.keys("slabcache:{t}:sem:p:*"))
+        nonce = b.shared._by_key[0][1]  # type: ignore[union-attr]
+        gid = next(g for g, r in admin.hgetall(pk).items() if r[:8] == nonce)
+        tx = admin.pipeline(transaction=True)
+        tx.hdel(pk, gid)
+        tx.xadd("slabcache:{t}:sem:inval", {"op": "d", "g": gid, "n": nonce})
+        tx.xtrim("slabcache:{t}:sem:inval", maxlen=0)
+        tx.execute()
+        time.sleep(0.3)
+        assert a.lookup(v, scope="s") is not None  # A still serves it: the message is lost
+        tier._resync()  # what the listener runs after a reconnect
+        assert a.lookup(v, scope="s") is None
+        assert bytes(a.lookup(w, scope="s").value) == b"kept"  # type: ignore[union-attr]
+        assert tier.stats()["resyncs"] == 1
+    finally:
+        a.close()
+        b.close()

@@ -665,8 +665,14 @@ class RedisSemanticTier:
             xi = self._listen_client.xinfo_stream(self._stream)
         except Exception:
             return
-        first = xi.get("first-entry")
-        if first is not None and _id(first[0]) > _id(self._last_id):
+        # Entries newer than ours exist, and the oldest one kept is newer too (or none is
+        # kept): some may have been trimmed before we read them. Conservative: reconcile.
+        newest, first = xi.get("last-generated-id"), xi.get("first-entry")
+        last = _id(self._last_id)
+        missed = (
+            newest is not None and _id(newest) > last and (first is None or _id(first[0]) > last)
+        )
+        if missed:
             self._reconcile()
 
     def _reconcile(self) -> None:
