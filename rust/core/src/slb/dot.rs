@@ -52,53 +52,57 @@ fn dot_avx2_checked(a: &[f32], b: &[f32]) -> f32 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
-    use std::arch::x86_64::*;
-    let n = a.len().min(b.len());
-    let mut i = 0;
-    let mut s0 = _mm256_setzero_ps();
-    let mut s1 = _mm256_setzero_ps();
-    let mut s2 = _mm256_setzero_ps();
-    let mut s3 = _mm256_setzero_ps();
-    let pa = a.as_ptr();
-    let pb = b.as_ptr();
-    // SAFETY (loads below): every load reads 8 floats at offset `i` with
-    // `i + 8 <= n` (or `i + 32 <= n` for the unrolled loop), inside both slices;
-    // unaligned loads are used, so no alignment is assumed.
-    while i + 32 <= n {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), s0);
-        s1 = _mm256_fmadd_ps(
-            _mm256_loadu_ps(pa.add(i + 8)),
-            _mm256_loadu_ps(pb.add(i + 8)),
-            s1,
-        );
-        s2 = _mm256_fmadd_ps(
-            _mm256_loadu_ps(pa.add(i + 16)),
-            _mm256_loadu_ps(pb.add(i + 16)),
-            s2,
-        );
-        s3 = _mm256_fmadd_ps(
-            _mm256_loadu_ps(pa.add(i + 24)),
-            _mm256_loadu_ps(pb.add(i + 24)),
-            s3,
-        );
-        i += 32;
+    // SAFETY: the caller guarantees AVX2 and FMA (this function's contract); every
+    // pointer access below stays inside `a[..n]` / `b[..n]` (see the loop bounds).
+    unsafe {
+        use std::arch::x86_64::*;
+        let n = a.len().min(b.len());
+        let mut i = 0;
+        let mut s0 = _mm256_setzero_ps();
+        let mut s1 = _mm256_setzero_ps();
+        let mut s2 = _mm256_setzero_ps();
+        let mut s3 = _mm256_setzero_ps();
+        let pa = a.as_ptr();
+        let pb = b.as_ptr();
+        // SAFETY (loads below): every load reads 8 floats at offset `i` with
+        // `i + 8 <= n` (or `i + 32 <= n` for the unrolled loop), inside both slices;
+        // unaligned loads are used, so no alignment is assumed.
+        while i + 32 <= n {
+            s0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), s0);
+            s1 = _mm256_fmadd_ps(
+                _mm256_loadu_ps(pa.add(i + 8)),
+                _mm256_loadu_ps(pb.add(i + 8)),
+                s1,
+            );
+            s2 = _mm256_fmadd_ps(
+                _mm256_loadu_ps(pa.add(i + 16)),
+                _mm256_loadu_ps(pb.add(i + 16)),
+                s2,
+            );
+            s3 = _mm256_fmadd_ps(
+                _mm256_loadu_ps(pa.add(i + 24)),
+                _mm256_loadu_ps(pb.add(i + 24)),
+                s3,
+            );
+            i += 32;
+        }
+        while i + 8 <= n {
+            s0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), s0);
+            i += 8;
+        }
+        let s = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
+        let hi = _mm256_extractf128_ps(s, 1);
+        let lo = _mm256_castps256_ps128(s);
+        let q = _mm_add_ps(hi, lo);
+        let q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+        let q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));
+        let mut total = _mm_cvtss_f32(q);
+        while i < n {
+            total += a[i] * b[i];
+            i += 1;
+        }
+        total
     }
-    while i + 8 <= n {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), s0);
-        i += 8;
-    }
-    let s = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
-    let hi = _mm256_extractf128_ps(s, 1);
-    let lo = _mm256_castps256_ps128(s);
-    let q = _mm_add_ps(hi, lo);
-    let q = _mm_add_ps(q, _mm_movehl_ps(q, q));
-    let q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));
-    let mut total = _mm_cvtss_f32(q);
-    while i < n {
-        total += a[i] * b[i];
-        i += 1;
-    }
-    total
 }
 
 #[cfg(test)]
