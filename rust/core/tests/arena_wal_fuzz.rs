@@ -47,9 +47,7 @@ fn make(kind: u8, key: &[u8], loc: BlobLocation) -> WalRecord<'_> {
             store_id: loc.offset,
         },
         3 => WalRecord::SyncMark { synced: loc.len },
-        5 => WalRecord::GenerationSwitch {
-            generation: loc.len,
-        },
+        5 => WalRecord::Batch { records: loc.len },
         _ => WalRecord::GenerationSwitch {
             generation: loc.offset,
         },

@@ -547,6 +547,11 @@ impl BlobArena {
             let mut offset = base;
             let mut seq = w.next_seq;
             self.push_sync_mark(w, &mut buf, &mut seq);
+            if keys.len() > 1 {
+                let records = keys.len() as u64;
+                encode(&mut buf, seq, &WalRecord::Batch { records });
+                seq += 1;
+            }
             let mut ops = Vec::with_capacity(keys.len());
             let mut blob_dirty = false;
             // Inline only small calls: a big batch would write its bytes twice,

@@ -139,6 +139,8 @@ fn init_fresh(io_: &SharedIo, dir: &Path) -> Result<Checkpoint> {
     }
     let store_id = new_store_id();
     BlobFile::create(io_, &generation_path(dir, 1), 1, store_id)?;
+    // Its name must be durable before a checkpoint can name it.
+    sync_dir(io_, dir)?;
     let header = CheckpointHeader {
         store_id,
         segment: 1,
@@ -320,6 +322,9 @@ pub(super) fn recover(dir: &Path, o: RecoverOptions<'_>) -> Result<Recovered> {
     let mut pos = 0usize;
     let mut expected = header.next_seq;
     let mut stop: Option<&'static str> = None;
+    // An open batch: records left, and where to rewind if it is incomplete.
+    let mut batch_left = 0u64;
+    let mut batch_at = (0usize, 0usize, 0usize, 0u64, 0u64); // pos, ops, repaired, seq, replayed
     while pos < bytes.len() {
         let (seq, record, len) = match decode(&bytes[pos..]) {
             Decoded::Record { seq, record, len } => (seq, record, len),
@@ -337,7 +342,8 @@ pub(super) fn recover(dir: &Path, o: RecoverOptions<'_>) -> Result<Recovered> {
             break;
         }
         let first = pos == 0;
-        let counts = !first && !matches!(record, WalRecord::SyncMark { .. });
+        let counts =
+            !first && !matches!(record, WalRecord::SyncMark { .. } | WalRecord::Batch { .. });
         match record {
             WalRecord::Checkpoint {
                 segment,
@@ -358,6 +364,20 @@ pub(super) fn recover(dir: &Path, o: RecoverOptions<'_>) -> Result<Recovered> {
                 break;
             }
             WalRecord::SyncMark { .. } => {}
+            WalRecord::Batch { records } => {
+                if batch_left > 0 {
+                    stop = Some("batch record inside a batch");
+                    break;
+                }
+                batch_at = (
+                    pos,
+                    ops.len(),
+                    repaired.len(),
+                    expected,
+                    report.replayed_records,
+                );
+                batch_left = records + 1; // this record counts itself down below
+            }
             WalRecord::GenerationSwitch { generation } => {
                 if generation != header.current_gen {
                     stop = Some("generation switch to an unknown generation");
@@ -402,6 +422,16 @@ pub(super) fn recover(dir: &Path, o: RecoverOptions<'_>) -> Result<Recovered> {
         report.replayed_records += counts as u64;
         pos += len;
         expected += 1;
+        batch_left = batch_left.saturating_sub(1);
+    }
+    if batch_left > 0 {
+        // A torn put_many: none of it counts.
+        (pos, _, _, expected, report.replayed_records) = batch_at;
+        ops.truncate(batch_at.1);
+        repaired.truncate(batch_at.2);
+        if stop.is_none() {
+            stop = Some("incomplete batch at the WAL tail");
+        }
     }
     if pos < bytes.len() {
         let (valid_after, synced) = scan_after_damage(&bytes, pos, expected);

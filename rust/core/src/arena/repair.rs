@@ -202,6 +202,7 @@ pub fn repair(dir: &Path, io_: &SharedIo) -> Result<RepairReport> {
                 WalRecord::Delete { key } => records.push((seq, key.to_vec(), None)),
                 WalRecord::Checkpoint { .. }
                 | WalRecord::SyncMark { .. }
+                | WalRecord::Batch { .. }
                 | WalRecord::GenerationSwitch { .. } => {}
             }
         }

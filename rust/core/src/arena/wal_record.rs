@@ -14,6 +14,8 @@
 //! - put: generation u64, offset u64, length u64, blob CRC32C u32, key length u32, key
 //! - delete: key length u32, key
 //! - checkpoint: WAL segment number u64, store id u64 (the first record of every segment)
+//! - batch: record count u64 (the next that many records are one `put_many`
+//!   call; replay applies them all or none)
 //! - sync mark: byte length u64 of this segment that a completed sync had made
 //!   durable when the record was written: damage before that offset cannot be
 //!   a torn write of an unsynced tail, so recovery reports it as corruption
@@ -41,6 +43,7 @@ const KIND_CHECKPOINT: u8 = 3;
 const KIND_GENERATION_SWITCH: u8 = 4;
 const KIND_PUT_INLINE: u8 = 5;
 const KIND_SYNC_MARK: u8 = 6;
+const KIND_BATCH: u8 = 7;
 
 /// Where a blob lives: its generation file, offset, length and checksum.
 ///
@@ -98,6 +101,11 @@ pub enum WalRecord<'a> {
         segment: u64,
         /// The store the segment belongs to.
         store_id: u64,
+    },
+    /// The next `records` records are one `put_many` call: replay applies all or none.
+    Batch {
+        /// Records in the batch.
+        records: u64,
     },
     /// The first `synced` bytes of this segment were durable when this record was written.
     SyncMark {
@@ -187,6 +195,10 @@ pub fn encode(buf: &mut Vec<u8>, seq: u64, record: &WalRecord<'_>) {
         WalRecord::SyncMark { synced } => {
             buf.push(KIND_SYNC_MARK);
             put_u64(buf, *synced);
+        }
+        WalRecord::Batch { records } => {
+            buf.push(KIND_BATCH);
+            put_u64(buf, *records);
         }
         WalRecord::GenerationSwitch { generation } => {
             buf.push(KIND_GENERATION_SWITCH);
@@ -289,6 +301,14 @@ pub fn decode(buf: &[u8]) -> Decoded<'_> {
                 store_id: u64_at(p, 8),
             }
         }
+        KIND_BATCH => {
+            if p.len() != 8 {
+                return Decoded::Invalid("batch record has the wrong length");
+            }
+            WalRecord::Batch {
+                records: u64_at(p, 0),
+            }
+        }
         KIND_SYNC_MARK => {
             if p.len() != 8 {
                 return Decoded::Invalid("sync mark record has the wrong length");
@@ -373,6 +393,7 @@ mod tests {
             store_id: 0x1234_5678,
         });
         roundtrip(WalRecord::SyncMark { synced: 4096 });
+        roundtrip(WalRecord::Batch { records: 3 });
         roundtrip(WalRecord::GenerationSwitch { generation: 5 });
     }
 
