@@ -166,6 +166,14 @@ pub fn repair(dir: &Path, io_: &SharedIo) -> Result<RepairReport> {
         let path = dir.join(n);
         let bytes = std::fs::read(&path).map_err(|e| io("cannot read", &path, e))?;
         let mut at = 0usize;
+        let mut bad_from: Option<usize> = None;
+        let mut note_bad = |from: &mut Option<usize>, to: usize, dropped: &mut Vec<String>| {
+            if let Some(a) = from.take() {
+                dropped.push(format!(
+                    "{n}: bytes {a}..{to} are not a valid record (whatever they held is lost)"
+                ));
+            }
+        };
         while at < bytes.len() {
             let rec = if bytes.len() - at >= RECORD_HEADER_LEN {
                 match decode(&bytes[at..]) {
@@ -177,9 +185,11 @@ pub fn repair(dir: &Path, io_: &SharedIo) -> Result<RepairReport> {
             };
             let Some((seq, record, len)) = rec else {
                 report.damaged_wal_bytes += 1;
+                bad_from.get_or_insert(at);
                 at += 1;
                 continue;
             };
+            note_bad(&mut bad_from, at, &mut report.dropped);
             at += len;
             max_seq = max_seq.max(seq);
             if seq < first_seq {
@@ -206,6 +216,7 @@ pub fn repair(dir: &Path, io_: &SharedIo) -> Result<RepairReport> {
                 | WalRecord::GenerationSwitch { .. } => {}
             }
         }
+        note_bad(&mut bad_from, bytes.len(), &mut report.dropped);
     }
     records.sort_by_key(|r| r.0);
     records.dedup_by_key(|r| r.0);
