@@ -167,7 +167,7 @@ pub fn repair(dir: &Path, io_: &SharedIo) -> Result<RepairReport> {
         let bytes = std::fs::read(&path).map_err(|e| io("cannot read", &path, e))?;
         let mut at = 0usize;
         let mut bad_from: Option<usize> = None;
-        let mut note_bad = |from: &mut Option<usize>, to: usize, dropped: &mut Vec<String>| {
+        let note_bad = |from: &mut Option<usize>, to: usize, dropped: &mut Vec<String>| {
             if let Some(a) = from.take() {
                 dropped.push(format!(
                     "{n}: bytes {a}..{to} are not a valid record (whatever they held is lost)"
