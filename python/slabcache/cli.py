@@ -3,7 +3,7 @@
 slabcache --version
 slabcache info
 slabcache bench [SUITE ...] [--quick] [--json PATH] [--wide] [--plot DIR] [--compare OLD.json]
-slabcache arena verify|stats PATH
+slabcache arena verify|stats|repair PATH
 """
 
 from __future__ import annotations
