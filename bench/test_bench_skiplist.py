@@ -87,7 +87,7 @@ def _bounds(keys: np.ndarray) -> list[tuple[int, int]]:
 def test_range_arrays_bskiplist(benchmark, data, filled) -> None:  # type: ignore[no-untyped-def]
     m, _ = filled
     bounds = _bounds(data[0])
-    out = benchmark(lambda: [m.range_arrays(lo, hi) for lo, hi in bounds])
+    out = benchmark(lambda: [m.range_arrays(lo, hi, inclusive=(True, False)) for lo, hi in bounds])
     assert all(len(k) == 1000 for k, _ in out)
 
 
@@ -95,7 +95,7 @@ def test_range_arrays_bskiplist(benchmark, data, filled) -> None:  # type: ignor
 def test_irange_bskiplist(benchmark, data, filled) -> None:  # type: ignore[no-untyped-def]
     m, _ = filled
     bounds = _bounds(data[0])
-    out = benchmark(lambda: [list(m.irange(lo, hi)) for lo, hi in bounds])
+    out = benchmark(lambda: [list(m.irange(lo, hi, inclusive=(True, False))) for lo, hi in bounds])
     assert all(len(k) == 1000 for k in out)
 
 

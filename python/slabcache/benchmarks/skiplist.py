@@ -173,7 +173,7 @@ def run(ctx: BenchContext) -> list[Measurement]:
 
         def ours_scan() -> None:
             for lo, hi in bounds:
-                m.range_arrays(lo, hi)
+                m.range_arrays(lo, hi, inclusive=(True, False))
 
         def peer_scan() -> None:
             for lo, hi in bounds:
@@ -198,7 +198,7 @@ def run(ctx: BenchContext) -> list[Measurement]:
 
         def ours_iscan() -> None:
             for lo, hi in bounds:
-                list(m.irange(lo, hi))
+                list(m.irange(lo, hi, inclusive=(True, False)))
 
         t_ours = time_per_call(ours_iscan, number=1, repeat=repeat) / len(bounds)
         out.append(

@@ -282,6 +282,33 @@ where
         b
     }
 
+    /// Forgets the entries read ahead but not yet returned, so the next call
+    /// reads them from the map again (a key removed meanwhile is then not
+    /// returned). Nothing already returned comes back.
+    ///
+    /// ```
+    /// use std::ops::Bound::*;
+    /// use slabcache_core::skiplist::{BSkipList, RangeCursor};
+    /// let m = BSkipList::<u32, u32>::new();
+    /// for k in 0..5 { m.insert(k, k); }
+    /// let mut c = RangeCursor::new(Unbounded, Unbounded);
+    /// assert_eq!(c.next(&m), Some((0, 0)));
+    /// m.clear();
+    /// c.discard_read_ahead();
+    /// assert_eq!(c.next(&m), None);
+    /// ```
+    pub fn discard_read_ahead(&mut self) {
+        if let Some((k, _)) = self.front.front() {
+            self.lo = Bound::Included(k.clone());
+        }
+        if let Some((k, _)) = self.back.front() {
+            self.hi = Bound::Included(k.clone());
+        }
+        self.front.clear();
+        self.back.clear();
+        self.batch = FIRST_BATCH;
+    }
+
     /// The next entry from the front (ascending).
     pub fn next<C: Config>(&mut self, list: &BSkipList<K, V, C>) -> Option<(K, V)> {
         if let Some(e) = self.front.pop_front() {

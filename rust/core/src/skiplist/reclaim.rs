@@ -33,3 +33,18 @@ pub(crate) fn after_write(guard: &Guard) {
         guard.flush();
     }
 }
+
+/// Runs this thread's queued destructors of removed entries now, as far as
+/// other threads' pinned reads allow (a few epoch advances). Callers that
+/// need removed values gone promptly (the Python binding's garbage-collector
+/// hook, which must see a reference cycle disappear) call this after a
+/// removal; ordinary writes never need it.
+///
+/// ```
+/// slabcache_core::skiplist::reclaim_garbage();
+/// ```
+pub fn reclaim_garbage() {
+    for _ in 0..8 {
+        crossbeam_epoch::pin().flush();
+    }
+}
