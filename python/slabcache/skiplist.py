@@ -57,9 +57,9 @@ from .errors import InvalidArgumentError, InvalidTypeError, NotFoundError
 
 __all__ = ["BSkipList", "KeyType", "SortedItemsView", "SortedKeysView", "SortedValuesView"]
 
-KeyType = Literal["int", "float", "bytes", "str"]
+KeyType = Literal["int", "float", "bytes", "str", "tuple"]
 
-_KEY_TYPES = ("int", "float", "bytes", "str")
+_KEY_TYPES = ("int", "float", "bytes", "str", "tuple")
 _KEYS, _VALUES, _ITEMS = 0, 1, 2
 _INT64_MAX = np.iinfo(np.int64).max
 _FLOAT_EXACT = 2**53  # every int of at most this magnitude is a float exactly
@@ -117,7 +117,7 @@ class BSkipList(_native.BSkipListCore, MutableMapping[Any, Any]):
         if args and (args[0] is None or isinstance(args[0], str)):
             if args[0] is not None and args[0] not in _KEY_TYPES:
                 raise InvalidArgumentError(
-                    f"key_type must be 'int', 'float', 'bytes' or 'str', got {args[0]!r}"
+                    f"key_type must be one of {', '.join(_KEY_TYPES)}; got {args[0]!r}"
                 )
             key_type, args = args[0] or key_type, args[1:]
         if args and callable(args[0]) and not isinstance(args[0], (Mapping, type)):
@@ -128,6 +128,11 @@ class BSkipList(_native.BSkipListCore, MutableMapping[Any, Any]):
             self._set_key_type(key_type)
         if args or kwargs:
             self.update(*args, **kwargs)
+
+    @property
+    def iloc(self) -> SortedKeysView:
+        """The keys view, as ``SortedDict.iloc`` (deprecated there): ``del m.iloc[i]``."""
+        return SortedKeysView(self)
 
     @property
     def key(self) -> None:
@@ -487,6 +492,11 @@ class SortedKeysView(KeysView[Any], Sequence[Any]):
             return _view_slice(self._mapping, index, _KEYS)
         return self._mapping._nth(index, _KEYS)
 
+    def __delitem__(self, index: Any) -> None:
+        m = self._mapping
+        for k in self[index] if isinstance(index, slice) else [self[index]]:
+            m.pop(k, None)
+
     def index(self, key: Any, start: int | None = None, stop: int | None = None) -> int:
         return self._mapping.index(key, start, stop)
 
@@ -536,6 +546,13 @@ class SortedItemsView(ItemsView[Any, Any], Sequence[tuple[Any, Any]]):
 
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
         return self._mapping._iter(None, None, True, True, False, _ITEMS)
+
+    def __contains__(self, item: object) -> bool:
+        if not isinstance(item, tuple) or len(item) != 2:
+            return False
+        missing = object()
+        value = self._mapping.get(item[0], missing)
+        return value is not missing and (value is item[1] or value == item[1])
 
     def __reversed__(self) -> Iterator[tuple[Any, Any]]:
         return self._mapping._iter(None, None, True, True, True, _ITEMS)

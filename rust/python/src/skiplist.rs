@@ -108,6 +108,38 @@ pub trait PyKey: Ord + Clone + Send + Sync + Sized + 'static {
         })
     }
     fn to_py(&self, py: Python<'_>) -> PyObject;
+    /// Whether `key` fits what `map` already holds (tuple maps: the type of
+    /// each position); `add` records new positions.
+    fn fits(_map: &Shared<Self>, _key: &Self, _add: bool) -> bool {
+        true
+    }
+}
+
+/// A key to store in `map`.
+#[inline]
+fn admit<K: PyKey>(map: &Shared<K>, obj: &Bound<'_, PyAny>) -> PyResult<K> {
+    let k = K::from_py(obj)?;
+    if !K::fits(map, &k, true) {
+        return Err(mixed_tuple(obj));
+    }
+    Ok(k)
+}
+
+/// A key to look up in `map` (`None`: no key of the map can equal it).
+#[inline]
+fn find<K: PyKey>(map: &Shared<K>, obj: &Bound<'_, PyAny>) -> Option<K> {
+    K::lookup(obj).filter(|k| K::fits(map, k, false))
+}
+
+fn mixed_tuple(obj: &Bound<'_, PyAny>) -> PyErr {
+    py_err(
+        ErrorKind::InvalidType,
+        format!(
+            "tuple key {} has a component whose type differs from the keys already stored at \
+             that position (Python cannot order them)",
+            obj.repr().map(|r| r.to_string()).unwrap_or_default()
+        ),
+    )
 }
 
 fn wrong_type(want: &str, obj: &Bound<'_, PyAny>) -> PyErr {
@@ -306,12 +338,190 @@ impl PyKey for String {
     }
 }
 
+/// A tuple key, stored as an order-preserving byte string: each component
+/// is a tag byte and a self-delimiting encoding whose byte order is the
+/// value order (ints sign-flipped big-endian, floats sign-folded, str and
+/// bytes with 0x00 escaped and a 0x00 0x00 end), so comparing the bytes
+/// compares the tuples as Python does. Each position holds one type per map
+/// (see `TupleSchema`): Python refuses to order `'a'` against `1`, and a
+/// silent order between them would be wrong data.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub struct TupleKey(Vec<u8>);
+
+const T_INT: u8 = 1;
+const T_FLOAT: u8 = 2;
+const T_BYTES: u8 = 3;
+const T_STR: u8 = 4;
+
+fn put_escaped(out: &mut Vec<u8>, b: &[u8]) {
+    for &c in b {
+        out.push(c);
+        if c == 0 {
+            out.push(0xFF);
+        }
+    }
+    out.extend_from_slice(&[0, 0]);
+}
+
+fn take_escaped(b: &[u8], at: &mut usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    while *at < b.len() {
+        let c = b[*at];
+        if c == 0 {
+            if b.get(*at + 1) == Some(&0xFF) {
+                out.push(0);
+                *at += 2;
+                continue;
+            }
+            *at += 2;
+            break;
+        }
+        out.push(c);
+        *at += 1;
+    }
+    out
+}
+
+impl TupleKey {
+    /// The type tag of each component, read back from the encoding.
+    fn tags(&self) -> Vec<u8> {
+        let b = &self.0;
+        let (mut at, mut tags) = (0, Vec::new());
+        while at < b.len() {
+            let tag = b[at];
+            tags.push(tag);
+            at += 1;
+            if tag == T_INT || tag == T_FLOAT {
+                at += 8;
+            } else {
+                take_escaped(b, &mut at);
+            }
+        }
+        tags
+    }
+
+    /// The encoding and the type tag of each component.
+    fn encode(obj: &Bound<'_, PyAny>) -> PyResult<(Self, Vec<u8>)> {
+        let t = obj
+            .downcast::<PyTuple>()
+            .map_err(|_| wrong_type("tuple", obj))?;
+        let mut out = Vec::with_capacity(t.len() * 9);
+        let mut tags = Vec::with_capacity(t.len());
+        for c in t.iter() {
+            if c.is_instance_of::<PyString>() {
+                out.push(T_STR);
+                put_escaped(&mut out, String::from_py(&c)?.as_bytes());
+                tags.push(T_STR);
+            } else if c.is_instance_of::<PyBytes>() {
+                out.push(T_BYTES);
+                put_escaped(&mut out, c.downcast::<PyBytes>()?.as_bytes());
+                tags.push(T_BYTES);
+            } else if let Some(f) = float_of(&c) {
+                let f = F64Key::new(f).py()?.get();
+                let bits = f.to_bits();
+                let folded = if bits >> 63 == 1 {
+                    !bits
+                } else {
+                    bits ^ (1 << 63)
+                };
+                out.push(T_FLOAT);
+                out.extend_from_slice(&folded.to_be_bytes());
+                tags.push(T_FLOAT);
+            } else if as_int(&c).is_some() {
+                let i = i64::from_py(&c)?;
+                out.push(T_INT);
+                out.extend_from_slice(&((i as u64) ^ (1 << 63)).to_be_bytes());
+                tags.push(T_INT);
+            } else {
+                return Err(py_err(
+                    ErrorKind::InvalidType,
+                    format!(
+                        "tuple key components are int, float, bytes or str; got {}",
+                        c.get_type()
+                            .name()
+                            .map(|n| n.to_string())
+                            .unwrap_or_else(|_| "?".into())
+                    ),
+                ));
+            }
+        }
+        Ok((TupleKey(out), tags))
+    }
+}
+
+/// The component type each tuple position holds in one map, fixed by the
+/// first key that reaches that position.
+#[derive(Default)]
+pub struct TupleSchema(std::sync::Mutex<Vec<u8>>);
+
+impl TupleSchema {
+    /// Whether `tags` fits, extending the schema with new positions if `add`.
+    fn fits(&self, tags: &[u8], add: bool) -> bool {
+        let mut known = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let common = known.len().min(tags.len());
+        if known[..common] != tags[..common] {
+            return false;
+        }
+        if add && tags.len() > known.len() {
+            known.extend_from_slice(&tags[common..]);
+        }
+        true
+    }
+}
+
+impl PyKey for TupleKey {
+    const NAME: &'static str = "tuple";
+    fn fits(map: &Shared<Self>, key: &Self, add: bool) -> bool {
+        map.schema.fits(&key.tags(), add)
+    }
+    fn from_py(obj: &Bound<'_, PyAny>) -> PyResult<Self> {
+        Ok(Self::encode(obj)?.0)
+    }
+    fn to_py(&self, py: Python<'_>) -> PyObject {
+        let b = &self.0;
+        let mut at = 0;
+        let mut items: Vec<PyObject> = Vec::new();
+        while at < b.len() {
+            let tag = b[at];
+            at += 1;
+            items.push(match tag {
+                T_INT | T_FLOAT => {
+                    let mut w = [0u8; 8];
+                    w.copy_from_slice(&b[at..at + 8]);
+                    at += 8;
+                    let u = u64::from_be_bytes(w);
+                    if tag == T_INT {
+                        ((u ^ (1 << 63)) as i64).to_py(py)
+                    } else {
+                        let bits = if u >> 63 == 1 { u ^ (1 << 63) } else { !u };
+                        F64Key::new(f64::from_bits(bits))
+                            .expect("stored floats are not NaN")
+                            .to_py(py)
+                    }
+                }
+                T_BYTES => PyBytes::new(py, &take_escaped(b, &mut at))
+                    .into_any()
+                    .unbind(),
+                _ => {
+                    let raw = take_escaped(b, &mut at);
+                    PyString::new(py, std::str::from_utf8(&raw).expect("stored str is UTF-8"))
+                        .into_any()
+                        .unbind()
+                }
+            });
+        }
+        PyTuple::new(py, items).expect("tuple").into_any().unbind()
+    }
+}
+
 /// One typed map plus a count of removals, which live iterators watch so
 /// that a key deleted (or a `clear()`) is never returned afterwards from an
 /// iterator's read-ahead buffer.
 pub struct Shared<K> {
     list: BSkipList<K, PyValue>,
     removals: AtomicU64,
+    /// Tuple maps only: the component type of each position.
+    schema: TupleSchema,
 }
 
 impl<K: Ord + Clone + Send + Sync + 'static> Default for Shared<K> {
@@ -319,6 +529,7 @@ impl<K: Ord + Clone + Send + Sync + 'static> Default for Shared<K> {
         Shared {
             list: BSkipList::new(),
             removals: AtomicU64::new(0),
+            schema: TupleSchema::default(),
         }
     }
 }
@@ -345,6 +556,7 @@ enum AnyMap {
     Float(Map<F64Key>),
     Bytes(Map<Vec<u8>>),
     Str(Map<String>),
+    Tuple(Map<TupleKey>),
 }
 
 impl AnyMap {
@@ -354,10 +566,13 @@ impl AnyMap {
             "float" => AnyMap::Float(Arc::default()),
             "bytes" => AnyMap::Bytes(Arc::default()),
             "str" => AnyMap::Str(Arc::default()),
+            "tuple" => AnyMap::Tuple(Arc::default()),
             other => {
                 return Err(py_err(
                     ErrorKind::InvalidArgument,
-                    format!("key_type must be 'int', 'float', 'bytes' or 'str', got {other:?}"),
+                    format!(
+                        "key_type must be 'int', 'float', 'bytes', 'str' or 'tuple', got {other:?}"
+                    ),
                 ))
             }
         })
@@ -374,11 +589,13 @@ impl AnyMap {
             Self::of_type("float")
         } else if as_int(key).is_some() {
             Self::of_type("int")
+        } else if key.is_instance_of::<PyTuple>() {
+            Self::of_type("tuple")
         } else {
             Err(py_err(
                 ErrorKind::InvalidType,
                 format!(
-                    "BSkipList keys are int, float, bytes or str; got a key of type {}",
+                    "BSkipList keys are int, float, bytes, str or tuple; got a key of type {}",
                     key.get_type()
                         .name()
                         .map(|n| n.to_string())
@@ -412,20 +629,31 @@ macro_rules! with_map {
                 type $K = String;
                 $body
             }
+            AnyMap::Tuple($m) => {
+                type $K = TupleKey;
+                $body
+            }
         }
     };
 }
 
 fn edge<K: PyKey>(
+    map: &Shared<K>,
     key: Option<&Bound<'_, PyAny>>,
     inclusive: bool,
     lower: bool,
 ) -> PyResult<Edge<K>> {
-    Ok(match key {
+    let e = match key {
         None => Edge::Unbounded,
         Some(k) if k.is_none() => Edge::Unbounded,
         Some(k) => K::edge(k, inclusive, lower)?,
-    })
+    };
+    if let (Edge::Included(k) | Edge::Excluded(k), Some(obj)) = (&e, key) {
+        if !K::fits(map, k, false) {
+            return Err(mixed_tuple(obj));
+        }
+    }
+    Ok(e)
 }
 
 fn entry<K: PyKey>(
@@ -636,14 +864,14 @@ impl PyBSkipList {
     }
 
     fn __contains__(&self, key: &Bound<'_, PyAny>) -> bool {
-        with_map!(self.reading(), m, K, {
-            K::lookup(key).is_some_and(|k| m.contains_key(&k))
+        with_map!(self.reading(), m, _K, {
+            find(m, key).is_some_and(|k| m.contains_key(&k))
         })
     }
 
     fn __getitem__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<PyObject> {
-        with_map!(self.reading(), m, K, {
-            match K::lookup(key).and_then(|k| m.get(&k)) {
+        with_map!(self.reading(), m, _K, {
+            match find(m, key).and_then(|k| m.get(&k)) {
                 Some(v) => Ok(v.to_py(py)),
                 None => Err(key_error(py, key)),
             }
@@ -651,15 +879,15 @@ impl PyBSkipList {
     }
 
     fn __setitem__(&self, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        with_map!(self.writing(key)?, m, K, {
-            m.insert(K::from_py(key)?, PyValue::from_py(value));
+        with_map!(self.writing(key)?, m, _K, {
+            m.insert(admit(m, key)?, PyValue::from_py(value));
             Ok(())
         })
     }
 
     fn __delitem__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<()> {
-        with_map!(self.reading(), m, K, {
-            match K::lookup(key).and_then(|k| m.remove(&k)) {
+        with_map!(self.reading(), m, _K, {
+            match find(m, key).and_then(|k| m.remove(&k)) {
                 Some(_) => {
                     m.removed();
                     Ok(())
@@ -680,8 +908,8 @@ impl PyBSkipList {
     /// The value of `key`, or `default` (also for a key of another type).
     #[pyo3(signature = (key, default = None))]
     fn get(&self, py: Python<'_>, key: &Bound<'_, PyAny>, default: Option<PyObject>) -> PyObject {
-        with_map!(self.reading(), m, K, {
-            match K::lookup(key).and_then(|k| m.get(&k)) {
+        with_map!(self.reading(), m, _K, {
+            match find(m, key).and_then(|k| m.get(&k)) {
                 Some(v) => v.to_py(py),
                 None => default.unwrap_or_else(|| py.None()),
             }
@@ -705,8 +933,8 @@ impl PyBSkipList {
                 ),
             ));
         }
-        with_map!(self.reading(), m, K, {
-            match K::lookup(key).and_then(|k| m.remove(&k)) {
+        with_map!(self.reading(), m, _K, {
+            match find(m, key).and_then(|k| m.remove(&k)) {
                 Some(v) => {
                     m.removed();
                     Ok(v.to_py(py))
@@ -727,8 +955,8 @@ impl PyBSkipList {
     ) -> PyResult<PyObject> {
         let none = py.None().into_bound(py);
         let value = default.unwrap_or(&none);
-        with_map!(self.writing(key)?, m, K, {
-            Ok(m.get_or_insert(K::from_py(key)?, PyValue::from_py(value))
+        with_map!(self.writing(key)?, m, _K, {
+            Ok(m.get_or_insert(admit(m, key)?, PyValue::from_py(value))
                 .to_py(py))
         })
     }
@@ -792,7 +1020,7 @@ impl PyBSkipList {
             return Ok(0);
         };
         with_map!(map, m, K, {
-            Ok(match K::edge(key, inclusive, true)? {
+            Ok(match edge::<K>(m, Some(key), inclusive, true)? {
                 Edge::Unbounded => 0,
                 e => m.count_below(e.as_ref()),
             })
@@ -827,7 +1055,7 @@ impl PyBSkipList {
             return Ok(None);
         };
         with_map!(map, m, K, {
-            let b = edge::<K>(Some(key), inclusive, true)?;
+            let b = edge::<K>(m, Some(key), inclusive, true)?;
             entry(py, m.lower_bound(b.as_ref()))
         })
     }
@@ -842,7 +1070,7 @@ impl PyBSkipList {
             return Ok(None);
         };
         with_map!(map, m, K, {
-            let b = edge::<K>(Some(key), inclusive, false)?;
+            let b = edge::<K>(m, Some(key), inclusive, false)?;
             entry(py, m.upper_bound(b.as_ref()))
         })
     }
@@ -874,6 +1102,11 @@ impl PyBSkipList {
             (AnyMap::Float(a), AnyMap::Float(b)) => py.allow_threads(|| copy_all(a, b)),
             (AnyMap::Bytes(a), AnyMap::Bytes(b)) => copy_all(a, b),
             (AnyMap::Str(a), AnyMap::Str(b)) => copy_all(a, b),
+            (AnyMap::Tuple(a), AnyMap::Tuple(b)) => {
+                b.schema
+                    .fits(&a.schema.0.lock().unwrap_or_else(|e| e.into_inner()), true);
+                copy_all(a, b)
+            }
             _ => unreachable!("key type set just above"),
         }
         Ok(())
@@ -894,21 +1127,25 @@ impl PyBSkipList {
             return Ok(PySkipListIter::all(&EMPTY, reverse, mode));
         };
         let cursor = match map {
-            AnyMap::Int(_) => AnyCursor::Int(RangeCursor::new(
-                edge(lo, lo_inclusive, true)?,
-                edge(hi, hi_inclusive, false)?,
+            AnyMap::Int(m) => AnyCursor::Int(RangeCursor::new(
+                edge(m, lo, lo_inclusive, true)?,
+                edge(m, hi, hi_inclusive, false)?,
             )),
-            AnyMap::Float(_) => AnyCursor::Float(RangeCursor::new(
-                edge(lo, lo_inclusive, true)?,
-                edge(hi, hi_inclusive, false)?,
+            AnyMap::Float(m) => AnyCursor::Float(RangeCursor::new(
+                edge(m, lo, lo_inclusive, true)?,
+                edge(m, hi, hi_inclusive, false)?,
             )),
-            AnyMap::Bytes(_) => AnyCursor::Bytes(RangeCursor::new(
-                edge(lo, lo_inclusive, true)?,
-                edge(hi, hi_inclusive, false)?,
+            AnyMap::Bytes(m) => AnyCursor::Bytes(RangeCursor::new(
+                edge(m, lo, lo_inclusive, true)?,
+                edge(m, hi, hi_inclusive, false)?,
             )),
-            AnyMap::Str(_) => AnyCursor::Str(RangeCursor::new(
-                edge(lo, lo_inclusive, true)?,
-                edge(hi, hi_inclusive, false)?,
+            AnyMap::Str(m) => AnyCursor::Str(RangeCursor::new(
+                edge(m, lo, lo_inclusive, true)?,
+                edge(m, hi, hi_inclusive, false)?,
+            )),
+            AnyMap::Tuple(m) => AnyCursor::Tuple(RangeCursor::new(
+                edge(m, lo, lo_inclusive, true)?,
+                edge(m, hi, hi_inclusive, false)?,
             )),
         };
         Ok(PySkipListIter::new(map, cursor, reverse, mode))
@@ -973,7 +1210,7 @@ impl PyBSkipList {
             return check_len(0, n);
         };
         with_map!(self.writing(first)?, m, K, {
-            let ks: Vec<K> = keys.iter().map(K::from_py).collect::<PyResult<_>>()?;
+            let ks: Vec<K> = keys.iter().map(|k| admit(m, k)).collect::<PyResult<_>>()?;
             let vs: Vec<PyValue> = values
                 .try_iter()?
                 .map(|v| Ok(PyValue::from_py(&v?)))
@@ -1028,7 +1265,7 @@ impl PyBSkipList {
         with_map!(self.writing(first)?, m, K, {
             let items: Vec<(K, PyValue)> = pairs
                 .iter()
-                .map(|(k, v)| Ok((K::from_py(k)?, PyValue::from_py(v))))
+                .map(|(k, v)| Ok((admit(m, k)?, PyValue::from_py(v))))
                 .collect::<PyResult<_>>()?;
             if items.len() == 1 {
                 let (k, v) = items.into_iter().next().expect("one item");
@@ -1059,9 +1296,9 @@ impl PyBSkipList {
                 let keys = float_keys(keys)?;
                 py.allow_threads(|| m.get_many(&keys))
             }
-            map => with_map!(map, m, K, {
+            map => with_map!(map, m, _K, {
                 keys.try_iter()?
-                    .map(|k| Ok(K::lookup(&k?).and_then(|k| m.get(&k))))
+                    .map(|k| Ok(find(m, &k?).and_then(|k| m.get(&k))))
                     .collect::<PyResult<_>>()?
             }),
         };
@@ -1089,16 +1326,16 @@ impl PyBSkipList {
         match map {
             AnyMap::Int(m) => {
                 let (lo, hi) = (
-                    edge::<i64>(lo, lo_inclusive, true)?,
-                    edge::<i64>(hi, hi_inclusive, false)?,
+                    edge::<i64>(m, lo, lo_inclusive, true)?,
+                    edge::<i64>(m, hi, hi_inclusive, false)?,
                 );
                 let (ks, vs) = py.allow_threads(|| collect_range(m, &lo, &hi));
                 Ok((PyArray1::from_vec(py, ks).into_any(), values_array(py, &vs)))
             }
             AnyMap::Float(m) => {
                 let (lo, hi) = (
-                    edge::<F64Key>(lo, lo_inclusive, true)?,
-                    edge::<F64Key>(hi, hi_inclusive, false)?,
+                    edge::<F64Key>(m, lo, lo_inclusive, true)?,
+                    edge::<F64Key>(m, hi, hi_inclusive, false)?,
                 );
                 let (ks, vs) = py.allow_threads(|| collect_range(m, &lo, &hi));
                 let ks: Vec<f64> = ks.into_iter().map(F64Key::get).collect();
@@ -1106,8 +1343,8 @@ impl PyBSkipList {
             }
             map => with_map!(map, m, K, {
                 let (lo, hi) = (
-                    edge::<K>(lo, lo_inclusive, true)?,
-                    edge::<K>(hi, hi_inclusive, false)?,
+                    edge::<K>(m, lo, lo_inclusive, true)?,
+                    edge::<K>(m, hi, hi_inclusive, false)?,
                 );
                 let (ks, vs) = collect_range(m, &lo, &hi);
                 let ks: Vec<PyObject> = ks.iter().map(|k| k.to_py(py)).collect();
@@ -1154,6 +1391,7 @@ enum AnyCursor {
     Float(RangeCursor<F64Key, PyValue>),
     Bytes(RangeCursor<Vec<u8>, PyValue>),
     Str(RangeCursor<String, PyValue>),
+    Tuple(RangeCursor<TupleKey, PyValue>),
 }
 
 struct IterState {
@@ -1193,6 +1431,9 @@ impl PySkipListIter {
                 AnyCursor::Bytes(RangeCursor::new(Edge::Unbounded, Edge::Unbounded))
             }
             AnyMap::Str(_) => AnyCursor::Str(RangeCursor::new(Edge::Unbounded, Edge::Unbounded)),
+            AnyMap::Tuple(_) => {
+                AnyCursor::Tuple(RangeCursor::new(Edge::Unbounded, Edge::Unbounded))
+            }
         };
         Self::new(map, cursor, reverse, mode)
     }
@@ -1240,6 +1481,9 @@ impl PySkipListIter {
                 step(py, m, c, seen, self.reverse, self.mode)
             }
             (AnyMap::Str(m), AnyCursor::Str(c)) => step(py, m, c, seen, self.reverse, self.mode),
+            (AnyMap::Tuple(m), AnyCursor::Tuple(c)) => {
+                step(py, m, c, seen, self.reverse, self.mode)
+            }
             _ => unreachable!("cursor built for its map"),
         }
     }
