@@ -18,7 +18,7 @@ use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyString, PyTuple, PyType};
 use pyo3::{PyTraverseError, PyVisit};
-use slabcache_core::skiplist::{BSkipList, F64Key, RangeCursor};
+use slabcache_core::skiplist::{BSkipList, F64Key, PositionIndex, RangeCursor};
 use slabcache_core::ErrorKind;
 
 use crate::errors::{py_err, IntoPyResult};
@@ -520,6 +520,11 @@ impl PyKey for TupleKey {
 pub struct Shared<K> {
     list: BSkipList<K, PyValue>,
     removals: AtomicU64,
+    /// Keys added or removed: the layout `positions` was built for.
+    shape: AtomicU64,
+    /// The leaf layout as of `shape`, so positional calls (`bisect`,
+    /// `peekitem(i)`, `index`, `keys()[i]`) are `O(log n)` between writes.
+    positions: std::sync::Mutex<Option<(u64, PositionIndex<K>)>>,
     /// Tuple maps only: the component type of each position.
     schema: TupleSchema,
 }
@@ -529,15 +534,41 @@ impl<K: Ord + Clone + Send + Sync + 'static> Default for Shared<K> {
         Shared {
             list: BSkipList::new(),
             removals: AtomicU64::new(0),
+            shape: AtomicU64::new(0),
+            positions: std::sync::Mutex::new(None),
             schema: TupleSchema::default(),
         }
     }
 }
 
-impl<K> Shared<K> {
+impl<K: Ord + Clone + Send + Sync + 'static> Shared<K> {
     #[inline]
     fn removed(&self) {
         self.removals.fetch_add(1, Ordering::Release);
+        self.reshaped();
+    }
+
+    /// Call after adding keys (before any later positional call).
+    #[inline]
+    fn reshaped(&self) {
+        self.shape.fetch_add(1, Ordering::Release);
+    }
+
+    /// Runs `f` with a position index no older than the last write.
+    fn with_positions<R>(&self, f: impl FnOnce(&PositionIndex<K>) -> R) -> R {
+        // Read the count first: a write after this point makes the index
+        // built below stale, and its count then differs next time.
+        let now = self.shape.load(Ordering::Acquire);
+        let mut slot = self.positions.lock().unwrap_or_else(|e| e.into_inner());
+        match &*slot {
+            Some((v, idx)) if *v == now => f(idx),
+            _ => {
+                let idx = self.list.position_index();
+                let out = f(&idx);
+                *slot = Some((now, idx));
+                out
+            }
+        }
     }
 }
 
@@ -784,7 +815,11 @@ impl PyBSkipList {
                 let e = if i == 0 {
                     m.pop_first()
                 } else {
-                    let e = if i == len - 1 { m.last() } else { m.nth(i) };
+                    let e = if i == len - 1 {
+                        m.last()
+                    } else {
+                        m.with_positions(|idx| m.nth_indexed(idx, i))
+                    };
                     e.and_then(|(k, _)| m.remove(&k).map(|v| (k, v)))
                 };
                 if e.is_some() {
@@ -880,7 +915,9 @@ impl PyBSkipList {
 
     fn __setitem__(&self, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
         with_map!(self.writing(key)?, m, _K, {
-            m.insert(admit(m, key)?, PyValue::from_py(value));
+            if m.insert(admit(m, key)?, PyValue::from_py(value)).is_none() {
+                m.reshaped();
+            }
             Ok(())
         })
     }
@@ -956,8 +993,9 @@ impl PyBSkipList {
         let none = py.None().into_bound(py);
         let value = default.unwrap_or(&none);
         with_map!(self.writing(key)?, m, _K, {
-            Ok(m.get_or_insert(admit(m, key)?, PyValue::from_py(value))
-                .to_py(py))
+            let v = m.get_or_insert(admit(m, key)?, PyValue::from_py(value));
+            m.reshaped();
+            Ok(v.to_py(py))
         })
     }
 
@@ -990,7 +1028,7 @@ impl PyBSkipList {
             } else if i == len - 1 {
                 m.last()
             } else {
-                m.nth(i)
+                m.with_positions(|idx| m.nth_indexed(idx, i))
             };
             match e {
                 Some((k, v)) => shaped(py, &k, &v, mode),
@@ -1022,7 +1060,7 @@ impl PyBSkipList {
         with_map!(map, m, K, {
             Ok(match edge::<K>(m, Some(key), inclusive, true)? {
                 Edge::Unbounded => 0,
-                e => m.count_below(e.as_ref()),
+                e => m.with_positions(|idx| m.count_below_indexed(idx, e.as_ref())),
             })
         })
     }
@@ -1175,6 +1213,7 @@ impl PyBSkipList {
                             .collect(),
                     )
                 });
+                m.reshaped();
                 Ok(())
             }
             AnyMap::Float(m) => {
@@ -1188,6 +1227,7 @@ impl PyBSkipList {
                             .collect(),
                     )
                 });
+                m.reshaped();
                 Ok(())
             }
             _ => Err(py_err(
@@ -1217,6 +1257,7 @@ impl PyBSkipList {
                 .collect::<PyResult<_>>()?;
             check_len(ks.len(), vs.len())?;
             m.insert_many(ks.into_iter().zip(vs).collect());
+            m.reshaped();
             Ok(())
         })
     }
@@ -1225,54 +1266,60 @@ impl PyBSkipList {
     /// one batch (later duplicates win). Nothing is inserted if any pair or
     /// key is bad.
     fn _update_from(&self, source: &Bound<'_, PyAny>) -> PyResult<()> {
-        let mut pairs: Vec<(Bound<'_, PyAny>, Bound<'_, PyAny>)> = Vec::new();
         if let Ok(d) = source.downcast_exact::<PyDict>() {
-            pairs.reserve(d.len());
-            pairs.extend(d.iter());
-        } else {
-            for (i, item) in source.try_iter()?.enumerate() {
-                let item = item?;
-                if let Ok(t) = item.downcast_exact::<PyTuple>() {
-                    if t.len() == 2 {
-                        pairs.push((t.get_item(0)?, t.get_item(1)?));
-                        continue;
-                    }
+            // One pass, converting as we go (the common "build from a dict").
+            let Some((first, _)) = d.iter().next() else {
+                return Ok(());
+            };
+            return with_map!(self.writing(&first)?, m, _K, {
+                let mut items = Vec::with_capacity(d.len());
+                for (k, v) in d.iter() {
+                    items.push((admit(m, &k)?, PyValue::from_py(&v)));
                 }
-                let parts: Vec<Bound<'_, PyAny>> = match item.try_iter() {
-                    Ok(it) => it.collect::<PyResult<_>>()?,
-                    Err(_) => {
-                        return Err(py_err(
-                            ErrorKind::InvalidType,
-                            format!("update sequence element #{i} is not a (key, value) pair"),
-                        ))
-                    }
-                };
-                let [k, v]: [Bound<'_, PyAny>; 2] = parts.try_into().map_err(|p: Vec<_>| {
-                    py_err(
-                        ErrorKind::InvalidArgument,
-                        format!(
-                            "update sequence element #{i} has length {}; 2 is required",
-                            p.len()
-                        ),
-                    )
-                })?;
-                pairs.push((k, v));
+                // A dict's keys are distinct (equal keys hash alike).
+                m.insert_many_distinct(items);
+                m.reshaped();
+                Ok(())
+            });
+        }
+        let mut pairs: Vec<(Bound<'_, PyAny>, Bound<'_, PyAny>)> = Vec::new();
+        for (i, item) in source.try_iter()?.enumerate() {
+            let item = item?;
+            if let Ok(t) = item.downcast_exact::<PyTuple>() {
+                if t.len() == 2 {
+                    pairs.push((t.get_item(0)?, t.get_item(1)?));
+                    continue;
+                }
             }
+            let parts: Vec<Bound<'_, PyAny>> = match item.try_iter() {
+                Ok(it) => it.collect::<PyResult<_>>()?,
+                Err(_) => {
+                    return Err(py_err(
+                        ErrorKind::InvalidType,
+                        format!("update sequence element #{i} is not a (key, value) pair"),
+                    ))
+                }
+            };
+            let [k, v]: [Bound<'_, PyAny>; 2] = parts.try_into().map_err(|p: Vec<_>| {
+                py_err(
+                    ErrorKind::InvalidArgument,
+                    format!(
+                        "update sequence element #{i} has length {}; 2 is required",
+                        p.len()
+                    ),
+                )
+            })?;
+            pairs.push((k, v));
         }
         let Some((first, _)) = pairs.first() else {
             return Ok(());
         };
-        with_map!(self.writing(first)?, m, K, {
-            let items: Vec<(K, PyValue)> = pairs
+        with_map!(self.writing(first)?, m, _K, {
+            let items: Vec<_> = pairs
                 .iter()
                 .map(|(k, v)| Ok((admit(m, k)?, PyValue::from_py(v))))
                 .collect::<PyResult<_>>()?;
-            if items.len() == 1 {
-                let (k, v) = items.into_iter().next().expect("one item");
-                m.insert(k, v);
-            } else {
-                m.insert_many(items);
-            }
+            insert_batch(m, items);
             Ok(())
         })
     }
@@ -1354,12 +1401,24 @@ impl PyBSkipList {
     }
 }
 
+/// Inserts a converted batch (a single item takes the plain insert path).
+fn insert_batch<K: PyKey>(m: &Map<K>, items: Vec<(K, PyValue)>) {
+    if items.len() == 1 {
+        let (k, v) = items.into_iter().next().expect("one item");
+        m.insert(k, v);
+    } else {
+        m.insert_many(items);
+    }
+    m.reshaped();
+}
+
 fn copy_all<K: PyKey>(from: &Map<K>, to: &Map<K>) {
     let mut items = Vec::with_capacity(from.len());
     from.for_each_in::<K>(Edge::Unbounded, Edge::Unbounded, |k, v| {
         items.push((k.clone(), v.clone()))
     });
-    to.insert_many(items);
+    to.insert_many_distinct(items);
+    to.reshaped();
 }
 
 fn float_keys(keys: &Bound<'_, PyAny>) -> PyResult<Vec<F64Key>> {

@@ -3,8 +3,11 @@
 //! Nodes keep no subtree counts (a count on every inner node would be one
 //! more contended write per insert at every level), so both walks visit the
 //! leaf level from the head, summing block lengths: `O(n / B)` leaf hops,
-//! never a per-key step. Under concurrent writes the answer is the position
-//! in some state the walk passed through, not one atomic snapshot.
+//! never a per-key step. A [`PositionIndex`] records that walk (each leaf's
+//! low fence and the keys before it) so that, while no key is added or
+//! removed, a position costs one search plus two binary searches. Under
+//! concurrent writes the answer is the position in some state the walk
+//! passed through, not one atomic snapshot.
 
 use std::borrow::Borrow;
 use std::ops::Bound;
@@ -100,6 +103,104 @@ where
     }
 }
 
+/// The leaf layout of a map at one moment: the low fence of every leaf but
+/// the first, and how many keys lie before each leaf. Valid until a key is
+/// added or removed (value replacements keep it valid); the caller tracks
+/// that (the Python binding counts its writes). A stale index is detected
+/// where it can be (a fence no longer a leaf) and answered by a fresh walk.
+pub struct PositionIndex<K> {
+    fences: Vec<K>,
+    before: Vec<usize>,
+}
+
+impl<K, V, C> BSkipList<K, V, C>
+where
+    K: Ord + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    C: Config,
+{
+    /// Walks the leaf level once and records its layout.
+    ///
+    /// ```
+    /// use std::ops::Bound::*;
+    /// let m = slabcache_core::skiplist::BSkipList::<u32, u32>::new();
+    /// for k in 0..1000 { m.insert(k * 2, k); }
+    /// let idx = m.position_index();
+    /// assert_eq!(m.count_below_indexed(&idx, Included(&11)), 6);
+    /// assert_eq!(m.nth_indexed(&idx, 500), Some((1000, 500)));
+    /// ```
+    pub fn position_index(&self) -> PositionIndex<K> {
+        let guard = &epoch::pin();
+        let mut blk = self.head(0).block(guard);
+        let (mut fences, mut before, mut n) = (Vec::new(), vec![0], 0);
+        loop {
+            n += keys::<K, V, C>(blk).len();
+            if blk.next.is_null() {
+                return PositionIndex { fences, before };
+            }
+            // SAFETY: the neighbour stays allocated while `guard` pins the epoch.
+            let next = unsafe { &*blk.next };
+            match &next.low {
+                Some(f) => fences.push(f.clone()),
+                None => unreachable!("only the head leaf has no low fence"),
+            }
+            before.push(n);
+            blk = next.block(guard);
+        }
+    }
+
+    /// [`count_below`](Self::count_below) through `idx`: `O(log n)`.
+    pub fn count_below_indexed<Q>(&self, idx: &PositionIndex<K>, bound: Bound<&Q>) -> usize
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        let q = match bound {
+            Bound::Unbounded => return self.count_below(bound),
+            Bound::Included(q) | Bound::Excluded(q) => q,
+        };
+        let guard = &epoch::pin();
+        let (node, blk) = self.find(q, 0, guard);
+        let leaf = match &node.low {
+            None => Some(0),
+            Some(f) => idx.fences.binary_search(f).ok().map(|i| i + 1),
+        };
+        let Some(leaf) = leaf else {
+            return self.count_below(bound);
+        };
+        let ks = keys::<K, V, C>(blk);
+        idx.before[leaf]
+            + match bound {
+                Bound::Included(q) => ks.partition_point(|k| k.borrow() < q),
+                _ => ks.partition_point(|k| k.borrow() <= q),
+            }
+    }
+
+    /// [`nth`](Self::nth) through `idx`: `O(log n)`.
+    pub fn nth_indexed(&self, idx: &PositionIndex<K>, index: usize) -> Option<(K, V)> {
+        let leaf = idx.before.partition_point(|&b| b <= index) - 1;
+        let guard = &epoch::pin();
+        let (node, blk) = match leaf {
+            0 => {
+                let head = self.head(0);
+                (head, head.block(guard))
+            }
+            i => self.find(&idx.fences[i - 1], 0, guard),
+        };
+        let at = index - idx.before[leaf];
+        let ks = keys::<K, V, C>(blk);
+        let same_leaf = match (leaf, &node.low) {
+            (0, None) => true,
+            (i, Some(f)) => *f == idx.fences[i - 1],
+            _ => false,
+        };
+        if !same_leaf || at >= ks.len() {
+            return self.nth(index);
+        }
+        Some((ks[at].clone(), vals::<K, V, C>(blk)[at].clone()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::ops::Bound::*;
@@ -141,5 +242,20 @@ mod tests {
         for (i, &k) in left.iter().enumerate() {
             assert_eq!(m.nth(i).map(|e| e.0), Some(k));
         }
+        let idx = m.position_index();
+        for k in (0..9005).step_by(3) {
+            assert_eq!(
+                m.count_below_indexed(&idx, Included(&k)),
+                left.partition_point(|&x| x < k)
+            );
+            assert_eq!(
+                m.count_below_indexed(&idx, Excluded(&k)),
+                left.partition_point(|&x| x <= k)
+            );
+        }
+        for (i, &k) in left.iter().enumerate() {
+            assert_eq!(m.nth_indexed(&idx, i).map(|e| e.0), Some(k));
+        }
+        assert_eq!(m.nth_indexed(&idx, left.len()), None);
     }
 }
