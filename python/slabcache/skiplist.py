@@ -60,6 +60,8 @@ __all__ = ["BSkipList", "KeyType", "SortedItemsView", "SortedKeysView", "SortedV
 KeyType = Literal["int", "float", "bytes", "str", "tuple"]
 
 _KEY_TYPES = ("int", "float", "bytes", "str", "tuple")
+# Native iterators hand out one leaf (a list) per call; this flattens them in C.
+_flatten = itertools.chain.from_iterable
 _KEYS, _VALUES, _ITEMS = 0, 1, 2
 _INT64_MAX = np.iinfo(np.int64).max
 _FLOAT_EXACT = 2**53  # every int of at most this magnitude is a float exactly
@@ -142,6 +144,17 @@ class BSkipList(_native.BSkipListCore, MutableMapping[Any, Any]):
     # ---- mapping protocol ------------------------------------------------
 
     clear = _native.BSkipListCore._clear
+
+    def __iter__(self) -> Iterator[Any]:
+        return _flatten(self._leaves(False, _KEYS))
+
+    def __reversed__(self) -> Iterator[Any]:
+        return _flatten(self._leaves(True, _KEYS))
+
+    def _iter(
+        self, lo: Any, hi: Any, lo_inclusive: bool, hi_inclusive: bool, reverse: bool, mode: int
+    ) -> Iterator[Any]:
+        return _flatten(self._range_leaves(lo, hi, lo_inclusive, hi_inclusive, reverse, mode))
 
     def update(self, other: Any = (), /, **kwargs: Any) -> None:
         """Inserts every item of a mapping or of ``(key, value)`` pairs, then ``kwargs``.
@@ -514,10 +527,10 @@ class SortedValuesView(ValuesView[Any], Sequence[Any]):
     _mapping: BSkipList
 
     def __iter__(self) -> Iterator[Any]:
-        return self._mapping._iter(None, None, True, True, False, _VALUES)
+        return _flatten(self._mapping._leaves(False, _VALUES))
 
     def __reversed__(self) -> Iterator[Any]:
-        return self._mapping._iter(None, None, True, True, True, _VALUES)
+        return _flatten(self._mapping._leaves(True, _VALUES))
 
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, slice):
@@ -545,7 +558,7 @@ class SortedItemsView(ItemsView[Any, Any], Sequence[tuple[Any, Any]]):
     _mapping: BSkipList
 
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
-        return self._mapping._iter(None, None, True, True, False, _ITEMS)
+        return _flatten(self._mapping._leaves(False, _ITEMS))
 
     def __contains__(self, item: object) -> bool:
         if not isinstance(item, tuple) or len(item) != 2:
@@ -555,7 +568,7 @@ class SortedItemsView(ItemsView[Any, Any], Sequence[tuple[Any, Any]]):
         return value is not missing and (value is item[1] or value == item[1])
 
     def __reversed__(self) -> Iterator[tuple[Any, Any]]:
-        return self._mapping._iter(None, None, True, True, True, _ITEMS)
+        return _flatten(self._mapping._leaves(True, _ITEMS))
 
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, slice):

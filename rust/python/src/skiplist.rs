@@ -16,7 +16,7 @@ use std::sync::{Arc, LazyLock, OnceLock};
 use numpy::{PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
-use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyString, PyTuple, PyType};
+use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
 use pyo3::{PyTraverseError, PyVisit};
 use slabcache_core::skiplist::{BSkipList, F64Key, PositionIndex, RangeCursor};
 use slabcache_core::ErrorKind;
@@ -514,12 +514,9 @@ impl PyKey for TupleKey {
     }
 }
 
-/// One typed map plus a count of removals, which live iterators watch so
-/// that a key deleted (or a `clear()`) is never returned afterwards from an
-/// iterator's read-ahead buffer.
+/// One typed map plus what the binding keeps beside it.
 pub struct Shared<K> {
     list: BSkipList<K, PyValue>,
-    removals: AtomicU64,
     /// Keys added or removed: the layout `positions` was built for.
     shape: AtomicU64,
     /// The leaf layout as of `shape`, so positional calls (`bisect`,
@@ -533,7 +530,6 @@ impl<K: Ord + Clone + Send + Sync + 'static> Default for Shared<K> {
     fn default() -> Self {
         Shared {
             list: BSkipList::new(),
-            removals: AtomicU64::new(0),
             shape: AtomicU64::new(0),
             positions: std::sync::Mutex::new(None),
             schema: TupleSchema::default(),
@@ -544,7 +540,6 @@ impl<K: Ord + Clone + Send + Sync + 'static> Default for Shared<K> {
 impl<K: Ord + Clone + Send + Sync + 'static> Shared<K> {
     #[inline]
     fn removed(&self) {
-        self.removals.fetch_add(1, Ordering::Release);
         self.reshaped();
     }
 
@@ -934,12 +929,9 @@ impl PyBSkipList {
         })
     }
 
-    fn __iter__(&self) -> PySkipListIter {
-        PySkipListIter::all(self.reading(), false, 0)
-    }
-
-    fn __reversed__(&self) -> PySkipListIter {
-        PySkipListIter::all(self.reading(), true, 0)
+    /// Every entry, one leaf (a list) at a time: `mode` 0 keys, 1 values, 2 items.
+    fn _leaves(&self, reverse: bool, mode: u8) -> PySkipListIter {
+        PySkipListIter::all(self.reading(), reverse, mode)
     }
 
     /// The value of `key`, or `default` (also for a key of another type).
@@ -1150,9 +1142,10 @@ impl PyBSkipList {
         Ok(())
     }
 
-    /// A lazy iterator: `mode` 0 keys, 1 values, 2 (key, value) items.
+    /// A lazy range iterator, one leaf (a list) at a time: `mode` 0 keys,
+    /// 1 values, 2 (key, value) items.
     #[pyo3(signature = (lo, hi, lo_inclusive, hi_inclusive, reverse, mode))]
-    fn _iter(
+    fn _range_leaves(
         &self,
         lo: Option<&Bound<'_, PyAny>>,
         hi: Option<&Bound<'_, PyAny>>,
@@ -1453,28 +1446,25 @@ enum AnyCursor {
     Tuple(RangeCursor<TupleKey, PyValue>),
 }
 
-struct IterState {
-    cursor: AnyCursor,
-    /// The map's removal count when the read-ahead buffer was filled.
-    seen: u64,
-}
-
-/// A lazy range iterator; valid while other threads write the map. A key
-/// removed (by any thread) before the iterator reaches it is not returned.
+/// A lazy range iterator that returns one leaf's entries at a time, as a
+/// list (the Python side flattens them with `itertools.chain`): one native
+/// call per leaf instead of per key. It holds no lock or epoch between
+/// calls, so it stays valid while other threads write; each leaf is one
+/// snapshot, so a key removed before the iterator reaches its leaf is never
+/// returned.
 #[pyclass(name = "BSkipListIter", module = "slabcache._native")]
 pub struct PySkipListIter {
     map: AnyMap,
-    state: std::sync::Mutex<IterState>,
+    cursor: std::sync::Mutex<AnyCursor>,
     reverse: bool,
     mode: u8,
 }
 
 impl PySkipListIter {
     fn new(map: &AnyMap, cursor: AnyCursor, reverse: bool, mode: u8) -> Self {
-        let seen = with_map!(map, m, _K, m.removals.load(Ordering::Acquire));
         PySkipListIter {
             map: map.clone(),
-            state: std::sync::Mutex::new(IterState { cursor, seen }),
+            cursor: std::sync::Mutex::new(cursor),
             reverse,
             mode,
         }
@@ -1498,25 +1488,22 @@ impl PySkipListIter {
     }
 }
 
-fn step<K: PyKey>(
-    py: Python<'_>,
+fn leaf_chunk<'py, K: PyKey>(
+    py: Python<'py>,
     m: &Map<K>,
     c: &mut RangeCursor<K, PyValue>,
-    seen: &mut u64,
     reverse: bool,
     mode: u8,
-) -> PyResult<Option<PyObject>> {
-    let now = m.removals.load(Ordering::Acquire);
-    if now != *seen {
-        // Something was removed since the buffer was read: read it again.
-        c.discard_read_ahead();
-        *seen = now;
+) -> PyResult<Option<Bound<'py, PyList>>> {
+    let entries = c.next_leaf(m, reverse);
+    if entries.is_empty() {
+        return Ok(None);
     }
-    let e = if reverse { c.next_back(m) } else { c.next(m) };
-    match e {
-        None => Ok(None),
-        Some((k, v)) => shaped(py, &k, &v, mode).map(Some),
-    }
+    let items = entries
+        .iter()
+        .map(|(k, v)| shaped(py, k, v, mode))
+        .collect::<PyResult<Vec<_>>>()?;
+    Ok(Some(PyList::new(py, items)?))
 }
 
 #[pymethods]
@@ -1525,24 +1512,19 @@ impl PySkipListIter {
         slf
     }
 
-    fn __next__(&self, py: Python<'_>) -> PyResult<Option<PyObject>> {
-        let mut state = self
-            .state
+    /// The next leaf's keys, values or items, as a list.
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyList>>> {
+        let mut cursor = self
+            .cursor
             .lock()
             .map_err(|_| py_err(ErrorKind::InvalidArgument, "iterator poisoned"))?;
-        let IterState { cursor, seen } = &mut *state;
-        match (&self.map, cursor) {
-            (AnyMap::Int(m), AnyCursor::Int(c)) => step(py, m, c, seen, self.reverse, self.mode),
-            (AnyMap::Float(m), AnyCursor::Float(c)) => {
-                step(py, m, c, seen, self.reverse, self.mode)
-            }
-            (AnyMap::Bytes(m), AnyCursor::Bytes(c)) => {
-                step(py, m, c, seen, self.reverse, self.mode)
-            }
-            (AnyMap::Str(m), AnyCursor::Str(c)) => step(py, m, c, seen, self.reverse, self.mode),
-            (AnyMap::Tuple(m), AnyCursor::Tuple(c)) => {
-                step(py, m, c, seen, self.reverse, self.mode)
-            }
+        let (r, md) = (self.reverse, self.mode);
+        match (&self.map, &mut *cursor) {
+            (AnyMap::Int(m), AnyCursor::Int(c)) => leaf_chunk(py, m, c, r, md),
+            (AnyMap::Float(m), AnyCursor::Float(c)) => leaf_chunk(py, m, c, r, md),
+            (AnyMap::Bytes(m), AnyCursor::Bytes(c)) => leaf_chunk(py, m, c, r, md),
+            (AnyMap::Str(m), AnyCursor::Str(c)) => leaf_chunk(py, m, c, r, md),
+            (AnyMap::Tuple(m), AnyCursor::Tuple(c)) => leaf_chunk(py, m, c, r, md),
             _ => unreachable!("cursor built for its map"),
         }
     }
