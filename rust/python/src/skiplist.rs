@@ -798,24 +798,27 @@ impl PyBSkipList {
     }
 
     fn pop_at<'py>(&self, py: Python<'py>, index: isize) -> PyResult<Bound<'py, PyTuple>> {
+        let empty = || py_err(ErrorKind::NotFound, "popitem(): BSkipList is empty");
         loop {
-            let len = self.__len__();
-            if len == 0 {
-                return Err(py_err(ErrorKind::NotFound, "popitem(): BSkipList is empty"));
-            }
-            let Some(i) = position(index, len) else {
-                return Err(index_error(py, "popitem index out of range"));
-            };
             let got = with_map!(self.reading(), m, _K, {
-                let e = if i == 0 {
-                    m.pop_first()
-                } else {
-                    let e = if i == len - 1 {
-                        m.last()
-                    } else {
+                // The ends need no length (a sum over counter stripes) and no positions.
+                let e = match index {
+                    0 => m.pop_first().ok_or_else(empty)?.into(),
+                    -1 => {
+                        let (k, _) = m.last().ok_or_else(empty)?;
+                        m.remove(&k).map(|v| (k, v))
+                    }
+                    _ => {
+                        let len = m.len();
+                        if len == 0 {
+                            return Err(empty());
+                        }
+                        let Some(i) = position(index, len) else {
+                            return Err(index_error(py, "popitem index out of range"));
+                        };
                         m.with_positions(|idx| m.nth_indexed(idx, i))
-                    };
-                    e.and_then(|(k, _)| m.remove(&k).map(|v| (k, v)))
+                            .and_then(|(k, _)| m.remove(&k).map(|v| (k, v)))
+                    }
                 };
                 if e.is_some() {
                     m.removed();
@@ -1010,21 +1013,28 @@ impl PyBSkipList {
     /// The key, value or item (`mode` 0, 1, 2) at position `index`;
     /// `IndexError` when out of range.
     fn _nth(&self, py: Python<'_>, index: isize, mode: u8) -> PyResult<PyObject> {
+        let out_of_range = || index_error(py, "BSkipList index out of range");
         with_map!(self.reading(), m, _K, {
-            let len = m.len();
-            let Some(i) = position(index, len) else {
-                return Err(index_error(py, "BSkipList index out of range"));
-            };
-            let e = if i == 0 {
-                m.first()
-            } else if i == len - 1 {
-                m.last()
-            } else {
-                m.with_positions(|idx| m.nth_indexed(idx, i))
+            let e = match index {
+                0 => m.first(),
+                -1 => m.last(),
+                _ => {
+                    let len = m.len();
+                    let Some(i) = position(index, len) else {
+                        return Err(out_of_range());
+                    };
+                    if i == 0 {
+                        m.first()
+                    } else if i == len - 1 {
+                        m.last()
+                    } else {
+                        m.with_positions(|idx| m.nth_indexed(idx, i))
+                    }
+                }
             };
             match e {
                 Some((k, v)) => shaped(py, &k, &v, mode),
-                None => Err(index_error(py, "BSkipList index out of range")),
+                None => Err(out_of_range()),
             }
         })
     }
