@@ -537,6 +537,15 @@ impl<K: Ord + Clone + Send + Sync + 'static> Default for Shared<K> {
     }
 }
 
+/// Batches at least this big give their sort buffers back to the OS after.
+const TRIM_AFTER: usize = 1 << 16;
+
+fn after_big_batch(n: usize) {
+    if n >= TRIM_AFTER {
+        slabcache_core::skiplist::release_free_memory();
+    }
+}
+
 impl<K: Ord + Clone + Send + Sync + 'static> Shared<K> {
     #[inline]
     fn removed(&self) {
@@ -1208,13 +1217,15 @@ impl PyBSkipList {
                     .map_err(|_| py_err(ErrorKind::InvalidType, "keys must be an int64 array"))?;
                 let keys = keys.as_slice()?.to_vec();
                 check_len(keys.len(), vals.len())?;
+                let n = keys.len();
                 py.allow_threads(|| {
                     m.insert_many(
                         keys.into_iter()
                             .zip(vals)
                             .map(|(k, v)| (k, PyValue::Int(v)))
                             .collect(),
-                    )
+                    );
+                    after_big_batch(n);
                 });
                 m.reshaped();
                 Ok(())
@@ -1222,13 +1233,15 @@ impl PyBSkipList {
             AnyMap::Float(m) => {
                 let keys = float_keys(keys)?;
                 check_len(keys.len(), vals.len())?;
+                let n = keys.len();
                 py.allow_threads(|| {
                     m.insert_many(
                         keys.into_iter()
                             .zip(vals)
                             .map(|(k, v)| (k, PyValue::Int(v)))
                             .collect(),
-                    )
+                    );
+                    after_big_batch(n);
                 });
                 m.reshaped();
                 Ok(())
@@ -1259,7 +1272,9 @@ impl PyBSkipList {
                 .map(|v| Ok(PyValue::from_py(&v?)))
                 .collect::<PyResult<_>>()?;
             check_len(ks.len(), vs.len())?;
+            let n = ks.len();
             m.insert_many(ks.into_iter().zip(vs).collect());
+            after_big_batch(n);
             m.reshaped();
             Ok(())
         })
@@ -1280,7 +1295,9 @@ impl PyBSkipList {
                     items.push((admit(m, &k)?, PyValue::from_py(&v)));
                 }
                 // A dict's keys are distinct (equal keys hash alike).
+                let n = items.len();
                 m.insert_many_distinct(items);
+                after_big_batch(n);
                 m.reshaped();
                 Ok(())
             });
@@ -1406,11 +1423,13 @@ impl PyBSkipList {
 
 /// Inserts a converted batch (a single item takes the plain insert path).
 fn insert_batch<K: PyKey>(m: &Map<K>, items: Vec<(K, PyValue)>) {
-    if items.len() == 1 {
+    let n = items.len();
+    if n == 1 {
         let (k, v) = items.into_iter().next().expect("one item");
         m.insert(k, v);
     } else {
         m.insert_many(items);
+        after_big_batch(n);
     }
     m.reshaped();
 }

@@ -76,7 +76,7 @@ pub use config::{Config, DefaultConfig, Fanout128, Fanout16, Fanout32, Fanout64,
 pub use iter::{Range, RangeCursor};
 pub use key::F64Key;
 pub use rank::PositionIndex;
-pub use reclaim::reclaim_garbage;
+pub use reclaim::{reclaim_garbage, release_free_memory};
 
 use block::Builder;
 use config::MAX_LEVELS;

@@ -48,3 +48,21 @@ pub fn reclaim_garbage() {
         crossbeam_epoch::pin().flush();
     }
 }
+
+/// Hands memory the allocator holds free back to the operating system
+/// (glibc keeps freed heap memory; a big batch's sort buffers would
+/// otherwise stay in the process's resident set long after the batch).
+/// Call after a large batch; a no-op where the C library has no
+/// `malloc_trim`.
+///
+/// ```
+/// slabcache_core::skiplist::release_free_memory();
+/// ```
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages to the OS; it touches no
+    // live allocation.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
