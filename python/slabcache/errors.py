@@ -18,6 +18,7 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidTypeError",
     "NotFoundError",
+    "IndexOutOfRangeError",
     "AlreadyExistsError",
     "InvalidFreeError",
     "DoubleFreeError",
@@ -47,6 +48,10 @@ class NotFoundError(SlabcacheError, KeyError):
 
     def __str__(self) -> str:  # KeyError's str() is repr(); keep the message readable
         return str(self.args[0]) if self.args else ""
+
+
+class IndexOutOfRangeError(SlabcacheError, IndexError):
+    """A position past either end of an ordered container."""
 
 
 class AlreadyExistsError(SlabcacheError, KeyError):
