@@ -3,7 +3,7 @@
 slabcache --version
 slabcache info [--paths]
 slabcache preload-path
-slabcache bench [SUITE ...] [--quick] [--json PATH]
+slabcache bench [SUITE ...] [--quick] [--json PATH] [--wide] [--plot DIR] [--compare OLD.json]
 slabcache arena verify|stats PATH
 """
 
@@ -19,7 +19,7 @@ from rich.table import Table
 
 from . import __version__, _native, bundled
 from .benchmarks import SUITE_NAMES, BenchContext, Measurement, load_suite, render
-from .benchmarks.report import make_progress, write_json
+from .benchmarks.report import compare, make_progress, read_json, write_json
 from .vectors import available_kernels, default_kernel
 
 
@@ -83,6 +83,7 @@ def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
         known = ", ".join(SUITE_NAMES)
         console.print(f"[red]unknown suite(s): {', '.join(unknown)}; known: {known}")
         return 2
+    old = read_json(args.compare) if args.compare else None
     build = _native.build_info()
     if build["profile"] != "release":
         console.print("[yellow]warning: the native module is a debug build; figures mean little")
@@ -100,10 +101,19 @@ def _cmd_bench(args: argparse.Namespace, console: Console) -> int:
                     m.suite = m.suite or name
                     results.append(m)
             progress.advance(overall)
-    render(results, console)
+    render(results, console, wide=args.wide)
     if args.json:
         write_json(results, args.json)
         console.print(f"results written to {args.json}")
+    if args.plot:
+        from .benchmarks.plot import plot_all, write_html
+
+        images = plot_all(results, args.plot)
+        report = f"{args.plot.rstrip('/')}/report.html"
+        write_html(results, images, report)
+        console.print(f"{len(images)} chart(s) and {report} written")
+    if old is not None:
+        compare(results, old, console)
     return 0
 
 
@@ -132,6 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("suites", nargs="*", help=f"suites to run (default: all of {SUITE_NAMES})")
     p_bench.add_argument("--quick", action="store_true", help="small sizes, a minute or two")
     p_bench.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    p_bench.add_argument("--wide", action="store_true", help="one wide table with every column")
+    p_bench.add_argument(
+        "--plot", metavar="DIR", help="also draw PNG charts and DIR/report.html (matplotlib)"
+    )
+    p_bench.add_argument(
+        "--compare", metavar="OLD.json", help="ratios against an earlier run's --json file"
+    )
     p_bench.set_defaults(func=_cmd_bench)
 
     from .arena_cli import register as register_arena
