@@ -82,6 +82,37 @@ NO_RUST_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 SUMMARY=()
 FAILED=0
 
+copy_tests() { # $1 = dir: tests/ and the documents tests read (README.md, docs/), nothing else
+    cp -r "$ROOT/tests" "$1/tests"
+    cp "$ROOT"/*.md "$1/"
+    if [ -d "$ROOT/docs" ]; then cp -r "$ROOT/docs" "$1/docs"; fi
+    find "$1/tests" -name __pycache__ -prune -exec rm -rf {} +
+}
+
+pytest_config() { # $1 = dir; run by the venv's python: writes $1/pytest.ini, prints test paths
+    python - "$ROOT/pyproject.toml" "$1" <<'EOF'
+import sys, tomllib
+from pathlib import Path
+import slabcache
+pyproject, tmp = Path(sys.argv[1]), Path(sys.argv[2])
+tool = tomllib.loads(pyproject.read_text()).get("tool", {})
+opts = dict(tool.get("pytest", {}).get("ini_options", {}))
+installed = Path(slabcache.__file__).parent
+paths = []
+for p in opts.pop("testpaths", ["tests"]):
+    if p.rstrip("/") == "python/slabcache":
+        paths.append(str(installed))
+    elif (tmp / p).exists():
+        paths.append(str(tmp / p))
+lines = ["[pytest]"]
+for key, value in opts.items():
+    value = " ".join(map(str, value)) if isinstance(value, list) else str(value)
+    lines.append(f"{key} = {value}")
+(tmp / "pytest.ini").write_text("\n".join(lines) + "\n")
+print("\n".join(paths or [str(tmp / "tests")]))
+EOF
+}
+
 run_suite() { # $1 = python; installs the wheel into a fresh venv and runs the suite there
     local py=$1 tmp ver log rc
     ver=$("$py" -c 'import platform; print(platform.python_version())')
@@ -91,9 +122,7 @@ run_suite() { # $1 = python; installs the wheel into a fresh venv and runs the s
     echo "== CPython $ver ($py) in $tmp"
     "$py" -m venv "$tmp/venv"
     "$tmp/venv/bin/python" -m pip install -q "$WHEEL[test]"
-    cp -r "$ROOT/tests" "$tmp/tests"
-    find "$tmp/tests" -name __pycache__ -prune -exec rm -rf {} +
-    printf '[pytest]\naddopts = -ra\n' >"$tmp/pytest.ini"
+    copy_tests "$tmp"
     set +e # errexit works inside the subshell only outside an || list
     (
         set -e
@@ -119,8 +148,11 @@ print(f"slabcache {slabcache.__version__} from {Path(slabcache.__file__).parent}
 EOF
         slabcache --version
         slabcache info --paths
+        # The repository's pytest settings, with its test paths mapped: tests/ -> the copy,
+        # python/slabcache -> the installed package (its doctests run against site-packages).
+        mapfile -t paths < <(pytest_config "$tmp")
         python -m pytest -c "$tmp/pytest.ini" --rootdir "$tmp" --import-mode=importlib \
-            -p no:cacheprovider "$tmp/tests"
+            -p no:cacheprovider "${paths[@]}"
     ) 2>&1 | tee "$log"
     rc=${PIPESTATUS[0]}
     set -e
@@ -173,7 +205,9 @@ if [ "$DO_SDIST" = 1 ]; then
     if [ "$KEEP" = 0 ]; then rm -rf "$tmp"; fi
 fi
 
-echo
-echo "== summary ($(basename "$WHEEL"))"
-printf '  %s\n' "${SUMMARY[@]}"
+if [ ${#SUMMARY[@]} -gt 1 ]; then # (one run: pytest's own closing line is the summary)
+    echo
+    echo "== summary ($(basename "$WHEEL"))"
+    printf '  %s\n' "${SUMMARY[@]}"
+fi
 exit "$FAILED"
