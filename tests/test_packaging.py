@@ -126,25 +126,53 @@ def test_preload_path_prints_the_library_or_says_how_to_build_it() -> None:
 PRELOADED_CHILD = r"""
 import ctypes, json, sys
 lib = sys.argv[1]
-libc = ctypes.CDLL(None)
 sc = ctypes.CDLL(lib)
-addr = lambda f: ctypes.cast(f, ctypes.c_void_p).value
+sc.sc_refused_frees.restype = ctypes.c_uint64
+sc.sc_usable_size.restype = ctypes.c_size_t
+sc.sc_usable_size.argtypes = [ctypes.c_void_p]
+libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
-sc.sc_refused_frees.restype = ctypes.c_uint64
+libc.strdup.restype = ctypes.c_void_p
+raw_malloc = ctypes.pythonapi.PyMem_RawMalloc
+raw_malloc.restype = ctypes.c_void_p
+raw_malloc.argtypes = [ctypes.c_size_t]
+raw_free = ctypes.pythonapi.PyMem_RawFree
+raw_free.argtypes = [ctypes.c_void_p]
+
+class DlInfo(ctypes.Structure):
+    _fields_ = [("fname", ctypes.c_char_p), ("fbase", ctypes.c_void_p),
+                ("sname", ctypes.c_char_p), ("saddr", ctypes.c_void_p)]
+
+def defined_in(f):  # which object the process's symbol lookup found (diagnostics only)
+    try:
+        dladdr = libc.dladdr
+    except AttributeError:
+        dladdr = ctypes.CDLL("libdl.so.2").dladdr
+    info = DlInfo()
+    ok = dladdr(ctypes.cast(f, ctypes.c_void_p), ctypes.byref(info))
+    return info.fname.decode() if ok and info.fname else "?"
+
 import numpy as np
 import slabcache
-x = np.arange(200_000, dtype=np.float64) * 2         # the interpreter's and numpy's memory
+x = np.arange(200_000, dtype=np.float64) * 2
 m = slabcache.BSkipList(key_type="int")
 m.update_many(np.arange(1000), np.arange(1000))
+q = raw_malloc(100)                                   # the interpreter's own malloc
+d = libc.strdup(b"slab")                              # malloc called from inside libc
 p = libc.malloc(64)
+owned = {"PyMem_RawMalloc": sc.sc_usable_size(q) >= 100,
+         "strdup": sc.sc_usable_size(d) >= 5, "malloc": sc.sc_usable_size(p) >= 64}
+raw_free(q)
+libc.free(d)
 libc.free(p)
 before = sc.sc_refused_frees()
 libc.free(p)                                          # double free: refused, counted
 print(json.dumps({
-    "malloc_is_slab": addr(libc.malloc) == addr(sc.malloc),
+    "owned": owned,
     "refused": sc.sc_refused_frees() - before,
     "sum": float(x.sum()), "len": len(m),
+    "malloc_from": defined_in(libc.malloc), "free_from": defined_in(libc.free),
 }))
 """
 
@@ -162,12 +190,11 @@ def test_bundled_preload_library_runs_a_python_process() -> None:
     )
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout)
-    assert res == {
-        "malloc_is_slab": True,
-        "refused": 1,
-        "sum": float(199_999 * 200_000),
-        "len": 1000,
-    }
+    where = f"malloc from {res['malloc_from']}, free from {res['free_from']}"
+    # Memory that Python, libc and a plain malloc() hand out belongs to the slab allocator.
+    assert res["owned"] == {"PyMem_RawMalloc": True, "strdup": True, "malloc": True}, where
+    assert res["refused"] == 1, where
+    assert (res["sum"], res["len"]) == (float(199_999 * 200_000), 1000)
 
 
 def test_header_declares_what_the_library_exports() -> None:
