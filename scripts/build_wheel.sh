@@ -31,7 +31,7 @@ SDIST=1
 for arg in "$@"; do
     case "$arg" in
         --no-sdist) SDIST=0 ;;
-        -h | --help) sed -n '2,8p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,10p' "$0"; exit 0 ;;
         *) echo "build_wheel.sh: unknown argument $arg" >&2; exit 2 ;;
     esac
 done
