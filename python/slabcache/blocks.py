@@ -58,12 +58,29 @@ _DTYPES = {t: np.dtype(t) for t in (np.int32, np.int64, np.uint64)}
 
 
 def _req_id(x: Any, name: str = "req_id") -> int:
+    # bool is an int subclass; True as a request id is a bug, not request 1.
+    if isinstance(x, bool | np.bool_):
+        raise InvalidTypeError(f"{name} must be an int, got bool")
     try:
         v = operator.index(x)
     except TypeError:
         raise InvalidTypeError(f"{name} must be an int, got {type(x).__name__}") from None
     if not -(2**63) <= v < 2**63:
         raise InvalidArgumentError(f"{name} {v} does not fit in int64")
+    return v
+
+
+def _count(x: Any, name: str, hi: int = 2**62) -> int:
+    """A non-negative int count (bool refused), range-checked so the core
+    never sees a value pyo3 would reject with a bare ``OverflowError``."""
+    if isinstance(x, bool | np.bool_):
+        raise InvalidTypeError(f"{name} must be an int, got bool")
+    try:
+        v = operator.index(x)
+    except TypeError:
+        raise InvalidTypeError(f"{name} must be an int, got {type(x).__name__}") from None
+    if not 0 <= v <= hi:
+        raise InvalidArgumentError(f"{name} must be in [0, {hi}], got {v}")
     return v
 
 
@@ -309,9 +326,9 @@ class BlockManager:
             if not isinstance(v, int | np.integer) or isinstance(v, bool):
                 raise InvalidTypeError(f"{name} must be an int, got {type(v).__name__}")
         self._core = _native.BlockManagerCore(
-            int(num_blocks),
-            int(block_size),
-            int(num_cpu_blocks),
+            _count(num_blocks, "num_blocks", _I32_MAX),
+            _count(block_size, "block_size", _I32_MAX),
+            _count(num_cpu_blocks, "num_cpu_blocks", _I32_MAX),
             bool(enable_prefix_caching),
             float(watermark),
             bool(enable_events),
@@ -400,9 +417,9 @@ class BlockManager:
         toks = None if token_ids is None else _tokens_arg(token_ids)
         return self._core.allocate_slots(
             _req_id(req_id),
-            operator.index(num_new_tokens),
+            _count(num_new_tokens, "num_new_tokens"),
             toks,
-            operator.index(num_lookahead_tokens),
+            _count(num_lookahead_tokens, "num_lookahead_tokens"),
             self._now(now),
         )
 
@@ -484,7 +501,7 @@ class BlockManager:
         """Block tables of many requests: int32 ``(n, width)`` padded with ``pad``,
         ready for a paged-attention kernel (``torch.from_numpy`` shares it)."""
         ids = _int_array(req_ids, "req_ids", np.int64, -(2**63), 2**63 - 1)
-        return self._core.block_tables(ids, int(pad), operator.index(min_width))
+        return self._core.block_tables(ids, int(pad), _count(min_width, "min_width"))
 
     def num_computed_tokens(self, req_id: int) -> int:
         """Tokens of the request whose KV its blocks hold."""
@@ -547,7 +564,7 @@ class BlockManager:
             extra,
             progs,
             fin,
-            operator.index(num_lookahead_tokens),
+            _count(num_lookahead_tokens, "num_lookahead_tokens"),
             self._now(now),
             bool(block_tables),
             int(pad),

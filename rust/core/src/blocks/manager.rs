@@ -177,8 +177,8 @@ impl BlockManager {
         }
         let watermark_blocks = (cfg.watermark * cfg.num_blocks as f64) as usize;
         Ok(BlockManager {
-            pool: BlockPool::new(cfg.num_blocks, cfg.enable_events),
-            host: HostTier::new(cfg.num_cpu_blocks),
+            pool: BlockPool::try_new(cfg.num_blocks, cfg.enable_events)?,
+            host: HostTier::try_new(cfg.num_cpu_blocks)?,
             reqs: RequestTable::default(),
             pins: PinSchedule::default(),
             copies: Vec::new(),
@@ -826,8 +826,15 @@ impl BlockManager {
                 );
                 as_u32(&inp.token_ids[a..b])
             };
+            // An admission is a new id or a waiting request registered by
+            // get_computed_blocks (known, nothing allocated): FCFS stops both.
             let is_new = !self.reqs.contains(id);
-            if is_new && admissions_stopped {
+            let waiting = is_new
+                || self
+                    .reqs
+                    .get(id)
+                    .is_some_and(|st| st.blocks.is_empty() && st.num_computed == 0);
+            if waiting && admissions_stopped {
                 out.num_scheduled.push(-1);
                 out.num_cached_tokens.push(0);
                 out.new_block_offsets.push(out.new_blocks.len() as i64);
