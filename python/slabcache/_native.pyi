@@ -299,6 +299,7 @@ class BlockManagerCore:
         token_ids: npt.NDArray[np.int32] | list[int],
         extra_key: int = 0,
         program: int | None = None,
+        max_hit_tokens: int | None = None,
     ) -> tuple[npt.NDArray[np.int32], int]: ...
     def allocate_slots(
         self,
@@ -307,6 +308,7 @@ class BlockManagerCore:
         token_ids: npt.NDArray[np.int32] | list[int] | None = None,
         num_lookahead_tokens: int = 0,
         now: float = 0.0,
+        reserve: int | None = None,
     ) -> npt.NDArray[np.int32] | None: ...
     def free(self, req_id: int) -> None: ...
     def fork(self, parent_id: int, child_id: int) -> None: ...

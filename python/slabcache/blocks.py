@@ -379,6 +379,7 @@ class BlockManager:
         *,
         extra_key: int | str | bytes | None = None,
         program: int | None = None,
+        max_hit_tokens: int | None = None,
     ) -> tuple[np.ndarray, int]:
         """Registers a waiting request's prompt and finds its longest cached prefix.
 
@@ -389,10 +390,14 @@ class BlockManager:
         ``extra_key`` (LoRA id, cache salt, multimodal hash) separates KV that
         the same tokens produce differently; ``program`` ties the request to an
         agent program whose TTL pin its admission releases.
+        ``max_hit_tokens`` caps the hit (vLLM's ``max_cache_hit_length``; 0
+        skips the prefix cache, e.g. for a prompt-logprobs request); the next
+        allocation takes exactly the returned blocks.
         """
         prog = None if program is None else _req_id(program, "program")
+        limit = None if max_hit_tokens is None else _count(max_hit_tokens, "max_hit_tokens")
         return self._core.get_computed_blocks(
-            _req_id(req_id), _tokens_arg(token_ids), _extra_key(extra_key), prog
+            _req_id(req_id), _tokens_arg(token_ids), _extra_key(extra_key), prog, limit
         )
 
     def allocate_slots(
@@ -403,6 +408,7 @@ class BlockManager:
         *,
         num_lookahead_tokens: int = 0,
         now: float | None = None,
+        reserve: int | None = None,
     ) -> np.ndarray | None:
         """Slots for ``num_new_tokens`` more tokens, all or nothing.
 
@@ -412,7 +418,8 @@ class BlockManager:
         cached prefix and then ``num_new_tokens`` tokens past it (the
         watermark applies). Returns the newly appended block ids (int32), or
         ``None`` when they do not fit, with nothing changed. Copy-on-write
-        copies are reported by :meth:`drain_copies`.
+        copies are reported by :meth:`drain_copies`. ``reserve`` (blocks to
+        leave free) replaces the watermark rule when given.
         """
         toks = None if token_ids is None else _tokens_arg(token_ids)
         return self._core.allocate_slots(
@@ -421,6 +428,7 @@ class BlockManager:
             toks,
             _count(num_lookahead_tokens, "num_lookahead_tokens"),
             self._now(now),
+            None if reserve is None else _count(reserve, "reserve"),
         )
 
     def free(self, req_id: int) -> None:
