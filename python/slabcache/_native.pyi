@@ -358,8 +358,12 @@ class BlockManagerCore:
         npt.NDArray[np.uint8],
         npt.NDArray[np.uint8],
         npt.NDArray[np.bool_],
+        npt.NDArray[np.uint64],
+        npt.NDArray[np.int32],
+        npt.NDArray[np.int64],
     ]:
-        """(kinds, block_ids, hashes (n, 32), parents (n, 32), has_parent)."""
+        """(kinds, block_ids, hashes (n, 32), parents (n, 32), has_parent,
+        extra_keys, token_ids, token_offsets (n + 1))."""
     def set_events_enabled(self, on: bool) -> None: ...
     def reset_prefix_cache(self) -> bool: ...
     def ref_count(self, block_id: int) -> int: ...

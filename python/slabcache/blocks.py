@@ -266,7 +266,10 @@ class StepResult:
 class BlockEvents:
     """Prefix-cache events, oldest first: ``kinds`` (0 = stored, 1 = removed),
     ``block_ids``, ``hashes`` uint8 ``(n, 32)``, and for stored blocks their
-    ``parents`` (``has_parent`` false for a sequence's first block)."""
+    ``parents`` (``has_parent`` false for a sequence's first block), the
+    ``extra_keys`` they were hashed with and their token ids (event ``i``'s
+    are ``token_ids[token_offsets[i]:token_offsets[i + 1]]``; empty for
+    removals) — the fields of vLLM's ``BlockStored``."""
 
     STORED = 0
     REMOVED = 1
@@ -276,6 +279,13 @@ class BlockEvents:
     hashes: np.ndarray
     parents: np.ndarray
     has_parent: np.ndarray
+    extra_keys: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
+    token_ids: np.ndarray = field(default_factory=lambda: _EMPTY_I32)
+    token_offsets: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))
+
+    def tokens_of(self, i: int) -> np.ndarray:
+        """Event ``i``'s token ids (int32; empty for a removal)."""
+        return self.token_ids[self.token_offsets[i] : self.token_offsets[i + 1]]
 
     def __len__(self) -> int:
         return len(self.kinds)

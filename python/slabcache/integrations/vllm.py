@@ -73,6 +73,13 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def _lora_of(request: Any) -> tuple[int, str] | None:
+    lora = getattr(request, "lora_request", None)
+    if lora is None:
+        return None
+    return lora.lora_int_id, lora.lora_name
+
+
 def _request_extra_key(request: Any) -> int:
     """The 64-bit block-hash extra key of a vLLM request: whatever makes the
     same tokens produce different KV (LoRA adapter, cache salt, multimodal
@@ -130,6 +137,14 @@ class _BlockPoolShim:
 
     def get_num_free_blocks(self) -> int:
         return self._owner._bm.num_free_blocks
+
+    @property
+    def hash_block_size(self) -> int:
+        return self._owner.block_size
+
+    @property
+    def enable_caching(self) -> bool:
+        return self._owner.enable_caching
 
     def get_usage(self) -> float:
         return self._owner.usage
@@ -239,6 +254,15 @@ class SlabcacheKVCacheManager:
         self._known: dict[int, int] = {}
         # The hit get_computed_blocks found, until the admission takes it.
         self._pending: dict[int, list[int]] = {}
+        self._events: list[Any] = []
+        # Requests holding blocks: request id -> [core id, tokens given, computed].
+        self._running: dict[str, list[int]] = {}
+        self._core = self._bm._core
+        from vllm.v1.request import RequestStatus
+
+        self._RUNNING = RequestStatus.RUNNING
+        # extra key -> (lora_int_id, lora_name), for BlockStored events.
+        self._lora_of_key: dict[int, tuple[int, str]] = {}
         self.empty_kv_cache_blocks = KVCacheBlocks(((),))
         self.coordinator = _CoordinatorShim(self, spec)
         self.block_pool = _BlockPoolShim(self)
@@ -267,6 +291,13 @@ class SlabcacheKVCacheManager:
             return self.empty_kv_cache_blocks
         objs = self._block_objs
         return self._KVCacheBlocks(([objs[i] for i in ids],))
+
+    def _extra_key(self, request: Any) -> int:
+        key = _request_extra_key(request)
+        lora = _lora_of(request)
+        if lora is not None and self.enable_kv_cache_events:
+            self._lora_of_key[key] = lora
+        return key
 
     # ---- stats ---------------------------------------------------------------------
 
@@ -317,12 +348,18 @@ class SlabcacheKVCacheManager:
         hit, n = self._bm.get_computed_blocks(
             cid,
             list(request.all_token_ids),
-            extra_key=_request_extra_key(request),
+            extra_key=self._extra_key(request),
             max_hit_tokens=max(0, limit),
         )
         ids = (hit + 1).tolist()
         self._pending[cid] = ids
         return self._blocks(ids), n, 0
+
+    def get_computed_blocks_for_connector(
+        self, request: Any, max_cache_hit_length: int | None = None
+    ) -> tuple[Any, int, int, bool]:
+        """One full-attention group: the plain lookup, never a divergent hit."""
+        return (*self.get_computed_blocks(request, max_cache_hit_length), False)
 
     def allocate_slots(
         self,
@@ -357,9 +394,41 @@ class SlabcacheKVCacheManager:
             )
         if num_encoder_tokens:
             raise NotImplementedError("slabcache adapter: encoder-decoder cross attention")
+        rid = request.request_id
+        st = self._running.get(rid)
+        if (
+            st is not None
+            and new_computed_blocks is None
+            and not full_sequence_must_fit
+            and request.status is self._RUNNING
+        ):
+            # Hot path (a running request's decode or next prefill chunk): one
+            # core call, state mirrored here instead of queried.
+            cid, core_known, core_computed = st
+            tokens = request.all_token_ids
+            known = len(tokens)
+            mml = self.max_model_len
+            target_tokens = min(request.num_computed_tokens, mml) + num_new_tokens
+            target_slots = min(target_tokens + num_lookahead_tokens, mml)
+            n_core = max(0, min(target_tokens, known) - core_computed)
+            lookahead = max(0, target_slots - core_computed - n_core)
+            appended = tokens[core_known:known] if known > core_known else None
+            if n_core == 0 and lookahead == 0 and appended is None:
+                return self.empty_kv_cache_blocks
+            new = self._core.allocate_slots(cid, n_core, appended, lookahead, 0.0, reserved_blocks)
+            if new is None:
+                return None
+            st[1] = known
+            st[2] = core_computed + n_core
+            self._known[cid] = known
+            if not len(new):
+                return self.empty_kv_cache_blocks
+            ids = (new + 1).tolist()
+            self._new_block_ids.extend(ids)
+            objs = self._block_objs
+            return self._KVCacheBlocks(([objs[i] for i in ids],))
         bm = self._bm
         bs = self.block_size
-        rid = request.request_id
         cid = self._register_id(rid)
         hit_blocks = [] if new_computed_blocks is None else list(new_computed_blocks.blocks[0])
         if len(hit_blocks) * bs != num_new_computed_tokens:
@@ -369,7 +438,7 @@ class SlabcacheKVCacheManager:
         if cid not in bm:
             # allocate_slots without a prior lookup: register with no hit.
             bm.get_computed_blocks(
-                cid, list(tokens), extra_key=_request_extra_key(request), max_hit_tokens=0
+                cid, list(tokens), extra_key=self._extra_key(request), max_hit_tokens=0
             )
             core_known, core_computed = known, 0
             if hit_blocks:
@@ -415,6 +484,8 @@ class SlabcacheKVCacheManager:
                 if new is None:
                     return None
                 self._known[cid] = known
+            if bm.block_table(cid).size:
+                self._running[rid] = [cid, known, core_computed]
             return self.empty_kv_cache_blocks
         new = bm.allocate_slots(
             cid, n_core, appended, num_lookahead_tokens=lookahead, reserve=reserve
@@ -423,6 +494,7 @@ class SlabcacheKVCacheManager:
             return None
         self._known[cid] = known
         self._pending.pop(cid, None)
+        self._running[rid] = [cid, known, base + n_core]
         ids = (new + 1).tolist()
         self._new_block_ids.extend(ids)
         return self._blocks(ids)
@@ -436,7 +508,7 @@ class SlabcacheKVCacheManager:
         hit, _ = bm.get_computed_blocks(
             cid,
             list(request.all_token_ids),
-            extra_key=_request_extra_key(request),
+            extra_key=self._extra_key(request),
             max_hit_tokens=n_tokens,
         )
         return (hit + 1).tolist()
@@ -446,15 +518,46 @@ class SlabcacheKVCacheManager:
         cid = self._ids.pop(request.request_id, None)
         if cid is None:
             return
+        self._running.pop(request.request_id, None)
         self._known.pop(cid, None)
         self._pending.pop(cid, None)
         if cid in self._bm:
             self._bm.free(cid)
 
     def cache_blocks(self, request: Any, num_computed_tokens: int) -> None:
-        """vLLM's explicit caching call. The core caches every full block of
-        known tokens as soon as it is computed (at allocation), so there is
-        nothing left to do here."""
+        """Caches the request's full blocks up to ``num_computed_tokens``.
+
+        The core caches every full block of known tokens at allocation; what
+        is left are tokens that became known later (accepted speculative
+        tokens, sampled outputs): they are appended, and the computed count
+        advanced over slots the request already holds, which caches them.
+        """
+        if not self.enable_caching:
+            return
+        cid = self._ids.get(request.request_id)
+        if cid is None or cid not in self._bm:
+            return
+        bm = self._bm
+        if not bm.block_table(cid).size:
+            return
+        tokens = request.all_token_ids
+        known = len(tokens)
+        core_known = self._known.get(cid, known)
+        target = min(num_computed_tokens, known)
+        core_computed = bm.num_computed_tokens(cid)
+        slots = len(bm.block_table(cid)) * self.block_size
+        step = max(0, min(target, slots) - core_computed)
+        appended = list(tokens[core_known:known]) if known > core_known else None
+        if step == 0 and not appended:
+            return
+        # No new block can be needed (step stays within held slots), so this
+        # cannot be refused; reserve=0 keeps the watermark out of it.
+        if bm.allocate_slots(cid, step, appended, reserve=0) is not None:
+            self._known[cid] = known
+            st = self._running.get(request.request_id)
+            if st is not None:
+                st[1] = known
+                st[2] = core_computed + step
 
     def remove_skipped_blocks(
         self, request_id: str, processed_computed_tokens: int, num_prompt_tokens: int | None = None
@@ -468,9 +571,21 @@ class SlabcacheKVCacheManager:
         raise NotImplementedError("slabcache adapter: evict_blocks (KV-load failure recovery)")
 
     def reset_prefix_cache(self) -> bool:
-        """Drops every cached block hash; False (nothing changed) while blocks are in use."""
-        if not self._bm.reset_prefix_cache():
+        """Drops every cached block hash; False (nothing changed) while any block
+        is in use (vLLM's rule). With events on, the reset is one
+        ``AllBlocksCleared`` event, not one removal per block."""
+        bm = self._bm
+        if bm.num_free_blocks != bm.num_blocks:
             return False
+        if self.enable_kv_cache_events:
+            from vllm.distributed.kv_events import AllBlocksCleared
+
+            self._events.extend(self._convert_events(bm.drain_events()))
+        if not bm.reset_prefix_cache():
+            return False
+        if self.enable_kv_cache_events:
+            bm.drain_events()  # the per-block removals the reset recorded
+            self._events.append(AllBlocksCleared())
         if self.log_stats:
             self.prefix_cache_stats.reset = True
         return True
@@ -483,23 +598,29 @@ class SlabcacheKVCacheManager:
         """KV-cache events in vLLM's schema (``BlockStored`` / ``BlockRemoved``)."""
         if not self.enable_kv_cache_events:
             return []
+        out, self._events = self._events, []
+        out.extend(self._convert_events(self._bm.drain_events()))
+        return out
+
+    def _convert_events(self, ev: Any) -> list[Any]:
         from vllm.distributed.kv_events import MEDIUM_GPU, BlockRemoved, BlockStored
 
-        ev = self._bm.drain_events()
         out: list[Any] = []
         for i in range(len(ev)):
             h = bytes(ev.hashes[i])
             if ev.kinds[i] == ev.STORED:
                 parent = bytes(ev.parents[i]) if ev.has_parent[i] else None
+                lora = self._lora_of_key.get(int(ev.extra_keys[i]))
                 out.append(
                     BlockStored(
                         block_hashes=[h],
                         parent_block_hash=parent,
-                        token_ids=[],
+                        token_ids=ev.tokens_of(i).tolist(),
                         block_size=self.block_size,
-                        lora_id=None,
+                        lora_id=None if lora is None else lora[0],
                         medium=MEDIUM_GPU,
-                        lora_name=None,
+                        lora_name=None if lora is None else lora[1],
+                        group_idx=0,
                     )
                 )
             else:

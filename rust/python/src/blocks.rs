@@ -192,7 +192,7 @@ impl PyBlockManager {
         self.lock(py).contains(req_id)
     }
 
-    #[pyo3(signature = (req_id, token_ids, extra_key=0, program=None))]
+    #[pyo3(signature = (req_id, token_ids, extra_key=0, program=None, max_hit_tokens=None))]
     fn get_computed_blocks<'py>(
         &self,
         py: Python<'py>,
@@ -200,16 +200,22 @@ impl PyBlockManager {
         token_ids: &Bound<'py, PyAny>,
         extra_key: u64,
         program: Option<i64>,
+        max_hit_tokens: Option<i64>,
     ) -> PyResult<(Bound<'py, PyArray1<i32>>, usize)> {
         let toks = token_vec(token_ids)?;
+        let limit = match max_hit_tokens {
+            Some(m) => count("max_hit_tokens", m)?,
+            None => usize::MAX,
+        };
         let (ids, n) = self
             .lock(py)
-            .get_computed_blocks(req_id, &toks, extra_key, program)
+            .get_computed_blocks_limited(req_id, &toks, extra_key, program, limit)
             .py()?;
         Ok((ids_array(py, &ids), n))
     }
 
-    #[pyo3(signature = (req_id, num_new_tokens, token_ids=None, num_lookahead_tokens=0, now=0.0))]
+    #[pyo3(signature = (req_id, num_new_tokens, token_ids=None, num_lookahead_tokens=0, now=0.0, reserve=None))]
+    #[allow(clippy::too_many_arguments)]
     fn allocate_slots<'py>(
         &self,
         py: Python<'py>,
@@ -218,7 +224,9 @@ impl PyBlockManager {
         token_ids: Option<&Bound<'py, PyAny>>,
         num_lookahead_tokens: i64,
         now: f64,
+        reserve: Option<i64>,
     ) -> PyResult<Option<Bound<'py, PyArray1<i32>>>> {
+        let reserve = reserve.map(|r| count("reserve", r)).transpose()?;
         let n = count("num_new_tokens", num_new_tokens)?;
         let la = count("num_lookahead_tokens", num_lookahead_tokens)?;
         let toks = match token_ids {
@@ -227,7 +235,7 @@ impl PyBlockManager {
         };
         let r = self
             .lock(py)
-            .allocate_slots(req_id, n, &toks, la, now)
+            .allocate_slots_reserving(req_id, n, &toks, la, now, reserve)
             .py()?;
         Ok(r.map(|ids| ids_array(py, &ids)))
     }
@@ -409,7 +417,8 @@ impl PyBlockManager {
         pairs_array(py, &self.lock(py).drain_copies())
     }
 
-    /// (kinds uint8, block_ids int32, hashes uint8 (n, 32), parents uint8 (n, 32), has_parent bool)
+    /// (kinds uint8, block_ids int32, hashes uint8 (n, 32), parents uint8 (n, 32),
+    /// has_parent bool, extra_keys uint64, token_ids int32, token_offsets int64 (n + 1))
     #[allow(clippy::type_complexity)]
     fn drain_events<'py>(
         &self,
@@ -420,8 +429,24 @@ impl PyBlockManager {
         Bound<'py, PyArray2<u8>>,
         Bound<'py, PyArray2<u8>>,
         Bound<'py, PyArray1<bool>>,
+        Bound<'py, PyArray1<u64>>,
+        Bound<'py, PyArray1<i32>>,
+        Bound<'py, PyArray1<i64>>,
     ) {
-        let ev = self.lock(py).drain_events();
+        let (ev, toks) = self.lock(py).drain_events_with_tokens();
+        let mut extra = Vec::with_capacity(ev.len());
+        let mut tok_out: Vec<i32> = Vec::with_capacity(toks.len());
+        let mut offs: Vec<i64> = Vec::with_capacity(ev.len() + 1);
+        offs.push(0);
+        for e in &ev {
+            extra.push(e.extra_key);
+            tok_out.extend(
+                toks[e.tokens_start..e.tokens_start + e.tokens_len]
+                    .iter()
+                    .map(|&t| t as i32),
+            );
+            offs.push(tok_out.len() as i64);
+        }
         let n = ev.len();
         let mut hashes = Array2::<u8>::zeros((n, 32));
         let mut parents = Array2::<u8>::zeros((n, 32));
@@ -450,6 +475,9 @@ impl PyBlockManager {
             hashes.into_pyarray(py),
             parents.into_pyarray(py),
             has_parent.into_pyarray(py),
+            extra.into_pyarray(py),
+            tok_out.into_pyarray(py),
+            offs.into_pyarray(py),
         )
     }
 

@@ -168,12 +168,25 @@ impl BlockPool {
 
     /// Registers the (full, referenced) `block` in the prefix cache under `hash`.
     pub fn cache(&mut self, block: u32, hash: BlockHash, parent: Option<BlockHash>) {
+        self.cache_tokens(block, hash, parent, &[], 0);
+    }
+
+    /// [`cache`](Self::cache), recording the block's tokens and extra key in its event.
+    pub fn cache_tokens(
+        &mut self,
+        block: u32,
+        hash: BlockHash,
+        parent: Option<BlockHash>,
+        tokens: &[u32],
+        extra_key: u64,
+    ) {
         let i = block as usize;
         debug_assert!(self.hash[i].is_none(), "block {block} cached twice");
         debug_assert!(self.ref_cnt[i] > 0);
         self.hash[i] = Some(hash);
         self.cache.insert(hash, block);
-        self.events.stored(block, hash, parent);
+        self.events
+            .stored_tokens(block, hash, parent, tokens, extra_key);
     }
 
     /// Drops every cached hash of a free block (`reset_prefix_cache`); `false`

@@ -557,7 +557,9 @@ impl BlockManager {
             let upto = st.num_computed.min(st.num_tokens) / bs;
             for i in st.num_cached_blocks..upto {
                 let parent = if i == 0 { None } else { Some(st.hashes[i - 1]) };
-                self.pool.cache(st.blocks[i], st.hashes[i], parent);
+                let toks = &st.tokens[i * bs..(i + 1) * bs];
+                self.pool
+                    .cache_tokens(st.blocks[i], st.hashes[i], parent, toks, st.extra_key);
             }
             st.num_cached_blocks = st.num_cached_blocks.max(upto);
         }
@@ -777,7 +779,10 @@ impl BlockManager {
         for (i, r) in reuse.iter().enumerate().take(full) {
             if r.is_none() {
                 let parent = if i == 0 { None } else { Some(st.hashes[i - 1]) };
-                self.pool.cache(st.blocks[i], st.hashes[i], parent);
+                let bs = self.cfg.block_size;
+                let toks = &st.tokens[i * bs..(i + 1) * bs];
+                self.pool
+                    .cache_tokens(st.blocks[i], st.hashes[i], parent, toks, st.extra_key);
             }
         }
         st.num_cached_blocks = full;
@@ -1074,6 +1079,12 @@ impl BlockManager {
     /// Takes the prefix-cache events recorded since the last drain.
     pub fn drain_events(&mut self) -> Vec<BlockEvent> {
         self.pool.events.drain()
+    }
+
+    /// Takes the events and the token ids their ranges index (see
+    /// [`EventLog::drain_with_tokens`](super::events::EventLog::drain_with_tokens)).
+    pub fn drain_events_with_tokens(&mut self) -> (Vec<BlockEvent>, Vec<u32>) {
+        self.pool.events.drain_with_tokens()
     }
 
     /// Turns the event stream on or off.
