@@ -321,6 +321,9 @@ def record(path: str, n: int = 48) -> None:
                 "new": num_new_tokens,
                 "hit": [] if ncb is None else ncb.get_block_ids()[0],
                 "lookahead": args["num_lookahead_tokens"],
+                "full": args["full_sequence_must_fit"],
+                "num_tokens": request.num_tokens,
+                "reserved": args["reserved_blocks"],
                 "out": None if res is None else res.get_block_ids()[0],
             }
         )
