@@ -19,6 +19,10 @@ def test_constructor_and_allocate_slots_signatures_unchanged():
     init_sig, alloc_sig = adapter.signature_of_installed_vllm()
     assert init_sig == adapter.KV_CACHE_MANAGER_SIGNATURE
     assert alloc_sig == adapter.ALLOCATE_SLOTS_SIGNATURE
+    # ... and the adapter's own methods take exactly those parameters.
+    ours = adapter.SlabcacheKVCacheManager
+    assert adapter._params(ours.__init__) == adapter.KV_CACHE_MANAGER_SIGNATURE
+    assert adapter._params(ours.allocate_slots) == adapter.ALLOCATE_SLOTS_SIGNATURE
 
 
 def test_adapter_has_every_public_method_of_kv_cache_manager():

@@ -47,26 +47,49 @@ __all__ = [  # noqa: F822 - SlabcacheScheduler is built lazily by __getattr__
     "install",
 ]
 
-# The constructor signature this adapter mirrors (vLLM 0.33.0); the drift test
-# compares it with the installed vLLM's.
-KV_CACHE_MANAGER_SIGNATURE = (
-    "(self, kv_cache_config: 'KVCacheConfig', max_model_len: 'int', "
-    "scheduler_block_size: 'int', hash_block_size: 'int', "
-    "max_in_flight_tokens: 'int | None' = None, enable_caching: 'bool' = True, "
-    "use_eagle: 'bool' = False, num_hash_lookahead_tokens: 'int' = 0, "
-    "num_prefill_lookahead: 'int' = 0, log_stats: 'bool' = False, "
-    "enable_kv_cache_events: 'bool' = False, dcp_world_size: 'int' = 1, "
-    "pcp_world_size: 'int' = 1, metrics_collector: 'KVCacheMetricsCollector | None' = None, "
-    "watermark: 'float' = 0.0, enable_mamba_shared_prefix_checkpoint: 'bool' = False) -> None"
+# The parameters (name, default) this adapter mirrors (vLLM 0.33.0); the drift
+# test compares them with the installed vLLM's.
+_REQUIRED = "<required>"
+KV_CACHE_MANAGER_SIGNATURE: tuple[tuple[str, object], ...] = (
+    ("kv_cache_config", _REQUIRED),
+    ("max_model_len", _REQUIRED),
+    ("scheduler_block_size", _REQUIRED),
+    ("hash_block_size", _REQUIRED),
+    ("max_in_flight_tokens", None),
+    ("enable_caching", True),
+    ("use_eagle", False),
+    ("num_hash_lookahead_tokens", 0),
+    ("num_prefill_lookahead", 0),
+    ("log_stats", False),
+    ("enable_kv_cache_events", False),
+    ("dcp_world_size", 1),
+    ("pcp_world_size", 1),
+    ("metrics_collector", None),
+    ("watermark", 0.0),
+    ("enable_mamba_shared_prefix_checkpoint", False),
 )
-ALLOCATE_SLOTS_SIGNATURE = (
-    "(self, request: 'Request', num_new_tokens: 'int', num_new_computed_tokens: 'int' = 0, "
-    "new_computed_blocks: 'KVCacheBlocks | None' = None, num_lookahead_tokens: 'int' = 0, "
-    "num_external_computed_tokens: 'int' = 0, delay_cache_blocks: 'bool' = False, "
-    "num_encoder_tokens: 'int' = 0, full_sequence_must_fit: 'bool' = False, "
-    "reserved_blocks: 'int' = 0, has_scheduled_reqs: 'bool' = True, "
-    "skip_zeroing_group_ids: 'tuple[int, ...]' = ()) -> 'KVCacheBlocks | None'"
+ALLOCATE_SLOTS_SIGNATURE: tuple[tuple[str, object], ...] = (
+    ("request", _REQUIRED),
+    ("num_new_tokens", _REQUIRED),
+    ("num_new_computed_tokens", 0),
+    ("new_computed_blocks", None),
+    ("num_lookahead_tokens", 0),
+    ("num_external_computed_tokens", 0),
+    ("delay_cache_blocks", False),
+    ("num_encoder_tokens", 0),
+    ("full_sequence_must_fit", False),
+    ("reserved_blocks", 0),
+    ("has_scheduled_reqs", True),
+    ("skip_zeroing_group_ids", ()),
 )
+
+
+def _params(fn: Any) -> tuple[tuple[str, object], ...]:
+    return tuple(
+        (p.name, _REQUIRED if p.default is inspect.Parameter.empty else p.default)
+        for p in inspect.signature(fn).parameters.values()
+        if p.name != "self"
+    )
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -603,28 +626,48 @@ class SlabcacheKVCacheManager:
         return out
 
     def _convert_events(self, ev: Any) -> list[Any]:
+        """Core events as vLLM's: a run of stores that continue one chain
+        (each block's parent is the previous block, same extra key) is one
+        ``BlockStored`` with several hashes, as vLLM caches a request's newly
+        full blocks in one event; removals stay one per block."""
         from vllm.distributed.kv_events import MEDIUM_GPU, BlockRemoved, BlockStored
 
         out: list[Any] = []
+        last_hash: bytes | None = None
+        last_key = -1
         for i in range(len(ev)):
             h = bytes(ev.hashes[i])
             if ev.kinds[i] == ev.STORED:
                 parent = bytes(ev.parents[i]) if ev.has_parent[i] else None
-                lora = self._lora_of_key.get(int(ev.extra_keys[i]))
-                out.append(
-                    BlockStored(
-                        block_hashes=[h],
-                        parent_block_hash=parent,
-                        token_ids=ev.tokens_of(i).tolist(),
-                        block_size=self.block_size,
-                        lora_id=None if lora is None else lora[0],
-                        medium=MEDIUM_GPU,
-                        lora_name=None if lora is None else lora[1],
-                        group_idx=0,
+                key = int(ev.extra_keys[i])
+                toks = ev.tokens_of(i).tolist()
+                prev = out[-1] if out else None
+                if (
+                    isinstance(prev, BlockStored)
+                    and parent is not None
+                    and parent == last_hash
+                    and key == last_key
+                ):
+                    prev.block_hashes.append(h)
+                    prev.token_ids.extend(toks)
+                else:
+                    lora = self._lora_of_key.get(key)
+                    out.append(
+                        BlockStored(
+                            block_hashes=[h],
+                            parent_block_hash=parent,
+                            token_ids=toks,
+                            block_size=self.block_size,
+                            lora_id=None if lora is None else lora[0],
+                            medium=MEDIUM_GPU,
+                            lora_name=None if lora is None else lora[1],
+                            group_idx=0,
+                        )
                     )
-                )
+                last_hash, last_key = h, key
             else:
                 out.append(BlockRemoved(block_hashes=[h], medium=MEDIUM_GPU))
+                last_hash = None
         return out
 
     def get_blocks(self, request_id: str) -> Any:
@@ -721,11 +764,9 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-def signature_of_installed_vllm() -> tuple[str, str]:
-    """The installed vLLM's ``KVCacheManager.__init__`` and ``allocate_slots`` signatures."""
+def signature_of_installed_vllm() -> tuple[tuple[tuple[str, object], ...], ...]:
+    """The installed vLLM's ``KVCacheManager.__init__`` and ``allocate_slots``
+    parameters as ``(name, default)`` pairs."""
     from vllm.v1.core.kv_cache_manager import KVCacheManager
 
-    return (
-        str(inspect.signature(KVCacheManager.__init__)),
-        str(inspect.signature(KVCacheManager.allocate_slots)),
-    )
+    return _params(KVCacheManager.__init__), _params(KVCacheManager.allocate_slots)
