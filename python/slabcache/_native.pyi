@@ -318,6 +318,7 @@ class BlockManagerCore:
         token_ids: npt.NDArray[np.int32] | list[int],
         extra_key: int = 0,
         program: int | None = None,
+        max_hit_tokens: int | None = None,
     ) -> tuple[npt.NDArray[np.int32], int]: ...
     def allocate_slots(
         self,
@@ -326,6 +327,7 @@ class BlockManagerCore:
         token_ids: npt.NDArray[np.int32] | list[int] | None = None,
         num_lookahead_tokens: int = 0,
         now: float = 0.0,
+        reserve: int | None = None,
     ) -> npt.NDArray[np.int32] | None: ...
     def free(self, req_id: int) -> None: ...
     def fork(self, parent_id: int, child_id: int) -> None: ...
@@ -375,8 +377,12 @@ class BlockManagerCore:
         npt.NDArray[np.uint8],
         npt.NDArray[np.uint8],
         npt.NDArray[np.bool_],
+        npt.NDArray[np.uint64],
+        npt.NDArray[np.int32],
+        npt.NDArray[np.int64],
     ]:
-        """(kinds, block_ids, hashes (n, 32), parents (n, 32), has_parent)."""
+        """(kinds, block_ids, hashes (n, 32), parents (n, 32), has_parent,
+        extra_keys, token_ids, token_offsets (n + 1))."""
     def set_events_enabled(self, on: bool) -> None: ...
     def reset_prefix_cache(self) -> bool: ...
     def ref_count(self, block_id: int) -> int: ...
