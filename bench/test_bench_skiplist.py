@@ -87,7 +87,7 @@ def _bounds(keys: np.ndarray) -> list[tuple[int, int]]:
 def test_range_arrays_bskiplist(benchmark, data, filled) -> None:  # type: ignore[no-untyped-def]
     m, _ = filled
     bounds = _bounds(data[0])
-    out = benchmark(lambda: [m.range_arrays(lo, hi) for lo, hi in bounds])
+    out = benchmark(lambda: [m.range_arrays(lo, hi, inclusive=(True, False)) for lo, hi in bounds])
     assert all(len(k) == 1000 for k, _ in out)
 
 
@@ -95,7 +95,7 @@ def test_range_arrays_bskiplist(benchmark, data, filled) -> None:  # type: ignor
 def test_irange_bskiplist(benchmark, data, filled) -> None:  # type: ignore[no-untyped-def]
     m, _ = filled
     bounds = _bounds(data[0])
-    out = benchmark(lambda: [list(m.irange(lo, hi)) for lo, hi in bounds])
+    out = benchmark(lambda: [list(m.irange(lo, hi, inclusive=(True, False))) for lo, hi in bounds])
     assert all(len(k) == 1000 for k in out)
 
 
@@ -105,3 +105,44 @@ def test_irange_sorteddict(benchmark, data, filled) -> None:  # type: ignore[no-
     bounds = _bounds(data[0])
     out = benchmark(lambda: [list(sd.irange(lo, hi, inclusive=(True, False))) for lo, hi in bounds])
     assert all(len(k) == 1000 for k in out)
+
+
+@pytest.fixture(scope="module")
+def as_dict(data):  # type: ignore[no-untyped-def]
+    _, _, klist, vlist = data
+    return dict(zip(klist, vlist, strict=True))
+
+
+@pytest.mark.benchmark(group="skiplist: build 1M from a dict")
+def test_build_from_dict_bskiplist(benchmark, as_dict) -> None:  # type: ignore[no-untyped-def]
+    m = benchmark.pedantic(lambda: BSkipList(as_dict), rounds=3, iterations=1)
+    assert len(m) == N
+
+
+@pytest.mark.benchmark(group="skiplist: build 1M from a dict")
+def test_build_from_dict_sorteddict(benchmark, as_dict) -> None:  # type: ignore[no-untyped-def]
+    sd = benchmark.pedantic(lambda: SortedDict(as_dict), rounds=3, iterations=1)
+    assert len(sd) == N
+
+
+def _calls(data) -> list[int]:  # type: ignore[no-untyped-def]
+    return data[0][np.random.default_rng(9).integers(0, N, 20_000)].tolist()
+
+
+SINGLE = {
+    "getitem": lambda m, ks: [m[k] for k in ks],
+    "contains": lambda m, ks: [k in m for k in ks],
+    "peekitem_last": lambda m, ks: [m.peekitem() for _ in ks],
+    "peekitem_first": lambda m, ks: [m.peekitem(0) for _ in ks],
+    "bisect_left": lambda m, ks: [m.bisect_left(k) for k in ks],
+}
+
+
+@pytest.mark.parametrize("call", sorted(SINGLE))
+@pytest.mark.parametrize("impl", ["bskiplist", "sorteddict"])
+def test_single_item_calls(benchmark, data, filled, call, impl) -> None:  # type: ignore[no-untyped-def]
+    benchmark.group = f"skiplist: 20k single calls: {call}"
+    m = filled[0] if impl == "bskiplist" else filled[1]
+    ks = _calls(data)
+    out = benchmark(SINGLE[call], m, ks)
+    assert len(out) == len(ks)

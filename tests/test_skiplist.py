@@ -65,18 +65,22 @@ def test_every_key_type_orders_like_python(key_type: str, keys: list) -> None:
     ("key_type", "bad"),
     [("int", "x"), ("int", 1.5), ("float", "x"), ("bytes", "x"), ("str", b"x"), ("str", 3)],
 )
-def test_wrong_key_type_raises_type_error(key_type: str, bad: object) -> None:
+def test_wrong_key_type_raises_where_stored_and_is_absent_where_looked_up(
+    key_type: str, bad: object
+) -> None:
     m = BSkipList(key_type)
-    for call in (
-        lambda: m.__setitem__(bad, 1),
-        lambda: m[bad],
-        lambda: bad in m,
-        lambda: m.get(bad),
-        lambda: list(m.irange(bad)),
-    ):
+    for call in (lambda: m.__setitem__(bad, 1), lambda: m.setdefault(bad, 1)):
         with pytest.raises(InvalidTypeError) as exc:
             call()
         assert isinstance(exc.value, TypeError)
+    if not (key_type == "int" and bad == 1.5):  # a float end orders against int keys
+        with pytest.raises(InvalidTypeError):
+            list(m.irange(bad))
+    # A lookup answers like a dict: such a key is simply not there.
+    assert bad not in m and m.get(bad, "d") == "d" and m.pop(bad, "d") == "d"
+    for call in (lambda: m[bad], lambda: m.__delitem__(bad), lambda: m.pop(bad)):
+        with pytest.raises(NotFoundError):
+            call()
     assert len(m) == 0
 
 
@@ -99,15 +103,23 @@ def test_nan_and_out_of_range_keys_raise_value_error() -> None:
 
 def test_irange_bounds_and_reverse() -> None:
     m = BSkipList("int", {i: i * i for i in range(20)})
-    assert list(m.irange(3, 7)) == [3, 4, 5, 6]
+    # Both ends included by default, as SortedDict.irange.
+    assert list(m.irange(3, 7)) == [3, 4, 5, 6, 7]
+    assert list(m.irange(3, 7, inclusive=(True, False))) == [3, 4, 5, 6]
     assert list(m.irange(3, 7, inclusive=(False, True))) == [4, 5, 6, 7]
-    assert list(m.irange(3, 7, reverse=True)) == [6, 5, 4, 3]
-    assert list(m.irange(None, 2)) == [0, 1]
+    assert list(m.irange(3, 7, reverse=True)) == [7, 6, 5, 4, 3]
+    assert list(m.irange(None, 2)) == [0, 1, 2]
     assert list(m.irange(17)) == [17, 18, 19]
     assert list(m.irange(18, None, reverse=True)) == [19, 18]
-    assert list(m.items(2, 4)) == [(2, 4), (3, 9)]
-    assert list(m.values(2, 4)) == [4, 9]
-    assert list(m.keys(18)) == [18, 19]
+    assert list(m.irange_items(2, 3)) == [(2, 4), (3, 9)]
+    # Ends need not be keys, nor ints: they only have to order against them.
+    assert list(m.irange(2.5, 5.5)) == [3, 4, 5]
+    assert list(m.irange(2.0, 4.0, inclusive=(False, False))) == [3]
+    assert list(m.irange(-(2**70), 1)) == [0, 1] and list(m.irange(2**70)) == []
+    assert list(m.irange(18, 2**70)) == [18, 19]
+    for bad in ((True,), (True, False, True), "ab", (1, 0), None):
+        with pytest.raises((InvalidArgumentError, InvalidTypeError)):
+            m.irange(1, 5, inclusive=bad)  # type: ignore[arg-type]
     assert m.ceiling(5) == (5, 25) and m.ceiling(5, inclusive=False) == (6, 36)
     assert m.floor(5) == (5, 25) and m.floor(5, inclusive=False) == (4, 16)
     assert m.floor(-1) is None and m.ceiling(20) is None
@@ -133,7 +145,7 @@ def test_update_many_fast_path_and_object_values() -> None:
     assert values.dtype == np.int64
     assert values.tolist() == [0, 15, 0, 299_997]
     assert found.tolist() == [True, True, False, True]
-    ks, vs = m.range_arrays(10, 15)
+    ks, vs = m.range_arrays(10, 15, inclusive=(True, False))
     assert ks.dtype == np.int64 and ks.tolist() == [10, 11, 12, 13, 14]
     assert vs.tolist() == [30, 33, 36, 39, 42]
     ks, _ = m.range_arrays(99_998, None, inclusive=(False, True))
@@ -154,7 +166,7 @@ def test_update_many_fast_path_and_object_values() -> None:
 def test_batches_for_float_bytes_and_str_keys() -> None:
     f = BSkipList("float")
     f.update_many(np.array([0.5, -1.0, 2.0]), np.array([1, 2, 3]))
-    ks, vs = f.range_arrays(-1.0, 2.0)
+    ks, vs = f.range_arrays(-1.0, 2.0, inclusive=(True, False))
     assert ks.dtype == np.float64 and ks.tolist() == [-1.0, 0.5]
     assert vs.tolist() == [2, 1]
     f.update_many([3, 4], ["a", "b"])  # ints are fine float keys

@@ -18,6 +18,7 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidTypeError",
     "NotFoundError",
+    "IndexOutOfRangeError",
     "AlreadyExistsError",
     "InvalidFreeError",
     "DoubleFreeError",
@@ -27,6 +28,7 @@ __all__ = [
     "StorageError",
     "CorruptionError",
     "LockedError",
+    "NotBundledError",
 ]
 
 
@@ -47,6 +49,10 @@ class NotFoundError(SlabcacheError, KeyError):
 
     def __str__(self) -> str:  # KeyError's str() is repr(); keep the message readable
         return str(self.args[0]) if self.args else ""
+
+
+class IndexOutOfRangeError(SlabcacheError, IndexError):
+    """A position past either end of an ordered container."""
 
 
 class AlreadyExistsError(SlabcacheError, KeyError):
@@ -86,3 +92,7 @@ class CorruptionError(StorageError):
 
 class LockedError(StorageError):
     """Another process holds the store's lock."""
+
+
+class NotBundledError(SlabcacheError, FileNotFoundError):
+    """A file only the release wheel ships (the LD_PRELOAD library, the C header) is absent."""

@@ -1,12 +1,14 @@
 """``slabcache bench skiplist``: BSkipList against ``sortedcontainers.SortedDict``.
 
-Cases (int keys, int values, random order):
+Cases (int keys, int values, random order, 1M keys; 100k with ``--quick``):
 
-- bulk insert of N keys: ``update_many(keys, values)`` vs ``SortedDict.update``
-  (the peer gets ready-made Python lists, its best case);
-- point gets: ``get_many`` (one call) vs a loop of ``SortedDict[k]``, and a
-  loop of ``m[k]`` vs the same loop (per-call overhead, for honesty);
-- 1000-item range scan: ``range_arrays(lo, hi)`` vs ``list(SortedDict.irange(lo, hi))``,
+- building a map: ``update_many(arrays)``, ``BSkipList(dict)`` and
+  ``BSkipList(pairs)`` vs ``SortedDict(dict)`` / ``SortedDict(pairs)``;
+- point gets: ``get_many`` (one call) vs a loop of ``SortedDict[k]``;
+- single-item calls, one Python call per key, against the same call on
+  SortedDict: ``m[k]``, ``in``, ``get``, ``peekitem()``, ``peekitem(0)``,
+  ``bisect_left``, ``m[k] = v`` (new keys) and ``del m[k]``;
+- 1000-item range scan: ``range_arrays`` vs ``list(SortedDict.irange)``,
   and the lazy ``irange`` vs ``irange``;
 - memory per entry (RSS growth in a fresh subprocess, psutil).
 
@@ -20,6 +22,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 
@@ -86,147 +89,215 @@ def _data(n: int) -> tuple[np.ndarray, np.ndarray]:
     return keys, values
 
 
+def _pair(
+    out: list[Measurement],
+    case: str,
+    ours: float,
+    peer: float | None,
+    unit: str,
+    scale: float,
+    note: str = "",
+) -> None:
+    out.append(
+        Measurement(
+            case,
+            ours * scale,
+            unit,
+            PEER if peer is not None else None,
+            None if peer is None else peer * scale,
+            note=note,
+        )
+    )
+
+
 def run(ctx: BenchContext) -> list[Measurement]:
     n = 100_000 if ctx.quick else 1_000_000
     n_get = 20_000 if ctx.quick else 200_000
+    n_call = 20_000 if ctx.quick else 100_000
     repeat = 3 if ctx.quick else 5
     keys, values = _data(n)
     klist, vlist = keys.tolist(), values.tolist()
+    as_dict = dict(zip(klist, vlist, strict=True))
+    as_pairs = list(as_dict.items())
     have_peer = SortedDict is not None
     out: list[Measurement] = []
-    note_missing = "" if have_peer else "sortedcontainers not installed"
+    missing = "" if have_peer else "sortedcontainers not installed"
 
-    with ctx.task("skiplist", total=6) as advance:
-        # 1. Bulk insert.
-        def ours_insert() -> None:
+    def timed(fn, number: int = 1) -> float:  # type: ignore[no-untyped-def]
+        return time_per_call(fn, number=number, repeat=repeat)
+
+    def peer_timed(fn, number: int = 1) -> float | None:  # type: ignore[no-untyped-def]
+        return timed(fn, number) if have_peer else None
+
+    with ctx.task("skiplist", total=7) as advance:
+        # 1. Building a map: from numpy arrays, from a dict, from pairs.
+        def ours_arrays() -> None:
             m = BSkipList("int")
             m.update_many(keys, values)
 
-        def peer_insert() -> None:
-            sd = SortedDict()
-            sd.update(zip(klist, vlist, strict=False))
-
-        t_ours = time_per_call(ours_insert, number=1, repeat=repeat)
-        t_peer = time_per_call(peer_insert, number=1, repeat=repeat) if have_peer else None
-        out.append(
-            Measurement(
-                f"bulk insert {n:,} int keys (update_many)",
-                t_ours * 1e3,
-                "ms",
-                PEER if have_peer else None,
-                None if t_peer is None else t_peer * 1e3,
-                note=note_missing,
-            )
+        _pair(
+            out,
+            f"build {n:,} int keys: update_many(arrays) vs SortedDict(dict)",
+            timed(ours_arrays),
+            peer_timed(lambda: SortedDict(as_dict)),
+            "ms",
+            1e3,
+            missing,
+        )
+        _pair(
+            out,
+            f"build {n:,} int keys: BSkipList(dict) vs SortedDict(dict)",
+            timed(lambda: BSkipList(as_dict)),
+            peer_timed(lambda: SortedDict(as_dict)),
+            "ms",
+            1e3,
+            missing,
+        )
+        _pair(
+            out,
+            f"build {n:,} int keys: from a list of pairs",
+            timed(lambda: BSkipList(as_pairs)),
+            peer_timed(lambda: SortedDict(as_pairs)),
+            "ms",
+            1e3,
+            missing,
         )
         advance()
 
-        m = BSkipList("int")
-        m.update_many(keys, values)
-        sd = SortedDict(zip(klist, vlist, strict=False)) if have_peer else None
+        m = BSkipList(as_dict)
+        sd = SortedDict(as_dict) if have_peer else None
         rng = np.random.default_rng(3)
         probe = keys[rng.integers(0, n, n_get)]
-        probe_list = probe.tolist()
+        calls = probe[:n_call].tolist()
+        fresh = (np.setdiff1d(np.arange(n * 4, dtype=np.int64), keys)[:n_call]).tolist()
+        rng.shuffle(fresh)
 
-        # 2. Point gets, batched.
-        t_ours = time_per_call(lambda: m.get_many(probe), number=1, repeat=repeat)
-        t_peer = (
-            time_per_call(lambda: [sd[k] for k in probe_list], number=1, repeat=repeat)
-            if sd is not None
-            else None
-        )
-        out.append(
-            Measurement(
-                f"point gets x{n_get:,} (get_many vs loop)",
-                t_ours / n_get * 1e9,
-                "ns/key",
-                PEER if sd is not None else None,
-                None if t_peer is None else t_peer / n_get * 1e9,
-                note=note_missing,
-            )
+        # 2. Batched point gets (one core: the parallel path is off below 4 threads).
+        _pair(
+            out,
+            f"point gets x{n_get:,} (get_many vs a SortedDict[k] loop)",
+            timed(lambda: m.get_many(probe)),
+            None if sd is None else timed(lambda: [sd[k] for k in probe.tolist()]),
+            "ns/key",
+            1e9 / n_get,
+            missing,
         )
         advance()
 
-        # 3. Point gets, one Python call each (per-call overhead).
-        few = probe_list[:20_000]
-        t_ours = time_per_call(lambda: [m[k] for k in few], number=1, repeat=repeat)
-        t_peer = (
-            time_per_call(lambda: [sd[k] for k in few], number=1, repeat=repeat)
-            if sd is not None
-            else None
-        )
-        out.append(
-            Measurement(
-                "point get m[k], one call per key",
-                t_ours / len(few) * 1e9,
-                "ns/key",
-                PEER if sd is not None else None,
-                None if t_peer is None else t_peer / len(few) * 1e9,
-                note=note_missing or "dict lookup vs a native call: per-call overhead",
+        # 3. Single-item calls, one Python call each.
+        single = [
+            ("m[k]", lambda: [m[k] for k in calls], lambda: [sd[k] for k in calls]),
+            ("k in m", lambda: [k in m for k in calls], lambda: [k in sd for k in calls]),
+            (
+                "m.get(k)",
+                lambda: [m.get(k) for k in calls],
+                lambda: [sd.get(k) for k in calls],
+            ),
+            (
+                "m.peekitem() (last)",
+                lambda: [m.peekitem() for _ in calls],
+                lambda: [sd.peekitem() for _ in calls],
+            ),
+            (
+                "m.peekitem(0)",
+                lambda: [m.peekitem(0) for _ in calls],
+                lambda: [sd.peekitem(0) for _ in calls],
+            ),
+            (
+                "m.bisect_left(k) (no writes between calls)",
+                lambda: [m.bisect_left(k) for k in calls],
+                lambda: [sd.bisect_left(k) for k in calls],
+            ),
+        ]
+        for name, ours_fn, peer_fn in single:
+            _pair(
+                out,
+                f"{name}, one call per key",
+                timed(ours_fn),
+                None if sd is None else timed(peer_fn),
+                "ns/call",
+                1e9 / len(calls),
+                missing,
             )
-        )
         advance()
 
-        # 4. 1000-item range scans.
+        # 4. Writes one at a time: insert new keys, then delete them again
+        # (each pass restores the map, so repeats measure the same thing).
+        def ours_set_del() -> tuple[float, float]:
+            t0 = time.perf_counter_ns()
+            for k in fresh:
+                m[k] = 1
+            t1 = time.perf_counter_ns()
+            for k in fresh:
+                del m[k]
+            return (t1 - t0) / 1e9, (time.perf_counter_ns() - t1) / 1e9
+
+        def peer_set_del() -> tuple[float, float]:
+            t0 = time.perf_counter_ns()
+            for k in fresh:
+                sd[k] = 1
+            t1 = time.perf_counter_ns()
+            for k in fresh:
+                del sd[k]
+            return (t1 - t0) / 1e9, (time.perf_counter_ns() - t1) / 1e9
+
+        o = [ours_set_del() for _ in range(repeat)]
+        p = [peer_set_del() for _ in range(repeat)] if sd is not None else None
+        for i, name in enumerate(("m[k] = v (new key)", "del m[k]")):
+            _pair(
+                out,
+                f"{name}, one call per key",
+                min(x[i] for x in o),
+                None if p is None else min(x[i] for x in p),
+                "ns/call",
+                1e9 / len(fresh),
+                missing,
+            )
+        advance()
+
+        # 5. 1000-item range scans.
         sorted_keys = np.sort(keys)
         starts = rng.integers(0, n - 1001, 200)
         bounds = [(int(sorted_keys[s]), int(sorted_keys[s + 1000])) for s in starts]
-
-        def ours_scan() -> None:
-            for lo, hi in bounds:
-                m.range_arrays(lo, hi)
-
-        def peer_scan() -> None:
-            for lo, hi in bounds:
-                list(sd.irange(lo, hi, inclusive=(True, False)))
-
-        t_ours = time_per_call(ours_scan, number=1, repeat=repeat) / len(bounds)
+        half_open = (True, False)
         t_peer = (
-            time_per_call(peer_scan, number=1, repeat=repeat) / len(bounds)
+            timed(lambda: [list(sd.irange(lo, hi, inclusive=half_open)) for lo, hi in bounds])
             if sd is not None
             else None
         )
-        out.append(
-            Measurement(
-                "1000-item range scan (range_arrays vs list(irange))",
-                t_ours * 1e6,
-                "us/scan",
-                PEER if sd is not None else None,
-                None if t_peer is None else t_peer * 1e6,
-                note=note_missing or "ours returns keys and values",
-            )
+        _pair(
+            out,
+            "1000-item range scan (range_arrays vs list(irange))",
+            timed(lambda: [m.range_arrays(lo, hi, inclusive=half_open) for lo, hi in bounds]),
+            t_peer,
+            "us/scan",
+            1e6 / len(bounds),
+            missing or "ours returns keys and values",
         )
-
-        def ours_iscan() -> None:
-            for lo, hi in bounds:
-                list(m.irange(lo, hi))
-
-        t_ours = time_per_call(ours_iscan, number=1, repeat=repeat) / len(bounds)
-        out.append(
-            Measurement(
-                "1000-item range scan (lazy irange vs irange)",
-                t_ours * 1e6,
-                "us/scan",
-                PEER if sd is not None else None,
-                None if t_peer is None else t_peer * 1e6,
-                note=note_missing,
-            )
+        _pair(
+            out,
+            "1000-item range scan (lazy irange vs irange)",
+            timed(lambda: [list(m.irange(lo, hi, inclusive=half_open)) for lo, hi in bounds]),
+            t_peer,
+            "us/scan",
+            1e6 / len(bounds),
+            missing,
         )
         advance()
 
-        # 5. Memory per entry, each in a fresh process.
+        # 6. Memory per entry, each in a fresh process.
         n_mem = 200_000 if ctx.quick else 1_000_000
         ours_mem = _rss_per_entry(n_mem, "bskiplist")
         peer_mem = _rss_per_entry(n_mem, "sorteddict") if have_peer else None
         if ours_mem is not None:
-            out.append(
-                Measurement(
-                    f"memory per int->int entry ({n_mem:,} entries, RSS)",
-                    ours_mem,
-                    "bytes",
-                    PEER if peer_mem is not None else None,
-                    peer_mem,
-                    note=note_missing,
-                )
+            _pair(
+                out,
+                f"memory per int->int entry ({n_mem:,} entries, RSS)",
+                ours_mem,
+                peer_mem,
+                "bytes",
+                1.0,
+                missing,
             )
         advance()
     return out

@@ -1,24 +1,30 @@
 //! Bindings of the concurrent B-skiplist (`slabcache.skiplist.BSkipList`).
 //!
-//! No logic here: the core map is instantiated with one key type per
-//! `key_type` ("int" -> i64, "float" -> F64Key, "bytes" -> Vec<u8>, "str" ->
-//! String) and a value type that keeps Python ints as plain `i64` (the int
-//! fast path never touches a Python object) and anything else as a reference.
-//! Batch calls (`update_many`, `get_many`, `range_arrays`) release the GIL
-//! around the core work for int and float keys.
+//! No logic here beyond conversions: the core map is instantiated with one
+//! key type per `key_type` ("int" -> i64, "float" -> F64Key, "bytes" ->
+//! Vec<u8>, "str" -> String), chosen at construction or from the first key
+//! stored, and a value type that keeps Python ints as plain `i64` (the int
+//! fast path never touches a Python object) and anything else as a
+//! reference. The mapping dunders and the hot `SortedDict` calls are native
+//! (no Python frame per call). Batch calls release the GIL around the core
+//! work for int and float keys.
 
 use std::ops::Bound as Edge;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, OnceLock};
 
 use numpy::{PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyFloat, PyInt, PyString, PyTuple};
-use slabcache_core::skiplist::{BSkipList, F64Key, RangeCursor};
+use pyo3::sync::GILOnceCell;
+use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
+use pyo3::{PyTraverseError, PyVisit};
+use slabcache_core::skiplist::{BSkipList, F64Key, PositionIndex, RangeCursor};
 use slabcache_core::ErrorKind;
 
 use crate::errors::{py_err, IntoPyResult};
 
-/// A stored value: a Python int that fits in i64 is kept unboxed.
+/// A stored value: a Python int (exactly `int`, not `bool`) that fits in i64
+/// is kept unboxed; anything else is a reference to the object itself.
 #[derive(Clone)]
 pub enum PyValue {
     Int(i64),
@@ -26,6 +32,7 @@ pub enum PyValue {
 }
 
 impl PyValue {
+    #[inline]
     fn from_py(obj: &Bound<'_, PyAny>) -> Self {
         if obj.is_exact_instance_of::<PyInt>() {
             if let Ok(i) = obj.extract::<i64>() {
@@ -35,6 +42,7 @@ impl PyValue {
         PyValue::Obj(Arc::new(obj.clone().unbind()))
     }
 
+    #[inline]
     fn to_py(&self, py: Python<'_>) -> PyObject {
         match self {
             PyValue::Int(i) => i.into_pyobject(py).expect("int").into_any().unbind(),
@@ -43,11 +51,95 @@ impl PyValue {
     }
 }
 
+/// `numpy.integer` and `numpy.floating`, looked up once (numpy scalars are
+/// keys like the Python numbers they stand for).
+static NUMPY_SCALARS: GILOnceCell<(Py<PyType>, Py<PyType>)> = GILOnceCell::new();
+
+fn numpy_kind(obj: &Bound<'_, PyAny>) -> Option<char> {
+    let py = obj.py();
+    let (int_t, float_t) = NUMPY_SCALARS
+        .get_or_try_init(py, || -> PyResult<_> {
+            let np = py.import("numpy")?;
+            Ok((
+                np.getattr("integer")?.downcast_into::<PyType>()?.unbind(),
+                np.getattr("floating")?.downcast_into::<PyType>()?.unbind(),
+            ))
+        })
+        .ok()?;
+    if obj.is_instance(int_t.bind(py)).unwrap_or(false) {
+        Some('i')
+    } else if obj.is_instance(float_t.bind(py)).unwrap_or(false) {
+        Some('f')
+    } else {
+        None
+    }
+}
+
+/// An int key as a Python int: `int` itself, or a numpy integer via `__index__`.
+fn as_int<'py>(obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+    if obj.is_instance_of::<PyInt>() {
+        Some(obj.clone())
+    } else if numpy_kind(obj) == Some('i') {
+        obj.call_method0("__index__").ok()
+    } else {
+        None
+    }
+}
+
 /// Conversion of one key type between Python and the core.
 pub trait PyKey: Ord + Clone + Send + Sync + Sized + 'static {
     const NAME: &'static str;
+    /// A key to store: the wrong type raises `InvalidTypeError`, an invalid
+    /// value (NaN, out of range, inexact) `InvalidArgumentError`.
     fn from_py(obj: &Bound<'_, PyAny>) -> PyResult<Self>;
+    /// A key to look up: `None` when `obj` cannot equal any key of this map
+    /// (as a dict answers `False` for such a key instead of raising).
+    fn lookup(obj: &Bound<'_, PyAny>) -> Option<Self> {
+        Self::from_py(obj).ok()
+    }
+    /// A range end; `lower` says which end. Ends need not be keys of this
+    /// type where they still order against them (a float end on an int map).
+    fn edge(obj: &Bound<'_, PyAny>, inclusive: bool, _lower: bool) -> PyResult<Edge<Self>> {
+        let k = Self::from_py(obj)?;
+        Ok(if inclusive {
+            Edge::Included(k)
+        } else {
+            Edge::Excluded(k)
+        })
+    }
     fn to_py(&self, py: Python<'_>) -> PyObject;
+    /// Whether `key` fits what `map` already holds (tuple maps: the type of
+    /// each position); `add` records new positions.
+    fn fits(_map: &Shared<Self>, _key: &Self, _add: bool) -> bool {
+        true
+    }
+}
+
+/// A key to store in `map`.
+#[inline]
+fn admit<K: PyKey>(map: &Shared<K>, obj: &Bound<'_, PyAny>) -> PyResult<K> {
+    let k = K::from_py(obj)?;
+    if !K::fits(map, &k, true) {
+        return Err(mixed_tuple(obj));
+    }
+    Ok(k)
+}
+
+/// A key to look up in `map` (`None`: no key of the map can equal it).
+#[inline]
+fn find<K: PyKey>(map: &Shared<K>, obj: &Bound<'_, PyAny>) -> Option<K> {
+    K::lookup(obj).filter(|k| K::fits(map, k, false))
+}
+
+fn mixed_tuple(obj: &Bound<'_, PyAny>) -> PyErr {
+    py_err(
+        ErrorKind::InvalidType,
+        format!(
+            "tuple key {} has a component whose type differs from the keys already stored at \
+             that position (Python cannot order them)",
+            obj.repr().map(|r| r.to_string()).unwrap_or_default()
+        ),
+    )
 }
 
 fn wrong_type(want: &str, obj: &Bound<'_, PyAny>) -> PyErr {
@@ -64,15 +156,92 @@ fn wrong_type(want: &str, obj: &Bound<'_, PyAny>) -> PyErr {
 
 impl PyKey for i64 {
     const NAME: &'static str = "int";
+    #[inline]
     fn from_py(obj: &Bound<'_, PyAny>) -> PyResult<Self> {
-        if !obj.is_instance_of::<PyInt>() {
-            return Err(wrong_type("int", obj));
+        if obj.is_exact_instance_of::<PyInt>() {
+            if let Ok(i) = obj.extract::<i64>() {
+                return Ok(i);
+            }
         }
-        obj.extract::<i64>().map_err(|_| {
+        let Some(int) = as_int(obj) else {
+            return Err(wrong_type("int", obj));
+        };
+        int.extract::<i64>().map_err(|_| {
             py_err(
                 ErrorKind::InvalidArgument,
                 "int key out of the 64-bit signed range",
             )
+        })
+    }
+    #[inline]
+    fn lookup(obj: &Bound<'_, PyAny>) -> Option<Self> {
+        if obj.is_exact_instance_of::<PyInt>() {
+            return obj.extract::<i64>().ok();
+        }
+        if let Some(int) = as_int(obj) {
+            return int.extract::<i64>().ok();
+        }
+        // 3.0 == 3, as in a dict.
+        let f = float_of(obj)?;
+        (f.fract() == 0.0 && f >= -(2f64.powi(63)) && f < 2f64.powi(63)).then_some(f as i64)
+    }
+    fn edge(obj: &Bound<'_, PyAny>, inclusive: bool, lower: bool) -> PyResult<Edge<Self>> {
+        // Ints outside the i64 range and non-integral floats are valid ends:
+        // they are rounded inwards to the nearest i64 end that selects the
+        // same keys.
+        let (v, exact): (f64, Option<i128>) = if let Some(int) = as_int(obj) {
+            match int.extract::<i64>() {
+                Ok(i) => (i as f64, Some(i as i128)),
+                Err(_) => {
+                    let neg = int.lt(0i64)?;
+                    (
+                        if neg {
+                            f64::NEG_INFINITY
+                        } else {
+                            f64::INFINITY
+                        },
+                        None,
+                    )
+                }
+            }
+        } else if let Some(f) = float_of(obj) {
+            if f.is_nan() {
+                return Err(py_err(
+                    ErrorKind::InvalidArgument,
+                    "NaN is not a valid bound",
+                ));
+            }
+            (f, None)
+        } else {
+            return Err(wrong_type("int", obj));
+        };
+        if let Some(i) = exact {
+            let i = i as i64;
+            return Ok(if inclusive {
+                Edge::Included(i)
+            } else {
+                Edge::Excluded(i)
+            });
+        }
+        let (min, max) = (-(2f64.powi(63)), 2f64.powi(63));
+        Ok(if lower {
+            if v < min {
+                Edge::Unbounded
+            } else if v >= max {
+                Edge::Excluded(i64::MAX)
+            } else if v.fract() == 0.0 && !inclusive {
+                Edge::Excluded(v as i64)
+            } else {
+                Edge::Included(v.ceil() as i64)
+            }
+        } else if v >= max {
+            Edge::Unbounded
+        } else if v < min {
+            Edge::Excluded(i64::MIN)
+        } else if v.fract() == 0.0 && !inclusive {
+            Edge::Excluded(v as i64)
+        } else {
+            Edge::Included(v.floor() as i64)
         })
     }
     fn to_py(&self, py: Python<'_>) -> PyObject {
@@ -80,13 +249,54 @@ impl PyKey for i64 {
     }
 }
 
+/// The value of a float-like key object (float, numpy floating), if it is one.
+fn float_of(obj: &Bound<'_, PyAny>) -> Option<f64> {
+    if obj.is_instance_of::<PyFloat>() || numpy_kind(obj) == Some('f') {
+        obj.extract::<f64>().ok()
+    } else {
+        None
+    }
+}
+
+/// An int as a float key, refusing ints no float equals (they would
+/// silently collide with a neighbour: 2**53 + 1 would land on 2**53).
+fn exact_float_of_int(int: &Bound<'_, PyAny>) -> PyResult<f64> {
+    if let Ok(i) = int.extract::<i64>() {
+        let f = i as f64;
+        // `f as i128` is exact for every finite f64 in this range.
+        if f as i128 == i as i128 {
+            return Ok(f);
+        }
+    } else {
+        match int.extract::<f64>() {
+            Ok(f) if int.eq(PyFloat::new(int.py(), f))? => return Ok(f),
+            Ok(_) => {}
+            Err(_) => {
+                return Err(py_err(
+                    ErrorKind::InvalidArgument,
+                    "int too large for a float key",
+                ))
+            }
+        }
+    }
+    Err(py_err(
+        ErrorKind::InvalidArgument,
+        "int is not exactly representable as a float key (it would collide with its neighbour)",
+    ))
+}
+
 impl PyKey for F64Key {
     const NAME: &'static str = "float";
+    #[inline]
     fn from_py(obj: &Bound<'_, PyAny>) -> PyResult<Self> {
-        if !(obj.is_instance_of::<PyFloat>() || obj.is_instance_of::<PyInt>()) {
+        let f = if let Some(f) = float_of(obj) {
+            f
+        } else if let Some(int) = as_int(obj) {
+            exact_float_of_int(&int)?
+        } else {
             return Err(wrong_type("float", obj));
-        }
-        F64Key::new(obj.extract::<f64>()?).py()
+        };
+        F64Key::new(f).py()
     }
     fn to_py(&self, py: Python<'_>) -> PyObject {
         self.get()
@@ -114,7 +324,12 @@ impl PyKey for String {
     const NAME: &'static str = "str";
     fn from_py(obj: &Bound<'_, PyAny>) -> PyResult<Self> {
         match obj.downcast::<PyString>() {
-            Ok(s) => Ok(s.to_str()?.to_owned()),
+            Ok(s) => s.to_str().map(str::to_owned).map_err(|_| {
+                py_err(
+                    ErrorKind::InvalidArgument,
+                    "str key is not valid Unicode (a lone surrogate?)",
+                )
+            }),
             Err(_) => Err(wrong_type("str", obj)),
         }
     }
@@ -123,7 +338,252 @@ impl PyKey for String {
     }
 }
 
-type Map<K> = Arc<BSkipList<K, PyValue>>;
+/// A tuple key, stored as an order-preserving byte string: each component
+/// is a tag byte and a self-delimiting encoding whose byte order is the
+/// value order (ints sign-flipped big-endian, floats sign-folded, str and
+/// bytes with 0x00 escaped and a 0x00 0x00 end), so comparing the bytes
+/// compares the tuples as Python does. Each position holds one type per map
+/// (see `TupleSchema`): Python refuses to order `'a'` against `1`, and a
+/// silent order between them would be wrong data.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub struct TupleKey(Vec<u8>);
+
+const T_INT: u8 = 1;
+const T_FLOAT: u8 = 2;
+const T_BYTES: u8 = 3;
+const T_STR: u8 = 4;
+
+fn put_escaped(out: &mut Vec<u8>, b: &[u8]) {
+    for &c in b {
+        out.push(c);
+        if c == 0 {
+            out.push(0xFF);
+        }
+    }
+    out.extend_from_slice(&[0, 0]);
+}
+
+fn take_escaped(b: &[u8], at: &mut usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    while *at < b.len() {
+        let c = b[*at];
+        if c == 0 {
+            if b.get(*at + 1) == Some(&0xFF) {
+                out.push(0);
+                *at += 2;
+                continue;
+            }
+            *at += 2;
+            break;
+        }
+        out.push(c);
+        *at += 1;
+    }
+    out
+}
+
+impl TupleKey {
+    /// The type tag of each component, read back from the encoding.
+    fn tags(&self) -> Vec<u8> {
+        let b = &self.0;
+        let (mut at, mut tags) = (0, Vec::new());
+        while at < b.len() {
+            let tag = b[at];
+            tags.push(tag);
+            at += 1;
+            if tag == T_INT || tag == T_FLOAT {
+                at += 8;
+            } else {
+                take_escaped(b, &mut at);
+            }
+        }
+        tags
+    }
+
+    /// The encoding and the type tag of each component.
+    fn encode(obj: &Bound<'_, PyAny>) -> PyResult<(Self, Vec<u8>)> {
+        let t = obj
+            .downcast::<PyTuple>()
+            .map_err(|_| wrong_type("tuple", obj))?;
+        let mut out = Vec::with_capacity(t.len() * 9);
+        let mut tags = Vec::with_capacity(t.len());
+        for c in t.iter() {
+            if c.is_instance_of::<PyString>() {
+                out.push(T_STR);
+                put_escaped(&mut out, String::from_py(&c)?.as_bytes());
+                tags.push(T_STR);
+            } else if c.is_instance_of::<PyBytes>() {
+                out.push(T_BYTES);
+                put_escaped(&mut out, c.downcast::<PyBytes>()?.as_bytes());
+                tags.push(T_BYTES);
+            } else if let Some(f) = float_of(&c) {
+                let f = F64Key::new(f).py()?.get();
+                let bits = f.to_bits();
+                let folded = if bits >> 63 == 1 {
+                    !bits
+                } else {
+                    bits ^ (1 << 63)
+                };
+                out.push(T_FLOAT);
+                out.extend_from_slice(&folded.to_be_bytes());
+                tags.push(T_FLOAT);
+            } else if as_int(&c).is_some() {
+                let i = i64::from_py(&c)?;
+                out.push(T_INT);
+                out.extend_from_slice(&((i as u64) ^ (1 << 63)).to_be_bytes());
+                tags.push(T_INT);
+            } else {
+                return Err(py_err(
+                    ErrorKind::InvalidType,
+                    format!(
+                        "tuple key components are int, float, bytes or str; got {}",
+                        c.get_type()
+                            .name()
+                            .map(|n| n.to_string())
+                            .unwrap_or_else(|_| "?".into())
+                    ),
+                ));
+            }
+        }
+        Ok((TupleKey(out), tags))
+    }
+}
+
+/// The component type each tuple position holds in one map, fixed by the
+/// first key that reaches that position.
+#[derive(Default)]
+pub struct TupleSchema(std::sync::Mutex<Vec<u8>>);
+
+impl TupleSchema {
+    /// Whether `tags` fits, extending the schema with new positions if `add`.
+    fn fits(&self, tags: &[u8], add: bool) -> bool {
+        let mut known = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let common = known.len().min(tags.len());
+        if known[..common] != tags[..common] {
+            return false;
+        }
+        if add && tags.len() > known.len() {
+            known.extend_from_slice(&tags[common..]);
+        }
+        true
+    }
+}
+
+impl PyKey for TupleKey {
+    const NAME: &'static str = "tuple";
+    fn fits(map: &Shared<Self>, key: &Self, add: bool) -> bool {
+        map.schema.fits(&key.tags(), add)
+    }
+    fn from_py(obj: &Bound<'_, PyAny>) -> PyResult<Self> {
+        Ok(Self::encode(obj)?.0)
+    }
+    fn to_py(&self, py: Python<'_>) -> PyObject {
+        let b = &self.0;
+        let mut at = 0;
+        let mut items: Vec<PyObject> = Vec::new();
+        while at < b.len() {
+            let tag = b[at];
+            at += 1;
+            items.push(match tag {
+                T_INT | T_FLOAT => {
+                    let mut w = [0u8; 8];
+                    w.copy_from_slice(&b[at..at + 8]);
+                    at += 8;
+                    let u = u64::from_be_bytes(w);
+                    if tag == T_INT {
+                        ((u ^ (1 << 63)) as i64).to_py(py)
+                    } else {
+                        let bits = if u >> 63 == 1 { u ^ (1 << 63) } else { !u };
+                        F64Key::new(f64::from_bits(bits))
+                            .expect("stored floats are not NaN")
+                            .to_py(py)
+                    }
+                }
+                T_BYTES => PyBytes::new(py, &take_escaped(b, &mut at))
+                    .into_any()
+                    .unbind(),
+                _ => {
+                    let raw = take_escaped(b, &mut at);
+                    PyString::new(py, std::str::from_utf8(&raw).expect("stored str is UTF-8"))
+                        .into_any()
+                        .unbind()
+                }
+            });
+        }
+        PyTuple::new(py, items).expect("tuple").into_any().unbind()
+    }
+}
+
+/// One typed map plus what the binding keeps beside it.
+pub struct Shared<K> {
+    list: BSkipList<K, PyValue>,
+    /// Keys added or removed: the layout `positions` was built for.
+    shape: AtomicU64,
+    /// The leaf layout as of `shape`, so positional calls (`bisect`,
+    /// `peekitem(i)`, `index`, `keys()[i]`) are `O(log n)` between writes.
+    positions: std::sync::Mutex<Option<(u64, PositionIndex<K>)>>,
+    /// Tuple maps only: the component type of each position.
+    schema: TupleSchema,
+}
+
+impl<K: Ord + Clone + Send + Sync + 'static> Default for Shared<K> {
+    fn default() -> Self {
+        Shared {
+            list: BSkipList::new(),
+            shape: AtomicU64::new(0),
+            positions: std::sync::Mutex::new(None),
+            schema: TupleSchema::default(),
+        }
+    }
+}
+
+/// Batches at least this big give their sort buffers back to the OS after.
+const TRIM_AFTER: usize = 1 << 16;
+
+fn after_big_batch(n: usize) {
+    if n >= TRIM_AFTER {
+        slabcache_core::skiplist::release_free_memory();
+    }
+}
+
+impl<K: Ord + Clone + Send + Sync + 'static> Shared<K> {
+    #[inline]
+    fn removed(&self) {
+        self.reshaped();
+    }
+
+    /// Call after adding keys (before any later positional call).
+    #[inline]
+    fn reshaped(&self) {
+        self.shape.fetch_add(1, Ordering::Release);
+    }
+
+    /// Runs `f` with a position index no older than the last write.
+    fn with_positions<R>(&self, f: impl FnOnce(&PositionIndex<K>) -> R) -> R {
+        // Read the count first: a write after this point makes the index
+        // built below stale, and its count then differs next time.
+        let now = self.shape.load(Ordering::Acquire);
+        let mut slot = self.positions.lock().unwrap_or_else(|e| e.into_inner());
+        match &*slot {
+            Some((v, idx)) if *v == now => f(idx),
+            _ => {
+                let idx = self.list.position_index();
+                let out = f(&idx);
+                *slot = Some((now, idx));
+                out
+            }
+        }
+    }
+}
+
+impl<K> std::ops::Deref for Shared<K> {
+    type Target = BSkipList<K, PyValue>;
+    fn deref(&self) -> &Self::Target {
+        &self.list
+    }
+}
+
+type Map<K> = Arc<Shared<K>>;
 
 #[derive(Clone)]
 enum AnyMap {
@@ -131,12 +591,63 @@ enum AnyMap {
     Float(Map<F64Key>),
     Bytes(Map<Vec<u8>>),
     Str(Map<String>),
+    Tuple(Map<TupleKey>),
 }
+
+impl AnyMap {
+    fn of_type(key_type: &str) -> PyResult<Self> {
+        Ok(match key_type {
+            "int" => AnyMap::Int(Arc::default()),
+            "float" => AnyMap::Float(Arc::default()),
+            "bytes" => AnyMap::Bytes(Arc::default()),
+            "str" => AnyMap::Str(Arc::default()),
+            "tuple" => AnyMap::Tuple(Arc::default()),
+            other => {
+                return Err(py_err(
+                    ErrorKind::InvalidArgument,
+                    format!(
+                        "key_type must be 'int', 'float', 'bytes', 'str' or 'tuple', got {other:?}"
+                    ),
+                ))
+            }
+        })
+    }
+
+    /// The map type for a first key (a dict's keys are inferred the same way
+    /// a user would name them).
+    fn for_key(key: &Bound<'_, PyAny>) -> PyResult<Self> {
+        if key.is_instance_of::<PyString>() {
+            Self::of_type("str")
+        } else if key.is_instance_of::<PyBytes>() {
+            Self::of_type("bytes")
+        } else if key.is_instance_of::<PyFloat>() || numpy_kind(key) == Some('f') {
+            Self::of_type("float")
+        } else if as_int(key).is_some() {
+            Self::of_type("int")
+        } else if key.is_instance_of::<PyTuple>() {
+            Self::of_type("tuple")
+        } else {
+            Err(py_err(
+                ErrorKind::InvalidType,
+                format!(
+                    "BSkipList keys are int, float, bytes, str or tuple; got a key of type {}",
+                    key.get_type()
+                        .name()
+                        .map(|n| n.to_string())
+                        .unwrap_or_else(|_| "?".into())
+                ),
+            ))
+        }
+    }
+}
+
+/// The map a map whose key type is not chosen yet reads from: always empty.
+static EMPTY: LazyLock<AnyMap> = LazyLock::new(|| AnyMap::Int(Arc::default()));
 
 /// Runs `$body` with `$m` bound to the typed map, `$K` to its key type.
 macro_rules! with_map {
-    ($self:expr, $m:ident, $K:ident, $body:expr) => {
-        match &$self.map {
+    ($map:expr, $m:ident, $K:ident, $body:expr) => {
+        match $map {
             AnyMap::Int($m) => {
                 type $K = i64;
                 $body
@@ -153,17 +664,31 @@ macro_rules! with_map {
                 type $K = String;
                 $body
             }
+            AnyMap::Tuple($m) => {
+                type $K = TupleKey;
+                $body
+            }
         }
     };
 }
 
-fn bound<K: PyKey>(key: Option<&Bound<'_, PyAny>>, inclusive: bool) -> PyResult<Edge<K>> {
-    Ok(match key {
+fn edge<K: PyKey>(
+    map: &Shared<K>,
+    key: Option<&Bound<'_, PyAny>>,
+    inclusive: bool,
+    lower: bool,
+) -> PyResult<Edge<K>> {
+    let e = match key {
         None => Edge::Unbounded,
         Some(k) if k.is_none() => Edge::Unbounded,
-        Some(k) if inclusive => Edge::Included(K::from_py(k)?),
-        Some(k) => Edge::Excluded(K::from_py(k)?),
-    })
+        Some(k) => K::edge(k, inclusive, lower)?,
+    };
+    if let (Edge::Included(k) | Edge::Excluded(k), Some(obj)) = (&e, key) {
+        if !K::fits(map, k, false) {
+            return Err(mixed_tuple(obj));
+        }
+    }
+    Ok(e)
 }
 
 fn entry<K: PyKey>(
@@ -172,6 +697,17 @@ fn entry<K: PyKey>(
 ) -> PyResult<Option<Bound<'_, PyTuple>>> {
     e.map(|(k, v)| PyTuple::new(py, [k.to_py(py), v.to_py(py)]))
         .transpose()
+}
+
+/// A key, a value or a `(key, value)` tuple, per `mode` 0, 1, 2.
+fn shaped<K: PyKey>(py: Python<'_>, k: &K, v: &PyValue, mode: u8) -> PyResult<PyObject> {
+    Ok(match mode {
+        0 => k.to_py(py),
+        1 => v.to_py(py),
+        _ => PyTuple::new(py, [k.to_py(py), v.to_py(py)])?
+            .into_any()
+            .unbind(),
+    })
 }
 
 /// Values as an int64 array when every one is an int, else an object array.
@@ -197,357 +733,19 @@ fn values_array<'py>(py: Python<'py>, vals: &[Option<PyValue>]) -> Bound<'py, Py
     }
 }
 
-/// The native map; `slabcache.skiplist.BSkipList` wraps it.
-#[pyclass(name = "BSkipListCore", module = "slabcache._native", frozen, subclass)]
-pub struct PyBSkipList {
-    map: AnyMap,
-}
+static INDEX_ERROR: GILOnceCell<Py<PyType>> = GILOnceCell::new();
 
-#[pymethods]
-impl PyBSkipList {
-    /// Extra arguments are for the Python subclass's `__init__`.
-    #[new]
-    #[pyo3(signature = (key_type = "int", *_args, **_kwargs))]
-    fn new(
-        key_type: &str,
-        _args: &Bound<'_, PyTuple>,
-        _kwargs: Option<&Bound<'_, pyo3::types::PyDict>>,
-    ) -> PyResult<Self> {
-        let map = match key_type {
-            "int" => AnyMap::Int(Arc::default()),
-            "float" => AnyMap::Float(Arc::default()),
-            "bytes" => AnyMap::Bytes(Arc::default()),
-            "str" => AnyMap::Str(Arc::default()),
-            other => {
-                return Err(py_err(
-                    ErrorKind::InvalidArgument,
-                    format!("key_type must be 'int', 'float', 'bytes' or 'str', got {other:?}"),
-                ))
-            }
-        };
-        Ok(PyBSkipList { map })
-    }
-
-    #[getter]
-    fn key_type(&self) -> &'static str {
-        with_map!(self, _m, K, K::NAME)
-    }
-
-    fn __len__(&self) -> usize {
-        with_map!(self, m, _K, m.len())
-    }
-
-    fn __contains__(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
-        self.contains(key)
-    }
-
-    fn __getitem__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<PyObject> {
-        with_map!(
-            self,
-            m,
-            K,
-            match m.get(&K::from_py(key)?) {
-                Some(v) => Ok(v.to_py(py)),
-                None => Err(key_error(py, key)),
-            }
-        )
-    }
-
-    fn __setitem__(&self, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.insert(key, value)
-    }
-
-    fn __delitem__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<()> {
-        with_map!(
-            self,
-            m,
-            K,
-            match m.remove(&K::from_py(key)?) {
-                Some(_) => Ok(()),
-                None => Err(key_error(py, key)),
-            }
-        )
-    }
-
-    #[pyo3(name = "_contains")]
-    fn contains(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
-        with_map!(self, m, K, Ok(m.contains_key(&K::from_py(key)?)))
-    }
-
-    /// The value, or `default` when absent.
-    #[pyo3(name = "_get")]
-    fn get(&self, py: Python<'_>, key: &Bound<'_, PyAny>, default: PyObject) -> PyResult<PyObject> {
-        with_map!(
-            self,
-            m,
-            K,
-            Ok(m.get(&K::from_py(key)?).map_or(default, |v| v.to_py(py)))
-        )
-    }
-
-    #[pyo3(name = "_insert")]
-    fn insert(&self, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        with_map!(self, m, K, {
-            m.insert(K::from_py(key)?, PyValue::from_py(value));
-            Ok(())
-        })
-    }
-
-    /// Removes the key; its value, or `default` when absent.
-    #[pyo3(name = "_remove")]
-    fn remove(
-        &self,
-        py: Python<'_>,
-        key: &Bound<'_, PyAny>,
-        default: PyObject,
-    ) -> PyResult<PyObject> {
-        with_map!(
-            self,
-            m,
-            K,
-            Ok(m.remove(&K::from_py(key)?).map_or(default, |v| v.to_py(py)))
-        )
-    }
-
-    #[pyo3(name = "_setdefault")]
-    fn setdefault(
-        &self,
-        py: Python<'_>,
-        key: &Bound<'_, PyAny>,
-        value: &Bound<'_, PyAny>,
-    ) -> PyResult<PyObject> {
-        with_map!(
-            self,
-            m,
-            K,
-            Ok(m.get_or_insert(K::from_py(key)?, PyValue::from_py(value))
-                .to_py(py))
-        )
-    }
-
-    #[pyo3(name = "_first")]
-    fn first<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
-        with_map!(self, m, _K, entry(py, m.first()))
-    }
-
-    #[pyo3(name = "_last")]
-    fn last<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
-        with_map!(self, m, _K, entry(py, m.last()))
-    }
-
-    #[pyo3(name = "_pop_first")]
-    fn pop_first<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
-        with_map!(self, m, _K, entry(py, m.pop_first()))
-    }
-
-    #[pyo3(name = "_lower_bound")]
-    fn lower_bound<'py>(
-        &self,
-        py: Python<'py>,
-        key: &Bound<'py, PyAny>,
-        inclusive: bool,
-    ) -> PyResult<Option<Bound<'py, PyTuple>>> {
-        with_map!(self, m, K, {
-            let b = bound::<K>(Some(key), inclusive)?;
-            entry(py, m.lower_bound(b.as_ref()))
-        })
-    }
-
-    #[pyo3(name = "_upper_bound")]
-    fn upper_bound<'py>(
-        &self,
-        py: Python<'py>,
-        key: &Bound<'py, PyAny>,
-        inclusive: bool,
-    ) -> PyResult<Option<Bound<'py, PyTuple>>> {
-        with_map!(self, m, K, {
-            let b = bound::<K>(Some(key), inclusive)?;
-            entry(py, m.upper_bound(b.as_ref()))
-        })
-    }
-
-    #[pyo3(name = "_clear")]
-    fn clear(&self, py: Python<'_>) {
-        with_map!(self, m, _K, py.allow_threads(|| m.clear()))
-    }
-
-    /// A lazy iterator: `mode` 0 keys, 1 values, 2 (key, value) items.
-    #[pyo3(signature = (lo, hi, lo_inclusive, hi_inclusive, reverse, mode))]
-    #[pyo3(name = "_iter")]
-    fn iter(
-        &self,
-        lo: Option<&Bound<'_, PyAny>>,
-        hi: Option<&Bound<'_, PyAny>>,
-        lo_inclusive: bool,
-        hi_inclusive: bool,
-        reverse: bool,
-        mode: u8,
-    ) -> PyResult<PySkipListIter> {
-        let cursor = match &self.map {
-            AnyMap::Int(_) => AnyCursor::Int(RangeCursor::new(
-                bound(lo, lo_inclusive)?,
-                bound(hi, hi_inclusive)?,
-            )),
-            AnyMap::Float(_) => AnyCursor::Float(RangeCursor::new(
-                bound(lo, lo_inclusive)?,
-                bound(hi, hi_inclusive)?,
-            )),
-            AnyMap::Bytes(_) => AnyCursor::Bytes(RangeCursor::new(
-                bound(lo, lo_inclusive)?,
-                bound(hi, hi_inclusive)?,
-            )),
-            AnyMap::Str(_) => AnyCursor::Str(RangeCursor::new(
-                bound(lo, lo_inclusive)?,
-                bound(hi, hi_inclusive)?,
-            )),
-        };
-        Ok(PySkipListIter {
-            map: self.map.clone(),
-            state: std::sync::Mutex::new(cursor),
-            reverse,
-            mode,
-        })
-    }
-
-    /// Int64 keys (int map) or float64 keys (float map) with int64 values:
-    /// converted and inserted with the GIL released.
-    #[pyo3(name = "_update_many_numeric")]
-    fn update_many_numeric(
-        &self,
-        py: Python<'_>,
-        keys: &Bound<'_, PyAny>,
-        values: PyReadonlyArray1<'_, i64>,
-    ) -> PyResult<()> {
-        let vals = values.as_slice()?.to_vec();
-        match &self.map {
-            AnyMap::Int(m) => {
-                let keys: PyReadonlyArray1<'_, i64> = keys
-                    .extract()
-                    .map_err(|_| py_err(ErrorKind::InvalidType, "keys must be an int64 array"))?;
-                let keys = keys.as_slice()?.to_vec();
-                check_len(keys.len(), vals.len())?;
-                py.allow_threads(|| {
-                    m.insert_many(
-                        keys.into_iter()
-                            .zip(vals)
-                            .map(|(k, v)| (k, PyValue::Int(v)))
-                            .collect(),
-                    )
-                });
-                Ok(())
-            }
-            AnyMap::Float(m) => {
-                let keys = float_keys(keys)?;
-                check_len(keys.len(), vals.len())?;
-                py.allow_threads(|| {
-                    m.insert_many(
-                        keys.into_iter()
-                            .zip(vals)
-                            .map(|(k, v)| (k, PyValue::Int(v)))
-                            .collect(),
-                    )
-                });
-                Ok(())
-            }
-            _ => Err(py_err(
-                ErrorKind::InvalidType,
-                "numeric batch needs an int or float map",
-            )),
-        }
-    }
-
-    /// Any keys (a sequence) and any values (a sequence of the same length).
-    /// Every key is checked before anything is inserted.
-    #[pyo3(name = "_update_many_objects")]
-    fn update_many_objects(
-        &self,
-        keys: &Bound<'_, PyAny>,
-        values: &Bound<'_, PyAny>,
-    ) -> PyResult<()> {
-        with_map!(self, m, K, {
-            let ks: Vec<K> = keys
-                .try_iter()?
-                .map(|k| K::from_py(&k?))
-                .collect::<PyResult<_>>()?;
-            let vs: Vec<PyValue> = values
-                .try_iter()?
-                .map(|v| Ok(PyValue::from_py(&v?)))
-                .collect::<PyResult<_>>()?;
-            check_len(ks.len(), vs.len())?;
-            m.insert_many(ks.into_iter().zip(vs).collect());
-            Ok(())
-        })
-    }
-
-    /// `(values, found)`: values is int64 (0 where missing) when every found
-    /// value is an int, else an object array (None where missing).
-    #[pyo3(name = "_get_many")]
-    fn get_many<'py>(
-        &self,
-        py: Python<'py>,
-        keys: &Bound<'py, PyAny>,
-    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyArray1<bool>>)> {
-        let vals: Vec<Option<PyValue>> = match &self.map {
-            AnyMap::Int(m) => {
-                let keys: PyReadonlyArray1<'_, i64> = keys
-                    .extract()
-                    .map_err(|_| py_err(ErrorKind::InvalidType, "keys must be an int64 array"))?;
-                let keys = keys.as_slice()?.to_vec();
-                py.allow_threads(|| m.get_many(&keys))
-            }
-            AnyMap::Float(m) => {
-                let keys = float_keys(keys)?;
-                py.allow_threads(|| m.get_many(&keys))
-            }
-            _ => with_map!(self, m, K, {
-                let ks: Vec<K> = keys
-                    .try_iter()?
-                    .map(|k| K::from_py(&k?))
-                    .collect::<PyResult<_>>()?;
-                m.get_many(&ks)
-            }),
-        };
-        let found: Vec<bool> = vals.iter().map(Option::is_some).collect();
-        Ok((values_array(py, &vals), PyArray1::from_vec(py, found)))
-    }
-
-    /// `(keys, values)` of the entries in the range, ascending; numpy arrays
-    /// (int64/float64 keys for int/float maps, object arrays otherwise).
-    #[pyo3(signature = (lo, hi, lo_inclusive, hi_inclusive))]
-    #[pyo3(name = "_range_arrays")]
-    fn range_arrays<'py>(
-        &self,
-        py: Python<'py>,
-        lo: Option<&Bound<'py, PyAny>>,
-        hi: Option<&Bound<'py, PyAny>>,
-        lo_inclusive: bool,
-        hi_inclusive: bool,
-    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-        match &self.map {
-            AnyMap::Int(m) => {
-                let (lo, hi) = (
-                    bound::<i64>(lo, lo_inclusive)?,
-                    bound::<i64>(hi, hi_inclusive)?,
-                );
-                let (ks, vs) = py.allow_threads(|| collect_range(m, &lo, &hi));
-                Ok((PyArray1::from_vec(py, ks).into_any(), values_array(py, &vs)))
-            }
-            AnyMap::Float(m) => {
-                let (lo, hi) = (
-                    bound::<F64Key>(lo, lo_inclusive)?,
-                    bound::<F64Key>(hi, hi_inclusive)?,
-                );
-                let (ks, vs) = py.allow_threads(|| collect_range(m, &lo, &hi));
-                let ks: Vec<f64> = ks.into_iter().map(F64Key::get).collect();
-                Ok((PyArray1::from_vec(py, ks).into_any(), values_array(py, &vs)))
-            }
-            _ => with_map!(self, m, K, {
-                let (lo, hi) = (bound::<K>(lo, lo_inclusive)?, bound::<K>(hi, hi_inclusive)?);
-                let (ks, vs) = collect_range(m, &lo, &hi);
-                let ks: Vec<PyObject> = ks.iter().map(|k| k.to_py(py)).collect();
-                Ok((PyArray1::from_vec(py, ks).into_any(), values_array(py, &vs)))
-            }),
-        }
+/// `slabcache.errors.IndexOutOfRangeError` (an `IndexError`).
+fn index_error(py: Python<'_>, msg: &str) -> PyErr {
+    match INDEX_ERROR.get_or_try_init(py, || -> PyResult<_> {
+        Ok(py
+            .import("slabcache.errors")?
+            .getattr("IndexOutOfRangeError")?
+            .downcast_into::<PyType>()?
+            .unbind())
+    }) {
+        Ok(cls) => PyErr::from_type(cls.bind(py).clone(), msg.to_owned()),
+        Err(e) => e,
     }
 }
 
@@ -567,6 +765,682 @@ fn check_len(keys: usize, values: usize) -> PyResult<()> {
         ));
     }
     Ok(())
+}
+
+/// A position counted from the end when negative; `None` when out of range.
+fn position(index: isize, len: usize) -> Option<usize> {
+    let i = if index < 0 {
+        index + len as isize
+    } else {
+        index
+    };
+    (i >= 0 && (i as usize) < len).then_some(i as usize)
+}
+
+/// The native map; `slabcache.skiplist.BSkipList` subclasses it.
+#[pyclass(
+    name = "BSkipListCore",
+    module = "slabcache._native",
+    frozen,
+    subclass,
+    weakref
+)]
+pub struct PyBSkipList {
+    /// Unset until a key type is named or the first key is stored.
+    map: OnceLock<AnyMap>,
+}
+
+impl PyBSkipList {
+    #[inline]
+    fn reading(&self) -> &AnyMap {
+        self.map.get().unwrap_or(&EMPTY)
+    }
+
+    /// The map, choosing its key type from `key` if not chosen yet.
+    #[inline]
+    fn writing(&self, key: &Bound<'_, PyAny>) -> PyResult<&AnyMap> {
+        if let Some(m) = self.map.get() {
+            return Ok(m);
+        }
+        let fresh = AnyMap::for_key(key)?;
+        Ok(self.map.get_or_init(|| fresh))
+    }
+
+    fn pop_at<'py>(&self, py: Python<'py>, index: isize) -> PyResult<Bound<'py, PyTuple>> {
+        let empty = || py_err(ErrorKind::NotFound, "popitem(): BSkipList is empty");
+        loop {
+            let got = with_map!(self.reading(), m, _K, {
+                // The ends need no length (a sum over counter stripes) and no positions.
+                let e = match index {
+                    0 => m.pop_first().ok_or_else(empty)?.into(),
+                    -1 => {
+                        let (k, _) = m.last().ok_or_else(empty)?;
+                        m.remove(&k).map(|v| (k, v))
+                    }
+                    _ => {
+                        let len = m.len();
+                        if len == 0 {
+                            return Err(empty());
+                        }
+                        let Some(i) = position(index, len) else {
+                            return Err(index_error(py, "popitem index out of range"));
+                        };
+                        m.with_positions(|idx| m.nth_indexed(idx, i))
+                            .and_then(|(k, _)| m.remove(&k).map(|v| (k, v)))
+                    }
+                };
+                if e.is_some() {
+                    m.removed();
+                }
+                entry(py, e)?
+            });
+            // None: another thread took it first; look again.
+            if let Some(t) = got {
+                return Ok(t);
+            }
+        }
+    }
+}
+
+#[pymethods]
+impl PyBSkipList {
+    /// Arguments are for the Python subclass's `__init__`.
+    #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> Self {
+        PyBSkipList {
+            map: OnceLock::new(),
+        }
+    }
+
+    /// Chooses the key type; naming the one already chosen is a no-op.
+    fn _set_key_type(&self, key_type: &str) -> PyResult<()> {
+        let fresh = AnyMap::of_type(key_type)?;
+        let now = self.map.get_or_init(|| fresh);
+        let have = with_map!(now, _m, K, K::NAME);
+        if have != key_type {
+            return Err(py_err(
+                ErrorKind::InvalidArgument,
+                format!("this BSkipList already has {have} keys, not {key_type}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// "int", "float", "bytes" or "str"; None until the first key is stored.
+    #[getter]
+    fn key_type(&self) -> Option<&'static str> {
+        self.map.get().map(|m| with_map!(m, _m, K, K::NAME))
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        let Some(map) = self.map.get() else {
+            return Ok(());
+        };
+        let mut res = Ok(());
+        with_map!(map, m, K, {
+            m.for_each_in::<K>(Edge::Unbounded, Edge::Unbounded, |_, v| {
+                if let (Ok(()), PyValue::Obj(o)) = (&res, v) {
+                    res = visit.call(&**o);
+                }
+            })
+        });
+        res
+    }
+
+    fn __clear__(&self) {
+        if let Some(map) = self.map.get() {
+            with_map!(map, m, _K, {
+                m.clear();
+                m.removed();
+            });
+            // Values removed are dropped once no reader can see them; with no
+            // other thread reading that is now, so the collector sees the
+            // cycle it is breaking go away.
+            slabcache_core::skiplist::reclaim_garbage();
+        }
+    }
+
+    fn __len__(&self) -> usize {
+        with_map!(self.reading(), m, _K, m.len())
+    }
+
+    fn __contains__(&self, key: &Bound<'_, PyAny>) -> bool {
+        with_map!(self.reading(), m, _K, {
+            find(m, key).is_some_and(|k| m.contains_key(&k))
+        })
+    }
+
+    fn __getitem__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+        with_map!(self.reading(), m, _K, {
+            match find(m, key).and_then(|k| m.get(&k)) {
+                Some(v) => Ok(v.to_py(py)),
+                None => Err(key_error(py, key)),
+            }
+        })
+    }
+
+    fn __setitem__(&self, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        with_map!(self.writing(key)?, m, _K, {
+            if m.insert(admit(m, key)?, PyValue::from_py(value)).is_none() {
+                m.reshaped();
+            }
+            Ok(())
+        })
+    }
+
+    fn __delitem__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<()> {
+        with_map!(self.reading(), m, _K, {
+            match find(m, key).and_then(|k| m.remove(&k)) {
+                Some(_) => {
+                    m.removed();
+                    Ok(())
+                }
+                None => Err(key_error(py, key)),
+            }
+        })
+    }
+
+    /// Every entry, one leaf (a list) at a time: `mode` 0 keys, 1 values, 2 items.
+    fn _leaves(&self, reverse: bool, mode: u8) -> PySkipListIter {
+        PySkipListIter::all(self.reading(), reverse, mode)
+    }
+
+    /// The value of `key`, or `default` (also for a key of another type).
+    #[pyo3(signature = (key, default = None))]
+    fn get(&self, py: Python<'_>, key: &Bound<'_, PyAny>, default: Option<PyObject>) -> PyObject {
+        with_map!(self.reading(), m, _K, {
+            match find(m, key).and_then(|k| m.get(&k)) {
+                Some(v) => v.to_py(py),
+                None => default.unwrap_or_else(|| py.None()),
+            }
+        })
+    }
+
+    /// Removes `key` and returns its value; `default`, or `KeyError`, if absent.
+    #[pyo3(signature = (key, *default))]
+    fn pop(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        default: &Bound<'_, PyTuple>,
+    ) -> PyResult<PyObject> {
+        if default.len() > 1 {
+            return Err(py_err(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "pop expected at most 2 arguments, got {}",
+                    default.len() + 1
+                ),
+            ));
+        }
+        with_map!(self.reading(), m, _K, {
+            match find(m, key).and_then(|k| m.remove(&k)) {
+                Some(v) => {
+                    m.removed();
+                    Ok(v.to_py(py))
+                }
+                None if default.len() == 1 => Ok(default.get_item(0)?.unbind()),
+                None => Err(key_error(py, key)),
+            }
+        })
+    }
+
+    /// Atomically: the value of `key`, inserting `default` first if absent.
+    #[pyo3(signature = (key, default = None))]
+    fn setdefault(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        default: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyObject> {
+        let none = py.None().into_bound(py);
+        let value = default.unwrap_or(&none);
+        with_map!(self.writing(key)?, m, _K, {
+            let v = m.get_or_insert(admit(m, key)?, PyValue::from_py(value));
+            m.reshaped();
+            Ok(v.to_py(py))
+        })
+    }
+
+    /// The `(key, value)` at position `index` (default: the last).
+    #[pyo3(signature = (index = -1))]
+    fn peekitem<'py>(&self, py: Python<'py>, index: isize) -> PyResult<Bound<'py, PyTuple>> {
+        self._nth(py, index, 2)?
+            .into_bound(py)
+            .downcast_into::<PyTuple>()
+            .map_err(PyErr::from)
+    }
+
+    /// Removes and returns the `(key, value)` at position `index` (default:
+    /// the last). `KeyError` when empty, `IndexError` when out of range.
+    #[pyo3(signature = (index = -1))]
+    fn popitem<'py>(&self, py: Python<'py>, index: isize) -> PyResult<Bound<'py, PyTuple>> {
+        self.pop_at(py, index)
+    }
+
+    /// The key, value or item (`mode` 0, 1, 2) at position `index`;
+    /// `IndexError` when out of range.
+    fn _nth(&self, py: Python<'_>, index: isize, mode: u8) -> PyResult<PyObject> {
+        let out_of_range = || index_error(py, "BSkipList index out of range");
+        with_map!(self.reading(), m, _K, {
+            let e = match index {
+                0 => m.first(),
+                -1 => m.last(),
+                _ => {
+                    let len = m.len();
+                    let Some(i) = position(index, len) else {
+                        return Err(out_of_range());
+                    };
+                    if i == 0 {
+                        m.first()
+                    } else if i == len - 1 {
+                        m.last()
+                    } else {
+                        m.with_positions(|idx| m.nth_indexed(idx, i))
+                    }
+                }
+            };
+            match e {
+                Some((k, v)) => shaped(py, &k, &v, mode),
+                None => Err(out_of_range()),
+            }
+        })
+    }
+
+    /// The position `key` has or would take (keys `< key`).
+    fn bisect_left(&self, key: &Bound<'_, PyAny>) -> PyResult<usize> {
+        self.count_below(key, true)
+    }
+
+    /// The position after `key` (keys `<= key`).
+    fn bisect_right(&self, key: &Bound<'_, PyAny>) -> PyResult<usize> {
+        self.count_below(key, false)
+    }
+
+    /// Same as `bisect_right`.
+    fn bisect(&self, key: &Bound<'_, PyAny>) -> PyResult<usize> {
+        self.count_below(key, false)
+    }
+
+    /// Keys below `key` (`< key` if `inclusive`, else `<= key`).
+    fn count_below(&self, key: &Bound<'_, PyAny>, inclusive: bool) -> PyResult<usize> {
+        let Some(map) = self.map.get() else {
+            return Ok(0);
+        };
+        with_map!(map, m, K, {
+            Ok(match edge::<K>(m, Some(key), inclusive, true)? {
+                Edge::Unbounded => 0,
+                e => m.with_positions(|idx| m.count_below_indexed(idx, e.as_ref())),
+            })
+        })
+    }
+
+    fn _first<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        with_map!(self.reading(), m, _K, entry(py, m.first()))
+    }
+
+    fn _last<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        with_map!(self.reading(), m, _K, entry(py, m.last()))
+    }
+
+    fn _pop_first<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        with_map!(self.reading(), m, _K, {
+            let e = m.pop_first();
+            if e.is_some() {
+                m.removed();
+            }
+            entry(py, e)
+        })
+    }
+
+    fn _lower_bound<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        inclusive: bool,
+    ) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        let Some(map) = self.map.get() else {
+            return Ok(None);
+        };
+        with_map!(map, m, K, {
+            let b = edge::<K>(m, Some(key), inclusive, true)?;
+            entry(py, m.lower_bound(b.as_ref()))
+        })
+    }
+
+    fn _upper_bound<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        inclusive: bool,
+    ) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        let Some(map) = self.map.get() else {
+            return Ok(None);
+        };
+        with_map!(map, m, K, {
+            let b = edge::<K>(m, Some(key), inclusive, false)?;
+            entry(py, m.upper_bound(b.as_ref()))
+        })
+    }
+
+    fn _clear(&self, py: Python<'_>) {
+        with_map!(self.reading(), m, _K, {
+            py.allow_threads(|| m.clear());
+            m.removed();
+        })
+    }
+
+    /// Checks the structure's invariants; raises `AssertionError` if broken.
+    fn _check(&self) -> PyResult<()> {
+        with_map!(self.reading(), m, _K, {
+            m.check_invariants()
+                .map_err(pyo3::exceptions::PyAssertionError::new_err)
+        })
+    }
+
+    /// Copies every entry into `other` (an empty map with no key type yet).
+    fn _copy_into(&self, py: Python<'_>, other: &PyBSkipList) -> PyResult<()> {
+        let Some(map) = self.map.get() else {
+            return Ok(());
+        };
+        let kt = with_map!(map, _m, K, K::NAME);
+        other._set_key_type(kt)?;
+        match (map, other.reading()) {
+            (AnyMap::Int(a), AnyMap::Int(b)) => py.allow_threads(|| copy_all(a, b)),
+            (AnyMap::Float(a), AnyMap::Float(b)) => py.allow_threads(|| copy_all(a, b)),
+            (AnyMap::Bytes(a), AnyMap::Bytes(b)) => copy_all(a, b),
+            (AnyMap::Str(a), AnyMap::Str(b)) => copy_all(a, b),
+            (AnyMap::Tuple(a), AnyMap::Tuple(b)) => {
+                b.schema
+                    .fits(&a.schema.0.lock().unwrap_or_else(|e| e.into_inner()), true);
+                copy_all(a, b)
+            }
+            _ => unreachable!("key type set just above"),
+        }
+        Ok(())
+    }
+
+    /// A lazy range iterator, one leaf (a list) at a time: `mode` 0 keys,
+    /// 1 values, 2 (key, value) items.
+    #[pyo3(signature = (lo, hi, lo_inclusive, hi_inclusive, reverse, mode))]
+    fn _range_leaves(
+        &self,
+        lo: Option<&Bound<'_, PyAny>>,
+        hi: Option<&Bound<'_, PyAny>>,
+        lo_inclusive: bool,
+        hi_inclusive: bool,
+        reverse: bool,
+        mode: u8,
+    ) -> PyResult<PySkipListIter> {
+        let Some(map) = self.map.get() else {
+            return Ok(PySkipListIter::all(&EMPTY, reverse, mode));
+        };
+        let cursor = match map {
+            AnyMap::Int(m) => AnyCursor::Int(RangeCursor::new(
+                edge(m, lo, lo_inclusive, true)?,
+                edge(m, hi, hi_inclusive, false)?,
+            )),
+            AnyMap::Float(m) => AnyCursor::Float(RangeCursor::new(
+                edge(m, lo, lo_inclusive, true)?,
+                edge(m, hi, hi_inclusive, false)?,
+            )),
+            AnyMap::Bytes(m) => AnyCursor::Bytes(RangeCursor::new(
+                edge(m, lo, lo_inclusive, true)?,
+                edge(m, hi, hi_inclusive, false)?,
+            )),
+            AnyMap::Str(m) => AnyCursor::Str(RangeCursor::new(
+                edge(m, lo, lo_inclusive, true)?,
+                edge(m, hi, hi_inclusive, false)?,
+            )),
+            AnyMap::Tuple(m) => AnyCursor::Tuple(RangeCursor::new(
+                edge(m, lo, lo_inclusive, true)?,
+                edge(m, hi, hi_inclusive, false)?,
+            )),
+        };
+        Ok(PySkipListIter::new(map, cursor, reverse, mode))
+    }
+
+    /// Int64 keys (int map) or float64 keys (float map) with int64 values:
+    /// converted and inserted with the GIL released.
+    fn _update_many_numeric(
+        &self,
+        py: Python<'_>,
+        keys: &Bound<'_, PyAny>,
+        values: PyReadonlyArray1<'_, i64>,
+    ) -> PyResult<()> {
+        let vals = values.as_slice()?.to_vec();
+        match self.reading() {
+            AnyMap::Int(m) => {
+                let keys: PyReadonlyArray1<'_, i64> = keys
+                    .extract()
+                    .map_err(|_| py_err(ErrorKind::InvalidType, "keys must be an int64 array"))?;
+                let keys = keys.as_slice()?.to_vec();
+                check_len(keys.len(), vals.len())?;
+                let n = keys.len();
+                py.allow_threads(|| {
+                    m.insert_many(
+                        keys.into_iter()
+                            .zip(vals)
+                            .map(|(k, v)| (k, PyValue::Int(v)))
+                            .collect(),
+                    );
+                    after_big_batch(n);
+                });
+                m.reshaped();
+                Ok(())
+            }
+            AnyMap::Float(m) => {
+                let keys = float_keys(keys)?;
+                check_len(keys.len(), vals.len())?;
+                let n = keys.len();
+                py.allow_threads(|| {
+                    m.insert_many(
+                        keys.into_iter()
+                            .zip(vals)
+                            .map(|(k, v)| (k, PyValue::Int(v)))
+                            .collect(),
+                    );
+                    after_big_batch(n);
+                });
+                m.reshaped();
+                Ok(())
+            }
+            _ => Err(py_err(
+                ErrorKind::InvalidType,
+                "numeric batch needs an int or float map",
+            )),
+        }
+    }
+
+    /// Any keys (an iterable) and any values (an iterable of the same
+    /// length). Every key is checked before anything is inserted.
+    fn _update_many_objects(
+        &self,
+        keys: &Bound<'_, PyAny>,
+        values: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let keys: Vec<Bound<'_, PyAny>> = keys.try_iter()?.collect::<PyResult<_>>()?;
+        let Some(first) = keys.first() else {
+            let n = values.try_iter()?.count();
+            return check_len(0, n);
+        };
+        with_map!(self.writing(first)?, m, K, {
+            let ks: Vec<K> = keys.iter().map(|k| admit(m, k)).collect::<PyResult<_>>()?;
+            let vs: Vec<PyValue> = values
+                .try_iter()?
+                .map(|v| Ok(PyValue::from_py(&v?)))
+                .collect::<PyResult<_>>()?;
+            check_len(ks.len(), vs.len())?;
+            let n = ks.len();
+            m.insert_many(ks.into_iter().zip(vs).collect());
+            after_big_batch(n);
+            m.reshaped();
+            Ok(())
+        })
+    }
+
+    /// Inserts a dict's items, or `(key, value)` pairs from an iterable, in
+    /// one batch (later duplicates win). Nothing is inserted if any pair or
+    /// key is bad.
+    fn _update_from(&self, source: &Bound<'_, PyAny>) -> PyResult<()> {
+        if let Ok(d) = source.downcast_exact::<PyDict>() {
+            // One pass, converting as we go (the common "build from a dict").
+            let Some((first, _)) = d.iter().next() else {
+                return Ok(());
+            };
+            return with_map!(self.writing(&first)?, m, _K, {
+                let mut items = Vec::with_capacity(d.len());
+                for (k, v) in d.iter() {
+                    items.push((admit(m, &k)?, PyValue::from_py(&v)));
+                }
+                // A dict's keys are distinct (equal keys hash alike).
+                let n = items.len();
+                m.insert_many_distinct(items);
+                after_big_batch(n);
+                m.reshaped();
+                Ok(())
+            });
+        }
+        let mut pairs: Vec<(Bound<'_, PyAny>, Bound<'_, PyAny>)> = Vec::new();
+        for (i, item) in source.try_iter()?.enumerate() {
+            let item = item?;
+            if let Ok(t) = item.downcast_exact::<PyTuple>() {
+                if t.len() == 2 {
+                    pairs.push((t.get_item(0)?, t.get_item(1)?));
+                    continue;
+                }
+            }
+            let parts: Vec<Bound<'_, PyAny>> = match item.try_iter() {
+                Ok(it) => it.collect::<PyResult<_>>()?,
+                Err(_) => {
+                    return Err(py_err(
+                        ErrorKind::InvalidType,
+                        format!("update sequence element #{i} is not a (key, value) pair"),
+                    ))
+                }
+            };
+            let [k, v]: [Bound<'_, PyAny>; 2] = parts.try_into().map_err(|p: Vec<_>| {
+                py_err(
+                    ErrorKind::InvalidArgument,
+                    format!(
+                        "update sequence element #{i} has length {}; 2 is required",
+                        p.len()
+                    ),
+                )
+            })?;
+            pairs.push((k, v));
+        }
+        let Some((first, _)) = pairs.first() else {
+            return Ok(());
+        };
+        with_map!(self.writing(first)?, m, _K, {
+            let items: Vec<_> = pairs
+                .iter()
+                .map(|(k, v)| Ok((admit(m, k)?, PyValue::from_py(v))))
+                .collect::<PyResult<_>>()?;
+            insert_batch(m, items);
+            Ok(())
+        })
+    }
+
+    /// `(values, found)`: values is int64 (0 where missing) when every found
+    /// value is an int, else an object array (None where missing).
+    fn _get_many<'py>(
+        &self,
+        py: Python<'py>,
+        keys: &Bound<'py, PyAny>,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyArray1<bool>>)> {
+        let vals: Vec<Option<PyValue>> = match self.reading() {
+            AnyMap::Int(m) => {
+                let keys: PyReadonlyArray1<'_, i64> = keys
+                    .extract()
+                    .map_err(|_| py_err(ErrorKind::InvalidType, "keys must be an int64 array"))?;
+                let keys = keys.as_slice()?;
+                py.allow_threads(|| m.get_many(keys))
+            }
+            AnyMap::Float(m) => {
+                let keys = float_keys(keys)?;
+                py.allow_threads(|| m.get_many(&keys))
+            }
+            map => with_map!(map, m, _K, {
+                keys.try_iter()?
+                    .map(|k| Ok(find(m, &k?).and_then(|k| m.get(&k))))
+                    .collect::<PyResult<_>>()?
+            }),
+        };
+        let found: Vec<bool> = vals.iter().map(Option::is_some).collect();
+        Ok((values_array(py, &vals), PyArray1::from_vec(py, found)))
+    }
+
+    /// `(keys, values)` of the entries in the range, ascending; numpy arrays
+    /// (int64/float64 keys for int/float maps, object arrays otherwise).
+    #[pyo3(signature = (lo, hi, lo_inclusive, hi_inclusive))]
+    fn _range_arrays<'py>(
+        &self,
+        py: Python<'py>,
+        lo: Option<&Bound<'py, PyAny>>,
+        hi: Option<&Bound<'py, PyAny>>,
+        lo_inclusive: bool,
+        hi_inclusive: bool,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+        let Some(map) = self.map.get() else {
+            return Ok((
+                PyArray1::<i64>::from_vec(py, vec![]).into_any(),
+                PyArray1::<i64>::from_vec(py, vec![]).into_any(),
+            ));
+        };
+        match map {
+            AnyMap::Int(m) => {
+                let (lo, hi) = (
+                    edge::<i64>(m, lo, lo_inclusive, true)?,
+                    edge::<i64>(m, hi, hi_inclusive, false)?,
+                );
+                let (ks, vs) = py.allow_threads(|| collect_range(m, &lo, &hi));
+                Ok((PyArray1::from_vec(py, ks).into_any(), values_array(py, &vs)))
+            }
+            AnyMap::Float(m) => {
+                let (lo, hi) = (
+                    edge::<F64Key>(m, lo, lo_inclusive, true)?,
+                    edge::<F64Key>(m, hi, hi_inclusive, false)?,
+                );
+                let (ks, vs) = py.allow_threads(|| collect_range(m, &lo, &hi));
+                let ks: Vec<f64> = ks.into_iter().map(F64Key::get).collect();
+                Ok((PyArray1::from_vec(py, ks).into_any(), values_array(py, &vs)))
+            }
+            map => with_map!(map, m, K, {
+                let (lo, hi) = (
+                    edge::<K>(m, lo, lo_inclusive, true)?,
+                    edge::<K>(m, hi, hi_inclusive, false)?,
+                );
+                let (ks, vs) = collect_range(m, &lo, &hi);
+                let ks: Vec<PyObject> = ks.iter().map(|k| k.to_py(py)).collect();
+                Ok((PyArray1::from_vec(py, ks).into_any(), values_array(py, &vs)))
+            }),
+        }
+    }
+}
+
+/// Inserts a converted batch (a single item takes the plain insert path).
+fn insert_batch<K: PyKey>(m: &Map<K>, items: Vec<(K, PyValue)>) {
+    let n = items.len();
+    if n == 1 {
+        let (k, v) = items.into_iter().next().expect("one item");
+        m.insert(k, v);
+    } else {
+        m.insert_many(items);
+        after_big_batch(n);
+    }
+    m.reshaped();
+}
+
+fn copy_all<K: PyKey>(from: &Map<K>, to: &Map<K>) {
+    let mut items = Vec::with_capacity(from.len());
+    from.for_each_in::<K>(Edge::Unbounded, Edge::Unbounded, |k, v| {
+        items.push((k.clone(), v.clone()))
+    });
+    to.insert_many_distinct(items);
+    to.reshaped();
 }
 
 fn float_keys(keys: &Bound<'_, PyAny>) -> PyResult<Vec<F64Key>> {
@@ -598,35 +1472,67 @@ enum AnyCursor {
     Float(RangeCursor<F64Key, PyValue>),
     Bytes(RangeCursor<Vec<u8>, PyValue>),
     Str(RangeCursor<String, PyValue>),
+    Tuple(RangeCursor<TupleKey, PyValue>),
 }
 
-/// A lazy range iterator; valid while other threads write the map.
+/// A lazy range iterator that returns one leaf's entries at a time, as a
+/// list (the Python side flattens them with `itertools.chain`): one native
+/// call per leaf instead of per key. It holds no lock or epoch between
+/// calls, so it stays valid while other threads write; each leaf is one
+/// snapshot, so a key removed before the iterator reaches its leaf is never
+/// returned.
 #[pyclass(name = "BSkipListIter", module = "slabcache._native")]
 pub struct PySkipListIter {
     map: AnyMap,
-    state: std::sync::Mutex<AnyCursor>,
+    cursor: std::sync::Mutex<AnyCursor>,
     reverse: bool,
     mode: u8,
 }
 
-fn step<K: PyKey>(
-    py: Python<'_>,
+impl PySkipListIter {
+    fn new(map: &AnyMap, cursor: AnyCursor, reverse: bool, mode: u8) -> Self {
+        PySkipListIter {
+            map: map.clone(),
+            cursor: std::sync::Mutex::new(cursor),
+            reverse,
+            mode,
+        }
+    }
+
+    fn all(map: &AnyMap, reverse: bool, mode: u8) -> Self {
+        let cursor = match map {
+            AnyMap::Int(_) => AnyCursor::Int(RangeCursor::new(Edge::Unbounded, Edge::Unbounded)),
+            AnyMap::Float(_) => {
+                AnyCursor::Float(RangeCursor::new(Edge::Unbounded, Edge::Unbounded))
+            }
+            AnyMap::Bytes(_) => {
+                AnyCursor::Bytes(RangeCursor::new(Edge::Unbounded, Edge::Unbounded))
+            }
+            AnyMap::Str(_) => AnyCursor::Str(RangeCursor::new(Edge::Unbounded, Edge::Unbounded)),
+            AnyMap::Tuple(_) => {
+                AnyCursor::Tuple(RangeCursor::new(Edge::Unbounded, Edge::Unbounded))
+            }
+        };
+        Self::new(map, cursor, reverse, mode)
+    }
+}
+
+fn leaf_chunk<'py, K: PyKey>(
+    py: Python<'py>,
     m: &Map<K>,
     c: &mut RangeCursor<K, PyValue>,
     reverse: bool,
     mode: u8,
-) -> PyResult<Option<PyObject>> {
-    let e = if reverse { c.next_back(m) } else { c.next(m) };
-    Ok(match e {
-        None => None,
-        Some((k, v)) => Some(match mode {
-            0 => k.to_py(py),
-            1 => v.to_py(py),
-            _ => PyTuple::new(py, [k.to_py(py), v.to_py(py)])?
-                .into_any()
-                .unbind(),
-        }),
-    })
+) -> PyResult<Option<Bound<'py, PyList>>> {
+    let entries = c.next_leaf(m, reverse);
+    if entries.is_empty() {
+        return Ok(None);
+    }
+    let items = entries
+        .iter()
+        .map(|(k, v)| shaped(py, k, v, mode))
+        .collect::<PyResult<Vec<_>>>()?;
+    Ok(Some(PyList::new(py, items)?))
 }
 
 #[pymethods]
@@ -635,16 +1541,19 @@ impl PySkipListIter {
         slf
     }
 
-    fn __next__(&self, py: Python<'_>) -> PyResult<Option<PyObject>> {
-        let mut state = self
-            .state
+    /// The next leaf's keys, values or items, as a list.
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyList>>> {
+        let mut cursor = self
+            .cursor
             .lock()
             .map_err(|_| py_err(ErrorKind::InvalidArgument, "iterator poisoned"))?;
-        match (&self.map, &mut *state) {
-            (AnyMap::Int(m), AnyCursor::Int(c)) => step(py, m, c, self.reverse, self.mode),
-            (AnyMap::Float(m), AnyCursor::Float(c)) => step(py, m, c, self.reverse, self.mode),
-            (AnyMap::Bytes(m), AnyCursor::Bytes(c)) => step(py, m, c, self.reverse, self.mode),
-            (AnyMap::Str(m), AnyCursor::Str(c)) => step(py, m, c, self.reverse, self.mode),
+        let (r, md) = (self.reverse, self.mode);
+        match (&self.map, &mut *cursor) {
+            (AnyMap::Int(m), AnyCursor::Int(c)) => leaf_chunk(py, m, c, r, md),
+            (AnyMap::Float(m), AnyCursor::Float(c)) => leaf_chunk(py, m, c, r, md),
+            (AnyMap::Bytes(m), AnyCursor::Bytes(c)) => leaf_chunk(py, m, c, r, md),
+            (AnyMap::Str(m), AnyCursor::Str(c)) => leaf_chunk(py, m, c, r, md),
+            (AnyMap::Tuple(m), AnyCursor::Tuple(c)) => leaf_chunk(py, m, c, r, md),
             _ => unreachable!("cursor built for its map"),
         }
     }

@@ -114,10 +114,40 @@ where
     /// assert_eq!(gone, [(1, 100), (2, 20)]);
     /// assert_eq!(m.iter().collect::<Vec<_>>(), [(1, 10), (2, 21)]);
     /// ```
-    pub fn insert_many_with(&self, mut items: Vec<(K, V)>, mut replaced: impl FnMut(&K, &V)) {
+    pub fn insert_many_with(&self, items: Vec<(K, V)>, replaced: impl FnMut(&K, &V)) {
+        self.insert_batch(items, false, replaced);
+    }
+
+    /// [`insert_many`](Self::insert_many) for a batch whose keys are all
+    /// different (the keys of a hash map, say): it skips the work that
+    /// keeps the last of repeated keys, so it sorts faster. Were a key
+    /// repeated anyway, the map still holds it once, with one of its values.
+    ///
+    /// ```
+    /// let m = slabcache_core::skiplist::BSkipList::<u64, u64>::new();
+    /// m.insert_many_distinct(vec![(3, 30), (1, 10), (2, 20)]);
+    /// assert_eq!(m.iter().collect::<Vec<_>>(), [(1, 10), (2, 20), (3, 30)]);
+    /// ```
+    pub fn insert_many_distinct(&self, items: Vec<(K, V)>) {
+        self.insert_batch(items, true, |_, _| {});
+    }
+
+    fn insert_batch(
+        &self,
+        mut items: Vec<(K, V)>,
+        distinct: bool,
+        mut replaced: impl FnMut(&K, &V),
+    ) {
         use rayon::slice::ParallelSliceMut;
         if items.windows(2).all(|w| w[0].0 < w[1].0) {
             // Already sorted, no duplicates.
+        } else if distinct {
+            // No order among equal keys to keep: a plain unstable sort.
+            if items.len() > 4096 {
+                items.par_sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            } else {
+                items.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            }
         } else if items.len() > 4096 && items.len() < u32::MAX as usize {
             // Parallel unstable sort, made stable by the original position
             // (faster than a stable merge sort, and no scratch buffer).

@@ -202,6 +202,83 @@ where
         }
     }
 
+    /// Copies the entries inside `lo..hi` of one leaf into `out`: the first
+    /// leaf, going up from `lo` (or down from `hi` if `reverse`), that has
+    /// any. Empty only when the range has no entries left. A leaf is one
+    /// immutable snapshot, so everything copied was present together.
+    pub fn collect_leaf<Q>(
+        &self,
+        lo: Bound<&Q>,
+        hi: Bound<&Q>,
+        reverse: bool,
+        out: &mut Vec<(K, V)>,
+    ) where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        let guard = &epoch::pin();
+        if reverse {
+            let mut upper: Upper<'_, K, Q> = match hi {
+                Bound::Unbounded => Upper::All,
+                Bound::Included(q) => Upper::Le(q),
+                Bound::Excluded(q) => Upper::Lt(q),
+            };
+            loop {
+                let (node, blk) = match &upper {
+                    Upper::All => self.find_last_leaf(guard),
+                    Upper::Le(q) => self.find(*q, 0, guard),
+                    Upper::Lt(q) => self.find_leaf_before(*q, guard),
+                    Upper::BelowFence(k) => self.find_leaf_before::<K>(k, guard),
+                };
+                let ks = keys::<K, V, C>(blk);
+                let vs = vals::<K, V, C>(blk);
+                let end = match &upper {
+                    Upper::All => ks.len(),
+                    Upper::Le(q) => ks.partition_point(|k| k.borrow() <= *q),
+                    Upper::Lt(q) => ks.partition_point(|k| k.borrow() < *q),
+                    Upper::BelowFence(b) => ks.partition_point(|k| k < b),
+                };
+                for i in (0..end).rev() {
+                    if !above(&ks[i], &lo) {
+                        return;
+                    }
+                    out.push((ks[i].clone(), vs[i].clone()));
+                }
+                if !out.is_empty() {
+                    return;
+                }
+                match &node.low {
+                    None => return,
+                    Some(low) => upper = Upper::BelowFence(low.clone()),
+                }
+            }
+        }
+        let mut blk = match lo {
+            Bound::Unbounded => self.head(0).block(guard),
+            Bound::Included(q) | Bound::Excluded(q) => self.find(q, 0, guard).1,
+        };
+        loop {
+            let ks = keys::<K, V, C>(blk);
+            let vs = vals::<K, V, C>(blk);
+            let start = match lo {
+                Bound::Unbounded => 0,
+                Bound::Included(q) => ks.partition_point(|k| k.borrow() < q),
+                Bound::Excluded(q) => ks.partition_point(|k| k.borrow() <= q),
+            };
+            for i in start..ks.len() {
+                if !below(&ks[i], &hi) {
+                    return;
+                }
+                out.push((ks[i].clone(), vs[i].clone()));
+            }
+            if !out.is_empty() || blk.next.is_null() {
+                return;
+            }
+            // SAFETY: the neighbour stays allocated while `guard` pins the epoch.
+            blk = unsafe { &*blk.next }.block(guard);
+        }
+    }
+
     /// An iterator over the entries in `range`, ascending (or descending
     /// with `.rev()`); copies of keys and values.
     ///
@@ -280,6 +357,64 @@ where
         let b = self.batch;
         self.batch = (b * 2).min(MAX_BATCH);
         b
+    }
+
+    /// Forgets the entries read ahead but not yet returned, so the next call
+    /// reads them from the map again (a key removed meanwhile is then not
+    /// returned). Nothing already returned comes back.
+    ///
+    /// ```
+    /// use std::ops::Bound::*;
+    /// use slabcache_core::skiplist::{BSkipList, RangeCursor};
+    /// let m = BSkipList::<u32, u32>::new();
+    /// for k in 0..5 { m.insert(k, k); }
+    /// let mut c = RangeCursor::new(Unbounded, Unbounded);
+    /// assert_eq!(c.next(&m), Some((0, 0)));
+    /// m.clear();
+    /// c.discard_read_ahead();
+    /// assert_eq!(c.next(&m), None);
+    /// ```
+    pub fn discard_read_ahead(&mut self) {
+        if let Some((k, _)) = self.front.front() {
+            self.lo = Bound::Included(k.clone());
+        }
+        if let Some((k, _)) = self.back.front() {
+            self.hi = Bound::Included(k.clone());
+        }
+        self.front.clear();
+        self.back.clear();
+        self.batch = FIRST_BATCH;
+    }
+
+    /// The next leaf's worth of entries, ascending (descending if
+    /// `reverse`); empty at the end. Use one direction per cursor, and not
+    /// together with [`next`](Self::next) / [`next_back`](Self::next_back).
+    /// A key removed before the cursor reaches its leaf is never returned.
+    ///
+    /// ```
+    /// use std::ops::Bound::*;
+    /// use slabcache_core::skiplist::{BSkipList, RangeCursor};
+    /// let m = BSkipList::<u32, u32>::new();
+    /// for k in 0..5 { m.insert(k, k); }
+    /// let mut c = RangeCursor::new(Excluded(0), Unbounded);
+    /// assert_eq!(c.next_leaf(&m, false), [(1, 1), (2, 2), (3, 3), (4, 4)]);
+    /// assert!(c.next_leaf(&m, false).is_empty());
+    /// ```
+    pub fn next_leaf<C: Config>(
+        &mut self,
+        list: &BSkipList<K, V, C>,
+        reverse: bool,
+    ) -> Vec<(K, V)> {
+        let mut buf = Vec::new();
+        list.collect_leaf::<K>(self.lo.as_ref(), self.hi.as_ref(), reverse, &mut buf);
+        if let Some((k, _)) = buf.last() {
+            if reverse {
+                self.hi = Bound::Excluded(k.clone());
+            } else {
+                self.lo = Bound::Excluded(k.clone());
+            }
+        }
+        buf
     }
 
     /// The next entry from the front (ascending).

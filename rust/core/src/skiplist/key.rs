@@ -4,24 +4,28 @@ use std::cmp::Ordering;
 
 use crate::{Error, Result};
 
-/// An `f64` key with a total order; NaN is refused at construction, so the
-/// order is the usual numeric one (with `-0.0 < 0.0`).
+/// An `f64` key with a total order; NaN is refused at construction, and
+/// `-0.0` is stored as `0.0` (they are equal numbers, so one key, as in a
+/// Python dict), so the order is the usual numeric one.
 ///
 /// ```
 /// use slabcache_core::skiplist::F64Key;
 /// assert!(F64Key::new(f64::NAN).is_err());
 /// assert!(F64Key::new(1.5).unwrap() < F64Key::new(2.0).unwrap());
+/// assert_eq!(F64Key::new(-0.0).unwrap(), F64Key::new(0.0).unwrap());
+/// assert!(F64Key::new(-0.0).unwrap().get().is_sign_positive());
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct F64Key(f64);
 
 impl F64Key {
-    /// Wraps `v`; NaN gives an `InvalidArgument` error.
+    /// Wraps `v` (`-0.0` becomes `0.0`); NaN gives an `InvalidArgument` error.
     pub fn new(v: f64) -> Result<Self> {
         if v.is_nan() {
             Err(Error::invalid_argument("NaN is not a valid float key"))
         } else {
-            Ok(F64Key(v))
+            // `-0.0 + 0.0` is `0.0`; every other value is unchanged.
+            Ok(F64Key(v + 0.0))
         }
     }
 

@@ -64,6 +64,7 @@ mod iter;
 mod key;
 mod lookup;
 mod node;
+mod rank;
 mod reclaim;
 mod remove;
 mod search;
@@ -74,6 +75,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub use config::{Config, DefaultConfig, Fanout128, Fanout16, Fanout32, Fanout64, NodeLock};
 pub use iter::{Range, RangeCursor};
 pub use key::F64Key;
+pub use rank::PositionIndex;
+pub use reclaim::{reclaim_garbage, release_free_memory};
 
 use block::Builder;
 use config::MAX_LEVELS;

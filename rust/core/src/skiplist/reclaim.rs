@@ -33,3 +33,36 @@ pub(crate) fn after_write(guard: &Guard) {
         guard.flush();
     }
 }
+
+/// Runs this thread's queued destructors of removed entries now, as far as
+/// other threads' pinned reads allow (a few epoch advances). Callers that
+/// need removed values gone promptly (the Python binding's garbage-collector
+/// hook, which must see a reference cycle disappear) call this after a
+/// removal; ordinary writes never need it.
+///
+/// ```
+/// slabcache_core::skiplist::reclaim_garbage();
+/// ```
+pub fn reclaim_garbage() {
+    for _ in 0..8 {
+        crossbeam_epoch::pin().flush();
+    }
+}
+
+/// Hands memory the allocator holds free back to the operating system
+/// (glibc keeps freed heap memory; a big batch's sort buffers would
+/// otherwise stay in the process's resident set long after the batch).
+/// Call after a large batch; a no-op where the C library has no
+/// `malloc_trim`.
+///
+/// ```
+/// slabcache_core::skiplist::release_free_memory();
+/// ```
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages to the OS; it touches no
+    // live allocation.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
