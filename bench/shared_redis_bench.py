@@ -232,9 +232,13 @@ def peers(url: str, dim: int) -> dict[str, str]:
     out = {}
     try:
         from redisvl.extensions.cache.llm import SemanticCache as RVLCache
-        from redisvl.utils.vectorize import CustomTextVectorizer
 
-        vz = CustomTextVectorizer(embed=lambda s: [0.1] * dim)  # no model download
+        try:
+            from redisvl.utils.vectorize import CustomVectorizer
+        except ImportError:  # older redisvl
+            from redisvl.utils.vectorize import CustomTextVectorizer as CustomVectorizer
+
+        vz = CustomVectorizer(embed=lambda s: [0.1] * dim)  # no model download
         c = RVLCache(name="rvl", redis_url=url, distance_threshold=0.1, vectorizer=vz)
         c.store(prompt="hi", response="there", vector=[0.1] * dim)
         out["redisvl"] = "ran"
