@@ -9,10 +9,9 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Self
 
-from typing_extensions import Buffer
-
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import Buffer
 
 __version__: str
 
