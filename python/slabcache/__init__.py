@@ -9,7 +9,8 @@ its typed Python face, one module per piece:
 - :class:`BlobArena` (``slabcache.arena``): crash-safe WAL-backed blob store;
 - :class:`BlockManager` (``slabcache.blocks``): paged KV-cache block manager;
 - ``slabcache.kv``: the KV data plane under it (device pool, slab-allocated host tier,
-  prefix cache in the blob arena).
+  prefix cache in the blob arena);
+- :class:`SemanticCache` (``slabcache.semantic``): LLM-response cache on the pieces above.
 
     >>> import slabcache
     >>> isinstance(slabcache.__version__, str)
@@ -38,7 +39,10 @@ from .errors import (
     SlabcacheError,
     StorageError,
 )
+from .semantic import Hit, Policy, SemanticCache
 from .skiplist import BSkipList
+from .slb import SemanticLookasideBuffer
+from .trap_guard import TrapGuard
 from .vectors import Int8Index
 
 __version__: str = _native.__version__
@@ -57,6 +61,11 @@ __all__ = [
     "BlockManager",
     "StepBatch",
     "StepResult",
+    "SemanticCache",
+    "Policy",
+    "Hit",
+    "SemanticLookasideBuffer",
+    "TrapGuard",
     # errors
     "SlabcacheError",
     "AlreadyExistsError",

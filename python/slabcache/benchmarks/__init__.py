@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 #: Every suite ``slabcache bench`` knows, in the order it runs them.
-SUITE_NAMES: tuple[str, ...] = ("allocator", "skiplist", "vectors", "arena", "blocks")
+SUITE_NAMES: tuple[str, ...] = ("allocator", "skiplist", "vectors", "arena", "blocks", "semantic")
 
 
 def load_suite(name: str) -> ModuleType | None:

@@ -11,6 +11,8 @@
 //! | [`vector`]   | INT8 quantization, SIMD dot kernels, exact / clustered top-k     |
 //! | [`arena`]    | WAL-backed, crash-safe, append-only mmap blob arena              |
 //! | [`blocks`]   | paged KV-cache block pool (prefix caching, CoW, swap, TTL pins)  |
+//! | [`slb`]      | semantic lookaside buffer: per-scope FP32 rows, SIMD scan, LRU   |
+//! | [`semantic`] | scope-partitioned INT8 index under the semantic cache            |
 //!
 //! Every fallible operation returns [`Result`], whose [`Error`] carries an
 //! [`ErrorKind`] that the bindings map onto a Python exception class.
@@ -27,8 +29,10 @@ pub mod arena;
 pub mod blocks;
 pub mod cpu;
 pub mod error;
+pub mod semantic;
 pub mod skiplist;
 pub mod slab;
+pub mod slb;
 pub mod vector;
 
 pub use error::{Error, ErrorKind, Result};

@@ -13,6 +13,7 @@ mod errors;
 mod info;
 mod skiplist;
 mod slab;
+mod slb;
 mod vector;
 
 /// The native extension module `slabcache._native`.
@@ -25,5 +26,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     vector::register(m)?;
     arena::register(m)?;
     blocks::register(m)?;
+    slb::register(m)?;
     Ok(())
 }

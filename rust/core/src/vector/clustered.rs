@@ -148,6 +148,23 @@ impl ClusteredIndex {
     pub fn contains(&self, id: u64) -> bool {
         self.loc.contains_key(&id)
     }
+    /// Live ids, page by page.
+    pub fn ids(&self) -> Vec<u64> {
+        self.pages
+            .iter()
+            .flat_map(|p| (0..p.rows()).filter(|&r| p.live[r]).map(|r| p.ids[r]))
+            .collect()
+    }
+
+    /// The dequantized vector of `id` (`s · q`), or `NotFound`.
+    pub fn reconstruct(&self, id: u64) -> Result<Vec<f32>> {
+        let &(p, r) = self
+            .loc
+            .get(&id)
+            .ok_or_else(|| Error::not_found(format!("id {id} is not in the index")))?;
+        Ok(self.pages[p as usize].reconstruct(r as usize))
+    }
+
     /// Live rows per page.
     pub fn page_sizes(&self) -> Vec<usize> {
         self.pages.iter().map(|p| p.live_rows()).collect()
@@ -255,7 +272,12 @@ impl ClusteredIndex {
                 self.pages[p].compact(|id, r| {
                     loc.insert(id, (p as u32, r as u32));
                 });
+                self.pages[p].shrink_to_fit();
             }
+        }
+        // Give the id map's memory back once it is mostly empty.
+        if self.loc.capacity() > 4 * self.loc.len().max(1024) {
+            self.loc.shrink_to_fit();
         }
         Ok(removed)
     }

@@ -1,11 +1,10 @@
 //! The flat (exhaustive) INT8 index: exact top-k over every stored row.
 
-use std::collections::HashMap;
-
 use crate::error::{Error, ErrorKind, Result};
 use crate::vector::kernels::Kernel;
 use crate::vector::metric::Metric;
 use crate::vector::quantize::check_finite;
+use crate::vector::row_map::RowMap;
 use crate::vector::scan::{candidates, finish, scan_store, QueryBatch};
 use crate::vector::store::RowStore;
 
@@ -13,6 +12,8 @@ use crate::vector::store::RowStore;
 pub const MAX_DIM: usize = 65_536;
 /// The largest id (ids travel to Python as int64, and -1 marks padding).
 pub const MAX_ID: u64 = i64::MAX as u64;
+/// The most rows (tombstones included) a flat index holds.
+pub const MAX_ROWS: usize = crate::vector::row_map::MAX_ROWS;
 
 /// Checks a dimension.
 pub(crate) fn check_dim(dim: usize) -> Result<()> {
@@ -124,7 +125,7 @@ pub struct FlatIndex {
     pub(crate) metric: Metric,
     kernel: Kernel,
     pub(crate) store: RowStore,
-    row_of: HashMap<u64, usize>,
+    row_of: RowMap,
     pub(crate) next_id: u64,
 }
 
@@ -141,7 +142,7 @@ impl FlatIndex {
             metric,
             kernel,
             store: RowStore::new(dim, metric),
-            row_of: HashMap::new(),
+            row_of: RowMap::default(),
             next_id: 0,
         })
     }
@@ -178,7 +179,7 @@ impl FlatIndex {
 
     /// Whether `id` is live.
     pub fn contains(&self, id: u64) -> bool {
-        self.row_of.contains_key(&id)
+        self.row_of.get(&self.store.ids, id).is_some()
     }
 
     /// Live ids in storage order.
@@ -189,18 +190,18 @@ impl FlatIndex {
             .collect()
     }
 
-    /// Bytes held (codes, per-row data, id map).
+    /// Bytes held (codes, per-row data, id table).
     pub fn memory_bytes(&self) -> usize {
-        self.store.memory_bytes() + self.row_of.capacity() * 24
+        self.store.memory_bytes() + self.row_of.memory_bytes()
     }
 
     /// The dequantized vector of `id` (`s · q`), or `NotFound`.
     pub fn reconstruct(&self, id: u64) -> Result<Vec<f32>> {
         let r = self
             .row_of
-            .get(&id)
+            .get(&self.store.ids, id)
             .ok_or_else(|| Error::not_found(format!("id {id} is not in the index")))?;
-        Ok(self.store.reconstruct(*r))
+        Ok(self.store.reconstruct(r))
     }
 
     /// Adds `vectors` (`n × dim`, row-major, finite) with the given ids (each
@@ -209,15 +210,20 @@ impl FlatIndex {
     pub fn add(&mut self, vectors: &[f32], ids: Option<&[u64]>) -> Result<Vec<u64>> {
         let d = self.dim();
         let n = check_vectors(vectors, d, "add")?;
-        let ids = resolve_ids(n, ids, self.next_id, |id| self.row_of.contains_key(&id))?;
+        let ids = resolve_ids(n, ids, self.next_id, |id| {
+            self.row_of.get(&self.store.ids, id).is_some()
+        })?;
+        if self.store.rows() + n > MAX_ROWS {
+            return Err(Error::out_of_memory(format!(
+                "an index holds at most {MAX_ROWS} rows (tombstones included)"
+            )));
+        }
         self.store.reserve(n)?;
-        self.row_of
-            .try_reserve(n)
-            .map_err(|_| Error::out_of_memory(format!("cannot index {n} more ids")))?;
+        self.row_of.reserve(&self.store.ids, n)?;
         let first = self.store.rows();
         self.store.append(vectors, &ids);
         for (i, &id) in ids.iter().enumerate() {
-            self.row_of.insert(id, first + i);
+            self.row_of.insert(&self.store.ids, first + i);
             self.next_id = self.next_id.max(id + 1);
         }
         Ok(ids)
@@ -227,12 +233,15 @@ impl FlatIndex {
     /// many were removed. On `NotFound` nothing is removed. Rows become
     /// tombstones, compacted once they are a quarter of the store.
     pub fn remove(&mut self, ids: &[u64]) -> Result<usize> {
-        if let Some(&id) = ids.iter().find(|id| !self.row_of.contains_key(id)) {
+        if let Some(&id) = ids
+            .iter()
+            .find(|&&id| self.row_of.get(&self.store.ids, id).is_none())
+        {
             return Err(Error::not_found(format!("id {id} is not in the index")));
         }
         let mut removed = 0;
-        for id in ids {
-            if let Some(r) = self.row_of.remove(id) {
+        for &id in ids {
+            if let Some(r) = self.row_of.remove(&self.store.ids, id) {
                 self.store.tombstone(r);
                 removed += 1;
             }
@@ -243,11 +252,23 @@ impl FlatIndex {
         Ok(removed)
     }
 
-    /// Squeezes out tombstones now.
+    /// Squeezes out tombstones now and gives the freed memory back: the
+    /// store's arrays and the id table shrink to the live rows.
     pub fn compact(&mut self) {
-        let row_of = &mut self.row_of;
-        self.store.compact(|id, r| {
-            row_of.insert(id, r);
+        if self.store.dead_rows() == 0 {
+            return;
+        }
+        self.store.compact(|_, _| {});
+        self.store.shrink_to_fit();
+        let ids = &self.store.ids;
+        // Rebuilt at the live size; on allocation failure keep the old
+        // (larger) table's contents by rebuilding with growth.
+        self.row_of = RowMap::build(ids, |_| true).unwrap_or_else(|_| {
+            let mut m = RowMap::default();
+            for r in 0..ids.len() {
+                m.insert(ids, r);
+            }
+            m
         });
     }
 
@@ -289,12 +310,8 @@ impl FlatIndex {
         next_id: u64,
         kernel: Kernel,
     ) -> FlatIndex {
-        let row_of = store
-            .ids
-            .iter()
-            .enumerate()
-            .map(|(r, &id)| (id, r))
-            .collect();
+        let live = &store.live;
+        let row_of = RowMap::build(&store.ids, |r| live[r]).expect("RowMap: out of memory on load");
         FlatIndex {
             metric,
             kernel,

@@ -8,6 +8,7 @@
 //! | [`metric`] | inner product, cosine, L2: dot → score |
 //! | [`topk`] | bounded heap of the k best |
 //! | [`store`] | contiguous rows + per-row factors + tombstones |
+//! | [`row_map`] | id → row table of bare `u32` rows (ids compared through the store) |
 //! | [`scan`] | tiled, multi-threaded scan of a store for a query batch |
 //! | [`flat`] | [`FlatIndex`]: exact search, remove, compaction |
 //! | [`clustered`] | [`ClusteredIndex`]: k-means pages, probe the nearest `nprobe` |
@@ -28,6 +29,7 @@ pub mod kernels;
 pub mod metric;
 pub mod persist;
 pub mod quantize;
+pub mod row_map;
 pub mod scan;
 pub mod store;
 pub mod topk;

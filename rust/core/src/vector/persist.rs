@@ -104,6 +104,14 @@ impl AnyIndex {
     pub fn search_batch(&self, queries: &[f32], k: usize) -> Result<(Vec<f32>, Vec<i64>)> {
         both!(self, i => i.search_batch(queries, k))
     }
+    /// Live ids.
+    pub fn ids(&self) -> Vec<u64> {
+        both!(self, i => i.ids())
+    }
+    /// See [`FlatIndex::reconstruct`].
+    pub fn reconstruct(&self, id: u64) -> Result<Vec<f32>> {
+        both!(self, i => i.reconstruct(id))
+    }
 
     /// Saves to `path` (atomically: temp file, fsync, rename).
     ///

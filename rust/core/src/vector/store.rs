@@ -69,7 +69,10 @@ impl RowStore {
     pub fn memory_bytes(&self) -> usize {
         self.codes.capacity()
             + self.ids.capacity() * 8
-            + self.scales.capacity() * 16
+            + self.scales.capacity() * 4
+            + self.norms.capacity() * 4
+            + self.row_mul.capacity() * 4
+            + self.row_add.capacity() * 4
             + self.live.capacity()
     }
 
@@ -203,6 +206,18 @@ impl RowStore {
         self.row_add.truncate(w);
         self.live.truncate(w);
         self.dead = 0;
+    }
+
+    /// Gives back capacity beyond what the rows use (after a compaction, so
+    /// that a shrinking index returns memory to the allocator).
+    pub fn shrink_to_fit(&mut self) {
+        self.codes.shrink_to_fit();
+        self.ids.shrink_to_fit();
+        self.scales.shrink_to_fit();
+        self.norms.shrink_to_fit();
+        self.row_mul.shrink_to_fit();
+        self.row_add.shrink_to_fit();
+        self.live.shrink_to_fit();
     }
 
     /// Row `r`'s codes.
