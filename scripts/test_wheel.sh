@@ -109,6 +109,24 @@ for key, value in opts.items():
     value = " ".join(map(str, value)) if isinstance(value, list) else str(value)
     lines.append(f"{key} = {value}")
 (tmp / "pytest.ini").write_text("\n".join(lines) + "\n")
+# The repository's root conftest.py (hooks, fixtures, collect_ignore), its paths under
+# python/slabcache mapped to the installed package like the test paths above.
+root_conftest = pyproject.parent / "conftest.py"
+if root_conftest.is_file():
+    (tmp / "_repo_conftest.py").write_text(root_conftest.read_text())
+    (tmp / "conftest.py").write_text(f"""# written by scripts/test_wheel.sh
+import runpy
+from pathlib import Path
+
+_here = Path(__file__).parent
+_ns = runpy.run_path(str(_here / "_repo_conftest.py"), run_name="_repo_conftest")
+globals().update({{k: v for k, v in _ns.items() if not k.startswith("__")}})
+_installed = Path({str(installed)!r})
+collect_ignore = [
+    str(_installed / p[len("python/slabcache/"):]) if p.startswith("python/slabcache/") else str(_here / p)
+    for p in _ns.get("collect_ignore", [])
+]
+""")
 print("\n".join(paths or [str(tmp / "tests")]))
 EOF
 }

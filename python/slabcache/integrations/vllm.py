@@ -5,7 +5,8 @@ vLLM's ``vllm.v1.core.kv_cache_manager.KVCacheManager`` that the v1
 ``Scheduler`` calls, with the same return types (``KVCacheBlocks`` of
 ``KVCacheBlock`` objects, ``PrefixCacheStats``, KV-cache events); the block
 accounting, prefix caching and eviction run in slabcache's Rust core.
-:class:`SlabcacheScheduler` is vLLM's ``Scheduler`` using it; pass it as
+:class:`SlabcacheScheduler` is vLLM's ``Scheduler`` using it
+(``SlabcacheAsyncScheduler``: its ``AsyncScheduler``); pass it as
 ``scheduler_cls`` (``SchedulerConfig(scheduler_cls=...)``, or
 ``--scheduler-cls slabcache.integrations.vllm.SlabcacheScheduler``)::
 
@@ -43,6 +44,7 @@ from ..blocks import BlockManager
 __all__ = [  # noqa: F822 - SlabcacheScheduler is built lazily by __getattr__
     "SlabcacheKVCacheManager",
     "SlabcacheScheduler",
+    "SlabcacheAsyncScheduler",
     "KV_CACHE_MANAGER_SIGNATURE",
     "install",
 ]
@@ -720,12 +722,6 @@ class SlabcacheKVCacheManager:
         """Nothing to do per step."""
 
 
-def _scheduler_base() -> type:
-    from vllm.v1.core.sched.scheduler import Scheduler
-
-    return Scheduler
-
-
 def install() -> None:
     """Makes every vLLM v1 scheduler built from now on use slabcache's manager
     (replaces ``KVCacheManager`` in vLLM's scheduler module)."""
@@ -736,32 +732,33 @@ def install() -> None:
     kvm.KVCacheManager = SlabcacheKVCacheManager  # type: ignore[attr-defined]
 
 
-def _make_scheduler_cls() -> type:
-    base = _scheduler_base()
+def _make_scheduler_cls(base: type, name: str) -> type:
     import vllm.v1.core.sched.scheduler as sched
 
-    class SlabcacheScheduler(base):  # type: ignore[misc, valid-type]
-        """vLLM's v1 ``Scheduler`` whose KV-cache manager is slabcache's."""
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original = sched.KVCacheManager
+        sched.KVCacheManager = SlabcacheKVCacheManager
+        try:
+            base.__init__(self, *args, **kwargs)
+        finally:
+            sched.KVCacheManager = original
 
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            original = sched.KVCacheManager
-            sched.KVCacheManager = SlabcacheKVCacheManager
-            try:
-                super().__init__(*args, **kwargs)
-            finally:
-                sched.KVCacheManager = original
-
-    return SlabcacheScheduler
+    doc = f"vLLM's v1 ``{base.__name__}`` whose KV-cache manager is slabcache's."
+    return type(name, (base,), {"__init__": __init__, "__doc__": doc, "__module__": __name__})
 
 
 def __getattr__(name: str) -> Any:
-    # SlabcacheScheduler subclasses vLLM's Scheduler, so it is built on first
-    # use: importing this module does not import vLLM.
+    # The scheduler classes subclass vLLM's, so they are built on first use:
+    # importing this module does not import vLLM.
     if name == "SlabcacheScheduler":
-        cls = _make_scheduler_cls()
-        globals()[name] = cls
-        return cls
-    raise AttributeError(name)
+        from vllm.v1.core.sched.scheduler import Scheduler as base
+    elif name == "SlabcacheAsyncScheduler":
+        from vllm.v1.core.sched.async_scheduler import AsyncScheduler as base
+    else:
+        raise AttributeError(name)
+    cls = _make_scheduler_cls(base, name)
+    globals()[name] = cls
+    return cls
 
 
 def signature_of_installed_vllm() -> tuple[tuple[tuple[str, object], ...], ...]:
