@@ -243,3 +243,19 @@ def test_iteration_under_concurrent_writers_stays_ordered_and_complete() -> None
     finally:
         stop.set()
         t.join()
+
+
+@pytest.mark.parametrize("key_type", ["int", "float"])
+def test_dense_and_sparse_get_many_agree_with_single_lookups(key_type: str) -> None:
+    rng = np.random.default_rng(11)
+    keys = rng.permutation(200_000)[:50_000]
+    m = BSkipList(key_type)
+    m.update_many(keys if key_type == "int" else keys.astype(float), keys * 2)
+    for n in (100, 20_000):  # sparse: one descent per key; dense: in key order
+        probe = rng.integers(-10, 200_010, n)
+        if key_type == "float":
+            probe = probe.astype(float)
+        values, found = m.get_many(probe)
+        want = [m.get(k) for k in probe.tolist()]
+        got = zip(values.tolist(), found.tolist(), strict=True)
+        assert [v if f else None for v, f in got] == want

@@ -1357,11 +1357,11 @@ impl PyBSkipList {
                     .extract()
                     .map_err(|_| py_err(ErrorKind::InvalidType, "keys must be an int64 array"))?;
                 let keys = keys.as_slice()?;
-                py.allow_threads(|| m.get_many(keys))
+                py.allow_threads(|| lookup_batch(m, keys))
             }
             AnyMap::Float(m) => {
                 let keys = float_keys(keys)?;
-                py.allow_threads(|| m.get_many(&keys))
+                py.allow_threads(|| lookup_batch(m, &keys))
             }
             map => with_map!(map, m, _K, {
                 keys.try_iter()?
@@ -1418,6 +1418,16 @@ impl PyBSkipList {
                 Ok((PyArray1::from_vec(py, ks).into_any(), values_array(py, &vs)))
             }),
         }
+    }
+}
+
+/// Looks up a batch: in key order when it is dense enough that several keys
+/// share a leaf (one leaf holds ~32 keys), else one descent per key.
+fn lookup_batch<K: PyKey>(m: &Map<K>, keys: &[K]) -> Vec<Option<PyValue>> {
+    if keys.len() >= 4096 && keys.len() * 64 >= m.len() {
+        m.get_many_sorted(keys)
+    } else {
+        m.get_many(keys)
     }
 }
 
