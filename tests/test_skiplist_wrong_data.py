@@ -170,6 +170,12 @@ def test_lookups_answer_like_a_dict_for_keys_of_another_type() -> None:
         (lambda: BSkipList("int").update_many([1, 2], [1]), InvalidArgumentError),
         (lambda: BSkipList("int").update_many(np.zeros((2, 2), int), [1, 2]), InvalidArgumentError),
         (lambda: BSkipList({"a": 1})._set_key_type("int"), InvalidArgumentError),
+        (lambda: BSkipList("int", {1: 2}).peekitem("x"), InvalidTypeError),
+        (lambda: BSkipList("int", {1: 2}).peekitem(1.0), InvalidTypeError),
+        (lambda: BSkipList("int", {1: 2}).popitem(2**70), IndexOutOfRangeError),
+        (lambda: BSkipList("int", {1: 2}).keys()["a"], InvalidTypeError),
+        (lambda: list(BSkipList("int", {1: 2}).islice("a")), InvalidTypeError),
+        (lambda: BSkipList.fromkeys(5), InvalidTypeError),
     ],
 )
 def test_every_bad_input_raises_from_the_family(call, family) -> None:  # type: ignore[no-untyped-def]

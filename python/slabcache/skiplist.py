@@ -78,6 +78,14 @@ def _inclusive(inclusive: Any) -> tuple[bool, bool]:
     return bool(lo), bool(hi)
 
 
+def _bounds(start: Any, stop: Any, n: int) -> tuple[int, int]:
+    try:
+        lo, hi, _ = slice(start, stop).indices(n)
+    except TypeError:
+        raise InvalidTypeError(f"positions must be ints or None, got {start!r}, {stop!r}") from None
+    return lo, hi
+
+
 def _one_dim_values(values: np.ndarray) -> None:
     # One rule for every dtype: a value array is a sequence of scalars.
     if values.ndim != 1:
@@ -228,6 +236,8 @@ class BSkipList(_native.BSkipListCore, MutableMapping[Any, Any]):
     @classmethod
     def fromkeys(cls, iterable: Iterable[Any], value: Any = None) -> BSkipList:
         """A new map with every key of ``iterable`` mapped to ``value``."""
+        if not isinstance(iterable, Iterable):
+            raise InvalidTypeError(f"fromkeys() needs an iterable, got {type(iterable).__name__}")
         new = cls()
         keys = list(iterable)
         new._update_many_objects(keys, itertools.repeat(value, len(keys)))
@@ -277,13 +287,13 @@ class BSkipList(_native.BSkipListCore, MutableMapping[Any, Any]):
         if key not in self:
             raise InvalidArgumentError(f"{key!r} is not in {type(self).__name__}")
         pos = self.bisect_left(key)
-        lo, hi, _ = slice(start, stop).indices(len(self))
+        lo, hi = _bounds(start, stop, len(self))
         if not lo <= pos < hi:
             raise InvalidArgumentError(f"{key!r} is not in {type(self).__name__}[{lo}:{hi}]")
         return pos
 
     def _positions(self, start: int | None, stop: int | None, reverse: bool, mode: int) -> Iterator:
-        lo, hi, _ = slice(start, stop).indices(len(self))
+        lo, hi = _bounds(start, stop, len(self))
         if lo >= hi:
             return iter(())
         if reverse:
@@ -538,7 +548,7 @@ class SortedValuesView(ValuesView[Any], Sequence[Any]):
         return self._mapping._nth(index, _VALUES)
 
     def index(self, value: Any, start: int | None = None, stop: int | None = None) -> int:
-        lo, hi, _ = slice(start, stop).indices(len(self._mapping))
+        lo, hi = _bounds(start, stop, len(self._mapping))
         for i, v in enumerate(self._mapping._positions(lo, hi, False, _VALUES), lo):
             if v is value or v == value:
                 return i
