@@ -176,6 +176,7 @@ def test_lookups_answer_like_a_dict_for_keys_of_another_type() -> None:
         (lambda: BSkipList("int", {1: 2}).keys()["a"], InvalidTypeError),
         (lambda: list(BSkipList("int", {1: 2}).islice("a")), InvalidTypeError),
         (lambda: BSkipList.fromkeys(5), InvalidTypeError),
+        (lambda: BSkipList(key_type=5), InvalidArgumentError),
     ],
 )
 def test_every_bad_input_raises_from_the_family(call, family) -> None:  # type: ignore[no-untyped-def]

@@ -135,6 +135,10 @@ class BSkipList(_native.BSkipListCore, MutableMapping[Any, Any]):
         if len(args) > 1:
             raise InvalidTypeError(f"BSkipList expected at most 1 mapping, got {len(args)}")
         if key_type is not None:
+            if key_type not in _KEY_TYPES:
+                raise InvalidArgumentError(
+                    f"key_type must be one of {', '.join(_KEY_TYPES)}; got {key_type!r}"
+                )
             self._set_key_type(key_type)
         if args or kwargs:
             self.update(*args, **kwargs)
