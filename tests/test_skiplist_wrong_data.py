@@ -266,3 +266,20 @@ def test_dense_and_sparse_get_many_agree_with_single_lookups(key_type: str) -> N
         want = [m.get(k) for k in probe.tolist()]
         got = zip(values.tolist(), found.tolist(), strict=True)
         assert [v if f else None for v, f in got] == want
+
+
+def test_tuple_keys_order_like_tuples_and_keep_one_type_per_position() -> None:
+    keys = [("a", 0), ("a", -5), ("b",), ("a",), ("a\x00",), ("", 2**62), ("a", 2)]
+    m = BSkipList(dict.fromkeys(keys, 1))
+    assert m.key_type == "tuple" and list(m) == sorted(keys)
+    assert list(m.irange(("a",), ("a", 0))) == [("a",), ("a", -5), ("a", 0)]
+    with pytest.raises(InvalidTypeError):
+        m[("a", "x")] = 1  # Python cannot order "x" against the ints at position 1
+    assert ("a", "x") not in m and m.get(("a", "x"), "d") == "d"
+    dup = m.copy()
+    with pytest.raises(InvalidTypeError):
+        dup[("a", "x")] = 1  # the copy keeps the positions' types
+    f = BSkipList("tuple", {(1.5, b"x"): 1, (-0.0, b""): 2, (-3.25, b"\x00\x01"): 3})
+    assert list(f) == [(-3.25, b"\x00\x01"), (0.0, b""), (1.5, b"x")]
+    with pytest.raises(InvalidTypeError):
+        BSkipList({(object(),): 1})

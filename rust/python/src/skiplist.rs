@@ -1174,6 +1174,12 @@ impl PyBSkipList {
         let Some(map) = self.map.get() else {
             return Ok(());
         };
+        if std::ptr::eq(self, other) {
+            return Err(py_err(
+                ErrorKind::InvalidArgument,
+                "cannot copy a BSkipList into itself",
+            ));
+        }
         let kt = with_map!(map, _m, K, K::NAME);
         other._set_key_type(kt)?;
         match (map, other.reading()) {
@@ -1182,8 +1188,9 @@ impl PyBSkipList {
             (AnyMap::Bytes(a), AnyMap::Bytes(b)) => copy_all(a, b),
             (AnyMap::Str(a), AnyMap::Str(b)) => copy_all(a, b),
             (AnyMap::Tuple(a), AnyMap::Tuple(b)) => {
-                b.schema
-                    .fits(&a.schema.0.lock().unwrap_or_else(|e| e.into_inner()), true);
+                // Copy the schema out first: never hold two maps' schema locks.
+                let tags = a.schema.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                b.schema.fits(&tags, true);
                 copy_all(a, b)
             }
             _ => unreachable!("key type set just above"),
