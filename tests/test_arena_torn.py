@@ -1,6 +1,14 @@
 """Torn and corrupt tails: truncate the WAL and blob files at every byte of
-their last records, flip random bytes; reopening recovers to the last valid
-record or raises CorruptionError: never a crash, never a wrong value."""
+their last records, flip random bytes.
+
+A cut WAL tail is exactly what a crash *during* the last put leaves behind
+(under ``sync="always"`` a put returns only once its whole record is synced,
+so a torn record is a put that never returned): every acknowledged key must be
+there byte for byte, the in-flight one whole or absent. A cut blob under an
+intact WAL is different: the WAL's sync mark proves that blob had been synced,
+so the loss is corruption of acknowledged data and open must refuse (changing
+nothing) rather than silently drop the key; ``BlobArena.repair`` then salvages
+every other key. Never a crash, never a wrong value, never a silent loss."""
 
 from __future__ import annotations
 
@@ -38,7 +46,7 @@ def build(
         after = ar.stats()
     return {
         "wal": (before["wal_bytes"], after["wal_bytes"]),
-        "gen": (before["data_bytes"] + 16, after["data_bytes"] + 16),
+        "gen": (before["data_bytes"] + 32, after["data_bytes"] + 32),
     }
 
 
@@ -48,7 +56,8 @@ def only(path: Path, pattern: str) -> Path:
 
 
 def check_prefix(path: Path, last_present: bool | None) -> None:
-    """Keys 0..N-2 exact; the last key per `last_present` (None: either, but exact)."""
+    """Keys 0..N-2 (acknowledged) exact; the in-flight last key per `last_present`
+    (None: either, but exact)."""
     with BlobArena(path, verify_reads=True) as ar:
         for i in range(N - 1):
             assert bytes(ar.get(f"k{i}")) == value(i)
@@ -75,8 +84,20 @@ def test_truncate_last_record_at_every_offset(tmp_path: Path, which: str, inline
         f = only(dst, pattern)
         with open(f, "r+b") as fh:
             fh.truncate(cut)
-        # A cut blob is rewritten from an inline WAL record; without one the
-        # record whose blob is incomplete ends replay.
+        if which == "gen" and inline_max == 0 and cut < hi:
+            # The synced blob of an acknowledged put is gone: loud, not silent.
+            before = {p.name: p.read_bytes() for p in dst.iterdir() if p.is_file()}
+            with pytest.raises(CorruptionError, match="damaged at byte"):
+                BlobArena(dst)
+            after = {p.name: p.read_bytes() for p in dst.iterdir() if p.is_file()}
+            assert after == before  # the refused open changed nothing
+            report = BlobArena.repair(dst)
+            assert report["kept_keys"] == N - 1 and report["dropped"]
+            check_prefix(dst, last_present=False)
+            shutil.rmtree(dst)
+            continue
+        # A cut blob is rewritten from its inline WAL record; a cut WAL is a
+        # crash during the last put (which therefore was not acknowledged).
         repaired = which == "gen" and inline_max > 0
         check_prefix(dst, last_present=(cut == hi) or repaired)
         # Recovery cut the torn tail off for good: a second open is clean.

@@ -7,7 +7,9 @@ its typed Python face, one module per piece:
 - :class:`BSkipList` (``slabcache.skiplist``): concurrent sorted map;
 - :class:`Int8Index` (``slabcache.vectors``): INT8 SIMD vector search;
 - :class:`BlobArena` (``slabcache.arena``): crash-safe WAL-backed blob store;
-- :class:`BlockManager` (``slabcache.blocks``): paged KV-cache block manager.
+- :class:`BlockManager` (``slabcache.blocks``): paged KV-cache block manager;
+- ``slabcache.kv``: the KV data plane under it (device pool, slab-allocated host tier,
+  prefix cache in the blob arena).
 
     >>> import slabcache
     >>> isinstance(slabcache.__version__, str)

@@ -1,7 +1,11 @@
-"""``slabcache arena verify PATH`` and ``slabcache arena stats PATH``.
+"""``slabcache arena verify|stats|repair PATH``.
 
-Both open the arena (which runs recovery: a torn WAL tail is cut off) with the
-writer lock, so they fail with a clear error while another process writes it.
+``verify`` and ``stats`` open the arena (which runs recovery: a torn WAL tail
+is cut off; damage inside synced data makes the open fail, changing nothing)
+with the writer lock, so they fail with a clear error while another process
+writes it. ``repair`` salvages every record that still checks out into a new
+generation, keeps the old files under ``salvaged-*/`` and lists what it dropped
+(exit status 1 when something was dropped).
 
     >>> from slabcache.cli import build_parser
     >>> build_parser().parse_args(["arena", "stats", "x.arena"]).arena_command
@@ -68,9 +72,28 @@ def _cmd_arena(args: argparse.Namespace, console: Console) -> int:
         return 0
 
 
+def _cmd_repair(args: argparse.Namespace, console: Console) -> int:
+    from .arena import BlobArena
+
+    try:
+        report = BlobArena.repair(args.path)
+    except SlabcacheError as exc:
+        console.print(f"[red]{type(exc).__name__}: {exc}")
+        return 1
+    dropped = report.pop("dropped")
+    console.print(_table(f"repair {args.path}", report))
+    for line in dropped:
+        console.print(f"[yellow]dropped: {line}")
+    console.print(
+        "[green]repaired: every record that checks out was kept"
+        + (f"; {len(dropped)} dropped" if dropped else "")
+    )
+    return 1 if dropped else 0
+
+
 def register(sub: Any) -> None:
     """Adds the ``arena`` subcommand to the CLI's subparsers."""
-    p = sub.add_parser("arena", help="inspect a blob arena: verify, stats")
+    p = sub.add_parser("arena", help="inspect or repair a blob arena: verify, stats, repair")
     asub = p.add_subparsers(dest="arena_command", required=True)
     for name, help_ in (
         ("verify", "check every checksum (blobs, WAL, checkpoint); exit 1 on corruption"),
@@ -79,3 +102,9 @@ def register(sub: Any) -> None:
         q = asub.add_parser(name, help=help_)
         q.add_argument("path", help="arena directory")
         q.set_defaults(func=_cmd_arena)
+    q = asub.add_parser(
+        "repair",
+        help="salvage every record that checks out into a new generation; report what was dropped",
+    )
+    q.add_argument("path", help="arena directory (must not be open)")
+    q.set_defaults(func=_cmd_repair)

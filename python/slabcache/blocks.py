@@ -58,12 +58,29 @@ _DTYPES = {t: np.dtype(t) for t in (np.int32, np.int64, np.uint64)}
 
 
 def _req_id(x: Any, name: str = "req_id") -> int:
+    # bool is an int subclass; True as a request id is a bug, not request 1.
+    if isinstance(x, bool | np.bool_):
+        raise InvalidTypeError(f"{name} must be an int, got bool")
     try:
         v = operator.index(x)
     except TypeError:
         raise InvalidTypeError(f"{name} must be an int, got {type(x).__name__}") from None
     if not -(2**63) <= v < 2**63:
         raise InvalidArgumentError(f"{name} {v} does not fit in int64")
+    return v
+
+
+def _count(x: Any, name: str, hi: int = 2**62) -> int:
+    """A non-negative int count (bool refused), range-checked so the core
+    never sees a value pyo3 would reject with a bare ``OverflowError``."""
+    if isinstance(x, bool | np.bool_):
+        raise InvalidTypeError(f"{name} must be an int, got bool")
+    try:
+        v = operator.index(x)
+    except TypeError:
+        raise InvalidTypeError(f"{name} must be an int, got {type(x).__name__}") from None
+    if not 0 <= v <= hi:
+        raise InvalidArgumentError(f"{name} must be in [0, {hi}], got {v}")
     return v
 
 
@@ -249,7 +266,10 @@ class StepResult:
 class BlockEvents:
     """Prefix-cache events, oldest first: ``kinds`` (0 = stored, 1 = removed),
     ``block_ids``, ``hashes`` uint8 ``(n, 32)``, and for stored blocks their
-    ``parents`` (``has_parent`` false for a sequence's first block)."""
+    ``parents`` (``has_parent`` false for a sequence's first block), the
+    ``extra_keys`` they were hashed with and their token ids (event ``i``'s
+    are ``token_ids[token_offsets[i]:token_offsets[i + 1]]``; empty for
+    removals) — the fields of vLLM's ``BlockStored``."""
 
     STORED = 0
     REMOVED = 1
@@ -259,6 +279,13 @@ class BlockEvents:
     hashes: np.ndarray
     parents: np.ndarray
     has_parent: np.ndarray
+    extra_keys: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
+    token_ids: np.ndarray = field(default_factory=lambda: _EMPTY_I32)
+    token_offsets: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))
+
+    def tokens_of(self, i: int) -> np.ndarray:
+        """Event ``i``'s token ids (int32; empty for a removal)."""
+        return self.token_ids[self.token_offsets[i] : self.token_offsets[i + 1]]
 
     def __len__(self) -> int:
         return len(self.kinds)
@@ -309,9 +336,9 @@ class BlockManager:
             if not isinstance(v, int | np.integer) or isinstance(v, bool):
                 raise InvalidTypeError(f"{name} must be an int, got {type(v).__name__}")
         self._core = _native.BlockManagerCore(
-            int(num_blocks),
-            int(block_size),
-            int(num_cpu_blocks),
+            _count(num_blocks, "num_blocks", _I32_MAX),
+            _count(block_size, "block_size", _I32_MAX),
+            _count(num_cpu_blocks, "num_cpu_blocks", _I32_MAX),
             bool(enable_prefix_caching),
             float(watermark),
             bool(enable_events),
@@ -362,6 +389,7 @@ class BlockManager:
         *,
         extra_key: int | str | bytes | None = None,
         program: int | None = None,
+        max_hit_tokens: int | None = None,
     ) -> tuple[np.ndarray, int]:
         """Registers a waiting request's prompt and finds its longest cached prefix.
 
@@ -372,10 +400,14 @@ class BlockManager:
         ``extra_key`` (LoRA id, cache salt, multimodal hash) separates KV that
         the same tokens produce differently; ``program`` ties the request to an
         agent program whose TTL pin its admission releases.
+        ``max_hit_tokens`` caps the hit (vLLM's ``max_cache_hit_length``; 0
+        skips the prefix cache, e.g. for a prompt-logprobs request); the next
+        allocation takes exactly the returned blocks.
         """
         prog = None if program is None else _req_id(program, "program")
+        limit = None if max_hit_tokens is None else _count(max_hit_tokens, "max_hit_tokens")
         return self._core.get_computed_blocks(
-            _req_id(req_id), _tokens_arg(token_ids), _extra_key(extra_key), prog
+            _req_id(req_id), _tokens_arg(token_ids), _extra_key(extra_key), prog, limit
         )
 
     def allocate_slots(
@@ -386,6 +418,7 @@ class BlockManager:
         *,
         num_lookahead_tokens: int = 0,
         now: float | None = None,
+        reserve: int | None = None,
     ) -> np.ndarray | None:
         """Slots for ``num_new_tokens`` more tokens, all or nothing.
 
@@ -395,15 +428,17 @@ class BlockManager:
         cached prefix and then ``num_new_tokens`` tokens past it (the
         watermark applies). Returns the newly appended block ids (int32), or
         ``None`` when they do not fit, with nothing changed. Copy-on-write
-        copies are reported by :meth:`drain_copies`.
+        copies are reported by :meth:`drain_copies`. ``reserve`` (blocks to
+        leave free) replaces the watermark rule when given.
         """
         toks = None if token_ids is None else _tokens_arg(token_ids)
         return self._core.allocate_slots(
             _req_id(req_id),
-            operator.index(num_new_tokens),
+            _count(num_new_tokens, "num_new_tokens"),
             toks,
-            operator.index(num_lookahead_tokens),
+            _count(num_lookahead_tokens, "num_lookahead_tokens"),
             self._now(now),
+            None if reserve is None else _count(reserve, "reserve"),
         )
 
     def free(self, req_id: int) -> None:
@@ -484,7 +519,7 @@ class BlockManager:
         """Block tables of many requests: int32 ``(n, width)`` padded with ``pad``,
         ready for a paged-attention kernel (``torch.from_numpy`` shares it)."""
         ids = _int_array(req_ids, "req_ids", np.int64, -(2**63), 2**63 - 1)
-        return self._core.block_tables(ids, int(pad), operator.index(min_width))
+        return self._core.block_tables(ids, int(pad), _count(min_width, "min_width"))
 
     def num_computed_tokens(self, req_id: int) -> int:
         """Tokens of the request whose KV its blocks hold."""
@@ -547,7 +582,7 @@ class BlockManager:
             extra,
             progs,
             fin,
-            operator.index(num_lookahead_tokens),
+            _count(num_lookahead_tokens, "num_lookahead_tokens"),
             self._now(now),
             bool(block_tables),
             int(pad),

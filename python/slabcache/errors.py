@@ -28,6 +28,7 @@ __all__ = [
     "StorageError",
     "CorruptionError",
     "LockedError",
+    "NotBundledError",
 ]
 
 
@@ -91,3 +92,7 @@ class CorruptionError(StorageError):
 
 class LockedError(StorageError):
     """Another process holds the store's lock."""
+
+
+class NotBundledError(SlabcacheError, FileNotFoundError):
+    """A file only the release wheel ships (the LD_PRELOAD library, the C header) is absent."""

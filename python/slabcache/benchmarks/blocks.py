@@ -210,6 +210,62 @@ def run(ctx: BenchContext) -> list[Measurement]:
                 )
             )
             advance()
+    out.extend(run_scheduler_suite(ctx))
+    return out
+
+
+def run_vllm_scheduler(n: int, timeout_s: float = 1800) -> tuple[dict | None, str]:
+    """vLLM's own Scheduler, stock vs slabcache's adapter, on the three trace
+    shapes (:mod:`slabcache.benchmarks.blocks_vllm_scheduler`), in vLLM's env."""
+    py = os.environ.get("SLABCACHE_VLLM_PYTHON", DEFAULT_VLLM_PYTHON)
+    if not Path(py).exists():
+        return None, f"vLLM env not found ({py}); set SLABCACHE_VLLM_PYTHON"
+    import tempfile
+
+    src = str(Path(__file__).resolve().parents[2])
+    with tempfile.NamedTemporaryFile(suffix=".json") as f:
+        cmd = [py, "-m", "slabcache.benchmarks.blocks_vllm_scheduler", "--n", str(n)]
+        cmd += ["--json", f.name]
+        env = dict(os.environ, PYTHONPATH=src + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env.setdefault("VLLM_TARGET_DEVICE", "cpu")
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
+        except subprocess.TimeoutExpired:
+            return None, "vLLM scheduler bench timed out"
+        if p.returncode != 0:
+            tail = (p.stderr or p.stdout).strip().splitlines()[-1:] or ["?"]
+            return None, f"vLLM scheduler bench failed: {tail[0][:200]}"
+        return json.loads(Path(f.name).read_text()), ""
+
+
+def run_scheduler_suite(ctx: BenchContext) -> list[Measurement]:
+    n = 64 if ctx.quick else 256
+    res, note = run_vllm_scheduler(n)
+    if res is None:
+        return [
+            Measurement(
+                "vLLM Scheduler step with the adapter",
+                float("nan"),
+                "us/step",
+                suite="blocks",
+                note=note,
+            )
+        ]
+    out = []
+    for shape, r in res.items():
+        same = "identical schedule & block tables" if r["same_schedule"] else "schedules DIFFER"
+        out.append(
+            Measurement(
+                f"vLLM Scheduler.schedule()+update_from_output CPU per step, {shape}, {n} requests",
+                r["slabcache"]["total_us_per_step"],
+                "us/step",
+                peer="vLLM stock KVCacheManager",
+                peer_value=r["vllm"]["total_us_per_step"],
+                suite="blocks",
+                note=f"{same}; schedule() alone x{r['speedup_schedule']:.2f}",
+                extra=r,
+            )
+        )
     return out
 
 

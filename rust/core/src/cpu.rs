@@ -14,14 +14,23 @@ use std::sync::OnceLock;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CpuFeatures {
+    /// x86-64 SSE2 (always present on x86-64).
     pub sse2: bool,
+    /// x86-64 SSE4.2.
     pub sse42: bool,
+    /// x86-64 AVX2.
     pub avx2: bool,
+    /// x86-64 FMA3.
     pub fma: bool,
+    /// AVX-512 Foundation.
     pub avx512f: bool,
+    /// AVX-512 byte and word instructions.
     pub avx512bw: bool,
+    /// AVX-512 VNNI (`vpdpbusd`).
     pub avx512vnni: bool,
+    /// AVX-VNNI (the VEX-encoded VNNI of Alder Lake and later).
     pub avxvnni: bool,
+    /// aarch64 Advanced SIMD (always present on aarch64).
     pub neon: bool,
     /// aarch64 SDOT/UDOT (`dotprod`).
     pub neon_dotprod: bool,

@@ -69,6 +69,7 @@ impl ErrorKind {
 pub struct Error {
     kind: ErrorKind,
     message: String,
+    errno: Option<i32>,
 }
 
 impl Error {
@@ -77,7 +78,23 @@ impl Error {
         Error {
             kind,
             message: message.into(),
+            errno: None,
         }
+    }
+    /// The same error carrying the operating-system error number (`ENOSPC`, `EIO`, ...).
+    ///
+    /// ```
+    /// use slabcache_core::{Error, ErrorKind};
+    /// let e = Error::new(ErrorKind::Io, "disk full").with_errno(28);
+    /// assert_eq!(e.errno(), Some(28));
+    /// ```
+    pub fn with_errno(mut self, errno: i32) -> Self {
+        self.errno = Some(errno);
+        self
+    }
+    /// The operating-system error number behind an I/O failure, if known.
+    pub fn errno(&self) -> Option<i32> {
+        self.errno
     }
     /// Shorthand for [`ErrorKind::InvalidArgument`].
     pub fn invalid_argument(message: impl Into<String>) -> Self {
@@ -122,7 +139,12 @@ impl From<std::io::Error> for Error {
             std::io::ErrorKind::OutOfMemory => ErrorKind::OutOfMemory,
             _ => ErrorKind::Io,
         };
-        Error::new(kind, e.to_string())
+        let errno = e.raw_os_error();
+        let err = Error::new(kind, e.to_string());
+        match errno {
+            Some(code) => err.with_errno(code),
+            None => err,
+        }
     }
 }
 

@@ -20,6 +20,9 @@
 //! println!("AVX2: {}", features.avx2);
 //! ```
 
+// Every public item of the core documents itself (CI runs clippy with -D warnings).
+#![warn(missing_docs)]
+
 pub mod arena;
 pub mod blocks;
 pub mod cpu;

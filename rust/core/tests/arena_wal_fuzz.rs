@@ -10,7 +10,7 @@ use slabcache_core::ErrorKind;
 fn arb_record() -> impl Strategy<Value = (u64, u8, Vec<u8>, BlobLocation)> {
     (
         any::<u64>(),
-        0u8..5,
+        0u8..6,
         proptest::collection::vec(any::<u8>(), 0..64),
         (any::<u64>(), 0u64..1 << 40, 0u64..1 << 20, any::<u32>()),
     )
@@ -44,7 +44,10 @@ fn make(kind: u8, key: &[u8], loc: BlobLocation) -> WalRecord<'_> {
         },
         2 => WalRecord::Checkpoint {
             segment: loc.generation,
+            store_id: loc.offset,
         },
+        3 => WalRecord::SyncMark { synced: loc.len },
+        5 => WalRecord::Batch { records: loc.len },
         _ => WalRecord::GenerationSwitch {
             generation: loc.offset,
         },

@@ -12,8 +12,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyMemoryView, PyString};
 use pyo3::{ffi, IntoPyObjectExt};
 use slabcache_core::arena::{
-    ArenaOptions, ArenaStats, BlobArena, BlobView, CompactionReport, RecoveryReport, SyncMode,
-    VerifyReport,
+    ArenaOptions, ArenaStats, BlobArena, BlobView, CompactionReport, RecoveryReport, RepairReport,
+    SyncMode, VerifyReport,
 };
 use slabcache_core::ErrorKind;
 
@@ -25,7 +25,13 @@ fn key_bytes<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<Cow<'a, [u8]>> {
         return Ok(Cow::Borrowed(b.as_bytes()));
     }
     if let Ok(s) = obj.downcast::<PyString>() {
-        return Ok(Cow::Owned(s.to_str()?.as_bytes().to_vec()));
+        return match s.to_str() {
+            Ok(t) => Ok(Cow::Owned(t.as_bytes().to_vec())),
+            Err(e) => Err(py_err(
+                ErrorKind::InvalidArgument,
+                format!("arena str keys must encode as UTF-8 ({e})"),
+            )),
+        };
     }
     Err(py_err(
         ErrorKind::InvalidType,
@@ -66,6 +72,11 @@ impl ValueBuffer {
         Ok(ValueBuffer { view })
     }
 
+    /// True when the exporter may change the bytes while we hold them.
+    fn mutable(&self) -> bool {
+        self.view.readonly == 0
+    }
+
     fn as_slice(&self) -> &[u8] {
         if self.view.len <= 0 || self.view.buf.is_null() {
             return &[];
@@ -102,6 +113,10 @@ impl Value<'_> {
             Value::Bytes(b) => b,
             Value::Buffer(b) => b.as_slice(),
         }
+    }
+    /// Another thread may write into it while the GIL is released.
+    fn mutable(&self) -> bool {
+        matches!(self, Value::Buffer(b) if b.mutable())
     }
 }
 
@@ -183,6 +198,8 @@ fn stats_dict<'py>(
     d.set_item("syncs", s.syncs)?;
     d.set_item("checkpoints", s.checkpoints)?;
     d.set_item("compactions", s.compactions)?;
+    d.set_item("poisoned", s.poisoned)?;
+    d.set_item("store_id", s.store_id)?;
     d.set_item("sync", sync.as_str())?;
     d.set_item("recovery", recovery_dict(py, &s.recovery)?)?;
     Ok(d)
@@ -193,6 +210,7 @@ fn recovery_dict<'py>(py: Python<'py>, r: &RecoveryReport) -> PyResult<Bound<'py
     d.set_item("checkpoint_entries", r.checkpoint_entries)?;
     d.set_item("replayed_records", r.replayed_records)?;
     d.set_item("truncated_bytes", r.truncated_bytes)?;
+    d.set_item("dropped_records", r.dropped_records)?;
     d.set_item("stop_reason", r.stop_reason.clone())?;
     d.set_item("removed_files", r.removed_files)?;
     d.set_item("repaired_blobs", r.repaired_blobs)?;
@@ -206,8 +224,31 @@ fn compaction_dict<'py>(py: Python<'py>, r: &CompactionReport) -> PyResult<Bound
     d.set_item("blobs", r.blobs)?;
     d.set_item("bytes_before", r.bytes_before)?;
     d.set_item("bytes_after", r.bytes_after)?;
+    d.set_item("bad_blobs", r.bad_blobs)?;
     d.set_item("seconds", r.duration_us as f64 / 1e6)?;
     Ok(d)
+}
+
+fn repair_dict<'py>(py: Python<'py>, r: &RepairReport) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("kept_keys", r.kept_keys)?;
+    d.set_item("checkpoint_entries", r.checkpoint_entries)?;
+    d.set_item("wal_records", r.wal_records)?;
+    d.set_item("damaged_wal_bytes", r.damaged_wal_bytes)?;
+    d.set_item("dropped", PyList::new(py, &r.dropped)?)?;
+    d.set_item("generation", r.generation)?;
+    d.set_item("backup_dir", r.backup_dir.clone())?;
+    Ok(d)
+}
+
+/// A non-negative size option (negative → `InvalidArgumentError`, not `OverflowError`).
+fn size_opt(name: &str, v: i128) -> PyResult<u64> {
+    u64::try_from(v).map_err(|_| {
+        py_err(
+            ErrorKind::InvalidArgument,
+            format!("{name} must be a non-negative integer below 2**64, got {v}"),
+        )
+    })
 }
 
 fn verify_dict<'py>(py: Python<'py>, r: &VerifyReport) -> PyResult<Bound<'py, PyDict>> {
@@ -234,17 +275,21 @@ impl PyBlobArena {
         path: PathBuf,
         sync: &str,
         batch_interval_ms: f64,
-        batch_bytes: u64,
-        checkpoint_bytes: u64,
+        batch_bytes: i128,
+        checkpoint_bytes: i128,
         auto_compact: bool,
         compact_dead_ratio: f64,
-        compact_min_dead_bytes: u64,
+        compact_min_dead_bytes: i128,
         verify_reads: bool,
         verify_replay: bool,
         create: bool,
-        inline_max: usize,
+        inline_max: i128,
     ) -> PyResult<Self> {
         let sync: SyncMode = sync.parse().py()?;
+        let batch_bytes = size_opt("batch_bytes", batch_bytes)?;
+        let checkpoint_bytes = size_opt("checkpoint_bytes", checkpoint_bytes)?;
+        let compact_min_dead_bytes = size_opt("compact_min_dead_bytes", compact_min_dead_bytes)?;
+        let inline_max = usize::try_from(size_opt("inline_max", inline_max)?).unwrap_or(usize::MAX);
         if !(batch_interval_ms.is_finite() && batch_interval_ms > 0.0) {
             return Err(py_err(
                 ErrorKind::InvalidArgument,
@@ -263,6 +308,7 @@ impl PyBlobArena {
             verify_replay,
             create,
             inline_max,
+            ..Default::default()
         };
         let inner = py.allow_threads(|| BlobArena::open(&path, opts)).py()?;
         Ok(PyBlobArena {
@@ -279,11 +325,16 @@ impl PyBlobArena {
     ) -> PyResult<()> {
         let k = key_bytes(key)?;
         let v = Value::from(value)?;
+        let unstable = v.mutable();
         let (kb, vb) = (SendSlices(vec![&k[..]]), SendSlices(vec![v.as_slice()]));
         let inner = &self.inner;
         py.allow_threads(move || {
             let (kb, vb) = (kb, vb);
-            inner.put_many(&kb.0, &vb.0)
+            if unstable {
+                inner.put_many_unstable(&kb.0, &vb.0)
+            } else {
+                inner.put_many(&kb.0, &vb.0)
+            }
         })
         .py()
     }
@@ -305,12 +356,17 @@ impl PyBlobArena {
         }
         let ks: Vec<Cow<'_, [u8]>> = key_objs.iter().map(key_bytes).collect::<PyResult<_>>()?;
         let vs: Vec<Value<'_>> = val_objs.iter().map(Value::from).collect::<PyResult<_>>()?;
+        let unstable = vs.iter().any(Value::mutable);
         let kb = SendSlices(ks.iter().map(|k| &k[..]).collect());
         let vb = SendSlices(vs.iter().map(|v| v.as_slice()).collect());
         let inner = &self.inner;
         py.allow_threads(move || {
             let (kb, vb) = (kb, vb);
-            inner.put_many(&kb.0, &vb.0)
+            if unstable {
+                inner.put_many_unstable(&kb.0, &vb.0)
+            } else {
+                inner.put_many(&kb.0, &vb.0)
+            }
         })
         .py()
     }
@@ -359,8 +415,9 @@ impl PyBlobArena {
         self.inner.contains(&k).py()
     }
 
-    fn __len__(&self) -> usize {
-        self.inner.len()
+    fn __len__(&self) -> PyResult<usize> {
+        self.inner.ensure_usable().py()?;
+        Ok(self.inner.len())
     }
 
     /// Keys in `[start, end)` in byte order, at most `limit`.
@@ -405,6 +462,7 @@ impl PyBlobArena {
 
     /// Sizes and counters.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        self.inner.ensure_usable().py()?;
         let s = self.inner.stats();
         stats_dict(py, &s, self.inner.options().sync)
     }
@@ -426,6 +484,31 @@ impl PyBlobArena {
     #[getter]
     fn closed(&self) -> bool {
         self.inner.is_closed()
+    }
+
+    /// True once a durability step (fsync, checkpoint, compaction) failed:
+    /// every later write raises until the arena is reopened.
+    #[getter]
+    fn poisoned(&self) -> bool {
+        self.inner.is_poisoned()
+    }
+
+    /// Salvages every record of a damaged arena that checks out into a new
+    /// generation (the old files are kept under `salvaged-*/`); returns what
+    /// was kept and dropped. The arena must not be open.
+    #[staticmethod]
+    fn repair<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>> {
+        if path.as_os_str().is_empty() {
+            return Err(py_err(
+                ErrorKind::InvalidArgument,
+                "the arena path is empty",
+            ));
+        }
+        let io = slabcache_core::arena::io::os_io();
+        let r = py
+            .allow_threads(|| slabcache_core::arena::repair(&path, &io))
+            .py()?;
+        repair_dict(py, &r)
     }
 
     /// The arena directory.

@@ -7,6 +7,8 @@
 
 use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1};
+use std::sync::{Mutex, MutexGuard, TryLockError};
+
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyInt, PyList};
 use slabcache_core::blocks::{
@@ -104,9 +106,32 @@ fn ids_array<'py>(py: Python<'py>, ids: &[u32]) -> Bound<'py, PyArray1<i32>> {
 }
 
 /// The native block manager (see `slabcache.blocks.BlockManager`).
-#[pyclass(module = "slabcache._native", name = "BlockManagerCore")]
+///
+/// The manager sits behind a mutex, not pyo3's borrow flag: `step` runs with
+/// the GIL released, and a call from another thread meanwhile (`stats()` from
+/// a metrics thread) must wait for it, not fail with "Already borrowed".
+#[pyclass(module = "slabcache._native", name = "BlockManagerCore", frozen)]
 pub struct PyBlockManager {
-    inner: BlockManager,
+    inner: Mutex<BlockManager>,
+}
+
+impl PyBlockManager {
+    /// The manager, waiting (with the GIL released) while another thread holds it.
+    fn lock(&self, py: Python<'_>) -> MutexGuard<'_, BlockManager> {
+        loop {
+            match self.inner.try_lock() {
+                Ok(g) => return g,
+                // The core does not panic on bad input; a panic mid-call is a
+                // bug that check_invariants() would report, not a reason to
+                // make the object unusable.
+                Err(TryLockError::Poisoned(p)) => return p.into_inner(),
+                Err(TryLockError::WouldBlock) => {
+                    let m = &self.inner;
+                    py.allow_threads(|| drop(m.lock()));
+                }
+            }
+        }
+    }
 }
 
 #[pymethods]
@@ -130,122 +155,140 @@ impl PyBlockManager {
             enable_events,
         };
         Ok(PyBlockManager {
-            inner: BlockManager::new(cfg).py()?,
+            inner: Mutex::new(BlockManager::new(cfg).py()?),
         })
     }
 
     #[getter]
-    fn num_blocks(&self) -> usize {
-        self.inner.config().num_blocks
+    fn num_blocks(&self, py: Python<'_>) -> usize {
+        self.lock(py).config().num_blocks
     }
     #[getter]
-    fn block_size(&self) -> usize {
-        self.inner.config().block_size
+    fn block_size(&self, py: Python<'_>) -> usize {
+        self.lock(py).config().block_size
     }
     #[getter]
-    fn num_cpu_blocks(&self) -> usize {
-        self.inner.config().num_cpu_blocks
+    fn num_cpu_blocks(&self, py: Python<'_>) -> usize {
+        self.lock(py).config().num_cpu_blocks
     }
     #[getter]
-    fn enable_prefix_caching(&self) -> bool {
-        self.inner.config().enable_prefix_caching
+    fn enable_prefix_caching(&self, py: Python<'_>) -> bool {
+        self.lock(py).config().enable_prefix_caching
     }
     #[getter]
-    fn watermark(&self) -> f64 {
-        self.inner.config().watermark
+    fn watermark(&self, py: Python<'_>) -> f64 {
+        self.lock(py).config().watermark
     }
     #[getter]
-    fn num_free_blocks(&self) -> usize {
-        self.inner.num_free_blocks()
+    fn num_free_blocks(&self, py: Python<'_>) -> usize {
+        self.lock(py).num_free_blocks()
     }
     #[getter]
-    fn num_requests(&self) -> usize {
-        self.inner.num_requests()
+    fn num_requests(&self, py: Python<'_>) -> usize {
+        self.lock(py).num_requests()
     }
 
-    fn contains(&self, req_id: i64) -> bool {
-        self.inner.contains(req_id)
+    fn contains(&self, py: Python<'_>, req_id: i64) -> bool {
+        self.lock(py).contains(req_id)
     }
 
-    #[pyo3(signature = (req_id, token_ids, extra_key=0, program=None))]
+    #[pyo3(signature = (req_id, token_ids, extra_key=0, program=None, max_hit_tokens=None))]
     fn get_computed_blocks<'py>(
-        &mut self,
+        &self,
         py: Python<'py>,
         req_id: i64,
         token_ids: &Bound<'py, PyAny>,
         extra_key: u64,
         program: Option<i64>,
+        max_hit_tokens: Option<i64>,
     ) -> PyResult<(Bound<'py, PyArray1<i32>>, usize)> {
         let toks = token_vec(token_ids)?;
+        let limit = match max_hit_tokens {
+            Some(m) => count("max_hit_tokens", m)?,
+            None => usize::MAX,
+        };
         let (ids, n) = self
-            .inner
-            .get_computed_blocks(req_id, &toks, extra_key, program)
+            .lock(py)
+            .get_computed_blocks_limited(req_id, &toks, extra_key, program, limit)
             .py()?;
         Ok((ids_array(py, &ids), n))
     }
 
-    #[pyo3(signature = (req_id, num_new_tokens, token_ids=None, num_lookahead_tokens=0, now=0.0))]
+    #[pyo3(signature = (req_id, num_new_tokens, token_ids=None, num_lookahead_tokens=0, now=0.0, reserve=None))]
+    #[allow(clippy::too_many_arguments)]
     fn allocate_slots<'py>(
-        &mut self,
+        &self,
         py: Python<'py>,
         req_id: i64,
         num_new_tokens: i64,
         token_ids: Option<&Bound<'py, PyAny>>,
         num_lookahead_tokens: i64,
         now: f64,
+        reserve: Option<i64>,
     ) -> PyResult<Option<Bound<'py, PyArray1<i32>>>> {
+        let reserve = reserve.map(|r| count("reserve", r)).transpose()?;
         let n = count("num_new_tokens", num_new_tokens)?;
         let la = count("num_lookahead_tokens", num_lookahead_tokens)?;
         let toks = match token_ids {
             Some(a) => token_vec(a)?,
             None => Vec::new(),
         };
-        let r = self.inner.allocate_slots(req_id, n, &toks, la, now).py()?;
+        let r = self
+            .lock(py)
+            .allocate_slots_reserving(req_id, n, &toks, la, now, reserve)
+            .py()?;
         Ok(r.map(|ids| ids_array(py, &ids)))
     }
 
-    fn free(&mut self, req_id: i64) -> PyResult<()> {
-        self.inner.free(req_id).py()
+    fn free(&self, py: Python<'_>, req_id: i64) -> PyResult<()> {
+        self.lock(py).free(req_id).py()
     }
 
-    fn fork(&mut self, parent_id: i64, child_id: i64) -> PyResult<()> {
-        self.inner.fork(parent_id, child_id).py()
+    fn fork(&self, py: Python<'_>, parent_id: i64, child_id: i64) -> PyResult<()> {
+        self.lock(py).fork(parent_id, child_id).py()
     }
 
     #[pyo3(signature = (req_id, ttl_s, program=None, now=0.0))]
-    fn pin(&mut self, req_id: i64, ttl_s: f64, program: Option<i64>, now: f64) -> PyResult<()> {
-        self.inner.pin(req_id, ttl_s, program, now).py()
+    fn pin(
+        &self,
+        py: Python<'_>,
+        req_id: i64,
+        ttl_s: f64,
+        program: Option<i64>,
+        now: f64,
+    ) -> PyResult<()> {
+        self.lock(py).pin(req_id, ttl_s, program, now).py()
     }
 
-    fn unpin(&mut self, program: i64) -> PyResult<()> {
-        self.inner.unpin(program).py()
+    fn unpin(&self, py: Python<'_>, program: i64) -> PyResult<()> {
+        self.lock(py).unpin(program).py()
     }
 
-    fn expire_pins(&mut self, now: f64) -> PyResult<usize> {
-        self.inner.expire_pins(now).py()
+    fn expire_pins(&self, py: Python<'_>, now: f64) -> PyResult<usize> {
+        self.lock(py).expire_pins(now).py()
     }
 
-    fn pin_deadline(&self, program: i64) -> Option<f64> {
-        self.inner.pin_deadline(program)
+    fn pin_deadline(&self, py: Python<'_>, program: i64) -> Option<f64> {
+        self.lock(py).pin_deadline(program)
     }
 
     fn swap_out<'py>(
-        &mut self,
+        &self,
         py: Python<'py>,
         req_id: i64,
     ) -> PyResult<Option<Bound<'py, PyArray2<i32>>>> {
-        let r = self.inner.swap_out(req_id).py()?;
+        let r = self.lock(py).swap_out(req_id).py()?;
         Ok(r.map(|r| ranges_array(py, &r)))
     }
 
     #[pyo3(signature = (req_id, now=0.0))]
     fn swap_in<'py>(
-        &mut self,
+        &self,
         py: Python<'py>,
         req_id: i64,
         now: f64,
     ) -> PyResult<Option<Bound<'py, PyArray2<i32>>>> {
-        let r = self.inner.swap_in(req_id, now).py()?;
+        let r = self.lock(py).swap_in(req_id, now).py()?;
         Ok(r.map(|r| ranges_array(py, &r)))
     }
 
@@ -254,7 +297,7 @@ impl PyBlockManager {
         py: Python<'py>,
         req_id: i64,
     ) -> PyResult<Bound<'py, PyArray1<i32>>> {
-        Ok(ids_array(py, self.inner.block_table(req_id).py()?))
+        Ok(ids_array(py, self.lock(py).block_table(req_id).py()?))
     }
 
     fn host_block_table<'py>(
@@ -263,14 +306,14 @@ impl PyBlockManager {
         req_id: i64,
     ) -> PyResult<Option<Bound<'py, PyArray1<i32>>>> {
         Ok(self
-            .inner
+            .lock(py)
             .host_block_table(req_id)
             .py()?
             .map(|h| ids_array(py, h)))
     }
 
-    fn num_computed_tokens(&self, req_id: i64) -> PyResult<usize> {
-        self.inner.num_computed_tokens(req_id).py()
+    fn num_computed_tokens(&self, py: Python<'_>, req_id: i64) -> PyResult<usize> {
+        self.lock(py).num_computed_tokens(req_id).py()
     }
 
     #[pyo3(signature = (req_ids, pad=-1, min_width=0))]
@@ -283,7 +326,7 @@ impl PyBlockManager {
     ) -> PyResult<Bound<'py, PyArray2<i32>>> {
         let ids = slice("req_ids", &req_ids)?;
         let mw = count("min_width", min_width)?;
-        let (flat, width) = self.inner.block_tables(ids, pad, mw).py()?;
+        let (flat, width) = self.lock(py).block_tables(ids, pad, mw).py()?;
         let a = Array2::from_shape_vec((ids.len(), width), flat).expect("shape");
         Ok(a.into_pyarray(py))
     }
@@ -293,7 +336,7 @@ impl PyBlockManager {
     #[pyo3(signature = (req_ids, num_new_tokens, token_ids, token_offsets, extra_keys=None, programs=None, finished=None, num_lookahead_tokens=0, now=0.0, want_tables=false, pad=-1, fcfs=false))]
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn step<'py>(
-        &mut self,
+        &self,
         py: Python<'py>,
         req_ids: PyReadonlyArray1<'py, i64>,
         num_new_tokens: PyReadonlyArray1<'py, i64>,
@@ -345,7 +388,8 @@ impl PyBlockManager {
             now,
             fcfs,
         };
-        let inner = &mut self.inner;
+        let mut guard = self.lock(py);
+        let inner: &mut BlockManager = &mut guard;
         let (out, tables) = py
             .allow_threads(|| {
                 let out = inner.step(&inp)?;
@@ -353,6 +397,7 @@ impl PyBlockManager {
                 Ok::<_, slabcache_core::Error>((out, tables))
             })
             .py()?;
+        drop(guard);
         let tables = tables.map(|(flat, width)| {
             Array2::from_shape_vec((ids.len(), width), flat)
                 .expect("shape")
@@ -368,14 +413,15 @@ impl PyBlockManager {
         ))
     }
 
-    fn drain_copies<'py>(&mut self, py: Python<'py>) -> Bound<'py, PyArray2<i32>> {
-        pairs_array(py, &self.inner.drain_copies())
+    fn drain_copies<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray2<i32>> {
+        pairs_array(py, &self.lock(py).drain_copies())
     }
 
-    /// (kinds uint8, block_ids int32, hashes uint8 (n, 32), parents uint8 (n, 32), has_parent bool)
+    /// (kinds uint8, block_ids int32, hashes uint8 (n, 32), parents uint8 (n, 32),
+    /// has_parent bool, extra_keys uint64, token_ids int32, token_offsets int64 (n + 1))
     #[allow(clippy::type_complexity)]
     fn drain_events<'py>(
-        &mut self,
+        &self,
         py: Python<'py>,
     ) -> (
         Bound<'py, PyArray1<u8>>,
@@ -383,8 +429,24 @@ impl PyBlockManager {
         Bound<'py, PyArray2<u8>>,
         Bound<'py, PyArray2<u8>>,
         Bound<'py, PyArray1<bool>>,
+        Bound<'py, PyArray1<u64>>,
+        Bound<'py, PyArray1<i32>>,
+        Bound<'py, PyArray1<i64>>,
     ) {
-        let ev = self.inner.drain_events();
+        let (ev, toks) = self.lock(py).drain_events_with_tokens();
+        let mut extra = Vec::with_capacity(ev.len());
+        let mut tok_out: Vec<i32> = Vec::with_capacity(toks.len());
+        let mut offs: Vec<i64> = Vec::with_capacity(ev.len() + 1);
+        offs.push(0);
+        for e in &ev {
+            extra.push(e.extra_key);
+            tok_out.extend(
+                toks[e.tokens_start..e.tokens_start + e.tokens_len]
+                    .iter()
+                    .map(|&t| t as i32),
+            );
+            offs.push(tok_out.len() as i64);
+        }
         let n = ev.len();
         let mut hashes = Array2::<u8>::zeros((n, 32));
         let mut parents = Array2::<u8>::zeros((n, 32));
@@ -413,33 +475,36 @@ impl PyBlockManager {
             hashes.into_pyarray(py),
             parents.into_pyarray(py),
             has_parent.into_pyarray(py),
+            extra.into_pyarray(py),
+            tok_out.into_pyarray(py),
+            offs.into_pyarray(py),
         )
     }
 
-    fn set_events_enabled(&mut self, on: bool) {
-        self.inner.set_events_enabled(on);
+    fn set_events_enabled(&self, py: Python<'_>, on: bool) {
+        self.lock(py).set_events_enabled(on);
     }
 
-    fn reset_prefix_cache(&mut self) -> bool {
-        self.inner.reset_prefix_cache()
+    fn reset_prefix_cache(&self, py: Python<'_>) -> bool {
+        self.lock(py).reset_prefix_cache()
     }
 
-    fn ref_count(&self, block_id: i64) -> PyResult<u32> {
+    fn ref_count(&self, py: Python<'_>, block_id: i64) -> PyResult<u32> {
         let b = u32::try_from(block_id).map_err(|_| {
             py_err(
                 ErrorKind::InvalidArgument,
                 format!("block id {block_id} out of range"),
             )
         })?;
-        self.inner.ref_count(b).py()
+        self.lock(py).ref_count(b).py()
     }
 
     fn free_block_order<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i32>> {
-        ids_array(py, &self.inner.free_block_order())
+        ids_array(py, &self.lock(py).free_block_order())
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = self.inner.stats();
+        let s = self.lock(py).stats();
         let d = PyDict::new(py);
         d.set_item("num_blocks", s.num_blocks)?;
         d.set_item("num_free_blocks", s.num_free_blocks)?;
@@ -467,8 +532,8 @@ impl PyBlockManager {
         Ok(d)
     }
 
-    fn check_invariants(&self) -> PyResult<()> {
-        self.inner.check_invariants().py()
+    fn check_invariants(&self, py: Python<'_>) -> PyResult<()> {
+        self.lock(py).check_invariants().py()
     }
 }
 

@@ -25,7 +25,11 @@ pub fn class_for(py: Python<'_>, kind: ErrorKind) -> PyResult<Bound<'_, PyType>>
 /// Builds the `PyErr` for a core error.
 pub fn to_py_err(err: Error) -> PyErr {
     Python::with_gil(|py| match class_for(py, err.kind()) {
-        Ok(cls) => PyErr::from_type(cls, err.message().to_owned()),
+        // OSError subclasses take (errno, message): `e.errno` is then set.
+        Ok(cls) => match err.errno() {
+            Some(code) => PyErr::from_type(cls, (code, err.message().to_owned())),
+            None => PyErr::from_type(cls, err.message().to_owned()),
+        },
         Err(lookup) => PyRuntimeError::new_err(format!(
             "{} (and slabcache.errors could not be imported: {lookup})",
             err.message()

@@ -105,13 +105,24 @@ fn main() {
         "{:>8} {:>6} {:>12} {:>12} {:>10}",
         "value", "sync", "arena MB/s", "raw MB/s", "overhead"
     );
+    // ARENA_WAL_SIZES=100,4096 limits the rows (for A/B runs).
+    let only: Option<Vec<usize>> = std::env::var("ARENA_WAL_SIZES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect());
     for (size, n) in [(100usize, 200_000usize), (4096, 32_768), (1 << 20, 256)] {
+        if only.as_ref().is_some_and(|o| !o.contains(&size)) {
+            continue;
+        }
         let values: Vec<Vec<u8>> = (0..n).map(|i| vec![(i % 251) as u8; size]).collect();
         let mb = (size * n) as f64 / 1e6;
         for (label, sync, fsync) in [
             ("none", SyncMode::None, false),
             ("always", SyncMode::Always, true),
         ] {
+            // ARENA_WAL_SYNC=none|always limits the rows too.
+            if std::env::var("ARENA_WAL_SYNC").is_ok_and(|m| m != label) {
+                continue;
+            }
             let (vals, mb) = if fsync {
                 (
                     &values[..values.len().min(64 * 64)],

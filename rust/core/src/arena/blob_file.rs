@@ -6,12 +6,17 @@
 //! The mapping may be longer than the file: pages past end-of-file are never
 //! touched because a blob is only indexed after its bytes were written.
 //!
-//! File layout: a 16-byte header (`SCBLOB01` + generation u64 LE), then blobs
-//! back to back.
+//! File layout: a 32-byte header (`SCBLOB02`, generation u64, store id u64,
+//! CRC32C u32 of those 24 bytes, 4 zero bytes), then blobs back to back. The
+//! store id binds the file to its arena: a generation file copied in from
+//! another arena is refused at open.
+//!
+//! Each mapping carries a "verified" bitmap: a blob of 16 bytes or more is
+//! checksummed the first time it is read through that mapping and its bit set
+//! (two such blobs never start in the same 16-byte slot); smaller blobs are
+//! checksummed on every read (cheaper than the bitmap).
 
-use std::fs::{File, OpenOptions};
-use std::io::IoSlice;
-use std::os::fd::AsRawFd;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,21 +24,63 @@ use std::sync::Arc;
 use memmap2::{Mmap, MmapOptions};
 use parking_lot::RwLock;
 
+use super::io::{io_error, SharedIo};
 use crate::{Error, ErrorKind, Result};
 
 /// Magic bytes at the start of every generation file.
-pub const BLOB_MAGIC: &[u8; 8] = b"SCBLOB01";
+pub const BLOB_MAGIC: &[u8; 8] = b"SCBLOB02";
 /// Bytes of the generation file header.
-pub const BLOB_HEADER_LEN: u64 = 16;
+pub const BLOB_HEADER_LEN: u64 = 32;
+/// Blobs shorter than this are checksummed on every read; longer ones once per mapping.
+pub const VERIFY_SLOT: u64 = 16;
+
+/// The header of generation `generation` of store `store_id`.
+pub fn encode_header(generation: u64, store_id: u64) -> [u8; BLOB_HEADER_LEN as usize] {
+    let mut h = [0u8; BLOB_HEADER_LEN as usize];
+    h[..8].copy_from_slice(BLOB_MAGIC);
+    h[8..16].copy_from_slice(&generation.to_le_bytes());
+    h[16..24].copy_from_slice(&store_id.to_le_bytes());
+    let crc = crc32c::crc32c(&h[..24]);
+    h[24..28].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// Checks a generation header; the reason it is wrong otherwise.
+pub fn check_header(
+    bytes: &[u8],
+    generation: u64,
+    store_id: u64,
+) -> std::result::Result<(), String> {
+    if bytes.len() < BLOB_HEADER_LEN as usize {
+        return Err("truncated (no header)".into());
+    }
+    if &bytes[..8] != BLOB_MAGIC {
+        return Err("bad magic (not a slabcache generation file of this format)".into());
+    }
+    if bytes[..BLOB_HEADER_LEN as usize] != encode_header(generation, store_id)[..] {
+        let got_gen = u64::from_le_bytes(bytes[8..16].try_into().expect("8"));
+        let got_store = u64::from_le_bytes(bytes[16..24].try_into().expect("8"));
+        if got_store != store_id {
+            return Err(format!(
+                "belongs to another store (store id {got_store:#x}, expected {store_id:#x})"
+            ));
+        }
+        if got_gen != generation {
+            return Err(format!("is generation {got_gen}, expected {generation}"));
+        }
+        return Err("header checksum mismatch".into());
+    }
+    Ok(())
+}
 /// Smallest mapping made of a generation file (it grows by doubling).
 const MIN_MAP_LEN: u64 = 16 << 20;
 
 /// The open file of a generation, unlinked on drop once marked obsolete.
-#[derive(Debug)]
 pub struct GenerationFile {
     generation: u64,
     path: PathBuf,
     file: File,
+    io: SharedIo,
     obsolete: AtomicBool,
 }
 
@@ -52,7 +99,7 @@ impl Drop for GenerationFile {
     fn drop(&mut self) {
         if self.obsolete.load(Ordering::Acquire) {
             // Best effort: recovery removes unreferenced generations anyway.
-            let _ = std::fs::remove_file(&self.path);
+            let _ = self.io.remove(&self.path);
         }
     }
 }
@@ -61,6 +108,7 @@ impl Drop for GenerationFile {
 pub struct Mapping {
     mmap: Mmap,
     file: Arc<GenerationFile>,
+    verified: Box<[AtomicU64]>,
 }
 
 impl Mapping {
@@ -80,6 +128,39 @@ impl Mapping {
     pub fn generation(&self) -> u64 {
         self.file.generation
     }
+
+    /// True when the blob `[offset, offset + len)` matches `crc`: checked once
+    /// per mapping for blobs of [`VERIFY_SLOT`] bytes or more, every time for
+    /// smaller ones. The caller checked the range lies inside the mapping.
+    pub fn check_blob(&self, offset: u64, len: u64, crc: u32) -> bool {
+        if len < VERIFY_SLOT {
+            return crc32c::crc32c(&self.mmap[offset as usize..(offset + len) as usize]) == crc;
+        }
+        let slot = (offset / VERIFY_SLOT) as usize;
+        let (word, bit) = (slot / 64, 1u64 << (slot % 64));
+        let Some(w) = self.verified.get(word) else {
+            return crc32c::crc32c(&self.mmap[offset as usize..(offset + len) as usize]) == crc;
+        };
+        if w.load(Ordering::Relaxed) & bit != 0 {
+            return true;
+        }
+        let ok = crc32c::crc32c(&self.mmap[offset as usize..(offset + len) as usize]) == crc;
+        if ok {
+            w.fetch_or(bit, Ordering::Relaxed);
+        }
+        ok
+    }
+
+    /// Marks a blob as verified (its bytes were just checksummed by the writer).
+    pub fn mark_verified(&self, offset: u64, len: u64) {
+        if len < VERIFY_SLOT {
+            return;
+        }
+        let slot = (offset / VERIFY_SLOT) as usize;
+        if let Some(w) = self.verified.get(slot / 64) {
+            w.fetch_or(1u64 << (slot % 64), Ordering::Relaxed);
+        }
+    }
 }
 
 /// A generation's blob file: append position, file handle and current mapping.
@@ -90,7 +171,7 @@ pub struct BlobFile {
 }
 
 fn io_err(what: &str, path: &Path, e: std::io::Error) -> Error {
-    Error::new(ErrorKind::Io, format!("{what} {}: {e}", path.display()))
+    io_error(what, path, e)
 }
 
 fn map(handle: &Arc<GenerationFile>, len: u64) -> Result<Arc<Mapping>> {
@@ -107,69 +188,77 @@ fn map(handle: &Arc<GenerationFile>, len: u64) -> Result<Arc<Mapping>> {
     // indexed only after its bytes are written), so no SIGBUS arises from them.
     let mmap = unsafe { MmapOptions::new().len(len).map(handle.file()) }
         .map_err(|e| io_err("cannot mmap", &handle.path, e))?;
+    let slots = (len as u64).div_ceil(VERIFY_SLOT * 64) as usize;
+    let verified: Box<[AtomicU64]> = (0..slots).map(|_| AtomicU64::new(0)).collect();
     Ok(Arc::new(Mapping {
         mmap,
         file: handle.clone(),
+        verified,
     }))
 }
 
 impl BlobFile {
-    /// Creates a new, empty generation file at `path` (header written and fsynced).
-    pub fn create(path: &Path, generation: u64) -> Result<BlobFile> {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(path)
+    /// Creates a new, empty generation file at `path` (header written and
+    /// fsynced; the caller fsyncs the directory).
+    pub fn create(io: &SharedIo, path: &Path, generation: u64, store_id: u64) -> Result<BlobFile> {
+        let file = io
+            .open(path, true, true)
             .map_err(|e| io_err("cannot create", path, e))?;
-        let mut header = Vec::with_capacity(16);
-        header.extend_from_slice(BLOB_MAGIC);
-        header.extend_from_slice(&generation.to_le_bytes());
-        write_all_at(&file, &[&header], 0).map_err(|e| io_err("cannot write", path, e))?;
-        file.sync_all()
+        let header = encode_header(generation, store_id);
+        io.write_at(&file, &[&header], 0)
+            .map_err(|e| io_err("cannot write", path, e))?;
+        io.sync(&file)
             .map_err(|e| io_err("cannot fsync", path, e))?;
-        Self::from_file(path, file, generation, BLOB_HEADER_LEN)
+        Self::from_file(io, path, file, generation, BLOB_HEADER_LEN)
     }
 
-    /// Opens an existing generation file, checking its header; its end is the file length.
-    pub fn open(path: &Path, generation: u64) -> Result<BlobFile> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(|e| {
-                if e.kind() == std::io::ErrorKind::NotFound {
-                    Error::corrupt(format!("generation file {} is missing", path.display()))
-                } else {
-                    io_err("cannot open", path, e)
-                }
-            })?;
+    /// Opens an existing generation file, checking its header (magic,
+    /// generation number, store id); its end is the file length.
+    pub fn open(io: &SharedIo, path: &Path, generation: u64, store_id: u64) -> Result<BlobFile> {
+        let file = io.open(path, false, false).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::corrupt(format!("generation file {} is missing", path.display()))
+            } else {
+                io_err("cannot open", path, e)
+            }
+        })?;
         let len = file
             .metadata()
             .map_err(|e| io_err("cannot stat", path, e))?
             .len();
-        let mut header = [0u8; 16];
-        if len < BLOB_HEADER_LEN || read_exact_at(&file, &mut header, 0).is_err() {
+        let mut header = [0u8; BLOB_HEADER_LEN as usize];
+        let read = if len < BLOB_HEADER_LEN {
+            Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof))
+        } else {
+            read_exact_at(&file, &mut header, 0)
+        };
+        if read.is_err() {
             return Err(Error::corrupt(format!(
                 "generation file {} is truncated (no header)",
                 path.display()
             )));
         }
-        if &header[..8] != BLOB_MAGIC || header[8..] != generation.to_le_bytes() {
+        if let Err(why) = check_header(&header, generation, store_id) {
             return Err(Error::corrupt(format!(
-                "generation file {} has a bad header",
+                "generation file {} {why}",
                 path.display()
             )));
         }
-        Self::from_file(path, file, generation, len)
+        Self::from_file(io, path, file, generation, len)
     }
 
-    fn from_file(path: &Path, file: File, generation: u64, end: u64) -> Result<BlobFile> {
+    fn from_file(
+        io: &SharedIo,
+        path: &Path,
+        file: File,
+        generation: u64,
+        end: u64,
+    ) -> Result<BlobFile> {
         let handle = Arc::new(GenerationFile {
             generation,
             path: path.to_path_buf(),
             file,
+            io: io.clone(),
             obsolete: AtomicBool::new(false),
         });
         let mapping = map(&handle, end.max(MIN_MAP_LEN).next_power_of_two())?;
@@ -202,7 +291,9 @@ impl BlobFile {
     pub fn append(&self, bufs: &[&[u8]]) -> Result<u64> {
         let at = self.end();
         let total: u64 = bufs.iter().map(|b| b.len() as u64).sum();
-        write_all_at(&self.handle.file, bufs, at)
+        self.handle
+            .io
+            .write_at(&self.handle.file, bufs, at)
             .map_err(|e| io_err("cannot write", &self.handle.path, e))?;
         self.ensure_mapped(at + total)?;
         self.end.store(at + total, Ordering::Release);
@@ -212,7 +303,9 @@ impl BlobFile {
     /// Recovery only: writes `data` at `offset` (rewriting a blob from its
     /// put-inline WAL record), extending the end if it grows the file.
     pub fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
-        write_all_at(&self.handle.file, &[data], offset)
+        self.handle
+            .io
+            .write_at(&self.handle.file, &[data], offset)
             .map_err(|e| io_err("cannot write", &self.handle.path, e))?;
         let end = self.end().max(offset + data.len() as u64);
         self.ensure_mapped(end)?;
@@ -233,62 +326,18 @@ impl BlobFile {
     /// fdatasync of the file.
     pub fn sync(&self) -> Result<()> {
         self.handle
-            .file
-            .sync_data()
+            .io
+            .sync(&self.handle.file)
             .map_err(|e| io_err("cannot fsync", &self.handle.path, e))
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.handle.path
     }
 }
 
-/// Writes every byte of `bufs` back to back at `offset` (`pwritev`, retried on
-/// short writes and `EINTR`).
-pub fn write_all_at(file: &File, bufs: &[&[u8]], mut offset: u64) -> std::io::Result<()> {
-    let bufs: Vec<&[u8]> = bufs.iter().copied().filter(|b| !b.is_empty()).collect();
-    let (mut first, mut skip) = (0usize, 0usize); // next buffer, bytes of it already written
-    while first < bufs.len() {
-        let iov: Vec<IoSlice<'_>> = bufs[first..bufs.len().min(first + 1024)]
-            .iter()
-            .enumerate()
-            .map(|(i, b)| IoSlice::new(if i == 0 { &b[skip..] } else { b }))
-            .collect();
-        // SAFETY: `IoSlice` is ABI-compatible with `struct iovec` on Unix; every
-        // slice points into a live borrowed buffer; the fd is open.
-        let rc = unsafe {
-            libc::pwritev(
-                file.as_raw_fd(),
-                iov.as_ptr() as *const libc::iovec,
-                iov.len() as libc::c_int,
-                offset as libc::off_t,
-            )
-        };
-        if rc < 0 {
-            let err = std::io::Error::last_os_error();
-            if err.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(err);
-        }
-        if rc == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::WriteZero,
-                "pwritev wrote nothing",
-            ));
-        }
-        offset += rc as u64;
-        let mut n = rc as usize;
-        while n > 0 {
-            let left = bufs[first].len() - skip;
-            if n >= left {
-                n -= left;
-                first += 1;
-                skip = 0;
-            } else {
-                skip += n;
-                n = 0;
-            }
-        }
-    }
-    Ok(())
-}
+pub use super::io::write_all_at;
 
 /// Reads exactly `buf.len()` bytes at `offset`.
 pub fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
@@ -303,7 +352,7 @@ mod tests {
     #[test]
     fn write_all_at_handles_many_and_empty_buffers() {
         let path = std::env::temp_dir().join(format!("sc-wall-{}", std::process::id()));
-        let file = OpenOptions::new()
+        let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(true)
             .read(true)

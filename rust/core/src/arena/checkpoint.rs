@@ -6,27 +6,28 @@
 //! directory fsynced, so the file on disk is always one whole checkpoint.
 //!
 //! ```text
-//! "SCCKPT01" | segment u64 | next_seq u64 | current_gen u64 | count u64
+//! "SCCKPT02" | store_id u64 | segment u64 | next_seq u64 | current_gen u64 | count u64
 //! count x ( key_len u32 | key | generation u64 | offset u64 | len u64 | crc u32 )
 //! CRC32C u32 of everything before it
 //! ```
 
-use std::fs::File;
-use std::io::Write;
 use std::path::Path;
 
 use super::index::KeyIndex;
+use super::io::{io_error, SharedIo};
 use super::wal_record::{BlobLocation, MAX_KEY_LEN};
-use crate::{Error, ErrorKind, Result};
+use crate::{Error, Result};
 
 /// Name of the checkpoint file inside an arena directory.
 pub const CHECKPOINT_FILE: &str = "checkpoint";
-const CHECKPOINT_MAGIC: &[u8; 8] = b"SCCKPT01";
-const FIXED_LEN: usize = 8 + 32;
+const CHECKPOINT_MAGIC: &[u8; 8] = b"SCCKPT02";
+const FIXED_LEN: usize = 8 + 40;
 
 /// The header of a checkpoint (what replay needs besides the entries).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CheckpointHeader {
+    /// The store's id: every generation header and WAL segment carries it.
+    pub store_id: u64,
     /// WAL segment that replay starts from.
     pub segment: u64,
     /// Sequence number of that segment's first record.
@@ -45,14 +46,13 @@ pub struct Checkpoint {
 }
 
 fn io(what: &str, path: &Path, e: std::io::Error) -> Error {
-    Error::new(ErrorKind::Io, format!("{what} {}: {e}", path.display()))
+    io_error(what, path, e)
 }
 
 /// Fsyncs a directory so renames and creations in it are durable.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io("cannot fsync directory", dir, e))
+pub fn sync_dir(io: &SharedIo, dir: &Path) -> Result<()> {
+    io.sync_dir(dir)
+        .map_err(|e| self::io("cannot fsync directory", dir, e))
 }
 
 /// Serialises a checkpoint of `entries` (given through a visitor so a large
@@ -64,6 +64,7 @@ pub fn encode(
 ) -> Vec<u8> {
     let mut buf = Vec::with_capacity(FIXED_LEN + count * 48 + 4);
     buf.extend_from_slice(CHECKPOINT_MAGIC);
+    buf.extend_from_slice(&header.store_id.to_le_bytes());
     buf.extend_from_slice(&header.segment.to_le_bytes());
     buf.extend_from_slice(&header.next_seq.to_le_bytes());
     buf.extend_from_slice(&header.current_gen.to_le_bytes());
@@ -86,13 +87,14 @@ pub fn encode(
 }
 
 /// Writes a checkpoint of `index` durably (tmp file, fsync, rename, fsync dir).
-pub fn write(dir: &Path, header: CheckpointHeader, index: &KeyIndex) -> Result<()> {
+pub fn write(io: &SharedIo, dir: &Path, header: CheckpointHeader, index: &KeyIndex) -> Result<()> {
     let bytes = encode(header, index.len(), |f| index.for_each(f));
-    write_bytes(dir, &bytes)
+    write_bytes(io, dir, &bytes)
 }
 
 /// Writes a checkpoint of explicit `entries` durably.
 pub fn write_entries(
+    io: &SharedIo,
     dir: &Path,
     header: CheckpointHeader,
     entries: &[(Vec<u8>, BlobLocation)],
@@ -102,19 +104,30 @@ pub fn write_entries(
             f(k, v);
         }
     });
-    write_bytes(dir, &bytes)
+    write_bytes(io, dir, &bytes)
 }
 
-fn write_bytes(dir: &Path, bytes: &[u8]) -> Result<()> {
+/// tmp file, fsync, rename, fsync the directory. A failure before the rename
+/// removes the tmp file (nothing changed); after it the caller must treat the
+/// checkpoint on disk as unknown (old or new).
+fn write_bytes(io: &SharedIo, dir: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = dir.join(format!("{CHECKPOINT_FILE}.tmp"));
     let dst = dir.join(CHECKPOINT_FILE);
-    let mut f = File::create(&tmp).map_err(|e| io("cannot create", &tmp, e))?;
-    f.write_all(bytes)
-        .map_err(|e| io("cannot write", &tmp, e))?;
-    f.sync_all().map_err(|e| io("cannot fsync", &tmp, e))?;
-    drop(f);
-    std::fs::rename(&tmp, &dst).map_err(|e| io("cannot rename", &tmp, e))?;
-    sync_dir(dir)
+    let staged = (|| {
+        let f = io
+            .open(&tmp, true, true)
+            .map_err(|e| self::io("cannot create", &tmp, e))?;
+        io.write_at(&f, &[bytes], 0)
+            .map_err(|e| self::io("cannot write", &tmp, e))?;
+        io.sync(&f).map_err(|e| self::io("cannot fsync", &tmp, e))?;
+        io.rename(&tmp, &dst)
+            .map_err(|e| self::io("cannot rename", &tmp, e))
+    })();
+    if let Err(e) = staged {
+        let _ = io.remove(&tmp);
+        return Err(e);
+    }
+    sync_dir(io, dir)
 }
 
 fn corrupt(path: &Path, why: &str) -> Error {
@@ -146,11 +159,12 @@ pub fn decode(bytes: &[u8]) -> std::result::Result<Checkpoint, &'static str> {
     }
     let u64_at = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().expect("8 bytes"));
     let header = CheckpointHeader {
-        segment: u64_at(8),
-        next_seq: u64_at(16),
-        current_gen: u64_at(24),
+        store_id: u64_at(8),
+        segment: u64_at(16),
+        next_seq: u64_at(24),
+        current_gen: u64_at(32),
     };
-    let count = u64_at(32);
+    let count = u64_at(40);
     let mut entries = Vec::with_capacity(count.min(body.len() as u64 / 32) as usize);
     let mut at = FIXED_LEN;
     for _ in 0..count {
@@ -194,6 +208,7 @@ mod tests {
     #[test]
     fn roundtrip_and_damage() {
         let h = CheckpointHeader {
+            store_id: 77,
             segment: 3,
             next_seq: 10,
             current_gen: 2,

@@ -14,17 +14,17 @@
 //!    A retired generation file is unlinked when its last view is dropped.
 
 use std::collections::HashMap;
-use std::io::{BufWriter, Write};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::blob_file::{BlobFile, Mapping, BLOB_HEADER_LEN, BLOB_MAGIC};
+use super::blob_file::{encode_header, BlobFile, Mapping, BLOB_HEADER_LEN};
 use super::checkpoint::{self, sync_dir, CheckpointHeader};
 use super::generation::generation_path;
+use super::io::io_error;
 use super::wal::{SyncTargets, WalWriter};
 use super::wal_record::{encode, BlobLocation, WalRecord};
 use super::{BlobArena, Writer};
-use crate::{Error, ErrorKind, Result};
+use crate::{Error, Result};
 
 /// What a compaction did.
 ///
@@ -48,21 +48,24 @@ pub struct CompactionReport {
     pub bytes_before: u64,
     /// Blob data bytes after (= live bytes).
     pub bytes_after: u64,
+    /// Live blobs whose bytes fail their checksum: copied as they are (a
+    /// read of them still raises `Corrupt`), never a reason to abort.
+    pub bad_blobs: u64,
     /// Wall time in microseconds.
     pub duration_us: u64,
 }
 
 fn io(what: &str, path: &std::path::Path, e: std::io::Error) -> Error {
-    Error::new(ErrorKind::Io, format!("{what} {}: {e}", path.display()))
+    io_error(what, path, e)
 }
 
 impl BlobArena {
-    /// Compaction body; the caller holds the writer lock.
+    /// Compaction body; the caller holds the writer lock and has made
+    /// everything written durable. Any error leaves the arena to be poisoned
+    /// by the caller; before the commit point the new files are removed.
     pub(super) fn compact_locked(&self, w: &mut Writer) -> Result<CompactionReport> {
         let t0 = Instant::now();
-        w.check_poisoned()?;
-        w.current.sync()?;
-        w.wal.sync()?;
+        let io_ = &self.opts.io;
         let bytes_before = self.gens.data_bytes();
         let entries = self.index.snapshot();
         let new_gen = self
@@ -76,100 +79,109 @@ impl BlobArena {
         let final_path = generation_path(&self.dir, new_gen);
         let tmp_path = final_path.with_extension("blob.tmp");
 
-        // Step 2: copy.
-        let relocated = {
-            let file =
-                std::fs::File::create(&tmp_path).map_err(|e| io("cannot create", &tmp_path, e))?;
-            let result = (|| -> Result<Vec<(Vec<u8>, BlobLocation)>> {
-                let mut out = BufWriter::with_capacity(8 << 20, &file);
-                out.write_all(BLOB_MAGIC)
-                    .and_then(|_| out.write_all(&new_gen.to_le_bytes()))
-                    .map_err(|e| io("cannot write", &tmp_path, e))?;
-                let mut pos = BLOB_HEADER_LEN;
-                let mut maps: HashMap<u64, Arc<Mapping>> = HashMap::new();
-                let mut relocated = Vec::with_capacity(entries.len());
-                for (key, loc) in entries {
-                    let m = match maps.entry(loc.generation) {
-                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                        std::collections::hash_map::Entry::Vacant(e) => {
-                            e.insert(self.gens.mapping(loc.generation).ok_or_else(|| {
-                                Error::corrupt(format!("generation {} is not open", loc.generation))
-                            })?)
-                        }
-                    };
-                    let bytes = &m.bytes()[loc.offset as usize..loc.end() as usize];
-                    if crc32c::crc32c(bytes) != loc.crc {
-                        return Err(Error::corrupt(format!(
-                            "blob of key {:?} fails its checksum; compaction aborted, nothing changed",
-                            String::from_utf8_lossy(&key)
-                        )));
+        // Step 2: copy (checksums checked; a bad blob is copied as it is).
+        let mut bad_blobs = 0u64;
+        let staged = (|| -> Result<Vec<(Vec<u8>, BlobLocation)>> {
+            let file = io_
+                .open(&tmp_path, true, true)
+                .map_err(|e| io("cannot create", &tmp_path, e))?;
+            let mut chunk: Vec<u8> = Vec::with_capacity(8 << 20);
+            chunk.extend_from_slice(&encode_header(new_gen, self.store_id));
+            let mut written = 0u64;
+            let mut pos = BLOB_HEADER_LEN;
+            let mut maps: HashMap<u64, Arc<Mapping>> = HashMap::new();
+            let mut relocated = Vec::with_capacity(entries.len());
+            for (key, loc) in entries {
+                let m = match maps.entry(loc.generation) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(self.gens.mapping(loc.generation).ok_or_else(|| {
+                            Error::corrupt(format!("generation {} is not open", loc.generation))
+                        })?)
                     }
-                    out.write_all(bytes)
+                };
+                let bytes = &m.bytes()[loc.offset as usize..loc.end() as usize];
+                if crc32c::crc32c(bytes) != loc.crc {
+                    bad_blobs += 1;
+                }
+                if chunk.len() + bytes.len() > chunk.capacity() && !chunk.is_empty() {
+                    io_.write_at(&file, &[&chunk], written)
                         .map_err(|e| io("cannot write", &tmp_path, e))?;
-                    relocated.push((
-                        key,
-                        BlobLocation {
-                            generation: new_gen,
-                            offset: pos,
-                            len: loc.len,
-                            crc: loc.crc,
-                        },
-                    ));
-                    pos += loc.len;
+                    written += chunk.len() as u64;
+                    chunk.clear();
                 }
-                out.flush().map_err(|e| io("cannot write", &tmp_path, e))?;
-                drop(out);
-                file.sync_all()
-                    .map_err(|e| io("cannot fsync", &tmp_path, e))?;
-                Ok(relocated)
-            })();
-            match result {
-                Ok(r) => r,
-                Err(e) => {
-                    let _ = std::fs::remove_file(&tmp_path);
-                    return Err(e);
+                if bytes.len() >= chunk.capacity() {
+                    io_.write_at(&file, &[bytes], written)
+                        .map_err(|e| io("cannot write", &tmp_path, e))?;
+                    written += bytes.len() as u64;
+                } else {
+                    chunk.extend_from_slice(bytes);
                 }
+                relocated.push((
+                    key,
+                    BlobLocation {
+                        generation: new_gen,
+                        offset: pos,
+                        len: loc.len,
+                        crc: loc.crc,
+                    },
+                ));
+                pos += loc.len;
+            }
+            io_.write_at(&file, &[&chunk], written)
+                .map_err(|e| io("cannot write", &tmp_path, e))?;
+            io_.sync(&file)
+                .map_err(|e| io("cannot fsync", &tmp_path, e))?;
+            drop(file);
+            io_.rename(&tmp_path, &final_path)
+                .map_err(|e| io("cannot rename", &tmp_path, e))?;
+            sync_dir(io_, &self.dir)?;
+            Ok(relocated)
+        })();
+        let relocated = match staged {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = io_.remove(&tmp_path);
+                let _ = io_.remove(&final_path);
+                return Err(e);
             }
         };
-        std::fs::rename(&tmp_path, &final_path).map_err(|e| io("cannot rename", &tmp_path, e))?;
-        sync_dir(&self.dir)?;
-        let new_file = Arc::new(BlobFile::open(&final_path, new_gen)?);
+        let new_file = match BlobFile::open(io_, &final_path, new_gen, self.store_id) {
+            Ok(f) => Arc::new(f),
+            Err(e) => {
+                let _ = io_.remove(&final_path);
+                return Err(e);
+            }
+        };
 
-        // Step 3: the commit point.
+        // Step 3: the commit point. A failure inside it leaves the checkpoint
+        // on disk unknown (old or new): both are complete, and the caller
+        // stops all writes, so neither loses anything.
         let segment = w.wal.segment() + 1;
         let header = CheckpointHeader {
+            store_id: self.store_id,
             segment,
             next_seq: w.next_seq,
             current_gen: new_gen,
         };
-        checkpoint::write_entries(&self.dir, header, &relocated)?;
+        checkpoint::write_entries(io_, &self.dir, header, &relocated)?;
 
-        // Steps 4-5: from here a failure must stop all writes (the checkpoint
-        // already names the new segment and generation).
-        let switched = (|| -> Result<WalWriter> {
-            let mut wal = WalWriter::create(&self.dir, segment, w.next_seq)?;
-            let mut buf = Vec::new();
-            encode(
-                &mut buf,
-                w.next_seq + 1,
-                &WalRecord::GenerationSwitch {
-                    generation: new_gen,
-                },
-            );
-            wal.append(&buf)?;
-            wal.sync()?;
-            Ok(wal)
-        })();
-        let wal = match switched {
-            Ok(wal) => wal,
-            Err(e) => {
-                w.poisoned = Some(e.clone());
-                return Err(e);
-            }
-        };
+        // Steps 4-5.
+        let mut wal = WalWriter::create(io_, &self.dir, segment, w.next_seq, self.store_id)?;
+        let mut buf = Vec::new();
+        encode(
+            &mut buf,
+            w.next_seq + 1,
+            &WalRecord::GenerationSwitch {
+                generation: new_gen,
+            },
+        );
+        wal.append(&buf)?;
+        wal.sync()?;
         let old_wal = std::mem::replace(&mut w.wal, wal);
-        let _ = std::fs::remove_file(old_wal.path());
+        let _ = io_.remove(old_wal.path());
         w.next_seq += 2;
+        w.last_mark = 0;
         let blobs = relocated.len() as u64;
         self.gens.insert(new_file.clone());
         self.index.replace_all(relocated);
@@ -179,8 +191,10 @@ impl BlobArena {
             SyncTargets {
                 blob: new_file,
                 wal: w.wal.file(),
+                io: io_.clone(),
             },
             w.next_seq - 1,
+            w.wal.len(),
         );
         self.counters
             .compactions
@@ -190,6 +204,7 @@ impl BlobArena {
             blobs,
             bytes_before,
             bytes_after: self.gens.data_bytes(),
+            bad_blobs,
             duration_us: t0.elapsed().as_micros() as u64,
         })
     }

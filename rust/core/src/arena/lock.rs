@@ -4,10 +4,20 @@
 //! same arena fails both from another process and from the same process. The
 //! kernel drops the lock when the process dies, so a crashed writer never
 //! leaves a stale lock behind.
+//!
+//! Fork: a `flock` belongs to the open file description, which a forked
+//! child shares; a live child would keep the parent's lock after the parent
+//! closed. A `pthread_atfork` child handler therefore closes the child's copy
+//! of every lock descriptor (and bumps [`fork_epoch`], which makes every
+//! inherited arena handle refuse all calls). Every arena descriptor is opened
+//! `O_CLOEXEC`, so `exec`'d children inherit none.
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::Once;
 
 use crate::{Error, ErrorKind, Result};
 
@@ -28,18 +38,70 @@ pub const LOCK_FILE: &str = "LOCK";
 /// ```
 #[derive(Debug)]
 pub struct DirLock {
-    _file: File,
+    file: Option<File>,
+    slot: Option<usize>,
+}
+
+static FORK_EPOCH: AtomicU64 = AtomicU64::new(0);
+static ATFORK: Once = Once::new();
+const LOCK_SLOTS: usize = 256;
+/// Descriptors of held locks, closed in a forked child (async-signal-safe: atomics and `close`).
+static LOCK_FDS: [AtomicI32; LOCK_SLOTS] = [const { AtomicI32::new(-1) }; LOCK_SLOTS];
+
+extern "C" fn in_forked_child() {
+    FORK_EPOCH.fetch_add(1, Ordering::SeqCst);
+    for slot in &LOCK_FDS {
+        let fd = slot.swap(-1, Ordering::SeqCst);
+        if fd >= 0 {
+            // SAFETY: `fd` is the child's inherited copy of a lock descriptor;
+            // nothing else in the child uses it (the DirLock that owns it sees
+            // its slot emptied and forgets its File instead of closing it).
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+/// Increases in a process created by `fork()` (after the first arena was
+/// opened in its parent): an arena opened under another epoch is inherited.
+pub fn fork_epoch() -> u64 {
+    ATFORK.call_once(|| {
+        // SAFETY: registers a handler that only touches atomics and calls
+        // close(2), both async-signal-safe as a post-fork child handler must be.
+        unsafe { libc::pthread_atfork(None, None, Some(in_forked_child)) };
+    });
+    FORK_EPOCH.load(Ordering::Relaxed)
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        let Some(file) = self.file.take() else { return };
+        let fd = file.as_raw_fd();
+        let owned = match self.slot {
+            Some(i) => LOCK_FDS[i]
+                .compare_exchange(fd, -1, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok(),
+            None => true,
+        };
+        if owned {
+            drop(file);
+        } else {
+            // A forked child already closed this descriptor.
+            std::mem::forget(file);
+        }
+    }
 }
 
 impl DirLock {
     /// Takes the lock without blocking; [`ErrorKind::Locked`] when another holder exists.
     pub fn acquire(dir: &Path) -> Result<DirLock> {
         let path = dir.join(LOCK_FILE);
+        fork_epoch();
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .read(true)
             .write(true)
+            .custom_flags(libc::O_CLOEXEC)
             .open(&path)
             .map_err(|e| {
                 Error::new(
@@ -67,6 +129,14 @@ impl DirLock {
                 format!("cannot lock {}: {err}", path.display()),
             ));
         }
-        Ok(DirLock { _file: file })
+        let fd = file.as_raw_fd();
+        let slot = LOCK_FDS.iter().position(|s| {
+            s.compare_exchange(-1, fd, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        });
+        Ok(DirLock {
+            file: Some(file),
+            slot,
+        })
     }
 }

@@ -34,12 +34,15 @@ pub mod checkpoint;
 pub mod compaction;
 pub mod generation;
 pub mod index;
+pub mod io;
 pub mod lock;
 pub mod recovery;
+pub mod repair;
 pub mod view;
 pub mod wal;
 pub mod wal_record;
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -50,14 +53,16 @@ use parking_lot::Mutex;
 
 pub use compaction::CompactionReport;
 pub use index::KeyIndex;
+pub use io::{ArenaIo, OsIo, SharedIo};
 pub use recovery::RecoveryReport;
+pub use repair::{repair, RepairReport};
 pub use view::BlobView;
 pub use wal_record::{BlobLocation, MAX_KEY_LEN};
 
 use blob_file::BlobFile;
 use checkpoint::CheckpointHeader;
 use generation::GenerationTable;
-use lock::DirLock;
+use lock::{fork_epoch, DirLock};
 use wal::{Flusher, GroupCommit, SyncTargets, WalWriter};
 use wal_record::{decode, encode, Decoded, WalRecord};
 
@@ -148,6 +153,9 @@ pub struct ArenaOptions {
     /// compaction, close) and recovery rewrites any blob that did not reach
     /// the disk. 0 disables; at most 64 KiB.
     pub inline_max: usize,
+    /// The file I/O every write, sync, rename and removal goes through
+    /// ([`OsIo`]; tests substitute a fault-injecting one).
+    pub io: SharedIo,
 }
 
 impl Default for ArenaOptions {
@@ -164,6 +172,7 @@ impl Default for ArenaOptions {
             verify_replay: true,
             create: true,
             inline_max: 16 << 10,
+            io: io::os_io(),
         }
     }
 }
@@ -193,6 +202,10 @@ pub struct ArenaStats {
     pub syncs: u64,
     /// Checkpoints written since open.
     pub checkpoints: u64,
+    /// True once a durability step failed: the arena refuses writes until reopened.
+    pub poisoned: bool,
+    /// The store id bound into every file's header.
+    pub store_id: u64,
     /// Compactions since open.
     pub compactions: u64,
     /// What recovery did on open.
@@ -226,6 +239,8 @@ pub(crate) struct Writer {
     next_seq: u64,
     buf: Vec<u8>,
     poisoned: Option<Error>,
+    /// The durable WAL length the last sync mark written claims.
+    last_mark: u64,
 }
 
 impl Writer {
@@ -240,6 +255,13 @@ impl Writer {
     }
 }
 
+/// An `always`-mode write waiting for its sync: applied to the index (made
+/// visible) only once durable, so a write that raises is never seen.
+struct PendingWrite {
+    seq: u64,
+    ops: Vec<(Vec<u8>, Option<BlobLocation>)>,
+}
+
 /// A crash-safe, append-only blob store in one directory. See the [module docs](self).
 ///
 /// Thread-safe: many threads may read and write; writes are serialised by a
@@ -252,6 +274,9 @@ pub struct BlobArena {
     writer: Mutex<Writer>,
     commit: Arc<GroupCommit>,
     flusher: Mutex<Option<Flusher>>,
+    pending: Mutex<VecDeque<PendingWrite>>,
+    store_id: u64,
+    fork_epoch: u64,
     closed: AtomicBool,
     live_bytes: AtomicU64,
     counters: Counters,
@@ -262,6 +287,15 @@ fn closed_err() -> Error {
     Error::new(ErrorKind::Closed, "the arena is closed")
 }
 
+fn forked_err() -> Error {
+    Error::new(
+        ErrorKind::Closed,
+        "this arena handle was inherited through fork(): it refuses every call in the child \
+         (the parent still owns the arena and its lock); open the arena again in the child \
+         once the parent has closed it",
+    )
+}
+
 impl BlobArena {
     /// Opens (or creates) the arena in directory `path`, recovering it.
     ///
@@ -269,6 +303,11 @@ impl BlobArena {
     /// [`ErrorKind::Corrupt`] for damaged files recovery cannot cut away.
     pub fn open(path: impl AsRef<Path>, opts: ArenaOptions) -> Result<BlobArena> {
         let dir = path.as_ref().to_path_buf();
+        if dir.as_os_str().is_empty() {
+            return Err(Error::invalid_argument(
+                "the arena path is empty (give a directory)",
+            ));
+        }
         if !(opts.compact_dead_ratio.is_finite() && (0.0..=1.0).contains(&opts.compact_dead_ratio))
         {
             return Err(Error::invalid_argument(
@@ -284,13 +323,23 @@ impl BlobArena {
         if opts.sync == SyncMode::Batch && opts.batch_interval.is_zero() {
             return Err(Error::invalid_argument("batch_interval must be positive"));
         }
-        let r = recovery::recover(&dir, opts.create, opts.verify_replay)?;
+        let epoch = fork_epoch();
+        let r = recovery::recover(
+            &dir,
+            recovery::RecoverOptions {
+                create: opts.create,
+                verify_replay: opts.verify_replay,
+                io: &opts.io,
+            },
+        )?;
         let commit = Arc::new(GroupCommit::new(
             SyncTargets {
                 blob: r.current.clone(),
                 wal: r.wal.file(),
+                io: opts.io.clone(),
             },
             r.next_seq - 1,
+            r.wal.len(),
             opts.verify_replay,
         ));
         let flusher = (opts.sync == SyncMode::Batch)
@@ -306,9 +355,13 @@ impl BlobArena {
                 next_seq: r.next_seq,
                 buf: Vec::new(),
                 poisoned: None,
+                last_mark: 0,
             }),
             commit,
             flusher: Mutex::new(flusher),
+            pending: Mutex::new(VecDeque::new()),
+            store_id: r.store_id,
+            fork_epoch: epoch,
             closed: AtomicBool::new(false),
             live_bytes: AtomicU64::new(r.live_bytes),
             counters: Counters::default(),
@@ -318,6 +371,9 @@ impl BlobArena {
     }
 
     fn check_open(&self) -> Result<()> {
+        if fork_epoch() != self.fork_epoch {
+            return Err(forked_err());
+        }
         if self.closed.load(Ordering::Acquire) {
             Err(closed_err())
         } else {
@@ -325,11 +381,91 @@ impl BlobArena {
         }
     }
 
+    /// `Ok` while the handle is usable: not closed, not inherited through `fork()`.
+    pub fn ensure_usable(&self) -> Result<()> {
+        self.check_open()
+    }
+
     fn lock_writer(&self) -> Result<parking_lot::MutexGuard<'_, Writer>> {
+        self.check_open()?;
         let w = self.writer.lock();
         self.check_open()?;
         w.check_poisoned()?;
+        if let Some(e) = self.commit.failure() {
+            return Err(Error::new(
+                e.kind(),
+                format!("arena stopped accepting writes after an I/O failure ({e}); reopen it"),
+            ));
+        }
         Ok(w)
+    }
+
+    /// After a failed durability step: no later write is accepted, no later
+    /// sync acknowledges anything, until the arena is reopened.
+    fn poison(&self, w: &mut Writer, e: &Error) {
+        if w.poisoned.is_none() {
+            w.poisoned = Some(e.clone());
+        }
+        self.commit.fail(e.clone());
+    }
+
+    /// True once a durability step failed (the arena is read-only until reopened).
+    pub fn is_poisoned(&self) -> bool {
+        self.commit.failure().is_some()
+    }
+
+    /// Applies `always`-mode writes that are durable now, in WAL order.
+    fn apply_pending(&self) {
+        let synced = self.commit.synced();
+        let mut q = self.pending.lock();
+        while q.front().is_some_and(|p| p.seq <= synced) {
+            let p = q.pop_front().expect("front checked");
+            self.apply(p.ops);
+        }
+    }
+
+    fn apply(&self, ops: Vec<(Vec<u8>, Option<BlobLocation>)>) {
+        if ops.iter().all(|(_, l)| l.is_some()) {
+            let added: u64 = ops.iter().map(|(_, l)| l.map_or(0, |l| l.len)).sum();
+            let replaced = self
+                .index
+                .insert_many(ops.into_iter().map(|(k, l)| (k, l.expect("all puts"))));
+            self.live_bytes.fetch_add(added, Ordering::AcqRel);
+            self.live_bytes.fetch_sub(replaced, Ordering::AcqRel);
+            return;
+        }
+        for (k, l) in ops {
+            match l {
+                Some(loc) => {
+                    self.live_bytes.fetch_add(loc.len, Ordering::AcqRel);
+                    if let Some(old) = self.index.insert(k, loc) {
+                        self.live_bytes.fetch_sub(old.len, Ordering::AcqRel);
+                    }
+                }
+                None => {
+                    if let Some(old) = self.index.remove(&k) {
+                        self.live_bytes.fetch_sub(old.len, Ordering::AcqRel);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Makes everything written durable and visible; writer lock held.
+    fn settle(&self, w: &mut Writer) -> Result<()> {
+        self.commit.sync_all()?;
+        self.apply_pending();
+        w.current.sync()
+    }
+
+    /// A sync mark in front of the next records when a sync completed since the last one.
+    fn push_sync_mark(&self, w: &mut Writer, buf: &mut Vec<u8>, seq: &mut u64) {
+        let synced = self.commit.synced_wal();
+        if synced > w.last_mark {
+            encode(buf, *seq, &WalRecord::SyncMark { synced });
+            *seq += 1;
+            w.last_mark = synced;
+        }
     }
 
     /// The arena directory.
@@ -357,6 +493,18 @@ impl BlobArena {
 
     /// Stores a batch: one blob write, one WAL write, at most one sync.
     pub fn put_many(&self, keys: &[&[u8]], values: &[&[u8]]) -> Result<()> {
+        self.put_many_impl(keys, values, true)
+    }
+
+    /// [`put_many`](Self::put_many) for values another thread may modify
+    /// while the call runs (a Python `bytearray` with the GIL released): each
+    /// value's checksum is computed from the bytes that reached the file, so
+    /// what is stored is always self-consistent.
+    pub fn put_many_unstable(&self, keys: &[&[u8]], values: &[&[u8]]) -> Result<()> {
+        self.put_many_impl(keys, values, false)
+    }
+
+    fn put_many_impl(&self, keys: &[&[u8]], values: &[&[u8]], stable: bool) -> Result<()> {
         self.check_open()?;
         if keys.len() != values.len() {
             return Err(Error::invalid_argument(format!(
@@ -374,17 +522,37 @@ impl BlobArena {
         if keys.is_empty() {
             return Ok(());
         }
-        let crcs: Vec<u32> = values.iter().map(|v| crc32c::crc32c(v)).collect();
-        let (last_seq, unsynced) = {
+        self.sync_if_batch_full()?;
+        let mut crcs: Vec<u32> = if stable {
+            values.iter().map(|v| crc32c::crc32c(v)).collect()
+        } else {
+            Vec::new()
+        };
+        let last_seq = {
             let mut guard = self.lock_writer()?;
             let w = &mut *guard;
+            self.maintain(w)?;
             let generation = w.current.generation();
             let base = w.current.append(values)?;
+            let mapping = w.current.mapping();
+            if !stable {
+                let mut at = base as usize;
+                for v in values {
+                    crcs.push(crc32c::crc32c(&mapping.bytes()[at..at + v.len()]));
+                    at += v.len();
+                }
+            }
             let mut buf = std::mem::take(&mut w.buf);
             buf.clear();
             let mut offset = base;
             let mut seq = w.next_seq;
-            let mut locs = Vec::with_capacity(keys.len());
+            self.push_sync_mark(w, &mut buf, &mut seq);
+            if keys.len() > 1 {
+                let records = keys.len() as u64;
+                encode(&mut buf, seq, &WalRecord::Batch { records });
+                seq += 1;
+            }
+            let mut ops = Vec::with_capacity(keys.len());
             let mut blob_dirty = false;
             // Inline only small calls: a big batch would write its bytes twice,
             // which costs more than the blob fsync it saves.
@@ -403,72 +571,112 @@ impl BlobArena {
                     crc: *crc,
                 };
                 if inline_max >= value.len() {
-                    encode(&mut buf, seq, &WalRecord::PutInline { key, loc, value });
+                    // The inline copy comes from the file, so it matches the blob.
+                    let written = &mapping.bytes()[offset as usize..loc.end() as usize];
+                    encode(
+                        &mut buf,
+                        seq,
+                        &WalRecord::PutInline {
+                            key,
+                            loc,
+                            value: if stable { value } else { written },
+                        },
+                    );
                 } else {
                     encode(&mut buf, seq, &WalRecord::Put { key, loc });
                     blob_dirty = true;
                 }
-                locs.push(loc);
+                mapping.mark_verified(offset, loc.len);
+                ops.push((key.to_vec(), Some(loc)));
                 offset += value.len() as u64;
                 seq += 1;
             }
-            let res = w.wal.append(&buf);
             let wal_bytes = buf.len() as u64;
+            let res = w.wal.try_append(&buf);
             w.buf = buf;
-            res?;
+            if let Err(e) = res {
+                if !e.rolled_back {
+                    self.poison(w, &e.error);
+                }
+                return Err(e.error);
+            }
             w.next_seq = seq;
-            let added: u64 = locs.iter().map(|l| l.len).sum();
-            let replaced = self
-                .index
-                .insert_many(keys.iter().map(|k| k.to_vec()).zip(locs));
-            self.live_bytes.fetch_add(added, Ordering::AcqRel);
-            self.live_bytes.fetch_sub(replaced, Ordering::AcqRel);
-            let unsynced = self
-                .commit
-                .mark_written(seq - 1, added + wal_bytes, blob_dirty);
-            self.maintain(w)?;
-            (seq - 1, unsynced)
+            let added: u64 = ops.iter().map(|(_, l)| l.map_or(0, |l| l.len)).sum();
+            self.commit
+                .mark_written(seq - 1, w.wal.len(), added + wal_bytes, blob_dirty);
+            if self.opts.sync == SyncMode::Always {
+                self.pending
+                    .lock()
+                    .push_back(PendingWrite { seq: seq - 1, ops });
+            } else {
+                self.apply(ops);
+            }
+            seq - 1
         };
-        self.after_write(last_seq, unsynced)
+        self.after_write(last_seq)
     }
 
     /// Deletes `key`; returns whether it was present.
     pub fn delete(&self, key: &[u8]) -> Result<bool> {
         self.check_open()?;
-        let (last_seq, unsynced) = {
+        self.sync_if_batch_full()?;
+        let last_seq = {
             let mut guard = self.lock_writer()?;
             let w = &mut *guard;
-            let Some(old) = self.index.get(key) else {
+            self.maintain(w)?;
+            if self.index.get(key).is_none() {
                 return Ok(false);
-            };
+            }
             let mut buf = std::mem::take(&mut w.buf);
             buf.clear();
-            encode(&mut buf, w.next_seq, &WalRecord::Delete { key });
-            let res = w.wal.append(&buf);
+            let mut seq = w.next_seq;
+            self.push_sync_mark(w, &mut buf, &mut seq);
+            encode(&mut buf, seq, &WalRecord::Delete { key });
+            let res = w.wal.try_append(&buf);
             let n = buf.len() as u64;
             w.buf = buf;
-            res?;
-            let seq = w.next_seq;
-            w.next_seq += 1;
-            self.index.remove(key);
-            self.live_bytes.fetch_sub(old.len, Ordering::AcqRel);
-            let unsynced = self.commit.mark_written(seq, n, false);
-            self.maintain(w)?;
-            (seq, unsynced)
+            if let Err(e) = res {
+                if !e.rolled_back {
+                    self.poison(w, &e.error);
+                }
+                return Err(e.error);
+            }
+            w.next_seq = seq + 1;
+            self.commit.mark_written(seq, w.wal.len(), n, false);
+            let ops = vec![(key.to_vec(), None)];
+            if self.opts.sync == SyncMode::Always {
+                self.pending.lock().push_back(PendingWrite { seq, ops });
+            } else {
+                self.apply(ops);
+            }
+            seq
         };
-        self.after_write(last_seq, unsynced)?;
+        self.after_write(last_seq)?;
         Ok(true)
     }
 
-    fn after_write(&self, seq: u64, unsynced: u64) -> Result<()> {
-        match self.opts.sync {
-            SyncMode::Always => self.commit.wait_durable(seq),
-            SyncMode::Batch if unsynced >= self.opts.batch_bytes => self.commit.wait_durable(seq),
-            _ => Ok(()),
+    /// `batch`: once `batch_bytes` are unsynced, the next writer syncs them
+    /// before it writes (so a sync failure fails a write that changed nothing).
+    fn sync_if_batch_full(&self) -> Result<()> {
+        if self.opts.sync == SyncMode::Batch
+            && self.commit.unsynced_bytes() >= self.opts.batch_bytes
+        {
+            self.commit.sync_all()?;
         }
+        Ok(())
     }
 
-    /// Periodic checkpoint and automatic compaction; writer lock held.
+    fn after_write(&self, seq: u64) -> Result<()> {
+        if self.opts.sync == SyncMode::Always {
+            self.commit.wait_durable(seq)?;
+            self.apply_pending();
+        }
+        Ok(())
+    }
+
+    /// Periodic checkpoint and automatic compaction, before a write; writer
+    /// lock held. A failure poisons the arena and fails the write, which then
+    /// changed nothing.
     fn maintain(&self, w: &mut Writer) -> Result<()> {
         if self.opts.auto_compact {
             let data = self.gens.data_bytes();
@@ -476,12 +684,12 @@ impl BlobArena {
             if dead >= self.opts.compact_min_dead_bytes.max(1)
                 && dead as f64 >= self.opts.compact_dead_ratio * data as f64
             {
-                self.compact_locked(w)?;
+                self.compact_guarded(w)?;
                 return Ok(());
             }
         }
         if self.opts.checkpoint_bytes > 0 && w.wal.len() >= self.opts.checkpoint_bytes {
-            self.checkpoint_locked(w)?;
+            self.checkpoint_guarded(w)?;
         }
         Ok(())
     }
@@ -504,14 +712,22 @@ impl BlobArena {
                     String::from_utf8_lossy(key)
                 )));
             }
-            let view = BlobView::new(mapping, loc.offset as usize, loc.len as usize);
-            if self.opts.verify_reads && crc32c::crc32c(&view) != loc.crc {
+            let ok = if self.opts.verify_reads {
+                crc32c::crc32c(&mapping.bytes()[loc.offset as usize..loc.end() as usize]) == loc.crc
+            } else {
+                mapping.check_blob(loc.offset, loc.len, loc.crc)
+            };
+            if !ok {
                 return Err(Error::corrupt(format!(
                     "blob of key {:?} fails its checksum",
                     String::from_utf8_lossy(key)
                 )));
             }
-            return Ok(Some(view));
+            return Ok(Some(BlobView::new(
+                mapping,
+                loc.offset as usize,
+                loc.len as usize,
+            )));
         }
     }
 
@@ -549,53 +765,67 @@ impl BlobArena {
     /// Makes every write so far durable.
     pub fn flush(&self) -> Result<()> {
         self.check_open()?;
-        self.commit.sync_all()
+        self.commit.sync_all()?;
+        self.apply_pending();
+        Ok(())
     }
 
     /// Writes a checkpoint now (bounds the next recovery's replay).
     pub fn checkpoint(&self) -> Result<()> {
         let mut w = self.lock_writer()?;
-        self.checkpoint_locked(&mut w)
+        self.checkpoint_guarded(&mut w)
+    }
+
+    fn checkpoint_guarded(&self, w: &mut Writer) -> Result<()> {
+        let res = self.checkpoint_locked(w);
+        if let Err(e) = &res {
+            self.poison(w, e);
+        }
+        res
+    }
+
+    fn compact_guarded(&self, w: &mut Writer) -> Result<CompactionReport> {
+        let res = self.settle(w).and_then(|_| self.compact_locked(w));
+        if let Err(e) = &res {
+            self.poison(w, e);
+        }
+        res
     }
 
     fn checkpoint_locked(&self, w: &mut Writer) -> Result<()> {
-        w.check_poisoned()?;
-        w.current.sync()?;
-        w.wal.sync()?;
+        self.settle(w)?;
         let segment = w.wal.segment() + 1;
         let header = CheckpointHeader {
+            store_id: self.store_id,
             segment,
             next_seq: w.next_seq,
             current_gen: w.current.generation(),
         };
-        checkpoint::write(&self.dir, header, &self.index)?;
-        let wal = match WalWriter::create(&self.dir, segment, w.next_seq) {
-            Ok(wal) => wal,
-            Err(e) => {
-                // The checkpoint names a segment we could not create: stop
-                // writing (recovery recreates the segment on the next open).
-                w.poisoned = Some(e.clone());
-                return Err(e);
-            }
-        };
+        checkpoint::write(&self.opts.io, &self.dir, header, &self.index)?;
+        let wal = WalWriter::create(&self.opts.io, &self.dir, segment, w.next_seq, self.store_id)?;
         let old = std::mem::replace(&mut w.wal, wal);
-        let _ = std::fs::remove_file(old.path());
+        let _ = self.opts.io.remove(old.path());
         w.next_seq += 1;
+        w.last_mark = 0;
         self.commit.reset(
             SyncTargets {
                 blob: w.current.clone(),
                 wal: w.wal.file(),
+                io: self.opts.io.clone(),
             },
             w.next_seq - 1,
+            w.wal.len(),
         );
         self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
     /// Copies live blobs into a new generation and retires the old ones.
+    /// A blob that fails its checksum is copied as it is (reads of it still
+    /// raise) and counted in [`CompactionReport::bad_blobs`].
     pub fn compact(&self) -> Result<CompactionReport> {
         let mut w = self.lock_writer()?;
-        self.compact_locked(&mut w)
+        self.compact_guarded(&mut w)
     }
 
     /// Sizes and counters.
@@ -615,6 +845,8 @@ impl BlobArena {
             next_seq: w.next_seq,
             syncs: self.commit.syncs(),
             checkpoints: self.counters.checkpoints.load(Ordering::Relaxed),
+            poisoned: self.is_poisoned(),
+            store_id: self.store_id,
             compactions: self.counters.compactions.load(Ordering::Relaxed),
             recovery: self.recovery.clone(),
         }
@@ -629,13 +861,9 @@ impl BlobArena {
         let mut report = VerifyReport::default();
         for g in self.gens.all() {
             let m = g.mapping();
-            let b = m.bytes();
-            if b.len() < 16
-                || &b[..8] != blob_file::BLOB_MAGIC
-                || b[8..16] != g.generation().to_le_bytes()
-            {
+            if let Err(why) = blob_file::check_header(m.bytes(), g.generation(), self.store_id) {
                 return Err(Error::corrupt(format!(
-                    "generation {} has a bad header",
+                    "generation {} {why}",
                     g.generation()
                 )));
             }
@@ -671,7 +899,8 @@ impl BlobArena {
             )));
         }
         match checkpoint::read(&self.dir)? {
-            Some(_) => {}
+            Some(ck) if ck.header.store_id == self.store_id => {}
+            Some(_) => return Err(Error::corrupt("the checkpoint belongs to another store")),
             None => return Err(Error::corrupt("the checkpoint file is missing")),
         }
         let bytes = std::fs::read(w.wal.path())
@@ -700,15 +929,32 @@ impl BlobArena {
 
     /// Flushes, stops the background flusher and releases the lock. Later
     /// calls fail with [`ErrorKind::Closed`]; views stay valid. Idempotent.
+    /// A clean close ends the WAL with a sync mark, so any later damage to
+    /// it is reported as corruption rather than cut as a torn tail.
     pub fn close(&self) -> Result<()> {
-        let mut w = self.writer.lock();
+        if fork_epoch() != self.fork_epoch {
+            return Err(forked_err());
+        }
+        let mut guard = self.writer.lock();
+        let w = &mut *guard;
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
         drop(self.flusher.lock().take());
-        let res = if w.poisoned.is_none() {
-            // Inline puts leave the blob file unsynced: sync it too on close.
-            self.commit.sync_all().and_then(|_| w.current.sync())
+        let res = if w.poisoned.is_none() && self.commit.failure().is_none() {
+            self.settle(w).and_then(|_| {
+                let mut buf = Vec::new();
+                encode(
+                    &mut buf,
+                    w.next_seq,
+                    &WalRecord::SyncMark {
+                        synced: w.wal.len(),
+                    },
+                );
+                w.wal.append(&buf)?;
+                w.next_seq += 1;
+                w.wal.sync()
+            })
         } else {
             Ok(())
         };
@@ -724,6 +970,17 @@ impl BlobArena {
 
 impl Drop for BlobArena {
     fn drop(&mut self) {
+        if fork_epoch() != self.fork_epoch {
+            // A forked child: the flusher thread does not exist here (joining
+            // it would hang) and the lock belongs to the parent.
+            if let Some(f) = self.flusher.get_mut().take() {
+                std::mem::forget(f);
+            }
+            if let Some(l) = self.writer.get_mut().lock.take() {
+                std::mem::forget(l);
+            }
+            return;
+        }
         let _ = self.close();
     }
 }

@@ -1,12 +1,21 @@
-//! Recovery on open: load the last checkpoint, replay its WAL segment, stop at
-//! the first torn or invalid record and truncate the tail there, rebuild the
-//! index, and delete files no checkpoint references (orphans of an
-//! interrupted compaction or checkpoint).
+//! Recovery on open: load the last checkpoint, replay its WAL segment, cut a
+//! torn tail, rebuild the index, and delete files no checkpoint references
+//! (orphans of an interrupted compaction or checkpoint).
+//!
+//! Recovery never destroys data it cannot prove obsolete:
+//! - a directory that holds WAL records or blob data but no checkpoint is
+//!   refused ([`crate::ErrorKind::Corrupt`]), never re-initialised;
+//! - a damaged WAL record (or the blob of a replayed put) is a *torn tail*
+//!   only when no later record proves the damaged bytes were synced. Writers
+//!   put a sync mark (the segment length the last completed sync made
+//!   durable) in front of their records; a valid mark past the damage means
+//!   the damage is inside data that had been made durable: open fails with
+//!   the offset and leaves every file as it was (`BlobArena::repair`
+//!   salvages what still checks out). A torn tail is truncated; the report
+//!   counts the valid-but-unsynced records dropped with it.
 //!
 //! A replayed put is accepted only if its blob bytes are inside the
-//! generation file and (with `verify_replay`) match the record's CRC32C, so a
-//! WAL record that reached the disk before its blob (possible after a power
-//! loss under `sync="batch"`/`"none"`) ends replay instead of indexing garbage.
+//! generation file and (with `verify_replay`) match the record's CRC32C.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -17,10 +26,11 @@ use super::blob_file::{BlobFile, BLOB_HEADER_LEN};
 use super::checkpoint::{self, sync_dir, Checkpoint, CheckpointHeader, CHECKPOINT_FILE};
 use super::generation::{generation_path, parse_generation_name, GenerationTable};
 use super::index::KeyIndex;
+use super::io::{io_error, SharedIo};
 use super::lock::DirLock;
 use super::wal::{parse_segment_name, segment_path, WalWriter};
-use super::wal_record::{decode, BlobLocation, Decoded, WalRecord};
-use crate::{Error, ErrorKind, Result};
+use super::wal_record::{decode, BlobLocation, Decoded, WalRecord, RECORD_HEADER_LEN};
+use crate::{Error, Result};
 
 /// What recovery found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -31,6 +41,8 @@ pub struct RecoveryReport {
     pub replayed_records: u64,
     /// Bytes cut off the WAL tail (torn or invalid records).
     pub truncated_bytes: u64,
+    /// Valid records inside the cut tail (written, never proven synced).
+    pub dropped_records: u64,
     /// Why replay stopped early, if it did.
     pub stop_reason: Option<String>,
     /// Blobs rewritten from put-inline WAL records (their bytes had not reached the disk).
@@ -44,6 +56,7 @@ pub struct RecoveryReport {
 /// Everything `BlobArena::open` needs, rebuilt from disk.
 pub(super) struct Recovered {
     pub lock: DirLock,
+    pub store_id: u64,
     pub index: KeyIndex,
     pub gens: GenerationTable,
     pub current: Arc<BlobFile>,
@@ -54,17 +67,18 @@ pub(super) struct Recovered {
 }
 
 fn io(what: &str, path: &Path, e: std::io::Error) -> Error {
-    Error::new(ErrorKind::Io, format!("{what} {}: {e}", path.display()))
+    io_error(what, path, e)
 }
 
-fn is_ours(name: &str) -> bool {
-    parse_generation_name(name).is_some()
-        || parse_segment_name(name).is_some()
-        || (name.ends_with(".tmp")
-            && (name.starts_with("gen-") || name.starts_with(CHECKPOINT_FILE)))
+pub(super) fn is_ours(name: &str) -> bool {
+    parse_generation_name(name).is_some() || parse_segment_name(name).is_some() || is_tmp(name)
 }
 
-fn list(dir: &Path) -> Result<Vec<String>> {
+fn is_tmp(name: &str) -> bool {
+    name.ends_with(".tmp") && (name.starts_with("gen-") || name.starts_with(CHECKPOINT_FILE))
+}
+
+pub(super) fn list(dir: &Path) -> Result<Vec<String>> {
     let rd = std::fs::read_dir(dir).map_err(|e| io("cannot list", dir, e))?;
     let mut names = Vec::new();
     for ent in rd {
@@ -73,33 +87,148 @@ fn list(dir: &Path) -> Result<Vec<String>> {
             names.push(n.to_owned());
         }
     }
+    names.sort();
     Ok(names)
 }
 
+/// A fresh store id: not secret, only distinct between stores.
+pub(super) fn new_store_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    h.finish() | 1
+}
+
+/// Refuses to initialise over anything that may hold data: a WAL segment
+/// with bytes, a generation file with blob bytes, a generation other than 1.
+fn check_nothing_to_lose(dir: &Path) -> Result<()> {
+    for name in list(dir)? {
+        let p = dir.join(&name);
+        let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+        let risky = match (parse_generation_name(&name), parse_segment_name(&name)) {
+            (Some(g), _) => g != 1 || len > BLOB_HEADER_LEN,
+            (_, Some(_)) => len > 0,
+            _ => false,
+        };
+        if risky {
+            return Err(Error::corrupt(format!(
+                "arena {} has no checkpoint but holds {name} ({len} bytes): refusing to \
+                 initialise over it; run `slabcache arena repair {}` to salvage it",
+                dir.display(),
+                dir.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A brand-new arena: generation 1 and an empty checkpoint naming segment 1.
-fn init_fresh(dir: &Path) -> Result<Checkpoint> {
+fn init_fresh(io_: &SharedIo, dir: &Path) -> Result<Checkpoint> {
+    check_nothing_to_lose(dir)?;
     for name in list(dir)? {
         if is_ours(&name) {
             let p = dir.join(&name);
-            std::fs::remove_file(&p).map_err(|e| io("cannot remove", &p, e))?;
+            io_.remove(&p).map_err(|e| io("cannot remove", &p, e))?;
         }
     }
-    BlobFile::create(&generation_path(dir, 1), 1)?;
+    let store_id = new_store_id();
+    BlobFile::create(io_, &generation_path(dir, 1), 1, store_id)?;
+    // Its name must be durable before a checkpoint can name it.
+    sync_dir(io_, dir)?;
     let header = CheckpointHeader {
+        store_id,
         segment: 1,
         next_seq: 1,
         current_gen: 1,
     };
-    checkpoint::write_entries(dir, header, &[])?;
+    checkpoint::write_entries(io_, dir, header, &[])?;
     Ok(Checkpoint {
         header,
         entries: Vec::new(),
     })
 }
 
+/// Creates `dir` (and its parents) and makes the new entries durable.
+fn create_dir_durably(io_: &SharedIo, dir: &Path) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut d = dir;
+    while !d.as_os_str().is_empty() && !d.exists() {
+        missing.push(d.to_path_buf());
+        match d.parent() {
+            Some(p) => d = p,
+            None => break,
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(|e| io("cannot create", dir, e))?;
+    for m in missing.iter().rev() {
+        let parent = match m.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
+        };
+        sync_dir(io_, &parent)?;
+    }
+    Ok(())
+}
+
+/// Cheap test that a record could start at `bytes[at..]` with a sequence
+/// number in `[min_seq, max_seq)`, then the full decode.
+fn valid_record_at(
+    bytes: &[u8],
+    at: usize,
+    min_seq: u64,
+    max_seq: u64,
+) -> Option<(u64, WalRecord<'_>, usize)> {
+    let b = &bytes[at..];
+    if b.len() < RECORD_HEADER_LEN {
+        return None;
+    }
+    let seq = u64::from_le_bytes(b[8..16].try_into().expect("8"));
+    if seq < min_seq || seq >= max_seq {
+        return None;
+    }
+    match decode(b) {
+        Decoded::Record { seq, record, len } => Some((seq, record, len)),
+        _ => None,
+    }
+}
+
+/// What follows damage at `pos`: the number of valid records after it and
+/// the largest durable length a sync mark among them claims.
+fn scan_after_damage(bytes: &[u8], pos: usize, min_seq: u64) -> (u64, u64) {
+    let max_seq = min_seq.saturating_add(bytes.len() as u64 + 1);
+    let (mut valid, mut synced) = (0u64, 0u64);
+    let mut at = pos + 1;
+    while at + RECORD_HEADER_LEN <= bytes.len() {
+        if let Some((_, record, len)) = valid_record_at(bytes, at, min_seq, max_seq) {
+            valid += 1;
+            if let WalRecord::SyncMark { synced: s } = record {
+                synced = synced.max(s);
+            }
+            at += len;
+        } else {
+            at += 1;
+        }
+    }
+    (valid, synced)
+}
+
+/// Options recovery needs.
+pub(super) struct RecoverOptions<'a> {
+    pub create: bool,
+    pub verify_replay: bool,
+    pub io: &'a SharedIo,
+}
+
 /// Opens (creating if `create`) and recovers the arena in `dir`.
-pub(super) fn recover(dir: &Path, create: bool, verify_replay: bool) -> Result<Recovered> {
+pub(super) fn recover(dir: &Path, o: RecoverOptions<'_>) -> Result<Recovered> {
     let t0 = Instant::now();
+    let io_ = o.io;
     match std::fs::metadata(dir) {
         Ok(m) if !m.is_dir() => {
             return Err(Error::invalid_argument(format!(
@@ -109,32 +238,40 @@ pub(super) fn recover(dir: &Path, create: bool, verify_replay: bool) -> Result<R
         }
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if !create {
+            if !o.create {
                 return Err(Error::not_found(format!("no arena at {}", dir.display())));
             }
-            std::fs::create_dir_all(dir).map_err(|e| io("cannot create", dir, e))?;
+            create_dir_durably(io_, dir)?;
         }
         Err(e) => return Err(io("cannot stat", dir, e)),
     }
     let lock = DirLock::acquire(dir)?;
     let ck = match checkpoint::read(dir)? {
         Some(ck) => ck,
-        // No checkpoint: creation never finished, so nothing was ever acknowledged.
-        None if create => init_fresh(dir)?,
-        None => return Err(Error::not_found(format!("no arena at {}", dir.display()))),
+        None if o.create => init_fresh(io_, dir)?,
+        None => {
+            check_nothing_to_lose(dir)?;
+            return Err(Error::not_found(format!("no arena at {}", dir.display())));
+        }
     };
     let mut report = RecoveryReport {
         checkpoint_entries: ck.entries.len() as u64,
         ..Default::default()
     };
     let header = ck.header;
+    let store_id = header.store_id;
 
     // Open every generation the checkpoint references, plus the append one.
     let gens = GenerationTable::new();
     let mut needed: HashSet<u64> = ck.entries.iter().map(|(_, l)| l.generation).collect();
     needed.insert(header.current_gen);
     for &g in &needed {
-        gens.insert(Arc::new(BlobFile::open(&generation_path(dir, g), g)?));
+        gens.insert(Arc::new(BlobFile::open(
+            io_,
+            &generation_path(dir, g),
+            g,
+            store_id,
+        )?));
     }
     let ends: HashMap<u64, u64> = needed
         .iter()
@@ -154,9 +291,23 @@ pub(super) fn recover(dir: &Path, create: bool, verify_replay: bool) -> Result<R
         }
     }
     let current = gens.get(header.current_gen).expect("opened above");
-    // Replayed operations, applied to the checkpoint's sorted entries at the end
-    // (a sort that is linear for the usual, mostly ordered keys, then a merge)
-    // rather than one ordered-map insert per record.
+    // Newer segments than the checkpoint's only exist if a checkpoint's
+    // rename was lost while its segment survived: never delete their records.
+    for name in list(dir)? {
+        if let Some(sn) = parse_segment_name(&name) {
+            let len = std::fs::metadata(dir.join(&name))
+                .map(|m| m.len())
+                .unwrap_or(0);
+            if sn > header.segment && len > 64 {
+                return Err(Error::corrupt(format!(
+                    "WAL segment {name} ({len} bytes) is newer than the checkpoint (segment {}): \
+                     files left untouched; run `slabcache arena repair {}`",
+                    header.segment,
+                    dir.display()
+                )));
+            }
+        }
+    }
     let mut ops: Vec<(Vec<u8>, Option<BlobLocation>)> = Vec::new();
 
     // Replay the live segment.
@@ -167,10 +318,13 @@ pub(super) fn recover(dir: &Path, create: bool, verify_replay: bool) -> Result<R
         Err(e) => return Err(io("cannot read", &wal_path, e)),
     };
     let mut mapping = current.mapping();
-    let mut repaired = 0u64;
+    let mut repaired: Vec<(u64, &[u8])> = Vec::new();
     let mut pos = 0usize;
     let mut expected = header.next_seq;
     let mut stop: Option<&'static str> = None;
+    // An open batch: records left, and where to rewind if it is incomplete.
+    let mut batch_left = 0u64;
+    let mut batch_at = (0usize, 0usize, 0usize, 0u64, 0u64); // pos, ops, repaired, seq, replayed
     while pos < bytes.len() {
         let (seq, record, len) = match decode(&bytes[pos..]) {
             Decoded::Record { seq, record, len } => (seq, record, len),
@@ -188,8 +342,19 @@ pub(super) fn recover(dir: &Path, create: bool, verify_replay: bool) -> Result<R
             break;
         }
         let first = pos == 0;
+        let counts =
+            !first && !matches!(record, WalRecord::SyncMark { .. } | WalRecord::Batch { .. });
         match record {
-            WalRecord::Checkpoint { segment } if first && segment == header.segment => {}
+            WalRecord::Checkpoint {
+                segment,
+                store_id: s,
+            } if first && segment == header.segment && s == store_id => {}
+            WalRecord::Checkpoint { store_id: s, .. } if first && s != store_id => {
+                return Err(Error::corrupt(format!(
+                    "WAL {} belongs to another store (store id {s:#x}, expected {store_id:#x})",
+                    wal_path.display()
+                )));
+            }
             _ if first => {
                 stop = Some("segment does not start with its checkpoint record");
                 break;
@@ -197,6 +362,21 @@ pub(super) fn recover(dir: &Path, create: bool, verify_replay: bool) -> Result<R
             WalRecord::Checkpoint { .. } => {
                 stop = Some("checkpoint record inside a segment");
                 break;
+            }
+            WalRecord::SyncMark { .. } => {}
+            WalRecord::Batch { records } => {
+                if batch_left > 0 {
+                    stop = Some("batch record inside a batch");
+                    break;
+                }
+                batch_at = (
+                    pos,
+                    ops.len(),
+                    repaired.len(),
+                    expected,
+                    report.replayed_records,
+                );
+                batch_left = records + 1; // this record counts itself down below
             }
             WalRecord::GenerationSwitch { generation } => {
                 if generation != header.current_gen {
@@ -212,7 +392,7 @@ pub(super) fn recover(dir: &Path, create: bool, verify_replay: bool) -> Result<R
                     stop = Some("put record points outside its blob file");
                     break;
                 }
-                if verify_replay
+                if o.verify_replay
                     && crc32c::crc32c(&mapping.bytes()[loc.offset as usize..loc.end() as usize])
                         != loc.crc
                 {
@@ -226,13 +406,12 @@ pub(super) fn recover(dir: &Path, create: bool, verify_replay: bool) -> Result<R
                     stop = Some("put record points outside its blob file");
                     break;
                 }
-                // The WAL holds the value: rewrite the blob if it did not reach the disk.
+                // The WAL holds the value: rewrite the blob if it did not reach the disk
+                // (after the damage check below, so a refused open changes nothing).
                 let intact = loc.end() <= current.end()
                     && mapping.bytes()[loc.offset as usize..loc.end() as usize] == *value;
                 if !intact {
-                    current.write_at(loc.offset, value)?;
-                    mapping = current.mapping();
-                    repaired += 1;
+                    repaired.push((loc.offset, value));
                 }
                 ops.push((key.to_vec(), Some(loc)));
             }
@@ -240,33 +419,60 @@ pub(super) fn recover(dir: &Path, create: bool, verify_replay: bool) -> Result<R
                 ops.push((key.to_vec(), None));
             }
         }
-        report.replayed_records += !first as u64;
+        report.replayed_records += counts as u64;
         pos += len;
         expected += 1;
+        batch_left = batch_left.saturating_sub(1);
     }
+    if batch_left > 0 {
+        // A torn put_many: none of it counts.
+        (pos, _, _, expected, report.replayed_records) = batch_at;
+        ops.truncate(batch_at.1);
+        repaired.truncate(batch_at.2);
+        if stop.is_none() {
+            stop = Some("incomplete batch at the WAL tail");
+        }
+    }
+    if pos < bytes.len() {
+        let (valid_after, synced) = scan_after_damage(&bytes, pos, expected);
+        if synced > pos as u64 {
+            return Err(Error::corrupt(format!(
+                "WAL {} is damaged at byte {pos} ({}), inside its synced part ({} valid \
+                 records follow, a sync mark covers {synced} bytes): nothing was changed; \
+                 run `slabcache arena repair {}` to salvage every record that checks out",
+                wal_path.display(),
+                stop.unwrap_or("damaged record"),
+                valid_after,
+                dir.display()
+            )));
+        }
+        report.dropped_records = valid_after;
+    }
+    for (offset, value) in &repaired {
+        current.write_at(*offset, value)?;
+    }
+    mapping = current.mapping();
     drop(mapping);
-    if repaired > 0 {
+    if !repaired.is_empty() {
         current.sync()?;
     }
-    report.repaired_blobs = repaired;
+    report.repaired_blobs = repaired.len() as u64;
     report.stop_reason = stop.map(str::to_owned);
     let wal = if pos == 0 {
         // Empty, missing or torn-at-birth segment: write it afresh.
         report.truncated_bytes = bytes.len() as u64;
         expected = header.next_seq + 1;
-        WalWriter::create(dir, header.segment, header.next_seq)?
+        WalWriter::create(io_, dir, header.segment, header.next_seq, store_id)?
     } else {
+        let w = WalWriter::open_at(io_, &wal_path, header.segment, pos as u64)?;
         if pos < bytes.len() {
             report.truncated_bytes = (bytes.len() - pos) as u64;
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&wal_path)
-                .map_err(|e| io("cannot open", &wal_path, e))?;
-            f.set_len(pos as u64)
-                .and_then(|_| f.sync_all())
+            let f = w.file();
+            io_.set_len(&f, pos as u64)
+                .and_then(|_| io_.sync(&f))
                 .map_err(|e| io("cannot truncate", &wal_path, e))?;
         }
-        WalWriter::open_at(&wal_path, header.segment, pos as u64)?
+        w
     };
 
     // Delete what nothing references any more.
@@ -274,16 +480,16 @@ pub(super) fn recover(dir: &Path, create: bool, verify_replay: bool) -> Result<R
         let orphan = match (parse_generation_name(&name), parse_segment_name(&name)) {
             (Some(g), _) => !needed.contains(&g),
             (_, Some(s)) => s != header.segment,
-            _ => is_ours(&name),
+            _ => is_tmp(&name),
         };
         if orphan {
             let p = dir.join(&name);
-            std::fs::remove_file(&p).map_err(|e| io("cannot remove", &p, e))?;
+            io_.remove(&p).map_err(|e| io("cannot remove", &p, e))?;
             report.removed_files += 1;
         }
     }
     if report.removed_files > 0 {
-        sync_dir(dir)?;
+        sync_dir(io_, dir)?;
     }
 
     let entries = apply_ops(ck.entries, ops);
@@ -293,6 +499,7 @@ pub(super) fn recover(dir: &Path, create: bool, verify_replay: bool) -> Result<R
     report.duration_us = t0.elapsed().as_micros() as u64;
     Ok(Recovered {
         lock,
+        store_id,
         index,
         gens,
         current,
@@ -305,7 +512,7 @@ pub(super) fn recover(dir: &Path, create: bool, verify_replay: bool) -> Result<R
 
 /// Applies replayed operations (in WAL order) to sorted, unique `base` entries;
 /// returns the sorted, unique result.
-fn apply_ops(
+pub(super) fn apply_ops(
     base: Vec<(Vec<u8>, BlobLocation)>,
     mut ops: Vec<(Vec<u8>, Option<BlobLocation>)>,
 ) -> Vec<(Vec<u8>, BlobLocation)> {

@@ -11,15 +11,15 @@
 //! far. So N concurrent `sync="always"` writers share one pair of fsyncs; when
 //! every pending record carries its value inline, the blob fsync is skipped.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
-use super::blob_file::{write_all_at, BlobFile};
-use super::checkpoint::sync_dir;
+use super::blob_file::BlobFile;
+use super::io::{io_error, SharedIo};
 use super::wal_record::{encode, WalRecord};
 use crate::{Error, ErrorKind, Result};
 
@@ -43,12 +43,13 @@ pub fn parse_segment_name(name: &str) -> Option<u64> {
 }
 
 fn io(what: &str, path: &Path, e: std::io::Error) -> Error {
-    Error::new(ErrorKind::Io, format!("{what} {}: {e}", path.display()))
+    io_error(what, path, e)
 }
 
 /// Appends records to the live WAL segment. Used under the arena's writer lock.
 pub struct WalWriter {
     file: Arc<File>,
+    io: SharedIo,
     path: PathBuf,
     segment: u64,
     pos: u64,
@@ -56,51 +57,70 @@ pub struct WalWriter {
 
 impl WalWriter {
     /// Creates segment `segment` holding its first record
-    /// (`Checkpoint { segment }` with sequence `first_seq`), fsynced with its directory.
-    pub fn create(dir: &Path, segment: u64, first_seq: u64) -> Result<WalWriter> {
+    /// (`Checkpoint { segment, store_id }` with sequence `first_seq`), fsynced
+    /// with its directory.
+    pub fn create(
+        io: &SharedIo,
+        dir: &Path,
+        segment: u64,
+        first_seq: u64,
+        store_id: u64,
+    ) -> Result<WalWriter> {
         let path = segment_path(dir, segment);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| io("cannot create", &path, e))?;
+        let file = io
+            .open(&path, true, true)
+            .map_err(|e| self::io("cannot create", &path, e))?;
         let mut w = WalWriter {
             file: Arc::new(file),
+            io: io.clone(),
             path,
             segment,
             pos: 0,
         };
         let mut buf = Vec::new();
-        encode(&mut buf, first_seq, &WalRecord::Checkpoint { segment });
+        encode(
+            &mut buf,
+            first_seq,
+            &WalRecord::Checkpoint { segment, store_id },
+        );
         w.append(&buf)?;
         w.sync()?;
-        sync_dir(dir)?;
+        io.sync_dir(dir)
+            .map_err(|e| self::io("cannot fsync directory", dir, e))?;
         Ok(w)
     }
 
     /// Continues an existing segment whose valid prefix is `pos` bytes long.
-    pub fn open_at(path: &Path, segment: u64, pos: u64) -> Result<WalWriter> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(|e| io("cannot open", path, e))?;
+    pub fn open_at(io: &SharedIo, path: &Path, segment: u64, pos: u64) -> Result<WalWriter> {
+        let file = io
+            .open(path, false, false)
+            .map_err(|e| self::io("cannot open", path, e))?;
         Ok(WalWriter {
             file: Arc::new(file),
+            io: io.clone(),
             path: path.to_path_buf(),
             segment,
             pos,
         })
     }
 
-    /// Writes `bytes` (whole encoded records) at the end of the segment.
+    /// Writes `bytes` (whole encoded records) at the end of the segment. On
+    /// failure the segment is cut back to its previous end; if even that
+    /// fails the error says so ([`WalAppendError::rolled_back`] false) and the
+    /// caller must stop writing.
     pub fn append(&mut self, bytes: &[u8]) -> Result<()> {
-        if let Err(e) = write_all_at(&self.file, &[bytes], self.pos) {
+        self.try_append(bytes).map_err(|e| e.error)
+    }
+
+    /// [`append`](Self::append), telling whether a failed write was rolled back.
+    pub fn try_append(&mut self, bytes: &[u8]) -> std::result::Result<(), WalAppendError> {
+        if let Err(e) = self.io.write_at(&self.file, &[bytes], self.pos) {
             // Roll a partial write back so the next append is not behind garbage.
-            let _ = self.file.set_len(self.pos);
-            return Err(io("cannot write", &self.path, e));
+            let rolled_back = self.io.set_len(&self.file, self.pos).is_ok();
+            return Err(WalAppendError {
+                error: io("cannot write", &self.path, e),
+                rolled_back,
+            });
         }
         self.pos += bytes.len() as u64;
         Ok(())
@@ -108,8 +128,8 @@ impl WalWriter {
 
     /// fdatasync of the segment.
     pub fn sync(&self) -> Result<()> {
-        self.file
-            .sync_data()
+        self.io
+            .sync(&self.file)
             .map_err(|e| io("cannot fsync", &self.path, e))
     }
 
@@ -135,6 +155,15 @@ impl WalWriter {
     }
 }
 
+/// A failed WAL append.
+#[derive(Debug)]
+pub struct WalAppendError {
+    /// What failed.
+    pub error: Error,
+    /// True when the segment was cut back to its previous end.
+    pub rolled_back: bool,
+}
+
 /// What a sync must flush: the append generation's blob file, then the WAL.
 #[derive(Clone)]
 pub struct SyncTargets {
@@ -142,10 +171,16 @@ pub struct SyncTargets {
     pub blob: Arc<BlobFile>,
     /// The live WAL segment.
     pub wal: Arc<File>,
+    /// The I/O that syncs the WAL.
+    pub io: SharedIo,
 }
 
 struct SyncState {
     written: u64,
+    /// WAL segment length once everything up to `written` is written.
+    written_wal: u64,
+    /// WAL segment length made durable by the last completed sync.
+    synced_wal: u64,
     /// Highest sequence number whose blob bytes must be synced (a non-inline put).
     blob_written: u64,
     synced: u64,
@@ -183,10 +218,12 @@ impl GroupCommit {
     /// when recovery checks every replayed blob's checksum (`verify_replay`):
     /// a WAL record made durable before its blob then ends replay instead of
     /// exposing garbage, and neither was acknowledged yet.
-    pub fn new(targets: SyncTargets, seq: u64, parallel: bool) -> GroupCommit {
+    pub fn new(targets: SyncTargets, seq: u64, wal_len: u64, parallel: bool) -> GroupCommit {
         GroupCommit {
             state: Mutex::new(SyncState {
                 written: seq,
+                written_wal: wal_len,
+                synced_wal: wal_len,
                 blob_written: seq,
                 synced: seq,
                 syncing: false,
@@ -200,27 +237,62 @@ impl GroupCommit {
         }
     }
 
-    /// New sync targets after a checkpoint or compaction made everything up to `seq` durable.
-    pub fn reset(&self, targets: SyncTargets, seq: u64) {
+    /// New sync targets after a checkpoint or compaction made everything up
+    /// to `seq` durable; the new segment is `wal_len` bytes, all durable.
+    pub fn reset(&self, targets: SyncTargets, seq: u64, wal_len: u64) {
         let mut st = self.state.lock();
         st.targets = targets;
         st.written = st.written.max(seq);
         st.synced = st.synced.max(seq);
+        st.written_wal = wal_len;
+        st.synced_wal = wal_len;
         st.unsynced_bytes = 0;
         self.cv.notify_all();
     }
 
-    /// Records that everything up to `seq` is written (not yet durable);
-    /// returns the bytes written since the last sync.
-    /// `blob_dirty`: the records need their blob bytes synced too (not all inline).
-    pub fn mark_written(&self, seq: u64, bytes: u64, blob_dirty: bool) -> u64 {
+    /// Records that everything up to `seq` is written (not yet durable) and
+    /// the WAL is now `wal_len` bytes; returns the bytes written since the
+    /// last sync. `blob_dirty`: the records need their blob bytes synced too
+    /// (not all inline).
+    pub fn mark_written(&self, seq: u64, wal_len: u64, bytes: u64, blob_dirty: bool) -> u64 {
         let mut st = self.state.lock();
         st.written = st.written.max(seq);
+        st.written_wal = st.written_wal.max(wal_len);
         if blob_dirty {
             st.blob_written = st.blob_written.max(seq);
         }
         st.unsynced_bytes += bytes;
         st.unsynced_bytes
+    }
+
+    /// Highest sequence number made durable.
+    pub fn synced(&self) -> u64 {
+        self.state.lock().synced
+    }
+
+    /// Length of the WAL segment a completed sync made durable.
+    pub fn synced_wal(&self) -> u64 {
+        self.state.lock().synced_wal
+    }
+
+    /// Bytes written since the last completed sync.
+    pub fn unsynced_bytes(&self) -> u64 {
+        self.state.lock().unsynced_bytes
+    }
+
+    /// The failure that stopped durability, if any.
+    pub fn failure(&self) -> Option<Error> {
+        self.state.lock().failed.clone()
+    }
+
+    /// Records a failed durability step elsewhere (checkpoint, compaction):
+    /// every waiter and every later sync request gets `e`.
+    pub fn fail(&self, e: Error) {
+        let mut st = self.state.lock();
+        if st.failed.is_none() {
+            st.failed = Some(e);
+        }
+        self.cv.notify_all();
     }
 
     /// True if something written is not yet durable.
@@ -250,14 +322,19 @@ impl GroupCommit {
             }
             st.syncing = true;
             let target = st.written;
+            let target_wal = st.written_wal;
             let bytes = st.unsynced_bytes;
             let targets = st.targets.clone();
             let sync_blob = st.blob_written > st.synced;
             let parallel = self.parallel;
             let res = MutexGuard::unlocked(&mut st, || {
                 let wal_sync = || {
-                    targets.wal.sync_data().map_err(|e| {
-                        Error::new(ErrorKind::Io, format!("cannot fsync the WAL: {e}"))
+                    targets.io.sync(&targets.wal).map_err(|e| {
+                        let err = Error::new(ErrorKind::Io, format!("cannot fsync the WAL: {e}"));
+                        match e.raw_os_error() {
+                            Some(code) => err.with_errno(code),
+                            None => err,
+                        }
                     })
                 };
                 match (sync_blob, parallel) {
@@ -277,12 +354,24 @@ impl GroupCommit {
             match res {
                 Ok(()) => {
                     st.synced = st.synced.max(target);
+                    st.synced_wal = st.synced_wal.max(target_wal);
                     st.unsynced_bytes = st.unsynced_bytes.saturating_sub(bytes);
                     st.syncs += 1;
                 }
-                // After a failed fsync the page cache state is unknown: refuse
-                // every later ack rather than risk acknowledging lost data.
-                Err(e) => st.failed = Some(e),
+                // After a failed fsync the page cache state is unknown (Linux
+                // may have dropped the dirty pages and cleared the error):
+                // refuse every later ack rather than risk acknowledging lost data.
+                Err(e) => {
+                    if st.failed.is_none() {
+                        st.failed = Some(Error::new(
+                            e.kind(),
+                            format!("{e}; the arena is read-only until reopened"),
+                        ));
+                        if let Some(code) = e.errno() {
+                            st.failed = st.failed.take().map(|f| f.with_errno(code));
+                        }
+                    }
+                }
             }
             self.cv.notify_all();
         }

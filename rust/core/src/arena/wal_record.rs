@@ -13,7 +13,12 @@
 //! Payloads (all integers little-endian):
 //! - put: generation u64, offset u64, length u64, blob CRC32C u32, key length u32, key
 //! - delete: key length u32, key
-//! - checkpoint: WAL segment number u64 (the first record of every segment)
+//! - checkpoint: WAL segment number u64, store id u64 (the first record of every segment)
+//! - batch: record count u64 (the next that many records are one `put_many`
+//!   call; replay applies them all or none)
+//! - sync mark: byte length u64 of this segment that a completed sync had made
+//!   durable when the record was written: damage before that offset cannot be
+//!   a torn write of an unsynced tail, so recovery reports it as corruption
 //! - generation switch: generation u64 (appends now go to that generation)
 //! - put-inline: a put payload followed by the value bytes (`length` of them):
 //!   used by `sync="always"` for small values so that one fsync (of the WAL)
@@ -37,6 +42,8 @@ const KIND_DELETE: u8 = 2;
 const KIND_CHECKPOINT: u8 = 3;
 const KIND_GENERATION_SWITCH: u8 = 4;
 const KIND_PUT_INLINE: u8 = 5;
+const KIND_SYNC_MARK: u8 = 6;
+const KIND_BATCH: u8 = 7;
 
 /// Where a blob lives: its generation file, offset, length and checksum.
 ///
@@ -92,6 +99,18 @@ pub enum WalRecord<'a> {
     Checkpoint {
         /// The segment number.
         segment: u64,
+        /// The store the segment belongs to.
+        store_id: u64,
+    },
+    /// The next `records` records are one `put_many` call: replay applies all or none.
+    Batch {
+        /// Records in the batch.
+        records: u64,
+    },
+    /// The first `synced` bytes of this segment were durable when this record was written.
+    SyncMark {
+        /// Durable length of the segment.
+        synced: u64,
     },
     /// Appends now go to generation `generation` (written after a compaction).
     GenerationSwitch {
@@ -168,9 +187,18 @@ pub fn encode(buf: &mut Vec<u8>, seq: u64, record: &WalRecord<'_>) {
             put_u32(buf, key.len() as u32);
             buf.extend_from_slice(key);
         }
-        WalRecord::Checkpoint { segment } => {
+        WalRecord::Checkpoint { segment, store_id } => {
             buf.push(KIND_CHECKPOINT);
             put_u64(buf, *segment);
+            put_u64(buf, *store_id);
+        }
+        WalRecord::SyncMark { synced } => {
+            buf.push(KIND_SYNC_MARK);
+            put_u64(buf, *synced);
+        }
+        WalRecord::Batch { records } => {
+            buf.push(KIND_BATCH);
+            put_u64(buf, *records);
         }
         WalRecord::GenerationSwitch { generation } => {
             buf.push(KIND_GENERATION_SWITCH);
@@ -265,11 +293,28 @@ pub fn decode(buf: &[u8]) -> Decoded<'_> {
             WalRecord::Delete { key: &p[4..] }
         }
         KIND_CHECKPOINT => {
-            if p.len() != 8 {
+            if p.len() != 16 {
                 return Decoded::Invalid("checkpoint record has the wrong length");
             }
             WalRecord::Checkpoint {
                 segment: u64_at(p, 0),
+                store_id: u64_at(p, 8),
+            }
+        }
+        KIND_BATCH => {
+            if p.len() != 8 {
+                return Decoded::Invalid("batch record has the wrong length");
+            }
+            WalRecord::Batch {
+                records: u64_at(p, 0),
+            }
+        }
+        KIND_SYNC_MARK => {
+            if p.len() != 8 {
+                return Decoded::Invalid("sync mark record has the wrong length");
+            }
+            WalRecord::SyncMark {
+                synced: u64_at(p, 0),
             }
         }
         KIND_GENERATION_SWITCH => {
@@ -343,7 +388,12 @@ mod tests {
             value,
         });
         roundtrip(WalRecord::Delete { key: b"beta" });
-        roundtrip(WalRecord::Checkpoint { segment: 9 });
+        roundtrip(WalRecord::Checkpoint {
+            segment: 9,
+            store_id: 0x1234_5678,
+        });
+        roundtrip(WalRecord::SyncMark { synced: 4096 });
+        roundtrip(WalRecord::Batch { records: 3 });
         roundtrip(WalRecord::GenerationSwitch { generation: 5 });
     }
 

@@ -9,6 +9,7 @@ use super::block_hash::BlockHash;
 use super::events::EventLog;
 use super::free_queue::FreeBlockQueue;
 use super::prefix_cache::PrefixCache;
+use super::try_vec;
 
 /// Device blocks, their ref counts and hashes, and the LRU free queue.
 ///
@@ -41,16 +42,21 @@ pub struct BlockPool {
 impl BlockPool {
     /// A pool of `num_blocks` free blocks; `events` turns the event stream on.
     pub fn new(num_blocks: usize, events: bool) -> Self {
-        BlockPool {
-            ref_cnt: vec![0; num_blocks],
-            hash: vec![None; num_blocks],
-            free: FreeBlockQueue::new(num_blocks),
+        Self::try_new(num_blocks, events).expect("block pool allocation")
+    }
+
+    /// Like [`new`](Self::new), but an allocation failure is an `OutOfMemory` error.
+    pub fn try_new(num_blocks: usize, events: bool) -> crate::Result<Self> {
+        Ok(BlockPool {
+            ref_cnt: try_vec(num_blocks, 0)?,
+            hash: try_vec(num_blocks, None)?,
+            free: FreeBlockQueue::try_new(num_blocks)?,
             cache: PrefixCache::default(),
             cached_free: 0,
             evict_first: Vec::new(),
             events: EventLog::new(events),
             evictions: 0,
-        }
+        })
     }
 
     /// Number of blocks in the pool.
@@ -162,12 +168,25 @@ impl BlockPool {
 
     /// Registers the (full, referenced) `block` in the prefix cache under `hash`.
     pub fn cache(&mut self, block: u32, hash: BlockHash, parent: Option<BlockHash>) {
+        self.cache_tokens(block, hash, parent, &[], 0);
+    }
+
+    /// [`cache`](Self::cache), recording the block's tokens and extra key in its event.
+    pub fn cache_tokens(
+        &mut self,
+        block: u32,
+        hash: BlockHash,
+        parent: Option<BlockHash>,
+        tokens: &[u32],
+        extra_key: u64,
+    ) {
         let i = block as usize;
         debug_assert!(self.hash[i].is_none(), "block {block} cached twice");
         debug_assert!(self.ref_cnt[i] > 0);
         self.hash[i] = Some(hash);
         self.cache.insert(hash, block);
-        self.events.stored(block, hash, parent);
+        self.events
+            .stored_tokens(block, hash, parent, tokens, extra_key);
     }
 
     /// Drops every cached hash of a free block (`reset_prefix_cache`); `false`

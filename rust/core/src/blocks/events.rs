@@ -28,6 +28,13 @@ pub struct BlockEvent {
     pub hash: BlockHash,
     /// The hash of the previous block of the sequence (`None` for a first block, and for removals).
     pub parent: Option<BlockHash>,
+    /// The extra hash key (LoRA id, salt) the block was hashed with (0 for removals).
+    pub extra_key: u64,
+    /// For stores, this block's token ids are `EventLog` tokens
+    /// `[tokens_start, tokens_start + tokens_len)` (see [`EventLog::drain_with_tokens`]).
+    pub tokens_start: usize,
+    /// Number of token ids recorded for the event (the block size for stores, 0 for removals).
+    pub tokens_len: usize,
 }
 
 /// A buffer of events, recording only when enabled.
@@ -44,6 +51,7 @@ pub struct BlockEvent {
 pub struct EventLog {
     enabled: bool,
     events: Vec<BlockEvent>,
+    tokens: Vec<u32>,
 }
 
 impl EventLog {
@@ -52,6 +60,7 @@ impl EventLog {
         EventLog {
             enabled,
             events: Vec::new(),
+            tokens: Vec::new(),
         }
     }
 
@@ -65,18 +74,38 @@ impl EventLog {
         self.enabled = enabled;
         if !enabled {
             self.events.clear();
+            self.tokens.clear();
         }
     }
 
     /// Records a store.
     #[inline]
     pub fn stored(&mut self, block_id: u32, hash: BlockHash, parent: Option<BlockHash>) {
+        self.stored_tokens(block_id, hash, parent, &[], 0);
+    }
+
+    /// Records a store with the block's token ids and extra key (what
+    /// vLLM's `BlockStored` event carries).
+    #[inline]
+    pub fn stored_tokens(
+        &mut self,
+        block_id: u32,
+        hash: BlockHash,
+        parent: Option<BlockHash>,
+        tokens: &[u32],
+        extra_key: u64,
+    ) {
         if self.enabled {
+            let tokens_start = self.tokens.len();
+            self.tokens.extend_from_slice(tokens);
             self.events.push(BlockEvent {
                 kind: BlockEventKind::Stored,
                 block_id,
                 hash,
                 parent,
+                extra_key,
+                tokens_start,
+                tokens_len: tokens.len(),
             });
         }
     }
@@ -90,13 +119,35 @@ impl EventLog {
                 block_id,
                 hash,
                 parent: None,
+                extra_key: 0,
+                tokens_start: self.tokens.len(),
+                tokens_len: 0,
             });
         }
     }
 
     /// Takes every buffered event, oldest first.
     pub fn drain(&mut self) -> Vec<BlockEvent> {
+        self.tokens.clear();
         std::mem::take(&mut self.events)
+    }
+
+    /// Takes every buffered event and the token ids their
+    /// `tokens_start..tokens_start + tokens_len` ranges index.
+    ///
+    /// ```
+    /// use slabcache_core::blocks::{BlockHash, EventLog};
+    /// let mut log = EventLog::new(true);
+    /// log.stored_tokens(3, BlockHash::of_block(None, 0, &[1, 2]), None, &[1, 2], 0);
+    /// let (events, tokens) = log.drain_with_tokens();
+    /// let e = events[0];
+    /// assert_eq!(&tokens[e.tokens_start..e.tokens_start + e.tokens_len], &[1, 2]);
+    /// ```
+    pub fn drain_with_tokens(&mut self) -> (Vec<BlockEvent>, Vec<u32>) {
+        (
+            std::mem::take(&mut self.events),
+            std::mem::take(&mut self.tokens),
+        )
     }
 
     /// Number of buffered events.

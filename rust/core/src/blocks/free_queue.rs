@@ -6,6 +6,8 @@
 //! takes a block out of the middle in O(1) when a prefix-cache hit revives
 //! it. No allocation after construction.
 
+use super::try_vec;
+
 const NIL: u32 = u32::MAX;
 
 /// Free blocks in LRU order (front = evicted first).
@@ -31,21 +33,41 @@ pub struct FreeBlockQueue {
 
 impl FreeBlockQueue {
     /// A queue holding every block `0..num_blocks`, in id order.
+    ///
+    /// Panics when the memory cannot be had; [`try_new`](Self::try_new) reports it.
     pub fn new(num_blocks: usize) -> Self {
-        assert!(num_blocks < NIL as usize, "too many blocks");
+        Self::try_new(num_blocks).expect("free queue allocation")
+    }
+
+    /// Like [`new`](Self::new), but an allocation failure is an `OutOfMemory` error.
+    ///
+    /// ```
+    /// use slabcache_core::blocks::FreeBlockQueue;
+    /// assert_eq!(FreeBlockQueue::try_new(3).unwrap().len(), 3);
+    /// ```
+    pub fn try_new(num_blocks: usize) -> crate::Result<Self> {
+        if num_blocks >= NIL as usize {
+            return Err(crate::Error::invalid_argument("too many blocks"));
+        }
         let n = num_blocks as u32;
-        let prev = (0..n).map(|i| if i == 0 { NIL } else { i - 1 }).collect();
-        let next = (0..n)
-            .map(|i| if i + 1 == n { NIL } else { i + 1 })
-            .collect();
-        FreeBlockQueue {
+        let mut prev = try_vec(num_blocks, NIL)?;
+        let mut next = try_vec(num_blocks, NIL)?;
+        for i in 0..n {
+            if i > 0 {
+                prev[i as usize] = i - 1;
+            }
+            if i + 1 < n {
+                next[i as usize] = i + 1;
+            }
+        }
+        Ok(FreeBlockQueue {
             prev,
             next,
-            linked: vec![true; num_blocks],
+            linked: try_vec(num_blocks, true)?,
             head: if n == 0 { NIL } else { 0 },
             tail: if n == 0 { NIL } else { n - 1 },
             len: num_blocks,
-        }
+        })
     }
 
     /// Number of blocks in the queue.

@@ -177,8 +177,8 @@ impl BlockManager {
         }
         let watermark_blocks = (cfg.watermark * cfg.num_blocks as f64) as usize;
         Ok(BlockManager {
-            pool: BlockPool::new(cfg.num_blocks, cfg.enable_events),
-            host: HostTier::new(cfg.num_cpu_blocks),
+            pool: BlockPool::try_new(cfg.num_blocks, cfg.enable_events)?,
+            host: HostTier::try_new(cfg.num_cpu_blocks)?,
             reqs: RequestTable::default(),
             pins: PinSchedule::default(),
             copies: Vec::new(),
@@ -249,13 +249,19 @@ impl BlockManager {
 
     /// Appends the longest cached prefix of request `id` to `out` and counts the query.
     fn lookup_prefix(&mut self, id: i64, out: &mut Vec<u32>) {
+        self.lookup_prefix_limited(id, out, usize::MAX);
+    }
+
+    /// [`lookup_prefix`](Self::lookup_prefix) hitting at most `limit` tokens.
+    fn lookup_prefix_limited(&mut self, id: i64, out: &mut Vec<u32>, limit: usize) {
         if !self.cfg.enable_prefix_caching {
             return;
         }
         let st = self.reqs.get(id).expect("live");
         // vLLM: at most num_tokens - 1 tokens may hit, so a fully cached
         // prompt still computes its last token (the model needs its logits).
-        let max = (st.num_tokens.saturating_sub(1) / self.cfg.block_size).min(st.hashes.len());
+        let max_tokens = st.num_tokens.saturating_sub(1).min(limit);
+        let max = (max_tokens / self.cfg.block_size).min(st.hashes.len());
         let start = out.len();
         for h in &st.hashes[..max] {
             match self.pool.lookup(h) {
@@ -280,6 +286,32 @@ impl BlockManager {
         tokens: &[u32],
         extra_key: u64,
         program: Option<i64>,
+    ) -> Result<(Vec<u32>, usize)> {
+        self.get_computed_blocks_limited(id, tokens, extra_key, program, usize::MAX)
+    }
+
+    /// [`get_computed_blocks`](Self::get_computed_blocks) hitting at most
+    /// `max_hit_tokens` tokens: vLLM's `max_cache_hit_length`, and 0 for a
+    /// request that must not read the prefix cache (prompt logprobs). The
+    /// next allocation takes exactly the blocks returned.
+    ///
+    /// ```
+    /// use slabcache_core::blocks::{BlockManager, BlockManagerConfig};
+    /// let mut bm = BlockManager::new(BlockManagerConfig::new(8, 2)).unwrap();
+    /// bm.get_computed_blocks(1, &[1, 2, 3, 4, 5], 0, None).unwrap();
+    /// bm.allocate_slots(1, 5, &[], 0, 0.0).unwrap().unwrap();
+    /// let (hit, n) = bm.get_computed_blocks_limited(2, &[1, 2, 3, 4, 9], 0, None, 0).unwrap();
+    /// assert_eq!((hit.len(), n), (0, 0));          // skips the cache
+    /// let (hit, n) = bm.get_computed_blocks_limited(2, &[1, 2, 3, 4, 9], 0, None, 3).unwrap();
+    /// assert_eq!((hit.len(), n), (1, 2));          // at most 3 tokens: one block
+    /// ```
+    pub fn get_computed_blocks_limited(
+        &mut self,
+        id: i64,
+        tokens: &[u32],
+        extra_key: u64,
+        program: Option<i64>,
+        max_hit_tokens: usize,
     ) -> Result<(Vec<u32>, usize)> {
         if let Some(st) = self.reqs.get(id) {
             if !st.blocks.is_empty() || st.num_computed > 0 || st.residency != Residency::Device {
@@ -320,7 +352,7 @@ impl BlockManager {
             self.reqs.insert(id, st);
         }
         let mut hit = Vec::new();
-        self.lookup_prefix(id, &mut hit);
+        self.lookup_prefix_limited(id, &mut hit, max_hit_tokens);
         self.reqs.get_mut(id).expect("registered").pending_hit = Some(hit.len());
         let n = hit.len() * self.cfg.block_size;
         Ok((hit, n))
@@ -342,6 +374,38 @@ impl BlockManager {
         new_tokens: &[u32],
         num_lookahead_tokens: usize,
         now: f64,
+    ) -> Result<Option<Vec<u32>>> {
+        self.allocate_slots_reserving(
+            id,
+            num_new_tokens,
+            new_tokens,
+            num_lookahead_tokens,
+            now,
+            None,
+        )
+    }
+
+    /// [`allocate_slots`](Self::allocate_slots) leaving `reserve` blocks free
+    /// (when `Some`) instead of applying the configured watermark to
+    /// admissions: a caller with its own admission rule (vLLM's scheduler
+    /// reserves blocks for in-flight loads and applies the watermark only
+    /// when other requests are scheduled) decides the reserve.
+    ///
+    /// ```
+    /// use slabcache_core::blocks::{BlockManager, BlockManagerConfig};
+    /// let mut bm = BlockManager::new(BlockManagerConfig::new(4, 2)).unwrap();
+    /// bm.get_computed_blocks(1, &[1, 2, 3], 0, None).unwrap();
+    /// assert!(bm.allocate_slots_reserving(1, 3, &[], 0, 0.0, Some(3)).unwrap().is_none());
+    /// assert!(bm.allocate_slots_reserving(1, 3, &[], 0, 0.0, Some(2)).unwrap().is_some());
+    /// ```
+    pub fn allocate_slots_reserving(
+        &mut self,
+        id: i64,
+        num_new_tokens: usize,
+        new_tokens: &[u32],
+        num_lookahead_tokens: usize,
+        now: f64,
+        reserve: Option<usize>,
     ) -> Result<Option<Vec<u32>>> {
         check_now(now)?;
         let st = self.live(id)?;
@@ -397,6 +461,7 @@ impl BlockManager {
             num_lookahead_tokens,
             &hit,
             admission,
+            reserve,
             &mut out,
         )?;
         Ok(r.map(|_| out))
@@ -413,6 +478,7 @@ impl BlockManager {
         lookahead: usize,
         hit: &[u32],
         admission: bool,
+        reserve: Option<usize>,
         out: &mut Vec<u32>,
     ) -> Result<Option<()>> {
         let bs = self.cfg.block_size;
@@ -448,7 +514,7 @@ impl BlockManager {
         }
         let evictable_hits = hit.iter().filter(|&&b| self.pool.ref_count(b) == 0).count();
         let available = self.pool.num_free() - evictable_hits;
-        let reserve = if admission { self.watermark_blocks } else { 0 };
+        let reserve = reserve.unwrap_or(if admission { self.watermark_blocks } else { 0 });
         if num_new_blocks + cow + reserve > available {
             self.stats.refusals += 1;
             return Ok(None);
@@ -491,7 +557,9 @@ impl BlockManager {
             let upto = st.num_computed.min(st.num_tokens) / bs;
             for i in st.num_cached_blocks..upto {
                 let parent = if i == 0 { None } else { Some(st.hashes[i - 1]) };
-                self.pool.cache(st.blocks[i], st.hashes[i], parent);
+                let toks = &st.tokens[i * bs..(i + 1) * bs];
+                self.pool
+                    .cache_tokens(st.blocks[i], st.hashes[i], parent, toks, st.extra_key);
             }
             st.num_cached_blocks = st.num_cached_blocks.max(upto);
         }
@@ -711,7 +779,10 @@ impl BlockManager {
         for (i, r) in reuse.iter().enumerate().take(full) {
             if r.is_none() {
                 let parent = if i == 0 { None } else { Some(st.hashes[i - 1]) };
-                self.pool.cache(st.blocks[i], st.hashes[i], parent);
+                let bs = self.cfg.block_size;
+                let toks = &st.tokens[i * bs..(i + 1) * bs];
+                self.pool
+                    .cache_tokens(st.blocks[i], st.hashes[i], parent, toks, st.extra_key);
             }
         }
         st.num_cached_blocks = full;
@@ -826,8 +897,15 @@ impl BlockManager {
                 );
                 as_u32(&inp.token_ids[a..b])
             };
+            // An admission is a new id or a waiting request registered by
+            // get_computed_blocks (known, nothing allocated): FCFS stops both.
             let is_new = !self.reqs.contains(id);
-            if is_new && admissions_stopped {
+            let waiting = is_new
+                || self
+                    .reqs
+                    .get(id)
+                    .is_some_and(|st| st.blocks.is_empty() && st.num_computed == 0);
+            if waiting && admissions_stopped {
                 out.num_scheduled.push(-1);
                 out.num_cached_tokens.push(0);
                 out.new_block_offsets.push(out.new_blocks.len() as i64);
@@ -861,6 +939,7 @@ impl BlockManager {
                     inp.num_lookahead_tokens,
                     &hit,
                     admission,
+                    None,
                     &mut new_ids,
                 )
                 .expect("validated");
@@ -1000,6 +1079,12 @@ impl BlockManager {
     /// Takes the prefix-cache events recorded since the last drain.
     pub fn drain_events(&mut self) -> Vec<BlockEvent> {
         self.pool.events.drain()
+    }
+
+    /// Takes the events and the token ids their ranges index (see
+    /// [`EventLog::drain_with_tokens`](super::events::EventLog::drain_with_tokens)).
+    pub fn drain_events_with_tokens(&mut self) -> (Vec<BlockEvent>, Vec<u32>) {
+        self.pool.events.drain_with_tokens()
     }
 
     /// Turns the event stream on or off.

@@ -16,6 +16,7 @@
 //! | `prefix_cache.rs`  | hash -> cached blocks                                     |
 //! | `block_pool.rs`    | ref counts, allocation with eviction, release             |
 //! | `request_table.rs` | per-request tokens, hashes, table, residency              |
+//! | `freed_ids.rs`     | every freed request id, as intervals (double free)        |
 //! | `swap.rs`          | host tier (first-fit contiguous) and range coalescing     |
 //! | `ttl_pins.rs`      | deadline-ordered pins                                     |
 //! | `events.rs`        | stored / removed event stream                             |
@@ -42,6 +43,7 @@ pub mod block_hash;
 pub mod block_pool;
 pub mod events;
 pub mod free_queue;
+pub mod freed_ids;
 pub mod manager;
 pub mod prefix_cache;
 pub mod request_table;
@@ -49,10 +51,30 @@ pub mod stats;
 pub mod swap;
 pub mod ttl_pins;
 
+/// `n` copies of `v`, or an `OutOfMemory` error when the memory cannot be
+/// had (a pool sized past the machine's memory, or under `ulimit -v`, must
+/// raise, not abort the process).
+///
+/// ```
+/// assert_eq!(slabcache_core::blocks::try_vec(3, 7u8).unwrap(), vec![7, 7, 7]);
+/// ```
+pub fn try_vec<T: Clone>(n: usize, v: T) -> crate::Result<Vec<T>> {
+    let mut out = Vec::new();
+    out.try_reserve_exact(n).map_err(|_| {
+        crate::Error::out_of_memory(format!(
+            "cannot allocate {n} entries of {} bytes for the block manager",
+            std::mem::size_of::<T>()
+        ))
+    })?;
+    out.resize(n, v);
+    Ok(out)
+}
+
 pub use block_hash::BlockHash;
 pub use block_pool::BlockPool;
 pub use events::{BlockEvent, BlockEventKind, EventLog};
 pub use free_queue::FreeBlockQueue;
+pub use freed_ids::FreedIds;
 pub use manager::{tokens_from_i32, BlockManager, BlockManagerConfig, StepInput, StepOutput};
 pub use prefix_cache::PrefixCache;
 pub use request_table::{RequestState, RequestTable, Residency};

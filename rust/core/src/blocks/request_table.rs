@@ -1,8 +1,9 @@
 //! Per-request state: tokens, block hashes, block table, where it lives.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 
 use super::block_hash::{BlockHash, IdBuildHasher};
+use super::freed_ids::FreedIds;
 
 /// Where a request's KV is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,17 +72,13 @@ impl RequestState {
     }
 }
 
-/// Live requests by id, and a memory of recently freed ids to tell a double
-/// free from an unknown id.
+/// Live requests by id, and every freed id (not reused since) to tell a
+/// double free from an unknown id, however many frees happened in between.
 #[derive(Debug, Clone, Default)]
 pub struct RequestTable {
     live: HashMap<i64, RequestState, IdBuildHasher>,
-    freed: HashSet<i64, IdBuildHasher>,
-    freed_order: VecDeque<i64>,
+    freed: FreedIds,
 }
-
-/// How many freed ids are remembered for double-free detection.
-pub const FREED_MEMORY: usize = 1 << 16;
 
 impl RequestTable {
     /// The live request `id`.
@@ -102,15 +99,15 @@ impl RequestTable {
         self.live.contains_key(&id)
     }
 
-    /// Whether `id` was freed recently (and is not live again).
+    /// Whether `id` was freed (and is not live again).
     pub fn recently_freed(&self, id: i64) -> bool {
-        self.freed.contains(&id)
+        self.freed.contains(id)
     }
 
     /// Adds a live request (a reused id stops counting as freed).
     pub fn insert(&mut self, id: i64, state: RequestState) {
         if !self.freed.is_empty() {
-            self.freed.remove(&id);
+            self.freed.remove(id);
         }
         self.live.insert(id, state);
     }
@@ -123,14 +120,7 @@ impl RequestTable {
     /// Removes `id` and remembers it as freed.
     pub fn remove_freed(&mut self, id: i64) -> Option<RequestState> {
         let st = self.live.remove(&id)?;
-        if self.freed.insert(id) {
-            self.freed_order.push_back(id);
-            if self.freed_order.len() > FREED_MEMORY {
-                if let Some(old) = self.freed_order.pop_front() {
-                    self.freed.remove(&old);
-                }
-            }
-        }
+        self.freed.insert(id);
         Some(st)
     }
 

@@ -92,11 +92,16 @@ pub struct HostTier {
 impl HostTier {
     /// A host tier of `num_blocks` free blocks.
     pub fn new(num_blocks: usize) -> Self {
-        HostTier {
-            used: vec![false; num_blocks],
+        Self::try_new(num_blocks).expect("host tier allocation")
+    }
+
+    /// Like [`new`](Self::new), but an allocation failure is an `OutOfMemory` error.
+    pub fn try_new(num_blocks: usize) -> crate::Result<Self> {
+        Ok(HostTier {
+            used: super::try_vec(num_blocks, false)?,
             num_free: num_blocks,
             low: 0,
-        }
+        })
     }
 
     /// Host blocks in total.

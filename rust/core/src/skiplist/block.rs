@@ -51,9 +51,13 @@ impl<K, T, N> Block<K, T, N> {
     /// `h` must point to a live block of this type.
     #[inline]
     pub unsafe fn keys<'a>(h: *const Header<K, N>) -> &'a [K] {
-        let n = (*h).nkeys as usize;
-        let (_, koff, _) = Self::layout(n, 0);
-        std::slice::from_raw_parts((h as *const u8).add(koff) as *const K, n)
+        // SAFETY: the caller guarantees a live block at `h`: its header is
+        // initialised and its `nkeys` keys sit at `koff`, all written by `Builder`.
+        unsafe {
+            let n = (*h).nkeys as usize;
+            let (_, koff, _) = Self::layout(n, 0);
+            std::slice::from_raw_parts((h as *const u8).add(koff) as *const K, n)
+        }
     }
 
     /// The items of the block at `h`.
@@ -62,10 +66,13 @@ impl<K, T, N> Block<K, T, N> {
     /// `h` must point to a live block of this type.
     #[inline]
     pub unsafe fn items<'a>(h: *const Header<K, N>) -> &'a [T] {
-        let nk = (*h).nkeys as usize;
-        let ni = (*h).nitems as usize;
-        let (_, _, ioff) = Self::layout(nk, ni);
-        std::slice::from_raw_parts((h as *const u8).add(ioff) as *const T, ni)
+        // SAFETY: as in `keys`: a live block's `nitems` items sit at `ioff`.
+        unsafe {
+            let nk = (*h).nkeys as usize;
+            let ni = (*h).nitems as usize;
+            let (_, _, ioff) = Self::layout(nk, ni);
+            std::slice::from_raw_parts((h as *const u8).add(ioff) as *const T, ni)
+        }
     }
 
     /// Frees the block's memory without dropping its keys, items or `high`
@@ -82,22 +89,27 @@ impl<K, T, N> Block<K, T, N> {
         drop_item: Option<usize>,
         drop_high: bool,
     ) {
-        let nk = (*h).nkeys as usize;
-        let ni = (*h).nitems as usize;
-        let (layout, koff, ioff) = Self::layout(nk, ni);
-        let base = h as *mut u8;
-        if let Some(i) = drop_key {
-            debug_assert!(i < nk);
-            ptr::drop_in_place((base.add(koff) as *mut K).add(i));
+        // SAFETY: the caller hands over a live block no one reads again; the
+        // indices are inside it (checked in debug builds) and each named entry is
+        // dropped once; the memory goes back with the layout it was allocated with.
+        unsafe {
+            let nk = (*h).nkeys as usize;
+            let ni = (*h).nitems as usize;
+            let (layout, koff, ioff) = Self::layout(nk, ni);
+            let base = h as *mut u8;
+            if let Some(i) = drop_key {
+                debug_assert!(i < nk);
+                ptr::drop_in_place((base.add(koff) as *mut K).add(i));
+            }
+            if let Some(i) = drop_item {
+                debug_assert!(i < ni);
+                ptr::drop_in_place((base.add(ioff) as *mut T).add(i));
+            }
+            if drop_high {
+                ptr::drop_in_place(ptr::addr_of_mut!((*h).high));
+            }
+            dealloc(base, layout);
         }
-        if let Some(i) = drop_item {
-            debug_assert!(i < ni);
-            ptr::drop_in_place((base.add(ioff) as *mut T).add(i));
-        }
-        if drop_high {
-            ptr::drop_in_place(ptr::addr_of_mut!((*h).high));
-        }
-        dealloc(base, layout);
     }
 
     /// Frees the block and drops every key and item.
@@ -105,14 +117,19 @@ impl<K, T, N> Block<K, T, N> {
     /// # Safety
     /// `h` is a live block no one will read again, owning its entries.
     pub unsafe fn free_deep(h: *mut Header<K, N>) {
-        let nk = (*h).nkeys as usize;
-        let ni = (*h).nitems as usize;
-        let (layout, koff, ioff) = Self::layout(nk, ni);
-        let base = h as *mut u8;
-        ptr::drop_in_place(ptr::slice_from_raw_parts_mut(base.add(koff) as *mut K, nk));
-        ptr::drop_in_place(ptr::slice_from_raw_parts_mut(base.add(ioff) as *mut T, ni));
-        ptr::drop_in_place(h);
-        dealloc(base, layout);
+        // SAFETY: the caller hands over a live block that owns every entry and
+        // that no one reads again: each key, item and the header is dropped once,
+        // then the memory is freed with its own layout.
+        unsafe {
+            let nk = (*h).nkeys as usize;
+            let ni = (*h).nitems as usize;
+            let (layout, koff, ioff) = Self::layout(nk, ni);
+            let base = h as *mut u8;
+            ptr::drop_in_place(ptr::slice_from_raw_parts_mut(base.add(koff) as *mut K, nk));
+            ptr::drop_in_place(ptr::slice_from_raw_parts_mut(base.add(ioff) as *mut T, ni));
+            ptr::drop_in_place(h);
+            dealloc(base, layout);
+        }
     }
 }
 
@@ -203,11 +220,15 @@ impl<K, T, N> Builder<K, T, N> {
     #[inline]
     pub unsafe fn move_keys(&mut self, src: &[K]) {
         assert!(self.kw + src.len() <= self.nkeys);
-        ptr::copy_nonoverlapping(
-            src.as_ptr(),
-            (self.base.as_ptr().add(self.koff) as *mut K).add(self.kw),
-            src.len(),
-        );
+        // SAFETY: the assert keeps the destination inside this fresh allocation,
+        // which cannot overlap `src`; ownership moves as the caller promised.
+        unsafe {
+            ptr::copy_nonoverlapping(
+                src.as_ptr(),
+                (self.base.as_ptr().add(self.koff) as *mut K).add(self.kw),
+                src.len(),
+            )
+        };
         self.kw += src.len();
     }
 
@@ -218,11 +239,14 @@ impl<K, T, N> Builder<K, T, N> {
     #[inline]
     pub unsafe fn move_items(&mut self, src: &[T]) {
         assert!(self.iw + src.len() <= self.nitems);
-        ptr::copy_nonoverlapping(
-            src.as_ptr(),
-            (self.base.as_ptr().add(self.ioff) as *mut T).add(self.iw),
-            src.len(),
-        );
+        // SAFETY: as in `move_keys`, for the item array.
+        unsafe {
+            ptr::copy_nonoverlapping(
+                src.as_ptr(),
+                (self.base.as_ptr().add(self.ioff) as *mut T).add(self.iw),
+                src.len(),
+            )
+        };
         self.iw += src.len();
     }
 
@@ -263,6 +287,7 @@ mod tests {
         b.push_item(vec![1]);
         b.push_item(vec![2, 3]);
         let h = b.finish();
+        // SAFETY: `h` is the block just built, read then freed once.
         unsafe {
             assert_eq!(Block::<String, Vec<u8>, ()>::keys(h), ["a", "b"]);
             assert_eq!(Block::<String, Vec<u8>, ()>::items(h)[1], vec![2, 3]);

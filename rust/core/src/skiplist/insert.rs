@@ -548,5 +548,7 @@ pub(crate) unsafe fn move_high<K, T, N>(
     b: &mut Builder<K, T, N>,
     src: &super::block::Header<K, N>,
 ) {
-    b.set_high(ptr::read(&src.high));
+    // SAFETY: the fence is read bitwise once; the caller retires `src` without
+    // dropping it, so it ends up owned by `b` alone.
+    b.set_high(unsafe { ptr::read(&src.high) });
 }

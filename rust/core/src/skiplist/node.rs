@@ -127,14 +127,19 @@ pub(crate) unsafe fn retire_block<K, V, C: Config>(
     drop_high: bool,
 ) {
     let addr = old as usize;
-    guard.defer_unchecked(move || {
-        let old = addr as *mut Head<K, V, C>;
-        if leaf {
-            Leaf::<K, V, C>::free_shallow(old, drop_key, drop_item, drop_high)
-        } else {
-            Inner::<K, V, C>::free_shallow(old, drop_key, drop_item, drop_high)
-        }
-    });
+    // SAFETY: the caller has unlinked `old` from every published node, so once
+    // the current epoch ends no reader holds it and the deferred shallow free is
+    // its only release (the entries it keeps were moved into the newer block).
+    unsafe {
+        guard.defer_unchecked(move || {
+            let old = addr as *mut Head<K, V, C>;
+            if leaf {
+                Leaf::<K, V, C>::free_shallow(old, drop_key, drop_item, drop_high)
+            } else {
+                Inner::<K, V, C>::free_shallow(old, drop_key, drop_item, drop_high)
+            }
+        })
+    };
 }
 
 /// Frees a retired leaf block after the current epoch, dropping the values
@@ -148,14 +153,18 @@ pub(crate) unsafe fn retire_leaf_values<K, V, C: Config>(
     drop_items: Vec<usize>,
 ) {
     let addr = old as usize;
-    guard.defer_unchecked(move || {
-        let old = addr as *mut Head<K, V, C>;
-        let items = Leaf::<K, V, C>::items(old).as_ptr() as *mut V;
-        for i in drop_items {
-            std::ptr::drop_in_place(items.add(i));
-        }
-        Leaf::<K, V, C>::free_shallow(old, None, None, false)
-    });
+    // SAFETY: as in `retire_block`; the values at `drop_items` were replaced in
+    // the newer block, so this old block is their last owner and drops each once.
+    unsafe {
+        guard.defer_unchecked(move || {
+            let old = addr as *mut Head<K, V, C>;
+            let items = Leaf::<K, V, C>::items(old).as_ptr() as *mut V;
+            for i in drop_items {
+                std::ptr::drop_in_place(items.add(i));
+            }
+            Leaf::<K, V, C>::free_shallow(old, None, None, false)
+        })
+    };
 }
 
 /// Frees an unlinked node (and its last block, whose entries and fence moved
@@ -166,16 +175,21 @@ pub(crate) unsafe fn retire_leaf_values<K, V, C: Config>(
 /// `node` is dead and no longer reachable from any block published from now on.
 pub(crate) unsafe fn retire_node<K, V, C: Config>(guard: &Guard, node: *const Node<K, V, C>) {
     let addr = node as usize;
-    guard.defer_unchecked(move || {
-        let node = Box::from_raw(addr as *mut Node<K, V, C>);
-        let data = node.data.load(Ordering::Relaxed);
-        if node.level == 0 {
-            Leaf::<K, V, C>::free_shallow(data, None, None, false)
-        } else {
-            Inner::<K, V, C>::free_shallow(data, None, None, false)
-        }
-        drop(node);
-    });
+    // SAFETY: the caller guarantees `node` is dead and unreachable from blocks
+    // published from now on; after the epoch no reader holds it, so the box
+    // (made by `Box::into_raw`) and its last block are freed exactly once.
+    unsafe {
+        guard.defer_unchecked(move || {
+            let node = Box::from_raw(addr as *mut Node<K, V, C>);
+            let data = node.data.load(Ordering::Relaxed);
+            if node.level == 0 {
+                Leaf::<K, V, C>::free_shallow(data, None, None, false)
+            } else {
+                Inner::<K, V, C>::free_shallow(data, None, None, false)
+            }
+            drop(node);
+        })
+    };
 }
 
 /// Frees a node and everything its block owns (used by `Drop` of the list).
@@ -183,12 +197,16 @@ pub(crate) unsafe fn retire_node<K, V, C: Config>(guard: &Guard, node: *const No
 /// # Safety
 /// No other reference to `node` or its block exists.
 pub(crate) unsafe fn free_node_deep<K, V, C: Config>(node: *mut Node<K, V, C>) {
-    let node = Box::from_raw(node);
-    let data = node.data.load(Ordering::Relaxed);
-    if node.level == 0 {
-        Leaf::<K, V, C>::free_deep(data)
-    } else {
-        // Children are freed level by level by the caller; `*const` items need no drop.
-        Inner::<K, V, C>::free_deep(data)
+    // SAFETY: the caller holds the only reference to `node` (a `Box::into_raw`
+    // pointer) and its block, so both are freed here exactly once.
+    unsafe {
+        let node = Box::from_raw(node);
+        let data = node.data.load(Ordering::Relaxed);
+        if node.level == 0 {
+            Leaf::<K, V, C>::free_deep(data)
+        } else {
+            // Children are freed level by level by the caller; `*const` items need no drop.
+            Inner::<K, V, C>::free_deep(data)
+        }
     }
 }

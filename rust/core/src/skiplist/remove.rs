@@ -186,9 +186,9 @@ where
                 return;
             }
             let (lks, rks) = (keys::<K, V, C>(lblk), keys::<K, V, C>(rblk));
-            // SAFETY (all moves below): entries of L and R move into L's new
-            // block, R's fence becomes L's; L's old block drops only its old
-            // fence (a copy of R's low key), R's last block drops nothing.
+            // SAFETY: entries of L and R move into L's new block, R's fence
+            // becomes L's; L's old block drops only its old fence (a copy of R's
+            // low key), R's last block drops nothing.
             let merged = unsafe {
                 if leaf {
                     let (lvs, rvs) = (vals::<K, V, C>(lblk), vals::<K, V, C>(rblk));

@@ -107,11 +107,15 @@ pub fn state_class(state: u32) -> Option<usize> {
 /// Links and scan hint; touched only under the owning class lock (or the
 /// slab-pool lock while the slab is in the free list).
 pub struct PoolLinks {
+    /// The next slab in the class's partial list (or the pool's free list).
     pub next: u32,
+    /// The previous slab in that list.
     pub prev: u32,
+    /// Whether the slab is on its class's partial list now.
     pub in_partial: bool,
     /// Set while the slab's pages are given back to the OS (free list only).
     pub released: bool,
+    /// The bitmap word where the last free slot was found: the next search starts there.
     pub scan_hint: u32,
 }
 

@@ -34,7 +34,7 @@ fn double_and_invalid_frees_are_refused_and_change_nothing() {
     let q = a.alloc(64).unwrap();
     let before = a.stats();
     // Interior pointer.
-    let inner = NonNull::new(unsafe { p.as_ptr().add(16) }).unwrap();
+    let inner = NonNull::new(p.as_ptr().wrapping_add(16)).unwrap();
     assert_eq!(a.free(inner).unwrap_err().kind(), ErrorKind::InvalidFree);
     // Foreign pointer.
     let mut local = 0u64;
@@ -52,7 +52,7 @@ fn double_and_invalid_frees_are_refused_and_change_nothing() {
     a.free(q).unwrap();
     // Large double free and interior free.
     let big = a.alloc(100_000).unwrap();
-    let inner = NonNull::new(unsafe { big.as_ptr().add(4096) }).unwrap();
+    let inner = NonNull::new(big.as_ptr().wrapping_add(4096)).unwrap();
     assert_eq!(a.free(inner).unwrap_err().kind(), ErrorKind::InvalidFree);
     a.free(big).unwrap();
     assert_eq!(a.free(big).unwrap_err().kind(), ErrorKind::DoubleFree);

@@ -18,9 +18,17 @@ use super::SlabAllocator;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
     /// Allocate `size` bytes into `slot` (empty before).
-    Alloc { slot: u32, size: u32 },
+    Alloc {
+        /// The live-object position the new object takes.
+        slot: u32,
+        /// Bytes to allocate.
+        size: u32,
+    },
     /// Free the object in `slot`.
-    Free { slot: u32 },
+    Free {
+        /// The live-object position to free.
+        slot: u32,
+    },
 }
 
 /// A tiny deterministic generator (xorshift64*), so traces need no dependency.

@@ -293,16 +293,20 @@ impl Kernel {
         assert_eq!(a.len(), b.len(), "dot: length mismatch");
         match self.kind {
             KernelKind::Scalar => scalar::dot(a, b),
-            // SAFETY (all arms below): a `Kernel` is only built for a kind whose CPU
+            // SAFETY: a `Kernel` is only built for a kind whose CPU
             // features `is_supported` detected, which is each function's contract.
             #[cfg(target_arch = "x86_64")]
             KernelKind::Avx2 => unsafe { avx2::dot(a, b) },
+            // SAFETY: as above: the CPU has this kind's features.
             #[cfg(target_arch = "x86_64")]
             KernelKind::Avx512 => unsafe { avx512::dot_bw(a, b) },
+            // SAFETY: as above: the CPU has this kind's features.
             #[cfg(target_arch = "x86_64")]
             KernelKind::Avx512Vnni => unsafe { avx512::dot_vnni(a, b) },
+            // SAFETY: as above: the CPU has this kind's features.
             #[cfg(target_arch = "aarch64")]
             KernelKind::Neon => unsafe { neon::dot(a, b) },
+            // SAFETY: as above: the CPU has this kind's features.
             #[cfg(target_arch = "aarch64")]
             KernelKind::NeonDotprod => unsafe { neon::dot_sdot(a, b) },
             #[allow(unreachable_patterns)]
@@ -338,16 +342,20 @@ impl Kernel {
         );
         match self.kind {
             KernelKind::Scalar => scalar::dots(queries, rows, dim, out),
-            // SAFETY (all arms below): the CPU supports the kind (see `dot`), and the
+            // SAFETY: the CPU supports the kind (see `dot`), and the
             // shape contract was asserted above.
             #[cfg(target_arch = "x86_64")]
             KernelKind::Avx2 => unsafe { avx2::dots(queries, rows, dim, out) },
+            // SAFETY: as above: the CPU has this kind's features.
             #[cfg(target_arch = "x86_64")]
             KernelKind::Avx512 => unsafe { avx512::dots_bw(queries, rows, dim, out) },
+            // SAFETY: as above: the CPU has this kind's features.
             #[cfg(target_arch = "x86_64")]
             KernelKind::Avx512Vnni => unsafe { avx512::dots_vnni(queries, rows, dim, out) },
+            // SAFETY: as above: the CPU has this kind's features.
             #[cfg(target_arch = "aarch64")]
             KernelKind::Neon => unsafe { neon::dots(queries, rows, dim, out) },
+            // SAFETY: as above: the CPU has this kind's features.
             #[cfg(target_arch = "aarch64")]
             KernelKind::NeonDotprod => unsafe { neon::dots_sdot(queries, rows, dim, out) },
             #[allow(unreachable_patterns)]

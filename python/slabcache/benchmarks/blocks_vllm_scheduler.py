@@ -1,0 +1,385 @@
+"""vLLM's own v1 ``Scheduler`` with its stock KVCacheManager vs slabcache's adapter.
+
+Runs in an environment with vLLM installed (``SLABCACHE_VLLM_PYTHON``); no
+model, no GPU: a fake model runner samples one token per request that
+finished its prompt. Three trace shapes (ShareGPT-like, RAG with shared
+documents, parallel sampling n=4). Per side it reports CPU time
+(``time.thread_time_ns``) of ``Scheduler.schedule()`` + ``update_from_output``
+per step, and a digest of every step's schedule and block tables; equal
+digests mean the adapter made vLLM schedule exactly as stock.
+
+    python -m slabcache.benchmarks.blocks_vllm_scheduler --json out.json
+    python -m slabcache.benchmarks.blocks_vllm_scheduler --record tests/data/x.json.gz
+
+``--record`` writes the stock KVCacheManager's calls and results on a small
+trace (for ``tests/test_blocks_vllm_trace.py``, which replays them on
+slabcache's BlockManager without vLLM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+
+
+def _model_dir() -> str:
+    d = os.path.join(tempfile.gettempdir(), "slabcache-vllm-bench-model")
+    os.makedirs(d, exist_ok=True)
+    cfg = {
+        "architectures": ["OPTForCausalLM"],
+        "model_type": "opt",
+        "vocab_size": 50272,
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "ffn_dim": 3072,
+        "num_attention_heads": 12,
+        "max_position_embeddings": 8192,
+        "word_embed_proj_dim": 768,
+        "do_layer_norm_before": True,
+        "torch_dtype": "float16",
+        "bos_token_id": 2,
+        "eos_token_id": 2,
+        "pad_token_id": 1,
+    }
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    return d
+
+
+def make_scheduler(
+    *,
+    adapter: bool,
+    num_blocks: int,
+    block_size: int = 16,
+    max_num_seqs: int = 128,
+    max_num_batched_tokens: int = 2048,
+    max_model_len: int = 8192,
+) -> Any:
+    import torch
+    from vllm.config import CacheConfig, ModelConfig, SchedulerConfig, VllmConfig
+    from vllm.v1.core.sched.scheduler import Scheduler
+    from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheConfig, KVCacheGroupSpec
+    from vllm.v1.structured_output import StructuredOutputManager
+
+    model_config = ModelConfig(
+        model=_model_dir(),
+        dtype="float16",
+        seed=0,
+        skip_tokenizer_init=True,
+        max_model_len=max_model_len,
+    )
+    scheduler_config = SchedulerConfig(
+        max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=max_num_batched_tokens,
+        max_model_len=max_model_len,
+        enable_chunked_prefill=True,
+        is_encoder_decoder=False,
+        watermark=0.0,
+    )
+    cache_config = CacheConfig(
+        block_size=block_size, gpu_memory_utilization=0.9, enable_prefix_caching=True
+    )
+    vllm_config = VllmConfig(
+        scheduler_config=scheduler_config, model_config=model_config, cache_config=cache_config
+    )
+    spec = FullAttentionSpec(
+        block_size=block_size, num_kv_heads=1, head_size=1, dtype=torch.float32
+    )
+    kv_cache_config = KVCacheConfig(
+        num_blocks=num_blocks,
+        kv_cache_tensors=[],
+        kv_cache_groups=[KVCacheGroupSpec(["layer"], spec)],
+    )
+    cache_config.num_gpu_blocks = num_blocks
+    if adapter:
+        from slabcache.integrations.vllm import SlabcacheScheduler as cls
+    else:
+        cls = Scheduler
+    return cls(
+        vllm_config=vllm_config,
+        kv_cache_config=kv_cache_config,
+        block_size=block_size,
+        log_stats=True,
+        structured_output_manager=StructuredOutputManager(vllm_config),
+    )
+
+
+def make_trace(shape: str, seed: int = 0, n: int = 256) -> list[dict[str, Any]]:
+    """Requests ``{id, arrival_step, prompt, max_tokens}``."""
+    rng = np.random.default_rng(seed)
+    reqs: list[dict[str, Any]] = []
+    if shape == "sharegpt":
+        systems = [rng.integers(3, 50_000, int(rng.integers(100, 400))).tolist() for _ in range(8)]
+        step = 0
+        for i in range(n):
+            step += int(rng.poisson(0.5))
+            plen = int(np.clip(rng.lognormal(np.log(500), 0.7), 16, 3000))
+            out = int(np.clip(rng.lognormal(np.log(200), 0.6), 4, 1000))
+            sys_p = systems[int(rng.integers(0, len(systems)))]
+            prompt = sys_p + rng.integers(3, 50_000, plen).tolist()
+            reqs.append({"id": f"s{i}", "arrival": step, "prompt": prompt, "max_tokens": out})
+    elif shape == "rag":
+        docs = [rng.integers(3, 50_000, 2048).tolist() for _ in range(20)]
+        pop = 1.0 / np.arange(1, 21) ** 1.1
+        pop /= pop.sum()
+        step = 0
+        for i in range(n):
+            step += int(rng.poisson(0.7))
+            d = int(rng.choice(20, p=pop))
+            q = rng.integers(3, 50_000, int(rng.integers(20, 120))).tolist()
+            out = int(rng.integers(20, 200))
+            reqs.append({"id": f"r{i}", "arrival": step, "prompt": docs[d] + q, "max_tokens": out})
+    elif shape == "parallel":
+        step = 0
+        for i in range(n // 4):
+            step += int(rng.poisson(1.5))
+            prompt = rng.integers(3, 50_000, int(rng.integers(200, 1200))).tolist()
+            for k in range(4):
+                out = int(rng.integers(50, 300))
+                reqs.append(
+                    {"id": f"p{i}_{k}", "arrival": step, "prompt": prompt, "max_tokens": out}
+                )
+    else:
+        raise ValueError(shape)
+    return reqs
+
+
+def run(sched: Any, trace: list[dict[str, Any]], seed: int = 1) -> dict[str, Any]:
+    from vllm.sampling_params import SamplingParams
+    from vllm.v1.core.kv_cache_utils import get_request_block_hasher, init_none_hash
+    from vllm.v1.outputs import ModelRunnerOutput
+    from vllm.v1.request import Request
+
+    try:
+        from vllm.utils.hashing import sha256
+    except ImportError:  # older layout
+        from vllm.utils import sha256  # type: ignore[no-redef]
+    init_none_hash(sha256)
+    hasher = get_request_block_hasher(sched.block_size, sha256)
+    rng = np.random.default_rng(seed)
+    pending = sorted(trace, key=lambda r: r["arrival"])
+    digest = hashlib.blake2b(digest_size=16)
+    step = 0
+    sched_ns = 0
+    update_ns = 0
+    steps = 0
+    preemptions = 0
+    hit_tokens = 0
+    pi = 0
+    tt = time.thread_time_ns
+    while pi < len(pending) or sched.has_unfinished_requests():
+        while pi < len(pending) and pending[pi]["arrival"] <= step:
+            r = pending[pi]
+            sp = SamplingParams(max_tokens=r["max_tokens"], ignore_eos=True)
+            sched.add_request(
+                Request(
+                    request_id=r["id"],
+                    prompt_token_ids=r["prompt"],
+                    sampling_params=sp,
+                    pooling_params=None,
+                    block_hasher=hasher,
+                )
+            )
+            pi += 1
+        step += 1
+        if not sched.has_unfinished_requests():
+            continue
+        t0 = tt()
+        out = sched.schedule()
+        t1 = tt()
+        ids = list(out.num_scheduled_tokens)
+        for rid in ids:
+            digest.update(f"{rid}:{out.num_scheduled_tokens[rid]};".encode())
+        for nr in out.scheduled_new_reqs:
+            digest.update(f"N{nr.req_id}:{nr.block_ids}:{nr.num_computed_tokens};".encode())
+            hit_tokens += nr.num_computed_tokens
+        c = out.scheduled_cached_reqs
+        for i, rid in enumerate(c.req_ids):
+            nb = c.new_block_ids[i] if c.new_block_ids else None
+            digest.update(f"C{rid}:{nb};".encode())
+        preemptions += len(getattr(out, "preempted_req_ids", None) or ())
+        sampled = []
+        for rid in ids:
+            req = sched.requests[rid]
+            done_prompt = req.num_computed_tokens >= req.num_tokens
+            sampled.append([int(rng.integers(3, 50_000))] if done_prompt else [])
+        mro = ModelRunnerOutput(
+            req_ids=ids,
+            req_id_to_index={r: i for i, r in enumerate(ids)},
+            sampled_token_ids=sampled,
+            logprobs=None,
+            prompt_logprobs_dict={},
+            pooler_output=[],
+        )
+        t2 = tt()
+        sched.update_from_output(out, mro)
+        t3 = tt()
+        sched_ns += t1 - t0
+        update_ns += t3 - t2
+        steps += 1
+    return {
+        "steps": steps,
+        "schedule_us_per_step": sched_ns / steps / 1e3,
+        "update_us_per_step": update_ns / steps / 1e3,
+        "total_us_per_step": (sched_ns + update_ns) / steps / 1e3,
+        "preemptions": preemptions,
+        "prefix_hit_tokens": hit_tokens,
+        "digest": digest.hexdigest(),
+    }
+
+
+SHAPES = {"sharegpt": 2048, "rag": 1536, "parallel": 1024}
+
+
+def bench(n: int, repeats: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for shape, nblocks in SHAPES.items():
+        trace = make_trace(shape, n=n)
+        res: dict[str, Any] = {}
+        for side in ("vllm", "slabcache"):
+            best = None
+            for _ in range(repeats):
+                r = run(make_scheduler(adapter=side == "slabcache", num_blocks=nblocks), trace)
+                if best is None or r["total_us_per_step"] < best["total_us_per_step"]:
+                    best = r
+            res[side] = best
+        res["same_schedule"] = res["vllm"]["digest"] == res["slabcache"]["digest"]
+        res["speedup_total"] = (
+            res["vllm"]["total_us_per_step"] / res["slabcache"]["total_us_per_step"]
+        )
+        res["speedup_schedule"] = (
+            res["vllm"]["schedule_us_per_step"] / res["slabcache"]["schedule_us_per_step"]
+        )
+        out[shape] = res
+        print(
+            f"{shape:9s} steps={res['vllm']['steps']:5d} "
+            f"vllm={res['vllm']['total_us_per_step']:8.1f}us "
+            f"slabcache={res['slabcache']['total_us_per_step']:8.1f}us "
+            f"x{res['speedup_total']:.2f} (schedule() x{res['speedup_schedule']:.2f}) "
+            f"same_schedule={res['same_schedule']} "
+            f"preempt={res['vllm']['preemptions']}/{res['slabcache']['preemptions']}",
+            flush=True,
+        )
+    return out
+
+
+def record(path: str, n: int = 48) -> None:
+    """Records the stock manager's calls + results on small traces (eviction and
+    preemption included) for the CI replay test."""
+    import vllm.v1.core.kv_cache_manager as kvm
+
+    log: list[dict[str, Any]] = []
+    known: dict[str, int] = {}
+    cls = kvm.KVCacheManager
+    orig_gcb, orig_alloc, orig_free = cls.get_computed_blocks, cls.allocate_slots, cls.free
+
+    def toks(req: Any) -> list[int]:
+        all_t = list(req.all_token_ids)
+        k = known.get(req.request_id, 0)
+        known[req.request_id] = len(all_t)
+        return all_t[k:]
+
+    def gcb(self: Any, request: Any, max_cache_hit_length: Any = None) -> Any:
+        blocks, num, boundary = orig_gcb(self, request, max_cache_hit_length)
+        known.pop(request.request_id, None)
+        log.append(
+            {
+                "op": "lookup",
+                "rid": request.request_id,
+                "tokens": toks(request),
+                "limit": max_cache_hit_length,
+                "out": blocks.get_block_ids()[0],
+                "n": num,
+            }
+        )
+        return blocks, num, boundary
+
+    def alloc(self: Any, request: Any, num_new_tokens: int, *a: Any, **kw: Any) -> Any:
+        import inspect
+
+        bound = inspect.signature(orig_alloc).bind(self, request, num_new_tokens, *a, **kw)
+        bound.apply_defaults()
+        args = bound.arguments
+        computed_before = request.num_computed_tokens
+        res = orig_alloc(self, request, num_new_tokens, *a, **kw)
+        ncb = args["new_computed_blocks"]
+        log.append(
+            {
+                "op": "alloc",
+                "rid": request.request_id,
+                "tokens": toks(request),
+                "computed": computed_before,
+                "new": num_new_tokens,
+                "hit": [] if ncb is None else ncb.get_block_ids()[0],
+                "lookahead": args["num_lookahead_tokens"],
+                "full": args["full_sequence_must_fit"],
+                "num_tokens": request.num_tokens,
+                "reserved": args["reserved_blocks"],
+                "out": None if res is None else res.get_block_ids()[0],
+            }
+        )
+        return res
+
+    def free(self: Any, request: Any) -> None:
+        orig_free(self, request)
+        known.pop(request.request_id, None)
+        log.append({"op": "free", "rid": request.request_id})
+
+    cls.get_computed_blocks, cls.allocate_slots, cls.free = gcb, alloc, free
+    traces = {}
+    try:
+        for shape, nblocks in (("sharegpt", 160), ("rag", 200), ("parallel", 120)):
+            log.clear()
+            known.clear()
+            trace = make_trace(shape, seed=7, n=n)
+            for r in trace:
+                r["prompt"] = r["prompt"][:600]
+                r["max_tokens"] = min(r["max_tokens"], 60)
+            sched = make_scheduler(
+                adapter=False, num_blocks=nblocks, max_num_seqs=16, max_num_batched_tokens=512
+            )
+            res = run(sched, trace)
+            traces[shape] = {
+                "num_blocks": nblocks,
+                "block_size": 16,
+                "summary": res,
+                "calls": list(log),
+            }
+    finally:
+        cls.get_computed_blocks, cls.allocate_slots, cls.free = orig_gcb, orig_alloc, orig_free
+    import vllm
+
+    with gzip.open(path, "wt") as f:
+        json.dump({"vllm_version": vllm.__version__, "traces": traces}, f)
+    for shape, t in traces.items():
+        print(shape, len(t["calls"]), "calls", t["summary"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=256, help="requests per trace")
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--json", help="write results here")
+    ap.add_argument("--record", help="record the stock manager's calls to this .json.gz")
+    a = ap.parse_args(argv)
+    if a.record:
+        record(a.record)
+        return 0
+    res = bench(a.n, a.repeats)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(res, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,772 @@
+"""slabcache's BlockManager inside vLLM's v1 scheduler.
+
+:class:`SlabcacheKVCacheManager` has the constructor and the methods of
+vLLM's ``vllm.v1.core.kv_cache_manager.KVCacheManager`` that the v1
+``Scheduler`` calls, with the same return types (``KVCacheBlocks`` of
+``KVCacheBlock`` objects, ``PrefixCacheStats``, KV-cache events); the block
+accounting, prefix caching and eviction run in slabcache's Rust core.
+:class:`SlabcacheScheduler` is vLLM's ``Scheduler`` using it; pass it as
+``scheduler_cls`` (``SchedulerConfig(scheduler_cls=...)``, or
+``--scheduler-cls slabcache.integrations.vllm.SlabcacheScheduler``)::
+
+    from vllm.config import SchedulerConfig
+    cfg = SchedulerConfig(scheduler_cls="slabcache.integrations.vllm.SlabcacheScheduler", ...)
+
+Block ids equal vLLM's: vLLM keeps block 0 as its null block, so slabcache
+manages ``num_blocks - 1`` blocks and id ``i`` here is slabcache's ``i - 1``;
+the free queue starts in the same order, so an identical sequence of calls
+gives identical block tables.
+
+Supported: one KV-cache group of full attention (the common decoder-only
+model), prefix caching on or off, LoRA and ``cache_salt`` (as the block-hash
+extra key), ``max_cache_hit_length``, requests that skip reading the prefix
+cache, speculative tokens beyond the known tokens, lookahead slots, the
+watermark with ``has_scheduled_reqs`` and ``reserved_blocks``,
+``full_sequence_must_fit``. Not supported (``NotImplementedError`` at
+construction or at the call): hybrid groups (sliding window, Mamba),
+encoder-decoder cross attention, KV connectors (external computed tokens,
+``delay_cache_blocks``, deferred frees), multimodal per-block hash keys
+(multimodal requests are keyed as a whole, which is safe but hits less).
+``docs/blocks.md`` lists how vLLM's own scheduler and prefix-caching tests
+fare against this adapter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+from ..blocks import BlockManager
+
+__all__ = [  # noqa: F822 - SlabcacheScheduler is built lazily by __getattr__
+    "SlabcacheKVCacheManager",
+    "SlabcacheScheduler",
+    "KV_CACHE_MANAGER_SIGNATURE",
+    "install",
+]
+
+# The parameters (name, default) this adapter mirrors (vLLM 0.33.0); the drift
+# test compares them with the installed vLLM's.
+_REQUIRED = "<required>"
+KV_CACHE_MANAGER_SIGNATURE: tuple[tuple[str, object], ...] = (
+    ("kv_cache_config", _REQUIRED),
+    ("max_model_len", _REQUIRED),
+    ("scheduler_block_size", _REQUIRED),
+    ("hash_block_size", _REQUIRED),
+    ("max_in_flight_tokens", None),
+    ("enable_caching", True),
+    ("use_eagle", False),
+    ("num_hash_lookahead_tokens", 0),
+    ("num_prefill_lookahead", 0),
+    ("log_stats", False),
+    ("enable_kv_cache_events", False),
+    ("dcp_world_size", 1),
+    ("pcp_world_size", 1),
+    ("metrics_collector", None),
+    ("watermark", 0.0),
+    ("enable_mamba_shared_prefix_checkpoint", False),
+)
+ALLOCATE_SLOTS_SIGNATURE: tuple[tuple[str, object], ...] = (
+    ("request", _REQUIRED),
+    ("num_new_tokens", _REQUIRED),
+    ("num_new_computed_tokens", 0),
+    ("new_computed_blocks", None),
+    ("num_lookahead_tokens", 0),
+    ("num_external_computed_tokens", 0),
+    ("delay_cache_blocks", False),
+    ("num_encoder_tokens", 0),
+    ("full_sequence_must_fit", False),
+    ("reserved_blocks", 0),
+    ("has_scheduled_reqs", True),
+    ("skip_zeroing_group_ids", ()),
+)
+
+
+def _params(fn: Any) -> tuple[tuple[str, object], ...]:
+    return tuple(
+        (p.name, _REQUIRED if p.default is inspect.Parameter.empty else p.default)
+        for p in inspect.signature(fn).parameters.values()
+        if p.name != "self"
+    )
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _lora_of(request: Any) -> tuple[int, str] | None:
+    lora = getattr(request, "lora_request", None)
+    if lora is None:
+        return None
+    return lora.lora_int_id, lora.lora_name
+
+
+def _request_extra_key(request: Any) -> int:
+    """The 64-bit block-hash extra key of a vLLM request: whatever makes the
+    same tokens produce different KV (LoRA adapter, cache salt, multimodal
+    inputs). 0 when none applies, so plain requests share blocks."""
+    parts: list[bytes] = []
+    lora = getattr(request, "lora_request", None)
+    if lora is not None:
+        parts.append(b"lora:" + str(getattr(lora, "lora_name", lora.lora_int_id)).encode())
+    salt = getattr(request, "cache_salt", None)
+    if salt:
+        parts.append(b"salt:" + str(salt).encode())
+    for f in getattr(request, "mm_features", None) or ():
+        ident = getattr(f, "identifier", None) or getattr(f, "mm_hash", None)
+        parts.append(b"mm:" + str(ident).encode())
+    if not parts:
+        return 0
+    return int.from_bytes(hashlib.blake2b(b"\0".join(parts), digest_size=8).digest(), "little")
+
+
+class _GroupShim:
+    """What the scheduler reads of a single-type manager (block size, spec)."""
+
+    def __init__(self, kv_cache_spec: Any, group_id: int) -> None:
+        self.kv_cache_spec = kv_cache_spec
+        self.block_size = kv_cache_spec.block_size
+        self.kv_cache_group_id = group_id
+        self.retains_longer_hit = False
+        self.records_new_block_ids = True
+
+
+class _CoordinatorShim:
+    """The few coordinator attributes vLLM's scheduler reads directly."""
+
+    def __init__(self, owner: SlabcacheKVCacheManager, spec: Any) -> None:
+        self._owner = owner
+        self.single_type_managers = [_GroupShim(spec, 0)]
+        self.enable_partial_hash_hits = False
+        self.eagle_group_ids: tuple[int, ...] = ()
+        self.num_reprefillable_tokens = 0
+
+    def get_num_blocks_to_allocate(
+        self, request_id: str, num_tokens: int, new_computed_blocks: Any = None, **_: Any
+    ) -> int:
+        o = self._owner
+        have = len(o._table(request_id))
+        hits = sum(len(g) for g in new_computed_blocks) if new_computed_blocks else 0
+        return max(0, _cdiv(num_tokens, o.block_size) - have - hits)
+
+
+class _BlockPoolShim:
+    """vLLM's ``block_pool`` surface the scheduler touches."""
+
+    def __init__(self, owner: SlabcacheKVCacheManager) -> None:
+        self._owner = owner
+
+    def get_num_free_blocks(self) -> int:
+        return self._owner._bm.num_free_blocks
+
+    @property
+    def hash_block_size(self) -> int:
+        return self._owner.block_size
+
+    @property
+    def enable_caching(self) -> bool:
+        return self._owner.enable_caching
+
+    def get_usage(self) -> float:
+        return self._owner.usage
+
+    @property
+    def num_gpu_blocks(self) -> int:
+        return self._owner._bm.num_blocks + 1
+
+    def free_blocks(self, blocks: Any) -> None:
+        if list(blocks):
+            raise NotImplementedError("slabcache adapter: deferred block frees (KV connectors)")
+
+
+class SlabcacheKVCacheManager:
+    """vLLM's ``KVCacheManager`` interface backed by slabcache's BlockManager.
+
+    Built with the same arguments as vLLM's class (the scheduler builds it);
+    requests are vLLM ``Request`` objects.
+
+        >>> import importlib.util
+        >>> importlib.util.find_spec("vllm") is None or SlabcacheKVCacheManager is not None
+        True
+    """
+
+    def __init__(
+        self,
+        kv_cache_config: Any,
+        max_model_len: int,
+        scheduler_block_size: int,
+        hash_block_size: int,
+        max_in_flight_tokens: int | None = None,
+        enable_caching: bool = True,
+        use_eagle: bool = False,
+        num_hash_lookahead_tokens: int = 0,
+        num_prefill_lookahead: int = 0,
+        log_stats: bool = False,
+        enable_kv_cache_events: bool = False,
+        dcp_world_size: int = 1,
+        pcp_world_size: int = 1,
+        metrics_collector: Any = None,
+        watermark: float = 0.0,
+        enable_mamba_shared_prefix_checkpoint: bool = False,
+    ) -> None:
+        from vllm.v1.core.kv_cache_manager import KVCacheBlocks
+        from vllm.v1.core.kv_cache_utils import KVCacheBlock
+        from vllm.v1.kv_cache_interface import (
+            AttentionSpec,
+            CrossAttentionSpec,
+            EncoderOnlyAttentionSpec,
+            FullAttentionSpec,
+            MLAAttentionSpec,
+        )
+        from vllm.v1.metrics.stats import PrefixCacheStats
+
+        groups = kv_cache_config.kv_cache_groups
+        if len(groups) != 1:
+            raise NotImplementedError(
+                f"slabcache adapter: {len(groups)} KV-cache groups (hybrid models) unsupported"
+            )
+        spec = groups[0].kv_cache_spec
+        ok = isinstance(spec, FullAttentionSpec | MLAAttentionSpec) and not isinstance(
+            spec, CrossAttentionSpec | EncoderOnlyAttentionSpec
+        )
+        if not ok or not isinstance(spec, AttentionSpec):
+            raise NotImplementedError(
+                f"slabcache adapter: KV-cache spec {type(spec).__name__} is not supported"
+            )
+        if getattr(spec, "sliding_window", None):
+            raise NotImplementedError("slabcache adapter: sliding-window attention")
+        if use_eagle or dcp_world_size != 1 or pcp_world_size != 1:
+            raise NotImplementedError(
+                "slabcache adapter: EAGLE block drop and context parallelism are not supported"
+            )
+        self._KVCacheBlocks = KVCacheBlocks
+        self._PrefixCacheStats = PrefixCacheStats
+        self.kv_cache_config = kv_cache_config
+        self.max_model_len = max_model_len
+        self.block_size = spec.block_size
+        if hash_block_size != self.block_size:
+            raise NotImplementedError("slabcache adapter: hash_block_size != block_size")
+        self.enable_caching = enable_caching
+        self.enable_kv_cache_events = enable_kv_cache_events
+        self.use_eagle = use_eagle
+        self.log_stats = log_stats
+        self.metrics_collector = metrics_collector
+        self.prefix_cache_stats = PrefixCacheStats() if log_stats else None
+        self.num_kv_cache_groups = 1
+        self.mamba_shared_prefix_checkpoint = False
+        self.retained_hit_group_ids: tuple[int, ...] = ()
+        num_blocks = kv_cache_config.num_blocks
+        if num_blocks < 2:
+            raise ValueError("the KV cache needs at least 2 blocks (one is vLLM's null block)")
+        self.watermark_blocks = int(watermark * num_blocks)
+        # vLLM's block 0 is its null block: slabcache manages ids 1..num_blocks-1.
+        self._bm = BlockManager(
+            num_blocks - 1,
+            self.block_size,
+            enable_prefix_caching=enable_caching,
+            enable_events=enable_kv_cache_events,
+        )
+        self._block_objs = [KVCacheBlock(i) for i in range(num_blocks)]
+        self._block_objs[0].is_null = True
+        self._ids: dict[str, int] = {}
+        self._next_id = 0
+        self._new_block_ids: list[int] = []
+        # Tokens of each request the core has been given (core id -> count).
+        self._known: dict[int, int] = {}
+        # The hit get_computed_blocks found, until the admission takes it.
+        self._pending: dict[int, list[int]] = {}
+        self._events: list[Any] = []
+        # Requests holding blocks: request id -> [core id, tokens given, computed].
+        self._running: dict[str, list[int]] = {}
+        self._core = self._bm._core
+        from vllm.v1.request import RequestStatus
+
+        self._RUNNING = RequestStatus.RUNNING
+        # extra key -> (lora_int_id, lora_name), for BlockStored events.
+        self._lora_of_key: dict[int, tuple[int, str]] = {}
+        self.empty_kv_cache_blocks = KVCacheBlocks(((),))
+        self.coordinator = _CoordinatorShim(self, spec)
+        self.block_pool = _BlockPoolShim(self)
+
+    # ---- helpers -----------------------------------------------------------------
+
+    def _core_id(self, request_id: str) -> int | None:
+        return self._ids.get(request_id)
+
+    def _register_id(self, request_id: str) -> int:
+        cid = self._ids.get(request_id)
+        if cid is None:
+            cid = self._next_id
+            self._next_id += 1
+            self._ids[request_id] = cid
+        return cid
+
+    def _table(self, request_id: str) -> list[int]:
+        cid = self._ids.get(request_id)
+        if cid is None or cid not in self._bm:
+            return []
+        return (self._bm.block_table(cid) + 1).tolist()
+
+    def _blocks(self, ids: Sequence[int]) -> Any:
+        if not len(ids):
+            return self.empty_kv_cache_blocks
+        objs = self._block_objs
+        return self._KVCacheBlocks(([objs[i] for i in ids],))
+
+    def _extra_key(self, request: Any) -> int:
+        key = _request_extra_key(request)
+        lora = _lora_of(request)
+        if lora is not None and self.enable_kv_cache_events:
+            self._lora_of_key[key] = lora
+        return key
+
+    # ---- stats ---------------------------------------------------------------------
+
+    @property
+    def usage(self) -> float:
+        """KV-cache usage in [0, 1] (vLLM's definition: the null block excluded)."""
+        total = self._bm.num_blocks
+        return 1.0 - self._bm.num_free_blocks / total if total else 0.0
+
+    def make_prefix_cache_stats(self) -> Any:
+        """Takes (and resets) the prefix-cache stats; None unless ``log_stats``."""
+        if not self.log_stats:
+            return None
+        stats = self.prefix_cache_stats
+        self.prefix_cache_stats = self._PrefixCacheStats()
+        return stats
+
+    def prefix_cache_lookup_enabled(self, request: Any) -> bool:
+        return self.enable_caching and not request.skip_reading_prefix_cache
+
+    def record_prefix_cache_stats(self, request: Any, num_hits: int) -> None:
+        if not self.log_stats or not self.prefix_cache_lookup_enabled(request):
+            return
+        self.prefix_cache_stats.record(
+            num_tokens=request.num_tokens,
+            num_hits=num_hits,
+            preempted=request.num_preemptions > 0,
+        )
+
+    # ---- lookup and allocation ---------------------------------------------------------
+
+    def get_computed_blocks(
+        self, request: Any, max_cache_hit_length: int | None = None
+    ) -> tuple[Any, int, int]:
+        """``(KVCacheBlocks, num_computed_tokens, shared_prefix_boundary=0)`` of a
+        waiting request: its longest cached full-block prefix (at most
+        ``num_tokens - 1`` tokens, or ``max_cache_hit_length``)."""
+        if not self.prefix_cache_lookup_enabled(request):
+            return self.empty_kv_cache_blocks, 0, 0
+        limit = request.num_tokens - 1 if max_cache_hit_length is None else max_cache_hit_length
+        cid = self._register_id(request.request_id)
+        if cid in self._bm and self._bm.num_computed_tokens(cid) > 0:
+            raise NotImplementedError(
+                "slabcache adapter: get_computed_blocks on a request holding computed blocks"
+            )
+        if cid in self._bm:
+            self._bm.free(cid)
+        hit, n = self._bm.get_computed_blocks(
+            cid,
+            list(request.all_token_ids),
+            extra_key=self._extra_key(request),
+            max_hit_tokens=max(0, limit),
+        )
+        ids = (hit + 1).tolist()
+        self._pending[cid] = ids
+        return self._blocks(ids), n, 0
+
+    def get_computed_blocks_for_connector(
+        self, request: Any, max_cache_hit_length: int | None = None
+    ) -> tuple[Any, int, int, bool]:
+        """One full-attention group: the plain lookup, never a divergent hit."""
+        return (*self.get_computed_blocks(request, max_cache_hit_length), False)
+
+    def allocate_slots(
+        self,
+        request: Any,
+        num_new_tokens: int,
+        num_new_computed_tokens: int = 0,
+        new_computed_blocks: Any = None,
+        num_lookahead_tokens: int = 0,
+        num_external_computed_tokens: int = 0,
+        delay_cache_blocks: bool = False,
+        num_encoder_tokens: int = 0,
+        full_sequence_must_fit: bool = False,
+        reserved_blocks: int = 0,
+        has_scheduled_reqs: bool = True,
+        skip_zeroing_group_ids: tuple[int, ...] = (),
+    ) -> Any:
+        """vLLM's ``allocate_slots``: the new blocks (``KVCacheBlocks``) or None
+        when they do not fit (nothing changed)."""
+        from vllm.v1.request import RequestStatus
+
+        if (
+            num_new_tokens == 0
+            and num_external_computed_tokens == 0
+            and num_new_computed_tokens == 0
+        ):
+            raise ValueError(
+                "num_new_tokens must be greater than 0 when there are no computed tokens to adopt"
+            )
+        if num_external_computed_tokens or delay_cache_blocks:
+            raise NotImplementedError(
+                "slabcache adapter: external computed tokens / delay_cache_blocks (KV connectors)"
+            )
+        if num_encoder_tokens:
+            raise NotImplementedError("slabcache adapter: encoder-decoder cross attention")
+        rid = request.request_id
+        st = self._running.get(rid)
+        if (
+            st is not None
+            and new_computed_blocks is None
+            and not full_sequence_must_fit
+            and request.status is self._RUNNING
+        ):
+            # Hot path (a running request's decode or next prefill chunk): one
+            # core call, state mirrored here instead of queried.
+            cid, core_known, core_computed = st
+            tokens = request.all_token_ids
+            known = len(tokens)
+            mml = self.max_model_len
+            target_tokens = min(request.num_computed_tokens, mml) + num_new_tokens
+            target_slots = min(target_tokens + num_lookahead_tokens, mml)
+            n_core = max(0, min(target_tokens, known) - core_computed)
+            lookahead = max(0, target_slots - core_computed - n_core)
+            appended = tokens[core_known:known] if known > core_known else None
+            if n_core == 0 and lookahead == 0 and appended is None:
+                return self.empty_kv_cache_blocks
+            new = self._core.allocate_slots(cid, n_core, appended, lookahead, 0.0, reserved_blocks)
+            if new is None:
+                return None
+            st[1] = known
+            st[2] = core_computed + n_core
+            self._known[cid] = known
+            if not len(new):
+                return self.empty_kv_cache_blocks
+            ids = (new + 1).tolist()
+            self._new_block_ids.extend(ids)
+            objs = self._block_objs
+            return self._KVCacheBlocks(([objs[i] for i in ids],))
+        bm = self._bm
+        bs = self.block_size
+        cid = self._register_id(rid)
+        hit_blocks = [] if new_computed_blocks is None else list(new_computed_blocks.blocks[0])
+        if len(hit_blocks) * bs != num_new_computed_tokens:
+            raise ValueError("num_new_computed_tokens disagrees with new_computed_blocks")
+        tokens = request.all_token_ids
+        known = len(tokens)
+        if cid not in bm:
+            # allocate_slots without a prior lookup: register with no hit.
+            bm.get_computed_blocks(
+                cid, list(tokens), extra_key=self._extra_key(request), max_hit_tokens=0
+            )
+            core_known, core_computed = known, 0
+            if hit_blocks:
+                raise ValueError("new_computed_blocks given for a request never looked up")
+        else:
+            core_computed = bm.num_computed_tokens(cid)
+            core_known = self._known[cid] if cid in self._known else known
+            if core_computed == 0 and not bm.block_table(cid).size:
+                core_known = known
+                want = [b.block_id for b in hit_blocks]
+                if self._pending.get(cid) != want:
+                    got = self._pending_hit_ids(cid, rid, request, num_new_computed_tokens)
+                    if got != want:
+                        raise ValueError(
+                            "new_computed_blocks are not the blocks get_computed_blocks returned"
+                        )
+        appended = list(tokens[core_known:known]) if known > core_known else None
+        # vLLM's layout: comp | new_comp | new | lookahead. The core's computed
+        # count never passes the known tokens; speculative tokens beyond them
+        # (and anything vLLM rolled back) are slots, i.e. lookahead.
+        total_computed = min(
+            request.num_computed_tokens + num_new_computed_tokens, self.max_model_len
+        )
+        target_tokens = total_computed + num_new_tokens
+        target_slots = min(target_tokens + num_lookahead_tokens, self.max_model_len)
+        base = max(core_computed, num_new_computed_tokens)
+        n_core = max(0, min(target_tokens, known) - base)
+        lookahead = max(0, target_slots - (base + n_core))
+        waiting = request.status in (RequestStatus.WAITING, RequestStatus.PREEMPTED)
+        reserve = reserved_blocks + (self.watermark_blocks if has_scheduled_reqs and waiting else 0)
+        if full_sequence_must_fit:
+            full = min(request.num_tokens, self.max_model_len)
+            have = len(bm.block_table(cid)) + len(hit_blocks)
+            need = max(0, _cdiv(full, bs) - have)
+            evictable_hits = sum(1 for b in hit_blocks if bm.ref_count(b.block_id - 1) == 0)
+            wm = self.watermark_blocks if has_scheduled_reqs and waiting else 0
+            if need + wm > bm.num_free_blocks - evictable_hits:
+                return None
+        if n_core == 0 and lookahead == 0 and not hit_blocks:
+            new = None
+            if appended:
+                new = bm.allocate_slots(cid, 0, appended, reserve=reserve)
+                if new is None:
+                    return None
+                self._known[cid] = known
+            if bm.block_table(cid).size:
+                self._running[rid] = [cid, known, core_computed]
+            return self.empty_kv_cache_blocks
+        new = bm.allocate_slots(
+            cid, n_core, appended, num_lookahead_tokens=lookahead, reserve=reserve
+        )
+        if new is None:
+            return None
+        self._known[cid] = known
+        self._pending.pop(cid, None)
+        self._running[rid] = [cid, known, base + n_core]
+        ids = (new + 1).tolist()
+        self._new_block_ids.extend(ids)
+        return self._blocks(ids)
+
+    def _pending_hit_ids(self, cid: int, rid: str, request: Any, n_tokens: int) -> list[int]:
+        """The blocks the pending lookup found, capped at ``n_tokens`` (re-looked-up
+        when the caller takes fewer than were found)."""
+        bm = self._bm
+        if cid in bm:
+            bm.free(cid)
+        hit, _ = bm.get_computed_blocks(
+            cid,
+            list(request.all_token_ids),
+            extra_key=self._extra_key(request),
+            max_hit_tokens=n_tokens,
+        )
+        return (hit + 1).tolist()
+
+    def free(self, request: Any) -> None:
+        """Frees the request's blocks (tail first); a request with none is a no-op."""
+        cid = self._ids.pop(request.request_id, None)
+        if cid is None:
+            return
+        self._running.pop(request.request_id, None)
+        self._known.pop(cid, None)
+        self._pending.pop(cid, None)
+        if cid in self._bm:
+            self._bm.free(cid)
+
+    def cache_blocks(self, request: Any, num_computed_tokens: int) -> None:
+        """Caches the request's full blocks up to ``num_computed_tokens``.
+
+        The core caches every full block of known tokens at allocation; what
+        is left are tokens that became known later (accepted speculative
+        tokens, sampled outputs): they are appended, and the computed count
+        advanced over slots the request already holds, which caches them.
+        """
+        if not self.enable_caching:
+            return
+        cid = self._ids.get(request.request_id)
+        if cid is None or cid not in self._bm:
+            return
+        bm = self._bm
+        if not bm.block_table(cid).size:
+            return
+        tokens = request.all_token_ids
+        known = len(tokens)
+        core_known = self._known.get(cid, known)
+        target = min(num_computed_tokens, known)
+        core_computed = bm.num_computed_tokens(cid)
+        slots = len(bm.block_table(cid)) * self.block_size
+        step = max(0, min(target, slots) - core_computed)
+        appended = list(tokens[core_known:known]) if known > core_known else None
+        if step == 0 and not appended:
+            return
+        # No new block can be needed (step stays within held slots), so this
+        # cannot be refused; reserve=0 keeps the watermark out of it.
+        if bm.allocate_slots(cid, step, appended, reserve=0) is not None:
+            self._known[cid] = known
+            st = self._running.get(request.request_id)
+            if st is not None:
+                st[1] = known
+                st[2] = core_computed + step
+
+    def remove_skipped_blocks(
+        self, request_id: str, processed_computed_tokens: int, num_prompt_tokens: int | None = None
+    ) -> None:
+        """Full attention skips no blocks."""
+
+    def pop_blocks_for_free(self, request: Any) -> list[Any]:
+        raise NotImplementedError("slabcache adapter: deferred block frees (KV connectors)")
+
+    def evict_blocks(self, block_ids: set[int]) -> None:
+        raise NotImplementedError("slabcache adapter: evict_blocks (KV-load failure recovery)")
+
+    def reset_prefix_cache(self) -> bool:
+        """Drops every cached block hash; False (nothing changed) while any block
+        is in use (vLLM's rule). With events on, the reset is one
+        ``AllBlocksCleared`` event, not one removal per block."""
+        bm = self._bm
+        if bm.num_free_blocks != bm.num_blocks:
+            return False
+        if self.enable_kv_cache_events:
+            from vllm.distributed.kv_events import AllBlocksCleared
+
+            self._events.extend(self._convert_events(bm.drain_events()))
+        if not bm.reset_prefix_cache():
+            return False
+        if self.enable_kv_cache_events:
+            bm.drain_events()  # the per-block removals the reset recorded
+            self._events.append(AllBlocksCleared())
+        if self.log_stats:
+            self.prefix_cache_stats.reset = True
+        return True
+
+    def get_num_common_prefix_blocks(self, running_request_id: str) -> list[int]:
+        """Always 0 per group (vLLM removed cascade attention; kept for the API)."""
+        return [0] * self.num_kv_cache_groups
+
+    def take_events(self) -> list[Any]:
+        """KV-cache events in vLLM's schema (``BlockStored`` / ``BlockRemoved``)."""
+        if not self.enable_kv_cache_events:
+            return []
+        out, self._events = self._events, []
+        out.extend(self._convert_events(self._bm.drain_events()))
+        return out
+
+    def _convert_events(self, ev: Any) -> list[Any]:
+        """Core events as vLLM's: a run of stores that continue one chain
+        (each block's parent is the previous block, same extra key) is one
+        ``BlockStored`` with several hashes, as vLLM caches a request's newly
+        full blocks in one event; removals stay one per block."""
+        from vllm.distributed.kv_events import MEDIUM_GPU, BlockRemoved, BlockStored
+
+        out: list[Any] = []
+        last_hash: bytes | None = None
+        last_key = -1
+        for i in range(len(ev)):
+            h = bytes(ev.hashes[i])
+            if ev.kinds[i] == ev.STORED:
+                parent = bytes(ev.parents[i]) if ev.has_parent[i] else None
+                key = int(ev.extra_keys[i])
+                toks = ev.tokens_of(i).tolist()
+                prev = out[-1] if out else None
+                if (
+                    isinstance(prev, BlockStored)
+                    and parent is not None
+                    and parent == last_hash
+                    and key == last_key
+                ):
+                    prev.block_hashes.append(h)
+                    prev.token_ids.extend(toks)
+                else:
+                    lora = self._lora_of_key.get(key)
+                    out.append(
+                        BlockStored(
+                            block_hashes=[h],
+                            parent_block_hash=parent,
+                            token_ids=toks,
+                            block_size=self.block_size,
+                            lora_id=None if lora is None else lora[0],
+                            medium=MEDIUM_GPU,
+                            lora_name=None if lora is None else lora[1],
+                            group_idx=0,
+                        )
+                    )
+                last_hash, last_key = h, key
+            else:
+                out.append(BlockRemoved(block_hashes=[h], medium=MEDIUM_GPU))
+                last_hash = None
+        return out
+
+    def get_blocks(self, request_id: str) -> Any:
+        return self._blocks(self._table(request_id))
+
+    def get_block_ids(self, request_id: str) -> tuple[list[int], ...]:
+        """The request's block table, one list per KV-cache group."""
+        return (self._table(request_id),)
+
+    def get_block_ids_for_computed_tokens(
+        self, request_id: str, num_computed_tokens: int
+    ) -> tuple[list[int], ...]:
+        return (self._table(request_id)[: _cdiv(num_computed_tokens, self.block_size)],)
+
+    def estimate_cached_tokens(self, request: Any) -> int:
+        cid = self._ids.get(request.request_id)
+        if cid is None or cid not in self._bm or not self.enable_caching:
+            return 0
+        known = min(self._known.get(cid, request.num_tokens), request.num_tokens)
+        return min(self._bm.num_computed_tokens(cid), known) // self.block_size * self.block_size
+
+    def create_kv_cache_blocks(self, blocks: tuple[list[Any], ...]) -> Any:
+        return self._KVCacheBlocks(blocks) if any(blocks) else self.empty_kv_cache_blocks
+
+    def truncate_computed_blocks(self, blocks: Any, num_computed_tokens: int) -> Any:
+        assert num_computed_tokens % self.block_size == 0
+        n = num_computed_tokens // self.block_size
+        return self.create_kv_cache_blocks((list(blocks.blocks[0][:n]),))
+
+    def take_new_block_ids(self) -> list[int]:
+        """New block ids since the last call (for KV-cache zeroing)."""
+        ids, self._new_block_ids = self._new_block_ids, []
+        return ids
+
+    def record_blocks_for_zeroing(self, request_id: str, start_token: int) -> None:
+        assert start_token % self.block_size == 0
+        self._new_block_ids.extend(self._table(request_id)[start_token // self.block_size :])
+
+    def take_kv_cache_block_copies(self) -> tuple[list[Any], list[Any]]:
+        """Copy-on-write copies: none (vLLM's scheduler never forks here)."""
+        return [], []
+
+    def take_boundary_state_offloads(self) -> dict[str, list[tuple[int, int, int]]]:
+        return {}
+
+    def finalize_partial_tail_offloads(self, request: Any) -> list[tuple[int, int, int]]:
+        return []
+
+    def new_step_starts(self) -> None:
+        """Nothing to do per step."""
+
+
+def _scheduler_base() -> type:
+    from vllm.v1.core.sched.scheduler import Scheduler
+
+    return Scheduler
+
+
+def install() -> None:
+    """Makes every vLLM v1 scheduler built from now on use slabcache's manager
+    (replaces ``KVCacheManager`` in vLLM's scheduler module)."""
+    import vllm.v1.core.kv_cache_manager as kvm
+    import vllm.v1.core.sched.scheduler as sched
+
+    sched.KVCacheManager = SlabcacheKVCacheManager  # type: ignore[attr-defined]
+    kvm.KVCacheManager = SlabcacheKVCacheManager  # type: ignore[attr-defined]
+
+
+def _make_scheduler_cls() -> type:
+    base = _scheduler_base()
+    import vllm.v1.core.sched.scheduler as sched
+
+    class SlabcacheScheduler(base):  # type: ignore[misc, valid-type]
+        """vLLM's v1 ``Scheduler`` whose KV-cache manager is slabcache's."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            original = sched.KVCacheManager
+            sched.KVCacheManager = SlabcacheKVCacheManager
+            try:
+                super().__init__(*args, **kwargs)
+            finally:
+                sched.KVCacheManager = original
+
+    return SlabcacheScheduler
+
+
+def __getattr__(name: str) -> Any:
+    # SlabcacheScheduler subclasses vLLM's Scheduler, so it is built on first
+    # use: importing this module does not import vLLM.
+    if name == "SlabcacheScheduler":
+        cls = _make_scheduler_cls()
+        globals()[name] = cls
+        return cls
+    raise AttributeError(name)
+
+
+def signature_of_installed_vllm() -> tuple[tuple[tuple[str, object], ...], ...]:
+    """The installed vLLM's ``KVCacheManager.__init__`` and ``allocate_slots``
+    parameters as ``(name, default)`` pairs."""
+    from vllm.v1.core.kv_cache_manager import KVCacheManager
+
+    return _params(KVCacheManager.__init__), _params(KVCacheManager.allocate_slots)
