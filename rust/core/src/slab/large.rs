@@ -1,5 +1,7 @@
-//! Large allocations (above the largest size class, or aligned beyond a
-//! page): each gets its own mapping followed by an inaccessible guard page.
+//! Huge allocations (above the medium range, or aligned beyond a page):
+//! each gets one mapping of its own (no guard page, so one `vm.max_map_count`
+//! entry per block), mapped with commit accounting so an absurd size fails
+//! like it does for glibc, and resized with `mremap` (no copy).
 //!
 //! Every live mapping is recorded in an open-addressing table that itself
 //! lives in its own mapping (no heap use, so this works inside `malloc`).
@@ -24,12 +26,12 @@ struct Entry {
     usable: usize,
     /// Bytes the caller asked for.
     requested: usize,
-    /// Start and length of the whole mapping, guard page included.
+    /// Start and length of the whole mapping.
     map_base: usize,
     map_len: usize,
 }
 
-/// A freed mapping kept for reuse: still mapped, guard page intact.
+/// A freed mapping kept for reuse: still mapped.
 #[derive(Clone, Copy)]
 struct Cached {
     addr: usize,
@@ -203,8 +205,8 @@ impl LargeTable {
         }
     }
 
-    /// Maps `size` bytes aligned to `align` (a power of two) plus a guard
-    /// page, or reuses a cached mapping. `None` when the OS refuses.
+    /// Maps `size` bytes aligned to `align` (a power of two), or reuses a
+    /// cached mapping. `None` when the OS refuses.
     pub fn alloc(&mut self, size: usize, align: usize) -> Option<LargeBlock> {
         let page = os::page_size();
         let usable = size.max(1).checked_next_multiple_of(page)?;
@@ -246,21 +248,19 @@ impl LargeTable {
     fn map(usable: usize, align: usize) -> Option<Cached> {
         let page = os::page_size();
         if align <= page {
-            let p = os::map_with_guard(usable)?;
-            let addr = p.as_ptr() as usize;
+            let addr = os::map(usable)?.as_ptr() as usize;
             return Some(Cached {
                 addr,
                 usable,
                 map_base: addr,
-                map_len: usable + page,
+                map_len: usable,
             });
         }
-        let total = usable.checked_add(align)?.checked_add(page)?;
-        let raw = os::reserve(total)?.as_ptr() as usize;
+        let total = usable.checked_add(align)?;
+        let raw = os::map(total)?.as_ptr() as usize;
         let addr = raw.next_multiple_of(align);
-        let end = addr + usable + page;
-        // SAFETY: trimming the head and tail of the reservation just made,
-        // then committing its aligned middle (minus the guard page).
+        let end = addr + usable;
+        // SAFETY: trimming the head and tail of the mapping just made.
         unsafe {
             if addr > raw {
                 os::unmap(raw as *mut u8, addr - raw);
@@ -268,17 +268,48 @@ impl LargeTable {
             if raw + total > end {
                 os::unmap(end as *mut u8, raw + total - end);
             }
-            if !os::commit(addr as *mut u8, usable) {
-                os::unmap(addr as *mut u8, usable + page);
-                return None;
-            }
         }
         Some(Cached {
             addr,
             usable,
             map_base: addr,
-            map_len: usable + page,
+            map_len: usable,
         })
+    }
+
+    /// Resizes live mapping `addr` to hold `size` bytes with `mremap` (it may
+    /// move; the old address becomes a tombstone). Returns the new address,
+    /// or `None` (nothing changed).
+    pub fn remap(&mut self, addr: usize, size: usize) -> Option<usize> {
+        let page = os::page_size();
+        let usable = size.max(1).checked_next_multiple_of(page)?;
+        if (self.used + 1) * 2 > self.cap && !self.grow() {
+            return None;
+        }
+        let i = self.find(addr)?;
+        let e = self.slots()[i];
+        if e.state != LIVE || e.map_base != e.addr {
+            return None;
+        }
+        // SAFETY: `[map_base, map_base+map_len)` is a whole live mapping of ours.
+        let p = unsafe { os::remap(e.map_base as *mut u8, e.map_len, usable) }?.as_ptr() as usize;
+        self.live_usable = self.live_usable - e.usable + usable;
+        self.live_mapped = self.live_mapped - e.map_len + usable;
+        let moved = Entry {
+            addr: p,
+            state: LIVE,
+            usable,
+            requested: size,
+            map_base: p,
+            map_len: usable,
+        };
+        if p == addr {
+            self.slots()[i] = moved;
+        } else {
+            self.slots()[i].state = FREED;
+            self.insert_entry(moved);
+        }
+        Some(p)
     }
 
     /// State of `addr` in the table.
@@ -332,27 +363,25 @@ impl LargeTable {
         Some(e.requested)
     }
 
-    /// Live mappings, their usable bytes, and all mapped bytes (live and cached, guard pages excluded).
+    /// Live mappings, their usable bytes, and all mapped bytes (live and cached).
     pub fn totals(&self) -> (usize, usize, usize) {
-        let page = os::page_size();
         (
             self.live,
             self.live_usable,
-            self.live_mapped - self.live * page + self.cached_bytes,
+            self.live_mapped + self.cached_bytes,
         )
     }
 }
 
 impl Drop for LargeTable {
     fn drop(&mut self) {
-        let page = os::page_size();
         for e in self.slots().iter().filter(|e| e.state == LIVE) {
             // SAFETY: the table owns every live mapping; the allocator is going away.
             unsafe { os::unmap(e.map_base as *mut u8, e.map_len) };
         }
         for c in self.cache.iter().flatten() {
             // SAFETY: cached mappings are owned by the table.
-            unsafe { os::unmap(c.map_base as *mut u8, c.usable + page) };
+            unsafe { os::unmap(c.map_base as *mut u8, c.map_len) };
         }
         if self.cap > 0 {
             unmap_table(self.entries, self.cap);
