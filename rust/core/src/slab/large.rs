@@ -15,7 +15,7 @@ use super::os;
 const EMPTY: u8 = 0;
 const LIVE: u8 = 1;
 const FREED: u8 = 2;
-const CACHE_SLOTS: usize = 16;
+const CACHE_SLOTS: usize = 32;
 
 #[derive(Clone, Copy)]
 #[repr(C)]

@@ -35,11 +35,11 @@ const PAGE: usize = 1 << PAGE_SHIFT;
 pub const CHUNK_PAGES: usize = CHUNK_SLABS * SLAB_SIZE / PAGE;
 const WORDS: usize = CHUNK_PAGES / 64;
 /// Largest medium request; larger ones get a mapping of their own.
-pub const MEDIUM_MAX: usize = 1 << 20;
+pub const MEDIUM_MAX: usize = 2 << 20;
 /// Arenas (locks) medium chunks are spread over.
 pub const ARENAS: usize = 8;
 /// Free resident pages a chunk keeps before they are given back to the OS.
-pub const DIRTY_LIMIT_PAGES: usize = 256;
+pub const DIRTY_LIMIT_PAGES: usize = CHUNK_PAGES / 2;
 
 /// Page-run metadata of one chunk (one page of its own; touched under the arena lock).
 #[repr(C)]

@@ -303,7 +303,14 @@ impl SlabAllocator {
                 return Ok(NonNull::new(p as *mut u8));
             }
         }
-        let Some(q) = self.raw_alloc(size) else {
+        // A medium block that must move to grow gets headroom (half again),
+        // so a buffer grown step by step is copied O(log n) times, not per step.
+        let grown = if size > usable && size > size_class::MAX_SMALL && size <= medium::MEDIUM_MAX {
+            size.max(usable + usable / 2).min(medium::MEDIUM_MAX)
+        } else {
+            size
+        };
+        let Some(q) = self.raw_alloc(grown) else {
             return Ok(None);
         };
         // SAFETY: both are live allocations of ours, `addr` holds `usable`

@@ -213,8 +213,13 @@ impl Region {
     }
 
     /// The segment holding `addr` and the global id of its slab (committed or not).
-    #[inline]
+    #[inline(always)]
     fn locate(&self, addr: usize) -> Option<usize> {
+        let s0 = &self.segs[0];
+        let off = addr.wrapping_sub(s0.base.load(Ordering::Relaxed));
+        if off < s0.slabs.load(Ordering::Relaxed) << SLAB_SHIFT {
+            return Some(off >> SLAB_SHIFT);
+        }
         let n = self.nsegs.load(Ordering::Acquire);
         for seg in &self.segs[..n] {
             let off = addr.wrapping_sub(seg.base.load(Ordering::Relaxed));
@@ -226,10 +231,15 @@ impl Region {
         None
     }
 
-    #[inline]
+    #[inline(always)]
     fn segment_of_slab(&self, s: usize) -> &Segment {
+        // The first segment (slabs 0..) holds everything unless the region grew.
+        let s0 = &self.segs[0];
+        if s < s0.slabs.load(Ordering::Relaxed) {
+            return s0;
+        }
         let n = self.nsegs.load(Ordering::Acquire);
-        let mut i = 0;
+        let mut i = 1;
         while i + 1 < n {
             let seg = &self.segs[i];
             if s < seg.first.load(Ordering::Relaxed) + seg.slabs.load(Ordering::Relaxed) {

@@ -31,11 +31,11 @@ const fn build_caps() -> [u16; NUM_CLASSES] {
     while i < NUM_CLASSES {
         let s = CLASS_SIZES[i];
         out[i] = if s <= 256 {
-            32
+            128
         } else if s <= 4096 {
-            16
+            32
         } else {
-            4
+            8
         };
         i += 1;
     }
