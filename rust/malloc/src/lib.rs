@@ -67,6 +67,7 @@ fn init_heap() -> Option<&'static SlabAllocator> {
                 ABORT_ON_INVALID.store(u8::from(!only_log), Ordering::Relaxed);
                 let cfg = SlabConfig {
                     hardened: env_is(c"SLABCACHE_PROFILE", b"hardened"),
+                    zero_on_free: env_is(c"SLABCACHE_ZERO_ON_FREE", b"1"),
                     ..SlabConfig::default()
                 };
                 let made = SlabAllocator::with_config_or_smaller(cfg).ok();

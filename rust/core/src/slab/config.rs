@@ -38,7 +38,7 @@ impl Default for SlabConfig {
             release_threshold: 2 << 20,
             thread_cache: true,
             retain_empty_per_class: 0,
-            large_cache_bytes: 64 << 20,
+            large_cache_bytes: 128 << 20,
             hardened: false,
         }
     }

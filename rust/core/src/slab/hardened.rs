@@ -4,8 +4,12 @@
 //! * **canary**: the last 8 bytes of every small slot hold `secret ^ addr`
 //!   (requests are served from the class of `size + 8`), checked on free: an
 //!   overflow into the slack is refused as a heap overflow;
-//! * **write-after-free**: a freed slot is zeroed, and checked to be still
-//!   zero when it is handed out again (fatal if not);
+//! * **write-after-free**: the first [`CHECKED_BYTES`] bytes and the canary
+//!   word of a freed slot are zeroed, and checked to be still zero when it
+//!   is handed out again (fatal if not). With `zero_on_free` the whole slot
+//!   is wiped (no stale data left in it), at the cost of a `memset` of every
+//!   freed slot; empty slabs are always released to the OS in this profile,
+//!   so a recycled slab reads as zero;
 //! * **quarantine**: a freed small object waits in a per-thread FIFO of
 //!   [`QUARANTINE`] objects before it can be reused, so a double free within
 //!   that window is caught even after other allocations;
@@ -20,6 +24,8 @@ use super::os;
 
 /// Bytes reserved at the end of each small slot for the canary.
 pub const CANARY: usize = 8;
+/// Bytes at the start of a reused slot checked for writes after free.
+pub const CHECKED_BYTES: usize = 256;
 /// Freed small objects a thread holds back before they can be reused.
 pub const QUARANTINE: usize = 256;
 /// Zero-size allocations that can be live at once (more fall back to 16-byte slots).
@@ -150,7 +156,7 @@ impl ZeroArea {
     /// `Err(not a slot start)`.
     pub fn free(&self, addr: usize) -> Result<(), bool> {
         let off = addr - self.base;
-        if off % ZERO_STRIDE != 0 {
+        if !off.is_multiple_of(ZERO_STRIDE) {
             return Err(false);
         }
         let i = off / ZERO_STRIDE;
@@ -164,7 +170,7 @@ impl ZeroArea {
     /// Whether slot `addr` is live (`Err(false)`: not a slot start).
     pub fn is_live(&self, addr: usize) -> Result<bool, bool> {
         let off = addr - self.base;
-        if off % ZERO_STRIDE != 0 {
+        if !off.is_multiple_of(ZERO_STRIDE) {
             return Err(false);
         }
         let i = off / ZERO_STRIDE;
@@ -185,7 +191,14 @@ pub struct Quarantine {
     next: usize,
 }
 
+impl Default for Quarantine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Quarantine {
+    /// An empty quarantine.
     pub const fn new() -> Quarantine {
         Quarantine {
             items: [(0, 0); QUARANTINE],

@@ -129,7 +129,11 @@ impl Heap {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             region,
             pools,
-            slabs: SlabPool::new(config.release_threshold),
+            slabs: SlabPool::new(if config.hardened {
+                0
+            } else {
+                config.release_threshold
+            }),
             large: Mutex::new(LargeTable::new(if config.hardened {
                 0
             } else {
@@ -217,9 +221,19 @@ impl Heap {
                 return Some((b.addr, b.fresh));
             }
         }
-        let b = lock(&self.large).alloc(size, align)?;
+        // mmap outside the table's lock (it is one lock for all threads).
+        let cached = lock(&self.large).take_cached(size, align);
+        let (c, fresh) = match cached {
+            Some(c) => (c, false),
+            None => (LargeTable::map_fresh(size, align)?, true),
+        };
+        if !lock(&self.large).insert_live(c, size) {
+            // SAFETY: the mapping is no one's (not recorded anywhere).
+            unsafe { super::os::unmap(c.map_base as *mut u8, c.map_len) };
+            return None;
+        }
         self.requested.fetch_add(size as i64, Ordering::Relaxed);
-        Some((b.addr, b.fresh))
+        Some((c.addr, fresh))
     }
 
     /// Resizes block `addr` (medium or huge, already validated) without
@@ -494,7 +508,13 @@ impl Heap {
                     // SAFETY: the mapping is ours, `usable` bytes, and no longer the user's.
                     unsafe { std::ptr::write_bytes(addr as *mut u8, 0, usable) };
                 }
-                large.free(addr);
+                let unmap = large.free(addr).and_then(|(_, u)| u);
+                drop(large);
+                if let Some((base, len)) = unmap {
+                    // SAFETY: the mapping was freed from the table above and
+                    // is reachable by no one (munmap outside the lock).
+                    unsafe { super::os::unmap(base as *mut u8, len) };
+                }
                 self.requested
                     .fetch_sub(requested as i64, Ordering::Relaxed);
                 Ok(usable)
@@ -578,7 +598,9 @@ impl Heap {
         let slot = class_size(c);
         // SAFETY: `p` is a live slot of ours, `slot` bytes long.
         unsafe {
-            if !hardened::is_zero(p, slot) {
+            if !hardened::is_zero(p, slot.min(hardened::CHECKED_BYTES))
+                || !hardened::is_zero(p + slot - CANARY, CANARY)
+            {
                 hardened::fatal("write after free detected (a freed object was modified)", p);
             }
             hardened::put_canary(self.secret, p, slot);
@@ -626,8 +648,18 @@ impl Heap {
             ));
         }
         let class = self.claim_in_slab(s, addr, None)?;
-        // SAFETY: claimed: the slot is ours and no longer the user's.
-        unsafe { std::ptr::write_bytes(addr as *mut u8, 0, slot) };
+        // SAFETY: claimed: the slot is ours and no longer the user's. The
+        // checked head and the canary are wiped (the whole slot with
+        // `zero_on_free`); empty slabs are always released in this profile,
+        // so a recycled slab reads as zero.
+        unsafe {
+            if self.config.zero_on_free {
+                std::ptr::write_bytes(addr as *mut u8, 0, slot);
+            } else {
+                std::ptr::write_bytes(addr as *mut u8, 0, slot.min(hardened::CHECKED_BYTES));
+                std::ptr::write_bytes((addr + slot - CANARY) as *mut u8, 0, CANARY);
+            }
+        }
         self.quarantine(class, addr, size.unwrap_or(usable));
         Ok(usable)
     }

@@ -15,7 +15,7 @@ use super::os;
 const EMPTY: u8 = 0;
 const LIVE: u8 = 1;
 const FREED: u8 = 2;
-const CACHE_SLOTS: usize = 32;
+const CACHE_SLOTS: usize = 64;
 
 #[derive(Clone, Copy)]
 #[repr(C)]
@@ -31,16 +31,18 @@ struct Entry {
     map_len: usize,
 }
 
-/// A freed mapping kept for reuse: still mapped.
+/// A mapping not (or no longer) in the table: freshly made, or freed and
+/// kept for reuse (still mapped).
 #[derive(Clone, Copy)]
-struct Cached {
-    addr: usize,
-    usable: usize,
-    map_base: usize,
-    map_len: usize,
+pub struct Cached {
+    pub addr: usize,
+    pub usable: usize,
+    pub map_base: usize,
+    pub map_len: usize,
 }
 
 /// What a large allocation hands back.
+#[cfg(test)]
 pub struct LargeBlock {
     pub addr: usize,
     /// True when the memory comes straight from the OS (already zero).
@@ -206,28 +208,61 @@ impl LargeTable {
     }
 
     /// Maps `size` bytes aligned to `align` (a power of two), or reuses a
-    /// cached mapping. `None` when the OS refuses.
+    /// cached mapping, in one call (the heap uses the steps below so the
+    /// `mmap` happens outside its lock). `None` when the OS refuses.
+    #[cfg(test)]
     pub fn alloc(&mut self, size: usize, align: usize) -> Option<LargeBlock> {
-        let page = os::page_size();
-        let usable = size.max(1).checked_next_multiple_of(page)?;
-        if (self.used + 1) * 2 > self.cap && !self.grow() {
+        let (c, fresh) = match self.take_cached(size, align) {
+            Some(c) => (c, false),
+            None => (Self::map_fresh(size, align)?, true),
+        };
+        if !self.insert_live(c, size) {
+            // SAFETY: the mapping was just made or taken from the cache, and is no one's.
+            unsafe { os::unmap(c.map_base as *mut u8, c.map_len) };
             return None;
         }
-        let mut block = None;
-        if align <= page {
-            let hit = self.cache.iter().position(|c| {
-                c.is_some_and(|c| c.usable >= usable && c.usable - usable <= usable / 4)
-            });
-            if let Some(i) = hit {
-                let c = self.cache[i].take().expect("position found it");
-                self.cached_bytes -= c.usable;
-                block = Some((c, false));
+        Some(LargeBlock {
+            addr: c.addr,
+            fresh,
+        })
+    }
+
+    /// A cached mapping for `size` bytes at `align` (best fit, at most twice
+    /// the size: the excess is address space, only touched pages are resident).
+    pub fn take_cached(&mut self, size: usize, align: usize) -> Option<Cached> {
+        let page = os::page_size();
+        let usable = size.max(1).checked_next_multiple_of(page)?;
+        if align > page {
+            return None;
+        }
+        let mut hit: Option<(usize, usize)> = None;
+        for (i, c) in self.cache.iter().enumerate() {
+            if let Some(c) = c {
+                let fits = c.usable >= usable && c.usable - usable <= usable;
+                if fits && hit.is_none_or(|(_, u)| c.usable < u) {
+                    hit = Some((i, c.usable));
+                }
             }
         }
-        let (c, fresh) = match block {
-            Some(b) => b,
-            None => (Self::map(usable, align)?, true),
-        };
+        let (i, _) = hit?;
+        let c = self.cache[i].take().expect("found above");
+        self.cached_bytes -= c.usable;
+        Some(c)
+    }
+
+    /// A fresh mapping for `size` bytes at `align` (no table change; call
+    /// without holding the table's lock).
+    pub fn map_fresh(size: usize, align: usize) -> Option<Cached> {
+        let usable = size.max(1).checked_next_multiple_of(os::page_size())?;
+        Self::map(usable, align)
+    }
+
+    /// Records mapping `c` as live, `size` bytes requested. False: the
+    /// table could not grow (the caller unmaps `c`).
+    pub fn insert_live(&mut self, c: Cached, size: usize) -> bool {
+        if (self.used + 1) * 2 > self.cap && !self.grow() {
+            return false;
+        }
         self.insert_entry(Entry {
             addr: c.addr,
             state: LIVE,
@@ -239,10 +274,7 @@ impl LargeTable {
         self.live += 1;
         self.live_usable += c.usable;
         self.live_mapped += c.map_len;
-        Some(LargeBlock {
-            addr: c.addr,
-            fresh,
-        })
+        true
     }
 
     fn map(usable: usize, align: usize) -> Option<Cached> {
@@ -283,6 +315,21 @@ impl LargeTable {
     pub fn remap(&mut self, addr: usize, size: usize) -> Option<usize> {
         let page = os::page_size();
         let usable = size.max(1).checked_next_multiple_of(page)?;
+        if let Some(i) = self.find(addr) {
+            let e = self.slots()[i];
+            if e.state == LIVE && usable <= e.usable && usable * 2 > e.usable {
+                // Shrinking by less than half: keep the mapping as it is.
+                self.slots()[i].requested = size;
+                return Some(addr);
+            }
+        }
+        // Growth gets a quarter of headroom, so a buffer grown in small
+        // steps costs O(log n) `mremap` calls, not one per page.
+        let grown = usable.checked_add(usable / 4)?.next_multiple_of(page);
+        let usable = match self.find(addr) {
+            Some(i) if self.slots()[i].usable < usable => grown,
+            _ => usable,
+        };
         if (self.used + 1) * 2 > self.cap && !self.grow() {
             return None;
         }
@@ -331,8 +378,9 @@ impl LargeTable {
     }
 
     /// Frees live mapping `addr` (checked with [`LargeTable::lookup`] first).
-    /// Returns its requested size.
-    pub fn free(&mut self, addr: usize) -> Option<usize> {
+    /// Returns its requested size, and the range the caller must unmap
+    /// (after dropping the table's lock) when it is not cached.
+    pub fn free(&mut self, addr: usize) -> Option<(usize, Option<(usize, usize)>)> {
         let i = self.find(addr)?;
         let e = self.slots()[i];
         if e.state != LIVE {
@@ -354,13 +402,10 @@ impl LargeTable {
             (true, Some(s)) => {
                 self.cache[s] = Some(c);
                 self.cached_bytes += e.usable;
+                Some((e.requested, None))
             }
-            _ => {
-                // SAFETY: the mapping was created by `map` and is no longer live.
-                unsafe { os::unmap(e.map_base as *mut u8, e.map_len) };
-            }
+            _ => Some((e.requested, Some((e.map_base, e.map_len)))),
         }
-        Some(e.requested)
     }
 
     /// Live mappings, their usable bytes, and all mapped bytes (live and cached).
@@ -397,6 +442,7 @@ mod tests {
     fn alloc_free_and_double_free_are_told_apart() {
         let mut t = LargeTable::new(0);
         let b = t.alloc(100_000, 16).unwrap();
+        assert!(b.fresh);
         assert_eq!(b.addr % os::page_size(), 0);
         assert!(matches!(
             t.lookup(b.addr),
@@ -405,7 +451,11 @@ mod tests {
                 ..
             }
         ));
-        assert_eq!(t.free(b.addr), Some(100_000));
+        let (req, unmap) = t.free(b.addr).unwrap();
+        assert_eq!(req, 100_000);
+        let (base, len) = unmap.unwrap();
+        // SAFETY: the freed mapping, no longer in use.
+        unsafe { os::unmap(base as *mut u8, len) };
         assert_eq!(t.lookup(b.addr), Lookup::Freed);
         assert_eq!(t.free(b.addr), None);
         assert_eq!(t.lookup(b.addr + 16), Lookup::Unknown);

@@ -39,7 +39,7 @@ pub const MEDIUM_MAX: usize = 2 << 20;
 /// Arenas (locks) medium chunks are spread over.
 pub const ARENAS: usize = 8;
 /// Free resident pages a chunk keeps before they are given back to the OS.
-pub const DIRTY_LIMIT_PAGES: usize = CHUNK_PAGES / 2;
+pub const DIRTY_LIMIT_PAGES: usize = CHUNK_PAGES * 7 / 8;
 
 /// Page-run metadata of one chunk (one page of its own; touched under the arena lock).
 #[repr(C)]
@@ -300,7 +300,7 @@ impl Medium {
         // SAFETY: `base` is written once before the pointer is published.
         let base = unsafe { (*c).base };
         let off = addr - base;
-        if off % PAGE != 0 {
+        if !off.is_multiple_of(PAGE) {
             return Err(FreeError::Invalid("not the start of a block"));
         }
         Ok((c, off >> PAGE_SHIFT))
