@@ -86,6 +86,7 @@ def build(src: Path, out: Path, cc: str = "cc") -> dict[str, Path]:
             capture_output=True,
         )
         exes[name] = exe
+    del exes["launch"]  # used by run_once, not a workload
     return exes
 
 

@@ -85,7 +85,7 @@ def core_pairs(ctx: BenchContext) -> list[Measurement]:
                     "ns/pair",
                     "glibc malloc",
                     glibc,
-                    note="above 32 KiB: own mapping + guard page" if size > 32768 else "",
+                    note="above 32 KiB: page run in a medium chunk" if size > 32768 else "",
                 )
             )
             step()

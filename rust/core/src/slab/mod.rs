@@ -17,7 +17,9 @@
 //! | `slab_pool`      | carving, recycling and `madvise`-releasing whole slabs        |
 //! | `class_pool`     | the central per-class pools (one lock per class)              |
 //! | `thread_cache`   | per-thread stacks of free objects (the lock-free fast path)   |
-//! | `large`          | own mappings + guard page above 32 KiB, in a checked table    |
+//! | `medium`         | page runs in 4 MiB chunks of the region, 32 KiB .. 2 MiB      |
+//! | `large`          | own mappings above 2 MiB, in a checked table, `mremap` resize |
+//! | [`hardened`]     | the hardened profile's canaries, quarantine, zero-size area  |
 //! | [`stats`]        | figures computed from the metadata                            |
 //!
 //! ```
@@ -107,15 +109,16 @@ fn oom(size: usize) -> Error {
 }
 
 impl SlabAllocator {
-    /// An allocator with the default [`SlabConfig`]: 64 GiB of address space
-    /// reserved, or 16, 4, 1 GiB where the process may not reserve that much
-    /// (e.g. under `ulimit -v`).
+    /// An allocator with the default [`SlabConfig`]: up to 64 GiB of address
+    /// space, reserved as it is needed (a sixteenth of `RLIMIT_AS` at first
+    /// under `ulimit -v`).
     pub fn new() -> Result<SlabAllocator> {
         Self::with_config_or_smaller(SlabConfig::default())
     }
 
     /// An allocator with `config`, retrying with a quarter of its
-    /// `arena_size` (down to 1 GiB) while the address space cannot be reserved.
+    /// `arena_size` (down to 1 GiB) while it cannot be created (the region
+    /// itself already starts smaller when the OS refuses a big reservation).
     ///
     /// ```
     /// use slabcache_core::slab::{SlabAllocator, SlabConfig};
