@@ -102,7 +102,7 @@ pub(crate) fn collect(heap: &Heap) -> SlabStats {
     let carved = heap.slabs.carved();
     let released = heap.slabs.released();
     let medium_slabs = (med_chunks * CHUNK_SLABS) as u64;
-    let bytes_mapped = (carved - released - medium_slabs) * SLAB_SIZE as u64
+    let bytes_mapped = carved.saturating_sub(released + medium_slabs) * SLAB_SIZE as u64
         + med_resident as u64
         + huge_mapped as u64
         + region.meta_bytes() as u64;
