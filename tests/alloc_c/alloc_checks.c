@@ -117,13 +117,16 @@ static int wild_free(void) {
 /* Defect 2 (glibc's tst-malloc-fork-deadlock shape): threads read lines
  * with getline (malloc under a FILE lock), open and close streams (the list
  * lock around malloc/free) and flush all streams (list lock, then FILE
- * locks) while the main thread forks; children allocate and exit. */
+ * locks) while the main thread forks; children allocate and exit. The old
+ * library hung within the first few dozen forks. */
 static volatile int stop;
+static char long_text[3 * 40000];
 static void *line_reader(void *arg) {
     (void)arg;
-    static const char text[] = "alpha\nbeta\ngamma gamma gamma\ndelta\n";
+    /* 40 KB lines: getline's buffer is a medium/large block, whose
+     * allocation always takes an allocator lock (no thread-cache hit). */
     while (!stop) {
-        FILE *f = fmemopen((void *)text, sizeof text - 1, "r");
+        FILE *f = fmemopen(long_text, sizeof long_text, "r");
         char *line = NULL;
         size_t cap = 0;
         while (getline(&line, &cap, f) > 0) {
@@ -154,13 +157,22 @@ static void *churn(void *arg) {
     for (int i = 0; i < 64; i++) free(slots[i]);
     return NULL;
 }
+enum { SIGNALS = 800 };
+/* Forks for FORK_SECONDS of wall time (at least 20): the old library hung in
+ * most such runs; a fixed count would either miss it or cost CI minutes. */
+#define FORK_SECONDS 3.0
 static int fork_deadlock(void) {
-    pthread_t t[6];
-    for (int i = 0; i < 3; i++) pthread_create(&t[i], NULL, line_reader, NULL);
-    pthread_create(&t[3], NULL, flusher, NULL);
-    pthread_create(&t[4], NULL, churn, NULL);
-    pthread_create(&t[5], NULL, churn, NULL);
-    for (int i = 0; i < 300; i++) {
+    for (size_t i = 0; i < sizeof long_text; i++)
+        long_text[i] = i % 40000 == 39999 ? '\n' : 'a' + i % 26;
+    pthread_t t[8];
+    for (int i = 0; i < 4; i++) pthread_create(&t[i], NULL, line_reader, NULL);
+    pthread_create(&t[4], NULL, flusher, NULL);
+    pthread_create(&t[5], NULL, flusher, NULL);
+    pthread_create(&t[6], NULL, churn, NULL);
+    pthread_create(&t[7], NULL, churn, NULL);
+    double t0 = now();
+    int forks = 0;
+    while (forks < 20 || now() - t0 < FORK_SECONDS) {
         pid_t pid = fork();
         if (pid == 0) {
             void *p = malloc(1000), *q = malloc(100000);
@@ -173,10 +185,11 @@ static int fork_deadlock(void) {
         }
         int st;
         if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st)) return 1;
+        forks++;
     }
     stop = 1;
-    for (int i = 0; i < 6; i++) pthread_join(t[i], NULL);
-    printf("ok\n");
+    for (int i = 0; i < 8; i++) pthread_join(t[i], NULL);
+    printf("forks %d\nok\n", forks);
     return 0;
 }
 
@@ -202,7 +215,7 @@ static int fork_in_signal(void) {
     pid_t parent = getpid();
     pid_t sender = fork();
     if (sender == 0) {
-        for (int i = 0; i < 2000; i++) {
+        for (int i = 0; i < SIGNALS; i++) {
             kill(parent, SIGUSR1);
             usleep(100);
         }
