@@ -260,7 +260,7 @@ fn medium_blocks_are_page_runs_checked_like_small_objects() {
         unsafe { p.as_ptr().add(39_999).write(i as u8) };
     }
     let p = blocks[7];
-    let inner = NonNull::new(unsafe { p.as_ptr().add(4096) }).unwrap();
+    let inner = NonNull::new(p.as_ptr().wrapping_add(4096)).unwrap();
     assert_eq!(a.free(inner).unwrap_err().kind(), ErrorKind::InvalidFree);
     assert_eq!(
         a.free_sized(p, 1 << 20).unwrap_err().kind(),
@@ -365,7 +365,7 @@ fn hardened_zero_size_allocations_are_unique_and_checked() {
     assert_eq!(a.usable_size(p).unwrap(), 0);
     a.free(p).unwrap();
     assert_eq!(a.free(p).unwrap_err().kind(), ErrorKind::DoubleFree);
-    let inner = NonNull::new(unsafe { q.as_ptr().add(1) }).unwrap();
+    let inner = NonNull::new(q.as_ptr().wrapping_add(1)).unwrap();
     assert_eq!(a.free(inner).unwrap_err().kind(), ErrorKind::InvalidFree);
     a.free(q).unwrap();
 }
