@@ -170,6 +170,13 @@ def test_lookups_answer_like_a_dict_for_keys_of_another_type() -> None:
         (lambda: BSkipList("int").update_many([1, 2], [1]), InvalidArgumentError),
         (lambda: BSkipList("int").update_many(np.zeros((2, 2), int), [1, 2]), InvalidArgumentError),
         (lambda: BSkipList({"a": 1})._set_key_type("int"), InvalidArgumentError),
+        (lambda: BSkipList("int", {1: 2}).peekitem("x"), InvalidTypeError),
+        (lambda: BSkipList("int", {1: 2}).peekitem(1.0), InvalidTypeError),
+        (lambda: BSkipList("int", {1: 2}).popitem(2**70), IndexOutOfRangeError),
+        (lambda: BSkipList("int", {1: 2}).keys()["a"], InvalidTypeError),
+        (lambda: list(BSkipList("int", {1: 2}).islice("a")), InvalidTypeError),
+        (lambda: BSkipList.fromkeys(5), InvalidTypeError),
+        (lambda: BSkipList(key_type=5), InvalidArgumentError),
     ],
 )
 def test_every_bad_input_raises_from_the_family(call, family) -> None:  # type: ignore[no-untyped-def]
@@ -243,3 +250,36 @@ def test_iteration_under_concurrent_writers_stays_ordered_and_complete() -> None
     finally:
         stop.set()
         t.join()
+
+
+@pytest.mark.parametrize("key_type", ["int", "float"])
+def test_dense_and_sparse_get_many_agree_with_single_lookups(key_type: str) -> None:
+    rng = np.random.default_rng(11)
+    keys = rng.permutation(200_000)[:50_000]
+    m = BSkipList(key_type)
+    m.update_many(keys if key_type == "int" else keys.astype(float), keys * 2)
+    for n in (100, 20_000):  # sparse: one descent per key; dense: in key order
+        probe = rng.integers(-10, 200_010, n)
+        if key_type == "float":
+            probe = probe.astype(float)
+        values, found = m.get_many(probe)
+        want = [m.get(k) for k in probe.tolist()]
+        got = zip(values.tolist(), found.tolist(), strict=True)
+        assert [v if f else None for v, f in got] == want
+
+
+def test_tuple_keys_order_like_tuples_and_keep_one_type_per_position() -> None:
+    keys = [("a", 0), ("a", -5), ("b",), ("a",), ("a\x00",), ("", 2**62), ("a", 2)]
+    m = BSkipList(dict.fromkeys(keys, 1))
+    assert m.key_type == "tuple" and list(m) == sorted(keys)
+    assert list(m.irange(("a",), ("a", 0))) == [("a",), ("a", -5), ("a", 0)]
+    with pytest.raises(InvalidTypeError):
+        m[("a", "x")] = 1  # Python cannot order "x" against the ints at position 1
+    assert ("a", "x") not in m and m.get(("a", "x"), "d") == "d"
+    dup = m.copy()
+    with pytest.raises(InvalidTypeError):
+        dup[("a", "x")] = 1  # the copy keeps the positions' types
+    f = BSkipList("tuple", {(1.5, b"x"): 1, (-0.0, b""): 2, (-3.25, b"\x00\x01"): 3})
+    assert list(f) == [(-3.25, b"\x00\x01"), (0.0, b""), (1.5, b"x")]
+    with pytest.raises(InvalidTypeError):
+        BSkipList({(object(),): 1})

@@ -1,8 +1,9 @@
 """The slab allocator: out-of-band metadata, checked frees, buffers for numpy.
 
 Memory comes from size-class slabs (16 B .. 32 KiB, eight classes per power
-of two) in a reserved region; bigger requests get their own mapping with a
-guard page. All allocator metadata lives in a separate table, so a buffer
+of two) in a reserved region, page runs in 4 MiB chunks of that region up to
+2 MiB, and a mapping of its own above. All allocator metadata lives in a
+separate table, so a buffer
 overflow cannot corrupt it, and every free is checked: a double free or a
 foreign object raises instead of corrupting memory.
 
@@ -115,11 +116,12 @@ class SlabAllocator(_native.SlabAllocator):
     """A thread-safe slab allocator whose every free is checked.
 
     Args:
-        arena_size: bytes of address space to reserve for slabs (default 64 GiB;
-            only what is used is backed by memory).
+        arena_size: most bytes of address space the slab region may reserve
+            (default 64 GiB, reserved as it grows; only what is used is
+            backed by memory).
         zero_on_free: overwrite memory with zeros when it is freed.
         release_threshold: bytes of empty slabs kept for reuse before their
-            pages go back to the OS (default 8 MiB).
+            pages go back to the OS (default 2 MiB).
         thread_cache: keep per-thread caches of free objects (the fast path).
 
     Methods (native, no Python layer in between on the hot path):

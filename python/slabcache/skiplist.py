@@ -78,6 +78,14 @@ def _inclusive(inclusive: Any) -> tuple[bool, bool]:
     return bool(lo), bool(hi)
 
 
+def _bounds(start: Any, stop: Any, n: int) -> tuple[int, int]:
+    try:
+        lo, hi, _ = slice(start, stop).indices(n)
+    except TypeError:
+        raise InvalidTypeError(f"positions must be ints or None, got {start!r}, {stop!r}") from None
+    return lo, hi
+
+
 def _one_dim_values(values: np.ndarray) -> None:
     # One rule for every dtype: a value array is a sequence of scalars.
     if values.ndim != 1:
@@ -127,6 +135,10 @@ class BSkipList(_native.BSkipListCore, MutableMapping[Any, Any]):
         if len(args) > 1:
             raise InvalidTypeError(f"BSkipList expected at most 1 mapping, got {len(args)}")
         if key_type is not None:
+            if key_type not in _KEY_TYPES:
+                raise InvalidArgumentError(
+                    f"key_type must be one of {', '.join(_KEY_TYPES)}; got {key_type!r}"
+                )
             self._set_key_type(key_type)
         if args or kwargs:
             self.update(*args, **kwargs)
@@ -228,6 +240,8 @@ class BSkipList(_native.BSkipListCore, MutableMapping[Any, Any]):
     @classmethod
     def fromkeys(cls, iterable: Iterable[Any], value: Any = None) -> BSkipList:
         """A new map with every key of ``iterable`` mapped to ``value``."""
+        if not isinstance(iterable, Iterable):
+            raise InvalidTypeError(f"fromkeys() needs an iterable, got {type(iterable).__name__}")
         new = cls()
         keys = list(iterable)
         new._update_many_objects(keys, itertools.repeat(value, len(keys)))
@@ -277,13 +291,13 @@ class BSkipList(_native.BSkipListCore, MutableMapping[Any, Any]):
         if key not in self:
             raise InvalidArgumentError(f"{key!r} is not in {type(self).__name__}")
         pos = self.bisect_left(key)
-        lo, hi, _ = slice(start, stop).indices(len(self))
+        lo, hi = _bounds(start, stop, len(self))
         if not lo <= pos < hi:
             raise InvalidArgumentError(f"{key!r} is not in {type(self).__name__}[{lo}:{hi}]")
         return pos
 
     def _positions(self, start: int | None, stop: int | None, reverse: bool, mode: int) -> Iterator:
-        lo, hi, _ = slice(start, stop).indices(len(self))
+        lo, hi = _bounds(start, stop, len(self))
         if lo >= hi:
             return iter(())
         if reverse:
@@ -538,7 +552,7 @@ class SortedValuesView(ValuesView[Any], Sequence[Any]):
         return self._mapping._nth(index, _VALUES)
 
     def index(self, value: Any, start: int | None = None, stop: int | None = None) -> int:
-        lo, hi, _ = slice(start, stop).indices(len(self._mapping))
+        lo, hi = _bounds(start, stop, len(self._mapping))
         for i, v in enumerate(self._mapping._positions(lo, hi, False, _VALUES), lo):
             if v is value or v == value:
                 return i

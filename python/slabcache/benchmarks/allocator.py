@@ -3,6 +3,11 @@
 
 Cases:
 
+* the C workload suite under ``LD_PRELOAD`` (larson, xmalloc, mstress,
+  glibc-thread, large-block churn, realloc growth, small pairs) against glibc,
+  mimalloc, jemalloc and tcmalloc when installed, plus the hardened profile
+  (``alloc_workloads``);
+
 * core alloc+free pairs (16 B .. 64 KiB) and a mixed-size trace, timed inside
   Rust against glibc ``malloc``/``free`` (``_native.slab_bench_pairs`` /
   ``slab_bench_trace``);
@@ -16,13 +21,18 @@ Cases:
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
 from .. import _native
 from ..allocator import SlabAllocator
+from . import alloc_workloads as aw
 from .report import BenchContext, Measurement, time_per_call
 
 PAIR_SIZES = (16, 64, 256, 4096, 65536)
@@ -75,7 +85,7 @@ def core_pairs(ctx: BenchContext) -> list[Measurement]:
                     "ns/pair",
                     "glibc malloc",
                     glibc,
-                    note="above 32 KiB: own mapping + guard page" if size > 32768 else "",
+                    note="above 32 KiB: page run in a medium chunk" if size > 32768 else "",
                 )
             )
             step()
@@ -194,10 +204,93 @@ def million_objects_rss(ctx: BenchContext) -> list[Measurement]:
     ]
 
 
+def _repo_root() -> Path:
+    return Path(__file__).resolve().parents[3]
+
+
+def _preload_lib() -> Path | None:
+    """libslabcache_malloc.so: $SLABCACHE_MALLOC_LIB, else built with cargo."""
+    env = os.environ.get("SLABCACHE_MALLOC_LIB")
+    if env:
+        return Path(env)
+    root = _repo_root()
+    cargo = shutil.which("cargo")
+    if cargo is None or not (root / "rust" / "malloc").exists():
+        return None
+    subprocess.run(
+        [cargo, "build", "--release", "-p", "slabcache-malloc", "--features", "preload"],
+        cwd=root,
+        check=True,
+        capture_output=True,
+    )
+    target = Path(os.environ.get("CARGO_TARGET_DIR", root / "target"))
+    lib = target / "release" / "libslabcache_malloc.so"
+    return lib if lib.exists() else None
+
+
+def preload_workloads(ctx: BenchContext) -> list[Measurement]:
+    """The C workload suite under LD_PRELOAD (see ``alloc_workloads``): time
+    per workload vs glibc at 1 and min(16, cores) threads, peers alongside."""
+    src = _repo_root() / "bench" / "alloc_workloads"
+    if shutil.which("cc") is None or not src.exists():
+        ctx.console.print("[yellow]allocator workloads skipped: needs cc and bench/alloc_workloads")
+        return []
+    lib = _preload_lib()
+    if lib is None:
+        ctx.console.print(
+            "[yellow]allocator workloads skipped: needs cargo or SLABCACHE_MALLOC_LIB"
+        )
+        return []
+    peers, missing = aw.find_peers()
+    for m in missing:
+        ctx.console.print(f"[yellow]peer missing, {m}")
+    exes = aw.build(src, Path(tempfile.mkdtemp(prefix="slabcache_alloc_")))
+    allocators: dict[str, str | None] = {"glibc": None, "slabcache": str(lib), **peers}
+    profiles = {"slabcache-hardened": {"SLABCACHE_PROFILE": "hardened"}}
+    threads = sorted({1, min(16, os.cpu_count() or 1)})
+    scale, repeats = (0.1, 1) if ctx.quick else (1.0, 3)
+    with ctx.task("LD_PRELOAD workloads", total=len(exes) * len(threads)) as step:
+        rows = aw.run_suite(
+            exes, allocators, threads, scale, repeats, profiles, progress=lambda _r: step()
+        )
+    out = []
+    for t in threads:
+        sel = [r for r in rows if r.threads == t]
+        for r in sel:
+            g = r.times["glibc"]
+            out.append(
+                Measurement(
+                    f"LD_PRELOAD {r.workload}, {t} thread(s)",
+                    r.times["slabcache"],
+                    "s",
+                    "glibc",
+                    g,
+                    note=" ".join(
+                        f"{n} {v / g:.2f}x" for n, v in r.times.items() if n not in ("glibc",)
+                    )
+                    + f"; RSS {r.rss['slabcache'] / r.rss['glibc']:.2f}x glibc",
+                    extra={"times": r.times, "rss_kib": r.rss},
+                )
+            )
+        for name in [n for n in sel[0].times if n != "glibc"] if sel else []:
+            gm = aw.geomean([r.times[name] / r.times["glibc"] for r in sel])
+            rss = aw.geomean([r.rss[name] / r.rss["glibc"] for r in sel])
+            out.append(
+                Measurement(
+                    f"LD_PRELOAD geomean time/glibc, {name}, {t} thread(s)",
+                    gm,
+                    "x glibc",
+                    note=f"peak RSS geomean {rss:.2f}x glibc",
+                )
+            )
+    return out
+
+
 def run(ctx: BenchContext) -> list[Measurement]:
     """Every allocator case, ours vs peer in the same run."""
     results: list[Measurement] = []
     for case in (
+        preload_workloads,
         core_pairs,
         core_trace,
         trace_memory,

@@ -10,9 +10,11 @@
  *
  * Built with `cargo build --release -p slabcache-malloc --features preload`,
  * the library also defines malloc/free/calloc/realloc/posix_memalign/
- * aligned_alloc/memalign/valloc/pvalloc/malloc_usable_size for LD_PRELOAD;
- * a refused free() is reported on stderr and ignored (or aborts when
- * SLABCACHE_ABORT_ON_INVALID_FREE=1).
+ * aligned_alloc/memalign/valloc/pvalloc/malloc_usable_size/free_sized and
+ * the C++ sized deletes for LD_PRELOAD; a refused free() (or realloc,
+ * malloc_usable_size, sized free) is reported on stderr and aborts, or is
+ * only logged with SLABCACHE_ON_INVALID_FREE=log. SLABCACHE_PROFILE=hardened
+ * selects the hardened profile (docs/allocator.md).
  */
 #ifndef SLABCACHE_H
 #define SLABCACHE_H

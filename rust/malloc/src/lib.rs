@@ -9,9 +9,11 @@
 //! `calloc`, `realloc`, `posix_memalign`, `aligned_alloc`, `memalign`,
 //! `valloc`, `pvalloc` and `malloc_usable_size`, so
 //! `LD_PRELOAD=libslabcache_malloc.so program` runs `program` on the slab
-//! allocator. A refused `free` is reported on stderr (first 16) and counted;
-//! the process goes on, unless `SLABCACHE_ABORT_ON_INVALID_FREE=1`, which
-//! aborts like glibc does.
+//! allocator. A refused `free`/`realloc`/`malloc_usable_size` (double free,
+//! wild or interior pointer, wrong size to a sized free) is reported on stderr
+//! and aborts the process, like glibc's checks do; `SLABCACHE_ON_INVALID_FREE=log`
+//! only logs it (first 16) and counts it, and the process goes on.
+//! `SLABCACHE_PROFILE=hardened` selects the hardened profile.
 //!
 //! ```
 //! use slabcache_malloc::{sc_free, sc_malloc, SC_EDOUBLE_FREE};
@@ -43,7 +45,7 @@ const FAILED: u8 = 3;
 static STATE: AtomicU8 = AtomicU8::new(UNINIT);
 static HEAP: AtomicPtr<SlabAllocator> = AtomicPtr::new(std::ptr::null_mut());
 static REFUSED: AtomicU64 = AtomicU64::new(0);
-static ABORT_ON_INVALID: AtomicU8 = AtomicU8::new(0);
+static ABORT_ON_INVALID: AtomicU8 = AtomicU8::new(1);
 
 /// The process-wide allocator, created on first use.
 #[inline]
@@ -60,13 +62,15 @@ fn init_heap() -> Option<&'static SlabAllocator> {
     loop {
         match STATE.compare_exchange(UNINIT, INITIALIZING, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => {
-                // SAFETY: getenv with a NUL-terminated name; read before threads race on it.
-                let abort = unsafe { libc::getenv(c"SLABCACHE_ABORT_ON_INVALID_FREE".as_ptr()) };
-                // SAFETY: a non-null getenv result is a NUL-terminated string.
-                if !abort.is_null() && unsafe { *abort } == b'1' as libc::c_char {
-                    ABORT_ON_INVALID.store(1, Ordering::Relaxed);
-                }
-                let made = SlabAllocator::with_config_or_smaller(SlabConfig::default()).ok();
+                let only_log = env_is(c"SLABCACHE_ON_INVALID_FREE", b"log")
+                    || env_is(c"SLABCACHE_ABORT_ON_INVALID_FREE", b"0");
+                ABORT_ON_INVALID.store(u8::from(!only_log), Ordering::Relaxed);
+                let cfg = SlabConfig {
+                    hardened: env_is(c"SLABCACHE_PROFILE", b"hardened"),
+                    zero_on_free: env_is(c"SLABCACHE_ZERO_ON_FREE", b"1"),
+                    ..SlabConfig::default()
+                };
+                let made = SlabAllocator::with_config_or_smaller(cfg).ok();
                 return match made {
                     Some(a) => {
                         HEAP.store(Box::into_raw(Box::new(a)), Ordering::Relaxed);
@@ -90,6 +94,18 @@ fn init_heap() -> Option<&'static SlabAllocator> {
             Err(_) => std::hint::spin_loop(),
         }
     }
+}
+
+/// Whether environment variable `name` equals `want` (read without allocating).
+fn env_is(name: &std::ffi::CStr, want: &[u8]) -> bool {
+    // SAFETY: getenv with a NUL-terminated name, called while the allocator
+    // is being created (before threads race on the environment through us).
+    let v = unsafe { libc::getenv(name.as_ptr()) };
+    if v.is_null() {
+        return false;
+    }
+    // SAFETY: a non-null getenv result is a NUL-terminated string.
+    unsafe { std::ffi::CStr::from_ptr(v) }.to_bytes() == want
 }
 
 fn set_errno(e: c_int) {
@@ -173,6 +189,15 @@ pub unsafe extern "C" fn sc_usable_size(p: *mut c_void) -> usize {
 /// `p` is null or any pointer value; only live allocations are touched.
 #[no_mangle]
 pub unsafe extern "C" fn sc_realloc(p: *mut c_void, size: usize) -> *mut c_void {
+    // SAFETY: forwarded.
+    unsafe { realloc_checked(p, size, false) }
+}
+
+/// `realloc` with refused pointers reported as [`refused`] says (`fatal`: may abort).
+///
+/// # Safety
+/// As `sc_realloc`.
+unsafe fn realloc_checked(p: *mut c_void, size: usize, fatal: bool) -> *mut c_void {
     if p.is_null() {
         // SAFETY: no preconditions.
         return unsafe { sc_malloc(size) };
@@ -181,30 +206,28 @@ pub unsafe extern "C" fn sc_realloc(p: *mut c_void, size: usize) -> *mut c_void 
         set_errno(libc::ENOMEM);
         return std::ptr::null_mut();
     };
-    let usable = match h.raw_usable_size(p as usize) {
-        Ok(u) => u,
-        Err(e) => {
-            refused(e, p as usize, b"realloc");
-            set_errno(libc::EINVAL);
-            return std::ptr::null_mut();
-        }
-    };
     if size == 0 {
-        let _ = h.raw_free(p as usize);
-        return std::ptr::null_mut();
+        return match h.raw_free(p as usize) {
+            Ok(_) => std::ptr::null_mut(),
+            Err(e) => {
+                refused(e, p as usize, b"realloc", fatal);
+                set_errno(libc::EINVAL);
+                std::ptr::null_mut()
+            }
+        };
     }
-    if size <= usable && size >= usable / 2 {
-        return p;
+    match h.raw_realloc(p as usize, size) {
+        Ok(Some(q)) => q.as_ptr().cast(),
+        Ok(None) => {
+            set_errno(libc::ENOMEM);
+            std::ptr::null_mut()
+        }
+        Err(e) => {
+            refused(e, p as usize, b"realloc", fatal);
+            set_errno(libc::EINVAL);
+            std::ptr::null_mut()
+        }
     }
-    let Some(q) = h.raw_alloc(size) else {
-        set_errno(libc::ENOMEM);
-        return std::ptr::null_mut();
-    };
-    // SAFETY: both are live allocations of ours, `p` holds `usable` bytes and
-    // `q` at least `size`; they are distinct.
-    unsafe { std::ptr::copy_nonoverlapping(p as *const u8, q.as_ptr(), usable.min(size)) };
-    let _ = h.raw_free(p as usize);
-    q.as_ptr().cast()
 }
 
 /// Allocates `size` bytes aligned to `align` (a power of two); null (errno
@@ -257,12 +280,15 @@ pub extern "C" fn sc_refused_frees() -> u64 {
     REFUSED.load(Ordering::Relaxed)
 }
 
-/// Counts a refused free, reports the first 16 on stderr (without
-/// allocating), and aborts if `SLABCACHE_ABORT_ON_INVALID_FREE=1`.
-fn refused(e: FreeError, addr: usize, call: &[u8]) {
+/// Counts a refused free and reports the first 16 on stderr (without
+/// allocating). With `fatal` (the `LD_PRELOAD` symbols) it then aborts,
+/// unless `SLABCACHE_ON_INVALID_FREE=log` (or the older
+/// `SLABCACHE_ABORT_ON_INVALID_FREE=0`) asked to only log.
+fn refused(e: FreeError, addr: usize, call: &[u8], fatal: bool) {
+    let abort = fatal && ABORT_ON_INVALID.load(Ordering::Relaxed) == 1;
     let n = REFUSED.fetch_add(1, Ordering::Relaxed);
-    if n < 16 {
-        let mut buf = [0u8; 160];
+    if n < 16 || abort {
+        let mut buf = [0u8; 256];
         let mut len = 0;
         let mut put = |s: &[u8]| {
             let k = s.len().min(buf.len() - len);
@@ -281,10 +307,18 @@ fn refused(e: FreeError, addr: usize, call: &[u8]) {
             *h = b"0123456789abcdef"[nib];
         }
         put(&hex);
-        put(b"\n");
+        if let FreeError::Invalid(why) = e {
+            put(b": ");
+            put(why.as_bytes());
+        }
+        put(if abort {
+            b"; aborting (SLABCACHE_ON_INVALID_FREE=log only logs)\n" as &[u8]
+        } else {
+            b"\n"
+        });
         os::write_stderr(&buf[..len]);
     }
-    if ABORT_ON_INVALID.load(Ordering::Relaxed) == 1 {
+    if abort {
         // SAFETY: abort has no preconditions.
         unsafe { libc::abort() };
     }

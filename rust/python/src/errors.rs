@@ -27,8 +27,15 @@ pub fn to_py_err(err: Error) -> PyErr {
     Python::with_gil(|py| match class_for(py, err.kind()) {
         // OSError subclasses take (errno, message): `e.errno` is then set.
         Ok(cls) => match err.errno() {
-            Some(code) => PyErr::from_type(cls, (code, err.message().to_owned())),
-            None => PyErr::from_type(cls, err.message().to_owned()),
+            Some(code)
+                if matches!(
+                    err.kind(),
+                    ErrorKind::Io | ErrorKind::Corrupt | ErrorKind::Locked
+                ) =>
+            {
+                PyErr::from_type(cls, (code, err.message().to_owned()))
+            }
+            _ => PyErr::from_type(cls, err.message().to_owned()),
         },
         Err(lookup) => PyRuntimeError::new_err(format!(
             "{} (and slabcache.errors could not be imported: {lookup})",

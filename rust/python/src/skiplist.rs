@@ -767,6 +767,23 @@ fn check_len(keys: usize, values: usize) -> PyResult<()> {
     Ok(())
 }
 
+/// A Python index (an int or anything with `__index__`); a huge one is
+/// simply out of range.
+fn index_arg(obj: &Bound<'_, PyAny>) -> PyResult<isize> {
+    let Some(int) = as_int(obj).filter(|_| !obj.is_instance_of::<PyFloat>()) else {
+        let got = obj
+            .get_type()
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_default();
+        return Err(py_err(
+            ErrorKind::InvalidType,
+            format!("indices must be integers, not {got}"),
+        ));
+    };
+    Ok(int.extract::<isize>().unwrap_or(isize::MAX))
+}
+
 /// A position counted from the end when negative; `None` when out of range.
 fn position(index: isize, len: usize) -> Option<usize> {
     let i = if index < 0 {
@@ -804,6 +821,33 @@ impl PyBSkipList {
         }
         let fresh = AnyMap::for_key(key)?;
         Ok(self.map.get_or_init(|| fresh))
+    }
+
+    fn nth_at(&self, py: Python<'_>, index: isize, mode: u8) -> PyResult<PyObject> {
+        let out_of_range = || index_error(py, "BSkipList index out of range");
+        with_map!(self.reading(), m, _K, {
+            let e = match index {
+                0 => m.first(),
+                -1 => m.last(),
+                _ => {
+                    let len = m.len();
+                    let Some(i) = position(index, len) else {
+                        return Err(out_of_range());
+                    };
+                    if i == 0 {
+                        m.first()
+                    } else if i == len - 1 {
+                        m.last()
+                    } else {
+                        m.with_positions(|idx| m.nth_indexed(idx, i))
+                    }
+                }
+            };
+            match e {
+                Some((k, v)) => shaped(py, &k, &v, mode),
+                None => Err(out_of_range()),
+            }
+        })
     }
 
     fn pop_at<'py>(&self, py: Python<'py>, index: isize) -> PyResult<Bound<'py, PyTuple>> {
@@ -1004,9 +1048,14 @@ impl PyBSkipList {
     }
 
     /// The `(key, value)` at position `index` (default: the last).
-    #[pyo3(signature = (index = -1))]
-    fn peekitem<'py>(&self, py: Python<'py>, index: isize) -> PyResult<Bound<'py, PyTuple>> {
-        self._nth(py, index, 2)?
+    #[pyo3(signature = (index = None))]
+    fn peekitem<'py>(
+        &self,
+        py: Python<'py>,
+        index: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        let i = index.map_or(Ok(-1), index_arg)?;
+        self.nth_at(py, i, 2)?
             .into_bound(py)
             .downcast_into::<PyTuple>()
             .map_err(PyErr::from)
@@ -1014,38 +1063,19 @@ impl PyBSkipList {
 
     /// Removes and returns the `(key, value)` at position `index` (default:
     /// the last). `KeyError` when empty, `IndexError` when out of range.
-    #[pyo3(signature = (index = -1))]
-    fn popitem<'py>(&self, py: Python<'py>, index: isize) -> PyResult<Bound<'py, PyTuple>> {
-        self.pop_at(py, index)
+    #[pyo3(signature = (index = None))]
+    fn popitem<'py>(
+        &self,
+        py: Python<'py>,
+        index: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        self.pop_at(py, index.map_or(Ok(-1), index_arg)?)
     }
 
     /// The key, value or item (`mode` 0, 1, 2) at position `index`;
     /// `IndexError` when out of range.
-    fn _nth(&self, py: Python<'_>, index: isize, mode: u8) -> PyResult<PyObject> {
-        let out_of_range = || index_error(py, "BSkipList index out of range");
-        with_map!(self.reading(), m, _K, {
-            let e = match index {
-                0 => m.first(),
-                -1 => m.last(),
-                _ => {
-                    let len = m.len();
-                    let Some(i) = position(index, len) else {
-                        return Err(out_of_range());
-                    };
-                    if i == 0 {
-                        m.first()
-                    } else if i == len - 1 {
-                        m.last()
-                    } else {
-                        m.with_positions(|idx| m.nth_indexed(idx, i))
-                    }
-                }
-            };
-            match e {
-                Some((k, v)) => shaped(py, &k, &v, mode),
-                None => Err(out_of_range()),
-            }
-        })
+    fn _nth(&self, py: Python<'_>, index: &Bound<'_, PyAny>, mode: u8) -> PyResult<PyObject> {
+        self.nth_at(py, index_arg(index)?, mode)
     }
 
     /// The position `key` has or would take (keys `< key`).
@@ -1144,6 +1174,12 @@ impl PyBSkipList {
         let Some(map) = self.map.get() else {
             return Ok(());
         };
+        if std::ptr::eq(self, other) {
+            return Err(py_err(
+                ErrorKind::InvalidArgument,
+                "cannot copy a BSkipList into itself",
+            ));
+        }
         let kt = with_map!(map, _m, K, K::NAME);
         other._set_key_type(kt)?;
         match (map, other.reading()) {
@@ -1152,8 +1188,9 @@ impl PyBSkipList {
             (AnyMap::Bytes(a), AnyMap::Bytes(b)) => copy_all(a, b),
             (AnyMap::Str(a), AnyMap::Str(b)) => copy_all(a, b),
             (AnyMap::Tuple(a), AnyMap::Tuple(b)) => {
-                b.schema
-                    .fits(&a.schema.0.lock().unwrap_or_else(|e| e.into_inner()), true);
+                // Copy the schema out first: never hold two maps' schema locks.
+                let tags = a.schema.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                b.schema.fits(&tags, true);
                 copy_all(a, b)
             }
             _ => unreachable!("key type set just above"),
@@ -1357,11 +1394,11 @@ impl PyBSkipList {
                     .extract()
                     .map_err(|_| py_err(ErrorKind::InvalidType, "keys must be an int64 array"))?;
                 let keys = keys.as_slice()?;
-                py.allow_threads(|| m.get_many(keys))
+                py.allow_threads(|| lookup_batch(m, keys))
             }
             AnyMap::Float(m) => {
                 let keys = float_keys(keys)?;
-                py.allow_threads(|| m.get_many(&keys))
+                py.allow_threads(|| lookup_batch(m, &keys))
             }
             map => with_map!(map, m, _K, {
                 keys.try_iter()?
@@ -1418,6 +1455,16 @@ impl PyBSkipList {
                 Ok((PyArray1::from_vec(py, ks).into_any(), values_array(py, &vs)))
             }),
         }
+    }
+}
+
+/// Looks up a batch: in key order when it is dense enough that several keys
+/// share a leaf (one leaf holds ~32 keys), else one descent per key.
+fn lookup_batch<K: PyKey>(m: &Map<K>, keys: &[K]) -> Vec<Option<PyValue>> {
+    if keys.len() >= 4096 && keys.len() * 64 >= m.len() {
+        m.get_many_sorted(keys)
+    } else {
+        m.get_many(keys)
     }
 }
 

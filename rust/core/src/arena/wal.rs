@@ -13,6 +13,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -210,6 +211,10 @@ pub struct GroupCommit {
     state: Mutex<SyncState>,
     cv: Condvar,
     parallel: bool,
+    /// Mirrors `state.failed.is_some()`, read by every writer without the lock.
+    failed_flag: AtomicBool,
+    /// Mirrors `state.synced_wal`, read by every writer without the lock.
+    synced_wal_hint: AtomicU64,
 }
 
 impl GroupCommit {
@@ -234,6 +239,8 @@ impl GroupCommit {
             }),
             cv: Condvar::new(),
             parallel,
+            failed_flag: AtomicBool::new(false),
+            synced_wal_hint: AtomicU64::new(wal_len),
         }
     }
 
@@ -246,6 +253,7 @@ impl GroupCommit {
         st.synced = st.synced.max(seq);
         st.written_wal = wal_len;
         st.synced_wal = wal_len;
+        self.synced_wal_hint.store(wal_len, Ordering::Release);
         st.unsynced_bytes = 0;
         self.cv.notify_all();
     }
@@ -272,7 +280,7 @@ impl GroupCommit {
 
     /// Length of the WAL segment a completed sync made durable.
     pub fn synced_wal(&self) -> u64 {
-        self.state.lock().synced_wal
+        self.synced_wal_hint.load(Ordering::Acquire)
     }
 
     /// Bytes written since the last completed sync.
@@ -282,6 +290,9 @@ impl GroupCommit {
 
     /// The failure that stopped durability, if any.
     pub fn failure(&self) -> Option<Error> {
+        if !self.failed_flag.load(Ordering::Acquire) {
+            return None;
+        }
         self.state.lock().failed.clone()
     }
 
@@ -292,6 +303,7 @@ impl GroupCommit {
         if st.failed.is_none() {
             st.failed = Some(e);
         }
+        self.failed_flag.store(true, Ordering::Release);
         self.cv.notify_all();
     }
 
@@ -355,6 +367,7 @@ impl GroupCommit {
                 Ok(()) => {
                     st.synced = st.synced.max(target);
                     st.synced_wal = st.synced_wal.max(target_wal);
+                    self.synced_wal_hint.store(st.synced_wal, Ordering::Release);
                     st.unsynced_bytes = st.unsynced_bytes.saturating_sub(bytes);
                     st.syncs += 1;
                 }
@@ -371,6 +384,7 @@ impl GroupCommit {
                             st.failed = st.failed.take().map(|f| f.with_errno(code));
                         }
                     }
+                    self.failed_flag.store(true, Ordering::Release);
                 }
             }
             self.cv.notify_all();

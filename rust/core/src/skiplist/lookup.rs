@@ -7,7 +7,7 @@ use std::ops::Bound;
 use crossbeam_epoch as epoch;
 
 use super::config::Config;
-use super::node::{keys, vals};
+use super::node::{keys, vals, Head};
 use super::BSkipList;
 
 impl<K, V, C> BSkipList<K, V, C>
@@ -78,6 +78,55 @@ where
         } else {
             keys.iter().map(|k| self.get(k)).collect()
         }
+    }
+
+    /// [`get_many`](Self::get_many) for big batches: looks the keys up in
+    /// key order, so consecutive keys that fall in the same leaf cost one
+    /// binary search in it instead of a descent from the top (a descent is
+    /// two dependent cache misses per level). Worth it once the batch holds
+    /// several keys per leaf (`keys.len()` of at least `len() / 64`, say);
+    /// the sort costs more than it saves on sparse batches. One epoch pin
+    /// for the whole batch; as with `get_many`, each key is read atomically,
+    /// the batch as a whole is not one snapshot.
+    ///
+    /// ```
+    /// let m = slabcache_core::skiplist::BSkipList::<u64, u64>::new();
+    /// for k in 0..1000 { m.insert(k * 2, k); }
+    /// assert_eq!(m.get_many_sorted(&[10, 3, 1998, 0]), vec![Some(5), None, Some(999), Some(0)]);
+    /// ```
+    pub fn get_many_sorted<Q>(&self, batch: &[Q]) -> Vec<Option<V>>
+    where
+        K: Borrow<Q>,
+        Q: Ord + Clone + Send + Sync,
+    {
+        use rayon::slice::ParallelSliceMut;
+        let mut order: Vec<(Q, u32)> = batch
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.clone(), i as u32))
+            .collect();
+        if order.len() > 64 * 1024 && rayon::current_num_threads() >= 4 {
+            order.par_sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        } else {
+            order.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        }
+        let mut out: Vec<Option<V>> = vec![None; batch.len()];
+        let guard = &epoch::pin();
+        let mut leaf: Option<&Head<K, V, C>> = None;
+        for (q, i) in &order {
+            // Keys ascend, so `q` is at or above the current leaf's low
+            // fence; it is in that leaf while below its high fence.
+            let blk = match leaf {
+                Some(b) if b.high.as_ref().is_none_or(|h| q < h.borrow()) => b,
+                _ => self.find(q, 0, guard).1,
+            };
+            leaf = Some(blk);
+            let ks = keys::<K, V, C>(blk);
+            if let Ok(j) = ks.binary_search_by(|k| k.borrow().cmp(q)) {
+                out[*i as usize] = Some(vals::<K, V, C>(blk)[j].clone());
+            }
+        }
+        out
     }
 
     /// Whether `key` is present.
@@ -179,5 +228,27 @@ where
             false
         });
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{BSkipList, Fanout16};
+
+    #[test]
+    fn sorted_batch_lookup_matches_one_by_one() {
+        let m = BSkipList::<u64, u64, Fanout16>::default();
+        for k in 0..20_000u64 {
+            m.insert(k * 3, k);
+        }
+        // Present and absent keys, repeats, out of order, beyond both ends.
+        let batch: Vec<u64> = (0..30_000u64)
+            .map(|i| (i * 7919) % 61_000)
+            .chain([0, 0, u64::MAX, 59_997])
+            .collect();
+        let want: Vec<Option<u64>> = batch.iter().map(|k| m.get(k)).collect();
+        assert_eq!(m.get_many_sorted(&batch), want);
+        assert_eq!(m.get_many(&batch), want);
+        assert!(m.get_many_sorted::<u64>(&[]).is_empty());
     }
 }

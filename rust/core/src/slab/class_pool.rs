@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use super::region::Region;
 use super::size_class::class_size;
-use super::slab_meta::{object_index, CAPACITY, NIL, SLAB_SHIFT};
+use super::slab_meta::{object_index, CAPACITY, NIL};
 use super::slab_pool::SlabPool;
 
 /// Mutable state of a class's central pool (lives inside the class lock).
@@ -137,7 +137,7 @@ impl ClassPool {
         let class = self.class;
         let cap = CAPACITY[class];
         for &p in ptrs {
-            let s = (p - region.base()) >> SLAB_SHIFT;
+            let s = region.slab_of(p).expect("a committed slab");
             let meta = region.meta(s);
             let idx = object_index(class, p - region.slab_addr(s))
                 .expect("the cache holds object boundaries only");

@@ -20,8 +20,14 @@ pub struct SlabConfig {
     pub thread_cache: bool,
     /// Empty slabs each class keeps before handing one back to the slab pool.
     pub retain_empty_per_class: usize,
-    /// Bytes of freed large mappings kept for reuse instead of unmapped.
+    /// Bytes of freed huge mappings kept for reuse instead of unmapped
+    /// (0 in the hardened profile).
     pub large_cache_bytes: usize,
+    /// The hardened profile (see `docs/allocator.md`): canaries checked on
+    /// free, freed objects zeroed and checked on reuse, a free quarantine
+    /// (delayed reuse), freed medium pages released and huge blocks unmapped
+    /// at once, zero-size allocations in an inaccessible area.
+    pub hardened: bool,
 }
 
 impl Default for SlabConfig {
@@ -32,7 +38,8 @@ impl Default for SlabConfig {
             release_threshold: 2 << 20,
             thread_cache: true,
             retain_empty_per_class: 0,
-            large_cache_bytes: 32 << 20,
+            large_cache_bytes: 128 << 20,
+            hardened: false,
         }
     }
 }

@@ -1,17 +1,21 @@
 //! One allocator instance: the region, the class pools, the large table, and
 //! the alloc/free paths that tie them to the thread caches.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{compiler_fence, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crossbeam_utils::CachePadded;
 
 use super::class_pool::ClassPool;
 use super::config::SlabConfig;
+use super::hardened::{self, ZeroArea, CANARY};
 use super::large::{LargeTable, Lookup};
+use super::medium::{Medium, MEDIUM_MAX};
 use super::region::Region;
+use super::size_class::{aligned_class_of, class_of};
 use super::size_class::{class_size, NUM_CLASSES};
-use super::slab_meta::{object_index, object_index_unchecked, state_class, SLAB_SHIFT};
+use super::slab_meta::{object_index, object_index_unchecked, state_class, state_is_medium};
 use super::slab_pool::SlabPool;
 use super::thread_cache::{self, Slot, CACHE_CAP};
 
@@ -26,18 +30,67 @@ pub enum FreeError {
     Double,
 }
 
+thread_local! {
+    /// Allocator locks this thread holds right now (any allocator): lets the
+    /// `fork()` handler tell a fork from a signal handler that interrupted
+    /// this thread inside the allocator (where taking the locks would hang).
+    static LOCKS_HELD: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Whether the calling thread holds an allocator lock right now.
+pub fn thread_holds_allocator_lock() -> bool {
+    LOCKS_HELD.try_with(|c| c.get() > 0).unwrap_or(false)
+}
+
+/// A held allocator lock (counted in [`thread_holds_allocator_lock`]).
+pub(crate) struct Locked<'a, T> {
+    guard: std::mem::ManuallyDrop<MutexGuard<'a, T>>,
+}
+
+impl<T> std::ops::Deref for Locked<'_, T> {
+    type Target = T;
+    #[inline]
+    fn deref(&self) -> &T {
+        &self.guard
+    }
+}
+
+impl<T> std::ops::DerefMut for Locked<'_, T> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.guard
+    }
+}
+
+impl<T> Drop for Locked<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: dropped once, here; unlock first, then stop counting it
+        // (the fences keep a signal handler from seeing the opposite order).
+        unsafe { std::mem::ManuallyDrop::drop(&mut self.guard) };
+        compiler_fence(Ordering::SeqCst);
+        let _ = LOCKS_HELD.try_with(|c| c.set(c.get().saturating_sub(1)));
+    }
+}
+
 /// Locks a mutex, ignoring poisoning (no code panics while holding these locks).
 #[inline]
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+pub(crate) fn lock<T>(m: &Mutex<T>) -> Locked<'_, T> {
+    // Counted before blocking, so a signal arriving while we wait is seen too.
+    let _ = LOCKS_HELD.try_with(|c| c.set(c.get() + 1));
+    compiler_fence(Ordering::SeqCst);
+    Locked {
+        guard: std::mem::ManuallyDrop::new(m.lock().unwrap_or_else(|e| e.into_inner())),
+    }
 }
 
 /// Every lock of a heap, held; released when dropped.
 pub(crate) struct HeapLocks<'a> {
-    _classes: Vec<MutexGuard<'a, ClassPool>>,
-    _slabs: MutexGuard<'a, super::slab_pool::PoolState>,
-    _large: MutexGuard<'a, LargeTable>,
-    _threads: MutexGuard<'a, SlotList>,
+    _classes: Vec<Locked<'a, ClassPool>>,
+    _medium: Vec<Locked<'a, super::medium::ArenaState>>,
+    _slabs: Locked<'a, super::slab_pool::PoolState>,
+    _large: Locked<'a, LargeTable>,
+    _threads: Locked<'a, SlotList>,
 }
 
 pub(crate) struct SlotList(*const Slot);
@@ -54,6 +107,11 @@ pub struct Heap {
     pub(crate) pools: Box<[CachePadded<Mutex<ClassPool>>]>,
     pub(crate) slabs: SlabPool,
     pub(crate) large: Mutex<LargeTable>,
+    pub(crate) medium: Medium,
+    /// Canary secret (hardened profile).
+    secret: u64,
+    /// Inaccessible slots for zero-size allocations (hardened profile).
+    zero: Option<ZeroArea>,
     pub(crate) config: SlabConfig,
     threads: Mutex<SlotList>,
     /// Requested bytes counted outside thread caches (slow path, exited threads).
@@ -71,8 +129,23 @@ impl Heap {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             region,
             pools,
-            slabs: SlabPool::new(config.release_threshold),
-            large: Mutex::new(LargeTable::new(config.large_cache_bytes)),
+            slabs: SlabPool::new(if config.hardened {
+                0
+            } else {
+                config.release_threshold
+            }),
+            large: Mutex::new(LargeTable::new(if config.hardened {
+                0
+            } else {
+                config.large_cache_bytes
+            })),
+            medium: Medium::new(config.hardened),
+            secret: hardened::secret(),
+            zero: if config.hardened {
+                ZeroArea::new()
+            } else {
+                None
+            },
             config,
             threads: Mutex::new(SlotList(std::ptr::null())),
             requested: AtomicI64::new(0),
@@ -82,7 +155,7 @@ impl Heap {
     /// Marks object `addr` of `class` as handed to the user.
     #[inline]
     fn mark_allocated(&self, class: usize, addr: usize) {
-        let s = (addr - self.region.base()) >> SLAB_SHIFT;
+        let s = self.region.slab_of(addr).expect("a committed slab");
         let off = addr - self.region.slab_addr(s);
         let idx = object_index_unchecked(class, off);
         let byte = &self.region.meta(s).allocated[idx];
@@ -138,11 +211,56 @@ impl Heap {
         }
     }
 
-    /// Maps a large allocation. `None`: the OS refused.
+    /// Allocates above the size classes: page runs in a medium chunk up to
+    /// [`MEDIUM_MAX`] (any alignment up to a page), else a mapping of its
+    /// own. Returns the address and whether it reads as zero. `None`: out of memory.
     pub(crate) fn alloc_large(&self, size: usize, align: usize) -> Option<(usize, bool)> {
-        let b = lock(&self.large).alloc(size, align)?;
+        if size <= MEDIUM_MAX && align <= 4096 {
+            if let Some(b) = self.medium.alloc(&self.region, &self.slabs, size) {
+                self.requested.fetch_add(size as i64, Ordering::Relaxed);
+                return Some((b.addr, b.fresh));
+            }
+        }
+        // mmap outside the table's lock (it is one lock for all threads).
+        let cached = lock(&self.large).take_cached(size, align);
+        let (c, fresh) = match cached {
+            Some(c) => (c, false),
+            None => (LargeTable::map_fresh(size, align)?, true),
+        };
+        if !lock(&self.large).insert_live(c, size) {
+            // SAFETY: the mapping is no one's (not recorded anywhere).
+            unsafe { super::os::unmap(c.map_base as *mut u8, c.map_len) };
+            return None;
+        }
         self.requested.fetch_add(size as i64, Ordering::Relaxed);
-        Some((b.addr, b.fresh))
+        Some((c.addr, fresh))
+    }
+
+    /// Resizes block `addr` (medium or huge, already validated) without
+    /// copying when it can: in place inside its chunk, or by `mremap`.
+    /// Returns the (possibly moved) address, `None` when it must be copied.
+    pub(crate) fn resize_in_place(
+        &self,
+        addr: usize,
+        old_usable: usize,
+        size: usize,
+    ) -> Option<usize> {
+        if let Some(s) = self.region.slab_of(addr) {
+            let u = self.medium.grow_in_place(&self.region, s, addr, size)?;
+            if u < size.saturating_mul(2) || u <= 4096 {
+                self.requested
+                    .fetch_add(u as i64 - old_usable as i64, Ordering::Relaxed);
+                return Some(addr);
+            }
+            return None;
+        }
+        if size <= MEDIUM_MAX / 2 {
+            return None;
+        }
+        let p = lock(&self.large).remap(addr, size)?;
+        self.requested
+            .fetch_add(size as i64 - old_usable as i64, Ordering::Relaxed);
+        Some(p)
     }
 
     /// Returns cached objects of `class` to its central pool.
@@ -159,10 +277,16 @@ impl Heap {
         addr: usize,
         size: Option<usize>,
     ) -> Result<usize, FreeError> {
+        if self.config.hardened {
+            return self.free_hardened(addr, size);
+        }
         let Some(s) = self.region.slab_of(addr) else {
             return self.free_outside_slabs(addr, size);
         };
-        let class = self.claim_in_slab(s, addr, size)?;
+        let class = match self.claim_in_slab(s, addr, size) {
+            Ok(c) => c,
+            Err(e) => return self.free_not_small(s, addr, size, e),
+        };
         let usable = class_size(class);
         self.release_small(class, addr, size.unwrap_or(usable));
         Ok(usable)
@@ -211,7 +335,7 @@ impl Heap {
 
     /// Undoes [`Heap::claim_small`] (the object goes back to its user).
     pub(crate) fn unclaim_small(&self, class: usize, addr: usize) {
-        let s = (addr - self.region.base()) >> SLAB_SHIFT;
+        let s = self.region.slab_of(addr).expect("a committed slab");
         let idx = object_index_unchecked(class, addr - self.region.slab_addr(s));
         self.region.meta(s).allocated[idx].store(1, Ordering::Release);
     }
@@ -230,17 +354,23 @@ impl Heap {
     }
 
     /// Frees every `(addr, size)`, all or nothing: small objects are claimed
-    /// first (a duplicate finds its byte already taken) and large ones
-    /// checked; on any refusal every claim is undone.
+    /// first (a duplicate finds its byte already taken), medium and huge ones
+    /// checked (and duplicates looked for); on any refusal every claim is undone.
     pub(crate) fn free_many(
         self: &Arc<Self>,
         items: &[(usize, usize)],
     ) -> Result<(), (FreeError, usize)> {
+        if self.config.hardened {
+            return self.free_many_hardened(items);
+        }
         let mut claimed: Vec<(usize, usize, usize)> = Vec::with_capacity(items.len());
-        let mut large: Vec<(usize, usize)> = Vec::new();
+        let mut big: Vec<(usize, usize)> = Vec::new();
         let mut failed = None;
         for &(addr, size) in items {
-            if self.region.slab_of(addr).is_some() {
+            let small = self.region.slab_of(addr).is_some_and(|s| {
+                !state_is_medium(self.region.meta(s).state.load(Ordering::Acquire))
+            });
+            if small {
                 match self.claim_small(addr, Some(size)) {
                     Ok(class) => claimed.push((class, addr, size)),
                     Err(e) => {
@@ -248,30 +378,23 @@ impl Heap {
                         break;
                     }
                 }
-            } else if self.region.in_reservation(addr) {
-                failed = Some((
-                    FreeError::Invalid("inside the slab region but in no slab"),
-                    addr,
-                ));
-                break;
-            } else {
-                let check = match lock(&self.large).lookup(addr) {
-                    Lookup::Live { usable, .. } if size > usable => {
-                        Err(FreeError::Invalid("size larger than the allocation"))
-                    }
-                    Lookup::Live { .. } => Ok(()),
-                    Lookup::Freed => Err(FreeError::Double),
-                    Lookup::Unknown => Err(FreeError::Invalid("not allocated by this allocator")),
-                };
-                if let Err(e) = check {
-                    failed = Some((e, addr));
-                    break;
-                }
-                large.push((addr, size));
+                continue;
             }
+            let check = match self.usable_size(addr) {
+                Ok(usable) if size > usable => {
+                    Err(FreeError::Invalid("size larger than the allocation"))
+                }
+                Ok(_) => Ok(()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = check {
+                failed = Some((e, addr));
+                break;
+            }
+            big.push((addr, size));
         }
-        if failed.is_none() && large.len() > 1 {
-            let mut addrs: Vec<usize> = large.iter().map(|&(a, _)| a).collect();
+        if failed.is_none() && big.len() > 1 {
+            let mut addrs: Vec<usize> = big.iter().map(|&(a, _)| a).collect();
             addrs.sort_unstable();
             if let Some(w) = addrs.windows(2).find(|w| w[0] == w[1]) {
                 failed = Some((FreeError::Double, w[0]));
@@ -286,15 +409,51 @@ impl Heap {
         for &(class, addr, size) in &claimed {
             self.release_small(class, addr, size);
         }
-        for &(addr, size) in &large {
-            let _ = self.free_large(addr, Some(size));
+        for &(addr, size) in &big {
+            let _ = self.free(addr, Some(size));
+        }
+        Ok(())
+    }
+
+    /// [`Heap::free_many`] in the hardened profile: everything (including
+    /// canaries and duplicates) is checked before anything is freed.
+    fn free_many_hardened(
+        self: &Arc<Self>,
+        items: &[(usize, usize)],
+    ) -> Result<(), (FreeError, usize)> {
+        for &(addr, size) in items {
+            let usable = self.usable_size(addr).map_err(|e| (e, addr))?;
+            if size > usable {
+                return Err((FreeError::Invalid("size larger than the allocation"), addr));
+            }
+            let small = self.region.slab_of(addr).is_some_and(|s| {
+                state_class(self.region.meta(s).state.load(Ordering::Acquire)).is_some()
+            });
+            // SAFETY: a live slot of ours, `usable + CANARY` bytes.
+            if small && !unsafe { hardened::canary_ok(self.secret, addr, usable + CANARY) } {
+                return Err((
+                    FreeError::Invalid(
+                        "heap overflow: the canary after the object was overwritten",
+                    ),
+                    addr,
+                ));
+            }
+        }
+        let mut addrs: Vec<usize> = items.iter().map(|&(a, _)| a).collect();
+        addrs.sort_unstable();
+        if let Some(w) = addrs.windows(2).find(|w| w[0] == w[1]) {
+            return Err((FreeError::Double, w[0]));
+        }
+        for &(addr, size) in items {
+            self.free_hardened(addr, Some(size))
+                .map_err(|e| (e, addr))?;
         }
         Ok(())
     }
 
     #[cold]
     #[inline(never)]
-    fn free_small_slow(self: &Arc<Self>, class: usize, addr: usize, counted: usize) {
+    pub(crate) fn free_small_slow(self: &Arc<Self>, class: usize, addr: usize, counted: usize) {
         let counted = counted as i64;
         let cached = thread_cache::with_cache(self, |cache, req| {
             if !cache.push(class, addr) {
@@ -308,6 +467,25 @@ impl Heap {
             self.give_back(class, &[addr]);
             self.requested.fetch_sub(counted, Ordering::Relaxed);
         }
+    }
+
+    /// A free in slab `s` that is not a small object: a medium block, or `e`.
+    #[cold]
+    #[inline(never)]
+    fn free_not_small(
+        &self,
+        s: usize,
+        addr: usize,
+        size: Option<usize>,
+        e: FreeError,
+    ) -> Result<usize, FreeError> {
+        if !state_is_medium(self.region.meta(s).state.load(Ordering::Acquire)) {
+            return Err(e);
+        }
+        let usable = self.medium.free(&self.region, s, addr, size)?;
+        self.requested
+            .fetch_sub(size.unwrap_or(usable) as i64, Ordering::Relaxed);
+        Ok(usable)
     }
 
     #[cold]
@@ -330,7 +508,13 @@ impl Heap {
                     // SAFETY: the mapping is ours, `usable` bytes, and no longer the user's.
                     unsafe { std::ptr::write_bytes(addr as *mut u8, 0, usable) };
                 }
-                large.free(addr);
+                let unmap = large.free(addr).and_then(|(_, u)| u);
+                drop(large);
+                if let Some((base, len)) = unmap {
+                    // SAFETY: the mapping was freed from the table above and
+                    // is reachable by no one (munmap outside the lock).
+                    unsafe { super::os::unmap(base as *mut u8, len) };
+                }
                 self.requested
                     .fetch_sub(requested as i64, Ordering::Relaxed);
                 Ok(usable)
@@ -342,6 +526,13 @@ impl Heap {
 
     /// Usable size of live allocation `addr`.
     pub(crate) fn usable_size(&self, addr: usize) -> Result<usize, FreeError> {
+        if let Some(z) = self.zero.as_ref().filter(|z| z.contains(addr)) {
+            return match z.is_live(addr) {
+                Ok(true) => Ok(0),
+                Ok(false) => Err(FreeError::Double),
+                Err(_) => Err(FreeError::Invalid("not the start of a zero-size slot")),
+            };
+        }
         let Some(s) = self.region.slab_of(addr) else {
             if self.region.in_reservation(addr) {
                 return Err(FreeError::Invalid("inside the slab region but in no slab"));
@@ -353,14 +544,148 @@ impl Heap {
             };
         };
         let meta = self.region.meta(s);
-        let class = state_class(meta.state.load(Ordering::Acquire))
-            .ok_or(FreeError::Invalid("in a slab that holds no objects"))?;
+        let state = meta.state.load(Ordering::Acquire);
+        if state_is_medium(state) {
+            return self.medium.usable_size(&self.region, s, addr);
+        }
+        let class =
+            state_class(state).ok_or(FreeError::Invalid("in a slab that holds no objects"))?;
         let idx = object_index(class, addr - self.region.slab_addr(s))
             .ok_or(FreeError::Invalid("not the start of an object"))?;
         if meta.allocated[idx].load(Ordering::Acquire) == 0 {
             return Err(FreeError::Double);
         }
-        Ok(class_size(class))
+        Ok(class_size(class) - if self.config.hardened { CANARY } else { 0 })
+    }
+
+    /// The request size whose size class serves `size` bytes (the canary
+    /// is added in the hardened profile).
+    #[inline]
+    pub(crate) fn class_request(&self, size: usize) -> usize {
+        if self.config.hardened {
+            size.saturating_add(CANARY)
+        } else {
+            size
+        }
+    }
+
+    /// Whether `addr` is outside the slab region and the zero-size area
+    /// (i.e. a huge mapping, if anything).
+    pub(crate) fn is_huge(&self, addr: usize) -> bool {
+        !self.region.in_reservation(addr) && !self.zero.as_ref().is_some_and(|z| z.contains(addr))
+    }
+
+    /// Hardened allocation: zero-size slots from the inaccessible area,
+    /// small slots checked for writes after free and given a canary.
+    pub(crate) fn alloc_hardened(self: &Arc<Self>, size: usize, align: usize) -> Option<usize> {
+        if size == 0 && align <= 16 {
+            if let Some(a) = self.zero.as_ref().and_then(|z| z.alloc()) {
+                return Some(a);
+            }
+        }
+        let req = size.checked_add(CANARY)?;
+        let class = if align <= 16 {
+            class_of(req)
+        } else if align <= 4096 {
+            aligned_class_of(req, align)
+        } else {
+            None
+        };
+        let Some(c) = class else {
+            return self.alloc_large(size, align).map(|(a, _)| a);
+        };
+        let p = self.alloc_small(c, size)?;
+        let slot = class_size(c);
+        // SAFETY: `p` is a live slot of ours, `slot` bytes long.
+        unsafe {
+            if !hardened::is_zero(p, slot.min(hardened::CHECKED_BYTES))
+                || !hardened::is_zero(p + slot - CANARY, CANARY)
+            {
+                hardened::fatal("write after free detected (a freed object was modified)", p);
+            }
+            hardened::put_canary(self.secret, p, slot);
+        }
+        Some(p)
+    }
+
+    /// Hardened free: zero-size slots; small objects checked (live, size,
+    /// canary) before they are claimed, then zeroed and quarantined.
+    fn free_hardened(
+        self: &Arc<Self>,
+        addr: usize,
+        size: Option<usize>,
+    ) -> Result<usize, FreeError> {
+        if let Some(z) = self.zero.as_ref().filter(|z| z.contains(addr)) {
+            return z.free(addr).map(|_| 0).map_err(|double| {
+                if double {
+                    FreeError::Double
+                } else {
+                    FreeError::Invalid("not the start of a zero-size slot")
+                }
+            });
+        }
+        let Some(s) = self.region.slab_of(addr) else {
+            return self.free_outside_slabs(addr, size);
+        };
+        let state = self.region.meta(s).state.load(Ordering::Acquire);
+        if state_class(state).is_none() {
+            return self.free_not_small(
+                s,
+                addr,
+                size,
+                FreeError::Invalid("in a slab that holds no objects"),
+            );
+        }
+        let usable = self.usable_size(addr)?;
+        if size.is_some_and(|n| n > usable) {
+            return Err(FreeError::Invalid("size larger than the allocation"));
+        }
+        let slot = usable + CANARY;
+        // SAFETY: a live slot of ours (checked just above).
+        if !unsafe { hardened::canary_ok(self.secret, addr, slot) } {
+            return Err(FreeError::Invalid(
+                "heap overflow: the canary after the object was overwritten",
+            ));
+        }
+        let class = self.claim_in_slab(s, addr, None)?;
+        // SAFETY: claimed: the slot is ours and no longer the user's. The
+        // checked head and the canary are wiped (the whole slot with
+        // `zero_on_free`); empty slabs are always released in this profile,
+        // so a recycled slab reads as zero.
+        unsafe {
+            if self.config.zero_on_free {
+                std::ptr::write_bytes(addr as *mut u8, 0, slot);
+            } else {
+                std::ptr::write_bytes(addr as *mut u8, 0, slot.min(hardened::CHECKED_BYTES));
+                std::ptr::write_bytes((addr + slot - CANARY) as *mut u8, 0, CANARY);
+            }
+        }
+        self.quarantine(class, addr, size.unwrap_or(usable));
+        Ok(usable)
+    }
+
+    /// Holds a freed (claimed, zeroed) object back from reuse; the oldest
+    /// quarantined object goes to the cache instead.
+    fn quarantine(self: &Arc<Self>, class: usize, addr: usize, counted: usize) {
+        let out = thread_cache::with_cache(self, |cache, req| {
+            req.store(
+                req.load(Ordering::Relaxed) - counted as i64,
+                Ordering::Relaxed,
+            );
+            cache.quarantine.push(addr, class)
+        });
+        match out {
+            Some(Some((a, c))) => {
+                if !thread_cache::fast_push(self, c, a, 0) {
+                    self.free_small_slow(c, a, 0);
+                }
+            }
+            Some(None) => {}
+            None => {
+                self.give_back(class, &[addr]);
+                self.requested.fetch_sub(counted as i64, Ordering::Relaxed);
+            }
+        }
     }
 
     pub(crate) fn link_slot(&self, slot: &Slot) {
@@ -393,12 +718,15 @@ impl Heap {
     }
 
     /// Takes every lock of the heap, in the one order the code ever nests
-    /// them (class locks, then the slab pool; large table and slot list alone).
+    /// them (class locks or medium arenas, then the slab pool; large table
+    /// and slot list alone).
     pub(crate) fn lock_all(&self) -> HeapLocks<'_> {
         let classes = self.pools.iter().map(|p| lock(p)).collect();
+        let medium = self.medium.lock_all();
         let slabs = self.slabs.lock_guard();
         HeapLocks {
             _classes: classes,
+            _medium: medium,
             _slabs: slabs,
             _large: lock(&self.large),
             _threads: lock(&self.threads),

@@ -1,5 +1,7 @@
-//! Large allocations (above the largest size class, or aligned beyond a
-//! page): each gets its own mapping followed by an inaccessible guard page.
+//! Huge allocations (above the medium range, or aligned beyond a page):
+//! each gets one mapping of its own (no guard page, so one `vm.max_map_count`
+//! entry per block), mapped with commit accounting so an absurd size fails
+//! like it does for glibc, and resized with `mremap` (no copy).
 //!
 //! Every live mapping is recorded in an open-addressing table that itself
 //! lives in its own mapping (no heap use, so this works inside `malloc`).
@@ -13,7 +15,7 @@ use super::os;
 const EMPTY: u8 = 0;
 const LIVE: u8 = 1;
 const FREED: u8 = 2;
-const CACHE_SLOTS: usize = 16;
+const CACHE_SLOTS: usize = 64;
 
 #[derive(Clone, Copy)]
 #[repr(C)]
@@ -24,21 +26,23 @@ struct Entry {
     usable: usize,
     /// Bytes the caller asked for.
     requested: usize,
-    /// Start and length of the whole mapping, guard page included.
+    /// Start and length of the whole mapping.
     map_base: usize,
     map_len: usize,
 }
 
-/// A freed mapping kept for reuse: still mapped, guard page intact.
+/// A mapping not (or no longer) in the table: freshly made, or freed and
+/// kept for reuse (still mapped).
 #[derive(Clone, Copy)]
-struct Cached {
-    addr: usize,
-    usable: usize,
-    map_base: usize,
-    map_len: usize,
+pub struct Cached {
+    pub addr: usize,
+    pub usable: usize,
+    pub map_base: usize,
+    pub map_len: usize,
 }
 
 /// What a large allocation hands back.
+#[cfg(test)]
 pub struct LargeBlock {
     pub addr: usize,
     /// True when the memory comes straight from the OS (already zero).
@@ -203,29 +207,62 @@ impl LargeTable {
         }
     }
 
-    /// Maps `size` bytes aligned to `align` (a power of two) plus a guard
-    /// page, or reuses a cached mapping. `None` when the OS refuses.
+    /// Maps `size` bytes aligned to `align` (a power of two), or reuses a
+    /// cached mapping, in one call (the heap uses the steps below so the
+    /// `mmap` happens outside its lock). `None` when the OS refuses.
+    #[cfg(test)]
     pub fn alloc(&mut self, size: usize, align: usize) -> Option<LargeBlock> {
-        let page = os::page_size();
-        let usable = size.max(1).checked_next_multiple_of(page)?;
-        if (self.used + 1) * 2 > self.cap && !self.grow() {
+        let (c, fresh) = match self.take_cached(size, align) {
+            Some(c) => (c, false),
+            None => (Self::map_fresh(size, align)?, true),
+        };
+        if !self.insert_live(c, size) {
+            // SAFETY: the mapping was just made or taken from the cache, and is no one's.
+            unsafe { os::unmap(c.map_base as *mut u8, c.map_len) };
             return None;
         }
-        let mut block = None;
-        if align <= page {
-            let hit = self.cache.iter().position(|c| {
-                c.is_some_and(|c| c.usable >= usable && c.usable - usable <= usable / 4)
-            });
-            if let Some(i) = hit {
-                let c = self.cache[i].take().expect("position found it");
-                self.cached_bytes -= c.usable;
-                block = Some((c, false));
+        Some(LargeBlock {
+            addr: c.addr,
+            fresh,
+        })
+    }
+
+    /// A cached mapping for `size` bytes at `align` (best fit, at most twice
+    /// the size: the excess is address space, only touched pages are resident).
+    pub fn take_cached(&mut self, size: usize, align: usize) -> Option<Cached> {
+        let page = os::page_size();
+        let usable = size.max(1).checked_next_multiple_of(page)?;
+        if align > page {
+            return None;
+        }
+        let mut hit: Option<(usize, usize)> = None;
+        for (i, c) in self.cache.iter().enumerate() {
+            if let Some(c) = c {
+                let fits = c.usable >= usable && c.usable - usable <= usable;
+                if fits && hit.is_none_or(|(_, u)| c.usable < u) {
+                    hit = Some((i, c.usable));
+                }
             }
         }
-        let (c, fresh) = match block {
-            Some(b) => b,
-            None => (Self::map(usable, align)?, true),
-        };
+        let (i, _) = hit?;
+        let c = self.cache[i].take().expect("found above");
+        self.cached_bytes -= c.usable;
+        Some(c)
+    }
+
+    /// A fresh mapping for `size` bytes at `align` (no table change; call
+    /// without holding the table's lock).
+    pub fn map_fresh(size: usize, align: usize) -> Option<Cached> {
+        let usable = size.max(1).checked_next_multiple_of(os::page_size())?;
+        Self::map(usable, align)
+    }
+
+    /// Records mapping `c` as live, `size` bytes requested. False: the
+    /// table could not grow (the caller unmaps `c`).
+    pub fn insert_live(&mut self, c: Cached, size: usize) -> bool {
+        if (self.used + 1) * 2 > self.cap && !self.grow() {
+            return false;
+        }
         self.insert_entry(Entry {
             addr: c.addr,
             state: LIVE,
@@ -237,30 +274,25 @@ impl LargeTable {
         self.live += 1;
         self.live_usable += c.usable;
         self.live_mapped += c.map_len;
-        Some(LargeBlock {
-            addr: c.addr,
-            fresh,
-        })
+        true
     }
 
     fn map(usable: usize, align: usize) -> Option<Cached> {
         let page = os::page_size();
         if align <= page {
-            let p = os::map_with_guard(usable)?;
-            let addr = p.as_ptr() as usize;
+            let addr = os::map(usable)?.as_ptr() as usize;
             return Some(Cached {
                 addr,
                 usable,
                 map_base: addr,
-                map_len: usable + page,
+                map_len: usable,
             });
         }
-        let total = usable.checked_add(align)?.checked_add(page)?;
-        let raw = os::reserve(total)?.as_ptr() as usize;
+        let total = usable.checked_add(align)?;
+        let raw = os::map(total)?.as_ptr() as usize;
         let addr = raw.next_multiple_of(align);
-        let end = addr + usable + page;
-        // SAFETY: trimming the head and tail of the reservation just made,
-        // then committing its aligned middle (minus the guard page).
+        let end = addr + usable;
+        // SAFETY: trimming the head and tail of the mapping just made.
         unsafe {
             if addr > raw {
                 os::unmap(raw as *mut u8, addr - raw);
@@ -268,17 +300,63 @@ impl LargeTable {
             if raw + total > end {
                 os::unmap(end as *mut u8, raw + total - end);
             }
-            if !os::commit(addr as *mut u8, usable) {
-                os::unmap(addr as *mut u8, usable + page);
-                return None;
-            }
         }
         Some(Cached {
             addr,
             usable,
             map_base: addr,
-            map_len: usable + page,
+            map_len: usable,
         })
+    }
+
+    /// Resizes live mapping `addr` to hold `size` bytes with `mremap` (it may
+    /// move; the old address becomes a tombstone). Returns the new address,
+    /// or `None` (nothing changed).
+    pub fn remap(&mut self, addr: usize, size: usize) -> Option<usize> {
+        let page = os::page_size();
+        let usable = size.max(1).checked_next_multiple_of(page)?;
+        if let Some(i) = self.find(addr) {
+            let e = self.slots()[i];
+            if e.state == LIVE && usable <= e.usable && usable * 2 > e.usable {
+                // Shrinking by less than half: keep the mapping as it is.
+                self.slots()[i].requested = size;
+                return Some(addr);
+            }
+        }
+        // Growth gets a quarter of headroom, so a buffer grown in small
+        // steps costs O(log n) `mremap` calls, not one per page.
+        let grown = usable.checked_add(usable / 4)?.next_multiple_of(page);
+        let usable = match self.find(addr) {
+            Some(i) if self.slots()[i].usable < usable => grown,
+            _ => usable,
+        };
+        if (self.used + 1) * 2 > self.cap && !self.grow() {
+            return None;
+        }
+        let i = self.find(addr)?;
+        let e = self.slots()[i];
+        if e.state != LIVE || e.map_base != e.addr {
+            return None;
+        }
+        // SAFETY: `[map_base, map_base+map_len)` is a whole live mapping of ours.
+        let p = unsafe { os::remap(e.map_base as *mut u8, e.map_len, usable) }?.as_ptr() as usize;
+        self.live_usable = self.live_usable - e.usable + usable;
+        self.live_mapped = self.live_mapped - e.map_len + usable;
+        let moved = Entry {
+            addr: p,
+            state: LIVE,
+            usable,
+            requested: size,
+            map_base: p,
+            map_len: usable,
+        };
+        if p == addr {
+            self.slots()[i] = moved;
+        } else {
+            self.slots()[i].state = FREED;
+            self.insert_entry(moved);
+        }
+        Some(p)
     }
 
     /// State of `addr` in the table.
@@ -300,8 +378,9 @@ impl LargeTable {
     }
 
     /// Frees live mapping `addr` (checked with [`LargeTable::lookup`] first).
-    /// Returns its requested size.
-    pub fn free(&mut self, addr: usize) -> Option<usize> {
+    /// Returns its requested size, and the range the caller must unmap
+    /// (after dropping the table's lock) when it is not cached.
+    pub fn free(&mut self, addr: usize) -> Option<(usize, Option<(usize, usize)>)> {
         let i = self.find(addr)?;
         let e = self.slots()[i];
         if e.state != LIVE {
@@ -323,36 +402,31 @@ impl LargeTable {
             (true, Some(s)) => {
                 self.cache[s] = Some(c);
                 self.cached_bytes += e.usable;
+                Some((e.requested, None))
             }
-            _ => {
-                // SAFETY: the mapping was created by `map` and is no longer live.
-                unsafe { os::unmap(e.map_base as *mut u8, e.map_len) };
-            }
+            _ => Some((e.requested, Some((e.map_base, e.map_len)))),
         }
-        Some(e.requested)
     }
 
-    /// Live mappings, their usable bytes, and all mapped bytes (live and cached, guard pages excluded).
+    /// Live mappings, their usable bytes, and all mapped bytes (live and cached).
     pub fn totals(&self) -> (usize, usize, usize) {
-        let page = os::page_size();
         (
             self.live,
             self.live_usable,
-            self.live_mapped - self.live * page + self.cached_bytes,
+            self.live_mapped + self.cached_bytes,
         )
     }
 }
 
 impl Drop for LargeTable {
     fn drop(&mut self) {
-        let page = os::page_size();
         for e in self.slots().iter().filter(|e| e.state == LIVE) {
             // SAFETY: the table owns every live mapping; the allocator is going away.
             unsafe { os::unmap(e.map_base as *mut u8, e.map_len) };
         }
         for c in self.cache.iter().flatten() {
             // SAFETY: cached mappings are owned by the table.
-            unsafe { os::unmap(c.map_base as *mut u8, c.usable + page) };
+            unsafe { os::unmap(c.map_base as *mut u8, c.map_len) };
         }
         if self.cap > 0 {
             unmap_table(self.entries, self.cap);
@@ -368,6 +442,7 @@ mod tests {
     fn alloc_free_and_double_free_are_told_apart() {
         let mut t = LargeTable::new(0);
         let b = t.alloc(100_000, 16).unwrap();
+        assert!(b.fresh);
         assert_eq!(b.addr % os::page_size(), 0);
         assert!(matches!(
             t.lookup(b.addr),
@@ -376,7 +451,11 @@ mod tests {
                 ..
             }
         ));
-        assert_eq!(t.free(b.addr), Some(100_000));
+        let (req, unmap) = t.free(b.addr).unwrap();
+        assert_eq!(req, 100_000);
+        let (base, len) = unmap.unwrap();
+        // SAFETY: the freed mapping, no longer in use.
+        unsafe { os::unmap(base as *mut u8, len) };
         assert_eq!(t.lookup(b.addr), Lookup::Freed);
         assert_eq!(t.free(b.addr), None);
         assert_eq!(t.lookup(b.addr + 16), Lookup::Unknown);

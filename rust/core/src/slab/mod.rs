@@ -17,7 +17,9 @@
 //! | `slab_pool`      | carving, recycling and `madvise`-releasing whole slabs        |
 //! | `class_pool`     | the central per-class pools (one lock per class)              |
 //! | `thread_cache`   | per-thread stacks of free objects (the lock-free fast path)   |
-//! | `large`          | own mappings + guard page above 32 KiB, in a checked table    |
+//! | `medium`         | page runs in 4 MiB chunks of the region, 32 KiB .. 2 MiB      |
+//! | `large`          | own mappings above 2 MiB, in a checked table, `mremap` resize |
+//! | [`hardened`]     | the hardened profile's canaries, quarantine, zero-size area  |
 //! | [`stats`]        | figures computed from the metadata                            |
 //!
 //! ```
@@ -33,8 +35,10 @@
 
 mod class_pool;
 mod config;
+pub mod hardened;
 mod heap;
 mod large;
+mod medium;
 pub mod os;
 mod region;
 pub mod size_class;
@@ -48,7 +52,7 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 
 pub use config::SlabConfig;
-pub use heap::FreeError;
+pub use heap::{thread_holds_allocator_lock, FreeError};
 pub use stats::{ClassStats, SlabStats};
 
 use crate::{Error, ErrorKind, Result};
@@ -105,15 +109,16 @@ fn oom(size: usize) -> Error {
 }
 
 impl SlabAllocator {
-    /// An allocator with the default [`SlabConfig`]: 64 GiB of address space
-    /// reserved, or 16, 4, 1 GiB where the process may not reserve that much
-    /// (e.g. under `ulimit -v`).
+    /// An allocator with the default [`SlabConfig`]: up to 64 GiB of address
+    /// space, reserved as it is needed (a sixteenth of `RLIMIT_AS` at first
+    /// under `ulimit -v`).
     pub fn new() -> Result<SlabAllocator> {
         Self::with_config_or_smaller(SlabConfig::default())
     }
 
     /// An allocator with `config`, retrying with a quarter of its
-    /// `arena_size` (down to 1 GiB) while the address space cannot be reserved.
+    /// `arena_size` (down to 1 GiB) while it cannot be created (the region
+    /// itself already starts smaller when the OS refuses a big reservation).
     ///
     /// ```
     /// use slabcache_core::slab::{SlabAllocator, SlabConfig};
@@ -160,6 +165,9 @@ impl SlabAllocator {
     /// out of memory. For the C ABI.
     #[inline]
     pub fn raw_alloc(&self, size: usize) -> Option<NonNull<u8>> {
+        if self.heap.config.hardened {
+            return NonNull::new(self.heap.alloc_hardened(size, MIN_ALIGN)? as *mut u8);
+        }
         let addr = match class_of(size) {
             Some(c) => self.heap.alloc_small(c, size)?,
             None => {
@@ -179,7 +187,7 @@ impl SlabAllocator {
 
     /// [`SlabAllocator::alloc_zeroed`] returning `None` when out of memory.
     pub fn raw_alloc_zeroed(&self, size: usize) -> Option<NonNull<u8>> {
-        if class_of(size).is_none() {
+        if class_of(self.heap.class_request(size)).is_none() {
             if size > isize::MAX as usize {
                 return None;
             }
@@ -224,6 +232,9 @@ impl SlabAllocator {
         if align <= MIN_ALIGN {
             return self.raw_alloc(size);
         }
+        if self.heap.config.hardened {
+            return NonNull::new(self.heap.alloc_hardened(size, align)? as *mut u8);
+        }
         let addr = match (align <= MAX_SLAB_ALIGN)
             .then(|| aligned_class_of(size, align))
             .flatten()
@@ -262,6 +273,79 @@ impl SlabAllocator {
     #[inline]
     pub fn raw_free(&self, addr: usize) -> std::result::Result<usize, FreeError> {
         self.heap.free(addr, None)
+    }
+
+    /// Resizes live allocation `addr` to `size` bytes keeping its contents
+    /// (the C `realloc`, for `size > 0`): in place when the slot or page
+    /// run already fits or can grow, by `mremap` for huge blocks, else by
+    /// allocate + copy + free. `Ok(None)`: out of memory, `addr` untouched.
+    /// `Err`: `addr` is not a live allocation (nothing changed).
+    ///
+    /// ```
+    /// let a = slabcache_core::slab::SlabAllocator::new().unwrap();
+    /// let p = a.alloc(100).unwrap().as_ptr() as usize;
+    /// let q = a.raw_realloc(p, 200_000).unwrap().unwrap();
+    /// let r = a.raw_realloc(q.as_ptr() as usize, 300_000).unwrap().unwrap();
+    /// assert!(a.raw_free(r.as_ptr() as usize).is_ok());
+    /// ```
+    pub fn raw_realloc(
+        &self,
+        addr: usize,
+        size: usize,
+    ) -> std::result::Result<Option<NonNull<u8>>, FreeError> {
+        let usable = self.heap.usable_size(addr)?;
+        if size > isize::MAX as usize {
+            return Ok(None);
+        }
+        if usable <= size_class::MAX_SMALL && !self.heap.is_huge(addr) {
+            if size <= usable && (size >= usable / 2 || size <= MIN_ALIGN) {
+                return Ok(NonNull::new(addr as *mut u8));
+            }
+        } else if size > size_class::MAX_SMALL {
+            if let Some(p) = self.heap.resize_in_place(addr, usable, size) {
+                return Ok(NonNull::new(p as *mut u8));
+            }
+        }
+        // A medium block that must move to grow gets headroom (half again),
+        // so a buffer grown step by step is copied O(log n) times, not per step.
+        let grown = if size > usable && size > size_class::MAX_SMALL && size <= medium::MEDIUM_MAX {
+            size.max(usable + usable / 2).min(medium::MEDIUM_MAX)
+        } else {
+            size
+        };
+        let Some(q) = self.raw_alloc(grown) else {
+            return Ok(None);
+        };
+        // SAFETY: both are live allocations of ours, `addr` holds `usable`
+        // bytes and `q` at least `size`; they are distinct.
+        unsafe { std::ptr::copy_nonoverlapping(addr as *const u8, q.as_ptr(), usable.min(size)) };
+        let _ = self.heap.free(addr, None);
+        Ok(Some(q))
+    }
+
+    /// Sized free for the C ABI (`free_sized`, C++ sized `delete`): `size`
+    /// must be what was asked for, to the allocator's granularity (same size
+    /// class; same page count for medium and huge blocks). Refused otherwise,
+    /// and nothing changes.
+    pub fn raw_free_sized(
+        &self,
+        addr: usize,
+        size: usize,
+    ) -> std::result::Result<usize, FreeError> {
+        let usable = self.heap.usable_size(addr)?;
+        let expect = match class_of(self.heap.class_request(size)) {
+            Some(c) => class_size(c),
+            None => size.checked_next_multiple_of(4096).unwrap_or(usize::MAX),
+        };
+        if expect != usable
+            && !(usable > size_class::MAX_SMALL
+                && size <= usable
+                && expect < usable
+                && self.heap.is_huge(addr))
+        {
+            return Err(FreeError::Invalid("size does not match the allocation"));
+        }
+        self.heap.free(addr, Some(size))
     }
 
     /// Usable bytes of live allocation `ptr` (at least what was asked for).

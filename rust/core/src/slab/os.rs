@@ -91,6 +91,55 @@ pub fn map_with_guard(len: usize) -> Option<NonNull<u8>> {
     }
 }
 
+/// Maps `len` readable/writable bytes, charged against the commit limit
+/// (so an absurd size fails here, as it does for glibc's `malloc`).
+pub fn map(len: usize) -> Option<NonNull<u8>> {
+    if len == 0 || len > isize::MAX as usize {
+        return None;
+    }
+    // SAFETY: an anonymous private mapping at a kernel-chosen address.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        None
+    } else {
+        NonNull::new(p.cast())
+    }
+}
+
+/// Resizes mapping `[ptr, ptr+old)` to `new` bytes, moving it if needed
+/// (the kernel moves page tables, no copy). `None`: refused, nothing changed.
+///
+/// # Safety
+/// `[ptr, ptr+old)` must be a whole mapping this module created; on success
+/// the old range must no longer be used (it may have moved).
+pub unsafe fn remap(ptr: *mut u8, old: usize, new: usize) -> Option<NonNull<u8>> {
+    // SAFETY: forwarded to the caller.
+    let p = unsafe { libc::mremap(ptr.cast(), old, new, libc::MREMAP_MAYMOVE) };
+    if p == libc::MAP_FAILED {
+        None
+    } else {
+        NonNull::new(p.cast())
+    }
+}
+
+/// Makes `[ptr, ptr+len)` inaccessible (any access faults).
+///
+/// # Safety
+/// The range must lie inside a mapping this module created and be page aligned.
+pub unsafe fn protect_none(ptr: *mut u8, len: usize) -> bool {
+    // SAFETY: forwarded to the caller.
+    unsafe { libc::mprotect(ptr.cast(), len, libc::PROT_NONE) == 0 }
+}
+
 /// Unmaps `[ptr, ptr+len)`.
 ///
 /// # Safety

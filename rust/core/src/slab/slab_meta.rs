@@ -21,7 +21,7 @@
 //! smallest object's size. `avail` belongs to the class lock.
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
 
 use super::size_class::{class_size, MIN_ALIGN, NUM_CLASSES};
 
@@ -95,13 +95,23 @@ pub fn pack_state(gen: u32, class: Option<usize>) -> u32 {
     (gen << 8) | class.map_or(0, |c| c as u32 + 1)
 }
 
-/// The class in a state word, `None` for a slab not carved to a class.
+/// Low byte of the state of a slab that belongs to a medium chunk.
+pub const MEDIUM_TAG: u32 = 0xff;
+
+/// The class in a state word, `None` for a slab not carved to a class (or
+/// part of a medium chunk).
 #[inline]
 pub fn state_class(state: u32) -> Option<usize> {
     match state & 0xff {
-        0 => None,
+        0 | MEDIUM_TAG => None,
         c => Some(c as usize - 1),
     }
+}
+
+/// Whether a state word marks a slab of a medium chunk.
+#[inline]
+pub fn state_is_medium(state: u32) -> bool {
+    state & 0xff == MEDIUM_TAG
 }
 
 /// Links and scan hint; touched only under the owning class lock (or the
@@ -130,6 +140,8 @@ pub struct SlabMeta {
     pub state: AtomicU32,
     /// Objects in the central pool (written under the class lock, read by stats).
     pub avail_count: AtomicU32,
+    /// Medium chunks: the chunk's page-run metadata (head slab only; set once).
+    pub chunk: AtomicUsize,
     links: UnsafeCell<PoolLinks>,
     avail: UnsafeCell<[u64; WORDS]>,
     /// 1: the object is handed to a user.

@@ -3,13 +3,14 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 
-use super::heap::lock;
+use super::heap::{lock, Locked};
 
+use super::medium::CHUNK_SLABS;
 use super::os;
 use super::region::Region;
-use super::slab_meta::{pack_state, state_class, NIL, SLAB_SIZE};
+use super::slab_meta::{pack_state, state_class, MEDIUM_TAG, NIL, SLAB_SIZE};
 
 pub(crate) struct PoolState {
     /// Slabs ever carved from the region (the bump pointer).
@@ -91,6 +92,45 @@ impl SlabPool {
         Some(s)
     }
 
+    /// Carves a medium chunk: `CHUNK_SLABS` fresh contiguous slabs, marked
+    /// medium (a chunk never crosses a segment boundary: slabs skipped to
+    /// avoid that go to the free list). Returns the first slab, `None` when
+    /// out of room.
+    pub fn take_chunk(&self, region: &Region) -> Option<usize> {
+        let mut st = lock(&self.state);
+        let mut start = st.carved;
+        if !region.commit_to(start + CHUNK_SLABS) {
+            return None;
+        }
+        if !region.contiguous(start, CHUNK_SLABS) {
+            start = region.next_segment_start(start)?;
+            if !region.commit_to(start + CHUNK_SLABS) || !region.contiguous(start, CHUNK_SLABS) {
+                return None;
+            }
+        }
+        for s in st.carved..start {
+            // Fresh, never-touched slabs: they count as released (zero, not resident).
+            // SAFETY: carved just now, so no one else reaches its links.
+            let links = unsafe { region.meta(s).links() };
+            links.next = st.free_head;
+            links.in_partial = false;
+            links.released = true;
+            st.free_head = s as u32;
+            st.free_count += 1;
+            self.released.fetch_add(1, Ordering::Relaxed);
+        }
+        for s in start..start + CHUNK_SLABS {
+            region
+                .meta(s)
+                .state
+                .store(pack_state(0, None) | MEDIUM_TAG, Ordering::Release);
+        }
+        st.carved = start + CHUNK_SLABS;
+        self.carved.store(st.carved as u64, Ordering::Relaxed);
+        self.free.store(st.free_count as u64, Ordering::Relaxed);
+        Some(start)
+    }
+
     /// Returns empty slab `s` (no allocated and no available objects left
     /// set) to the pool. Bumps its generation so a racing free of a stale
     /// pointer is detected.
@@ -123,7 +163,7 @@ impl SlabPool {
     }
 
     /// Holds the pool's lock (see `SlabAllocator::lock_all`).
-    pub(crate) fn lock_guard(&self) -> MutexGuard<'_, PoolState> {
+    pub(crate) fn lock_guard(&self) -> Locked<'_, PoolState> {
         lock(&self.state)
     }
 

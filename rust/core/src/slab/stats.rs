@@ -4,6 +4,7 @@
 use std::sync::atomic::Ordering;
 
 use super::heap::{lock, Heap};
+use super::medium::CHUNK_SLABS;
 use super::size_class::{class_size, NUM_CLASSES};
 use super::slab_meta::{state_class, SLAB_SIZE};
 
@@ -91,14 +92,20 @@ pub(crate) fn collect(heap: &Heap) -> SlabStats {
     for cs in &mut classes {
         cs.bytes_in_use = cs.live * cs.size as u64;
     }
-    let (large_live, large_usable, large_mapped) = lock(&heap.large).totals();
+    let (huge_live, huge_usable, huge_mapped) = lock(&heap.large).totals();
+    let (med_live, med_usable, med_resident, med_chunks) = heap.medium.totals();
+    let large_live = huge_live + med_live;
+    let large_usable = huge_usable + med_usable;
     let small_in_use: u64 = classes.iter().map(|c| c.bytes_in_use).sum();
     let slabs_in_use: u64 = classes.iter().map(|c| c.slabs).sum();
     let live_small: u64 = classes.iter().map(|c| c.live).sum();
     let carved = heap.slabs.carved();
     let released = heap.slabs.released();
-    let bytes_mapped =
-        (carved - released) * SLAB_SIZE as u64 + large_mapped as u64 + region.meta_bytes() as u64;
+    let medium_slabs = (med_chunks * CHUNK_SLABS) as u64;
+    let bytes_mapped = carved.saturating_sub(released + medium_slabs) * SLAB_SIZE as u64
+        + med_resident as u64
+        + huge_mapped as u64
+        + region.meta_bytes() as u64;
     let bytes_in_use = small_in_use + large_usable as u64;
     let requested = heap.requested_bytes().max(0) as u64;
     let ratio = |num: u64, den: u64| {

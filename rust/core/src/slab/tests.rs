@@ -245,3 +245,127 @@ fn many_allocators_per_thread_evict_cache_slots() {
     let a = small();
     a.free(a.alloc(10).unwrap()).unwrap();
 }
+
+#[test]
+fn medium_blocks_are_page_runs_checked_like_small_objects() {
+    let a = small();
+    // Many live medium blocks (each would have been a mapping + guard page).
+    let blocks: Vec<_> = (0..300)
+        .map(|i| a.alloc(40_000 + i * 100).unwrap())
+        .collect();
+    for (i, p) in blocks.iter().enumerate() {
+        assert_eq!(p.as_ptr() as usize % 4096, 0);
+        assert!(a.usable_size(*p).unwrap() >= 40_000 + i * 100);
+        // SAFETY: each block holds at least 40,000 bytes.
+        unsafe { p.as_ptr().add(39_999).write(i as u8) };
+    }
+    let p = blocks[7];
+    let inner = NonNull::new(p.as_ptr().wrapping_add(4096)).unwrap();
+    assert_eq!(a.free(inner).unwrap_err().kind(), ErrorKind::InvalidFree);
+    assert_eq!(
+        a.free_sized(p, 1 << 20).unwrap_err().kind(),
+        ErrorKind::InvalidFree
+    );
+    a.free(p).unwrap();
+    assert_eq!(a.free(p).unwrap_err().kind(), ErrorKind::DoubleFree);
+    for (i, q) in blocks.iter().enumerate().filter(|&(i, _)| i != 7) {
+        // SAFETY: live blocks written above.
+        assert_eq!(unsafe { q.as_ptr().add(39_999).read() }, i as u8);
+        a.free(*q).unwrap();
+    }
+    assert_eq!(a.stats().live_allocations, 0);
+}
+
+#[test]
+fn realloc_grows_in_place_and_by_mremap_keeping_contents() {
+    let a = small();
+    let p = a.alloc(40_000).unwrap().as_ptr() as usize;
+    // SAFETY: 40,000 bytes.
+    unsafe { std::ptr::write_bytes(p as *mut u8, 0x5A, 40_000) };
+    // The pages after a fresh chunk's first block are free: grows in place.
+    let q = a.raw_realloc(p, 200_000).unwrap().unwrap().as_ptr() as usize;
+    assert_eq!(q, p);
+    let mut cur = q;
+    for size in (3 << 20..=24 << 20).step_by(1 << 20) {
+        cur = a.raw_realloc(cur, size).unwrap().unwrap().as_ptr() as usize;
+        // SAFETY: `size` bytes, the first 40,000 written above.
+        unsafe {
+            assert_eq!(*(cur as *const u8).add(39_999), 0x5A);
+            *(cur as *mut u8).add(size - 1) = 1;
+        }
+    }
+    assert!(a.raw_free(cur).is_ok());
+    assert!(
+        a.raw_realloc(cur, 10).is_err(),
+        "realloc of a freed block is refused"
+    );
+}
+
+#[test]
+fn impossible_sizes_fail_cleanly() {
+    let a = small();
+    assert!(a.raw_alloc(usize::MAX).is_none());
+    assert!(a.raw_alloc(usize::MAX - 4095).is_none());
+    assert!(a.raw_alloc_aligned(usize::MAX - 100, 4096).is_none());
+    assert!(a
+        .raw_alloc_aligned(usize::MAX - (1 << 19), 1 << 20)
+        .is_none());
+    let overcommit = std::fs::read_to_string("/proc/sys/vm/overcommit_memory").unwrap_or_default();
+    if overcommit.trim() != "1" {
+        assert!(
+            a.raw_alloc(64 << 40).is_none(),
+            "64 TiB must not be granted"
+        );
+    }
+}
+
+fn hardened() -> SlabAllocator {
+    SlabAllocator::with_config(SlabConfig {
+        arena_size: 256 << 20,
+        hardened: true,
+        ..SlabConfig::default()
+    })
+    .unwrap()
+}
+
+#[test]
+fn hardened_canary_catches_an_overflow_at_free() {
+    let a = hardened();
+    let p = a.alloc(24).unwrap();
+    assert_eq!(a.usable_size(p).unwrap(), 24, "slot 32 minus the canary");
+    // SAFETY: writing past the request but inside the slot (an 8-byte overflow).
+    unsafe { std::ptr::write_bytes(p.as_ptr(), b'x', 32) };
+    let e = a.free(p).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidFree);
+    assert!(e.to_string().contains("canary"), "{e}");
+}
+
+#[test]
+fn hardened_quarantine_catches_a_double_free_after_other_allocations() {
+    let a = hardened();
+    let p = a.alloc(48).unwrap();
+    a.free(p).unwrap();
+    let others: Vec<_> = (0..100).map(|_| a.alloc(48).unwrap()).collect();
+    assert!(
+        others.iter().all(|&q| q != p),
+        "p is quarantined, not reused"
+    );
+    assert_eq!(a.free(p).unwrap_err().kind(), ErrorKind::DoubleFree);
+    for q in others {
+        a.free(q).unwrap();
+    }
+}
+
+#[test]
+fn hardened_zero_size_allocations_are_unique_and_checked() {
+    let a = hardened();
+    let p = a.alloc(0).unwrap();
+    let q = a.alloc(0).unwrap();
+    assert_ne!(p, q);
+    assert_eq!(a.usable_size(p).unwrap(), 0);
+    a.free(p).unwrap();
+    assert_eq!(a.free(p).unwrap_err().kind(), ErrorKind::DoubleFree);
+    let inner = NonNull::new(q.as_ptr().wrapping_add(1)).unwrap();
+    assert_eq!(a.free(inner).unwrap_err().kind(), ErrorKind::InvalidFree);
+    a.free(q).unwrap();
+}

@@ -18,6 +18,7 @@ use std::cell::{Cell, UnsafeCell};
 use std::sync::atomic::{AtomicI64, AtomicPtr, Ordering};
 use std::sync::{Arc, Weak};
 
+use super::hardened::Quarantine;
 use super::heap::Heap;
 use super::size_class::{CLASS_SIZES, NUM_CLASSES};
 
@@ -30,11 +31,11 @@ const fn build_caps() -> [u16; NUM_CLASSES] {
     while i < NUM_CLASSES {
         let s = CLASS_SIZES[i];
         out[i] = if s <= 256 {
-            32
+            128
         } else if s <= 4096 {
-            16
+            32
         } else {
-            4
+            8
         };
         i += 1;
     }
@@ -63,6 +64,8 @@ const TOTAL: usize = OFFSETS.1;
 pub struct CacheData {
     len: [u16; NUM_CLASSES],
     items: [usize; TOTAL],
+    /// Freed objects held back from reuse (hardened profile only).
+    pub quarantine: Quarantine,
 }
 
 impl CacheData {
@@ -70,6 +73,7 @@ impl CacheData {
         CacheData {
             len: [0; NUM_CLASSES],
             items: [0; TOTAL],
+            quarantine: Quarantine::new(),
         }
     }
 
@@ -178,6 +182,8 @@ impl Slot {
         // SAFETY: only the owning thread runs this, and not re-entrantly
         // (the state is BUSY or the thread is exiting).
         let data = unsafe { &mut *self.data.get() };
+        data.quarantine
+            .drain(|addr, class| heap.give_back(class, &[addr]));
         for class in 0..NUM_CLASSES {
             let n = data.len(class);
             if n > 0 {
@@ -355,6 +361,8 @@ fn find_or_bind<'a>(tls: &'a Tls, heap: &Arc<Heap>) -> &'a Slot {
 /// in tests, so cached objects show up as available again).
 pub fn flush(heap: &Arc<Heap>) {
     with_cache(heap, |data, _| {
+        data.quarantine
+            .drain(|addr, class| heap.give_back(class, &[addr]));
         for class in 0..NUM_CLASSES {
             let n = data.len(class);
             if n > 0 {
