@@ -17,6 +17,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -181,11 +182,22 @@ def test_bundled_preload_library_runs_a_python_process() -> None:
     lib = _bundled_library()
     path = _cli("preload-path").stdout.strip()
     assert path == str(lib)
-    out = subprocess.run(
+    # By default a C program's bad free aborts with a clear line; with the switch it is only
+    # logged (and still refused), which lets the child report what happened.
+    aborted = subprocess.run(
         [sys.executable, "-c", PRELOADED_CHILD, path],
         capture_output=True,
         text=True,
         env={**os.environ, "LD_PRELOAD": path},
+        timeout=120,
+    )
+    assert aborted.returncode == -signal.SIGABRT, aborted.stderr
+    assert "refused free (double free)" in aborted.stderr
+    out = subprocess.run(
+        [sys.executable, "-c", PRELOADED_CHILD, path],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "LD_PRELOAD": path, "SLABCACHE_ON_INVALID_FREE": "log"},
         timeout=120,
     )
     assert out.returncode == 0, out.stderr

@@ -54,7 +54,9 @@ __all__ = ["BlockEvents", "BlockManager", "StepBatch", "StepResult", "block_hash
 
 _I32_MAX = 2**31 - 1
 _EMPTY_I32 = np.zeros(0, dtype=np.int32)
-_DTYPES = {t: np.dtype(t) for t in (np.int32, np.int64, np.uint64)}
+_DTYPES: dict[type[np.integer[Any]], np.dtype[Any]] = {
+    t: np.dtype(t) for t in (np.int32, np.int64, np.uint64)
+}
 
 
 def _req_id(x: Any, name: str = "req_id") -> int:

@@ -638,7 +638,7 @@ class SemanticCache:
             n = m.shape[0]
             sc = [scopes] * n if isinstance(scopes, str) else list(scopes)
             cats = [categories] * n if isinstance(categories, str) else list(categories)
-            tx = [None] * n if texts is None else list(texts)
+            tx: list[str | None] = list(texts) if texts is not None else [None for _ in range(n)]
             if not (len(sc) == len(cats) == len(tx) == n):
                 raise InvalidArgumentError(
                     "scopes, categories and texts must have one item per vector"
@@ -737,7 +737,7 @@ class SemanticCache:
         vals = list(values)
         sc = [scopes] * n if isinstance(scopes, str) else list(scopes)
         cats = [categories] * n if isinstance(categories, str) else list(categories)
-        tx = [None] * n if texts is None else list(texts)
+        tx: list[str | None] = list(texts) if texts is not None else [None for _ in range(n)]
         cs = [costs] * n if isinstance(costs, int | float) else list(costs)
         if not (len(vals) == len(sc) == len(cats) == len(tx) == len(cs) == n):
             raise InvalidArgumentError(
@@ -779,9 +779,9 @@ class SemanticCache:
                 or c < 0
             ):
                 raise InvalidArgumentError(f"cost must be a finite number >= 0, got {c!r}")
-        for t in ttls:
-            if t is not None and not float(t) > 0:
-                raise InvalidArgumentError(f"ttl_s must be positive (or math.inf), got {t}")
+        for ttl_s in ttls:
+            if ttl_s is not None and not float(ttl_s) > 0:
+                raise InvalidArgumentError(f"ttl_s must be positive (or math.inf), got {ttl_s}")
         with self._lock:
             self._check_open()
             now = self._clock()
@@ -799,7 +799,8 @@ class SemanticCache:
                     continue
                 ttl = ttls[i] if ttls[i] is not None else pol.ttl_s
                 deadline = now + float(ttl) if ttl is not None and math.isfinite(ttl) else math.inf
-                exact = _exact_key(part, texts[i]) if texts[i] is not None else None
+                text = texts[i]
+                exact = _exact_key(part, text) if text is not None else None
                 key = self._next_key
                 self._next_key += 1
                 meta = {
@@ -849,8 +850,8 @@ class SemanticCache:
                         self._evict(older, expired=False, counted=False)
             if self.shared is not None:
                 self.shared.on_insert(new, sub, [views[i] for i in rows])
-            for c in {e.category for e in new}:
-                self._enforce_quotas(c)
+            for cat in {e.category for e in new}:
+                self._enforce_quotas(cat)
             self._enforce_global()
             return out
 

@@ -268,15 +268,15 @@ class BSkipList(_native.BSkipListCore, MutableMapping[Any, Any]):
 
     # ---- views -----------------------------------------------------------
 
-    def keys(self) -> SortedKeysView:  # type: ignore[override]
+    def keys(self) -> SortedKeysView:
         """A live, indexable view of the keys (``SortedKeysView``)."""
         return SortedKeysView(self)
 
-    def values(self) -> SortedValuesView:  # type: ignore[override]
+    def values(self) -> SortedValuesView:
         """A live, indexable view of the values in key order."""
         return SortedValuesView(self)
 
-    def items(self) -> SortedItemsView:  # type: ignore[override]
+    def items(self) -> SortedItemsView:
         """A live, indexable view of the ``(key, value)`` pairs in key order."""
         return SortedItemsView(self)
 
@@ -296,7 +296,9 @@ class BSkipList(_native.BSkipListCore, MutableMapping[Any, Any]):
             raise InvalidArgumentError(f"{key!r} is not in {type(self).__name__}[{lo}:{hi}]")
         return pos
 
-    def _positions(self, start: int | None, stop: int | None, reverse: bool, mode: int) -> Iterator:
+    def _positions(
+        self, start: int | None, stop: int | None, reverse: bool, mode: int
+    ) -> Iterator[Any]:
         lo, hi = _bounds(start, stop, len(self))
         if lo >= hi:
             return iter(())

@@ -297,8 +297,8 @@ class TrapGuard:
             # A name replaced by another one (a name only on one side is
             # usually a paraphrase adding or dropping detail).
             gone = [e for e in a.entities if e not in b.bag and _stem(e) not in b.stems]
-            new = [e for e in b.entities if e not in a.bag and _stem(e) not in a.stems]
-            if gone and new:
+            added = [e for e in b.entities if e not in a.bag and _stem(e) not in a.stems]
+            if gone and added:
                 return "entity"
             shared = [e for e in a.entities if e in set(b.entities)]
             if len(shared) >= 2:

@@ -162,7 +162,13 @@ class HostKVTier:
 
         cudart = torch.cuda.cudart()
         for a in self._slabs:
-            torch.cuda.check_error(cudart.cudaHostRegister(a.address, a.nbytes, _REGISTER_FLAGS))
+            res = cudart.cudaHostRegister(a.address, a.nbytes, _REGISTER_FLAGS)
+            if int(res) == _CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED:
+                # An earlier owner of these pages freed them while still registered (a tier
+                # collected without close()): we own the pages now, so renew the registration.
+                cudart.cudaHostUnregister(a.address)
+                res = cudart.cudaHostRegister(a.address, a.nbytes, _REGISTER_FLAGS)
+            torch.cuda.check_error(res)
         self.pinned = True
 
     def close(self) -> None:
@@ -197,6 +203,15 @@ class HostKVTier:
         if error is not None:
             raise error
 
+    def __del__(self) -> None:
+        # A tier dropped without close() must still unregister its slabs before the allocator
+        # frees (and may hand out again) their pages: a stale registration makes the next
+        # cudaHostRegister of that range fail.
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - best effort at teardown; close() says what failed
+            pass
+
     def _check_open(self) -> None:
         if self._closed:
             raise ClosedError("host tier is closed")
@@ -212,6 +227,10 @@ class HostKVTier:
             f"HostKVTier({self.num_blocks} blocks in {self.num_slabs} slabs of "
             f"{self.slab_blocks}, {self.nbytes} B, pinned={self.pinned})"
         )
+
+
+#: cudaErrorHostMemoryAlreadyRegistered
+_CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED = 712
 
 
 def _cuda_available() -> bool:

@@ -176,7 +176,8 @@ class KVCachePool:
             torch = _torch()
             idx = self._idx(ids)
             rows = torch.cat([b.index_select(0, idx) for b in self._bytes], dim=1)
-            return rows.cpu().numpy()
+            host: np.ndarray = rows.cpu().numpy()
+            return host
         return np.concatenate([b[ids] for b in self._bytes], axis=1)
 
     def write_blocks(self, block_ids: npt.ArrayLike, rows: npt.ArrayLike) -> None:

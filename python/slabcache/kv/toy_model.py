@@ -95,7 +95,8 @@ class PagedKV:
 
 
 def _rms(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    return x / np.sqrt((x * x).mean(-1, keepdims=True) + 1e-5) * w
+    out: np.ndarray = x / np.sqrt((x * x).mean(-1, keepdims=True) + 1e-5) * w
+    return out
 
 
 class ToyLlama:
@@ -107,7 +108,8 @@ class ToyLlama:
         d, hd = cfg.dim, cfg.head_dim
 
         def w(*shape: int) -> np.ndarray:
-            return (rng.standard_normal(shape) / np.sqrt(shape[0])).astype(np.float32)
+            out: np.ndarray = (rng.standard_normal(shape) / np.sqrt(shape[0])).astype(np.float32)
+            return out
 
         self.embed = rng.standard_normal((cfg.vocab, d)).astype(np.float32)
         self.layers = [
@@ -165,4 +167,5 @@ class ToyLlama:
             h = _rms(x, p["n2"])
             g = h @ p["wg"]
             x = x + ((g / (1 + np.exp(-g))) * (h @ p["wu"])) @ p["wd"]
-        return _rms(x, self.norm) @ self.head
+        logits: np.ndarray = _rms(x, self.norm) @ self.head
+        return logits

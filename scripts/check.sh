@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Static checks that keep the code honest; part of the README's test command (and so of CI).
+# Each line is one check; the first that fails stops the run with its own message.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy -D warnings (workspace lints: unsafe rules, missing docs)"
+cargo clippy --release --workspace --all-targets --quiet -- -D warnings
+echo "== ruff check / ruff format --check"
+"$PY" -m ruff check python tests bench conftest.py
+"$PY" -m ruff format --check python tests bench conftest.py
+echo "== mypy --strict (the library; config in pyproject.toml)"
+"$PY" -m mypy
+echo "== stubtest: _native.pyi against the built extension"
+"$PY" -m mypy.stubtest slabcache._native --ignore-disjoint-bases \
+    --allowlist tests/stubtest_allowlist.txt
+echo "== static checks passed"
