@@ -421,8 +421,8 @@ class RedisSemanticTier:
             self.counters["remote_errors"] += 1
             return out
         for i, cs in cands.items():
-            got = [(c, vals[c.gid][_NONCE:]) for c in cs  # type: ignore[index]
-                   if vals[c.gid] is not None and vals[c.gid][:_NONCE] == c.nonce]  # type: ignore[index]  # fmt: skip
+            got = [(c, vals[c.gid][_NONCE:]) for c in cs
+                   if vals[c.gid] is not None and vals[c.gid][:_NONCE] == c.nonce]  # fmt: skip
             if got:
                 out[i] = self._fill_and_lookup(cache, got, m[i], parts[i], scopes[i],
                                                categories[i], texts[i], thresholds[i])  # fmt: skip
