@@ -205,14 +205,28 @@ def million_objects_rss(ctx: BenchContext) -> list[Measurement]:
 
 
 def _repo_root() -> Path:
-    return Path(__file__).resolve().parents[3]
+    """The clone the workload sources come from: the package's own (editable install), else
+    the working directory when it is a clone (the README's main job runs ``pip install
+    ".[bench]"`` there, so the package itself is in site-packages)."""
+    own = Path(__file__).resolve().parents[3]
+    for root in (own, Path.cwd()):
+        if (root / "bench" / "alloc_workloads").is_dir():
+            return root
+    return own
 
 
 def _preload_lib() -> Path | None:
-    """libslabcache_malloc.so: $SLABCACHE_MALLOC_LIB, else built with cargo."""
+    """libslabcache_malloc.so: $SLABCACHE_MALLOC_LIB, the wheel's bundled copy, else built
+    with cargo in the clone."""
     env = os.environ.get("SLABCACHE_MALLOC_LIB")
     if env:
         return Path(env)
+    from .. import bundled
+
+    try:
+        return bundled.preload_library()
+    except bundled.NotBundledError:
+        pass
     root = _repo_root()
     cargo = shutil.which("cargo")
     if cargo is None or not (root / "rust" / "malloc").exists():
