@@ -58,6 +58,25 @@ def test_compact_tables_fit_80_columns_and_mark_targets() -> None:
     assert "3 of 4 rows reach their target." in out
 
 
+def test_case_text_is_printed_as_written_not_as_markup() -> None:
+    # "m[k]" must not be eaten as a rich markup tag
+    rows = [
+        Measurement(
+            "m[k], one call per key",
+            1.0,
+            "ns",
+            "SortedDict",
+            2.0,
+            suite="s",
+            note="see [bold] docs",
+        )
+    ]
+    out = _render(rows)
+    assert "m[k], one call per key" in out and "see [bold] docs" in out
+    wide = _render(rows, width=200, wide=True)
+    assert "m[k], one call per key" in wide
+
+
 def test_wide_table_keeps_every_column() -> None:
     out = _render(_rows(), width=200, wide=True)
     assert "peer value" in out and "target" in out

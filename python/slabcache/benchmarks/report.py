@@ -20,6 +20,7 @@ from typing import Any
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape as esc
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -180,7 +181,7 @@ def render(
     for suite, rows in _by_suite(results).items():
         peers = sorted({m.peer for m in rows if m.peer})
         one_peer = len(peers) == 1
-        heading = f"[bold]{suite}[/]" + (f" vs {peers[0]}" if one_peer else "")
+        heading = f"[bold]{esc(suite)}[/]" + (f" vs {esc(peers[0])}" if one_peer else "")
         table = Table(
             title=heading, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, expand=True
         )
@@ -192,22 +193,22 @@ def render(
         table.add_column("ratio", justify="right", no_wrap=True)
         notes: list[str] = []
         for m in rows:
-            case = m.case
+            case = esc(m.case)
             if m.note:
                 if m.note not in notes:
                     notes.append(m.note)
                 case += f" [dim]\\[{notes.index(m.note) + 1}][/]"
-            cells = [case, f"{_fmt(m.ours)} [dim]{m.unit}[/]"]
+            cells = [case, f"{_fmt(m.ours)} [dim]{esc(m.unit)}[/]"]
             if not one_peer:
-                cells.append(m.peer or "-")
+                cells.append(esc(m.peer or "-"))
             cells += [_fmt(m.peer_value), _ratio_cell(m)]
             table.add_row(*cells)
         console.print(table)
         for i, note in enumerate(notes, 1):
-            console.print(f"[dim]\\[{i}][/] {note}", highlight=False)
+            console.print(f"[dim]\\[{i}][/] {esc(note)}", highlight=False)
         cut = [p for p in peers if len(p) > 12 and not one_peer]
         if cut:
-            console.print(f"[dim]peers: {'; '.join(cut)}[/]", highlight=False)
+            console.print(f"[dim]peers: {esc('; '.join(cut))}[/]", highlight=False)
         console.print()
     passed = [m.passed for m in results if m.passed is not None]
     if passed:
@@ -231,15 +232,15 @@ def _render_wide(results: list[Measurement], console: Console, title: str) -> No
     for m in results:
         goal = m.goal
         table.add_row(
-            m.suite,
-            m.case,
+            esc(m.suite),
+            esc(m.case),
             _fmt(m.ours),
-            m.peer or "-",
+            esc(m.peer or "-"),
             _fmt(m.peer_value),
-            m.unit,
+            esc(m.unit),
             _ratio_cell(m),
             "-" if goal is None else f"{goal:g}x",
-            m.note,
+            esc(m.note),
         )
     console.print(table)
     console.print("ratio > 1 means slabcache is better than the peer in this run.")
@@ -308,7 +309,7 @@ def compare(
         regressions += worse
         colour = "red" if worse else "green"
         table.add_row(
-            f"{m.suite}: {m.case}" + (f" [dim]vs {m.peer}[/]" if m.peer else ""),
+            esc(f"{m.suite}: {m.case}") + (f" [dim]vs {esc(m.peer)}[/]" if m.peer else ""),
             "-" if then is None else f"{then:.2f}x",
             "-" if now is None else f"[{colour}]{now:.2f}x[/]",
             "-" if raw is None else f"[{colour}]{raw:.2f}x[/]",
