@@ -397,8 +397,16 @@ where
     /// let m = BSkipList::<u32, u32>::new();
     /// for k in 0..5 { m.insert(k, k); }
     /// let mut c = RangeCursor::new(Excluded(0), Unbounded);
-    /// assert_eq!(c.next_leaf(&m, false), [(1, 1), (2, 2), (3, 3), (4, 4)]);
-    /// assert!(c.next_leaf(&m, false).is_empty());
+    /// // Leaf boundaries follow the keys' random heights, so gather leaves until an empty one.
+    /// let mut all = Vec::new();
+    /// loop {
+    ///     let leaf = c.next_leaf(&m, false);
+    ///     if leaf.is_empty() {
+    ///         break;
+    ///     }
+    ///     all.extend(leaf);
+    /// }
+    /// assert_eq!(all, [(1, 1), (2, 2), (3, 3), (4, 4)]);
     /// ```
     pub fn next_leaf<C: Config>(
         &mut self,
