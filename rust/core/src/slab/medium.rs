@@ -343,10 +343,10 @@ impl Medium {
         chunk.dirty_pages += n;
         st.live_blocks -= 1;
         st.live_pages -= n;
-        if self.release_on_free
-            || chunk.dirty_pages > DIRTY_LIMIT_PAGES
-            || chunk.free_pages == CHUNK_PAGES
-        {
+        // An emptied chunk keeps its dirty pages (bounded by the limit): purging it at once made
+        // every alloc+free pair of one medium block fault its pages in again (4.6 us per 64 KiB
+        // pair against glibc's 29 ns in `slabcache bench allocator`).
+        if self.release_on_free || chunk.dirty_pages > DIRTY_LIMIT_PAGES {
             chunk.purge();
         }
         Ok(n * PAGE)
