@@ -21,23 +21,6 @@ SOURCE = ROOT / "tests" / "alloc_c" / "alloc_checks.c"
 
 
 @pytest.fixture(scope="module")
-def libpath() -> Path:
-    cargo = shutil.which("cargo")
-    if cargo is None:
-        pytest.skip("cargo is not installed")
-    target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-    subprocess.run(
-        [cargo, "build", "--release", "-p", "slabcache-malloc", "--features", "preload"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
-    lib = target / "release" / "libslabcache_malloc.so"
-    assert lib.exists()
-    return lib
-
-
-@pytest.fixture(scope="module")
 def checks(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cc = shutil.which("cc")
     if cc is None:

@@ -4,7 +4,6 @@ double frees) and used as LD_PRELOAD malloc for a whole Python process."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,23 +11,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def libpath() -> Path:
-    cargo = shutil.which("cargo")
-    if cargo is None:
-        pytest.skip("cargo is not installed")
-    target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-    subprocess.run(
-        [cargo, "build", "--release", "-p", "slabcache-malloc", "--features", "preload"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
-    lib = target / "release" / "libslabcache_malloc.so"
-    assert lib.exists()
-    return lib
 
 
 def test_c_abi_refuses_double_and_invalid_frees(libpath: Path) -> None:
