@@ -11,16 +11,29 @@
 //!
 //! | file             | what it holds                                                 |
 //! |------------------|---------------------------------------------------------------|
+//! | `sync`           | `lock()`: poison-free, counted locks (for the `fork` handler) |
+//! | `free_error`     | why a free was refused                                        |
+//! | `os`             | `mmap`/`madvise`/`munmap` wrappers                            |
 //! | [`size_class`]   | the 72 slot sizes, 16 B .. 32 KiB                             |
-//! | `region`         | the reserved slab area and the metadata table beside it       |
 //! | [`slab_meta`]    | per-slab metadata: class, live bitmap, central-pool bitmap    |
+//! | `region`         | the reserved slab area and the metadata table beside it       |
 //! | `slab_pool`      | carving, recycling and `madvise`-releasing whole slabs        |
 //! | `class_pool`     | the central per-class pools (one lock per class)              |
-//! | `thread_cache`   | per-thread stacks of free objects (the lock-free fast path)   |
 //! | `medium`         | page runs in 4 MiB chunks of the region, 32 KiB .. 2 MiB      |
 //! | `large`          | own mappings above 2 MiB, in a checked table, `mremap` resize |
-//! | [`hardened`]     | the hardened profile's canaries, quarantine, zero-size area  |
+//! | [`hardened`]     | the hardened profile's canaries, quarantine, zero-size area   |
+//! | `thread_cache`   | per-thread stacks of free objects (the lock-free fast path), |
+//! |                  | and `SlotList`, the heap's list of those threads' slots       |
+//! | `heap`           | one allocator: ties the pools to the thread caches            |
 //! | [`stats`]        | figures computed from the metadata                            |
+//! | [`trace`]        | benchmark traces and the system-`malloc` peer (public API only) |
+//!
+//! Layering: each file uses only files above it in this table, with one
+//! exception (as mimalloc states one for its heap): `thread_cache` uses
+//! `heap`, because a thread's slot holds a `Weak<Heap>` and flushes into it
+//! when the thread exits or the slot is evicted, while `heap` calls the
+//! cache on every alloc and free. Cutting that edge would take a callback
+//! or trait object for the flush, for no gain in what either file knows.
 //!
 //! ```
 //! use slabcache_core::slab::SlabAllocator;
@@ -35,6 +48,7 @@
 
 mod class_pool;
 mod config;
+mod free_error;
 pub mod hardened;
 mod heap;
 mod large;
@@ -45,6 +59,7 @@ pub mod size_class;
 pub mod slab_meta;
 mod slab_pool;
 pub mod stats;
+mod sync;
 mod thread_cache;
 pub mod trace;
 
@@ -52,8 +67,9 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 
 pub use config::SlabConfig;
-pub use heap::{thread_holds_allocator_lock, FreeError};
+pub use free_error::FreeError;
 pub use stats::{ClassStats, SlabStats};
+pub use sync::thread_holds_allocator_lock;
 
 use crate::{Error, ErrorKind, Result};
 use heap::Heap;
