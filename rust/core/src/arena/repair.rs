@@ -28,7 +28,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use super::blob_file::{check_header, encode_header, BlobFile, BLOB_HEADER_LEN, BLOB_MAGIC};
+use super::blob_file::{encode_header, read_header, BlobFile, BLOB_HEADER_LEN};
 use super::checkpoint::{self, sync_dir, CheckpointHeader, CHECKPOINT_FILE};
 use super::generation::{generation_path, parse_generation_name};
 use super::io::{io_error, SharedIo};
@@ -96,9 +96,8 @@ pub fn repair(dir: &Path, io_: &SharedIo) -> Result<RepairReport> {
             for n in &names {
                 if parse_generation_name(n).is_some() {
                     if let Ok(b) = std::fs::read(dir.join(n)) {
-                        if b.len() >= BLOB_HEADER_LEN as usize && &b[..8] == BLOB_MAGIC {
-                            let id = u64::from_le_bytes(b[16..24].try_into().expect("8"));
-                            *votes.entry(id).or_default() += 1;
+                        if let Ok(h) = read_header(&b) {
+                            *votes.entry(h.store_id).or_default() += 1;
                         }
                     }
                 }
@@ -297,14 +296,8 @@ pub fn repair(dir: &Path, io_: &SharedIo) -> Result<RepairReport> {
         .map_err(|e| io("cannot rename", &tmp, e))?;
     sync_dir(io_, dir)?;
     drop(gens);
-    let new_file = BlobFile::open(io_, &path, new_gen, store_id)?;
-    if let Err(why) = check_header(
-        &new_file.mapping().bytes()[..BLOB_HEADER_LEN as usize],
-        new_gen,
-        store_id,
-    ) {
-        return Err(Error::corrupt(format!("repair wrote a bad header: {why}")));
-    }
+    // Opening checks the header just written (blob_file::check_header).
+    BlobFile::open(io_, &path, new_gen, store_id)?;
     let segment = max_segment + 1;
     let next_seq = max_seq + 1;
     let header = CheckpointHeader {
