@@ -614,7 +614,7 @@ impl PyBlobArena {
                 "the arena path is empty",
             ));
         }
-        let io = slabcache_core::arena::io::os_io();
+        let io = slabcache_core::arena::os_io();
         let r = py
             .allow_threads(|| slabcache_core::arena::repair(&path, &io))
             .py()?;

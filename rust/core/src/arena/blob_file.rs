@@ -62,7 +62,7 @@ pub struct BlobHeader {
 /// that is [`check_header`].
 ///
 /// ```
-/// use slabcache_core::arena::blob_file::{encode_header, read_header};
+/// use slabcache_core::arena::format::{encode_header, read_header};
 /// let h = read_header(&encode_header(3, 0xabc)).unwrap();
 /// assert_eq!((h.generation, h.store_id, h.intact), (3, 0xabc, true));
 /// assert!(read_header(b"SCBLOB02").is_err()); // truncated
@@ -88,7 +88,7 @@ pub fn read_header(bytes: &[u8]) -> std::result::Result<BlobHeader, String> {
 /// generation header is judged: open, `verify` and repair all call it).
 ///
 /// ```
-/// use slabcache_core::arena::blob_file::{check_header, encode_header};
+/// use slabcache_core::arena::format::{check_header, encode_header};
 /// let h = encode_header(2, 7);
 /// assert!(check_header(&h, 2, 7).is_ok());
 /// assert!(check_header(&h, 2, 8).unwrap_err().contains("another store"));
@@ -165,10 +165,6 @@ impl Mapping {
     /// Length of the mapping.
     pub fn len(&self) -> usize {
         self.mmap.len()
-    }
-    /// True for an empty mapping.
-    pub fn is_empty(&self) -> bool {
-        self.mmap.is_empty()
     }
     /// The generation this maps.
     pub fn generation(&self) -> u64 {
@@ -370,14 +366,7 @@ impl BlobFile {
             .sync(&self.handle.file)
             .map_err(|e| io_err("cannot fsync", &self.handle.path, e))
     }
-
-    /// The file's path.
-    pub fn path(&self) -> &Path {
-        &self.handle.path
-    }
 }
-
-pub use super::io::write_all_at;
 
 /// Reads exactly `buf.len()` bytes at `offset`.
 pub fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
@@ -387,6 +376,7 @@ pub fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Resul
 
 #[cfg(test)]
 mod tests {
+    use super::super::io::write_all_at;
     use super::*;
 
     #[test]

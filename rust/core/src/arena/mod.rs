@@ -4,18 +4,18 @@
 //!
 //! | file | what |
 //! |---|---|
-//! | `LOCK` | advisory `flock`: one writer process at a time ([`lock`]) |
-//! | `gen-N.blob` | append-only blob data of generation N, read through mmap ([`blob_file`], [`generation`]) |
-//! | `wal-N.log` | the live WAL segment: put / delete / checkpoint / generation-switch records ([`wal_record`], [`wal`]) |
-//! | `checkpoint` | index snapshot naming the segment replay starts from ([`checkpoint`]) |
+//! | `LOCK` | advisory `flock`: one writer process at a time (`lock`) |
+//! | `gen-N.blob` | append-only blob data of generation N, read through mmap (`blob_file`, `generation`) |
+//! | `wal-N.log` | the live WAL segment: put / delete / checkpoint / generation-switch records (`wal_record`, `wal`) |
+//! | `checkpoint` | index snapshot naming the segment replay starts from (`checkpoint`) |
 //!
 //! A put writes the blob bytes first, then the WAL record; it is acknowledged
 //! once both are durable under the [`SyncMode`]. Opening replays the WAL from
-//! the last checkpoint ([`recovery`]). Reads are zero-copy [`BlobView`]s.
+//! the last checkpoint (`recovery`). Reads are zero-copy [`BlobView`]s.
 //! [`BlobArena::compact`] copies live blobs into a new generation
-//! ([`compaction`]); [`BlobArena::verify`] re-checks every checksum
+//! (`compaction`); [`BlobArena::verify`] re-checks every checksum
 //! (`verify.rs`), and every generation header is judged by one function,
-//! [`blob_file::check_header`].
+//! [`format::check_header`].
 //!
 //! ```
 //! use slabcache_core::arena::{ArenaOptions, BlobArena, SyncMode};
@@ -31,19 +31,22 @@
 //! # drop(arena); std::fs::remove_dir_all(&dir).unwrap();
 //! ```
 
-pub mod blob_file;
-pub mod checkpoint;
-pub mod compaction;
-pub mod generation;
-pub mod index;
-pub mod io;
-pub mod lock;
-pub mod recovery;
-pub mod repair;
+// The files below are internals; the public surface is what this module
+// re-exports (`pub use`) plus the on-disk [`format`].
+pub(crate) mod blob_file;
+pub(crate) mod checkpoint;
+pub(crate) mod compaction;
+pub mod format;
+pub(crate) mod generation;
+pub(crate) mod index;
+pub(crate) mod io;
+pub(crate) mod lock;
+pub(crate) mod recovery;
+pub(crate) mod repair;
 mod verify;
-pub mod view;
-pub mod wal;
-pub mod wal_record;
+pub(crate) mod view;
+pub(crate) mod wal;
+pub(crate) mod wal_record;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -56,7 +59,7 @@ use parking_lot::Mutex;
 
 pub use compaction::CompactionReport;
 pub use index::KeyIndex;
-pub use io::{ArenaIo, OsIo, SharedIo};
+pub use io::{os_io, write_all_at, ArenaIo, OsIo, SharedIo};
 pub use recovery::RecoveryReport;
 pub use repair::{repair, RepairReport};
 pub use verify::VerifyReport;

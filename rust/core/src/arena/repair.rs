@@ -1,29 +1,4 @@
-//! Offline salvage of a damaged arena: [`repair`].
-//!
-//! Opening refuses an arena whose synced data is damaged (it changes nothing
-//! and names the offset). `repair` then keeps every record that still checks
-//! out, on both sides of the damage: checkpoint entries whose blob matches its
-//! CRC32C, and every WAL record found by scanning each segment byte by byte
-//! (valid framing and checksum; a put's blob must match its CRC, a put-inline
-//! carries its value). It applies them in sequence order, writes the
-//! surviving values into a fresh generation with a new checkpoint and WAL
-//! segment, and reports what it dropped. The old files are kept, hard-linked
-//! into `salvaged-<unix time>/` inside the arena directory, so nothing is
-//! destroyed; delete that directory once satisfied.
-//!
-//! ```
-//! use slabcache_core::arena::{repair, ArenaOptions, BlobArena};
-//! let dir = std::env::temp_dir().join(format!("sc-repair-doc-{}", std::process::id()));
-//! {
-//!     let a = BlobArena::open(&dir, ArenaOptions::default()).unwrap();
-//!     a.put(b"k", b"v").unwrap();
-//! }
-//! let report = repair(&dir, &slabcache_core::arena::io::os_io()).unwrap();
-//! assert_eq!(report.kept_keys, 1);
-//! let a = BlobArena::open(&dir, ArenaOptions::default()).unwrap();
-//! assert_eq!(&*a.get(b"k").unwrap().unwrap(), b"v");
-//! # drop(a); std::fs::remove_dir_all(&dir).unwrap();
-//! ```
+//! Offline salvage of a damaged arena: [`repair`] (its doc says how).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -71,7 +46,32 @@ fn key_str(k: &[u8]) -> String {
 }
 
 /// Salvages every record of the arena in `dir` that checks out into a new
-/// generation; see the [module docs](self). Needs the writer lock.
+/// generation. Needs the writer lock (the arena must not be open).
+///
+/// Opening refuses an arena whose synced data is damaged (it changes nothing
+/// and names the offset). `repair` then keeps every record that still checks
+/// out, on both sides of the damage: checkpoint entries whose blob matches its
+/// CRC32C, and every WAL record found by scanning each segment byte by byte
+/// (valid framing and checksum; a put's blob must match its CRC, a put-inline
+/// carries its value). It applies them in sequence order, writes the
+/// surviving values into a fresh generation with a new checkpoint and WAL
+/// segment, and reports what it dropped. The old files are kept, hard-linked
+/// into `salvaged-<unix time>/` inside the arena directory, so nothing is
+/// destroyed; delete that directory once satisfied.
+///
+/// ```
+/// use slabcache_core::arena::{repair, ArenaOptions, BlobArena};
+/// let dir = std::env::temp_dir().join(format!("sc-repair-doc-{}", std::process::id()));
+/// {
+///     let a = BlobArena::open(&dir, ArenaOptions::default()).unwrap();
+///     a.put(b"k", b"v").unwrap();
+/// }
+/// let report = repair(&dir, &slabcache_core::arena::os_io()).unwrap();
+/// assert_eq!(report.kept_keys, 1);
+/// let a = BlobArena::open(&dir, ArenaOptions::default()).unwrap();
+/// assert_eq!(&*a.get(b"k").unwrap().unwrap(), b"v");
+/// # drop(a); std::fs::remove_dir_all(&dir).unwrap();
+/// ```
 pub fn repair(dir: &Path, io_: &SharedIo) -> Result<RepairReport> {
     if !dir.is_dir() {
         return Err(Error::not_found(format!("no arena at {}", dir.display())));

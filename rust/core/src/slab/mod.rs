@@ -15,17 +15,17 @@
 //! | `free_error`     | why a free was refused                                        |
 //! | `os`             | `mmap`/`madvise`/`munmap` wrappers                            |
 //! | [`size_class`]   | the 72 slot sizes, 16 B .. 32 KiB                             |
-//! | [`slab_meta`]    | per-slab metadata: class, live bitmap, central-pool bitmap    |
+//! | `slab_meta`      | per-slab metadata: class, live bitmap, central-pool bitmap    |
 //! | `region`         | the reserved slab area and the metadata table beside it       |
 //! | `slab_pool`      | carving, recycling and `madvise`-releasing whole slabs        |
 //! | `class_pool`     | the central per-class pools (one lock per class)              |
 //! | `medium`         | page runs in 4 MiB chunks of the region, 32 KiB .. 2 MiB      |
 //! | `large`          | own mappings above 2 MiB, in a checked table, `mremap` resize |
-//! | [`hardened`]     | the hardened profile's canaries, quarantine, zero-size area   |
+//! | `hardened`       | the hardened profile's canaries, quarantine, zero-size area   |
 //! | `thread_cache`   | per-thread stacks of free objects (the lock-free fast path), |
 //! |                  | and `SlotList`, the heap's list of those threads' slots       |
 //! | `heap`           | one allocator: ties the pools to the thread caches            |
-//! | [`stats`]        | figures computed from the metadata                            |
+//! | `stats`          | figures computed from the metadata                            |
 //! | [`trace`]        | benchmark traces and the system-`malloc` peer (public API only) |
 //!
 //! Layering: each file uses only files above it in this table, with one
@@ -49,16 +49,16 @@
 mod class_pool;
 mod config;
 mod free_error;
-pub mod hardened;
+pub(crate) mod hardened;
 mod heap;
 mod large;
 mod medium;
 pub mod os;
 mod region;
 pub mod size_class;
-pub mod slab_meta;
+pub(crate) mod slab_meta;
 mod slab_pool;
-pub mod stats;
+pub(crate) mod stats;
 mod sync;
 mod thread_cache;
 pub mod trace;
