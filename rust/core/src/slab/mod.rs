@@ -26,7 +26,8 @@
 //! |                  | and `SlotList`, the heap's list of those threads' slots       |
 //! | `heap`           | one allocator: ties the pools to the thread caches            |
 //! | `stats`          | figures computed from the metadata                            |
-//! | [`trace`]        | benchmark traces and the system-`malloc` peer (public API only) |
+//! | `trace`          | benchmark traces and the system-`malloc` peer (public API only; |
+//! |                  | only with the `bench` feature)                                |
 //!
 //! Layering: each file uses only files above it in this table, with one
 //! exception (as mimalloc states one for its heap): `thread_cache` uses
@@ -61,6 +62,7 @@ mod slab_pool;
 pub(crate) mod stats;
 mod sync;
 mod thread_cache;
+#[cfg(feature = "bench")]
 pub mod trace;
 
 use std::ptr::NonNull;
