@@ -85,20 +85,13 @@ fn slab_hold_trace<'py>(
         py.allow_threads(move || {
             let l = l;
             let peak = trace::run_trace_touching(a, ops, l.0);
-            let end =
-                l.0.iter()
-                    .filter(|e| !e.0.is_null())
-                    .map(|e| e.1 as u64)
-                    .sum();
-            (peak, end)
+            (peak, trace::live_bytes(l.0))
         })
     }
     if system {
         let (peak, end) = held(&SystemMalloc, py, &trace_ops, &mut live);
         let r = callback.call0()?;
-        for e in live.iter().filter(|e| !e.0.is_null()) {
-            trace::RawAlloc::free(&SystemMalloc, e.0, e.1);
-        }
+        trace::free_live(&SystemMalloc, &mut live);
         Ok((peak, end, before, r, None))
     } else {
         let a = SlabAllocator::new().py()?;
@@ -106,9 +99,7 @@ fn slab_hold_trace<'py>(
         let r = callback.call0()?;
         a.flush_thread_cache();
         let stats = stats_dict(py, &a.stats())?;
-        for e in live.iter().filter(|e| !e.0.is_null()) {
-            trace::RawAlloc::free(&a, e.0, e.1);
-        }
+        trace::free_live(&a, &mut live);
         Ok((peak, end, before, r, Some(stats)))
     }
 }
@@ -123,34 +114,11 @@ fn slab_hold_objects<'py>(
     system: bool,
     callback: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    fn run<'py, A: trace::RawAlloc>(
-        a: &A,
-        count: usize,
-        size: usize,
-        callback: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let mut ptrs = Vec::with_capacity(count);
-        for i in 0..count {
-            let p = a.alloc(size);
-            if p.is_null() {
-                break;
-            }
-            // SAFETY: `p` holds at least `size >= 1` bytes.
-            unsafe { p.write_bytes(i as u8, size.max(1)) };
-            ptrs.push(p);
-        }
-        let r = callback.call0();
-        for p in ptrs {
-            a.free(p, size);
-        }
-        r
-    }
-    let size = size.max(1);
     if system {
-        run(&SystemMalloc, count, size, callback)
+        trace::hold_objects(&SystemMalloc, count, size, || callback.call0())
     } else {
         let a = SlabAllocator::new().py()?;
-        run(&a, count, size, callback)
+        trace::hold_objects(&a, count, size, || callback.call0())
     }
 }
 
