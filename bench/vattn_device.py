@@ -557,6 +557,7 @@ def section_throughput(args):
         t_pv = timeit(lambda: forward(m, prompt, 0, vkv), reps)
         t_pp = timeit(lambda: forward(m, prompt, 0, pkv), reps)
         t_ppf = timeit(lambda: forward(m, prompt, 0, pkv, fresh=True), reps)
+        t_pvf = timeit(lambda: forward(m, prompt, 0, vkv, fresh=True), reps)
         tok = torch.randint(0, cfg["vocab"], (B, 1), device=DEV)
 
         def capture(kv):
@@ -621,6 +622,7 @@ def section_throughput(args):
             "vattn": B * P / t_pv,
             "paged": B * P / t_pp,
             "paged_fresh": B * P / t_ppf,
+            "vattn_fresh": B * P / t_pvf,
         }
         if args.graphs:  # one eager step each before capturing
             for r in range(B):
@@ -672,7 +674,7 @@ def section_throughput(args):
         pr, dr = res["prefill_tok_s"], dec
         log(
             f"B={B:3d} prefill tok/s vattn {pr['vattn']:9.0f} paged {pr['paged']:9.0f} "
-            f"({pr['vattn'] / pr['paged']:.2f}x; paged-fresh {pr['paged_fresh']:9.0f}) | decode tok/s "
+            f"({pr['vattn'] / pr['paged']:.2f}x; paged-fresh {pr['paged_fresh']:9.0f}, vattn-fresh {pr['vattn_fresh']:9.0f}) | decode tok/s "
             f"vattn {dr['inline']:8.0f} paged {dr['paged']:8.0f} ({dr['inline'] / dr['paged']:.2f}x)"
             + "".join(f" {k} {dr[k]:8.0f}" for k in ("premapped", "sync", "thread") if k in dr)
             + f" [sync maps inline={res['sync_maps_inline']}"

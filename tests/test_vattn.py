@@ -369,3 +369,12 @@ def test_cuda_driver_round_trip():  # pragma: no cover - runs on a GPU machine o
     drv.unmap(va + drv.page_size)
     drv.release(h)
     drv.free(va)
+
+
+def test_docs_examples_run():
+    import doctest
+    import pathlib
+
+    doc = pathlib.Path(__file__).resolve().parent.parent / "docs" / "vattn.md"
+    res = doctest.testfile(str(doc), module_relative=False, optionflags=doctest.ELLIPSIS)
+    assert res.attempted >= 15 and res.failed == 0
