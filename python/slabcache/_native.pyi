@@ -351,6 +351,38 @@ class BlockManagerCore:
     def block_tables(
         self, req_ids: npt.NDArray[np.int64], pad: int = -1, min_width: int = 0
     ) -> npt.NDArray[np.int32]: ...
+    def schedule(
+        self,
+        finished: npt.NDArray[np.int64],
+        appended_ids: npt.NDArray[np.int64],
+        appended_tokens: npt.NDArray[np.int32],
+        appended_offsets: npt.NDArray[np.int64],
+        arrival_ids: npt.NDArray[np.int64],
+        arrival_tokens: npt.NDArray[np.int32],
+        arrival_offsets: npt.NDArray[np.int64],
+        arrival_extra_keys: npt.NDArray[np.uint64] | None = None,
+        now: float = 0.0,
+        *,
+        max_num_batched_tokens: int,
+        max_model_len: int,
+        max_num_seqs: int = 256,
+        long_prefill_token_threshold: int = 0,
+        num_lookahead_tokens: int = 0,
+        full_sequence_must_fit: bool = True,
+        watermark_blocks: int = 0,
+    ) -> tuple[
+        npt.NDArray[np.int64],
+        npt.NDArray[np.int32],
+        npt.NDArray[np.int32],
+        npt.NDArray[np.uint8],
+        npt.NDArray[np.int32],
+        npt.NDArray[np.int64],
+        npt.NDArray[np.int64],
+        npt.NDArray[np.int32],
+    ]:
+        """(req_ids, num_scheduled, num_computed, kinds, blocks, block_offsets, preempted, copies)."""
+    def running_queue(self) -> npt.NDArray[np.int64]: ...
+    def waiting_queue(self) -> npt.NDArray[np.int64]: ...
     def step(
         self,
         req_ids: npt.NDArray[np.int64],

@@ -2,7 +2,7 @@
 //! manager, checked from scratch (for tests and debugging, O(blocks + tokens)).
 
 use super::manager::BlockManager;
-use super::request_table::Residency;
+use super::request_table::{Queue, Residency};
 use crate::{Error, ErrorKind, Result};
 
 impl BlockManager {
@@ -104,6 +104,37 @@ impl BlockManager {
         }
         if host_used != self.host.num_blocks() - self.host.num_free() {
             return fail("host tier accounting mismatch".into());
+        }
+        // schedule()'s queues: each queued request once, in the queue its state says;
+        // a waiting one holds no blocks.
+        let mut queued = 0;
+        for (q, ids) in [
+            (Queue::Running, self.queues.running.clone()),
+            (
+                Queue::Waiting,
+                self.queues.waiting.iter().copied().collect(),
+            ),
+        ] {
+            for id in ids {
+                match self.reqs.get(id) {
+                    Some(st) if st.queue == q => {
+                        if q == Queue::Waiting && (!st.blocks.is_empty() || st.num_computed > 0) {
+                            return fail(format!("waiting request {id} holds blocks"));
+                        }
+                    }
+                    _ => return fail(format!("queued request {id} is not live in that queue")),
+                }
+                queued += 1;
+            }
+        }
+        if queued
+            != self
+                .reqs
+                .iter()
+                .filter(|(_, st)| st.queue != Queue::None)
+                .count()
+        {
+            return fail("a request is queued twice or missing from its queue".into());
         }
         Ok(())
     }

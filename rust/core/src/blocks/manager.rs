@@ -11,7 +11,8 @@
 use super::block_hash::BlockHash;
 use super::block_pool::BlockPool;
 use super::events::BlockEvent;
-use super::request_table::{RequestState, RequestTable, Residency};
+use super::request_table::{Queue, RequestState, RequestTable, Residency};
+use super::schedule::SchedQueues;
 use super::stats::BlockStats;
 use super::swap::HostTier;
 use super::ttl_pins::PinSchedule;
@@ -84,6 +85,7 @@ pub struct BlockManager {
     pub(super) copies: Vec<(u32, u32)>,
     pub(super) stats: BlockStats,
     pub(super) scratch_hit: Vec<u32>,
+    pub(super) queues: SchedQueues,
 }
 
 pub(super) fn invalid(msg: String) -> Error {
@@ -136,6 +138,7 @@ impl BlockManager {
             copies: Vec::new(),
             stats: BlockStats::default(),
             scratch_hit: Vec::new(),
+            queues: SchedQueues::default(),
             watermark_blocks,
             cfg,
         })
@@ -333,6 +336,7 @@ impl BlockManager {
         max_hit_tokens: usize,
     ) -> Result<(Vec<u32>, usize)> {
         if let Some(st) = self.reqs.get(id) {
+            not_queued(id, st)?;
             if !st.blocks.is_empty() || st.num_computed > 0 || st.residency != Residency::Device {
                 return Err(invalid(format!(
                     "request {id} is already running; get_computed_blocks is for waiting requests"
@@ -445,6 +449,7 @@ impl BlockManager {
                 "request {id} is swapped out; swap it in first"
             )));
         }
+        not_queued(id, st)?;
         let admission = st.blocks.is_empty() && st.num_computed == 0;
         let saved_stats = self.stats;
         let mut hit = Vec::new();
@@ -633,6 +638,7 @@ impl BlockManager {
     pub fn free(&mut self, id: i64) -> Result<()> {
         self.live(id)?;
         let st = self.reqs.remove_freed(id).expect("live");
+        self.dequeue(id, st.queue);
         match st.residency {
             Residency::Device => release_rev(&mut self.pool, &st.blocks),
             Residency::Host(h) => self.host.release(&h),
@@ -668,6 +674,8 @@ impl BlockManager {
         }
         let mut st = p.clone();
         st.program = None;
+        st.queue = Queue::None;
+        st.num_preemptions = 0;
         for &b in &st.blocks {
             self.pool.touch(b);
         }
@@ -710,6 +718,7 @@ impl BlockManager {
         }
         let key = program.or(st.program).unwrap_or(id);
         let st = self.reqs.remove_freed(id).expect("live");
+        self.dequeue(id, st.queue);
         let keep = st.num_cached_blocks.min(st.blocks.len());
         release_rev(&mut self.pool, &st.blocks[keep..]);
         let kept = st.blocks[..keep].to_vec();
@@ -998,6 +1007,17 @@ impl BlockManager {
         s.num_requests = self.reqs.len();
         s.evictions = self.pool.evictions;
         s
+    }
+}
+
+/// Requests in [`BlockManager::schedule`]'s queues are driven by it alone.
+pub(super) fn not_queued(id: i64, st: &RequestState) -> Result<()> {
+    if st.queue == Queue::None {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "request {id} is in schedule()'s queues; drive it with schedule() (or free it)"
+        )))
     }
 }
 

@@ -23,6 +23,7 @@
 //! | `stats.rs`         | counters                                                  |
 //! | `manager.rs`       | [`BlockManager`]: the API a scheduler calls               |
 //! | `step.rs`          | [`BlockManager::step`]: one call per scheduler step       |
+//! | `schedule.rs`      | [`BlockManager::schedule`]: vLLM's scheduler step, exact  |
 //! | `invariants.rs`    | [`BlockManager::check_invariants`]                        |
 //!
 //! ```
@@ -50,6 +51,7 @@ pub mod invariants;
 pub mod manager;
 pub mod prefix_cache;
 pub mod request_table;
+pub mod schedule;
 pub mod stats;
 pub mod step;
 pub mod swap;
@@ -81,7 +83,8 @@ pub use free_queue::FreeBlockQueue;
 pub use freed_ids::FreedIds;
 pub use manager::{tokens_from_i32, BlockManager, BlockManagerConfig};
 pub use prefix_cache::PrefixCache;
-pub use request_table::{RequestState, RequestTable, Residency};
+pub use request_table::{Queue, RequestState, RequestTable, Residency};
+pub use schedule::{AdmissionKind, ScheduleConfig, ScheduleInput, ScheduleOutput};
 pub use stats::BlockStats;
 pub use step::{StepInput, StepOutput};
 pub use swap::{coalesce, CopyRange, HostTier};

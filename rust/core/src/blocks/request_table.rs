@@ -39,6 +39,22 @@ pub struct RequestState {
     pub program: Option<i64>,
     /// Device or host.
     pub residency: Residency,
+    /// Where [`BlockManager::schedule`](super::BlockManager::schedule)'s
+    /// queues hold the request (`None`: driven by the per-request API).
+    pub queue: Queue,
+    /// Times `schedule` preempted the request (a resumed admission when > 0).
+    pub num_preemptions: u32,
+}
+
+/// The scheduler queue a request is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queue {
+    /// Not in `schedule`'s queues.
+    None,
+    /// Waiting for admission (new or preempted).
+    Waiting,
+    /// Admitted: holds blocks.
+    Running,
 }
 
 impl RequestState {
@@ -68,6 +84,8 @@ impl RequestState {
             extra_key,
             program,
             residency: Residency::Device,
+            queue: Queue::None,
+            num_preemptions: 0,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! [`BlockManager::step`]: a whole scheduler step in one call, with the
 //! batch validated up front so that a bad batch changes nothing.
 
-use super::manager::{as_u32, check_now, invalid, BlockManager};
+use super::manager::{as_u32, check_now, invalid, not_queued, BlockManager};
 use super::request_table::{RequestState, Residency};
 use crate::Result;
 
@@ -268,6 +268,7 @@ impl BlockManager {
                     }
                 }
                 Some(st) => {
+                    not_queued(id, st)?;
                     if st.residency != Residency::Device {
                         return Err(invalid(format!(
                             "request {id} is swapped out; swap it in first"

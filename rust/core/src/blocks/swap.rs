@@ -9,7 +9,7 @@
 //! [`BlockManager::swap_out`] / [`BlockManager::swap_in`] move a request
 //! between the tiers.
 
-use super::manager::{check_now, invalid, release_rev, BlockManager};
+use super::manager::{check_now, invalid, not_queued, release_rev, BlockManager};
 use super::request_table::Residency;
 use crate::Result;
 
@@ -204,6 +204,7 @@ impl BlockManager {
         if st.residency != Residency::Device {
             return Err(invalid(format!("request {id} is already swapped out")));
         }
+        not_queued(id, st)?;
         if st.blocks.is_empty() {
             return Err(invalid(format!("request {id} holds no blocks to swap out")));
         }
