@@ -326,6 +326,27 @@ class BlockManagerCore:
         program: int | None = None,
         max_hit_tokens: int | None = None,
     ) -> tuple[npt.NDArray[np.int32], int]: ...
+    def lookup(
+        self,
+        token_ids: npt.NDArray[np.int32] | list[int],
+        extra_key: int = 0,
+        max_hit_tokens: int | None = None,
+    ) -> tuple[npt.NDArray[np.int32], int]: ...
+    def admit(
+        self,
+        req_id: int,
+        token_ids: npt.NDArray[np.int32] | list[int],
+        num_new_tokens: int,
+        hit: npt.NDArray[np.int32] | None = None,
+        num_external_tokens: int = 0,
+        num_lookahead_tokens: int = 0,
+        extra_key: int = 0,
+        program: int | None = None,
+        reserve: int | None = None,
+        delay_cache: bool = False,
+        now: float = 0.0,
+    ) -> npt.NDArray[np.int32] | None: ...
+    def cache_blocks(self, req_id: int, num_tokens: int) -> None: ...
     def allocate_slots(
         self,
         req_id: int,

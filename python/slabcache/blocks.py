@@ -489,6 +489,92 @@ class BlockManager:
             _req_id(req_id), _tokens_arg(token_ids), _extra_key(extra_key), prog, limit
         )
 
+    def lookup(
+        self,
+        token_ids: npt.ArrayLike,
+        *,
+        extra_key: int | str | bytes | None = None,
+        max_hit_tokens: int | None = None,
+    ) -> tuple[np.ndarray, int]:
+        """The longest cached prefix of a prompt, ``(block_ids int32,
+        num_cached_tokens)``, with no side effect: nothing is registered, so a
+        waiting request that is looked up and then aborted leaves nothing
+        behind (compare :meth:`get_computed_blocks`). Admit it with
+        :meth:`admit`, passing the blocks found.
+
+        >>> bm = BlockManager(num_blocks=8, block_size=2)
+        >>> bm.admit(1, [1, 2, 3], 3) is not None
+        True
+        >>> hit, n = bm.lookup([1, 2, 9])
+        >>> hit.tolist(), n, bm.num_requests
+        ([0], 2, 1)
+        """
+        limit = None if max_hit_tokens is None else _count(max_hit_tokens, "max_hit_tokens")
+        return self._core.lookup(_tokens_arg(token_ids), _extra_key(extra_key), limit)
+
+    def admit(
+        self,
+        req_id: int,
+        token_ids: npt.ArrayLike,
+        num_new_tokens: int,
+        *,
+        hit: npt.ArrayLike | None = None,
+        num_external_tokens: int = 0,
+        num_lookahead_tokens: int = 0,
+        extra_key: int | str | bytes | None = None,
+        program: int | None = None,
+        reserve: int | None = None,
+        delay_cache: bool = False,
+        now: float | None = None,
+    ) -> np.ndarray | None:
+        """Registers a new request with its known tokens and allocates its
+        admission in one all-or-nothing call: the cached ``hit`` blocks (from
+        :meth:`lookup`; they must still hold this prompt's prefix), slots for
+        ``num_external_tokens`` whose KV a connector loads (counted computed),
+        ``num_new_tokens`` to compute, and lookahead slots. Returns the new
+        block ids, or None when they do not fit (nothing is registered then).
+        ``delay_cache=True`` keeps the new full blocks out of the prefix cache
+        until :meth:`cache_blocks` (an asynchronous KV load, vLLM's
+        ``delay_cache_blocks``). With no ``hit`` this is an allocation without
+        a prior lookup.
+
+        >>> bm = BlockManager(num_blocks=8, block_size=2)
+        >>> bm.admit(1, [1, 2, 3, 4, 5], 1, num_external_tokens=4, delay_cache=True).tolist()
+        [0, 1, 2]
+        >>> bm.lookup([1, 2, 3, 4, 9])[1], bm.cache_blocks(1, 4), bm.lookup([1, 2, 3, 4, 9])[1]
+        (0, None, 4)
+        >>> bm.admit(2, [7] * 20, 20) is None, 2 in bm
+        (True, False)
+        """
+        prog = None if program is None else _req_id(program, "program")
+        hit_arr = None if hit is None else _int_array(hit, "hit", np.int32, 0, _I32_MAX)
+        return self._core.admit(
+            _req_id(req_id),
+            _tokens_arg(token_ids),
+            _count(num_new_tokens, "num_new_tokens"),
+            hit_arr,
+            _count(num_external_tokens, "num_external_tokens"),
+            _count(num_lookahead_tokens, "num_lookahead_tokens"),
+            _extra_key(extra_key),
+            prog,
+            None if reserve is None else _count(reserve, "reserve"),
+            bool(delay_cache),
+            self._now(now),
+        )
+
+    def cache_blocks(self, req_id: int, num_tokens: int) -> None:
+        """Registers the request's full blocks among its first ``num_tokens``
+        computed tokens in the prefix cache (after ``admit(delay_cache=True)``,
+        once the loaded KV is there).
+
+        >>> bm = BlockManager(num_blocks=8, block_size=2)
+        >>> _ = bm.admit(1, [1, 2, 3], 0, num_external_tokens=2, delay_cache=True)
+        >>> bm.cache_blocks(1, 2)
+        >>> bm.lookup([1, 2, 5])[1]
+        2
+        """
+        self._core.cache_blocks(_req_id(req_id), _count(num_tokens, "num_tokens"))
+
     def allocate_slots(
         self,
         req_id: int,

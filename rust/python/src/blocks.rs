@@ -12,8 +12,8 @@ use std::sync::{Mutex, MutexGuard, TryLockError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyInt, PyList};
 use slabcache_core::blocks::{
-    tokens_from_i32, BlockEventKind, BlockManager, BlockManagerConfig, CopyRange, ScheduleConfig,
-    ScheduleInput, StepInput,
+    tokens_from_i32, Admission, BlockEventKind, BlockManager, BlockManagerConfig, CopyRange,
+    ScheduleConfig, ScheduleInput, StepInput,
 };
 use slabcache_core::ErrorKind;
 
@@ -213,6 +213,65 @@ impl PyBlockManager {
             .get_computed_blocks_limited(req_id, &toks, extra_key, program, limit)
             .py()?;
         Ok((ids_array(py, &ids), n))
+    }
+
+    #[pyo3(signature = (token_ids, extra_key=0, max_hit_tokens=None))]
+    fn lookup<'py>(
+        &self,
+        py: Python<'py>,
+        token_ids: &Bound<'py, PyAny>,
+        extra_key: u64,
+        max_hit_tokens: Option<i64>,
+    ) -> PyResult<(Bound<'py, PyArray1<i32>>, usize)> {
+        let toks = token_vec(token_ids)?;
+        let limit = match max_hit_tokens {
+            Some(m) => count("max_hit_tokens", m)?,
+            None => usize::MAX,
+        };
+        let (ids, n) = self.lock(py).lookup(&toks, extra_key, limit).py()?;
+        Ok((ids_array(py, &ids), n))
+    }
+
+    #[pyo3(signature = (req_id, token_ids, num_new_tokens, hit=None, num_external_tokens=0, num_lookahead_tokens=0, extra_key=0, program=None, reserve=None, delay_cache=false, now=0.0))]
+    #[allow(clippy::too_many_arguments)]
+    fn admit<'py>(
+        &self,
+        py: Python<'py>,
+        req_id: i64,
+        token_ids: &Bound<'py, PyAny>,
+        num_new_tokens: i64,
+        hit: Option<PyReadonlyArray1<'py, i32>>,
+        num_external_tokens: i64,
+        num_lookahead_tokens: i64,
+        extra_key: u64,
+        program: Option<i64>,
+        reserve: Option<i64>,
+        delay_cache: bool,
+        now: f64,
+    ) -> PyResult<Option<Bound<'py, PyArray1<i32>>>> {
+        let toks = token_vec(token_ids)?;
+        let hit_ids = match &hit {
+            Some(a) => tokens_from_i32(slice("hit", a)?).py()?.to_vec(),
+            None => Vec::new(),
+        };
+        let a = Admission {
+            hit: &hit_ids,
+            num_external_tokens: count("num_external_tokens", num_external_tokens)?,
+            num_new_tokens: count("num_new_tokens", num_new_tokens)?,
+            num_lookahead_tokens: count("num_lookahead_tokens", num_lookahead_tokens)?,
+            reserve: reserve.map(|r| count("reserve", r)).transpose()?,
+            delay_cache,
+        };
+        let r = self
+            .lock(py)
+            .admit(req_id, &toks, extra_key, program, &a, now)
+            .py()?;
+        Ok(r.map(|ids| ids_array(py, &ids)))
+    }
+
+    fn cache_blocks(&self, py: Python<'_>, req_id: i64, num_tokens: i64) -> PyResult<()> {
+        let n = count("num_tokens", num_tokens)?;
+        self.lock(py).cache_blocks(req_id, n).py()
     }
 
     #[pyo3(signature = (req_id, num_new_tokens, token_ids=None, num_lookahead_tokens=0, now=0.0, reserve=None))]

@@ -8,6 +8,7 @@
 //! to a host tier with coalesced ranges, TTL pins, and [`BlockManager::step`],
 //! which serves a whole scheduler step in one call.
 
+use super::admit::LookupMemo;
 use super::block_hash::BlockHash;
 use super::block_pool::BlockPool;
 use super::events::BlockEvent;
@@ -86,6 +87,7 @@ pub struct BlockManager {
     pub(super) stats: BlockStats,
     pub(super) scratch_hit: Vec<u32>,
     pub(super) queues: SchedQueues,
+    pub(super) memo: LookupMemo,
 }
 
 pub(super) fn invalid(msg: String) -> Error {
@@ -139,6 +141,7 @@ impl BlockManager {
             stats: BlockStats::default(),
             scratch_hit: Vec::new(),
             queues: SchedQueues::default(),
+            memo: LookupMemo::default(),
             watermark_blocks,
             cfg,
         })
@@ -498,6 +501,7 @@ impl BlockManager {
             &hit,
             admission,
             reserve,
+            true,
             &mut out,
         )?;
         Ok(r.map(|_| out))
@@ -536,6 +540,7 @@ impl BlockManager {
         hit: &[u32],
         admission: bool,
         reserve: Option<usize>,
+        cache_now: bool,
         out: &mut Vec<u32>,
     ) -> Result<Option<()>> {
         let bs = self.cfg.block_size;
@@ -602,15 +607,9 @@ impl BlockManager {
         }
         st.num_computed += num_new_tokens;
         st.pending_hit = None;
-        if caching {
+        if caching && cache_now {
             let upto = st.num_computed.min(st.num_tokens) / bs;
-            for i in st.num_cached_blocks..upto {
-                let parent = if i == 0 { None } else { Some(st.hashes[i - 1]) };
-                let toks = &st.tokens[i * bs..(i + 1) * bs];
-                self.pool
-                    .cache_tokens(st.blocks[i], st.hashes[i], parent, toks, st.extra_key);
-            }
-            st.num_cached_blocks = st.num_cached_blocks.max(upto);
+            cache_full_blocks(&mut self.pool, st, upto, bs);
         }
         if admission {
             if let Some(p) = st.program {
@@ -1010,6 +1009,21 @@ impl BlockManager {
     }
 }
 
+/// Registers `st`'s full blocks before block `upto` that are not cached yet.
+pub(super) fn cache_full_blocks(
+    pool: &mut BlockPool,
+    st: &mut RequestState,
+    upto: usize,
+    bs: usize,
+) {
+    for i in st.num_cached_blocks..upto {
+        let parent = if i == 0 { None } else { Some(st.hashes[i - 1]) };
+        let toks = &st.tokens[i * bs..(i + 1) * bs];
+        pool.cache_tokens(st.blocks[i], st.hashes[i], parent, toks, st.extra_key);
+    }
+    st.num_cached_blocks = st.num_cached_blocks.max(upto);
+}
+
 /// Requests in [`BlockManager::schedule`]'s queues are driven by it alone.
 pub(super) fn not_queued(id: i64, st: &RequestState) -> Result<()> {
     if st.queue == Queue::None {
@@ -1025,7 +1039,7 @@ pub(super) fn not_queued(id: i64, st: &RequestState) -> Result<()> {
 /// `new_tokens` are valid ids and the `num_new_tokens` to compute, after the
 /// request's computed tokens and `hit_blocks` cached blocks, stay within the
 /// tokens known. Returns `(computed after the hit, tokens known after)`.
-fn token_range(
+pub(super) fn token_range(
     id: i64,
     st: &RequestState,
     hit_blocks: usize,

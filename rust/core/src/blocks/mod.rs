@@ -22,6 +22,7 @@
 //! | `events.rs`        | stored / removed event stream                             |
 //! | `stats.rs`         | counters                                                  |
 //! | `manager.rs`       | [`BlockManager`]: the API a scheduler calls               |
+//! | `admit.rs`         | side-effect-free lookup, one-call admission (connectors)  |
 //! | `step.rs`          | [`BlockManager::step`]: one call per scheduler step       |
 //! | `schedule.rs`      | [`BlockManager::schedule`]: vLLM's scheduler step, exact  |
 //! | `invariants.rs`    | [`BlockManager::check_invariants`]                        |
@@ -42,6 +43,7 @@
 //! bm.check_invariants().unwrap();
 //! ```
 
+pub mod admit;
 pub mod block_hash;
 pub mod block_pool;
 pub mod events;
@@ -76,6 +78,7 @@ pub fn try_vec<T: Clone>(n: usize, v: T) -> crate::Result<Vec<T>> {
     Ok(out)
 }
 
+pub use admit::Admission;
 pub use block_hash::BlockHash;
 pub use block_pool::BlockPool;
 pub use events::{BlockEvent, BlockEventKind, EventLog};

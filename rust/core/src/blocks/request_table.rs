@@ -67,12 +67,21 @@ impl RequestState {
         hashing: bool,
     ) -> Self {
         let mut hashes = Vec::new();
-        let kept = if hashing {
+        if hashing {
             BlockHash::extend_chain(&mut hashes, extra_key, tokens, block_size);
-            tokens.to_vec()
-        } else {
-            Vec::new()
-        };
+        }
+        Self::with_hashes(tokens, hashes, extra_key, program, hashing)
+    }
+
+    /// [`new`](Self::new) with the block hashes of `tokens` already computed.
+    pub fn with_hashes(
+        tokens: &[u32],
+        hashes: Vec<BlockHash>,
+        extra_key: u64,
+        program: Option<i64>,
+        hashing: bool,
+    ) -> Self {
+        let kept = if hashing { tokens.to_vec() } else { Vec::new() };
         RequestState {
             tokens: kept,
             num_tokens: tokens.len(),

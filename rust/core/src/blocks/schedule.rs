@@ -257,7 +257,17 @@ impl BlockManager {
             let scheduled = loop {
                 new_ids.clear();
                 let r = self
-                    .try_allocate(id, n, &[], lookahead, &[], false, Some(0), &mut new_ids)
+                    .try_allocate(
+                        id,
+                        n,
+                        &[],
+                        lookahead,
+                        &[],
+                        false,
+                        Some(0),
+                        true,
+                        &mut new_ids,
+                    )
                     .expect("validated");
                 if r.is_some() {
                     break true;
@@ -328,6 +338,7 @@ impl BlockManager {
                     &hit,
                     true,
                     Some(reserve),
+                    true,
                     &mut new_ids,
                 )
                 .expect("validated");

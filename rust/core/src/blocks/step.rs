@@ -153,6 +153,7 @@ impl BlockManager {
                     &hit,
                     admission,
                     None,
+                    true,
                     &mut new_ids,
                 )
                 .expect("validated");
