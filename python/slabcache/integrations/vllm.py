@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from ..blocks import BlockManager
@@ -127,11 +127,41 @@ def _request_extra_key(request: Any) -> int:
     return int.from_bytes(hashlib.blake2b(b"\0".join(parts), digest_size=8).digest(), "little")
 
 
-class _GroupShim:
-    """What the scheduler reads of a single-type manager (block size, spec)."""
+class _ReqToBlocks(Mapping[str, list[Any]]):
+    """A read-only view of vLLM's ``req_to_blocks`` (request id -> its
+    ``KVCacheBlock`` list), built from the core's tables on access; like
+    vLLM's defaultdict, an unknown id reads as an empty list."""
 
-    def __init__(self, kv_cache_spec: Any, group_id: int) -> None:
+    def __init__(self, owner: SlabcacheKVCacheManager) -> None:
+        self._owner = owner
+
+    def _live(self) -> list[str]:
+        o = self._owner
+        return [rid for rid, cid in o._ids.items() if cid in o._bm]
+
+    def __getitem__(self, request_id: str) -> list[Any]:
+        o = self._owner
+        return [o._block_objs[i] for i in o._table(request_id)]
+
+    def __contains__(self, request_id: object) -> bool:
+        o = self._owner
+        cid = o._ids.get(request_id) if isinstance(request_id, str) else None
+        return cid is not None and cid in o._bm
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._live())
+
+    def __len__(self) -> int:
+        return len(self._live())
+
+
+class _GroupShim:
+    """What the scheduler reads of a single-type manager (block size, spec,
+    ``req_to_blocks``)."""
+
+    def __init__(self, kv_cache_spec: Any, group_id: int, owner: Any = None) -> None:
         self.kv_cache_spec = kv_cache_spec
+        self.req_to_blocks = _ReqToBlocks(owner)
         self.block_size = kv_cache_spec.block_size
         self.kv_cache_group_id = group_id
         self.retains_longer_hit = False
@@ -143,7 +173,7 @@ class _CoordinatorShim:
 
     def __init__(self, owner: SlabcacheKVCacheManager, spec: Any) -> None:
         self._owner = owner
-        self.single_type_managers = [_GroupShim(spec, 0)]
+        self.single_type_managers = [_GroupShim(spec, 0, owner)]
         self.enable_partial_hash_hits = False
         self.eagle_group_ids: tuple[int, ...] = ()
         self.num_reprefillable_tokens = 0
