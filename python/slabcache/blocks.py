@@ -686,6 +686,16 @@ class BlockManager:
         ids = _int_array(req_ids, "req_ids", np.int64, -(2**63), 2**63 - 1)
         return self._core.block_tables(ids, int(pad), _count(min_width, "min_width"))
 
+    def num_cached_blocks(self, req_id: int) -> int:
+        """Leading blocks of the request registered in the prefix cache.
+
+        >>> bm = BlockManager(num_blocks=8, block_size=2)
+        >>> _ = bm.admit(1, [1, 2, 3], 3)
+        >>> bm.num_cached_blocks(1)
+        1
+        """
+        return self._core.num_cached_blocks(_req_id(req_id))
+
     def num_computed_tokens(self, req_id: int) -> int:
         """Tokens of the request whose KV its blocks hold."""
         return self._core.num_computed_tokens(_req_id(req_id))

@@ -155,6 +155,18 @@ class _ReqToBlocks(Mapping[str, list[Any]]):
         return len(self._live())
 
 
+class _NumCachedBlocks(_ReqToBlocks):
+    """A read-only view of vLLM's ``num_cached_block`` (request id -> cached
+    full blocks), from the core."""
+
+    def __getitem__(self, request_id: str) -> Any:
+        o = self._owner
+        cid = o._ids.get(request_id)
+        if cid is None or cid not in o._bm:
+            raise KeyError(request_id)
+        return o._bm.num_cached_blocks(cid)
+
+
 class _GroupShim:
     """What the scheduler reads of a single-type manager (block size, spec,
     ``req_to_blocks``)."""
@@ -162,6 +174,7 @@ class _GroupShim:
     def __init__(self, kv_cache_spec: Any, group_id: int, owner: Any = None) -> None:
         self.kv_cache_spec = kv_cache_spec
         self.req_to_blocks = _ReqToBlocks(owner)
+        self.num_cached_block = _NumCachedBlocks(owner)
         self.block_size = kv_cache_spec.block_size
         self.kv_cache_group_id = group_id
         self.retains_longer_hit = False

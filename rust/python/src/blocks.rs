@@ -372,6 +372,10 @@ impl PyBlockManager {
             .map(|h| ids_array(py, h)))
     }
 
+    fn num_cached_blocks(&self, py: Python<'_>, req_id: i64) -> PyResult<usize> {
+        self.lock(py).num_cached_blocks(req_id).py()
+    }
+
     fn num_computed_tokens(&self, py: Python<'_>, req_id: i64) -> PyResult<usize> {
         self.lock(py).num_computed_tokens(req_id).py()
     }

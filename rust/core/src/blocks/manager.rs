@@ -838,6 +838,19 @@ impl BlockManager {
         Ok(self.live(id)?.num_computed)
     }
 
+    /// Leading blocks of request `id` registered in the prefix cache.
+    ///
+    /// ```
+    /// # use slabcache_core::blocks::{BlockManager, BlockManagerConfig};
+    /// # let mut bm = BlockManager::new(BlockManagerConfig::new(8, 4)).unwrap();
+    /// bm.get_computed_blocks(1, &[1, 2, 3, 4, 5], 0, None).unwrap();
+    /// bm.allocate_slots(1, 5, &[], 0, 0.0).unwrap().unwrap();
+    /// assert_eq!(bm.num_cached_blocks(1).unwrap(), 1); // the partial block is not cached
+    /// ```
+    pub fn num_cached_blocks(&self, id: i64) -> Result<usize> {
+        Ok(self.live(id)?.num_cached_blocks)
+    }
+
     /// Block tables of `ids` as one row-major `len(ids) x width` array padded
     /// with `pad` (`width` = the longest table, at least `min_width`).
     /// Unknown ids are an error; swapped-out requests get a row of padding.
