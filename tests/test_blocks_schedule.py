@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from slabcache import BlockManager, ScheduleConfig, ScheduleResult
-from slabcache.errors import InvalidArgumentError, NotFoundError
+from slabcache.errors import InvalidArgumentError, InvalidTypeError, NotFoundError
 from slabcache.integrations.schedule_loop import ScheduleLoop
 
 DATA = Path(__file__).parent / "data" / "blocks_vllm_0.33_schedule.json.gz"
@@ -191,6 +191,20 @@ def test_bad_input_raises_and_changes_nothing():
         bm.schedule(CFG, arrivals=[(3, list(range(65)))])  # past max_model_len
     with pytest.raises(InvalidArgumentError):
         bm.schedule(ScheduleConfig(8, 64, max_num_seqs=0))
+    with pytest.raises(InvalidTypeError):
+        bm.schedule(CFG, finished=[True])  # True is not request 1
+    with pytest.raises(InvalidTypeError):
+        bm.schedule(CFG, arrivals=[(True, [1, 2])])
+    with pytest.raises(InvalidTypeError):
+        bm.schedule_arrays(
+            CFG,
+            np.array([True]),
+            *(np.zeros(0, np.int64), np.zeros(0, np.int32)),
+            np.zeros(1, np.int64),
+            np.zeros(0, np.int64),
+            np.zeros(0, np.int32),
+            np.zeros(1, np.int64),
+        )
     assert (bm.running_queue().tolist(), bm.free_block_order().tolist()) == before
     assert 2 not in bm and 3 not in bm
     bm.check_invariants()

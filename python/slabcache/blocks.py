@@ -800,14 +800,17 @@ class BlockManager:
         >>> r.req_ids.tolist(), r.preempted.tolist(), bm.waiting_queue().tolist()
         ([1], [2], [2])
         """
-        fin = np.asarray(finished, dtype=np.int64) if len(finished) else _EMPTY_I64
+        if isinstance(finished, np.ndarray):
+            fin = finished
+        else:
+            fin = np.array([_req_id(x, "finished") for x in finished], dtype=np.int64)
         if appended:
-            a_ids = np.fromiter((a[0] for a in appended), dtype=np.int64, count=len(appended))
+            a_ids = np.array([_req_id(a[0]) for a in appended], dtype=np.int64)
             a_toks, a_offs = _csr([a[1] for a in appended])
         else:
             a_ids, a_toks, a_offs = _EMPTY_I64, _EMPTY_I32, _ZERO_OFFSETS
         if arrivals:
-            n_ids = np.fromiter((a[0] for a in arrivals), dtype=np.int64, count=len(arrivals))
+            n_ids = np.array([_req_id(a[0]) for a in arrivals], dtype=np.int64)
             n_toks, n_offs = _csr([a[1] for a in arrivals])
         else:
             n_ids, n_toks, n_offs = _EMPTY_I64, _EMPTY_I32, _ZERO_OFFSETS
