@@ -261,3 +261,21 @@ def test_random_workloads_keep_invariants_and_conserve_tokens(seed, num_blocks, 
     assert len(finished) + len(stuck) == 12
     if not stuck:
         assert bm.num_free_blocks == num_blocks and bm.num_requests == 0
+
+
+def test_loop_abort_anywhere_leaks_nothing():
+    loop = ScheduleLoop(BlockManager(num_blocks=6, block_size=4), ScheduleConfig(16, 64))
+    for i in range(5):
+        loop.add_request(f"r{i}", list(range(10 * i, 10 * i + 9)), max_tokens=6)
+    loop.abort("r4")  # never reached the core
+    s = loop.schedule()
+    assert "r4" not in s.num_scheduled_tokens
+    loop.abort(next(iter(s.num_scheduled_tokens)))  # scheduled, before update()
+    loop.update()
+    loop.abort(loop.request_name(int(loop.bm.waiting_queue()[0])))  # waiting in the core
+    while loop.has_unfinished_requests():
+        loop.schedule()
+        loop.update()
+        loop.bm.check_invariants()
+    loop.schedule()
+    assert loop.bm.num_requests == 0 and loop.bm.num_free_blocks == 6

@@ -103,6 +103,7 @@ class ScheduleLoop:
         self._app_offsets = _OFF0
         self._finished = _E64
         self._last: ScheduleResult | None = None
+        self._aborted: list[int] = []
 
     def add_request(
         self, request_id: str, prompt: Sequence[int] | np.ndarray, max_tokens: int
@@ -124,6 +125,38 @@ class ScheduleLoop:
         self._arrival_tokens.extend(prompt.tolist() if isinstance(prompt, np.ndarray) else prompt)
         self._arrival_lens.append(len(prompt))
 
+    def abort(self, request_id: str) -> None:
+        """Finishes a request now, wherever it is (not yet sent to the core,
+        waiting, preempted or running): it is freed at the next step.
+
+        >>> from slabcache import BlockManager, ScheduleConfig
+        >>> loop = ScheduleLoop(BlockManager(15, 16), ScheduleConfig(64, 1024))
+        >>> loop.add_request("a", [1, 2, 3], max_tokens=4)
+        >>> loop.abort("a"); loop.has_unfinished_requests()
+        False
+        """
+        cid = self._ids.pop(request_id)
+        self._live -= 1
+        if cid in self._arrival_ids:  # never reached the core
+            i = self._arrival_ids.index(cid)
+            start = sum(self._arrival_lens[:i])
+            del self._arrival_tokens[start : start + self._arrival_lens[i]]
+            del self._arrival_ids[i]
+            del self._arrival_lens[i]
+            return
+        keep = self._app_ids != cid
+        if not keep.all():
+            lens = np.diff(self._app_offsets)
+            self._app_tokens = self._app_tokens[np.repeat(keep, lens)]
+            offs = np.zeros(int(keep.sum()) + 1, dtype=np.int64)
+            np.cumsum(lens[keep], out=offs[1:])
+            self._app_offsets = offs
+            self._app_ids = self._app_ids[keep]
+        self._finished = np.append(self._finished, np.int64(cid))
+        if self._last is not None:
+            # Scheduled in the last step: update() must not sample for it.
+            self._aborted.append(cid)
+
     def has_unfinished_requests(self) -> bool:
         return self._live > 0
 
@@ -141,6 +174,7 @@ class ScheduleLoop:
             self._arrival_ids, self._arrival_tokens, self._arrival_lens = [], [], []
         else:
             arr_ids, arr_toks, arr_offs = _E64, _E32, _OFF0
+        self._aborted = []
         r = self.bm.schedule_arrays(
             self.config,
             self._finished,
@@ -202,6 +236,9 @@ class ScheduleLoop:
         self._last = None
         ids = r.req_ids
         done = ids[(r.num_computed + r.num_scheduled) >= self._num_tokens[ids]]
+        if self._aborted:
+            done = done[~np.isin(done, self._aborted)]
+            self._aborted = []
         if sampled is None:
             toks = self.sample_token(done, self._num_outputs[done])
             lens = np.ones(len(done), dtype=np.int64)
@@ -213,7 +250,7 @@ class ScheduleLoop:
         self._num_tokens[done] += lens
         over = self._num_outputs[done] >= self._max_tokens[done]
         fin = done[over]
-        self._finished = fin
+        self._finished = np.concatenate([self._finished, fin]) if len(self._finished) else fin
         self._live -= len(fin)
         keep = ~over
         self._app_ids = done[keep]
