@@ -77,6 +77,21 @@ where
         }
     }
 
+    /// Inserts `value` unless `key` is present, atomically; `Err` holds a
+    /// copy of the value already there (`get_or_insert` that says which).
+    ///
+    /// ```
+    /// let m = slabcache_core::skiplist::BSkipList::<u32, u32>::new();
+    /// assert_eq!(m.try_insert(1, 10), Ok(()));
+    /// assert_eq!(m.try_insert(1, 20), Err(10));
+    /// ```
+    pub fn try_insert(&self, key: K, value: V) -> Result<(), V> {
+        match self.put(key, value, Mode::IfAbsent) {
+            Put::Inserted => Ok(()),
+            Put::Replaced(v) | Put::Existing(v) => Err(v),
+        }
+    }
+
     fn put(&self, key: K, value: V, mode: Mode) -> Put<V> {
         let guard = &epoch::pin();
         let put = self.put_height(key, value, mode, random_height(C::B), guard);

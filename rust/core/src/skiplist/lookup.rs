@@ -7,7 +7,7 @@ use std::ops::Bound;
 use crossbeam_epoch as epoch;
 
 use super::config::Config;
-use super::node::{keys, vals, Head};
+use super::node::{keys, prefetch, vals, Head};
 use super::BSkipList;
 
 impl<K, V, C> BSkipList<K, V, C>
@@ -48,9 +48,13 @@ where
     {
         let guard = &epoch::pin();
         let (_, blk) = self.find(key, 0, guard);
+        let vs = vals::<K, V, C>(blk);
+        // The value's line is fetched while the keys are searched (else it
+        // is one more dependent miss after the search).
+        prefetch(vs);
         let ks = keys::<K, V, C>(blk);
         let i = ks.binary_search_by(|k| k.borrow().cmp(key)).ok()?;
-        Some(f(&vals::<K, V, C>(blk)[i]))
+        Some(f(&vs[i]))
     }
 
     /// Copies of the values of many keys, in order (`None` where absent).
