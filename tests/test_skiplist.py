@@ -342,3 +342,18 @@ def test_positions_stay_exact_between_single_key_writes(key_type: str) -> None:
             assert ours.index(q) == model.index(q)
     assert list(ours.items()) == list(model.items())
     ours._check()
+
+
+@pytest.mark.parametrize("n", [3, 10_000])
+def test_pairs_with_a_repeated_key_keep_the_last_value_like_dict(n: int) -> None:
+    # Pairs are first tried as distinct keys (fast unstable sort); a repeat
+    # anywhere must still give dict's answer: the last value given wins.
+    pairs = [(i * 7 % n, f"v{i}") for i in range(n)]
+    pairs += [(0, "first-repeat"), (n // 2, "x"), (0, "last")]
+    ours = BSkipList(pairs)
+    want = dict(pairs)
+    assert list(ours.items()) == sorted(want.items())
+    assert ours[0] == "last"
+    distinct = BSkipList([(k, v) for k, v in want.items()])
+    assert list(distinct.items()) == sorted(want.items())
+    ours._check()

@@ -1404,10 +1404,11 @@ impl PyBSkipList {
                 for (k, v) in d.iter() {
                     items.push((admit(m, &k)?, PyValue::from_py(&v)));
                 }
-                // A dict's keys are distinct (equal keys hash alike).
-                let n = items.len();
+                // A dict's keys are distinct (equal keys hash alike). The
+                // distinct path sorts in place: no big freed buffer for
+                // glibc to keep, so no trim (which only made the next
+                // build fault its pages in again).
                 m.insert_many_distinct(items);
-                after_big_batch(n);
                 m.reshaped();
                 Ok(())
             });
@@ -1445,11 +1446,25 @@ impl PyBSkipList {
             return Ok(());
         };
         with_map!(self.writing(first)?, m, _K, {
-            let items: Vec<_> = pairs
-                .iter()
-                .map(|(k, v)| Ok((admit(m, k)?, PyValue::from_py(v))))
-                .collect::<PyResult<_>>()?;
-            insert_batch(m, items);
+            let convert = || -> PyResult<Vec<_>> {
+                pairs
+                    .iter()
+                    .map(|(k, v)| Ok((admit(m, k)?, PyValue::from_py(v))))
+                    .collect()
+            };
+            let items = convert()?;
+            // Pairs usually have distinct keys (`dict.items()`, a zip of
+            // unique keys): the in-place unstable sort first; only a batch
+            // that repeats a key is converted again for the stable path.
+            if items.len() > 1 {
+                if m.insert_many_if_distinct(items) {
+                    m.reshaped();
+                    return Ok(());
+                }
+                insert_batch(m, convert()?);
+            } else {
+                insert_batch(m, items);
+            }
             Ok(())
         })
     }

@@ -119,8 +119,23 @@ where
         let mut leaf: Option<&Head<K, V, C>> = None;
         for (q, i) in &order {
             // Keys ascend, so `q` is at or above the current leaf's low
-            // fence; it is in that leaf while below its high fence.
-            let blk = match leaf {
+            // fence; it is in that leaf while below its high fence, else
+            // usually in one of the next few (a step right costs one miss,
+            // a descent from the top several).
+            let mut near = leaf;
+            for _ in 0..4 {
+                match near {
+                    Some(b) if b.high.as_ref().is_some_and(|h| h.borrow() <= q) => {
+                        // SAFETY: `high` is set, so `next` is a live node
+                        // while `guard` pins the epoch (as in `find`).
+                        let b = unsafe { &*b.next }.block(guard);
+                        prefetch(vals::<K, V, C>(b));
+                        near = Some(b);
+                    }
+                    _ => break,
+                }
+            }
+            let blk = match near {
                 Some(b) if b.high.as_ref().is_none_or(|h| q < h.borrow()) => b,
                 _ => self.find(q, 0, guard).1,
             };
