@@ -161,7 +161,12 @@ where
         K: Borrow<Q>,
         Q: Ord + ?Sized,
     {
-        self.get_with(key, |_| ()).is_some()
+        // No value is read: skip `get_with`'s prefetch of the value lines.
+        let guard = &epoch::pin();
+        let (_, blk) = self.find(key, 0, guard);
+        keys::<K, V, C>(blk)
+            .binary_search_by(|k| k.borrow().cmp(key))
+            .is_ok()
     }
 
     /// The smallest entry.
