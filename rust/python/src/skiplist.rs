@@ -10,7 +10,7 @@
 //! work for int and float keys.
 
 use std::ops::Bound as Edge;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, OnceLock};
 
 use numpy::{PyArray1, PyReadonlyArray1};
@@ -523,10 +523,15 @@ pub struct Shared<K> {
     /// The position index as of `shape`, so positional calls (`bisect`,
     /// `peekitem(i)`, `index`, `keys()[i]`) are `O(log n)`. Single-key
     /// writes report to it under this lock and keep it current.
-    positions: std::sync::Mutex<Option<(u64, PositionIndex<K>)>>,
+    positions: std::sync::Mutex<PositionSlot<K>>,
     /// Whether `positions` holds an index (read without the lock: writes to
     /// a map nobody asks positions of skip the lock).
     indexed: AtomicBool,
+    /// [`thread_token`] of the thread holding `positions`, 0 if none. While
+    /// the lock is held the core may drop a Python value (epoch-deferred
+    /// frees), and that value's `__del__` may call back into this map on the
+    /// same thread: such a call must not wait for the lock it is under.
+    positions_holder: AtomicUsize,
     /// Tuple maps only: the component type of each position.
     schema: TupleSchema,
 }
@@ -538,6 +543,7 @@ impl<K: Ord + Clone + Send + Sync + 'static> Default for Shared<K> {
             shape: AtomicU64::new(0),
             positions: std::sync::Mutex::new(None),
             indexed: AtomicBool::new(false),
+            positions_holder: AtomicUsize::new(0),
             schema: TupleSchema::default(),
         }
     }
@@ -567,22 +573,41 @@ impl<K: Ord + Clone + Send + Sync + 'static> Shared<K> {
     #[inline]
     fn write<R>(&self, w: impl FnOnce(Option<&mut PositionIndex<K>>) -> (R, bool)) -> R {
         if self.indexed.load(Ordering::Acquire) {
-            let mut slot = self.positions.lock().unwrap_or_else(|e| e.into_inner());
-            let now = self.shape.load(Ordering::Acquire);
-            if let Some((_, idx)) = slot.as_mut().filter(|(v, _)| *v == now) {
-                let (out, _) = w(Some(idx));
-                if idx.is_worn() {
-                    *slot = None;
-                    self.indexed.store(false, Ordering::Release);
+            if let Some(mut slot) = self.lock_positions() {
+                let now = self.shape.load(Ordering::Acquire);
+                if let Some((_, idx)) = slot.as_mut().filter(|(v, _)| *v == now) {
+                    let (out, _) = w(Some(idx));
+                    if idx.is_worn() {
+                        *slot = None;
+                        self.indexed.store(false, Ordering::Release);
+                    }
+                    return out;
                 }
-                return out;
             }
         }
+        // Unreported (also a write re-entered from a destructor under the
+        // lock): the index held further up becomes stale and is rebuilt at
+        // the next positional call.
         let (out, changed) = w(None);
         if changed {
             self.reshaped();
         }
         out
+    }
+
+    /// Locks `positions`, or `None` when this thread already holds it (a
+    /// `__del__` run by a free under the lock called back into the map).
+    fn lock_positions(&self) -> Option<PositionsGuard<'_, K>> {
+        let me = thread_token();
+        if self.positions_holder.load(Ordering::Relaxed) == me {
+            return None;
+        }
+        let slot = self.positions.lock().unwrap_or_else(|e| e.into_inner());
+        self.positions_holder.store(me, Ordering::Relaxed);
+        Some(PositionsGuard {
+            slot,
+            holder: &self.positions_holder,
+        })
     }
 
     /// `insert`, reported to the position index.
@@ -640,7 +665,12 @@ impl<K: Ord + Clone + Send + Sync + 'static> Shared<K> {
     /// Runs `f` with a current position index, building one if needed; `f`
     /// may write single keys if it reports them to the index.
     fn with_positions<R>(&self, f: impl FnOnce(&mut PositionIndex<K>) -> R) -> R {
-        let mut slot = self.positions.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(mut slot) = self.lock_positions() else {
+            // Re-entered from a destructor while this thread holds the
+            // index: answer from a fresh index of our own instead of waiting
+            // on ourselves (rare, so its O(n) build does not matter).
+            return f(&mut self.list.position_index());
+        };
         // Read the count before building: an unreported write after this
         // point makes the index built below stale, and the count then
         // differs next time.
@@ -657,6 +687,40 @@ impl<K: Ord + Clone + Send + Sync + 'static> Shared<K> {
         }
         out
     }
+}
+
+type PositionSlot<K> = Option<(u64, PositionIndex<K>)>;
+
+/// The held `positions` lock; clears the holder mark before unlocking.
+struct PositionsGuard<'a, K> {
+    slot: std::sync::MutexGuard<'a, PositionSlot<K>>,
+    holder: &'a AtomicUsize,
+}
+
+impl<K> std::ops::Deref for PositionsGuard<'_, K> {
+    type Target = PositionSlot<K>;
+    fn deref(&self) -> &Self::Target {
+        &self.slot
+    }
+}
+
+impl<K> std::ops::DerefMut for PositionsGuard<'_, K> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.slot
+    }
+}
+
+impl<K> Drop for PositionsGuard<'_, K> {
+    fn drop(&mut self) {
+        // Before `slot` unlocks (fields drop after this body).
+        self.holder.store(0, Ordering::Relaxed);
+    }
+}
+
+/// A nonzero id of the calling thread: the address of a thread-local.
+fn thread_token() -> usize {
+    thread_local!(static TOKEN: u8 = const { 0 });
+    TOKEN.with(|t| std::ptr::from_ref(t) as usize)
 }
 
 impl<K> std::ops::Deref for Shared<K> {
