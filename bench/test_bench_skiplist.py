@@ -146,3 +146,21 @@ def test_single_item_calls(benchmark, data, filled, call, impl) -> None:  # type
     ks = _calls(data)
     out = benchmark(SINGLE[call], m, ks)
     assert len(out) == len(ks)
+
+
+@pytest.mark.parametrize("impl", ["bskiplist", "sorteddict"])
+def test_insert_then_bisect(benchmark, data, filled, impl) -> None:  # type: ignore[no-untyped-def]
+    # Positions right after writes: each new key is followed by a bisect_left.
+    benchmark.group = "skiplist: 5k x (m[k] = v; m.bisect_left(k)), 1M keys"
+    m = filled[0] if impl == "bskiplist" else filled[1]
+    fresh = (np.setdiff1d(np.arange(N * 4, dtype=np.int64), data[0])[:5_000]).tolist()
+
+    def run() -> None:
+        for k in fresh:
+            m[k] = 1
+            m.bisect_left(k)
+        for k in fresh:
+            del m[k]
+
+    benchmark.pedantic(run, rounds=3, iterations=1)
+    assert len(m) == N

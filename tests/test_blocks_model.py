@@ -8,13 +8,12 @@ the Rust core exactly after every operation.
 from __future__ import annotations
 
 import numpy as np
+from blocks_trace_helper import make_trace, replay
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from slabcache import BlockManager
-from slabcache.benchmarks.blocks import SlabcacheBackend
-from slabcache.benchmarks.blocks_trace import make_trace, replay
 from slabcache.blocks import block_hashes
 
 BS = 2
@@ -250,34 +249,21 @@ TestBlockManagerModel.settings = settings(
 )
 
 
-class CheckingBackend(SlabcacheBackend):
-    """The benchmark's backend, checking every invariant after every step."""
-
-    def step(self, *args):
-        out = super().step(*args)
-        self.bm.check_invariants()
-        return out
-
-    def free(self, req_id):
-        super().free(req_id)
-        self.bm.check_invariants()
-
-
 def test_long_randomized_multi_turn_trace_keeps_invariants():
     # ~1700 requests (multi-turn, shared system prompts, tool pauses, bursts)
     # under memory pressure: evictions, refusals, preemptions and TTL pins.
     trace = make_trace(400, seed=7, num_blocks=400 * 12)
     assert trace.total_turns() > 1400
-    backend = CheckingBackend(trace, pins=True)
-    res = replay(trace, backend, pin_ttl_steps=40)
-    s = backend.bm.stats()
+    bm = BlockManager(trace.num_blocks, trace.block_size)
+    res = replay(trace, bm, pin_ttl_steps=40, after_each_call=bm.check_invariants)
+    s = bm.stats()
     assert res.finished_turns == trace.total_turns()
     assert s["evictions"] > 0 and s["refusals"] > 0 and res.preemptions > 0
     assert s["pins_created"] > 0 and s["pins_expired"] + s["pins_released"] == s["pins_created"]
     # Everything is released at the end: no leaked block, ever.
-    assert backend.bm.num_requests == 0
-    assert backend.bm.num_free_blocks == trace.num_blocks
-    assert all(backend.bm.ref_count(b) == 0 for b in range(0, trace.num_blocks, 97))
+    assert bm.num_requests == 0
+    assert bm.num_free_blocks == trace.num_blocks
+    assert all(bm.ref_count(b) == 0 for b in range(0, trace.num_blocks, 97))
 
 
 def test_step_matches_per_request_calls():

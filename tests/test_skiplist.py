@@ -288,3 +288,72 @@ def test_concurrent_update_many_from_threads_is_exact() -> None:
     assert len(m) == n * 4
     ks, vs = m.range_arrays()
     assert np.array_equal(ks, np.arange(n * 4)) and np.array_equal(vs, ks + 1)
+
+
+@pytest.mark.parametrize("key_type", ["int", "str"])
+def test_positions_stay_exact_between_single_key_writes(key_type: str) -> None:
+    # Positional calls between single-key writes use the incrementally kept
+    # position index (no rebuild per write): it must agree with SortedDict
+    # through leaf splits (a hot spot of inserts), merges (a run of deletes),
+    # every write path and an unreported batch write.
+    import random
+
+    rng = random.Random(5)
+
+    def key(i: int) -> object:
+        return i if key_type == "int" else f"{i:08d}"
+
+    ours, model = BSkipList(key_type), SortedDict()
+    for i in range(0, 30_000, 10):
+        ours[key(i)] = i
+        model[key(i)] = i
+    for step in range(3_000):
+        op = rng.random()
+        if op < 0.35:  # hot spot: one range gets many new keys
+            i = rng.randrange(15_000, 15_600)
+            ours[key(i)] = model[key(i)] = step
+        elif op < 0.45:
+            i = rng.randrange(30_000)
+            assert ours.setdefault(key(i), step) == model.setdefault(key(i), step)
+        elif op < 0.65:  # deletes over one span, so leaves there merge
+            i = rng.randrange(0, 6_000)
+            if key(i) in model:
+                if rng.random() < 0.5:
+                    del ours[key(i)]
+                    del model[key(i)]
+                else:
+                    assert ours.pop(key(i)) == model.pop(key(i))
+        elif op < 0.72:
+            j = rng.randrange(-len(model), len(model))
+            assert ours.popitem(j) == model.popitem(j)
+        elif op < 0.75:
+            assert ours.popitem(0) == model.popitem(0)
+        elif op < 0.76:  # an unreported batch: the index is rebuilt
+            batch = {key(rng.randrange(30_000)): -1 for _ in range(50)}
+            ours.update(batch)
+            model.update(batch)
+        q = key(rng.randrange(30_000))
+        assert ours.bisect_left(q) == model.bisect_left(q)
+        assert ours.bisect_right(q) == model.bisect_right(q)
+        j = rng.randrange(len(model))
+        assert ours.peekitem(j) == model.peekitem(j)
+        assert ours.keys()[j] == model.keys()[j]
+        if q in model:
+            assert ours.index(q) == model.index(q)
+    assert list(ours.items()) == list(model.items())
+    ours._check()
+
+
+@pytest.mark.parametrize("n", [3, 10_000])
+def test_pairs_with_a_repeated_key_keep_the_last_value_like_dict(n: int) -> None:
+    # Pairs are first tried as distinct keys (fast unstable sort); a repeat
+    # anywhere must still give dict's answer: the last value given wins.
+    pairs = [(i * 7 % n, f"v{i}") for i in range(n)]
+    pairs += [(0, "first-repeat"), (n // 2, "x"), (0, "last")]
+    ours = BSkipList(pairs)
+    want = dict(pairs)
+    assert list(ours.items()) == sorted(want.items())
+    assert ours[0] == "last"
+    distinct = BSkipList([(k, v) for k, v in want.items()])
+    assert list(distinct.items()) == sorted(want.items())
+    ours._check()

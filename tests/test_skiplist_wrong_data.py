@@ -283,3 +283,47 @@ def test_tuple_keys_order_like_tuples_and_keep_one_type_per_position() -> None:
     assert list(f) == [(-3.25, b"\x00\x01"), (0.0, b""), (1.5, b"x")]
     with pytest.raises(InvalidTypeError):
         BSkipList({(object(),): 1})
+
+
+_REENTRY_SCRIPT = """
+from slabcache import BSkipList
+m = BSkipList("int")
+calls = 0
+class V:
+    def __del__(self):
+        # A value freed while the map holds its position index calls back into the map.
+        global calls
+        calls += 1
+        m.peekitem(0)
+        m[10**9 + calls] = 1
+for i in range(20000):
+    m[i] = V()
+for r in range(6):
+    m.peekitem(5)
+    for i in range(0, 20000, 3):
+        m[i] = V()
+        if i % 301 == 0:
+            m.index(i)
+    for i in range(1, 20000, 7):
+        m.pop(i, None)
+        if i % 97 == 0:
+            m.peekitem(-1)
+keys = list(m.keys())
+assert keys == sorted(keys) and len(keys) == len(m)
+for j in range(0, len(keys), 997):
+    assert m.index(keys[j]) == j and m.peekitem(j)[0] == keys[j]
+print("done", calls)
+"""
+
+
+def test_destructor_calling_back_into_the_map_does_not_deadlock() -> None:
+    """A value's `__del__` run while the map holds its position lock (epoch-deferred frees)
+    used to wait on that lock forever; it now gets an answer, and positions stay exact."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", _REENTRY_SCRIPT], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("done") and int(out.stdout.split()[1]) > 0

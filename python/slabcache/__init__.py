@@ -22,7 +22,7 @@ from __future__ import annotations
 from . import _native
 from .allocator import Allocation, AllocationBatch, AllocatorStats, SlabAllocator
 from .arena import BlobArena
-from .blocks import BlockEvents, BlockManager, StepBatch, StepResult
+from .blocks import BlockEvents, BlockManager, ScheduleConfig, ScheduleResult, StepBatch, StepResult
 from .errors import (
     AlreadyExistsError,
     BufferExportedError,
@@ -59,6 +59,8 @@ __all__ = [
     "BlobArena",
     "BlockEvents",
     "BlockManager",
+    "ScheduleConfig",
+    "ScheduleResult",
     "StepBatch",
     "StepResult",
     "SemanticCache",

@@ -328,6 +328,27 @@ class BlockManagerCore:
         program: int | None = None,
         max_hit_tokens: int | None = None,
     ) -> tuple[npt.NDArray[np.int32], int]: ...
+    def lookup(
+        self,
+        token_ids: npt.NDArray[np.int32] | list[int],
+        extra_key: int = 0,
+        max_hit_tokens: int | None = None,
+    ) -> tuple[npt.NDArray[np.int32], int]: ...
+    def admit(
+        self,
+        req_id: int,
+        token_ids: npt.NDArray[np.int32] | list[int],
+        num_new_tokens: int,
+        hit: npt.NDArray[np.int32] | None = None,
+        num_external_tokens: int = 0,
+        num_lookahead_tokens: int = 0,
+        extra_key: int = 0,
+        program: int | None = None,
+        reserve: int | None = None,
+        delay_cache: bool = False,
+        now: float = 0.0,
+    ) -> npt.NDArray[np.int32] | None: ...
+    def cache_blocks(self, req_id: int, num_tokens: int) -> None: ...
     def allocate_slots(
         self,
         req_id: int,
@@ -349,10 +370,44 @@ class BlockManagerCore:
     def swap_in(self, req_id: int, now: float = 0.0) -> npt.NDArray[np.int32] | None: ...
     def block_table(self, req_id: int) -> npt.NDArray[np.int32]: ...
     def host_block_table(self, req_id: int) -> npt.NDArray[np.int32] | None: ...
+    def num_cached_blocks(self, req_id: int) -> int: ...
     def num_computed_tokens(self, req_id: int) -> int: ...
     def block_tables(
         self, req_ids: npt.NDArray[np.int64], pad: int = -1, min_width: int = 0
     ) -> npt.NDArray[np.int32]: ...
+    def schedule(
+        self,
+        finished: npt.NDArray[np.int64],
+        appended_ids: npt.NDArray[np.int64],
+        appended_tokens: npt.NDArray[np.int32],
+        appended_offsets: npt.NDArray[np.int64],
+        arrival_ids: npt.NDArray[np.int64],
+        arrival_tokens: npt.NDArray[np.int32],
+        arrival_offsets: npt.NDArray[np.int64],
+        arrival_extra_keys: npt.NDArray[np.uint64] | None = None,
+        now: float = 0.0,
+        *,
+        max_num_batched_tokens: int,
+        max_model_len: int,
+        max_num_seqs: int = 256,
+        long_prefill_token_threshold: int = 0,
+        num_lookahead_tokens: int = 0,
+        full_sequence_must_fit: bool = True,
+        watermark_blocks: int = 0,
+    ) -> tuple[
+        npt.NDArray[np.int64],
+        npt.NDArray[np.int32],
+        npt.NDArray[np.int32],
+        npt.NDArray[np.uint8],
+        npt.NDArray[np.int32],
+        npt.NDArray[np.int64],
+        npt.NDArray[np.int64],
+        npt.NDArray[np.int32],
+    ]:
+        """(req_ids, num_scheduled, num_computed, kinds, blocks, block_offsets, preempted,
+        copies)."""
+    def running_queue(self) -> npt.NDArray[np.int64]: ...
+    def waiting_queue(self) -> npt.NDArray[np.int64]: ...
     def step(
         self,
         req_ids: npt.NDArray[np.int64],

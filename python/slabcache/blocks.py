@@ -38,6 +38,7 @@ One call per scheduler step (the format is described in :class:`StepBatch`):
 from __future__ import annotations
 
 import hashlib
+import itertools
 import operator
 import time
 from collections.abc import Callable, Sequence
@@ -51,7 +52,16 @@ from . import _native
 from .errors import InvalidArgumentError, InvalidTypeError
 from .stats_types import BlockManagerStats
 
-__all__ = ["BlockEvents", "BlockManager", "StepBatch", "StepResult", "block_hashes", "extra_key"]
+__all__ = [
+    "BlockEvents",
+    "BlockManager",
+    "ScheduleConfig",
+    "ScheduleResult",
+    "StepBatch",
+    "StepResult",
+    "block_hashes",
+    "extra_key",
+]
 
 _I32_MAX = 2**31 - 1
 _EMPTY_I32 = np.zeros(0, dtype=np.int32)
@@ -265,6 +275,73 @@ class StepResult:
         return self.new_blocks[self.new_block_offsets[i] : self.new_block_offsets[i + 1]]
 
 
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """vLLM's scheduler limits for :meth:`BlockManager.schedule` (vLLM's names;
+    ``full_sequence_must_fit`` is ``scheduler_reserve_full_isl``, on by default
+    in vLLM 0.33; ``watermark_blocks`` is ``int(watermark * num_gpu_blocks)``).
+
+    >>> ScheduleConfig(max_num_batched_tokens=2048, max_model_len=8192).max_num_seqs
+    256
+    """
+
+    max_num_batched_tokens: int
+    max_model_len: int
+    max_num_seqs: int = 256
+    long_prefill_token_threshold: int = 0
+    num_lookahead_tokens: int = 0
+    full_sequence_must_fit: bool = True
+    watermark_blocks: int = 0
+
+
+@dataclass
+class ScheduleResult:
+    """One :meth:`BlockManager.schedule` step, in vLLM's order (running
+    requests first, then admissions), one entry per scheduled request:
+
+    * ``req_ids`` int64, ``num_scheduled`` int32 (tokens to compute),
+      ``num_computed`` int32 (computed before this step; an admission's
+      prefix-cache hit), ``kinds`` uint8 (``RUNNING``, ``NEW``, ``RESUMED``);
+    * ``blocks`` int32 / ``block_offsets`` int64 ``[n + 1]`` (CSR): a running
+      request's new blocks, an admission's whole block table;
+    * ``preempted`` int64: requests preempted this step (now waiting, at the
+      front of the queue), in order; ``copies`` int32 ``(k, 2)`` copy-on-write.
+    """
+
+    RUNNING = 0
+    NEW = 1
+    RESUMED = 2
+
+    req_ids: np.ndarray
+    num_scheduled: np.ndarray
+    num_computed: np.ndarray
+    kinds: np.ndarray
+    blocks: np.ndarray
+    block_offsets: np.ndarray
+    preempted: np.ndarray
+    copies: np.ndarray
+
+    def blocks_of(self, i: int) -> np.ndarray:
+        """Entry ``i``'s blocks (a view)."""
+        return self.blocks[self.block_offsets[i] : self.block_offsets[i + 1]]
+
+
+_EMPTY_I64 = np.zeros(0, dtype=np.int64)
+_ZERO_OFFSETS = np.zeros(1, dtype=np.int64)
+
+
+def _csr(parts: Sequence[Sequence[int] | np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Token lists as (concatenated int32 tokens, int64 offsets)."""
+    if not parts:
+        return _EMPTY_I32, _ZERO_OFFSETS
+    offsets = np.zeros(len(parts) + 1, dtype=np.int64)
+    np.cumsum([len(p) for p in parts], out=offsets[1:])
+    if all(type(p) is list for p in parts):
+        # One conversion (and one range check) for all the lists.
+        return _tokens(list(itertools.chain.from_iterable(parts))), offsets
+    return np.concatenate([_tokens(p) for p in parts]), offsets
+
+
 @dataclass
 class BlockEvents:
     """Prefix-cache events, oldest first: ``kinds`` (0 = stored, 1 = removed),
@@ -413,6 +490,92 @@ class BlockManager:
             _req_id(req_id), _tokens_arg(token_ids), _extra_key(extra_key), prog, limit
         )
 
+    def lookup(
+        self,
+        token_ids: npt.ArrayLike,
+        *,
+        extra_key: int | str | bytes | None = None,
+        max_hit_tokens: int | None = None,
+    ) -> tuple[np.ndarray, int]:
+        """The longest cached prefix of a prompt, ``(block_ids int32,
+        num_cached_tokens)``, with no side effect: nothing is registered, so a
+        waiting request that is looked up and then aborted leaves nothing
+        behind (compare :meth:`get_computed_blocks`). Admit it with
+        :meth:`admit`, passing the blocks found.
+
+        >>> bm = BlockManager(num_blocks=8, block_size=2)
+        >>> bm.admit(1, [1, 2, 3], 3) is not None
+        True
+        >>> hit, n = bm.lookup([1, 2, 9])
+        >>> hit.tolist(), n, bm.num_requests
+        ([0], 2, 1)
+        """
+        limit = None if max_hit_tokens is None else _count(max_hit_tokens, "max_hit_tokens")
+        return self._core.lookup(_tokens_arg(token_ids), _extra_key(extra_key), limit)
+
+    def admit(
+        self,
+        req_id: int,
+        token_ids: npt.ArrayLike,
+        num_new_tokens: int,
+        *,
+        hit: npt.ArrayLike | None = None,
+        num_external_tokens: int = 0,
+        num_lookahead_tokens: int = 0,
+        extra_key: int | str | bytes | None = None,
+        program: int | None = None,
+        reserve: int | None = None,
+        delay_cache: bool = False,
+        now: float | None = None,
+    ) -> np.ndarray | None:
+        """Registers a new request with its known tokens and allocates its
+        admission in one all-or-nothing call: the cached ``hit`` blocks (from
+        :meth:`lookup`; they must still hold this prompt's prefix), slots for
+        ``num_external_tokens`` whose KV a connector loads (counted computed),
+        ``num_new_tokens`` to compute, and lookahead slots. Returns the new
+        block ids, or None when they do not fit (nothing is registered then).
+        ``delay_cache=True`` keeps the new full blocks out of the prefix cache
+        until :meth:`cache_blocks` (an asynchronous KV load, vLLM's
+        ``delay_cache_blocks``). With no ``hit`` this is an allocation without
+        a prior lookup.
+
+        >>> bm = BlockManager(num_blocks=8, block_size=2)
+        >>> bm.admit(1, [1, 2, 3, 4, 5], 1, num_external_tokens=4, delay_cache=True).tolist()
+        [0, 1, 2]
+        >>> bm.lookup([1, 2, 3, 4, 9])[1], bm.cache_blocks(1, 4), bm.lookup([1, 2, 3, 4, 9])[1]
+        (0, None, 4)
+        >>> bm.admit(2, [7] * 20, 20) is None, 2 in bm
+        (True, False)
+        """
+        prog = None if program is None else _req_id(program, "program")
+        hit_arr = None if hit is None else _int_array(hit, "hit", np.int32, 0, _I32_MAX)
+        return self._core.admit(
+            _req_id(req_id),
+            _tokens_arg(token_ids),
+            _count(num_new_tokens, "num_new_tokens"),
+            hit_arr,
+            _count(num_external_tokens, "num_external_tokens"),
+            _count(num_lookahead_tokens, "num_lookahead_tokens"),
+            _extra_key(extra_key),
+            prog,
+            None if reserve is None else _count(reserve, "reserve"),
+            bool(delay_cache),
+            self._now(now),
+        )
+
+    def cache_blocks(self, req_id: int, num_tokens: int) -> None:
+        """Registers the request's full blocks among its first ``num_tokens``
+        computed tokens in the prefix cache (after ``admit(delay_cache=True)``,
+        once the loaded KV is there).
+
+        >>> bm = BlockManager(num_blocks=8, block_size=2)
+        >>> _ = bm.admit(1, [1, 2, 3], 0, num_external_tokens=2, delay_cache=True)
+        >>> bm.cache_blocks(1, 2)
+        >>> bm.lookup([1, 2, 5])[1]
+        2
+        """
+        self._core.cache_blocks(_req_id(req_id), _count(num_tokens, "num_tokens"))
+
     def allocate_slots(
         self,
         req_id: int,
@@ -524,6 +687,16 @@ class BlockManager:
         ids = _int_array(req_ids, "req_ids", np.int64, -(2**63), 2**63 - 1)
         return self._core.block_tables(ids, int(pad), _count(min_width, "min_width"))
 
+    def num_cached_blocks(self, req_id: int) -> int:
+        """Leading blocks of the request registered in the prefix cache.
+
+        >>> bm = BlockManager(num_blocks=8, block_size=2)
+        >>> _ = bm.admit(1, [1, 2, 3], 3)
+        >>> bm.num_cached_blocks(1)
+        1
+        """
+        return self._core.num_cached_blocks(_req_id(req_id))
+
     def num_computed_tokens(self, req_id: int) -> int:
         """Tokens of the request whose KV its blocks hold."""
         return self._core.num_computed_tokens(_req_id(req_id))
@@ -592,6 +765,138 @@ class BlockManager:
             bool(fcfs),
         )
         return StepResult(sched, cached, new_blocks, new_offsets, copies, tables)
+
+    def schedule(
+        self,
+        config: ScheduleConfig,
+        *,
+        finished: Sequence[int] | np.ndarray = (),
+        appended: Sequence[tuple[int, Sequence[int] | np.ndarray]] = (),
+        arrivals: Sequence[tuple[int, Sequence[int] | np.ndarray]] = (),
+        arrival_extra_keys: Sequence[int] | None = None,
+        now: float | None = None,
+    ) -> ScheduleResult:
+        """One step of vLLM's v1 scheduler (FCFS) and its KV-cache manager, in one call.
+
+        The manager owns the running and waiting queues. ``finished`` requests
+        are freed first, ``appended`` ``(req_id, tokens)`` pairs extend running
+        requests (the tokens sampled last step), ``arrivals`` ``(req_id,
+        prompt)`` join the waiting queue. Then, as vLLM 0.33's
+        ``Scheduler.schedule()``: running requests in order share one token
+        budget, a request whose slots do not fit preempts the last running
+        request and retries; in a step that preempted nothing, waiting requests
+        are admitted in order (prefix hit, chunked prefill) until one does not
+        fit or ``max_num_seqs`` run. Computed tokens advance at scheduling.
+        Invalid input raises and changes nothing.
+
+        >>> bm = BlockManager(num_blocks=4, block_size=4)
+        >>> cfg = ScheduleConfig(8, 64, full_sequence_must_fit=False)
+        >>> r = bm.schedule(cfg, arrivals=[(1, list(range(10))), (2, [9, 9, 9, 9])])
+        >>> r.req_ids.tolist(), r.num_scheduled.tolist()     # one shared budget of 8
+        ([1], [8])
+        >>> r = bm.schedule(cfg)
+        >>> r.req_ids.tolist(), r.num_scheduled.tolist()
+        ([1, 2], [2, 4])
+        >>> r = bm.schedule(cfg, appended=[(1, [7, 7, 7])])  # a 4th block: preempt 2
+        >>> r.req_ids.tolist(), r.preempted.tolist(), bm.waiting_queue().tolist()
+        ([1], [2], [2])
+        """
+        if isinstance(finished, np.ndarray):
+            fin = finished
+        else:
+            fin = np.array([_req_id(x, "finished") for x in finished], dtype=np.int64)
+        if appended:
+            a_ids = np.array([_req_id(a[0]) for a in appended], dtype=np.int64)
+            a_toks, a_offs = _csr([a[1] for a in appended])
+        else:
+            a_ids, a_toks, a_offs = _EMPTY_I64, _EMPTY_I32, _ZERO_OFFSETS
+        if arrivals:
+            n_ids = np.array([_req_id(a[0]) for a in arrivals], dtype=np.int64)
+            n_toks, n_offs = _csr([a[1] for a in arrivals])
+        else:
+            n_ids, n_toks, n_offs = _EMPTY_I64, _EMPTY_I32, _ZERO_OFFSETS
+        return self.schedule_arrays(
+            config,
+            fin,
+            a_ids,
+            a_toks,
+            a_offs,
+            n_ids,
+            n_toks,
+            n_offs,
+            arrival_extra_keys=arrival_extra_keys,
+            now=now,
+        )
+
+    def schedule_arrays(
+        self,
+        config: ScheduleConfig,
+        finished: np.ndarray,
+        appended_ids: np.ndarray,
+        appended_tokens: np.ndarray,
+        appended_offsets: np.ndarray,
+        arrival_ids: np.ndarray,
+        arrival_tokens: np.ndarray,
+        arrival_offsets: np.ndarray,
+        *,
+        arrival_extra_keys: Sequence[int] | np.ndarray | None = None,
+        now: float | None = None,
+    ) -> ScheduleResult:
+        """:meth:`schedule` with its inputs as flat arrays (CSR tokens: request
+        ``i``'s are ``tokens[offsets[i]:offsets[i + 1]]``), for callers that
+        build them in bulk.
+
+        >>> bm = BlockManager(num_blocks=8, block_size=4)
+        >>> e = np.zeros(0, np.int64)
+        >>> r = bm.schedule_arrays(ScheduleConfig(16, 64), e, e, np.zeros(0, np.int32),
+        ...     np.zeros(1, np.int64), np.array([5]), np.array([1, 2, 3], np.int32),
+        ...     np.array([0, 3]))
+        >>> r.kinds.tolist() == [ScheduleResult.NEW]
+        True
+        """
+        extra = (
+            None
+            if arrival_extra_keys is None
+            else _int_array(arrival_extra_keys, "arrival_extra_keys", np.uint64, 0, 2**64 - 1)
+        )
+        c = config
+        out = self._core.schedule(
+            _int_array(finished, "finished", np.int64, -(2**63), 2**63 - 1),
+            _int_array(appended_ids, "appended_ids", np.int64, -(2**63), 2**63 - 1),
+            _tokens(appended_tokens, "appended_tokens"),
+            _int_array(appended_offsets, "appended_offsets", np.int64, 0, 2**62),
+            _int_array(arrival_ids, "arrival_ids", np.int64, -(2**63), 2**63 - 1),
+            _tokens(arrival_tokens, "arrival_tokens"),
+            _int_array(arrival_offsets, "arrival_offsets", np.int64, 0, 2**62),
+            extra,
+            self._now(now),
+            max_num_batched_tokens=_count(c.max_num_batched_tokens, "max_num_batched_tokens"),
+            max_model_len=_count(c.max_model_len, "max_model_len"),
+            max_num_seqs=_count(c.max_num_seqs, "max_num_seqs"),
+            long_prefill_token_threshold=_count(
+                c.long_prefill_token_threshold, "long_prefill_token_threshold"
+            ),
+            num_lookahead_tokens=_count(c.num_lookahead_tokens, "num_lookahead_tokens"),
+            full_sequence_must_fit=bool(c.full_sequence_must_fit),
+            watermark_blocks=_count(c.watermark_blocks, "watermark_blocks"),
+        )
+        return ScheduleResult(*out)
+
+    def running_queue(self) -> np.ndarray:
+        """:meth:`schedule`'s running queue (int64 ids, oldest first).
+
+        >>> BlockManager(num_blocks=4, block_size=4).running_queue().tolist()
+        []
+        """
+        return self._core.running_queue()
+
+    def waiting_queue(self) -> np.ndarray:
+        """:meth:`schedule`'s waiting queue (int64 ids, next admission first).
+
+        >>> BlockManager(num_blocks=4, block_size=4).waiting_queue().tolist()
+        []
+        """
+        return self._core.waiting_queue()
 
     # ---- outputs for the engine ----------------------------------------------------
 

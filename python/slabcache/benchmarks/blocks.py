@@ -266,6 +266,26 @@ def run_scheduler_suite(ctx: BenchContext) -> list[Measurement]:
                 extra=r,
             )
         )
+        s = r.get("slabcache_step")
+        if s is not None:
+            same = (
+                "identical schedule & block tables every step"
+                if r["same_schedule_step"]
+                else "schedules DIFFER"
+            )
+            out.append(
+                Measurement(
+                    f"one-call BlockManager.schedule() (ScheduleLoop) vs vLLM Scheduler "
+                    f"schedule()+update_from_output CPU per step, {shape}, {n} requests",
+                    s["total_us_per_step"],
+                    "us/step",
+                    peer="vLLM 0.33 Scheduler + stock KVCacheManager",
+                    peer_value=r["vllm"]["total_us_per_step"],
+                    suite="blocks",
+                    note=f"{same}; preemptions {s['preemptions']} vs {r['vllm']['preemptions']}; "
+                    f"with add_request (hashing) x{r['speedup_step_with_add']:.2f}",
+                )
+            )
     return out
 
 

@@ -10,6 +10,7 @@ digests mean the adapter made vLLM schedule exactly as stock.
 
     python -m slabcache.benchmarks.blocks_vllm_scheduler --json out.json
     python -m slabcache.benchmarks.blocks_vllm_scheduler --record tests/data/x.json.gz
+    python -m slabcache.benchmarks.blocks_vllm_scheduler --record-schedule tests/data/y.json.gz
 
 ``--record`` writes the stock KVCacheManager's calls and results on a small
 trace (for ``tests/test_blocks_vllm_trace.py``, which replays them on
@@ -153,7 +154,116 @@ def make_trace(shape: str, seed: int = 0, n: int = 256) -> list[dict[str, Any]]:
     return reqs
 
 
-def run(sched: Any, trace: list[dict[str, Any]], seed: int = 1) -> dict[str, Any]:
+def _vllm_step_record(out: Any) -> list[Any]:
+    """A vLLM SchedulerOutput as ``[[rid, tokens, kind, computed, blocks], ...], preempted``
+    (kind 0 running, 1 new, 2 resumed; blocks: a running request's new ones or None,
+    an admission's whole table)."""
+    new = {nr.req_id: nr for nr in out.scheduled_new_reqs}
+    c = out.scheduled_cached_reqs
+    cached = {rid: i for i, rid in enumerate(c.req_ids)}
+    rows = []
+    for rid, n in out.num_scheduled_tokens.items():
+        if rid in new:
+            nr = new[rid]
+            rows.append([rid, n, 1, nr.num_computed_tokens, list(nr.block_ids[0])])
+        else:
+            i = cached[rid]
+            nb = c.new_block_ids[i]
+            kind = 2 if rid in c.resumed_req_ids else 0
+            rows.append(
+                [rid, n, kind, c.num_computed_tokens[i], None if nb is None else list(nb[0])]
+            )
+    return [rows, sorted(out.preempted_req_ids or ())]
+
+
+def run_loop(
+    trace: list[dict[str, Any]],
+    *,
+    num_blocks: int,
+    block_size: int = 16,
+    max_num_seqs: int = 128,
+    max_num_batched_tokens: int = 2048,
+    max_model_len: int = 8192,
+    steps_out: list[Any] | None = None,
+) -> dict[str, Any]:
+    """The same trace and driver as :func:`run`, on slabcache's one-call
+    ``BlockManager.schedule`` (:class:`ScheduleLoop`) instead of vLLM's Scheduler."""
+    from slabcache import BlockManager, ScheduleConfig
+    from slabcache.integrations.schedule_loop import ScheduleLoop, schedule_digest_update
+
+    loop = ScheduleLoop(
+        BlockManager(num_blocks - 1, block_size),
+        ScheduleConfig(
+            max_num_batched_tokens=max_num_batched_tokens,
+            max_model_len=max_model_len,
+            max_num_seqs=max_num_seqs,
+        ),
+    )
+    pending = sorted(trace, key=lambda r: r["arrival"])
+    digest = hashlib.blake2b(digest_size=16)
+    tt = time.thread_time_ns
+    step = steps = pi = 0
+    sched_ns = update_ns = add_ns = 0
+    preemptions = hit_tokens = 0
+    while pi < len(pending) or loop.has_unfinished_requests():
+        ta = tt()
+        while pi < len(pending) and pending[pi]["arrival"] <= step:
+            r = pending[pi]
+            loop.add_request(r["id"], r["prompt"], r["max_tokens"])
+            pi += 1
+        add_ns += tt() - ta
+        step += 1
+        if not loop.has_unfinished_requests():
+            continue
+        t0 = tt()
+        s = loop.schedule()
+        t1 = tt()
+        schedule_digest_update(digest, s)
+        preemptions += len(s.preempted)
+        hit_tokens += sum(c for _, _, c in s.new_reqs)
+        if steps_out is not None:
+            raw = s.raw
+            assert raw is not None
+            rows = []
+            for i in range(len(raw.req_ids)):
+                rid = loop.request_name(int(raw.req_ids[i]))
+                b = (raw.blocks_of(i) + 1).tolist()
+                kind = int(raw.kinds[i])
+                rows.append(
+                    [
+                        rid,
+                        int(raw.num_scheduled[i]),
+                        kind,
+                        int(raw.num_computed[i]),
+                        b if (b or kind) else None,
+                    ]
+                )
+            steps_out.append([rows, sorted(s.preempted)])
+        t2 = tt()
+        loop.update()
+        t3 = tt()
+        sched_ns += t1 - t0
+        update_ns += t3 - t2
+        steps += 1
+    return {
+        "steps": steps,
+        "add_us_per_step": add_ns / steps / 1e3,
+        "schedule_us_per_step": sched_ns / steps / 1e3,
+        "update_us_per_step": update_ns / steps / 1e3,
+        "total_us_per_step": (sched_ns + update_ns) / steps / 1e3,
+        "with_add_us_per_step": (add_ns + sched_ns + update_ns) / steps / 1e3,
+        "preemptions": preemptions,
+        "prefix_hit_tokens": hit_tokens,
+        "digest": digest.hexdigest(),
+    }
+
+
+def run(
+    sched: Any,
+    trace: list[dict[str, Any]],
+    seed: int = 1,
+    steps_out: list[Any] | None = None,
+) -> dict[str, Any]:
     from vllm.sampling_params import SamplingParams
     from vllm.v1.core.kv_cache_utils import get_request_block_hasher, init_none_hash
     from vllm.v1.outputs import ModelRunnerOutput
@@ -163,10 +273,13 @@ def run(sched: Any, trace: list[dict[str, Any]], seed: int = 1) -> dict[str, Any
         from vllm.utils.hashing import sha256
     except ImportError:  # older layout
         from vllm.utils import sha256  # type: ignore[no-redef]
+    from slabcache.integrations.schedule_loop import ScheduleLoop
+
     init_none_hash(sha256)
     hasher = get_request_block_hasher(sched.block_size, sha256)
-    rng = np.random.default_rng(seed)
     pending = sorted(trace, key=lambda r: r["arrival"])
+    index = {r["id"]: i for i, r in enumerate(pending)}
+    sample = ScheduleLoop.sample_token
     digest = hashlib.blake2b(digest_size=16)
     step = 0
     sched_ns = 0
@@ -176,7 +289,9 @@ def run(sched: Any, trace: list[dict[str, Any]], seed: int = 1) -> dict[str, Any
     hit_tokens = 0
     pi = 0
     tt = time.thread_time_ns
+    add_ns = 0
     while pi < len(pending) or sched.has_unfinished_requests():
+        ta = tt()
         while pi < len(pending) and pending[pi]["arrival"] <= step:
             r = pending[pi]
             sp = SamplingParams(max_tokens=r["max_tokens"], ignore_eos=True)
@@ -190,6 +305,7 @@ def run(sched: Any, trace: list[dict[str, Any]], seed: int = 1) -> dict[str, Any
                 )
             )
             pi += 1
+        add_ns += tt() - ta
         step += 1
         if not sched.has_unfinished_requests():
             continue
@@ -211,7 +327,10 @@ def run(sched: Any, trace: list[dict[str, Any]], seed: int = 1) -> dict[str, Any
         for rid in ids:
             req = sched.requests[rid]
             done_prompt = req.num_computed_tokens >= req.num_tokens
-            sampled.append([int(rng.integers(3, 50_000))] if done_prompt else [])
+            k = req.num_output_tokens
+            sampled.append([sample(index[rid], k)] if done_prompt else [])
+        if steps_out is not None:
+            steps_out.append(_vllm_step_record(out))
         mro = ModelRunnerOutput(
             req_ids=ids,
             req_id_to_index={r: i for i, r in enumerate(ids)},
@@ -228,9 +347,11 @@ def run(sched: Any, trace: list[dict[str, Any]], seed: int = 1) -> dict[str, Any
         steps += 1
     return {
         "steps": steps,
+        "add_us_per_step": add_ns / steps / 1e3,
         "schedule_us_per_step": sched_ns / steps / 1e3,
         "update_us_per_step": update_ns / steps / 1e3,
         "total_us_per_step": (sched_ns + update_ns) / steps / 1e3,
+        "with_add_us_per_step": (add_ns + sched_ns + update_ns) / steps / 1e3,
         "preemptions": preemptions,
         "prefix_hit_tokens": hit_tokens,
         "digest": digest.hexdigest(),
@@ -241,32 +362,38 @@ SHAPES = {"sharegpt": 2048, "rag": 1536, "parallel": 1024}
 
 
 def bench(n: int, repeats: int) -> dict[str, Any]:
+    """Per shape: stock vLLM, vLLM with the adapter, and the one-call
+    ``BlockManager.schedule`` loop; best of ``repeats`` by CPU per step."""
     out: dict[str, Any] = {}
     for shape, nblocks in SHAPES.items():
         trace = make_trace(shape, n=n)
         res: dict[str, Any] = {}
-        for side in ("vllm", "slabcache"):
+        for side in ("vllm", "slabcache", "slabcache_step"):
             best = None
             for _ in range(repeats):
-                r = run(make_scheduler(adapter=side == "slabcache", num_blocks=nblocks), trace)
+                if side == "slabcache_step":
+                    r = run_loop(trace, num_blocks=nblocks)
+                else:
+                    r = run(make_scheduler(adapter=side == "slabcache", num_blocks=nblocks), trace)
                 if best is None or r["total_us_per_step"] < best["total_us_per_step"]:
                     best = r
             res[side] = best
-        res["same_schedule"] = res["vllm"]["digest"] == res["slabcache"]["digest"]
-        res["speedup_total"] = (
-            res["vllm"]["total_us_per_step"] / res["slabcache"]["total_us_per_step"]
-        )
-        res["speedup_schedule"] = (
-            res["vllm"]["schedule_us_per_step"] / res["slabcache"]["schedule_us_per_step"]
-        )
+        v, a, s = res["vllm"], res["slabcache"], res["slabcache_step"]
+        res["same_schedule"] = v["digest"] == a["digest"]
+        res["same_schedule_step"] = v["digest"] == s["digest"]
+        res["speedup_total"] = v["total_us_per_step"] / a["total_us_per_step"]
+        res["speedup_schedule"] = v["schedule_us_per_step"] / a["schedule_us_per_step"]
+        res["speedup_step"] = v["total_us_per_step"] / s["total_us_per_step"]
+        res["speedup_step_with_add"] = v["with_add_us_per_step"] / s["with_add_us_per_step"]
         out[shape] = res
         print(
-            f"{shape:9s} steps={res['vllm']['steps']:5d} "
-            f"vllm={res['vllm']['total_us_per_step']:8.1f}us "
-            f"slabcache={res['slabcache']['total_us_per_step']:8.1f}us "
-            f"x{res['speedup_total']:.2f} (schedule() x{res['speedup_schedule']:.2f}) "
-            f"same_schedule={res['same_schedule']} "
-            f"preempt={res['vllm']['preemptions']}/{res['slabcache']['preemptions']}",
+            f"{shape:9s} steps={v['steps']:5d} vllm={v['total_us_per_step']:7.1f}us "
+            f"adapter={a['total_us_per_step']:7.1f}us x{res['speedup_total']:.2f} "
+            f"step()={s['total_us_per_step']:6.1f}us x{res['speedup_step']:.2f} "
+            f"(with add_request: {v['with_add_us_per_step']:.1f} vs "
+            f"{s['with_add_us_per_step']:.1f}us x{res['speedup_step_with_add']:.2f}) "
+            f"same_schedule={res['same_schedule']}/{res['same_schedule_step']} "
+            f"preempt={v['preemptions']}/{a['preemptions']}/{s['preemptions']}",
             flush=True,
         )
     return out
@@ -364,15 +491,61 @@ def record(path: str, n: int = 48) -> None:
         print(shape, len(t["calls"]), "calls", t["summary"])
 
 
+SCHEDULE_RECORD_SHAPES = {"sharegpt": 120, "rag": 160, "parallel": 100}
+
+
+def small_trace(shape: str, n: int = 64) -> list[dict[str, Any]]:
+    """The shape at CI size (prompts <= 600 tokens, outputs <= 60)."""
+    trace = make_trace(shape, seed=7, n=n)
+    for r in trace:
+        r["prompt"] = r["prompt"][:600]
+        r["max_tokens"] = min(r["max_tokens"], 60)
+    return trace
+
+
+def record_schedule(path: str) -> None:
+    """Records vLLM's own Scheduler (stock KVCacheManager), every step's
+    schedule, on CI-size traces with preemptions, for
+    ``tests/test_blocks_schedule_vllm.py`` (which replays them on
+    ``BlockManager.schedule`` without vLLM)."""
+    import vllm
+
+    traces = {}
+    for shape, nblocks in SCHEDULE_RECORD_SHAPES.items():
+        trace = small_trace(shape)
+        steps: list[Any] = []
+        sched = make_scheduler(
+            adapter=False, num_blocks=nblocks, max_num_seqs=16, max_num_batched_tokens=512
+        )
+        res = run(sched, trace, steps_out=steps)
+        traces[shape] = {
+            "num_blocks": nblocks,
+            "block_size": 16,
+            "max_num_seqs": 16,
+            "max_num_batched_tokens": 512,
+            "max_model_len": 8192,
+            "requests": trace,
+            "summary": res,
+            "steps": steps,
+        }
+        print(shape, len(steps), "steps", res["preemptions"], "preemptions", flush=True)
+    with gzip.open(path, "wt") as f:
+        json.dump({"vllm_version": vllm.__version__, "traces": traces}, f, separators=(",", ":"))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=256, help="requests per trace")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--json", help="write results here")
     ap.add_argument("--record", help="record the stock manager's calls to this .json.gz")
+    ap.add_argument("--record-schedule", help="record vLLM's per-step schedules to this .json.gz")
     a = ap.parse_args(argv)
     if a.record:
         record(a.record)
+        return 0
+    if a.record_schedule:
+        record_schedule(a.record_schedule)
         return 0
     res = bench(a.n, a.repeats)
     if a.json:

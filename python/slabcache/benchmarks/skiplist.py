@@ -7,7 +7,8 @@ Cases (int keys, int values, random order, 1M keys; 100k with ``--quick``):
 - point gets: ``get_many`` (one call) vs a loop of ``SortedDict[k]``;
 - single-item calls, one Python call per key, against the same call on
   SortedDict: ``m[k]``, ``in``, ``get``, ``peekitem()``, ``peekitem(0)``,
-  ``bisect_left``, ``m[k] = v`` (new keys) and ``del m[k]``;
+  ``bisect_left``, ``m[k] = v`` (new keys) and ``del m[k]``, and an insert
+  followed by a ``bisect_left`` (positions right after writes);
 - 1000-item range scan: ``range_arrays`` vs ``list(SortedDict.irange)``,
   and the lazy ``irange`` vs ``irange``;
 - memory per entry (RSS growth in a fresh subprocess, psutil).
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from typing import Any
 
 import numpy as np
 
@@ -252,6 +254,29 @@ def run(ctx: BenchContext) -> list[Measurement]:
                 1e9 / len(fresh),
                 missing,
             )
+
+        # Positions between writes: each insert is followed by a bisect
+        # (SortedDict keeps positions in its index; ours keeps a position
+        # index current across single-key writes).
+        def set_bisect(mm: Any) -> float:  # BSkipList or SortedDict
+            t0 = time.perf_counter_ns()
+            for k in fresh:
+                mm[k] = 1
+                mm.bisect_left(k)
+            t = (time.perf_counter_ns() - t0) / 1e9
+            for k in fresh:
+                del mm[k]
+            return t
+
+        _pair(
+            out,
+            "m[k] = v then m.bisect_left(k), alternating (new keys)",
+            min(set_bisect(m) for _ in range(repeat)),
+            None if sd is None else min(set_bisect(sd) for _ in range(repeat)),
+            "ns/pair",
+            1e9 / len(fresh),
+            missing,
+        )
         advance()
 
         # 5. 1000-item range scans.

@@ -23,10 +23,13 @@ model), prefix caching on or off, LoRA and ``cache_salt`` (as the block-hash
 extra key), ``max_cache_hit_length``, requests that skip reading the prefix
 cache, speculative tokens beyond the known tokens, lookahead slots, the
 watermark with ``has_scheduled_reqs`` and ``reserved_blocks``,
-``full_sequence_must_fit``. Not supported (``NotImplementedError`` at
+``full_sequence_must_fit``, external computed tokens and
+``delay_cache_blocks`` (KV connectors' loads; ``cache_blocks`` publishes the
+delayed blocks). ``get_computed_blocks`` has no side effect (the request is
+registered at its admission). Not supported (``NotImplementedError`` at
 construction or at the call): hybrid groups (sliding window, Mamba),
-encoder-decoder cross attention, KV connectors (external computed tokens,
-``delay_cache_blocks``, deferred frees), multimodal per-block hash keys
+encoder-decoder cross attention, connectors' deferred frees and
+``evict_blocks``, multimodal per-block hash keys
 (multimodal requests are keyed as a whole, which is safe but hits less).
 ``docs/blocks.md`` lists how vLLM's own scheduler and prefix-caching tests
 fare against this adapter.
@@ -36,7 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from ..blocks import BlockManager
@@ -124,11 +127,54 @@ def _request_extra_key(request: Any) -> int:
     return int.from_bytes(hashlib.blake2b(b"\0".join(parts), digest_size=8).digest(), "little")
 
 
-class _GroupShim:
-    """What the scheduler reads of a single-type manager (block size, spec)."""
+class _ReqToBlocks(Mapping[str, list[Any]]):
+    """A read-only view of vLLM's ``req_to_blocks`` (request id -> its
+    ``KVCacheBlock`` list), built from the core's tables on access; like
+    vLLM's defaultdict, an unknown id reads as an empty list."""
 
-    def __init__(self, kv_cache_spec: Any, group_id: int) -> None:
+    def __init__(self, owner: SlabcacheKVCacheManager) -> None:
+        self._owner = owner
+
+    def _live(self) -> list[str]:
+        o = self._owner
+        return [rid for rid, cid in o._ids.items() if cid in o._bm]
+
+    def __getitem__(self, request_id: str) -> list[Any]:
+        o = self._owner
+        return [o._block_objs[i] for i in o._table(request_id)]
+
+    def __contains__(self, request_id: object) -> bool:
+        o = self._owner
+        cid = o._ids.get(request_id) if isinstance(request_id, str) else None
+        return cid is not None and cid in o._bm
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._live())
+
+    def __len__(self) -> int:
+        return len(self._live())
+
+
+class _NumCachedBlocks(_ReqToBlocks):
+    """A read-only view of vLLM's ``num_cached_block`` (request id -> cached
+    full blocks), from the core."""
+
+    def __getitem__(self, request_id: str) -> Any:
+        o = self._owner
+        cid = o._ids.get(request_id)
+        if cid is None or cid not in o._bm:
+            raise KeyError(request_id)
+        return o._bm.num_cached_blocks(cid)
+
+
+class _GroupShim:
+    """What the scheduler reads of a single-type manager (block size, spec,
+    ``req_to_blocks``)."""
+
+    def __init__(self, kv_cache_spec: Any, group_id: int, owner: Any = None) -> None:
         self.kv_cache_spec = kv_cache_spec
+        self.req_to_blocks = _ReqToBlocks(owner)
+        self.num_cached_block = _NumCachedBlocks(owner)
         self.block_size = kv_cache_spec.block_size
         self.kv_cache_group_id = group_id
         self.retains_longer_hit = False
@@ -140,7 +186,7 @@ class _CoordinatorShim:
 
     def __init__(self, owner: SlabcacheKVCacheManager, spec: Any) -> None:
         self._owner = owner
-        self.single_type_managers = [_GroupShim(spec, 0)]
+        self.single_type_managers = [_GroupShim(spec, 0, owner)]
         self.enable_partial_hash_hits = False
         self.eagle_group_ids: tuple[int, ...] = ()
         self.num_reprefillable_tokens = 0
@@ -277,8 +323,6 @@ class SlabcacheKVCacheManager:
         self._new_block_ids: list[int] = []
         # Tokens of each request the core has been given (core id -> count).
         self._known: dict[int, int] = {}
-        # The hit get_computed_blocks found, until the admission takes it.
-        self._pending: dict[int, list[int]] = {}
         self._events: list[Any] = []
         # Requests holding blocks: request id -> [core id, tokens given, computed].
         self._running: dict[str, list[int]] = {}
@@ -363,22 +407,19 @@ class SlabcacheKVCacheManager:
         if not self.prefix_cache_lookup_enabled(request):
             return self.empty_kv_cache_blocks, 0, 0
         limit = request.num_tokens - 1 if max_cache_hit_length is None else max_cache_hit_length
-        cid = self._register_id(request.request_id)
-        if cid in self._bm and self._bm.num_computed_tokens(cid) > 0:
+        cid = self._ids.get(request.request_id)
+        if cid is not None and cid in self._bm and self._bm.num_computed_tokens(cid) > 0:
             raise NotImplementedError(
                 "slabcache adapter: get_computed_blocks on a request holding computed blocks"
             )
-        if cid in self._bm:
-            self._bm.free(cid)
-        hit, n = self._bm.get_computed_blocks(
-            cid,
+        # Side-effect free: nothing is registered until the admission, so an
+        # aborted waiting request leaves nothing behind.
+        hit, n = self._bm.lookup(
             list(request.all_token_ids),
             extra_key=self._extra_key(request),
             max_hit_tokens=max(0, limit),
         )
-        ids = (hit + 1).tolist()
-        self._pending[cid] = ids
-        return self._blocks(ids), n, 0
+        return self._blocks((hit + 1).tolist()), n, 0
 
     def get_computed_blocks_for_connector(
         self, request: Any, max_cache_hit_length: int | None = None
@@ -412,10 +453,6 @@ class SlabcacheKVCacheManager:
         ):
             raise ValueError(
                 "num_new_tokens must be greater than 0 when there are no computed tokens to adopt"
-            )
-        if num_external_computed_tokens or delay_cache_blocks:
-            raise NotImplementedError(
-                "slabcache adapter: external computed tokens / delay_cache_blocks (KV connectors)"
             )
         if num_encoder_tokens:
             raise NotImplementedError("slabcache adapter: encoder-decoder cross attention")
@@ -460,32 +497,25 @@ class SlabcacheKVCacheManager:
             raise ValueError("num_new_computed_tokens disagrees with new_computed_blocks")
         tokens = request.all_token_ids
         known = len(tokens)
-        if cid not in bm:
-            # allocate_slots without a prior lookup: register with no hit.
-            bm.get_computed_blocks(
-                cid, list(tokens), extra_key=self._extra_key(request), max_hit_tokens=0
-            )
+        admission = cid not in bm
+        if admission:
+            # Registered and allocated in one core call below (admit); no
+            # prior lookup needed.
             core_known, core_computed = known, 0
-            if hit_blocks:
-                raise ValueError("new_computed_blocks given for a request never looked up")
         else:
             core_computed = bm.num_computed_tokens(cid)
             core_known = self._known[cid] if cid in self._known else known
-            if core_computed == 0 and not bm.block_table(cid).size:
-                core_known = known
-                want = [b.block_id for b in hit_blocks]
-                if self._pending.get(cid) != want:
-                    got = self._pending_hit_ids(cid, rid, request, num_new_computed_tokens)
-                    if got != want:
-                        raise ValueError(
-                            "new_computed_blocks are not the blocks get_computed_blocks returned"
-                        )
+            if hit_blocks:
+                raise NotImplementedError(
+                    "slabcache adapter: cached blocks for a request already holding blocks"
+                )
         appended = list(tokens[core_known:known]) if known > core_known else None
         # vLLM's layout: comp | new_comp | new | lookahead. The core's computed
         # count never passes the known tokens; speculative tokens beyond them
         # (and anything vLLM rolled back) are slots, i.e. lookahead.
         total_computed = min(
-            request.num_computed_tokens + num_new_computed_tokens, self.max_model_len
+            request.num_computed_tokens + num_new_computed_tokens + num_external_computed_tokens,
+            self.max_model_len,
         )
         target_tokens = total_computed + num_new_tokens
         target_slots = min(target_tokens + num_lookahead_tokens, self.max_model_len)
@@ -496,12 +526,36 @@ class SlabcacheKVCacheManager:
         reserve = reserved_blocks + (self.watermark_blocks if has_scheduled_reqs and waiting else 0)
         if full_sequence_must_fit:
             full = min(request.num_tokens, self.max_model_len)
-            have = len(bm.block_table(cid)) + len(hit_blocks)
+            have = (0 if admission else len(bm.block_table(cid))) + len(hit_blocks)
             need = max(0, _cdiv(full, bs) - have)
             evictable_hits = sum(1 for b in hit_blocks if bm.ref_count(b.block_id - 1) == 0)
             wm = self.watermark_blocks if has_scheduled_reqs and waiting else 0
             if need + wm > bm.num_free_blocks - evictable_hits:
                 return None
+        if admission:
+            if n_core == 0 and lookahead == 0 and not hit_blocks:
+                return self.empty_kv_cache_blocks
+            new = bm.admit(
+                cid,
+                list(tokens),
+                n_core,
+                hit=[b.block_id - 1 for b in hit_blocks],
+                num_lookahead_tokens=lookahead,
+                extra_key=self._extra_key(request),
+                reserve=reserve,
+                delay_cache=delay_cache_blocks,
+            )
+            if new is None:
+                return None
+            self._known[cid] = known
+            self._running[rid] = [cid, known, base + n_core]
+            ids = (new + 1).tolist()
+            self._new_block_ids.extend(ids)
+            return self._blocks(ids)
+        if delay_cache_blocks:
+            raise NotImplementedError(
+                "slabcache adapter: delay_cache_blocks for a request already holding blocks"
+            )
         if n_core == 0 and lookahead == 0 and not hit_blocks:
             new = None
             if appended:
@@ -518,25 +572,10 @@ class SlabcacheKVCacheManager:
         if new is None:
             return None
         self._known[cid] = known
-        self._pending.pop(cid, None)
         self._running[rid] = [cid, known, base + n_core]
         ids = (new + 1).tolist()
         self._new_block_ids.extend(ids)
         return self._blocks(ids)
-
-    def _pending_hit_ids(self, cid: int, rid: str, request: Any, n_tokens: int) -> list[int]:
-        """The blocks the pending lookup found, capped at ``n_tokens`` (re-looked-up
-        when the caller takes fewer than were found)."""
-        bm = self._bm
-        if cid in bm:
-            bm.free(cid)
-        hit, _ = bm.get_computed_blocks(
-            cid,
-            list(request.all_token_ids),
-            extra_key=self._extra_key(request),
-            max_hit_tokens=n_tokens,
-        )
-        return (hit + 1).tolist()
 
     def free(self, request: Any) -> None:
         """Frees the request's blocks (tail first); a request with none is a no-op."""
@@ -545,7 +584,6 @@ class SlabcacheKVCacheManager:
             return
         self._running.pop(request.request_id, None)
         self._known.pop(cid, None)
-        self._pending.pop(cid, None)
         if cid in self._bm:
             self._bm.free(cid)
 
@@ -573,16 +611,16 @@ class SlabcacheKVCacheManager:
         slots = len(bm.block_table(cid)) * self.block_size
         step = max(0, min(target, slots) - core_computed)
         appended = list(tokens[core_known:known]) if known > core_known else None
-        if step == 0 and not appended:
-            return
         # No new block can be needed (step stays within held slots), so this
         # cannot be refused; reserve=0 keeps the watermark out of it.
-        if bm.allocate_slots(cid, step, appended, reserve=0) is not None:
+        if (step or appended) and bm.allocate_slots(cid, step, appended, reserve=0) is not None:
             self._known[cid] = known
             st = self._running.get(request.request_id)
             if st is not None:
                 st[1] = known
                 st[2] = core_computed + step
+        # Blocks an admission with delay_cache_blocks left uncached (a KV load).
+        bm.cache_blocks(cid, target)
 
     def remove_skipped_blocks(
         self, request_id: str, processed_computed_tokens: int, num_prompt_tokens: int | None = None

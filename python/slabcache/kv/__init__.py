@@ -7,7 +7,9 @@
   for short ones);
 - :class:`ArenaKVTier`: disk tier in a :class:`~slabcache.BlobArena`, by chained
   prefix hash, byte budget;
-- :class:`TieredKVCache`: ties them to one BlockManager.
+- :class:`TieredKVCache`: ties them to one BlockManager;
+- :mod:`slabcache.kv.vattn`: the alternative to paged blocks, virtually contiguous KV per
+  request with pages mapped on demand (vAttention; ``docs/vattn.md``).
 
 See ``docs/kv_tiers.md``.
 """

@@ -12,7 +12,8 @@ use std::sync::{Mutex, MutexGuard, TryLockError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyInt, PyList};
 use slabcache_core::blocks::{
-    tokens_from_i32, BlockEventKind, BlockManager, BlockManagerConfig, CopyRange, StepInput,
+    tokens_from_i32, Admission, BlockEventKind, BlockManager, BlockManagerConfig, CopyRange,
+    ScheduleConfig, ScheduleInput, StepInput,
 };
 use slabcache_core::ErrorKind;
 
@@ -214,6 +215,65 @@ impl PyBlockManager {
         Ok((ids_array(py, &ids), n))
     }
 
+    #[pyo3(signature = (token_ids, extra_key=0, max_hit_tokens=None))]
+    fn lookup<'py>(
+        &self,
+        py: Python<'py>,
+        token_ids: &Bound<'py, PyAny>,
+        extra_key: u64,
+        max_hit_tokens: Option<i64>,
+    ) -> PyResult<(Bound<'py, PyArray1<i32>>, usize)> {
+        let toks = token_vec(token_ids)?;
+        let limit = match max_hit_tokens {
+            Some(m) => count("max_hit_tokens", m)?,
+            None => usize::MAX,
+        };
+        let (ids, n) = self.lock(py).lookup(&toks, extra_key, limit).py()?;
+        Ok((ids_array(py, &ids), n))
+    }
+
+    #[pyo3(signature = (req_id, token_ids, num_new_tokens, hit=None, num_external_tokens=0, num_lookahead_tokens=0, extra_key=0, program=None, reserve=None, delay_cache=false, now=0.0))]
+    #[allow(clippy::too_many_arguments)]
+    fn admit<'py>(
+        &self,
+        py: Python<'py>,
+        req_id: i64,
+        token_ids: &Bound<'py, PyAny>,
+        num_new_tokens: i64,
+        hit: Option<PyReadonlyArray1<'py, i32>>,
+        num_external_tokens: i64,
+        num_lookahead_tokens: i64,
+        extra_key: u64,
+        program: Option<i64>,
+        reserve: Option<i64>,
+        delay_cache: bool,
+        now: f64,
+    ) -> PyResult<Option<Bound<'py, PyArray1<i32>>>> {
+        let toks = token_vec(token_ids)?;
+        let hit_ids = match &hit {
+            Some(a) => tokens_from_i32(slice("hit", a)?).py()?.to_vec(),
+            None => Vec::new(),
+        };
+        let a = Admission {
+            hit: &hit_ids,
+            num_external_tokens: count("num_external_tokens", num_external_tokens)?,
+            num_new_tokens: count("num_new_tokens", num_new_tokens)?,
+            num_lookahead_tokens: count("num_lookahead_tokens", num_lookahead_tokens)?,
+            reserve: reserve.map(|r| count("reserve", r)).transpose()?,
+            delay_cache,
+        };
+        let r = self
+            .lock(py)
+            .admit(req_id, &toks, extra_key, program, &a, now)
+            .py()?;
+        Ok(r.map(|ids| ids_array(py, &ids)))
+    }
+
+    fn cache_blocks(&self, py: Python<'_>, req_id: i64, num_tokens: i64) -> PyResult<()> {
+        let n = count("num_tokens", num_tokens)?;
+        self.lock(py).cache_blocks(req_id, n).py()
+    }
+
     #[pyo3(signature = (req_id, num_new_tokens, token_ids=None, num_lookahead_tokens=0, now=0.0, reserve=None))]
     #[allow(clippy::too_many_arguments)]
     fn allocate_slots<'py>(
@@ -310,6 +370,10 @@ impl PyBlockManager {
             .host_block_table(req_id)
             .py()?
             .map(|h| ids_array(py, h)))
+    }
+
+    fn num_cached_blocks(&self, py: Python<'_>, req_id: i64) -> PyResult<usize> {
+        self.lock(py).num_cached_blocks(req_id).py()
     }
 
     fn num_computed_tokens(&self, py: Python<'_>, req_id: i64) -> PyResult<usize> {
@@ -411,6 +475,96 @@ impl PyBlockManager {
             pairs_array(py, &out.copies),
             tables,
         ))
+    }
+
+    #[pyo3(signature = (finished, appended_ids, appended_tokens, appended_offsets, arrival_ids, arrival_tokens, arrival_offsets, arrival_extra_keys=None, now=0.0, *, max_num_batched_tokens, max_model_len, max_num_seqs=256, long_prefill_token_threshold=0, num_lookahead_tokens=0, full_sequence_must_fit=true, watermark_blocks=0))]
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn schedule<'py>(
+        &self,
+        py: Python<'py>,
+        finished: PyReadonlyArray1<'py, i64>,
+        appended_ids: PyReadonlyArray1<'py, i64>,
+        appended_tokens: PyReadonlyArray1<'py, i32>,
+        appended_offsets: PyReadonlyArray1<'py, i64>,
+        arrival_ids: PyReadonlyArray1<'py, i64>,
+        arrival_tokens: PyReadonlyArray1<'py, i32>,
+        arrival_offsets: PyReadonlyArray1<'py, i64>,
+        arrival_extra_keys: Option<PyReadonlyArray1<'py, u64>>,
+        now: f64,
+        max_num_batched_tokens: i64,
+        max_model_len: i64,
+        max_num_seqs: i64,
+        long_prefill_token_threshold: i64,
+        num_lookahead_tokens: i64,
+        full_sequence_must_fit: bool,
+        watermark_blocks: i64,
+    ) -> PyResult<(
+        Bound<'py, PyArray1<i64>>,
+        Bound<'py, PyArray1<i32>>,
+        Bound<'py, PyArray1<i32>>,
+        Bound<'py, PyArray1<u8>>,
+        Bound<'py, PyArray1<i32>>,
+        Bound<'py, PyArray1<i64>>,
+        Bound<'py, PyArray1<i64>>,
+        Bound<'py, PyArray2<i32>>,
+    )> {
+        let cfg = ScheduleConfig {
+            max_num_batched_tokens: count("max_num_batched_tokens", max_num_batched_tokens)?,
+            max_num_seqs: count("max_num_seqs", max_num_seqs)?,
+            max_model_len: count("max_model_len", max_model_len)?,
+            long_prefill_token_threshold: count(
+                "long_prefill_token_threshold",
+                long_prefill_token_threshold,
+            )?,
+            num_lookahead_tokens: count("num_lookahead_tokens", num_lookahead_tokens)?,
+            full_sequence_must_fit,
+            watermark_blocks: count("watermark_blocks", watermark_blocks)?,
+        };
+        // Copied before the GIL is released (another thread could write them).
+        let fin = slice("finished", &finished)?.to_vec();
+        let a_ids = slice("appended_ids", &appended_ids)?.to_vec();
+        let a_toks = slice("appended_tokens", &appended_tokens)?.to_vec();
+        let a_offs = slice("appended_offsets", &appended_offsets)?.to_vec();
+        let n_ids = slice("arrival_ids", &arrival_ids)?.to_vec();
+        let n_toks = slice("arrival_tokens", &arrival_tokens)?.to_vec();
+        let n_offs = slice("arrival_offsets", &arrival_offsets)?.to_vec();
+        let extra = match &arrival_extra_keys {
+            Some(a) => slice("arrival_extra_keys", a)?.to_vec(),
+            None => Vec::new(),
+        };
+        let inp = ScheduleInput {
+            finished: &fin,
+            appended_ids: &a_ids,
+            appended_tokens: &a_toks,
+            appended_offsets: &a_offs,
+            arrival_ids: &n_ids,
+            arrival_tokens: &n_toks,
+            arrival_offsets: &n_offs,
+            arrival_extra_keys: &extra,
+            now,
+        };
+        let mut guard = self.lock(py);
+        let inner: &mut BlockManager = &mut guard;
+        let out = py.allow_threads(|| inner.schedule(&cfg, &inp)).py()?;
+        drop(guard);
+        Ok((
+            out.req_ids.into_pyarray(py),
+            out.num_scheduled.into_pyarray(py),
+            out.num_computed.into_pyarray(py),
+            out.kinds.into_pyarray(py),
+            out.blocks.into_pyarray(py),
+            out.block_offsets.into_pyarray(py),
+            out.preempted.into_pyarray(py),
+            pairs_array(py, &out.copies),
+        ))
+    }
+
+    fn running_queue<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i64>> {
+        self.lock(py).running_queue().to_vec().into_pyarray(py)
+    }
+
+    fn waiting_queue<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i64>> {
+        self.lock(py).waiting_queue().into_pyarray(py)
     }
 
     fn drain_copies<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray2<i32>> {
@@ -529,6 +683,7 @@ impl PyBlockManager {
         d.set_item("blocks_swapped_in", s.blocks_swapped_in)?;
         d.set_item("swap_in_blocks_reused", s.swap_in_blocks_reused)?;
         d.set_item("refusals", s.refusals)?;
+        d.set_item("preemptions", s.preemptions)?;
         Ok(d)
     }
 

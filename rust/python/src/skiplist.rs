@@ -10,7 +10,7 @@
 //! work for int and float keys.
 
 use std::ops::Bound as Edge;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, OnceLock};
 
 use numpy::{PyArray1, PyReadonlyArray1};
@@ -517,11 +517,21 @@ impl PyKey for TupleKey {
 /// One typed map plus what the binding keeps beside it.
 pub struct Shared<K> {
     list: BSkipList<K, PyValue>,
-    /// Keys added or removed: the layout `positions` was built for.
+    /// Writes not reported to `positions` (batches, clears): an index built
+    /// before the last of them is stale.
     shape: AtomicU64,
-    /// The leaf layout as of `shape`, so positional calls (`bisect`,
-    /// `peekitem(i)`, `index`, `keys()[i]`) are `O(log n)` between writes.
-    positions: std::sync::Mutex<Option<(u64, PositionIndex<K>)>>,
+    /// The position index as of `shape`, so positional calls (`bisect`,
+    /// `peekitem(i)`, `index`, `keys()[i]`) are `O(log n)`. Single-key
+    /// writes report to it under this lock and keep it current.
+    positions: std::sync::Mutex<PositionSlot<K>>,
+    /// Whether `positions` holds an index (read without the lock: writes to
+    /// a map nobody asks positions of skip the lock).
+    indexed: AtomicBool,
+    /// [`thread_token`] of the thread holding `positions`, 0 if none. While
+    /// the lock is held the core may drop a Python value (epoch-deferred
+    /// frees), and that value's `__del__` may call back into this map on the
+    /// same thread: such a call must not wait for the lock it is under.
+    positions_holder: AtomicUsize,
     /// Tuple maps only: the component type of each position.
     schema: TupleSchema,
 }
@@ -532,6 +542,8 @@ impl<K: Ord + Clone + Send + Sync + 'static> Default for Shared<K> {
             list: BSkipList::new(),
             shape: AtomicU64::new(0),
             positions: std::sync::Mutex::new(None),
+            indexed: AtomicBool::new(false),
+            positions_holder: AtomicUsize::new(0),
             schema: TupleSchema::default(),
         }
     }
@@ -547,33 +559,168 @@ fn after_big_batch(n: usize) {
 }
 
 impl<K: Ord + Clone + Send + Sync + 'static> Shared<K> {
-    #[inline]
-    fn removed(&self) {
-        self.reshaped();
-    }
-
-    /// Call after adding keys (before any later positional call).
+    /// Call after a write not reported to the position index (any number of
+    /// keys added or removed), before any later positional call.
     #[inline]
     fn reshaped(&self) {
         self.shape.fetch_add(1, Ordering::Release);
     }
 
-    /// Runs `f` with a position index no older than the last write.
-    fn with_positions<R>(&self, f: impl FnOnce(&PositionIndex<K>) -> R) -> R {
-        // Read the count first: a write after this point makes the index
-        // built below stale, and its count then differs next time.
-        let now = self.shape.load(Ordering::Acquire);
-        let mut slot = self.positions.lock().unwrap_or_else(|e| e.into_inner());
-        match &*slot {
-            Some((v, idx)) if *v == now => f(idx),
-            _ => {
-                let idx = self.list.position_index();
-                let out = f(&idx);
-                *slot = Some((now, idx));
-                out
+    /// Runs the single-key write `w`, which gets the current position index
+    /// (if any, locked) to report its key to; `w` also says whether it added
+    /// or removed a key. Without a current index the write just marks any
+    /// index built meanwhile stale.
+    #[inline]
+    fn write<R>(&self, w: impl FnOnce(Option<&mut PositionIndex<K>>) -> (R, bool)) -> R {
+        if self.indexed.load(Ordering::Acquire) {
+            if let Some(mut slot) = self.lock_positions() {
+                let now = self.shape.load(Ordering::Acquire);
+                if let Some((_, idx)) = slot.as_mut().filter(|(v, _)| *v == now) {
+                    let (out, _) = w(Some(idx));
+                    if idx.is_worn() {
+                        *slot = None;
+                        self.indexed.store(false, Ordering::Release);
+                    }
+                    return out;
+                }
             }
         }
+        // Unreported (also a write re-entered from a destructor under the
+        // lock): the index held further up becomes stale and is rebuilt at
+        // the next positional call.
+        let (out, changed) = w(None);
+        if changed {
+            self.reshaped();
+        }
+        out
     }
+
+    /// Locks `positions`, or `None` when this thread already holds it (a
+    /// `__del__` run by a free under the lock called back into the map).
+    fn lock_positions(&self) -> Option<PositionsGuard<'_, K>> {
+        let me = thread_token();
+        if self.positions_holder.load(Ordering::Relaxed) == me {
+            return None;
+        }
+        let slot = self.positions.lock().unwrap_or_else(|e| e.into_inner());
+        self.positions_holder.store(me, Ordering::Relaxed);
+        Some(PositionsGuard {
+            slot,
+            holder: &self.positions_holder,
+        })
+    }
+
+    /// `insert`, reported to the position index.
+    fn put(&self, k: K, v: PyValue) -> Option<PyValue> {
+        self.write(|idx| {
+            let at = idx.as_ref().map(|i| i.range_of(&k));
+            let old = self.list.insert(k, v);
+            if let (None, Some(i), Some(at)) = (&old, idx, at) {
+                i.added(at);
+            }
+            let fresh = old.is_none();
+            (old, fresh)
+        })
+    }
+
+    /// `try_insert`, reported to the position index.
+    fn put_absent(&self, k: K, v: PyValue) -> Result<(), PyValue> {
+        self.write(|idx| {
+            let at = idx.as_ref().map(|i| i.range_of(&k));
+            let got = self.list.try_insert(k, v);
+            if let (Ok(()), Some(i), Some(at)) = (&got, idx, at) {
+                i.added(at);
+            }
+            let fresh = got.is_ok();
+            (got, fresh)
+        })
+    }
+
+    /// `remove`, reported to the position index.
+    fn take(&self, k: &K) -> Option<PyValue> {
+        self.write(|idx| {
+            let got = self.list.remove(k);
+            if let (Some(_), Some(i)) = (&got, idx) {
+                let at = i.range_of(k);
+                i.removed(at);
+            }
+            let gone = got.is_some();
+            (got, gone)
+        })
+    }
+
+    /// `pop_first`, reported to the position index.
+    fn take_first(&self) -> Option<(K, PyValue)> {
+        self.write(|idx| {
+            let got = self.list.pop_first();
+            if let (Some((k, _)), Some(i)) = (&got, idx) {
+                let at = i.range_of(k);
+                i.removed(at);
+            }
+            let gone = got.is_some();
+            (got, gone)
+        })
+    }
+
+    /// Runs `f` with a current position index, building one if needed; `f`
+    /// may write single keys if it reports them to the index.
+    fn with_positions<R>(&self, f: impl FnOnce(&mut PositionIndex<K>) -> R) -> R {
+        let Some(mut slot) = self.lock_positions() else {
+            // Re-entered from a destructor while this thread holds the
+            // index: answer from a fresh index of our own instead of waiting
+            // on ourselves (rare, so its O(n) build does not matter).
+            return f(&mut self.list.position_index());
+        };
+        // Read the count before building: an unreported write after this
+        // point makes the index built below stale, and the count then
+        // differs next time.
+        let now = self.shape.load(Ordering::Acquire);
+        if !matches!(&*slot, Some((v, _)) if *v == now) {
+            *slot = Some((now, self.list.position_index()));
+            self.indexed.store(true, Ordering::Release);
+        }
+        let (_, idx) = slot.as_mut().expect("index just built");
+        let out = f(idx);
+        if idx.is_worn() {
+            *slot = None;
+            self.indexed.store(false, Ordering::Release);
+        }
+        out
+    }
+}
+
+type PositionSlot<K> = Option<(u64, PositionIndex<K>)>;
+
+/// The held `positions` lock; clears the holder mark before unlocking.
+struct PositionsGuard<'a, K> {
+    slot: std::sync::MutexGuard<'a, PositionSlot<K>>,
+    holder: &'a AtomicUsize,
+}
+
+impl<K> std::ops::Deref for PositionsGuard<'_, K> {
+    type Target = PositionSlot<K>;
+    fn deref(&self) -> &Self::Target {
+        &self.slot
+    }
+}
+
+impl<K> std::ops::DerefMut for PositionsGuard<'_, K> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.slot
+    }
+}
+
+impl<K> Drop for PositionsGuard<'_, K> {
+    fn drop(&mut self) {
+        // Before `slot` unlocks (fields drop after this body).
+        self.holder.store(0, Ordering::Relaxed);
+    }
+}
+
+/// A nonzero id of the calling thread: the address of a thread-local.
+fn thread_token() -> usize {
+    thread_local!(static TOKEN: u8 = const { 0 });
+    TOKEN.with(|t| std::ptr::from_ref(t) as usize)
 }
 
 impl<K> std::ops::Deref for Shared<K> {
@@ -856,10 +1003,10 @@ impl PyBSkipList {
             let got = with_map!(self.reading(), m, _K, {
                 // The ends need no length (a sum over counter stripes) and no positions.
                 let e = match index {
-                    0 => m.pop_first().ok_or_else(empty)?.into(),
+                    0 => m.take_first().ok_or_else(empty)?.into(),
                     -1 => {
                         let (k, _) = m.last().ok_or_else(empty)?;
-                        m.remove(&k).map(|v| (k, v))
+                        m.take(&k).map(|v| (k, v))
                     }
                     _ => {
                         let len = m.len();
@@ -869,13 +1016,15 @@ impl PyBSkipList {
                         let Some(i) = position(index, len) else {
                             return Err(index_error(py, "popitem index out of range"));
                         };
-                        m.with_positions(|idx| m.nth_indexed(idx, i))
-                            .and_then(|(k, _)| m.remove(&k).map(|v| (k, v)))
+                        m.with_positions(|idx| {
+                            let (k, _) = m.nth_indexed(idx, i)?;
+                            let v = m.remove(&k)?;
+                            let at = idx.range_of(&k);
+                            idx.removed(at);
+                            Some((k, v))
+                        })
                     }
                 };
-                if e.is_some() {
-                    m.removed();
-                }
                 entry(py, e)?
             });
             // None: another thread took it first; look again.
@@ -936,7 +1085,7 @@ impl PyBSkipList {
         if let Some(map) = self.map.get() {
             with_map!(map, m, _K, {
                 m.clear();
-                m.removed();
+                m.reshaped();
             });
             // Values removed are dropped once no reader can see them; with no
             // other thread reading that is now, so the collector sees the
@@ -966,20 +1115,15 @@ impl PyBSkipList {
 
     fn __setitem__(&self, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
         with_map!(self.writing(key)?, m, _K, {
-            if m.insert(admit(m, key)?, PyValue::from_py(value)).is_none() {
-                m.reshaped();
-            }
+            m.put(admit(m, key)?, PyValue::from_py(value));
             Ok(())
         })
     }
 
     fn __delitem__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<()> {
         with_map!(self.reading(), m, _K, {
-            match find(m, key).and_then(|k| m.remove(&k)) {
-                Some(_) => {
-                    m.removed();
-                    Ok(())
-                }
+            match find(m, key).and_then(|k| m.take(&k)) {
+                Some(_) => Ok(()),
                 None => Err(key_error(py, key)),
             }
         })
@@ -1019,11 +1163,8 @@ impl PyBSkipList {
             ));
         }
         with_map!(self.reading(), m, _K, {
-            match find(m, key).and_then(|k| m.remove(&k)) {
-                Some(v) => {
-                    m.removed();
-                    Ok(v.to_py(py))
-                }
+            match find(m, key).and_then(|k| m.take(&k)) {
+                Some(v) => Ok(v.to_py(py)),
                 None if default.len() == 1 => Ok(default.get_item(0)?.unbind()),
                 None => Err(key_error(py, key)),
             }
@@ -1041,9 +1182,11 @@ impl PyBSkipList {
         let none = py.None().into_bound(py);
         let value = default.unwrap_or(&none);
         with_map!(self.writing(key)?, m, _K, {
-            let v = m.get_or_insert(admit(m, key)?, PyValue::from_py(value));
-            m.reshaped();
-            Ok(v.to_py(py))
+            let k = admit(m, key)?;
+            Ok(match m.put_absent(k, PyValue::from_py(value)) {
+                Ok(()) => value.clone().unbind(),
+                Err(v) => v.to_py(py),
+            })
         })
     }
 
@@ -1115,13 +1258,7 @@ impl PyBSkipList {
     }
 
     fn _pop_first<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyTuple>>> {
-        with_map!(self.reading(), m, _K, {
-            let e = m.pop_first();
-            if e.is_some() {
-                m.removed();
-            }
-            entry(py, e)
-        })
+        with_map!(self.reading(), m, _K, entry(py, m.take_first()))
     }
 
     fn _lower_bound<'py>(
@@ -1157,7 +1294,7 @@ impl PyBSkipList {
     fn _clear(&self, py: Python<'_>) {
         with_map!(self.reading(), m, _K, {
             py.allow_threads(|| m.clear());
-            m.removed();
+            m.reshaped();
         })
     }
 
@@ -1331,10 +1468,11 @@ impl PyBSkipList {
                 for (k, v) in d.iter() {
                     items.push((admit(m, &k)?, PyValue::from_py(&v)));
                 }
-                // A dict's keys are distinct (equal keys hash alike).
-                let n = items.len();
+                // A dict's keys are distinct (equal keys hash alike). The
+                // distinct path sorts in place: no big freed buffer for
+                // glibc to keep, so no trim (which only made the next
+                // build fault its pages in again).
                 m.insert_many_distinct(items);
-                after_big_batch(n);
                 m.reshaped();
                 Ok(())
             });
@@ -1372,11 +1510,25 @@ impl PyBSkipList {
             return Ok(());
         };
         with_map!(self.writing(first)?, m, _K, {
-            let items: Vec<_> = pairs
-                .iter()
-                .map(|(k, v)| Ok((admit(m, k)?, PyValue::from_py(v))))
-                .collect::<PyResult<_>>()?;
-            insert_batch(m, items);
+            let convert = || -> PyResult<Vec<_>> {
+                pairs
+                    .iter()
+                    .map(|(k, v)| Ok((admit(m, k)?, PyValue::from_py(v))))
+                    .collect()
+            };
+            let items = convert()?;
+            // Pairs usually have distinct keys (`dict.items()`, a zip of
+            // unique keys): the in-place unstable sort first; only a batch
+            // that repeats a key is converted again for the stable path.
+            if items.len() > 1 {
+                if m.insert_many_if_distinct(items) {
+                    m.reshaped();
+                    return Ok(());
+                }
+                insert_batch(m, convert()?);
+            } else {
+                insert_batch(m, items);
+            }
             Ok(())
         })
     }
@@ -1473,12 +1625,12 @@ fn insert_batch<K: PyKey>(m: &Map<K>, items: Vec<(K, PyValue)>) {
     let n = items.len();
     if n == 1 {
         let (k, v) = items.into_iter().next().expect("one item");
-        m.insert(k, v);
+        m.put(k, v);
     } else {
         m.insert_many(items);
         after_big_batch(n);
+        m.reshaped();
     }
-    m.reshaped();
 }
 
 fn copy_all<K: PyKey>(from: &Map<K>, to: &Map<K>) {

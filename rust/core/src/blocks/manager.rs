@@ -8,12 +8,14 @@
 //! to a host tier with coalesced ranges, TTL pins, and [`BlockManager::step`],
 //! which serves a whole scheduler step in one call.
 
+use super::admit::LookupMemo;
 use super::block_hash::BlockHash;
 use super::block_pool::BlockPool;
 use super::events::BlockEvent;
-use super::request_table::{RequestState, RequestTable, Residency};
+use super::request_table::{Queue, RequestState, RequestTable, Residency};
+use super::schedule::SchedQueues;
 use super::stats::BlockStats;
-use super::swap::{coalesce, CopyRange, HostTier};
+use super::swap::HostTier;
 use super::ttl_pins::PinSchedule;
 use crate::{Error, ErrorKind, Result};
 
@@ -54,61 +56,6 @@ impl BlockManagerConfig {
     }
 }
 
-/// One scheduler step's input: flat arrays, one entry per scheduled request.
-///
-/// Entry `i` is request `req_ids[i]` with a budget of `num_new_tokens[i]`
-/// tokens to compute and the token ids `token_ids[token_offsets[i]..token_offsets[i+1]]`:
-///
-/// * an id the manager does not know is a **new request**: the slice is its
-///   prompt (non-empty); the manager finds its cached prefix, then schedules
-///   `min(budget, prompt_len - cached)` tokens (chunked prefill when the
-///   budget is smaller);
-/// * a known request **appends** the slice (e.g. the token sampled last
-///   step) and schedules `min(budget, known_tokens - computed)` tokens.
-///
-/// `finished` requests are freed first. `extra_keys[i]` (LoRA id / salt,
-/// 0 = none) and `programs[i]` (agent program for TTL pins, negative = none)
-/// apply to new requests; either slice may be empty for "none at all".
-#[derive(Debug, Clone, Copy)]
-pub struct StepInput<'a> {
-    /// Requests scheduled this step (unique).
-    pub req_ids: &'a [i64],
-    /// Token budget per request (>= 0).
-    pub num_new_tokens: &'a [i64],
-    /// All entries' token ids, concatenated.
-    pub token_ids: &'a [i32],
-    /// `len(req_ids) + 1` offsets into `token_ids` (or empty: no tokens at all).
-    pub token_offsets: &'a [i64],
-    /// Per-entry extra hash key for new requests (or empty).
-    pub extra_keys: &'a [u64],
-    /// Per-entry program id for new requests (or empty; negative = none).
-    pub programs: &'a [i64],
-    /// Requests to free before scheduling.
-    pub finished: &'a [i64],
-    /// Extra slots beyond the scheduled tokens (speculative decoding).
-    pub num_lookahead_tokens: usize,
-    /// The caller's clock, for TTL-pin expiry.
-    pub now: f64,
-    /// First-come-first-served admission: after the first new request that
-    /// does not fit, later new requests in the batch are not tried (-1).
-    pub fcfs: bool,
-}
-
-/// One scheduler step's result.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct StepOutput {
-    /// Tokens scheduled per entry; -1 when the request did not fit (nothing changed for it).
-    pub num_scheduled: Vec<i32>,
-    /// Prefix-cache hit tokens per entry (new requests; 0 otherwise).
-    pub num_cached_tokens: Vec<i32>,
-    /// New block ids of all entries, concatenated.
-    pub new_blocks: Vec<i32>,
-    /// `len(req_ids) + 1` offsets into `new_blocks`.
-    pub new_block_offsets: Vec<i64>,
-    /// Copy-on-write copies `(src, dst)` the engine must run before the step.
-    pub copies: Vec<(u32, u32)>,
-}
-
 /// The paged KV-cache block manager.
 ///
 /// ```
@@ -130,23 +77,32 @@ pub struct StepOutput {
 /// ```
 #[derive(Debug, Clone)]
 pub struct BlockManager {
-    cfg: BlockManagerConfig,
-    watermark_blocks: usize,
-    pool: BlockPool,
-    host: HostTier,
-    reqs: RequestTable,
-    pins: PinSchedule,
-    copies: Vec<(u32, u32)>,
-    stats: BlockStats,
-    scratch_hit: Vec<u32>,
+    pub(super) cfg: BlockManagerConfig,
+    pub(super) watermark_blocks: usize,
+    pub(super) pool: BlockPool,
+    pub(super) host: HostTier,
+    pub(super) reqs: RequestTable,
+    pub(super) pins: PinSchedule,
+    pub(super) copies: Vec<(u32, u32)>,
+    pub(super) stats: BlockStats,
+    pub(super) scratch_hit: Vec<u32>,
+    pub(super) queues: SchedQueues,
+    pub(super) memo: LookupMemo,
 }
 
-fn invalid(msg: String) -> Error {
+pub(super) fn invalid(msg: String) -> Error {
     Error::invalid_argument(msg)
 }
 
 impl BlockManager {
     /// A manager over `cfg.num_blocks` device blocks.
+    ///
+    /// ```
+    /// # use slabcache_core::blocks::{BlockManager, BlockManagerConfig};
+    /// let bm = BlockManager::new(BlockManagerConfig::new(8, 4)).unwrap();
+    /// assert_eq!(bm.num_free_blocks(), 8);
+    /// assert!(BlockManager::new(BlockManagerConfig::new(0, 4)).is_err()); // no blocks
+    /// ```
     pub fn new(cfg: BlockManagerConfig) -> Result<Self> {
         if cfg.block_size == 0 || cfg.block_size > 1 << 20 {
             return Err(invalid(format!(
@@ -184,39 +140,88 @@ impl BlockManager {
             copies: Vec::new(),
             stats: BlockStats::default(),
             scratch_hit: Vec::new(),
+            queues: SchedQueues::default(),
+            memo: LookupMemo::default(),
             watermark_blocks,
             cfg,
         })
     }
 
     /// The configuration.
+    ///
+    /// ```
+    /// # use slabcache_core::blocks::{BlockManager, BlockManagerConfig};
+    /// let bm = BlockManager::new(BlockManagerConfig::new(8, 4)).unwrap();
+    /// assert_eq!(bm.config().num_blocks, 8);
+    /// assert!(bm.config().enable_prefix_caching);
+    /// ```
     pub fn config(&self) -> &BlockManagerConfig {
         &self.cfg
     }
 
     /// Tokens per block.
+    ///
+    /// ```
+    /// # use slabcache_core::blocks::{BlockManager, BlockManagerConfig};
+    /// let bm = BlockManager::new(BlockManagerConfig::new(8, 4)).unwrap();
+    /// assert_eq!(bm.block_size(), 4);
+    /// ```
     #[inline]
     pub fn block_size(&self) -> usize {
         self.cfg.block_size
     }
 
     /// Device blocks not referenced by a request or pin.
+    ///
+    /// ```
+    /// # use slabcache_core::blocks::{BlockManager, BlockManagerConfig};
+    /// # let mut bm = BlockManager::new(BlockManagerConfig::new(8, 4)).unwrap();
+    /// bm.get_computed_blocks(1, &[1, 2, 3, 4, 5], 0, None).unwrap();
+    /// bm.allocate_slots(1, 5, &[], 0, 0.0).unwrap().unwrap(); // 5 tokens: 2 blocks
+    /// assert_eq!(bm.num_free_blocks(), 6);
+    /// ```
     #[inline]
     pub fn num_free_blocks(&self) -> usize {
         self.pool.num_free()
     }
 
     /// Whether request `id` is live.
+    ///
+    /// ```
+    /// # use slabcache_core::blocks::{BlockManager, BlockManagerConfig};
+    /// # let mut bm = BlockManager::new(BlockManagerConfig::new(8, 4)).unwrap();
+    /// bm.get_computed_blocks(1, &[1, 2, 3], 0, None).unwrap();
+    /// assert!(bm.contains(1) && !bm.contains(2));
+    /// bm.free(1).unwrap();
+    /// assert!(!bm.contains(1));
+    /// ```
     pub fn contains(&self, id: i64) -> bool {
         self.reqs.contains(id)
     }
 
     /// Number of live requests.
+    ///
+    /// ```
+    /// # use slabcache_core::blocks::{BlockManager, BlockManagerConfig};
+    /// # let mut bm = BlockManager::new(BlockManagerConfig::new(8, 4)).unwrap();
+    /// bm.get_computed_blocks(1, &[1, 2, 3], 0, None).unwrap();
+    /// bm.get_computed_blocks(2, &[4, 5], 0, None).unwrap();
+    /// assert_eq!(bm.num_requests(), 2);
+    /// ```
     pub fn num_requests(&self) -> usize {
         self.reqs.len()
     }
 
     /// Ref count of device block `block` (for tests and debugging).
+    ///
+    /// ```
+    /// # use slabcache_core::blocks::{BlockManager, BlockManagerConfig};
+    /// # let mut bm = BlockManager::new(BlockManagerConfig::new(8, 4)).unwrap();
+    /// bm.get_computed_blocks(1, &[1, 2, 3], 0, None).unwrap();
+    /// let new = bm.allocate_slots(1, 3, &[], 0, 0.0).unwrap().unwrap();
+    /// assert_eq!(bm.ref_count(new[0]).unwrap(), 1);
+    /// assert!(bm.ref_count(8).is_err()); // out of range
+    /// ```
     pub fn ref_count(&self, block: u32) -> Result<u32> {
         if block as usize >= self.pool.num_blocks() {
             return Err(invalid(format!(
@@ -228,6 +233,17 @@ impl BlockManager {
     }
 
     /// Free device blocks from next-evicted to last (for tests and debugging).
+    ///
+    /// ```
+    /// # use slabcache_core::blocks::{BlockManager, BlockManagerConfig};
+    /// # let mut bm = BlockManager::new(BlockManagerConfig::new(8, 4)).unwrap();
+    /// assert_eq!(bm.free_block_order(), (0..8).collect::<Vec<u32>>());
+    /// bm.get_computed_blocks(1, &[1, 2, 3, 4, 5], 0, None).unwrap();
+    /// bm.allocate_slots(1, 5, &[], 0, 0.0).unwrap().unwrap(); // blocks 0, 1
+    /// bm.free(1).unwrap();
+    /// // The partial block 1 holds no hash: reused first. The cached block 0 waits at the back.
+    /// assert_eq!(bm.free_block_order(), vec![1, 2, 3, 4, 5, 6, 7, 0]);
+    /// ```
     pub fn free_block_order(&self) -> Vec<u32> {
         self.pool.free_queue().iter().collect()
     }
@@ -243,12 +259,12 @@ impl BlockManager {
         }
     }
 
-    fn live(&self, id: i64) -> Result<&RequestState> {
+    pub(super) fn live(&self, id: i64) -> Result<&RequestState> {
         self.reqs.get(id).ok_or_else(|| self.unknown(id))
     }
 
     /// Appends the longest cached prefix of request `id` to `out` and counts the query.
-    fn lookup_prefix(&mut self, id: i64, out: &mut Vec<u32>) {
+    pub(super) fn lookup_prefix(&mut self, id: i64, out: &mut Vec<u32>) {
         self.lookup_prefix_limited(id, out, usize::MAX);
     }
 
@@ -280,6 +296,15 @@ impl BlockManager {
     ///
     /// For a request already registered, `tokens` must equal what was
     /// recorded (an error otherwise, with nothing changed).
+    ///
+    /// ```
+    /// # use slabcache_core::blocks::{BlockManager, BlockManagerConfig};
+    /// # let mut bm = BlockManager::new(BlockManagerConfig::new(8, 4)).unwrap();
+    /// bm.get_computed_blocks(1, &[1, 2, 3, 4, 5], 0, None).unwrap();
+    /// bm.allocate_slots(1, 5, &[], 0, 0.0).unwrap().unwrap();
+    /// let (hit, n) = bm.get_computed_blocks(2, &[1, 2, 3, 4, 7, 7], 0, None).unwrap();
+    /// assert_eq!((hit, n), (bm.block_table(1).unwrap()[..1].to_vec(), 4));
+    /// ```
     pub fn get_computed_blocks(
         &mut self,
         id: i64,
@@ -314,6 +339,7 @@ impl BlockManager {
         max_hit_tokens: usize,
     ) -> Result<(Vec<u32>, usize)> {
         if let Some(st) = self.reqs.get(id) {
+            not_queued(id, st)?;
             if !st.blocks.is_empty() || st.num_computed > 0 || st.residency != Residency::Device {
                 return Err(invalid(format!(
                     "request {id} is already running; get_computed_blocks is for waiting requests"
@@ -367,6 +393,18 @@ impl BlockManager {
     /// Returns the newly appended block ids, or `None` (and nothing changed)
     /// when the blocks are not there. Copy-on-write copies go to
     /// [`drain_copies`](Self::drain_copies).
+    ///
+    /// ```
+    /// # use slabcache_core::blocks::{BlockManager, BlockManagerConfig};
+    /// # let mut bm = BlockManager::new(BlockManagerConfig::new(8, 4)).unwrap();
+    /// bm.get_computed_blocks(1, &[1, 2, 3], 0, None).unwrap();
+    /// assert_eq!(bm.allocate_slots(1, 3, &[], 0, 0.0).unwrap().unwrap().len(), 1);
+    /// // Decode: append the sampled token 9 and compute it (block 0 still has room).
+    /// assert!(bm.allocate_slots(1, 1, &[9], 0, 0.0).unwrap().unwrap().is_empty());
+    /// // Too many tokens for the pool: refused, nothing changed.
+    /// assert!(bm.allocate_slots(1, 0, &[], 40, 0.0).unwrap().is_none());
+    /// assert_eq!(bm.num_computed_tokens(1).unwrap(), 4);
+    /// ```
     pub fn allocate_slots(
         &mut self,
         id: i64,
@@ -414,9 +452,7 @@ impl BlockManager {
                 "request {id} is swapped out; swap it in first"
             )));
         }
-        if let Some(t) = new_tokens.iter().position(|&t| t > i32::MAX as u32) {
-            return Err(invalid(format!("token id at {t} is negative or too large")));
-        }
+        not_queued(id, st)?;
         let admission = st.blocks.is_empty() && st.num_computed == 0;
         let saved_stats = self.stats;
         let mut hit = Vec::new();
@@ -444,13 +480,16 @@ impl BlockManager {
         }
         // Validate before anything changes (pin expiry included).
         let st = self.reqs.get(id).expect("live");
-        let computed_after_hit = st.num_computed + hit.len() * self.cfg.block_size;
-        let tokens_after = st.num_tokens + new_tokens.len();
-        if computed_after_hit + num_new_tokens > tokens_after {
+        if let Err(e) = token_range(
+            id,
+            st,
+            hit.len(),
+            self.cfg.block_size,
+            num_new_tokens,
+            new_tokens,
+        ) {
             self.stats = saved_stats;
-            return Err(invalid(format!(
-                "request {id}: {num_new_tokens} new tokens after {computed_after_hit} computed exceed the {tokens_after} token ids known; pass the new token ids"
-            )));
+            return Err(e);
         }
         self.expire_pins(now)?;
         let mut out = Vec::new();
@@ -462,6 +501,7 @@ impl BlockManager {
             &hit,
             admission,
             reserve,
+            true,
             &mut out,
         )?;
         Ok(r.map(|_| out))
@@ -469,8 +509,29 @@ impl BlockManager {
 
     /// The all-or-nothing core of allocation. `hit` are cached blocks to take
     /// first (admission only). New block ids are appended to `out`.
+    ///
+    /// A request's token positions, left to right, and what this call does
+    /// with each range:
+    ///
+    /// ```text
+    /// | < computed >  | < hit >       | < new >       | < lookahead > |
+    /// +---------------+---------------+---------------+---------------+
+    /// | blocks held   | cached blocks | computed this | slots only    |
+    /// | already       | taken, ref+1  | step          | (spec tokens) |
+    /// +---------------+---------------+---------------+---------------+
+    /// |<------ at most the tokens known ------------->|
+    ///                 |<-- new blocks: what held + hit do not cover ->|
+    /// |<-- its full blocks enter the prefix cache --->|
+    /// ```
+    ///
+    /// `computed + hit + new` never passes the tokens known (checked by
+    /// [`token_range`]); lookahead slots may. A held block in the `new` range
+    /// that another request shares is copied first (copy-on-write). The refusal check counts new
+    /// blocks, copy-on-write copies and the reserve (the watermark for an
+    /// admission) against free blocks, less the evictable hits this call
+    /// takes out of the free queue; nothing changes on a refusal.
     #[allow(clippy::too_many_arguments)]
-    fn try_allocate(
+    pub(super) fn try_allocate(
         &mut self,
         id: i64,
         num_new_tokens: usize,
@@ -479,6 +540,7 @@ impl BlockManager {
         hit: &[u32],
         admission: bool,
         reserve: Option<usize>,
+        cache_now: bool,
         out: &mut Vec<u32>,
     ) -> Result<Option<()>> {
         let bs = self.cfg.block_size;
@@ -487,16 +549,8 @@ impl BlockManager {
             .reqs
             .get(id)
             .ok_or_else(|| Error::not_found(format!("unknown request id {id}")))?;
-        if let Some(t) = new_tokens.iter().position(|&t| t > i32::MAX as u32) {
-            return Err(invalid(format!("token id at {t} is negative or too large")));
-        }
-        let computed_after_hit = st.num_computed + hit.len() * bs;
-        let tokens_after = st.num_tokens + new_tokens.len();
-        if computed_after_hit + num_new_tokens > tokens_after {
-            return Err(invalid(format!(
-                "request {id}: {num_new_tokens} new tokens after {computed_after_hit} computed exceed the {tokens_after} token ids known; pass the new token ids"
-            )));
-        }
+        let (computed_after_hit, tokens_after) =
+            token_range(id, st, hit.len(), bs, num_new_tokens, new_tokens)?;
         let need_slots = computed_after_hit + num_new_tokens + lookahead;
         let total_blocks = need_slots.div_ceil(bs);
         let have = st.blocks.len() + hit.len();
@@ -553,15 +607,9 @@ impl BlockManager {
         }
         st.num_computed += num_new_tokens;
         st.pending_hit = None;
-        if caching {
+        if caching && cache_now {
             let upto = st.num_computed.min(st.num_tokens) / bs;
-            for i in st.num_cached_blocks..upto {
-                let parent = if i == 0 { None } else { Some(st.hashes[i - 1]) };
-                let toks = &st.tokens[i * bs..(i + 1) * bs];
-                self.pool
-                    .cache_tokens(st.blocks[i], st.hashes[i], parent, toks, st.extra_key);
-            }
-            st.num_cached_blocks = st.num_cached_blocks.max(upto);
+            cache_full_blocks(&mut self.pool, st, upto, bs);
         }
         if admission {
             if let Some(p) = st.program {
@@ -576,9 +624,20 @@ impl BlockManager {
 
     /// Frees request `id`: its blocks' references are dropped tail first, so
     /// cached blocks become evictable suffix before prefix.
+    ///
+    /// ```
+    /// # use slabcache_core::blocks::{BlockManager, BlockManagerConfig};
+    /// # let mut bm = BlockManager::new(BlockManagerConfig::new(8, 4)).unwrap();
+    /// bm.get_computed_blocks(1, &[1, 2, 3], 0, None).unwrap();
+    /// bm.allocate_slots(1, 3, &[], 0, 0.0).unwrap().unwrap();
+    /// bm.free(1).unwrap();
+    /// assert_eq!(bm.num_free_blocks(), 8);
+    /// assert!(bm.free(1).is_err()); // a double free is an error
+    /// ```
     pub fn free(&mut self, id: i64) -> Result<()> {
         self.live(id)?;
         let st = self.reqs.remove_freed(id).expect("live");
+        self.dequeue(id, st.queue);
         match st.residency {
             Residency::Device => release_rev(&mut self.pool, &st.blocks),
             Residency::Host(h) => self.host.release(&h),
@@ -589,6 +648,16 @@ impl BlockManager {
     /// Forks `parent` into a new request `child` that shares every block
     /// (parallel sampling, beam search). The first write into a shared
     /// partial block copies it (see [`drain_copies`](Self::drain_copies)).
+    ///
+    /// ```
+    /// # use slabcache_core::blocks::{BlockManager, BlockManagerConfig};
+    /// # let mut bm = BlockManager::new(BlockManagerConfig::new(8, 4)).unwrap();
+    /// bm.get_computed_blocks(1, &[1, 2, 3, 4, 5, 6], 0, None).unwrap();
+    /// bm.allocate_slots(1, 6, &[], 0, 0.0).unwrap().unwrap();
+    /// bm.fork(1, 2).unwrap();
+    /// assert_eq!(bm.block_table(2).unwrap(), bm.block_table(1).unwrap());
+    /// assert_eq!(bm.ref_count(bm.block_table(1).unwrap()[1]).unwrap(), 2);
+    /// ```
     pub fn fork(&mut self, parent: i64, child: i64) -> Result<()> {
         let p = self.live(parent)?;
         if p.residency != Residency::Device {
@@ -604,6 +673,8 @@ impl BlockManager {
         }
         let mut st = p.clone();
         st.program = None;
+        st.queue = Queue::None;
+        st.num_preemptions = 0;
         for &b in &st.blocks {
             self.pool.touch(b);
         }
@@ -616,6 +687,16 @@ impl BlockManager {
     /// `id`), and finishes the request: its uncached tail is freed. The pin
     /// ends when a new request of the same program is admitted, on `unpin`,
     /// or at the deadline; a program's newer pin replaces its older one.
+    ///
+    /// ```
+    /// # use slabcache_core::blocks::{BlockManager, BlockManagerConfig};
+    /// # let mut bm = BlockManager::new(BlockManagerConfig::new(8, 4)).unwrap();
+    /// bm.get_computed_blocks(1, &[1, 2, 3, 4, 5], 0, Some(7)).unwrap();
+    /// bm.allocate_slots(1, 5, &[], 0, 0.0).unwrap().unwrap();
+    /// bm.pin(1, 30.0, None, 0.0).unwrap(); // program 7 keeps its full block for 30 s
+    /// assert_eq!(bm.pin_deadline(7), Some(30.0));
+    /// assert_eq!(bm.num_free_blocks(), 7); // the partial tail was freed
+    /// ```
     pub fn pin(&mut self, id: i64, ttl_s: f64, program: Option<i64>, now: f64) -> Result<()> {
         check_now(now)?;
         if !(ttl_s.is_finite() && ttl_s >= 0.0) {
@@ -636,6 +717,7 @@ impl BlockManager {
         }
         let key = program.or(st.program).unwrap_or(id);
         let st = self.reqs.remove_freed(id).expect("live");
+        self.dequeue(id, st.queue);
         let keep = st.num_cached_blocks.min(st.blocks.len());
         release_rev(&mut self.pool, &st.blocks[keep..]);
         let kept = st.blocks[..keep].to_vec();
@@ -647,6 +729,17 @@ impl BlockManager {
     }
 
     /// Releases `program`'s pin now.
+    ///
+    /// ```
+    /// # use slabcache_core::blocks::{BlockManager, BlockManagerConfig};
+    /// # let mut bm = BlockManager::new(BlockManagerConfig::new(8, 4)).unwrap();
+    /// bm.get_computed_blocks(1, &[1, 2, 3, 4], 0, None).unwrap();
+    /// bm.allocate_slots(1, 4, &[], 0, 0.0).unwrap().unwrap();
+    /// bm.pin(1, 30.0, Some(5), 0.0).unwrap();
+    /// bm.unpin(5).unwrap();
+    /// assert_eq!(bm.num_free_blocks(), 8);
+    /// assert!(bm.unpin(5).is_err()); // no pin any more
+    /// ```
     pub fn unpin(&mut self, program: i64) -> Result<()> {
         let pin = self
             .pins
@@ -658,6 +751,16 @@ impl BlockManager {
     }
 
     /// Releases, in deadline order, every pin whose deadline is `<= now`; returns how many.
+    ///
+    /// ```
+    /// # use slabcache_core::blocks::{BlockManager, BlockManagerConfig};
+    /// # let mut bm = BlockManager::new(BlockManagerConfig::new(8, 4)).unwrap();
+    /// bm.get_computed_blocks(1, &[1, 2, 3, 4], 0, None).unwrap();
+    /// bm.allocate_slots(1, 4, &[], 0, 0.0).unwrap().unwrap();
+    /// bm.pin(1, 10.0, Some(5), 0.0).unwrap();
+    /// assert_eq!(bm.expire_pins(9.0).unwrap(), 0);
+    /// assert_eq!(bm.expire_pins(10.0).unwrap(), 1);
+    /// ```
     pub fn expire_pins(&mut self, now: f64) -> Result<usize> {
         check_now(now)?;
         if self.pins.next_deadline().is_none_or(|d| d > now) {
@@ -672,128 +775,30 @@ impl BlockManager {
     }
 
     /// Whether `program` holds a pin, and its deadline.
+    ///
+    /// ```
+    /// # use slabcache_core::blocks::{BlockManager, BlockManagerConfig};
+    /// # let mut bm = BlockManager::new(BlockManagerConfig::new(8, 4)).unwrap();
+    /// assert_eq!(bm.pin_deadline(5), None);
+    /// bm.get_computed_blocks(1, &[1, 2, 3, 4], 0, None).unwrap();
+    /// bm.allocate_slots(1, 4, &[], 0, 0.0).unwrap().unwrap();
+    /// bm.pin(1, 2.5, Some(5), 1.0).unwrap();
+    /// assert_eq!(bm.pin_deadline(5), Some(3.5));
+    /// ```
     pub fn pin_deadline(&self, program: i64) -> Option<f64> {
         self.pins.get(program).map(|p| p.deadline)
     }
 
-    /// Moves request `id`'s blocks to the host tier. Returns the device ->
-    /// host copies as coalesced ranges, or `None` (nothing changed) when the
-    /// host tier is full. The device blocks are freed (cached ones stay cached).
-    pub fn swap_out(&mut self, id: i64) -> Result<Option<Vec<CopyRange>>> {
-        let st = self.live(id)?;
-        if st.residency != Residency::Device {
-            return Err(invalid(format!("request {id} is already swapped out")));
-        }
-        if st.blocks.is_empty() {
-            return Err(invalid(format!("request {id} holds no blocks to swap out")));
-        }
-        let Some(host) = self.host.allocate(st.blocks.len()) else {
-            return Ok(None);
-        };
-        let st = self.reqs.get_mut(id).expect("live");
-        // Blocks are interchangeable slots: hand the (ascending, mostly
-        // contiguous) host blocks out in device-id order, so that the copies
-        // coalesce into ranges whatever order the table is in.
-        let mut by_device: Vec<usize> = (0..st.blocks.len()).collect();
-        by_device.sort_unstable_by_key(|&i| st.blocks[i]);
-        let mut host_table = vec![0u32; st.blocks.len()];
-        let mut pairs = Vec::with_capacity(st.blocks.len());
-        for (k, &pos) in by_device.iter().enumerate() {
-            host_table[pos] = host[k];
-            pairs.push((st.blocks[pos], host[k]));
-        }
-        let host = host_table;
-        release_rev(&mut self.pool, &st.blocks);
-        self.stats.swap_outs += 1;
-        self.stats.blocks_swapped_out += st.blocks.len() as u64;
-        st.blocks.clear();
-        st.num_cached_blocks = 0;
-        st.residency = Residency::Host(host);
-        Ok(Some(coalesce(&pairs)))
-    }
-
-    /// Brings a swapped-out request back to the device. Full blocks whose
-    /// content the device still caches are reused, not copied. Returns the
-    /// host -> device copies as coalesced ranges, or `None` (nothing changed)
-    /// when the device blocks are not there (the watermark applies).
-    pub fn swap_in(&mut self, id: i64, now: f64) -> Result<Option<Vec<CopyRange>>> {
-        check_now(now)?;
-        let Residency::Host(_) = &self.live(id)?.residency else {
-            return Err(invalid(format!("request {id} is not swapped out")));
-        };
-        self.expire_pins(now)?;
-        let st = self.live(id)?;
-        let Residency::Host(host) = &st.residency else {
-            unreachable!("checked above")
-        };
-        let n = host.len();
-        let full = if self.cfg.enable_prefix_caching {
-            (st.num_computed.min(st.num_tokens) / self.cfg.block_size).min(n)
-        } else {
-            0
-        };
-        let mut reuse: Vec<Option<u32>> = vec![None; n];
-        let mut reused = 0;
-        let mut evictable = 0;
-        for (i, slot) in reuse.iter_mut().enumerate().take(full) {
-            if let Some(b) = self.pool.lookup(&st.hashes[i]) {
-                *slot = Some(b);
-                reused += 1;
-                if self.pool.ref_count(b) == 0 {
-                    evictable += 1;
-                }
-            }
-        }
-        let need = n - reused;
-        if need + self.watermark_blocks > self.pool.num_free() - evictable {
-            self.stats.refusals += 1;
-            return Ok(None);
-        }
-        let st = self.reqs.get_mut(id).expect("live");
-        let Residency::Host(host) = std::mem::replace(&mut st.residency, Residency::Device) else {
-            unreachable!()
-        };
-        for b in reuse.iter().flatten() {
-            self.pool.touch(*b);
-        }
-        // Fresh device blocks are interchangeable: give them out in host-id
-        // order so the copies coalesce (FastSwitch: few large copies).
-        let mut fresh: Vec<u32> = (0..need)
-            .map(|_| self.pool.allocate().expect("counted"))
-            .collect();
-        fresh.sort_unstable();
-        let mut copy_pos: Vec<usize> = (0..n).filter(|&i| reuse[i].is_none()).collect();
-        copy_pos.sort_unstable_by_key(|&i| host[i]);
-        st.blocks.clear();
-        st.blocks.resize(n, 0);
-        for (i, r) in reuse.iter().enumerate() {
-            if let Some(b) = r {
-                st.blocks[i] = *b;
-            }
-        }
-        let mut pairs = Vec::with_capacity(need);
-        for (k, &pos) in copy_pos.iter().enumerate() {
-            st.blocks[pos] = fresh[k];
-            pairs.push((host[pos], fresh[k]));
-        }
-        for (i, r) in reuse.iter().enumerate().take(full) {
-            if r.is_none() {
-                let parent = if i == 0 { None } else { Some(st.hashes[i - 1]) };
-                let bs = self.cfg.block_size;
-                let toks = &st.tokens[i * bs..(i + 1) * bs];
-                self.pool
-                    .cache_tokens(st.blocks[i], st.hashes[i], parent, toks, st.extra_key);
-            }
-        }
-        st.num_cached_blocks = full;
-        self.host.release(&host);
-        self.stats.swap_ins += 1;
-        self.stats.blocks_swapped_in += need as u64;
-        self.stats.swap_in_blocks_reused += reused as u64;
-        Ok(Some(coalesce(&pairs)))
-    }
-
     /// Request `id`'s device block table.
+    ///
+    /// ```
+    /// # use slabcache_core::blocks::{BlockManager, BlockManagerConfig};
+    /// # let mut bm = BlockManager::new(BlockManagerConfig::new(8, 4)).unwrap();
+    /// bm.get_computed_blocks(1, &[1, 2, 3, 4, 5], 0, None).unwrap();
+    /// bm.allocate_slots(1, 5, &[], 0, 0.0).unwrap().unwrap();
+    /// assert_eq!(bm.block_table(1).unwrap(), &[0, 1]);
+    /// assert!(bm.block_table(2).is_err());
+    /// ```
     pub fn block_table(&self, id: i64) -> Result<&[u32]> {
         let st = self.live(id)?;
         if st.residency != Residency::Device {
@@ -803,6 +808,16 @@ impl BlockManager {
     }
 
     /// Request `id`'s host block table, if swapped out.
+    ///
+    /// ```
+    /// # use slabcache_core::blocks::{BlockManager, BlockManagerConfig};
+    /// let mut bm = BlockManager::new(BlockManagerConfig { num_cpu_blocks: 4, ..BlockManagerConfig::new(8, 4) }).unwrap();
+    /// bm.get_computed_blocks(1, &[1, 2, 3], 0, None).unwrap();
+    /// bm.allocate_slots(1, 3, &[], 0, 0.0).unwrap().unwrap();
+    /// assert_eq!(bm.host_block_table(1).unwrap(), None);
+    /// bm.swap_out(1).unwrap().unwrap();
+    /// assert_eq!(bm.host_block_table(1).unwrap().unwrap().len(), 1);
+    /// ```
     pub fn host_block_table(&self, id: i64) -> Result<Option<&[u32]>> {
         Ok(match &self.live(id)?.residency {
             Residency::Host(h) => Some(h),
@@ -811,13 +826,44 @@ impl BlockManager {
     }
 
     /// Tokens computed for request `id` (its KV is in its blocks).
+    ///
+    /// ```
+    /// # use slabcache_core::blocks::{BlockManager, BlockManagerConfig};
+    /// # let mut bm = BlockManager::new(BlockManagerConfig::new(8, 4)).unwrap();
+    /// bm.get_computed_blocks(1, &[1, 2, 3, 4, 5], 0, None).unwrap();
+    /// bm.allocate_slots(1, 2, &[], 0, 0.0).unwrap().unwrap(); // a 2-token chunk
+    /// assert_eq!(bm.num_computed_tokens(1).unwrap(), 2);
+    /// ```
     pub fn num_computed_tokens(&self, id: i64) -> Result<usize> {
         Ok(self.live(id)?.num_computed)
+    }
+
+    /// Leading blocks of request `id` registered in the prefix cache.
+    ///
+    /// ```
+    /// # use slabcache_core::blocks::{BlockManager, BlockManagerConfig};
+    /// # let mut bm = BlockManager::new(BlockManagerConfig::new(8, 4)).unwrap();
+    /// bm.get_computed_blocks(1, &[1, 2, 3, 4, 5], 0, None).unwrap();
+    /// bm.allocate_slots(1, 5, &[], 0, 0.0).unwrap().unwrap();
+    /// assert_eq!(bm.num_cached_blocks(1).unwrap(), 1); // the partial block is not cached
+    /// ```
+    pub fn num_cached_blocks(&self, id: i64) -> Result<usize> {
+        Ok(self.live(id)?.num_cached_blocks)
     }
 
     /// Block tables of `ids` as one row-major `len(ids) x width` array padded
     /// with `pad` (`width` = the longest table, at least `min_width`).
     /// Unknown ids are an error; swapped-out requests get a row of padding.
+    ///
+    /// ```
+    /// # use slabcache_core::blocks::{BlockManager, BlockManagerConfig};
+    /// # let mut bm = BlockManager::new(BlockManagerConfig::new(8, 4)).unwrap();
+    /// bm.get_computed_blocks(1, &[1, 2, 3, 4, 5], 0, None).unwrap();
+    /// bm.allocate_slots(1, 5, &[], 0, 0.0).unwrap().unwrap();
+    /// bm.get_computed_blocks(2, &[9], 0, None).unwrap();
+    /// bm.allocate_slots(2, 1, &[], 0, 0.0).unwrap().unwrap();
+    /// assert_eq!(bm.block_tables(&[1, 2], -1, 0).unwrap(), (vec![0, 1, 2, -1], 2));
+    /// ```
     pub fn block_tables(
         &self,
         ids: &[i64],
@@ -840,6 +886,14 @@ impl BlockManager {
 
     /// Like [`block_tables`](Self::block_tables) but never fails: ids that are
     /// not live (e.g. a new request a step refused) get a row of padding.
+    ///
+    /// ```
+    /// # use slabcache_core::blocks::{BlockManager, BlockManagerConfig};
+    /// # let mut bm = BlockManager::new(BlockManagerConfig::new(8, 4)).unwrap();
+    /// bm.get_computed_blocks(1, &[1, 2, 3], 0, None).unwrap();
+    /// bm.allocate_slots(1, 3, &[], 0, 0.0).unwrap().unwrap();
+    /// assert_eq!(bm.padded_block_tables(&[1, 99], -1, 2), (vec![0, -1, -1, -1], 2));
+    /// ```
     pub fn padded_block_tables(
         &self,
         ids: &[i64],
@@ -863,241 +917,97 @@ impl BlockManager {
         (out, width)
     }
 
-    /// Runs one scheduler step (see [`StepInput`]). Validates the whole batch
-    /// first: on an error nothing has changed. A request that does not fit
-    /// gets `num_scheduled = -1` and is left as it was; the rest proceed.
-    pub fn step(&mut self, inp: &StepInput<'_>) -> Result<StepOutput> {
-        let n = inp.req_ids.len();
-        self.validate_step(inp)?;
-        for &id in inp.finished {
-            self.free(id).expect("validated");
-        }
-        self.expire_pins(inp.now)?;
-        let bs = self.cfg.block_size;
-        let mut out = StepOutput {
-            num_scheduled: Vec::with_capacity(n),
-            num_cached_tokens: Vec::with_capacity(n),
-            new_blocks: Vec::new(),
-            new_block_offsets: Vec::with_capacity(n + 1),
-            copies: Vec::new(),
-        };
-        out.new_block_offsets.push(0);
-        let mut new_ids: Vec<u32> = Vec::with_capacity(64);
-        let mut hit = std::mem::take(&mut self.scratch_hit);
-        let mut admissions_stopped = false;
-        for i in 0..n {
-            let id = inp.req_ids[i];
-            let budget = inp.num_new_tokens[i] as usize;
-            let toks: &[u32] = if inp.token_offsets.is_empty() {
-                &[]
-            } else {
-                let (a, b) = (
-                    inp.token_offsets[i] as usize,
-                    inp.token_offsets[i + 1] as usize,
-                );
-                as_u32(&inp.token_ids[a..b])
-            };
-            // An admission is a new id or a waiting request registered by
-            // get_computed_blocks (known, nothing allocated): FCFS stops both.
-            let is_new = !self.reqs.contains(id);
-            let waiting = is_new
-                || self
-                    .reqs
-                    .get(id)
-                    .is_some_and(|st| st.blocks.is_empty() && st.num_computed == 0);
-            if waiting && admissions_stopped {
-                out.num_scheduled.push(-1);
-                out.num_cached_tokens.push(0);
-                out.new_block_offsets.push(out.new_blocks.len() as i64);
-                continue;
-            }
-            if is_new {
-                let extra = inp.extra_keys.get(i).copied().unwrap_or(0);
-                let program = inp.programs.get(i).copied().filter(|&p| p >= 0);
-                let st =
-                    RequestState::new(toks, extra, program, bs, self.cfg.enable_prefix_caching);
-                self.reqs.insert(id, st);
-            }
-            let st = self.reqs.get(id).expect("live");
-            let admission = st.blocks.is_empty() && st.num_computed == 0;
-            hit.clear();
-            if admission {
-                self.lookup_prefix(id, &mut hit);
-            }
-            let st = self.reqs.get(id).expect("live");
-            let appended = if is_new { 0 } else { toks.len() };
-            let remaining =
-                (st.num_tokens + appended).saturating_sub(st.num_computed + hit.len() * bs);
-            let sched = budget.min(remaining);
-            new_ids.clear();
-            let tail: &[u32] = if is_new { &[] } else { toks };
-            let r = self
-                .try_allocate(
-                    id,
-                    sched,
-                    tail,
-                    inp.num_lookahead_tokens,
-                    &hit,
-                    admission,
-                    None,
-                    &mut new_ids,
-                )
-                .expect("validated");
-            match r {
-                Some(()) => {
-                    out.num_scheduled.push(sched as i32);
-                    out.num_cached_tokens.push((hit.len() * bs) as i32);
-                    out.new_blocks.extend(new_ids.iter().map(|&b| b as i32));
-                }
-                None => {
-                    if is_new {
-                        self.reqs.discard(id);
-                    }
-                    if admission && inp.fcfs {
-                        admissions_stopped = true;
-                    }
-                    out.num_scheduled.push(-1);
-                    out.num_cached_tokens.push(0);
-                }
-            }
-            out.new_block_offsets.push(out.new_blocks.len() as i64);
-        }
-        self.scratch_hit = hit;
-        out.copies = std::mem::take(&mut self.copies);
-        Ok(out)
-    }
-
-    fn validate_step(&self, inp: &StepInput<'_>) -> Result<()> {
-        check_now(inp.now)?;
-        let n = inp.req_ids.len();
-        if inp.num_new_tokens.len() != n {
-            return Err(invalid(format!(
-                "num_new_tokens has {} entries for {n} requests",
-                inp.num_new_tokens.len()
-            )));
-        }
-        if !inp.token_offsets.is_empty() {
-            if inp.token_offsets.len() != n + 1 {
-                return Err(invalid(format!(
-                    "token_offsets needs {} entries (len(req_ids) + 1), got {}",
-                    n + 1,
-                    inp.token_offsets.len()
-                )));
-            }
-            if inp.token_offsets[0] != 0 {
-                return Err(invalid("token_offsets must start at 0".into()));
-            }
-            for w in inp.token_offsets.windows(2) {
-                if w[1] < w[0] {
-                    return Err(invalid("token_offsets must be non-decreasing".into()));
-                }
-            }
-            if inp.token_offsets[n] as usize > inp.token_ids.len() {
-                return Err(invalid(format!(
-                    "token_offsets end at {} past the {} token ids",
-                    inp.token_offsets[n],
-                    inp.token_ids.len()
-                )));
-            }
-        }
-        if let Some(i) = inp.token_ids.iter().position(|&t| t < 0) {
-            return Err(invalid(format!(
-                "token id {} at index {i} is negative",
-                inp.token_ids[i]
-            )));
-        }
-        if !inp.extra_keys.is_empty() && inp.extra_keys.len() != n {
-            return Err(invalid(
-                "extra_keys must be empty or one per request".into(),
-            ));
-        }
-        if !inp.programs.is_empty() && inp.programs.len() != n {
-            return Err(invalid("programs must be empty or one per request".into()));
-        }
-        let mut finished = std::collections::HashSet::with_capacity(inp.finished.len());
-        for &id in inp.finished {
-            self.live(id)?;
-            if !finished.insert(id) {
-                return Err(invalid(format!(
-                    "request {id} is finished twice in one step"
-                )));
-            }
-        }
-        let mut seen: std::collections::HashSet<i64, super::block_hash::IdBuildHasher> =
-            std::collections::HashSet::with_capacity_and_hasher(n, Default::default());
-        for i in 0..n {
-            let id = inp.req_ids[i];
-            if !seen.insert(id) {
-                return Err(invalid(format!("request {id} appears twice in one step")));
-            }
-            if finished.contains(&id) {
-                return Err(invalid(format!(
-                    "request {id} is both finished and scheduled"
-                )));
-            }
-            if inp.num_new_tokens[i] < 0 {
-                return Err(invalid(format!(
-                    "num_new_tokens[{i}] = {} is negative",
-                    inp.num_new_tokens[i]
-                )));
-            }
-            let ntok = if inp.token_offsets.is_empty() {
-                0
-            } else {
-                (inp.token_offsets[i + 1] - inp.token_offsets[i]) as usize
-            };
-            match self.reqs.get(id) {
-                None => {
-                    if ntok == 0 {
-                        return Err(invalid(format!(
-                            "request {id} is new but has no prompt tokens in this step"
-                        )));
-                    }
-                }
-                Some(st) => {
-                    if st.residency != Residency::Device {
-                        return Err(invalid(format!(
-                            "request {id} is swapped out; swap it in first"
-                        )));
-                    }
-                    if st.blocks.is_empty() && st.num_computed == 0 && ntok > 0 {
-                        return Err(invalid(format!(
-                            "request {id} was registered by get_computed_blocks; step it without token ids"
-                        )));
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// Takes the copy-on-write copies `(src, dst)` made since the last drain.
+    ///
+    /// ```
+    /// # use slabcache_core::blocks::{BlockManager, BlockManagerConfig};
+    /// # let mut bm = BlockManager::new(BlockManagerConfig::new(8, 4)).unwrap();
+    /// bm.get_computed_blocks(1, &[1, 2, 3, 4, 5], 0, None).unwrap();
+    /// bm.allocate_slots(1, 5, &[], 0, 0.0).unwrap().unwrap();
+    /// bm.fork(1, 2).unwrap();
+    /// // The child writes into the shared partial block 1: it gets a copy.
+    /// let new = bm.allocate_slots(2, 1, &[6], 0, 0.0).unwrap().unwrap();
+    /// assert!(new.is_empty());
+    /// assert_eq!(bm.drain_copies(), vec![(1, bm.block_table(2).unwrap()[1])]);
+    /// assert!(bm.drain_copies().is_empty());
+    /// ```
     pub fn drain_copies(&mut self) -> Vec<(u32, u32)> {
         std::mem::take(&mut self.copies)
     }
 
     /// Takes the prefix-cache events recorded since the last drain.
+    ///
+    /// ```
+    /// # use slabcache_core::blocks::{BlockManager, BlockManagerConfig};
+    /// use slabcache_core::blocks::BlockEventKind;
+    /// let mut bm = BlockManager::new(BlockManagerConfig { enable_events: true, ..BlockManagerConfig::new(8, 4) }).unwrap();
+    /// bm.get_computed_blocks(1, &[1, 2, 3, 4, 5], 0, None).unwrap();
+    /// bm.allocate_slots(1, 5, &[], 0, 0.0).unwrap().unwrap();
+    /// let ev = bm.drain_events();
+    /// assert_eq!(ev.len(), 1); // one full block entered the cache
+    /// assert_eq!((ev[0].kind, ev[0].block_id), (BlockEventKind::Stored, 0));
+    /// ```
     pub fn drain_events(&mut self) -> Vec<BlockEvent> {
         self.pool.events.drain()
     }
 
     /// Takes the events and the token ids their ranges index (see
     /// [`EventLog::drain_with_tokens`](super::events::EventLog::drain_with_tokens)).
+    ///
+    /// ```
+    /// # use slabcache_core::blocks::{BlockManager, BlockManagerConfig};
+    /// let mut bm = BlockManager::new(BlockManagerConfig { enable_events: true, ..BlockManagerConfig::new(8, 4) }).unwrap();
+    /// bm.get_computed_blocks(1, &[1, 2, 3, 4, 5], 0, None).unwrap();
+    /// bm.allocate_slots(1, 5, &[], 0, 0.0).unwrap().unwrap();
+    /// let (ev, tokens) = bm.drain_events_with_tokens();
+    /// let e = &ev[0];
+    /// assert_eq!(&tokens[e.tokens_start..e.tokens_start + e.tokens_len], &[1, 2, 3, 4]);
+    /// ```
     pub fn drain_events_with_tokens(&mut self) -> (Vec<BlockEvent>, Vec<u32>) {
         self.pool.events.drain_with_tokens()
     }
 
     /// Turns the event stream on or off.
+    ///
+    /// ```
+    /// # use slabcache_core::blocks::{BlockManager, BlockManagerConfig};
+    /// # let mut bm = BlockManager::new(BlockManagerConfig::new(8, 4)).unwrap();
+    /// bm.set_events_enabled(true);
+    /// bm.get_computed_blocks(1, &[1, 2, 3, 4], 0, None).unwrap();
+    /// bm.allocate_slots(1, 4, &[], 0, 0.0).unwrap().unwrap();
+    /// assert_eq!(bm.drain_events().len(), 1);
+    /// ```
     pub fn set_events_enabled(&mut self, on: bool) {
         self.pool.events.set_enabled(on);
     }
 
     /// Drops every cached hash; `false` (nothing changed) while a cached block is in use.
+    ///
+    /// ```
+    /// # use slabcache_core::blocks::{BlockManager, BlockManagerConfig};
+    /// # let mut bm = BlockManager::new(BlockManagerConfig::new(8, 4)).unwrap();
+    /// bm.get_computed_blocks(1, &[1, 2, 3, 4, 5], 0, None).unwrap();
+    /// bm.allocate_slots(1, 5, &[], 0, 0.0).unwrap().unwrap();
+    /// assert!(!bm.reset_prefix_cache()); // block 0 is cached and in use
+    /// bm.free(1).unwrap();
+    /// assert!(bm.reset_prefix_cache());
+    /// assert_eq!(bm.get_computed_blocks(2, &[1, 2, 3, 4, 5], 0, None).unwrap().1, 0);
+    /// ```
     pub fn reset_prefix_cache(&mut self) -> bool {
         self.pool.reset_prefix_cache()
     }
 
     /// Counters and usage.
+    ///
+    /// ```
+    /// # use slabcache_core::blocks::{BlockManager, BlockManagerConfig};
+    /// # let mut bm = BlockManager::new(BlockManagerConfig::new(8, 4)).unwrap();
+    /// bm.get_computed_blocks(1, &[1, 2, 3, 4, 5], 0, None).unwrap();
+    /// bm.allocate_slots(1, 5, &[], 0, 0.0).unwrap().unwrap();
+    /// bm.get_computed_blocks(2, &[1, 2, 3, 4, 6], 0, None).unwrap();
+    /// let s = bm.stats();
+    /// assert_eq!((s.prefix_queries, s.prefix_hit_tokens, s.num_free_blocks), (2, 4, 6));
+    /// ```
     pub fn stats(&self) -> BlockStats {
         let mut s = self.stats;
         s.num_blocks = self.pool.num_blocks();
@@ -1110,109 +1020,66 @@ impl BlockManager {
         s.evictions = self.pool.evictions;
         s
     }
+}
 
-    /// Checks every internal invariant (ref counts equal table and pin
-    /// references, free queue = blocks with ref 0, cache and block hashes
-    /// agree, tables cover computed tokens, host tier accounting). For tests.
-    pub fn check_invariants(&self) -> Result<()> {
-        let fail = |m: String| {
-            Err(Error::new(
-                ErrorKind::Corrupt,
-                format!("invariant broken: {m}"),
-            ))
-        };
-        if let Err(m) = self.pool.check() {
-            return fail(m);
-        }
-        if let Err(m) = self.pins.check() {
-            return fail(m);
-        }
-        let bs = self.cfg.block_size;
-        let mut refs = vec![0u32; self.pool.num_blocks()];
-        let mut host_used = 0;
-        let mut host_seen = vec![false; self.host.num_blocks()];
-        for (id, st) in self.reqs.iter() {
-            if self.cfg.enable_prefix_caching {
-                if st.tokens.len() != st.num_tokens {
-                    return fail(format!("request {id} token count mismatch"));
-                }
-                if st.hashes.len() != st.num_tokens / bs {
-                    return fail(format!(
-                        "request {id} has {} hashes for {} tokens",
-                        st.hashes.len(),
-                        st.num_tokens
-                    ));
-                }
-            }
-            if st.num_computed > st.num_tokens {
-                return fail(format!("request {id} computed more tokens than it has"));
-            }
-            match &st.residency {
-                Residency::Device => {
-                    if st.blocks.len() < st.num_computed.div_ceil(bs) {
-                        return fail(format!("request {id} has too few blocks"));
-                    }
-                    if st.num_cached_blocks > st.blocks.len() {
-                        return fail(format!("request {id} caches more blocks than it has"));
-                    }
-                    for (i, &b) in st.blocks.iter().enumerate() {
-                        refs[b as usize] += 1;
-                        if i < st.num_cached_blocks && self.pool.hash_of(b) != Some(&st.hashes[i]) {
-                            return fail(format!("request {id} block {i} does not hold its hash"));
-                        }
-                    }
-                    let mut sorted = st.blocks.clone();
-                    sorted.sort_unstable();
-                    if sorted.windows(2).any(|w| w[0] == w[1]) {
-                        return fail(format!("request {id} lists a block twice"));
-                    }
-                }
-                Residency::Host(h) => {
-                    if !st.blocks.is_empty() {
-                        return fail(format!("swapped request {id} still holds device blocks"));
-                    }
-                    for &b in h {
-                        if host_seen[b as usize] || !self.host.is_used(b) {
-                            return fail(format!(
-                                "host block {b} double-booked or not marked used"
-                            ));
-                        }
-                        host_seen[b as usize] = true;
-                    }
-                    host_used += h.len();
-                }
-            }
-        }
-        for (program, pin) in self.pins.iter() {
-            for &b in &pin.blocks {
-                refs[b as usize] += 1;
-                if self.pool.hash_of(b).is_none() {
-                    return fail(format!("pin of program {program} holds uncached block {b}"));
-                }
-            }
-        }
-        for (b, &r) in refs.iter().enumerate() {
-            if self.pool.ref_count(b as u32) != r {
-                return fail(format!(
-                    "block {b} has ref count {} but {r} references",
-                    self.pool.ref_count(b as u32)
-                ));
-            }
-        }
-        if host_used != self.host.num_blocks() - self.host.num_free() {
-            return fail("host tier accounting mismatch".into());
-        }
-        Ok(())
+/// Registers `st`'s full blocks before block `upto` that are not cached yet.
+pub(super) fn cache_full_blocks(
+    pool: &mut BlockPool,
+    st: &mut RequestState,
+    upto: usize,
+    bs: usize,
+) {
+    for i in st.num_cached_blocks..upto {
+        let parent = if i == 0 { None } else { Some(st.hashes[i - 1]) };
+        let toks = &st.tokens[i * bs..(i + 1) * bs];
+        pool.cache_tokens(st.blocks[i], st.hashes[i], parent, toks, st.extra_key);
     }
+    st.num_cached_blocks = st.num_cached_blocks.max(upto);
+}
+
+/// Requests in [`BlockManager::schedule`]'s queues are driven by it alone.
+pub(super) fn not_queued(id: i64, st: &RequestState) -> Result<()> {
+    if st.queue == Queue::None {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "request {id} is in schedule()'s queues; drive it with schedule() (or free it)"
+        )))
+    }
+}
+
+/// Checks an allocation's token range before anything changes: the appended
+/// `new_tokens` are valid ids and the `num_new_tokens` to compute, after the
+/// request's computed tokens and `hit_blocks` cached blocks, stay within the
+/// tokens known. Returns `(computed after the hit, tokens known after)`.
+pub(super) fn token_range(
+    id: i64,
+    st: &RequestState,
+    hit_blocks: usize,
+    block_size: usize,
+    num_new_tokens: usize,
+    new_tokens: &[u32],
+) -> Result<(usize, usize)> {
+    if let Some(t) = new_tokens.iter().position(|&t| t > i32::MAX as u32) {
+        return Err(invalid(format!("token id at {t} is negative or too large")));
+    }
+    let computed_after_hit = st.num_computed + hit_blocks * block_size;
+    let tokens_after = st.num_tokens + new_tokens.len();
+    if computed_after_hit + num_new_tokens > tokens_after {
+        return Err(invalid(format!(
+            "request {id}: {num_new_tokens} new tokens after {computed_after_hit} computed exceed the {tokens_after} token ids known; pass the new token ids"
+        )));
+    }
+    Ok((computed_after_hit, tokens_after))
 }
 
 /// Frees a table tail first, so its suffix is evicted before its prefix.
 #[inline]
-fn release_rev(pool: &mut BlockPool, blocks: &[u32]) {
+pub(super) fn release_rev(pool: &mut BlockPool, blocks: &[u32]) {
     pool.free_blocks(blocks.iter().rev().copied());
 }
 
-fn check_now(now: f64) -> Result<()> {
+pub(super) fn check_now(now: f64) -> Result<()> {
     if now.is_finite() {
         Ok(())
     } else {
@@ -1250,7 +1117,7 @@ pub fn tokens_from_i32(t: &[i32]) -> Result<&[u32]> {
 
 /// Reinterprets validated (non-negative) token ids.
 #[inline]
-fn as_u32(t: &[i32]) -> &[u32] {
+pub(super) fn as_u32(t: &[i32]) -> &[u32] {
     // SAFETY: i32 and u32 have the same size and alignment, every bit
     // pattern is valid for both, and the slice's lifetime is carried over.
     unsafe { std::slice::from_raw_parts(t.as_ptr() as *const u32, t.len()) }

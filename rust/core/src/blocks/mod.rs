@@ -17,11 +17,15 @@
 //! | `block_pool.rs`    | ref counts, allocation with eviction, release             |
 //! | `request_table.rs` | per-request tokens, hashes, table, residency              |
 //! | `freed_ids.rs`     | every freed request id, as intervals (double free)        |
-//! | `swap.rs`          | host tier (first-fit contiguous) and range coalescing     |
+//! | `swap.rs`          | host tier (first-fit contiguous), range coalescing, swap  |
 //! | `ttl_pins.rs`      | deadline-ordered pins                                     |
 //! | `events.rs`        | stored / removed event stream                             |
 //! | `stats.rs`         | counters                                                  |
 //! | `manager.rs`       | [`BlockManager`]: the API a scheduler calls               |
+//! | `admit.rs`         | side-effect-free lookup, one-call admission (connectors)  |
+//! | `step.rs`          | [`BlockManager::step`]: one call per scheduler step       |
+//! | `schedule.rs`      | [`BlockManager::schedule`]: vLLM's scheduler step, exact  |
+//! | `invariants.rs`    | [`BlockManager::check_invariants`]                        |
 //!
 //! ```
 //! use slabcache_core::blocks::{BlockManager, BlockManagerConfig, StepInput};
@@ -39,15 +43,19 @@
 //! bm.check_invariants().unwrap();
 //! ```
 
+pub mod admit;
 pub mod block_hash;
 pub mod block_pool;
 pub mod events;
 pub mod free_queue;
 pub mod freed_ids;
+pub mod invariants;
 pub mod manager;
 pub mod prefix_cache;
 pub mod request_table;
+pub mod schedule;
 pub mod stats;
+pub mod step;
 pub mod swap;
 pub mod ttl_pins;
 
@@ -70,14 +78,17 @@ pub fn try_vec<T: Clone>(n: usize, v: T) -> crate::Result<Vec<T>> {
     Ok(out)
 }
 
+pub use admit::Admission;
 pub use block_hash::BlockHash;
 pub use block_pool::BlockPool;
 pub use events::{BlockEvent, BlockEventKind, EventLog};
 pub use free_queue::FreeBlockQueue;
 pub use freed_ids::FreedIds;
-pub use manager::{tokens_from_i32, BlockManager, BlockManagerConfig, StepInput, StepOutput};
+pub use manager::{tokens_from_i32, BlockManager, BlockManagerConfig};
 pub use prefix_cache::PrefixCache;
-pub use request_table::{RequestState, RequestTable, Residency};
+pub use request_table::{Queue, RequestState, RequestTable, Residency};
+pub use schedule::{AdmissionKind, ScheduleConfig, ScheduleInput, ScheduleOutput};
 pub use stats::BlockStats;
+pub use step::{StepInput, StepOutput};
 pub use swap::{coalesce, CopyRange, HostTier};
 pub use ttl_pins::{Deadline, Pin, PinSchedule};

@@ -39,6 +39,22 @@ pub struct RequestState {
     pub program: Option<i64>,
     /// Device or host.
     pub residency: Residency,
+    /// Where [`BlockManager::schedule`](super::BlockManager::schedule)'s
+    /// queues hold the request (`None`: driven by the per-request API).
+    pub queue: Queue,
+    /// Times `schedule` preempted the request (a resumed admission when > 0).
+    pub num_preemptions: u32,
+}
+
+/// The scheduler queue a request is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queue {
+    /// Not in `schedule`'s queues.
+    None,
+    /// Waiting for admission (new or preempted).
+    Waiting,
+    /// Admitted: holds blocks.
+    Running,
 }
 
 impl RequestState {
@@ -51,12 +67,21 @@ impl RequestState {
         hashing: bool,
     ) -> Self {
         let mut hashes = Vec::new();
-        let kept = if hashing {
+        if hashing {
             BlockHash::extend_chain(&mut hashes, extra_key, tokens, block_size);
-            tokens.to_vec()
-        } else {
-            Vec::new()
-        };
+        }
+        Self::with_hashes(tokens, hashes, extra_key, program, hashing)
+    }
+
+    /// [`new`](Self::new) with the block hashes of `tokens` already computed.
+    pub fn with_hashes(
+        tokens: &[u32],
+        hashes: Vec<BlockHash>,
+        extra_key: u64,
+        program: Option<i64>,
+        hashing: bool,
+    ) -> Self {
+        let kept = if hashing { tokens.to_vec() } else { Vec::new() };
         RequestState {
             tokens: kept,
             num_tokens: tokens.len(),
@@ -68,6 +93,8 @@ impl RequestState {
             extra_key,
             program,
             residency: Residency::Device,
+            queue: Queue::None,
+            num_preemptions: 0,
         }
     }
 }

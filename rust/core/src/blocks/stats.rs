@@ -53,6 +53,8 @@ pub struct BlockStats {
     pub swap_in_blocks_reused: u64,
     /// Allocations refused for lack of blocks.
     pub refusals: u64,
+    /// Running requests preempted by [`BlockManager::schedule`](super::BlockManager::schedule).
+    pub preemptions: u64,
 }
 
 impl BlockStats {

@@ -77,6 +77,21 @@ where
         }
     }
 
+    /// Inserts `value` unless `key` is present, atomically; `Err` holds a
+    /// copy of the value already there (`get_or_insert` that says which).
+    ///
+    /// ```
+    /// let m = slabcache_core::skiplist::BSkipList::<u32, u32>::new();
+    /// assert_eq!(m.try_insert(1, 10), Ok(()));
+    /// assert_eq!(m.try_insert(1, 20), Err(10));
+    /// ```
+    pub fn try_insert(&self, key: K, value: V) -> Result<(), V> {
+        match self.put(key, value, Mode::IfAbsent) {
+            Put::Inserted => Ok(()),
+            Put::Replaced(v) | Put::Existing(v) => Err(v),
+        }
+    }
+
     fn put(&self, key: K, value: V, mode: Mode) -> Put<V> {
         let guard = &epoch::pin();
         let put = self.put_height(key, value, mode, random_height(C::B), guard);
@@ -132,36 +147,37 @@ where
         self.insert_batch(items, true, |_, _| {});
     }
 
-    fn insert_batch(
-        &self,
-        mut items: Vec<(K, V)>,
-        distinct: bool,
-        mut replaced: impl FnMut(&K, &V),
-    ) {
-        use rayon::slice::ParallelSliceMut;
-        if items.windows(2).all(|w| w[0].0 < w[1].0) {
-            // Already sorted, no duplicates.
-        } else if distinct {
-            // No order among equal keys to keep: a plain unstable sort.
-            if items.len() > 4096 {
-                items.par_sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            } else {
-                items.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            }
-        } else if items.len() > 4096 && items.len() < u32::MAX as usize {
-            // Parallel unstable sort, made stable by the original position
-            // (faster than a stable merge sort, and no scratch buffer).
-            let mut tagged: Vec<(K, u32, V)> = items
-                .into_iter()
-                .enumerate()
-                .map(|(i, (k, v))| (k, i as u32, v))
-                .collect();
-            tagged.par_sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
-            items = tagged.into_iter().map(|(k, _, v)| (k, v)).collect();
-        } else {
-            items.sort_by(|a, b| a.0.cmp(&b.0));
+    /// [`insert_many_distinct`](Self::insert_many_distinct) that checks:
+    /// if some key appears twice in `items`, nothing is inserted and it
+    /// returns `false` (the caller then takes [`insert_many`](Self::insert_many),
+    /// which keeps the last copy). For batches that are usually distinct but
+    /// not known to be (a list of pairs): the check costs one pass after the
+    /// fast unstable sort, where `insert_many` always pays a stable one.
+    ///
+    /// ```
+    /// let m = slabcache_core::skiplist::BSkipList::<u64, u64>::new();
+    /// assert!(!m.insert_many_if_distinct(vec![(1, 10), (2, 20), (1, 11)]));
+    /// assert!(m.is_empty());
+    /// assert!(m.insert_many_if_distinct(vec![(3, 30), (1, 10)]));
+    /// assert_eq!(m.iter().collect::<Vec<_>>(), [(1, 10), (3, 30)]);
+    /// ```
+    pub fn insert_many_if_distinct(&self, mut items: Vec<(K, V)>) -> bool {
+        sort_batch(&mut items, true);
+        if items.windows(2).any(|w| w[0].0 == w[1].0) {
+            return false;
         }
-        // Stable sort: among equal keys the last one given is last; keep it.
+        self.insert_sorted(items, |_, _| {});
+        true
+    }
+
+    fn insert_batch(&self, mut items: Vec<(K, V)>, distinct: bool, replaced: impl FnMut(&K, &V)) {
+        sort_batch(&mut items, distinct);
+        self.insert_sorted(items, replaced);
+    }
+
+    /// Inserts a batch sorted by key (equal keys in the order given).
+    fn insert_sorted(&self, mut items: Vec<(K, V)>, mut replaced: impl FnMut(&K, &V)) {
+        // Among equal keys the last one given is last; keep it.
         items.dedup_by(|later, kept| {
             if later.0 == kept.0 {
                 std::mem::swap(&mut later.1, &mut kept.1);
@@ -551,4 +567,32 @@ pub(crate) unsafe fn move_high<K, T, N>(
     // SAFETY: the fence is read bitwise once; the caller retires `src` without
     // dropping it, so it ends up owned by `b` alone.
     b.set_high(unsafe { ptr::read(&src.high) });
+}
+
+/// Sorts a batch by key: in place and unstable if its keys are `distinct`,
+/// else stable (a later copy of a key after an earlier one).
+fn sort_batch<K: Ord + Send, V: Send>(items: &mut Vec<(K, V)>, distinct: bool) {
+    use rayon::slice::ParallelSliceMut;
+    if items.windows(2).all(|w| w[0].0 < w[1].0) {
+        // Already sorted, no duplicates.
+    } else if distinct {
+        // No order among equal keys to keep: a plain unstable sort.
+        if items.len() > 4096 {
+            items.par_sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        } else {
+            items.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        }
+    } else if items.len() > 4096 && items.len() < u32::MAX as usize {
+        // Parallel unstable sort, made stable by the original position
+        // (faster than a stable merge sort, and no scratch buffer).
+        let mut tagged: Vec<(K, u32, V)> = std::mem::take(items)
+            .into_iter()
+            .enumerate()
+            .map(|(i, (k, v))| (k, i as u32, v))
+            .collect();
+        tagged.par_sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+        *items = tagged.into_iter().map(|(k, _, v)| (k, v)).collect();
+    } else {
+        items.sort_by(|a, b| a.0.cmp(&b.0));
+    }
 }

@@ -45,13 +45,14 @@ where
     V: Clone + Send + Sync + 'static,
     C: Config,
 {
-    /// Calls `f` on entries from `lo` upwards, in increasing key order, until
-    /// it returns `false` or the map ends.
-    pub(crate) fn scan_forward<'g, Q, F>(&'g self, lo: Bound<&Q>, guard: &'g Guard, mut f: F)
+    /// Calls `f` with the entries of each leaf at or above `lo` (keys and
+    /// values, sliced alike), leaf by leaf upwards, until it returns `false`
+    /// or the map ends.
+    fn leaves_forward<'g, Q, F>(&'g self, lo: Bound<&Q>, guard: &'g Guard, mut f: F)
     where
         K: Borrow<Q>,
         Q: Ord + ?Sized,
-        F: FnMut(&'g K, &'g V) -> bool,
+        F: FnMut(&'g [K], &'g [V]) -> bool,
     {
         let mut blk = match lo {
             Bound::Unbounded => self.head(0).block(guard),
@@ -59,18 +60,12 @@ where
         };
         loop {
             let ks = keys::<K, V, C>(blk);
-            let vs = vals::<K, V, C>(blk);
             let start = match lo {
                 Bound::Unbounded => 0,
                 Bound::Included(q) => ks.partition_point(|k| k.borrow() < q),
                 Bound::Excluded(q) => ks.partition_point(|k| k.borrow() <= q),
             };
-            for i in start..ks.len() {
-                if !f(&ks[i], &vs[i]) {
-                    return;
-                }
-            }
-            if blk.next.is_null() {
+            if !f(&ks[start..], &vals::<K, V, C>(blk)[start..]) || blk.next.is_null() {
                 return;
             }
             // SAFETY: the neighbour stays allocated while `guard` pins the epoch.
@@ -78,13 +73,14 @@ where
         }
     }
 
-    /// Calls `f` on entries from `hi` downwards, in decreasing key order,
-    /// until it returns `false` or the map begins.
-    pub(crate) fn scan_backward<Q, F>(&self, hi: Bound<&Q>, guard: &Guard, mut f: F)
+    /// Calls `f` with the entries of each leaf at or below `hi`, leaf by
+    /// leaf downwards (each slice still ascending), until it returns `false`
+    /// or the map begins.
+    fn leaves_backward<'g, Q, F>(&'g self, hi: Bound<&Q>, guard: &'g Guard, mut f: F)
     where
         K: Borrow<Q>,
         Q: Ord + ?Sized,
-        F: FnMut(&K, &V) -> bool,
+        F: FnMut(&'g [K], &'g [V]) -> bool,
     {
         let mut upper: Upper<'_, K, Q> = match hi {
             Bound::Unbounded => Upper::All,
@@ -99,23 +95,44 @@ where
                 Upper::BelowFence(k) => self.find_leaf_before::<K>(k, guard),
             };
             let ks = keys::<K, V, C>(blk);
-            let vs = vals::<K, V, C>(blk);
             let end = match &upper {
                 Upper::All => ks.len(),
                 Upper::Le(q) => ks.partition_point(|k| k.borrow() <= *q),
                 Upper::Lt(q) => ks.partition_point(|k| k.borrow() < *q),
                 Upper::BelowFence(b) => ks.partition_point(|k| k < b),
             };
-            for i in (0..end).rev() {
-                if !f(&ks[i], &vs[i]) {
-                    return;
-                }
+            if !f(&ks[..end], &vals::<K, V, C>(blk)[..end]) {
+                return;
             }
             match &node.low {
                 None => return,
                 Some(low) => upper = Upper::BelowFence(low.clone()),
             }
         }
+    }
+
+    /// Calls `f` on entries from `lo` upwards, in increasing key order, until
+    /// it returns `false` or the map ends.
+    pub(crate) fn scan_forward<'g, Q, F>(&'g self, lo: Bound<&Q>, guard: &'g Guard, mut f: F)
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+        F: FnMut(&'g K, &'g V) -> bool,
+    {
+        self.leaves_forward(lo, guard, |ks, vs| ks.iter().zip(vs).all(|(k, v)| f(k, v)));
+    }
+
+    /// Calls `f` on entries from `hi` downwards, in decreasing key order,
+    /// until it returns `false` or the map begins.
+    pub(crate) fn scan_backward<Q, F>(&self, hi: Bound<&Q>, guard: &Guard, mut f: F)
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+        F: FnMut(&K, &V) -> bool,
+    {
+        self.leaves_backward(hi, guard, |ks, vs| {
+            ks.iter().zip(vs).rev().all(|(k, v)| f(k, v))
+        });
     }
 
     /// Calls `f` on every entry with `lo <= key <= hi` (per the bounds), in
@@ -217,65 +234,28 @@ where
         Q: Ord + ?Sized,
     {
         let guard = &epoch::pin();
+        // Each walk stops at the first leaf that gave anything (or at the
+        // end of the range).
         if reverse {
-            let mut upper: Upper<'_, K, Q> = match hi {
-                Bound::Unbounded => Upper::All,
-                Bound::Included(q) => Upper::Le(q),
-                Bound::Excluded(q) => Upper::Lt(q),
-            };
-            loop {
-                let (node, blk) = match &upper {
-                    Upper::All => self.find_last_leaf(guard),
-                    Upper::Le(q) => self.find(*q, 0, guard),
-                    Upper::Lt(q) => self.find_leaf_before(*q, guard),
-                    Upper::BelowFence(k) => self.find_leaf_before::<K>(k, guard),
-                };
-                let ks = keys::<K, V, C>(blk);
-                let vs = vals::<K, V, C>(blk);
-                let end = match &upper {
-                    Upper::All => ks.len(),
-                    Upper::Le(q) => ks.partition_point(|k| k.borrow() <= *q),
-                    Upper::Lt(q) => ks.partition_point(|k| k.borrow() < *q),
-                    Upper::BelowFence(b) => ks.partition_point(|k| k < b),
-                };
-                for i in (0..end).rev() {
-                    if !above(&ks[i], &lo) {
-                        return;
+            self.leaves_backward(hi, guard, |ks, vs| {
+                for (k, v) in ks.iter().zip(vs).rev() {
+                    if !above(k, &lo) {
+                        return false;
                     }
-                    out.push((ks[i].clone(), vs[i].clone()));
+                    out.push((k.clone(), v.clone()));
                 }
-                if !out.is_empty() {
-                    return;
+                out.is_empty()
+            });
+        } else {
+            self.leaves_forward(lo, guard, |ks, vs| {
+                for (k, v) in ks.iter().zip(vs) {
+                    if !below(k, &hi) {
+                        return false;
+                    }
+                    out.push((k.clone(), v.clone()));
                 }
-                match &node.low {
-                    None => return,
-                    Some(low) => upper = Upper::BelowFence(low.clone()),
-                }
-            }
-        }
-        let mut blk = match lo {
-            Bound::Unbounded => self.head(0).block(guard),
-            Bound::Included(q) | Bound::Excluded(q) => self.find(q, 0, guard).1,
-        };
-        loop {
-            let ks = keys::<K, V, C>(blk);
-            let vs = vals::<K, V, C>(blk);
-            let start = match lo {
-                Bound::Unbounded => 0,
-                Bound::Included(q) => ks.partition_point(|k| k.borrow() < q),
-                Bound::Excluded(q) => ks.partition_point(|k| k.borrow() <= q),
-            };
-            for i in start..ks.len() {
-                if !below(&ks[i], &hi) {
-                    return;
-                }
-                out.push((ks[i].clone(), vs[i].clone()));
-            }
-            if !out.is_empty() || blk.next.is_null() {
-                return;
-            }
-            // SAFETY: the neighbour stays allocated while `guard` pins the epoch.
-            blk = unsafe { &*blk.next }.block(guard);
+                out.is_empty()
+            });
         }
     }
 

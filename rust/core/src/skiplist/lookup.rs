@@ -7,7 +7,7 @@ use std::ops::Bound;
 use crossbeam_epoch as epoch;
 
 use super::config::Config;
-use super::node::{keys, vals, Head};
+use super::node::{keys, prefetch, vals, Head};
 use super::BSkipList;
 
 impl<K, V, C> BSkipList<K, V, C>
@@ -48,9 +48,13 @@ where
     {
         let guard = &epoch::pin();
         let (_, blk) = self.find(key, 0, guard);
+        let vs = vals::<K, V, C>(blk);
+        // The value's line is fetched while the keys are searched (else it
+        // is one more dependent miss after the search).
+        prefetch(vs);
         let ks = keys::<K, V, C>(blk);
         let i = ks.binary_search_by(|k| k.borrow().cmp(key)).ok()?;
-        Some(f(&vals::<K, V, C>(blk)[i]))
+        Some(f(&vs[i]))
     }
 
     /// Copies of the values of many keys, in order (`None` where absent).
@@ -115,8 +119,23 @@ where
         let mut leaf: Option<&Head<K, V, C>> = None;
         for (q, i) in &order {
             // Keys ascend, so `q` is at or above the current leaf's low
-            // fence; it is in that leaf while below its high fence.
-            let blk = match leaf {
+            // fence; it is in that leaf while below its high fence, else
+            // usually in one of the next few (a step right costs one miss,
+            // a descent from the top several).
+            let mut near = leaf;
+            for _ in 0..4 {
+                match near {
+                    Some(b) if b.high.as_ref().is_some_and(|h| h.borrow() <= q) => {
+                        // SAFETY: `high` is set, so `next` is a live node
+                        // while `guard` pins the epoch (as in `find`).
+                        let b = unsafe { &*b.next }.block(guard);
+                        prefetch(vals::<K, V, C>(b));
+                        near = Some(b);
+                    }
+                    _ => break,
+                }
+            }
+            let blk = match near {
                 Some(b) if b.high.as_ref().is_none_or(|h| q < h.borrow()) => b,
                 _ => self.find(q, 0, guard).1,
             };
@@ -142,7 +161,12 @@ where
         K: Borrow<Q>,
         Q: Ord + ?Sized,
     {
-        self.get_with(key, |_| ()).is_some()
+        // No value is read: skip `get_with`'s prefetch of the value lines.
+        let guard = &epoch::pin();
+        let (_, blk) = self.find(key, 0, guard);
+        keys::<K, V, C>(blk)
+            .binary_search_by(|k| k.borrow().cmp(key))
+            .is_ok()
     }
 
     /// The smallest entry.

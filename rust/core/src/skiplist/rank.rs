@@ -3,11 +3,12 @@
 //! Nodes keep no subtree counts (a count on every inner node would be one
 //! more contended write per insert at every level), so both walks visit the
 //! leaf level from the head, summing block lengths: `O(n / B)` leaf hops,
-//! never a per-key step. A [`PositionIndex`] records that walk (each leaf's
-//! low fence and the keys before it) so that, while no key is added or
-//! removed, a position costs one search plus two binary searches. Under
-//! concurrent writes the answer is the position in some state the walk
-//! passed through, not one atomic snapshot.
+//! never a per-key step. A [`PositionIndex`] records that walk once (the
+//! leaves' low fences as range bounds, keys per range in a Fenwick tree) and
+//! is kept exact by the caller reporting each key added or removed, so a
+//! position costs `O(log n)` also between writes. Under concurrent writes
+//! the answer is the position in some state the walk passed through, not
+//! one atomic snapshot.
 
 use std::borrow::Borrow;
 use std::ops::Bound;
@@ -15,7 +16,7 @@ use std::ops::Bound;
 use crossbeam_epoch as epoch;
 
 use super::config::Config;
-use super::node::{keys, vals};
+use super::node::{keys, vals, Head};
 use super::BSkipList;
 
 impl<K, V, C> BSkipList<K, V, C>
@@ -103,14 +104,147 @@ where
     }
 }
 
-/// The leaf layout of a map at one moment: the low fence of every leaf but
-/// the first, and how many keys lie before each leaf. Valid until a key is
-/// added or removed (value replacements keep it valid); the caller tracks
-/// that (the Python binding counts its writes). A stale index is detected
-/// where it can be (a fence no longer a leaf) and answered by a fresh walk.
+/// Position bookkeeping for a map: the key space cut into ranges at the low
+/// fences the leaves had when it was built, and how many keys each range
+/// holds, summed by a Fenwick tree. A position costs one search, two
+/// `O(log leaves)` steps and a short walk inside one range.
+///
+/// It stays exact under writes as long as the caller reports each key added
+/// or removed ([`added`](Self::added) / [`removed`](Self::removed), with the
+/// range from [`range_of`](Self::range_of)): a range is a span of key
+/// values, not a leaf, so splits and merges of leaves never invalidate it.
+/// Value replacements need no report. Ranges that grow make the walk inside
+/// them longer; once one holds more than four full leaves,
+/// [`is_worn`](Self::is_worn) says to build a fresh index. A caller that
+/// misses a write (a batch) must build a fresh one too (the Python binding
+/// counts its writes for that).
+///
+/// ```
+/// use std::ops::Bound::*;
+/// let m = slabcache_core::skiplist::BSkipList::<u32, u32>::new();
+/// for k in 0..1000 { m.insert(k * 2, k); }
+/// let mut idx = m.position_index();
+/// assert_eq!(m.count_below_indexed(&idx, Included(&11)), 6);
+/// // A write, reported: the index stays exact.
+/// let r = idx.range_of(&3);
+/// assert!(m.insert(3, 0).is_none());
+/// idx.added(r);
+/// assert_eq!(m.count_below_indexed(&idx, Included(&11)), 7);
+/// assert_eq!(m.nth_indexed(&idx, 2), Some((3, 0)));
+/// assert_eq!(idx.len(), 1001);
+/// ```
 pub struct PositionIndex<K> {
+    /// Low fences of ranges `1..`; range 0 starts at minus infinity.
     fences: Vec<K>,
-    before: Vec<usize>,
+    /// Keys per range.
+    counts: Vec<usize>,
+    /// Fenwick tree over `counts` (1-based: `tree[i]` covers ranges
+    /// `i - lowbit(i) .. i`).
+    tree: Vec<usize>,
+    total: usize,
+    /// A range holding more keys than this makes the index worn.
+    limit: usize,
+    worn: bool,
+}
+
+impl<K: Ord> PositionIndex<K> {
+    fn from_counts(fences: Vec<K>, counts: Vec<usize>, limit: usize) -> Self {
+        let mut tree = vec![0; counts.len() + 1];
+        for (i, &c) in counts.iter().enumerate() {
+            tree[i + 1] += c;
+            let parent = (i + 1) + ((i + 1) & (i + 1).wrapping_neg());
+            if parent < tree.len() {
+                tree[parent] += tree[i + 1];
+            }
+        }
+        let total = counts.iter().sum();
+        PositionIndex {
+            fences,
+            counts,
+            tree,
+            total,
+            limit,
+            worn: false,
+        }
+    }
+
+    /// The range holding `key`.
+    pub fn range_of<Q>(&self, key: &Q) -> usize
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        self.fences.partition_point(|f| f.borrow() <= key)
+    }
+
+    /// Reports a key added to `range` (a fresh key, not a replaced value).
+    pub fn added(&mut self, range: usize) {
+        self.counts[range] += 1;
+        self.total += 1;
+        self.worn |= self.counts[range] > self.limit;
+        let mut i = range + 1;
+        while i < self.tree.len() {
+            self.tree[i] += 1;
+            i += i & i.wrapping_neg();
+        }
+    }
+
+    /// Reports a key removed from `range`.
+    pub fn removed(&mut self, range: usize) {
+        // A miscount would be a caller bug; stay in range rather than wrap.
+        if self.counts[range] == 0 {
+            self.worn = true;
+            return;
+        }
+        self.counts[range] -= 1;
+        self.total -= 1;
+        let mut i = range + 1;
+        while i < self.tree.len() {
+            self.tree[i] -= 1;
+            i += i & i.wrapping_neg();
+        }
+    }
+
+    /// Whether a range grew so large that a fresh index would be faster.
+    pub fn is_worn(&self) -> bool {
+        self.worn
+    }
+
+    /// Keys counted.
+    pub fn len(&self) -> usize {
+        self.total
+    }
+
+    /// Whether no key is counted.
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// Keys in ranges `0..range`.
+    fn before(&self, range: usize) -> usize {
+        let (mut i, mut n) = (range, 0);
+        while i > 0 {
+            n += self.tree[i];
+            i &= i - 1;
+        }
+        n
+    }
+
+    /// The range holding position `index` and the keys before that range
+    /// (`index < len()`).
+    fn range_at(&self, index: usize) -> (usize, usize) {
+        let (mut at, mut before) = (0, 0);
+        let mut step = (self.tree.len() - 1).next_power_of_two();
+        while step > 0 {
+            let next = at + step;
+            if next < self.tree.len() && before + self.tree[next] <= index {
+                at = next;
+                before += self.tree[next];
+            }
+            step >>= 1;
+        }
+        (at, before)
+    }
 }
 
 impl<K, V, C> BSkipList<K, V, C>
@@ -132,11 +266,11 @@ where
     pub fn position_index(&self) -> PositionIndex<K> {
         let guard = &epoch::pin();
         let mut blk = self.head(0).block(guard);
-        let (mut fences, mut before, mut n) = (Vec::new(), vec![0], 0);
+        let (mut fences, mut counts) = (Vec::new(), Vec::new());
         loop {
-            n += keys::<K, V, C>(blk).len();
+            counts.push(keys::<K, V, C>(blk).len());
             if blk.next.is_null() {
-                return PositionIndex { fences, before };
+                return PositionIndex::from_counts(fences, counts, 4 * C::B);
             }
             // SAFETY: the neighbour stays allocated while `guard` pins the epoch.
             let next = unsafe { &*blk.next };
@@ -144,60 +278,86 @@ where
                 Some(f) => fences.push(f.clone()),
                 None => unreachable!("only the head leaf has no low fence"),
             }
-            before.push(n);
             blk = next.block(guard);
         }
     }
 
-    /// [`count_below`](Self::count_below) through `idx`: `O(log n)`.
+    /// The leaf holding the low end of `range` and the first position in
+    /// it that belongs to the range.
+    fn range_start<'g>(
+        &'g self,
+        idx: &PositionIndex<K>,
+        range: usize,
+        guard: &'g epoch::Guard,
+    ) -> (&'g Head<K, V, C>, usize) {
+        if range == 0 {
+            return (self.head(0).block(guard), 0);
+        }
+        let low = &idx.fences[range - 1];
+        let (_, blk) = self.find(low, 0, guard);
+        (blk, keys::<K, V, C>(blk).partition_point(|k| k < low))
+    }
+
+    /// [`count_below`](Self::count_below) through `idx`: `O(log n)` plus a
+    /// walk over the few leaves of one range.
     pub fn count_below_indexed<Q>(&self, idx: &PositionIndex<K>, bound: Bound<&Q>) -> usize
     where
         K: Borrow<Q>,
         Q: Ord + ?Sized,
     {
         let q = match bound {
-            Bound::Unbounded => return self.count_below(bound),
+            Bound::Unbounded => return idx.total,
             Bound::Included(q) | Bound::Excluded(q) => q,
         };
+        let range = idx.range_of(q);
         let guard = &epoch::pin();
-        let (node, blk) = self.find(q, 0, guard);
-        let leaf = match &node.low {
-            None => Some(0),
-            Some(f) => idx.fences.binary_search(f).ok().map(|i| i + 1),
-        };
-        let Some(leaf) = leaf else {
-            return self.count_below(bound);
-        };
-        let ks = keys::<K, V, C>(blk);
-        idx.before[leaf]
-            + match bound {
-                Bound::Included(q) => ks.partition_point(|k| k.borrow() < q),
-                _ => ks.partition_point(|k| k.borrow() <= q),
+        let (mut blk, start) = self.range_start(idx, range, guard);
+        // Keys of the range below the bound, leaf by leaf from its start.
+        let mut n = idx.before(range);
+        let mut from = start;
+        loop {
+            let ks = &keys::<K, V, C>(blk)[from..];
+            let whole = match &blk.high {
+                Some(h) => h.borrow() <= q,
+                None => false,
+            };
+            if !whole {
+                return n + match bound {
+                    Bound::Included(q) => ks.partition_point(|k| k.borrow() < q),
+                    _ => ks.partition_point(|k| k.borrow() <= q),
+                };
             }
+            n += ks.len();
+            from = 0;
+            // SAFETY: `high` is set, so `next` is a live neighbour while pinned.
+            blk = unsafe { &*blk.next }.block(guard);
+        }
     }
 
-    /// [`nth`](Self::nth) through `idx`: `O(log n)`.
+    /// [`nth`](Self::nth) through `idx`: `O(log n)` plus a walk over the
+    /// few leaves of one range.
     pub fn nth_indexed(&self, idx: &PositionIndex<K>, index: usize) -> Option<(K, V)> {
-        let leaf = idx.before.partition_point(|&b| b <= index) - 1;
-        let guard = &epoch::pin();
-        let (node, blk) = match leaf {
-            0 => {
-                let head = self.head(0);
-                (head, head.block(guard))
-            }
-            i => self.find(&idx.fences[i - 1], 0, guard),
-        };
-        let at = index - idx.before[leaf];
-        let ks = keys::<K, V, C>(blk);
-        let same_leaf = match (leaf, &node.low) {
-            (0, None) => true,
-            (i, Some(f)) => *f == idx.fences[i - 1],
-            _ => false,
-        };
-        if !same_leaf || at >= ks.len() {
-            return self.nth(index);
+        if index >= idx.total {
+            return None;
         }
-        Some((ks[at].clone(), vals::<K, V, C>(blk)[at].clone()))
+        let (range, before) = idx.range_at(index);
+        let guard = &epoch::pin();
+        let (mut blk, mut from) = self.range_start(idx, range, guard);
+        let mut skip = index - before;
+        loop {
+            let ks = keys::<K, V, C>(blk);
+            if skip < ks.len() - from {
+                let at = from + skip;
+                return Some((ks[at].clone(), vals::<K, V, C>(blk)[at].clone()));
+            }
+            skip -= ks.len() - from;
+            from = 0;
+            if blk.next.is_null() {
+                return None;
+            }
+            // SAFETY: the neighbour stays allocated while `guard` pins the epoch.
+            blk = unsafe { &*blk.next }.block(guard);
+        }
     }
 }
 
@@ -257,5 +417,61 @@ mod tests {
             assert_eq!(m.nth_indexed(&idx, i).map(|e| e.0), Some(k));
         }
         assert_eq!(m.nth_indexed(&idx, left.len()), None);
+    }
+
+    #[test]
+    fn reported_writes_keep_the_index_exact_through_splits_and_merges() {
+        let m = BSkipList::<u32, u32, Fanout16>::default();
+        let mut model = std::collections::BTreeSet::new();
+        for k in (0..2000u32).map(|i| i * 10) {
+            m.insert(k, k);
+            model.insert(k);
+        }
+        let mut idx = m.position_index();
+        let mut x = 12345u32;
+        for step in 0..20_000u32 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            // Inserts cluster in a few hot spots (so leaves split and one
+            // range grows); removes are spread out (so leaves merge).
+            let k = if step % 3 == 0 {
+                (x % 20_000) / 10 * 10 + 5
+            } else {
+                (x % 4) * 5000 + (x >> 8) % 300
+            };
+            let r = idx.range_of(&k);
+            if step % 3 == 0 {
+                if m.remove(&k).is_some() {
+                    idx.removed(r);
+                    model.remove(&k);
+                }
+            } else if m.insert(k, k).is_none() {
+                idx.added(r);
+                model.insert(k);
+            }
+            if step % 97 == 0 {
+                let sorted: Vec<u32> = model.iter().copied().collect();
+                assert_eq!(idx.len(), sorted.len());
+                for q in (0..21_000).step_by(331) {
+                    assert_eq!(
+                        m.count_below_indexed(&idx, Included(&q)),
+                        sorted.partition_point(|&s| s < q)
+                    );
+                    assert_eq!(
+                        m.count_below_indexed(&idx, Excluded(&q)),
+                        sorted.partition_point(|&s| s <= q)
+                    );
+                }
+                for i in (0..sorted.len()).step_by(89) {
+                    assert_eq!(m.nth_indexed(&idx, i), Some((sorted[i], sorted[i])));
+                }
+                assert_eq!(m.nth_indexed(&idx, sorted.len()), None);
+            }
+            if idx.is_worn() {
+                idx = m.position_index();
+            }
+        }
+        m.check_invariants().unwrap();
     }
 }
