@@ -54,6 +54,22 @@ def test_kv_tier_stats(tmp_path: Any) -> None:
         _same_keys(tiers.stats, T.TieredKVCacheStats)
 
 
+def test_vattn_kv_cache_stats() -> None:
+    from slabcache.kv.vattn import HostVMMDriver, VAttnKVCache
+
+    cache = VAttnKVCache(
+        HostVMMDriver(page_size=4096),
+        max_slots=2,
+        max_tokens=16,
+        num_pages=4,
+        num_layers=1,
+        num_kv_heads=1,
+        head_dim=8,
+        dtype="float32",
+    )
+    _same_keys(cache.stats(), T.VAttnKVCacheStats)
+
+
 def test_semantic_cache_stats() -> None:
     cache = SemanticCache(None, dim=8)
     v = np.ones(8, np.float32)

@@ -29,6 +29,7 @@ __all__ = [
     "SlabClassStats",
     "SlabStats",
     "TieredKVCacheStats",
+    "VAttnKVCacheStats",
 ]
 
 
@@ -131,6 +132,24 @@ class BlockManagerStats(TypedDict):
     blocks_swapped_in: int
     swap_in_blocks_reused: int
     refusals: int
+    preemptions: int
+
+
+class VAttnKVCacheStats(TypedDict):
+    """Page and byte counts of the virtual-memory KV cache (``VAttnKVCache.stats()``)."""
+
+    num_pages: int
+    created_pages: int
+    pool_pages: int
+    mapped_pages: int
+    surplus_pages: int
+    used_bytes: int
+    mapped_bytes: int
+    waste_bytes: int
+    mapped_minus_used_bytes: int
+    sync_maps: int
+    requests: int
+    swapped: int
 
 
 class TieredKVCacheStats(TypedDict):
