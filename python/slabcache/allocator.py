@@ -40,10 +40,11 @@ Rules:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from . import _native
 from ._native import Allocation, AllocationBatch
+from .stats_types import SlabStats
 
 __all__ = ["Allocation", "AllocationBatch", "AllocatorStats", "SlabAllocator"]
 
@@ -68,13 +69,12 @@ class AllocatorStats(dict[str, Any]):
     """A snapshot of an allocator's memory: a plain ``dict`` that prints as a
     rich table (``rich.print(a.stats())``).
 
-    Keys: ``bytes_requested``, ``bytes_in_use`` (rounded to slots),
-    ``bytes_mapped`` (held from the OS), ``bytes_reserved``, ``metadata_bytes``,
-    ``live_allocations``, ``slabs``, ``slabs_in_use``, ``slabs_free``,
-    ``slabs_released``, ``large_allocations``, ``large_bytes``,
+    Its keys are :class:`~slabcache.stats_types.SlabStats`'s (the one place they
+    are written down): bytes requested, in use (rounded to slots), mapped and
+    reserved, metadata, live allocations, slab and large-mapping counts,
     ``fragmentation`` (``1 - in_use / mapped``), ``internal_waste``
-    (``1 - requested / in_use``) and ``classes`` (one dict per size class in
-    use: ``size``, ``slabs``, ``live``, ``bytes_in_use``, ``available``).
+    (``1 - requested / in_use``) and ``classes``, one
+    :class:`~slabcache.stats_types.SlabClassStats` per size class in use.
 
         >>> s = SlabAllocator().stats()
         >>> s["live_allocations"]
@@ -148,6 +148,8 @@ class SlabAllocator(_native.SlabAllocator):
         >>> a.free_many(batch)
     """
 
-    def stats(self) -> AllocatorStats:
-        """A snapshot of this allocator's memory (see :class:`AllocatorStats`)."""
-        return AllocatorStats(super().stats())
+    def stats(self) -> SlabStats:
+        """A snapshot of this allocator's memory: the keys of
+        :class:`~slabcache.stats_types.SlabStats`, in an :class:`AllocatorStats`
+        (a ``dict`` that prints as a rich table)."""
+        return cast("SlabStats", AllocatorStats(super().stats()))

@@ -127,3 +127,15 @@ class BlobArena(_native.BlobArena):
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"{len(self)} keys"
         return f"BlobArena({os.fspath(self.path)!r}, sync={self.sync!r}, {state})"
+
+
+# The native methods' docstrings (written in rust/python/src/arena.rs, shown by ``help()``)
+# carry the per-method examples; doctest does not look into an extension module, so they are
+# listed here to run with this module's doctests.
+_DOCUMENTED = (
+    "put", "put_many", "get", "get_many", "delete", "keys", "flush", "checkpoint", "compact",
+    "stats", "verify", "close", "repair", "closed", "poisoned", "path", "sync",
+)  # fmt: skip
+__test__ = {
+    f"BlobArena.{name}": getattr(_native.BlobArena, name).__doc__ or "" for name in _DOCUMENTED
+}

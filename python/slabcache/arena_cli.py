@@ -15,6 +15,7 @@ generation, keeps the old files under ``salvaged-*/`` and lists what it dropped
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from typing import Any
 
 from rich.console import Console
@@ -31,7 +32,7 @@ def _fmt_bytes(n: int) -> str:
     return str(n)
 
 
-def _table(title: str, rows: dict[str, Any]) -> Table:
+def _table(title: str, rows: Mapping[str, Any]) -> Table:
     table = Table(title=title, show_header=False)
     table.add_column("what", style="bold")
     table.add_column("value", justify="right")
@@ -52,9 +53,10 @@ def _cmd_arena(args: argparse.Namespace, console: Console) -> int:
         return 1
     with ar:
         stats = ar.stats()
-        rec = stats.pop("recovery")
+        rec = stats["recovery"]
         if args.arena_command == "stats":
-            console.print(_table(f"arena {args.path}", stats))
+            rows = {k: v for k, v in stats.items() if k != "recovery"}
+            console.print(_table(f"arena {args.path}", rows))
             console.print(_table("recovery on open", rec))
             return 0
         try:

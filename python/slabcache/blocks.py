@@ -50,6 +50,7 @@ import numpy.typing as npt
 
 from . import _native
 from .errors import InvalidArgumentError, InvalidTypeError
+from .stats_types import BlockManagerStats
 
 __all__ = [
     "BlockEvents",
@@ -915,7 +916,7 @@ class BlockManager:
         """Forgets every cached hash; False (nothing changed) while blocks are in use."""
         return self._core.reset_prefix_cache()
 
-    def stats(self) -> dict[str, float]:
+    def stats(self) -> BlockManagerStats:
         """Usage and counters: ``usage``, ``prefix_hit_rate``, ``prefix_hit_tokens``,
         ``evictions``, ``cow_copies``, ``pins_*``, ``swap_*``, ``refusals``, ..."""
         return self._core.stats()

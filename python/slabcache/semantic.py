@@ -61,6 +61,7 @@ from .errors import ClosedError, InvalidArgumentError, InvalidTypeError, NotFoun
 from .shared.redis_semantic import RedisSemanticTier, open_shared_tier
 from .skiplist import BSkipList
 from .slb import SemanticLookasideBuffer
+from .stats_types import SemanticCacheStats, SemanticCategoryStats
 from .trap_guard import TrapGuard
 
 __all__ = ["Hit", "Policy", "SemanticCache", "EvictionName", "Verifier"]
@@ -1074,14 +1075,14 @@ class SemanticCache:
 
     # -- stats, persistence -------------------------------------------------
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> SemanticCacheStats:
         """Per category: lookups, hits by source, hit rate, refusals by reason,
         inserts, evictions, expirations, entries, bytes, latency p50/p99 (µs,
         over the last 4096 lookups), the learned threshold, and 100-bin
         histograms over [-1, 1] of the nearest score of hits and of misses;
         plus totals."""
         with self._lock:
-            cats: dict[str, Any] = {}
+            cats: dict[str, SemanticCategoryStats] = {}
             for name, st in self._stats.items():
                 hits = sum(st.hits.values())
                 lat = np.array(st.latency_ns, dtype=np.float64) / 1e3

@@ -42,6 +42,7 @@ import numpy.typing as npt
 
 from ..arena import BlobArena, SyncModeName
 from ..errors import ClosedError, CorruptionError, InvalidArgumentError, NotFoundError
+from ..stats_types import ArenaKVTierStats
 from .layout import KVLayout
 
 __all__ = ["ArenaKVTier"]
@@ -102,7 +103,13 @@ class ArenaKVTier:
         self._seq = 0
         self.read_threads = max(1, int(read_threads))
         self._pool: ThreadPoolExecutor | None = None
-        self.stats = {"puts": 0, "hits": 0, "misses": 0, "evictions": 0, "dropped_corrupt": 0}
+        self.stats: ArenaKVTierStats = {
+            "puts": 0,
+            "hits": 0,
+            "misses": 0,
+            "evictions": 0,
+            "dropped_corrupt": 0,
+        }
         self._recover()
         self._closed = False
 

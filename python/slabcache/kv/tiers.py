@@ -33,6 +33,7 @@ import numpy.typing as npt
 
 from ..blocks import BlockManager, StepBatch, StepResult, block_hashes
 from ..errors import InvalidArgumentError
+from ..stats_types import TieredKVCacheStats
 from .disk import ArenaKVTier
 from .host import HostKVTier
 from .pool import KVCachePool
@@ -92,7 +93,7 @@ class TieredKVCache:
         if disk is not None:
             manager.set_events_enabled(True)
         self._pending: list[TransferHandle] = []
-        self.stats = {
+        self.stats: TieredKVCacheStats = {
             "device_hit_tokens": 0,
             "disk_hit_tokens": 0,
             "blocks_offloaded": 0,

@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
-use slabcache_core::arena::io::{write_all_at, ArenaIo};
+use slabcache_core::arena::{write_all_at, ArenaIo};
 use slabcache_core::arena::{ArenaOptions, BlobArena, SyncMode};
 
 const SECTOR: usize = 512;

@@ -3,7 +3,7 @@
 //! WAL segment holds arbitrary bytes either recovers or fails cleanly.
 
 use proptest::prelude::*;
-use slabcache_core::arena::wal_record::{decode, encode, Decoded, WalRecord, RECORD_HEADER_LEN};
+use slabcache_core::arena::format::{decode, encode, Decoded, WalRecord, RECORD_HEADER_LEN};
 use slabcache_core::arena::{ArenaOptions, BlobArena, BlobLocation};
 use slabcache_core::ErrorKind;
 

@@ -7,7 +7,9 @@ use std::ptr::NonNull;
 use std::sync::mpsc;
 use std::sync::{Arc, Barrier};
 
-use slabcache_core::slab::trace::Rng;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
 use slabcache_core::slab::{SlabAllocator, SlabConfig};
 use slabcache_core::ErrorKind;
 
@@ -39,18 +41,18 @@ fn cross_thread_frees_keep_contents_and_counts() {
             let a = a.clone();
             let senders = senders.clone();
             std::thread::spawn(move || {
-                let mut rng = Rng::new(t as u64 + 1);
+                let mut rng = StdRng::seed_from_u64(t as u64 + 1);
                 for i in 0..20_000usize {
-                    let size = match rng.range(0, 9) {
-                        0 => rng.range(33_000, 70_000),
-                        1..=3 => rng.range(257, 32_768),
-                        _ => rng.range(1, 256),
+                    let size = match rng.gen_range(0..=9) {
+                        0 => rng.gen_range(33_000..=70_000),
+                        1..=3 => rng.gen_range(257..=32_768),
+                        _ => rng.gen_range(1..=256),
                     };
                     let p = a.alloc(size).unwrap().as_ptr() as usize;
                     let tag = (i % 251) as u8;
                     // SAFETY: `size` bytes of ours.
                     unsafe { std::ptr::write_bytes(p as *mut u8, tag, size) };
-                    let to = rng.range(0, THREADS - 1);
+                    let to = rng.gen_range(0..=THREADS - 1);
                     senders[to].send((p, size, tag)).unwrap();
                     while let Ok((q, n, tag)) = rx.try_recv() {
                         check_and_free(&a, q, n, tag);

@@ -317,6 +317,13 @@ impl PyBlobArena {
     }
 
     /// Stores `value` (any contiguous bytes-like) under `key` (bytes or str).
+    ///
+    ///     >>> import tempfile, slabcache
+    ///     >>> ar = slabcache.BlobArena(tempfile.mkdtemp() + "/a", sync="none")
+    ///     >>> ar.put(b"k", bytearray(b"v1"))
+    ///     >>> ar.put("k", b"v2")  # str keys are stored as UTF-8
+    ///     >>> bytes(ar.get(b"k"))
+    ///     b'v2'
     fn put(
         &self,
         py: Python<'_>,
@@ -340,6 +347,12 @@ impl PyBlobArena {
     }
 
     /// Stores a batch in one call: one blob write, one WAL write, at most one sync.
+    ///
+    ///     >>> import tempfile, slabcache
+    ///     >>> ar = slabcache.BlobArena(tempfile.mkdtemp() + "/a", sync="none")
+    ///     >>> ar.put_many([b"a", b"b"], [b"1", memoryview(b"22")])
+    ///     >>> len(ar), bytes(ar.get(b"b"))
+    ///     (2, b'22')
     fn put_many(
         &self,
         py: Python<'_>,
@@ -372,6 +385,15 @@ impl PyBlobArena {
     }
 
     /// The value as a read-only zero-copy `memoryview`, or `None`.
+    ///
+    ///     >>> import tempfile, slabcache
+    ///     >>> ar = slabcache.BlobArena(tempfile.mkdtemp() + "/a", sync="none")
+    ///     >>> ar.put(b"k", b"value")
+    ///     >>> view = ar.get(b"k")  # zero-copy, read-only
+    ///     >>> bytes(view), view.readonly
+    ///     (b'value', True)
+    ///     >>> ar.get(b"missing") is None
+    ///     True
     fn get(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Option<PyObject>> {
         let k = key_bytes(key)?;
         match self.inner.get(&k).py()? {
@@ -381,6 +403,12 @@ impl PyBlobArena {
     }
 
     /// `get` for many keys: a list of memoryviews / `None`.
+    ///
+    ///     >>> import tempfile, slabcache
+    ///     >>> ar = slabcache.BlobArena(tempfile.mkdtemp() + "/a", sync="none")
+    ///     >>> ar.put(b"a", b"1")
+    ///     >>> [v if v is None else bytes(v) for v in ar.get_many([b"a", b"z"])]
+    ///     [b'1', None]
     fn get_many<'py>(
         &self,
         py: Python<'py>,
@@ -399,6 +427,12 @@ impl PyBlobArena {
     }
 
     /// Deletes `key`; returns whether it was present.
+    ///
+    ///     >>> import tempfile, slabcache
+    ///     >>> ar = slabcache.BlobArena(tempfile.mkdtemp() + "/a", sync="none")
+    ///     >>> ar.put(b"k", b"v")
+    ///     >>> ar.delete(b"k"), ar.delete(b"k")
+    ///     (True, False)
     fn delete(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
         let k = key_bytes(key)?;
         let kb = SendSlices(vec![&k[..]]);
@@ -421,6 +455,12 @@ impl PyBlobArena {
     }
 
     /// Keys in `[start, end)` in byte order, at most `limit`.
+    ///
+    ///     >>> import tempfile, slabcache
+    ///     >>> ar = slabcache.BlobArena(tempfile.mkdtemp() + "/a", sync="none")
+    ///     >>> ar.put_many([b"c", b"a", b"b"], [b"3", b"1", b"2"])
+    ///     >>> ar.keys(), ar.keys(start=b"b", limit=1)
+    ///     ([b'a', b'b', b'c'], [b'b'])
     #[pyo3(signature = (start = None, end = None, limit = None))]
     fn keys<'py>(
         &self,
@@ -442,18 +482,40 @@ impl PyBlobArena {
     }
 
     /// Makes every write so far durable (fsync).
+    ///
+    ///     >>> import tempfile, slabcache
+    ///     >>> ar = slabcache.BlobArena(tempfile.mkdtemp() + "/a", sync="none")
+    ///     >>> ar.put(b"k", b"v")
+    ///     >>> ar.flush()  # durable now, even with sync="none"
+    ///     >>> ar.stats()["syncs"] >= 1
+    ///     True
     fn flush(&self, py: Python<'_>) -> PyResult<()> {
         let inner = &self.inner;
         py.allow_threads(|| inner.flush()).py()
     }
 
     /// Writes a checkpoint now.
+    ///
+    ///     >>> import tempfile, slabcache
+    ///     >>> ar = slabcache.BlobArena(tempfile.mkdtemp() + "/a", sync="none")
+    ///     >>> segment = ar.stats()["wal_segment"]
+    ///     >>> ar.checkpoint()
+    ///     >>> ar.stats()["wal_segment"] == segment + 1
+    ///     True
     fn checkpoint(&self, py: Python<'_>) -> PyResult<()> {
         let inner = &self.inner;
         py.allow_threads(|| inner.checkpoint()).py()
     }
 
     /// Copies live blobs into a new generation; returns what it did.
+    ///
+    ///     >>> import tempfile, slabcache
+    ///     >>> ar = slabcache.BlobArena(tempfile.mkdtemp() + "/a", sync="none")
+    ///     >>> ar.put(b"k", bytes(4096))
+    ///     >>> ar.put(b"k", b"small")  # the 4 KiB value is dead now
+    ///     >>> r = ar.compact()
+    ///     >>> r["blobs"], r["bytes_after"] < r["bytes_before"]
+    ///     (1, True)
     fn compact<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let inner = &self.inner;
         let r = py.allow_threads(|| inner.compact()).py()?;
@@ -461,6 +523,13 @@ impl PyBlobArena {
     }
 
     /// Sizes and counters.
+    ///
+    ///     >>> import tempfile, slabcache
+    ///     >>> ar = slabcache.BlobArena(tempfile.mkdtemp() + "/a", sync="none")
+    ///     >>> ar.put(b"k", b"12345")
+    ///     >>> s = ar.stats()
+    ///     >>> s["keys"], s["live_bytes"], s["sync"], s["recovery"]["replayed_records"]
+    ///     (1, 5, 'none', 0)
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         self.inner.ensure_usable().py()?;
         let s = self.inner.stats();
@@ -468,6 +537,13 @@ impl PyBlobArena {
     }
 
     /// Checks every checksum; raises `CorruptionError` on the first problem.
+    ///
+    ///     >>> import tempfile, slabcache
+    ///     >>> ar = slabcache.BlobArena(tempfile.mkdtemp() + "/a", sync="none")
+    ///     >>> ar.put_many([b"a", b"b"], [b"1", b"22"])
+    ///     >>> r = ar.verify()
+    ///     >>> r["keys"], r["bytes"]
+    ///     (2, 3)
     fn verify<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let inner = &self.inner;
         let r = py.allow_threads(|| inner.verify()).py()?;
@@ -475,12 +551,32 @@ impl PyBlobArena {
     }
 
     /// Flushes and releases the lock; later calls raise `ClosedError`. Idempotent.
+    ///
+    ///     >>> import tempfile, slabcache
+    ///     >>> ar = slabcache.BlobArena(tempfile.mkdtemp() + "/a", sync="none")
+    ///     >>> ar.put(b"k", b"v")
+    ///     >>> view = ar.get(b"k")
+    ///     >>> ar.close(); ar.close()  # idempotent
+    ///     >>> bytes(view)  # views stay valid
+    ///     b'v'
+    ///     >>> ar.get(b"k")
+    ///     Traceback (most recent call last):
+    ///     ...
+    ///     slabcache.errors.ClosedError: the arena is closed
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         let inner = &self.inner;
         py.allow_threads(|| inner.close()).py()
     }
 
     /// True once closed.
+    ///
+    ///     >>> import tempfile, slabcache
+    ///     >>> ar = slabcache.BlobArena(tempfile.mkdtemp() + "/a", sync="none")
+    ///     >>> ar.closed
+    ///     False
+    ///     >>> ar.close()
+    ///     >>> ar.closed
+    ///     True
     #[getter]
     fn closed(&self) -> bool {
         self.inner.is_closed()
@@ -488,6 +584,12 @@ impl PyBlobArena {
 
     /// True once a durability step (fsync, checkpoint, compaction) failed:
     /// every later write raises until the arena is reopened.
+    ///
+    ///     >>> import tempfile, slabcache
+    ///     >>> ar = slabcache.BlobArena(tempfile.mkdtemp() + "/a", sync="none")
+    ///     >>> ar.put(b"k", b"v")
+    ///     >>> ar.poisoned  # only a failed fsync, write or checkpoint poisons it
+    ///     False
     #[getter]
     fn poisoned(&self) -> bool {
         self.inner.is_poisoned()
@@ -496,6 +598,14 @@ impl PyBlobArena {
     /// Salvages every record of a damaged arena that checks out into a new
     /// generation (the old files are kept under `salvaged-*/`); returns what
     /// was kept and dropped. The arena must not be open.
+    ///
+    ///     >>> import tempfile, slabcache
+    ///     >>> path = tempfile.mkdtemp() + "/a"
+    ///     >>> with slabcache.BlobArena(path) as ar:
+    ///     ...     ar.put(b"k", b"v")
+    ///     >>> r = slabcache.BlobArena.repair(path)  # the arena must be closed
+    ///     >>> r["kept_keys"], r["dropped"]
+    ///     (1, [])
     #[staticmethod]
     fn repair<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>> {
         if path.as_os_str().is_empty() {
@@ -504,7 +614,7 @@ impl PyBlobArena {
                 "the arena path is empty",
             ));
         }
-        let io = slabcache_core::arena::io::os_io();
+        let io = slabcache_core::arena::os_io();
         let r = py
             .allow_threads(|| slabcache_core::arena::repair(&path, &io))
             .py()?;
@@ -512,12 +622,22 @@ impl PyBlobArena {
     }
 
     /// The arena directory.
+    ///
+    ///     >>> import os, tempfile, slabcache
+    ///     >>> path = tempfile.mkdtemp() + "/a"
+    ///     >>> ar = slabcache.BlobArena(path)
+    ///     >>> os.fspath(ar.path) == path
+    ///     True
     #[getter]
     fn path(&self) -> PathBuf {
         self.inner.path().to_path_buf()
     }
 
     /// The durability mode: "always", "batch" or "none".
+    ///
+    ///     >>> import tempfile, slabcache
+    ///     >>> slabcache.BlobArena(tempfile.mkdtemp() + "/a", sync="always").sync
+    ///     'always'
     #[getter]
     fn sync(&self) -> &'static str {
         self.inner.options().sync.as_str()

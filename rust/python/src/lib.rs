@@ -13,6 +13,8 @@ mod errors;
 mod info;
 mod skiplist;
 mod slab;
+#[cfg(feature = "bench")]
+mod slab_bench;
 mod slb;
 mod vector;
 
@@ -22,6 +24,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", slabcache_core::VERSION)?;
     info::register(m)?;
     slab::register(m)?;
+    #[cfg(feature = "bench")]
+    slab_bench::register(m)?;
     skiplist::register(m)?;
     vector::register(m)?;
     arena::register(m)?;

@@ -16,7 +16,6 @@ use pyo3::exceptions::PyBufferError;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
-use slabcache_core::slab::trace::{self, SystemMalloc};
 use slabcache_core::slab::{SlabAllocator, SlabConfig, SlabStats};
 use slabcache_core::ErrorKind;
 
@@ -148,7 +147,7 @@ struct ItemsRef<'a>(&'a [(NonNull<u8>, usize)]);
 // SAFETY: as for `Items`.
 unsafe impl Send for ItemsRef<'_> {}
 
-fn stats_dict<'py>(py: Python<'py>, s: &SlabStats) -> PyResult<Bound<'py, PyDict>> {
+pub(crate) fn stats_dict<'py>(py: Python<'py>, s: &SlabStats) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("bytes_requested", s.bytes_requested)?;
     d.set_item("bytes_in_use", s.bytes_in_use)?;
@@ -649,156 +648,9 @@ impl AllocationBatch {
     }
 }
 
-/// ns per alloc+free pair of `size` bytes: (slabcache core, glibc malloc), same run.
-#[pyfunction]
-#[pyo3(signature = (size, iters, repeat = 5))]
-fn slab_bench_pairs(py: Python<'_>, size: usize, iters: usize, repeat: usize) -> (f64, f64) {
-    py.allow_threads(|| {
-        let a = SlabAllocator::new().expect("reserve");
-        // Warm both up once.
-        trace::time_pairs(&a, size, iters.min(10_000), 1);
-        trace::time_pairs(&SystemMalloc, size, iters.min(10_000), 1);
-        let ours = trace::time_pairs(&a, size, iters, repeat);
-        let peer = trace::time_pairs(&SystemMalloc, size, iters, repeat);
-        (ours, peer)
-    })
-}
-
-/// ns per operation of the mixed trace: (slabcache core, glibc malloc), same run.
-#[pyfunction]
-#[pyo3(signature = (ops, max_live, seed = 42, repeat = 3))]
-fn slab_bench_trace(
-    py: Python<'_>,
-    ops: usize,
-    max_live: usize,
-    seed: u64,
-    repeat: usize,
-) -> (f64, f64) {
-    py.allow_threads(|| {
-        let trace_ops = trace::mixed_trace(ops, max_live, seed);
-        let a = SlabAllocator::new().expect("reserve");
-        let ours = trace::time_trace(&a, &trace_ops, repeat);
-        let peer = trace::time_trace(&SystemMalloc, &trace_ops, repeat);
-        (ours, peer)
-    })
-}
-
-type HoldResult<'py> = (
-    u64,
-    u64,
-    Bound<'py, PyAny>,
-    Bound<'py, PyAny>,
-    Option<Bound<'py, PyDict>>,
-);
-
-/// Runs the mixed trace on a fresh allocator (or on glibc when `system`),
-/// writing every byte of every object. Calls `callback()` once the trace is
-/// generated (before any allocation) and again while the objects live at the
-/// end are held, frees them, and returns `(peak live requested bytes, live
-/// requested bytes at the end, first result, second result, stats dict or
-/// None)`.
-#[pyfunction]
-#[pyo3(signature = (ops, max_live, seed, system, callback))]
-fn slab_hold_trace<'py>(
-    py: Python<'py>,
-    ops: usize,
-    max_live: usize,
-    seed: u64,
-    system: bool,
-    callback: &Bound<'py, PyAny>,
-) -> PyResult<HoldResult<'py>> {
-    let trace_ops = trace::mixed_trace(ops, max_live, seed);
-    let mut live = vec![(std::ptr::null_mut::<u8>(), 0usize); max_live];
-    let before = callback.call0()?;
-    fn held<A: trace::RawAlloc + Sync>(
-        a: &A,
-        py: Python<'_>,
-        ops: &[trace::Op],
-        live: &mut [(*mut u8, usize)],
-    ) -> (u64, u64) {
-        struct Live<'a>(&'a mut [(*mut u8, usize)]);
-        // SAFETY: raw addresses only; used on this thread after the closure.
-        unsafe impl Send for Live<'_> {}
-        let l = Live(live);
-        py.allow_threads(move || {
-            let l = l;
-            let peak = trace::run_trace_touching(a, ops, l.0);
-            let end =
-                l.0.iter()
-                    .filter(|e| !e.0.is_null())
-                    .map(|e| e.1 as u64)
-                    .sum();
-            (peak, end)
-        })
-    }
-    if system {
-        let (peak, end) = held(&SystemMalloc, py, &trace_ops, &mut live);
-        let r = callback.call0()?;
-        for e in live.iter().filter(|e| !e.0.is_null()) {
-            trace::RawAlloc::free(&SystemMalloc, e.0, e.1);
-        }
-        Ok((peak, end, before, r, None))
-    } else {
-        let a = SlabAllocator::new().py()?;
-        let (peak, end) = held(&a, py, &trace_ops, &mut live);
-        let r = callback.call0()?;
-        a.flush_thread_cache();
-        let stats = stats_dict(py, &a.stats())?;
-        for e in live.iter().filter(|e| !e.0.is_null()) {
-            trace::RawAlloc::free(&a, e.0, e.1);
-        }
-        Ok((peak, end, before, r, Some(stats)))
-    }
-}
-
-/// Allocates `count` objects of `size` bytes (writing each) from a fresh
-/// slab allocator or glibc, calls `callback()` while they are live, frees
-/// them, and returns the callback's result.
-#[pyfunction]
-fn slab_hold_objects<'py>(
-    count: usize,
-    size: usize,
-    system: bool,
-    callback: &Bound<'py, PyAny>,
-) -> PyResult<Bound<'py, PyAny>> {
-    fn run<'py, A: trace::RawAlloc>(
-        a: &A,
-        count: usize,
-        size: usize,
-        callback: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let mut ptrs = Vec::with_capacity(count);
-        for i in 0..count {
-            let p = a.alloc(size);
-            if p.is_null() {
-                break;
-            }
-            // SAFETY: `p` holds at least `size >= 1` bytes.
-            unsafe { p.write_bytes(i as u8, size.max(1)) };
-            ptrs.push(p);
-        }
-        let r = callback.call0();
-        for p in ptrs {
-            a.free(p, size);
-        }
-        r
-    }
-    let size = size.max(1);
-    if system {
-        run(&SystemMalloc, count, size, callback)
-    } else {
-        let a = SlabAllocator::new().py()?;
-        run(&a, count, size, callback)
-    }
-}
-
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PySlabAllocator>()?;
     m.add_class::<Allocation>()?;
     m.add_class::<AllocationBatch>()?;
-    m.add_function(wrap_pyfunction!(slab_bench_pairs, m)?)?;
-    m.add_function(wrap_pyfunction!(slab_bench_trace, m)?)?;
-    m.add_function(wrap_pyfunction!(slab_hold_trace, m)?)?;
-    m.add_function(wrap_pyfunction!(slab_hold_objects, m)?)?;
     Ok(())
 }

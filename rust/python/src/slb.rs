@@ -22,6 +22,16 @@ fn slice<'a, T: numpy::Element, D: numpy::ndarray::Dimension>(
         .map_err(|_| py_err(ErrorKind::InvalidArgument, "array must be C-contiguous"))
 }
 
+/// A size argument (`dim`, a capacity, `k`): a Python int that must fit a `usize`.
+fn size_arg(v: i64, what: &str) -> PyResult<usize> {
+    usize::try_from(v).map_err(|_| {
+        py_err(
+            ErrorKind::InvalidArgument,
+            format!("{what} must be non-negative, got {v}"),
+        )
+    })
+}
+
 fn key_arg(k: i64) -> PyResult<u64> {
     u64::try_from(k).map_err(|_| {
         py_err(
@@ -66,20 +76,12 @@ impl PySlb {
     #[new]
     #[pyo3(signature = (dim, per_scope_capacity = 256, capacity = 16384))]
     fn new(dim: i64, per_scope_capacity: i64, capacity: i64) -> PyResult<Self> {
-        let u = |v: i64, what: &str| {
-            usize::try_from(v).map_err(|_| {
-                py_err(
-                    ErrorKind::InvalidArgument,
-                    format!("{what} must be non-negative, got {v}"),
-                )
-            })
-        };
         Ok(PySlb {
             inner: Mutex::new(
                 Slb::new(
-                    u(dim, "dim")?,
-                    u(per_scope_capacity, "per_scope_capacity")?,
-                    u(capacity, "capacity")?,
+                    size_arg(dim, "dim")?,
+                    size_arg(per_scope_capacity, "per_scope_capacity")?,
+                    size_arg(capacity, "capacity")?,
                 )
                 .py()?,
             ),
@@ -219,21 +221,13 @@ impl PyScopedIndex {
     #[new]
     #[pyo3(signature = (dim, cluster_above = 20_000))]
     fn new(dim: i64, cluster_above: i64) -> PyResult<Self> {
-        let u = |v: i64, what: &str| {
-            usize::try_from(v).map_err(|_| {
-                py_err(
-                    ErrorKind::InvalidArgument,
-                    format!("{what} must be non-negative, got {v}"),
-                )
-            })
-        };
         let kernel = slabcache_core::vector::Kernel::from_env().py()?;
         Ok(PyScopedIndex {
             inner: RwLock::new(
                 ScopedIndex::with_options(
-                    u(dim, "dim")?,
+                    size_arg(dim, "dim")?,
                     kernel,
-                    u(cluster_above, "cluster_above")?,
+                    size_arg(cluster_above, "cluster_above")?,
                 )
                 .py()?,
             ),
@@ -286,12 +280,7 @@ impl PyScopedIndex {
     ) -> PyResult<SearchResult<'py>> {
         let m = scopes.len();
         let q = slice(&queries)?;
-        let k = usize::try_from(k).map_err(|_| {
-            py_err(
-                ErrorKind::InvalidArgument,
-                format!("k must be positive, got {k}"),
-            )
-        })?;
+        let k = size_arg(k, "k")?;
         let (s, ks) = py
             .allow_threads(|| self.inner.read().search_many(&scopes, q, k))
             .py()?;
@@ -310,12 +299,7 @@ impl PyScopedIndex {
         k: i64,
     ) -> PyResult<ScoresKeys<'py>> {
         let q = slice(&query)?;
-        let k = usize::try_from(k).map_err(|_| {
-            py_err(
-                ErrorKind::InvalidArgument,
-                format!("k must be positive, got {k}"),
-            )
-        })?;
+        let k = size_arg(k, "k")?;
         let (s, ks) = py
             .allow_threads(|| self.inner.read().search_many(&[scope], q, k))
             .py()?;

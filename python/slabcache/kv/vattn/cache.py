@@ -71,6 +71,7 @@ from ...errors import (
     NotFoundError,
     OutOfMemoryError,
 )
+from ...stats_types import VAttnKVCacheStats
 from ..layout import DTYPE_SIZES, KVLayout
 from .driver import VMMDriver
 
@@ -694,7 +695,7 @@ class VAttnKVCache:
 
     # ---- introspection --------------------------------------------------------------
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> VAttnKVCacheStats:
         """Page and byte counts (a page mapped into two slots counts once).
 
         ``mapped_pages`` hold tokens of active or pinned requests; ``waste_bytes`` is

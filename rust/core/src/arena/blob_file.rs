@@ -45,33 +45,79 @@ pub fn encode_header(generation: u64, store_id: u64) -> [u8; BLOB_HEADER_LEN as 
     h
 }
 
-/// Checks a generation header; the reason it is wrong otherwise.
+/// A generation header's fields as they stand in the file (see [`read_header`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobHeader {
+    /// The generation number written in the header.
+    pub generation: u64,
+    /// The store id written in the header.
+    pub store_id: u64,
+    /// Whether the header's CRC32C matches and its padding is zero.
+    pub intact: bool,
+}
+
+/// Reads the header at the start of `bytes` (a file's first bytes or all of
+/// them): its fields, or why it is not a generation header at all (too short,
+/// wrong magic). Says nothing about whether the fields are the expected ones:
+/// that is [`check_header`].
+///
+/// ```
+/// use slabcache_core::arena::format::{encode_header, read_header};
+/// let h = read_header(&encode_header(3, 0xabc)).unwrap();
+/// assert_eq!((h.generation, h.store_id, h.intact), (3, 0xabc, true));
+/// assert!(read_header(b"SCBLOB02").is_err()); // truncated
+/// ```
+pub fn read_header(bytes: &[u8]) -> std::result::Result<BlobHeader, String> {
+    let Some(h) = bytes.get(..BLOB_HEADER_LEN as usize) else {
+        return Err("is truncated (no header)".into());
+    };
+    if &h[..8] != BLOB_MAGIC {
+        return Err("has a bad magic (not a slabcache generation file of this format)".into());
+    }
+    let field = |at: usize| u64::from_le_bytes(h[at..at + 8].try_into().expect("8 bytes"));
+    let (generation, store_id) = (field(8), field(16));
+    Ok(BlobHeader {
+        generation,
+        store_id,
+        intact: h == encode_header(generation, store_id),
+    })
+}
+
+/// Checks that `bytes` start with the header of generation `generation` of
+/// store `store_id`; the reason it is wrong otherwise (the one place a
+/// generation header is judged: open, `verify` and repair all call it).
+///
+/// ```
+/// use slabcache_core::arena::format::{check_header, encode_header};
+/// let h = encode_header(2, 7);
+/// assert!(check_header(&h, 2, 7).is_ok());
+/// assert!(check_header(&h, 2, 8).unwrap_err().contains("another store"));
+/// assert!(check_header(&h, 3, 7).unwrap_err().contains("is generation 2"));
+/// ```
 pub fn check_header(
     bytes: &[u8],
     generation: u64,
     store_id: u64,
 ) -> std::result::Result<(), String> {
-    if bytes.len() < BLOB_HEADER_LEN as usize {
-        return Err("truncated (no header)".into());
+    let h = read_header(bytes)?;
+    if h.store_id != store_id {
+        return Err(format!(
+            "belongs to another store (store id {:#x}, expected {store_id:#x})",
+            h.store_id
+        ));
     }
-    if &bytes[..8] != BLOB_MAGIC {
-        return Err("bad magic (not a slabcache generation file of this format)".into());
+    if h.generation != generation {
+        return Err(format!(
+            "is generation {}, expected {generation}",
+            h.generation
+        ));
     }
-    if bytes[..BLOB_HEADER_LEN as usize] != encode_header(generation, store_id)[..] {
-        let got_gen = u64::from_le_bytes(bytes[8..16].try_into().expect("8"));
-        let got_store = u64::from_le_bytes(bytes[16..24].try_into().expect("8"));
-        if got_store != store_id {
-            return Err(format!(
-                "belongs to another store (store id {got_store:#x}, expected {store_id:#x})"
-            ));
-        }
-        if got_gen != generation {
-            return Err(format!("is generation {got_gen}, expected {generation}"));
-        }
-        return Err("header checksum mismatch".into());
+    if !h.intact {
+        return Err("has a header checksum mismatch".into());
     }
     Ok(())
 }
+
 /// Smallest mapping made of a generation file (it grows by doubling).
 const MIN_MAP_LEN: u64 = 16 << 20;
 
@@ -119,10 +165,6 @@ impl Mapping {
     /// Length of the mapping.
     pub fn len(&self) -> usize {
         self.mmap.len()
-    }
-    /// True for an empty mapping.
-    pub fn is_empty(&self) -> bool {
-        self.mmap.is_empty()
     }
     /// The generation this maps.
     pub fn generation(&self) -> u64 {
@@ -226,19 +268,13 @@ impl BlobFile {
             .metadata()
             .map_err(|e| io_err("cannot stat", path, e))?
             .len();
+        // A file shorter than a header reads as short, and check_header says so.
         let mut header = [0u8; BLOB_HEADER_LEN as usize];
-        let read = if len < BLOB_HEADER_LEN {
-            Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof))
-        } else {
-            read_exact_at(&file, &mut header, 0)
-        };
-        if read.is_err() {
-            return Err(Error::corrupt(format!(
-                "generation file {} is truncated (no header)",
-                path.display()
-            )));
-        }
-        if let Err(why) = check_header(&header, generation, store_id) {
+        let have = len.min(BLOB_HEADER_LEN) as usize;
+        read_exact_at(&file, &mut header[..have], 0)
+            .map_err(|e| io_err("cannot read the header of", path, e))?;
+        let header = &header[..have];
+        if let Err(why) = check_header(header, generation, store_id) {
             return Err(Error::corrupt(format!(
                 "generation file {} {why}",
                 path.display()
@@ -330,14 +366,7 @@ impl BlobFile {
             .sync(&self.handle.file)
             .map_err(|e| io_err("cannot fsync", &self.handle.path, e))
     }
-
-    /// The file's path.
-    pub fn path(&self) -> &Path {
-        &self.handle.path
-    }
 }
-
-pub use super::io::write_all_at;
 
 /// Reads exactly `buf.len()` bytes at `offset`.
 pub fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
@@ -347,6 +376,7 @@ pub fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Resul
 
 #[cfg(test)]
 mod tests {
+    use super::super::io::write_all_at;
     use super::*;
 
     #[test]

@@ -16,7 +16,7 @@ use super::blob_file::{BlobFile, Mapping};
 /// `dir/gen-N.blob`.
 ///
 /// ```
-/// use slabcache_core::arena::generation::{generation_path, parse_generation_name};
+/// use slabcache_core::arena::format::{generation_path, parse_generation_name};
 /// let p = generation_path(std::path::Path::new("/x"), 7);
 /// assert_eq!(parse_generation_name(p.file_name().unwrap().to_str().unwrap()), Some(7));
 /// ```

@@ -9,7 +9,7 @@
 //! `read` of the same files, which see what was written.
 //!
 //! ```
-//! use slabcache_core::arena::io::{ArenaIo, OsIo};
+//! use slabcache_core::arena::{ArenaIo, OsIo};
 //! let dir = std::env::temp_dir().join(format!("sc-io-doc-{}", std::process::id()));
 //! std::fs::create_dir_all(&dir).unwrap();
 //! let io = OsIo;

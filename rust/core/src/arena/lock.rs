@@ -24,18 +24,9 @@ use crate::{Error, ErrorKind, Result};
 /// Name of the lock file inside an arena directory.
 pub const LOCK_FILE: &str = "LOCK";
 
-/// An exclusive advisory lock on an arena directory, held while this value lives.
-///
-/// ```
-/// use slabcache_core::arena::lock::DirLock;
-/// let dir = std::env::temp_dir().join(format!("sc-lock-doc-{}", std::process::id()));
-/// std::fs::create_dir_all(&dir).unwrap();
-/// let first = DirLock::acquire(&dir).unwrap();
-/// assert!(DirLock::acquire(&dir).is_err()); // LockedError
-/// drop(first);
-/// assert!(DirLock::acquire(&dir).is_ok());
-/// # std::fs::remove_dir_all(&dir).unwrap();
-/// ```
+/// An exclusive advisory lock on an arena directory, held while this value
+/// lives (a second [`DirLock::acquire`] fails with [`ErrorKind::Locked`]
+/// until it is dropped; see the test below).
 #[derive(Debug)]
 pub struct DirLock {
     file: Option<File>,
@@ -138,5 +129,22 @@ impl DirLock {
             file: Some(file),
             slot,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_holder_is_refused_until_the_first_drops() {
+        let dir = std::env::temp_dir().join(format!("sc-lock-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let first = DirLock::acquire(&dir).unwrap();
+        let err = DirLock::acquire(&dir).err().unwrap();
+        assert_eq!(err.kind(), ErrorKind::Locked);
+        drop(first);
+        assert!(DirLock::acquire(&dir).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

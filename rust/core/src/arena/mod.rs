@@ -4,16 +4,19 @@
 //!
 //! | file | what |
 //! |---|---|
-//! | `LOCK` | advisory `flock`: one writer process at a time ([`lock`]) |
-//! | `gen-N.blob` | append-only blob data of generation N, read through mmap ([`blob_file`], [`generation`]) |
-//! | `wal-N.log` | the live WAL segment: put / delete / checkpoint / generation-switch records ([`wal_record`], [`wal`]) |
-//! | `checkpoint` | index snapshot naming the segment replay starts from ([`checkpoint`]) |
+//! | `LOCK` | advisory `flock`: one writer process at a time (`lock`) |
+//! | `gen-N.blob` | append-only blob data of generation N, read through mmap (`blob_file`, `generation`) |
+//! | `wal-N.log` | the live WAL segment: put / delete / checkpoint / generation-switch records (`wal_record`, `wal`) |
+//! | `checkpoint` | index snapshot naming the segment replay starts from (`checkpoint`) |
 //!
 //! A put writes the blob bytes first, then the WAL record; it is acknowledged
 //! once both are durable under the [`SyncMode`]. Opening replays the WAL from
-//! the last checkpoint ([`recovery`]). Reads are zero-copy [`BlobView`]s.
+//! the last checkpoint (`recovery`). Reads are zero-copy [`BlobView`]s.
 //! [`BlobArena::compact`] copies live blobs into a new generation
-//! ([`compaction`]).
+//! (`compaction`); [`BlobArena::verify`] re-checks every checksum
+//! (`verify.rs`; options and stats are in `options.rs`), and every
+//! generation header is judged by one function,
+//! [`format::check_header`].
 //!
 //! ```
 //! use slabcache_core::arena::{ArenaOptions, BlobArena, SyncMode};
@@ -29,33 +32,38 @@
 //! # drop(arena); std::fs::remove_dir_all(&dir).unwrap();
 //! ```
 
-pub mod blob_file;
-pub mod checkpoint;
-pub mod compaction;
-pub mod generation;
-pub mod index;
-pub mod io;
-pub mod lock;
-pub mod recovery;
-pub mod repair;
-pub mod view;
-pub mod wal;
-pub mod wal_record;
+// The files below are internals; the public surface is what this module
+// re-exports (`pub use`) plus the on-disk [`format`].
+pub(crate) mod blob_file;
+pub(crate) mod checkpoint;
+pub(crate) mod compaction;
+pub mod format;
+pub(crate) mod generation;
+pub(crate) mod index;
+pub(crate) mod io;
+pub(crate) mod lock;
+pub(crate) mod options;
+pub(crate) mod recovery;
+pub(crate) mod repair;
+mod verify;
+pub(crate) mod view;
+pub(crate) mod wal;
+pub(crate) mod wal_record;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use parking_lot::Mutex;
 
 pub use compaction::CompactionReport;
 pub use index::KeyIndex;
-pub use io::{ArenaIo, OsIo, SharedIo};
+pub use io::{os_io, write_all_at, ArenaIo, OsIo, SharedIo};
+pub use options::{ArenaOptions, ArenaStats, SyncMode};
 pub use recovery::RecoveryReport;
 pub use repair::{repair, RepairReport};
+pub use verify::VerifyReport;
 pub use view::BlobView;
 pub use wal_record::{BlobLocation, MAX_KEY_LEN};
 
@@ -64,166 +72,9 @@ use checkpoint::CheckpointHeader;
 use generation::GenerationTable;
 use lock::{fork_epoch, DirLock};
 use wal::{Flusher, GroupCommit, SyncTargets, WalWriter};
-use wal_record::{decode, encode, Decoded, WalRecord};
+use wal_record::{encode, WalRecord};
 
 use crate::{Error, ErrorKind, Result};
-
-/// When a write is made durable (fsynced) before it is acknowledged.
-///
-/// | mode | process crash (kill -9) | power loss / kernel crash |
-/// |---|---|---|
-/// | `Always` | nothing acknowledged is lost | nothing acknowledged is lost |
-/// | `Batch` | nothing acknowledged is lost | writes of the last `batch_interval` / `batch_bytes` (since the last sync or `flush()`) may be lost |
-/// | `None` | nothing acknowledged is lost | everything since the last `flush()`, checkpoint or compaction may be lost |
-///
-/// In every mode a recovered arena holds a prefix of the acknowledged writes
-/// (in WAL order), never a torn or wrong value.
-///
-/// ```
-/// use slabcache_core::arena::SyncMode;
-/// assert_eq!("batch".parse::<SyncMode>().unwrap(), SyncMode::Batch);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SyncMode {
-    /// fsync before every acknowledgement; concurrent writers share fsyncs (group commit).
-    Always,
-    /// fsync every `batch_interval` or `batch_bytes`, and on `flush()`.
-    Batch,
-    /// No fsync except on `flush()`, checkpoints, compaction and close.
-    None,
-}
-
-impl FromStr for SyncMode {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<SyncMode> {
-        match s {
-            "always" => Ok(SyncMode::Always),
-            "batch" => Ok(SyncMode::Batch),
-            "none" => Ok(SyncMode::None),
-            other => Err(Error::invalid_argument(format!(
-                "sync must be \"always\", \"batch\" or \"none\", got {other:?}"
-            ))),
-        }
-    }
-}
-
-impl SyncMode {
-    /// The mode's name as `FromStr` accepts it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SyncMode::Always => "always",
-            SyncMode::Batch => "batch",
-            SyncMode::None => "none",
-        }
-    }
-}
-
-/// Options for [`BlobArena::open`].
-///
-/// ```
-/// use slabcache_core::arena::{ArenaOptions, SyncMode};
-/// let o = ArenaOptions { sync: SyncMode::Always, verify_reads: true, ..Default::default() };
-/// assert!(o.auto_compact);
-/// ```
-#[derive(Debug, Clone)]
-pub struct ArenaOptions {
-    /// Durability mode.
-    pub sync: SyncMode,
-    /// `Batch`: longest time between syncs.
-    pub batch_interval: Duration,
-    /// `Batch`: sync inline once this many bytes are unsynced.
-    pub batch_bytes: u64,
-    /// Write a checkpoint (and start a new WAL segment) once the segment is this long; 0 = never.
-    pub checkpoint_bytes: u64,
-    /// Compact automatically when dead bytes exceed both thresholds below.
-    pub auto_compact: bool,
-    /// ... this fraction of all blob data bytes ...
-    pub compact_dead_ratio: f64,
-    /// ... and this many bytes.
-    pub compact_min_dead_bytes: u64,
-    /// Check a blob's CRC32C on every `get` (a mismatch is a `Corrupt` error).
-    pub verify_reads: bool,
-    /// Check the CRC32C of every blob replayed from the WAL on open.
-    pub verify_replay: bool,
-    /// Create the arena if it does not exist.
-    pub create: bool,
-    /// `Always`: a put (or `put_many` call) whose values total at most this
-    /// many bytes also carries them in its WAL records, so one fsync (of the
-    /// WAL) acknowledges it; the blob file is synced lazily (checkpoint,
-    /// compaction, close) and recovery rewrites any blob that did not reach
-    /// the disk. 0 disables; at most 64 KiB.
-    pub inline_max: usize,
-    /// The file I/O every write, sync, rename and removal goes through
-    /// ([`OsIo`]; tests substitute a fault-injecting one).
-    pub io: SharedIo,
-}
-
-impl Default for ArenaOptions {
-    fn default() -> Self {
-        ArenaOptions {
-            sync: SyncMode::Batch,
-            batch_interval: Duration::from_millis(10),
-            batch_bytes: 4 << 20,
-            checkpoint_bytes: 64 << 20,
-            auto_compact: true,
-            compact_dead_ratio: 0.5,
-            compact_min_dead_bytes: 64 << 20,
-            verify_reads: false,
-            verify_replay: true,
-            create: true,
-            inline_max: 16 << 10,
-            io: io::os_io(),
-        }
-    }
-}
-
-/// Counters and sizes of an arena.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ArenaStats {
-    /// Number of keys.
-    pub keys: u64,
-    /// Bytes of live values.
-    pub live_bytes: u64,
-    /// Bytes of blob data in all generation files (live + dead).
-    pub data_bytes: u64,
-    /// `data_bytes - live_bytes`: what compaction would reclaim.
-    pub dead_bytes: u64,
-    /// Open generations.
-    pub generations: u64,
-    /// The generation appends go to.
-    pub current_generation: u64,
-    /// Live WAL segment number.
-    pub wal_segment: u64,
-    /// Bytes in the live WAL segment.
-    pub wal_bytes: u64,
-    /// Next WAL sequence number.
-    pub next_seq: u64,
-    /// fsync rounds by group commit / batch.
-    pub syncs: u64,
-    /// Checkpoints written since open.
-    pub checkpoints: u64,
-    /// True once a durability step failed: the arena refuses writes until reopened.
-    pub poisoned: bool,
-    /// The store id bound into every file's header.
-    pub store_id: u64,
-    /// Compactions since open.
-    pub compactions: u64,
-    /// What recovery did on open.
-    pub recovery: RecoveryReport,
-}
-
-/// What [`BlobArena::verify`] checked.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct VerifyReport {
-    /// Keys whose blob checksum was verified.
-    pub keys: u64,
-    /// Blob bytes checksummed.
-    pub bytes: u64,
-    /// WAL records parsed.
-    pub wal_records: u64,
-    /// Generation files checked.
-    pub generations: u64,
-}
 
 #[derive(Default)]
 struct Counters {
@@ -301,6 +152,22 @@ impl BlobArena {
     ///
     /// Errors: [`ErrorKind::Locked`] if another writer has it open,
     /// [`ErrorKind::Corrupt`] for damaged files recovery cannot cut away.
+    ///
+    /// ```
+    /// # use slabcache_core::arena::{ArenaOptions, BlobArena, SyncMode};
+    /// # let dir = std::env::temp_dir().join(format!("sc-doc-open-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let arena = BlobArena::open(&dir, ArenaOptions { sync: SyncMode::Always, ..Default::default() })?;
+    /// arena.put(b"k", b"v")?;
+    /// // A second writer is refused while the first holds the directory.
+    /// let again = BlobArena::open(&dir, ArenaOptions::default());
+    /// assert_eq!(again.err().unwrap().kind(), slabcache_core::ErrorKind::Locked);
+    /// arena.close()?;
+    /// let arena = BlobArena::open(&dir, ArenaOptions::default())?; // recovers
+    /// assert_eq!(arena.len(), 1);
+    /// # drop(arena); std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn open(path: impl AsRef<Path>, opts: ArenaOptions) -> Result<BlobArena> {
         let dir = path.as_ref().to_path_buf();
         if dir.as_os_str().is_empty() {
@@ -382,6 +249,18 @@ impl BlobArena {
     }
 
     /// `Ok` while the handle is usable: not closed, not inherited through `fork()`.
+    ///
+    /// ```
+    /// # use slabcache_core::arena::{ArenaOptions, BlobArena, SyncMode};
+    /// # let dir = std::env::temp_dir().join(format!("sc-doc-ensure-usable-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let arena = BlobArena::open(&dir, ArenaOptions::default())?;
+    /// assert!(arena.ensure_usable().is_ok());
+    /// arena.close()?;
+    /// assert_eq!(arena.ensure_usable().unwrap_err().kind(), slabcache_core::ErrorKind::Closed);
+    /// # drop(arena); std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn ensure_usable(&self) -> Result<()> {
         self.check_open()
     }
@@ -410,6 +289,17 @@ impl BlobArena {
     }
 
     /// True once a durability step failed (the arena is read-only until reopened).
+    ///
+    /// ```
+    /// # use slabcache_core::arena::{ArenaOptions, BlobArena, SyncMode};
+    /// # let dir = std::env::temp_dir().join(format!("sc-doc-is-poisoned-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let arena = BlobArena::open(&dir, ArenaOptions::default())?;
+    /// arena.put(b"k", b"v")?;
+    /// assert!(!arena.is_poisoned()); // only a failed fsync or write poisons it
+    /// # drop(arena); std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn is_poisoned(&self) -> bool {
         self.commit.failure().is_some()
     }
@@ -469,10 +359,30 @@ impl BlobArena {
     }
 
     /// The arena directory.
+    ///
+    /// ```
+    /// # use slabcache_core::arena::{ArenaOptions, BlobArena, SyncMode};
+    /// # let dir = std::env::temp_dir().join(format!("sc-doc-path-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let arena = BlobArena::open(&dir, ArenaOptions::default())?;
+    /// assert_eq!(arena.path(), dir.as_path());
+    /// # drop(arena); std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn path(&self) -> &Path {
         &self.dir
     }
     /// The options it was opened with.
+    ///
+    /// ```
+    /// # use slabcache_core::arena::{ArenaOptions, BlobArena, SyncMode};
+    /// # let dir = std::env::temp_dir().join(format!("sc-doc-options-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let arena = BlobArena::open(&dir, ArenaOptions { sync: SyncMode::None, ..Default::default() })?;
+    /// assert_eq!(arena.options().sync, SyncMode::None);
+    /// # drop(arena); std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn options(&self) -> &ArenaOptions {
         &self.opts
     }
@@ -492,6 +402,20 @@ impl BlobArena {
     }
 
     /// Stores a batch: one blob write, one WAL write, at most one sync.
+    ///
+    /// ```
+    /// # use slabcache_core::arena::{ArenaOptions, BlobArena, SyncMode};
+    /// # let dir = std::env::temp_dir().join(format!("sc-doc-put-many-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let arena = BlobArena::open(&dir, ArenaOptions::default())?;
+    /// arena.put_many(&[b"a", b"b"], &[b"1", b"22"])?;
+    /// assert_eq!(&*arena.get(b"b")?.unwrap(), b"22");
+    /// // Keys and values must pair up; nothing is stored otherwise.
+    /// assert!(arena.put_many(&[b"c"], &[]).is_err());
+    /// assert_eq!(arena.len(), 2);
+    /// # drop(arena); std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn put_many(&self, keys: &[&[u8]], values: &[&[u8]]) -> Result<()> {
         self.put_many_impl(keys, values, true)
     }
@@ -500,6 +424,18 @@ impl BlobArena {
     /// while the call runs (a Python `bytearray` with the GIL released): each
     /// value's checksum is computed from the bytes that reached the file, so
     /// what is stored is always self-consistent.
+    ///
+    /// ```
+    /// # use slabcache_core::arena::{ArenaOptions, BlobArena, SyncMode};
+    /// # let dir = std::env::temp_dir().join(format!("sc-doc-put-many-unstable-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let arena = BlobArena::open(&dir, ArenaOptions::default())?;
+    /// let shared = vec![7u8; 1000]; // think: a buffer another thread may write to
+    /// arena.put_many_unstable(&[b"k"], &[&shared])?;
+    /// assert_eq!(arena.get(b"k")?.unwrap().len(), 1000);
+    /// # drop(arena); std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn put_many_unstable(&self, keys: &[&[u8]], values: &[&[u8]]) -> Result<()> {
         self.put_many_impl(keys, values, false)
     }
@@ -617,6 +553,19 @@ impl BlobArena {
     }
 
     /// Deletes `key`; returns whether it was present.
+    ///
+    /// ```
+    /// # use slabcache_core::arena::{ArenaOptions, BlobArena, SyncMode};
+    /// # let dir = std::env::temp_dir().join(format!("sc-doc-delete-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let arena = BlobArena::open(&dir, ArenaOptions::default())?;
+    /// arena.put(b"k", b"v")?;
+    /// assert!(arena.delete(b"k")?);
+    /// assert!(!arena.delete(b"k")?); // already gone
+    /// assert!(arena.get(b"k")?.is_none());
+    /// # drop(arena); std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn delete(&self, key: &[u8]) -> Result<bool> {
         self.check_open()?;
         self.sync_if_batch_full()?;
@@ -695,6 +644,19 @@ impl BlobArena {
     }
 
     /// The value of `key` as a zero-copy view, or `None`.
+    ///
+    /// ```
+    /// # use slabcache_core::arena::{ArenaOptions, BlobArena, SyncMode};
+    /// # let dir = std::env::temp_dir().join(format!("sc-doc-get-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let arena = BlobArena::open(&dir, ArenaOptions::default())?;
+    /// arena.put(b"k", b"value")?;
+    /// let view = arena.get(b"k")?.unwrap(); // zero-copy: points into the mapping
+    /// assert_eq!(&*view, b"value");
+    /// assert!(arena.get(b"missing")?.is_none());
+    /// # drop(arena); std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn get(&self, key: &[u8]) -> Result<Option<BlobView>> {
         self.check_open()?;
         loop {
@@ -732,26 +694,87 @@ impl BlobArena {
     }
 
     /// `get` for many keys.
+    ///
+    /// ```
+    /// # use slabcache_core::arena::{ArenaOptions, BlobArena, SyncMode};
+    /// # let dir = std::env::temp_dir().join(format!("sc-doc-get-many-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let arena = BlobArena::open(&dir, ArenaOptions::default())?;
+    /// arena.put(b"a", b"1")?;
+    /// let got = arena.get_many(&[b"a", b"z"])?;
+    /// assert_eq!(got[0].as_deref(), Some(&b"1"[..]));
+    /// assert!(got[1].is_none());
+    /// # drop(arena); std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<BlobView>>> {
         keys.iter().map(|k| self.get(k)).collect()
     }
 
     /// True if `key` is present.
+    ///
+    /// ```
+    /// # use slabcache_core::arena::{ArenaOptions, BlobArena, SyncMode};
+    /// # let dir = std::env::temp_dir().join(format!("sc-doc-contains-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let arena = BlobArena::open(&dir, ArenaOptions::default())?;
+    /// arena.put(b"k", b"v")?;
+    /// assert!(arena.contains(b"k")?);
+    /// assert!(!arena.contains(b"other")?);
+    /// # drop(arena); std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn contains(&self, key: &[u8]) -> Result<bool> {
         self.check_open()?;
         Ok(self.index.contains(key))
     }
 
     /// Number of keys.
+    ///
+    /// ```
+    /// # use slabcache_core::arena::{ArenaOptions, BlobArena, SyncMode};
+    /// # let dir = std::env::temp_dir().join(format!("sc-doc-len-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let arena = BlobArena::open(&dir, ArenaOptions::default())?;
+    /// arena.put_many(&[b"a", b"b"], &[b"1", b"2"])?;
+    /// arena.put(b"a", b"3")?; // a replacement, not a new key
+    /// assert_eq!(arena.len(), 2);
+    /// # drop(arena); std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn len(&self) -> usize {
         self.index.len()
     }
     /// True when the arena holds no keys.
+    ///
+    /// ```
+    /// # use slabcache_core::arena::{ArenaOptions, BlobArena, SyncMode};
+    /// # let dir = std::env::temp_dir().join(format!("sc-doc-is-empty-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let arena = BlobArena::open(&dir, ArenaOptions::default())?;
+    /// assert!(arena.is_empty());
+    /// arena.put(b"k", b"v")?;
+    /// assert!(!arena.is_empty());
+    /// # drop(arena); std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.index.is_empty()
     }
 
     /// Up to `limit` keys in `[start, end)`, in byte order.
+    ///
+    /// ```
+    /// # use slabcache_core::arena::{ArenaOptions, BlobArena, SyncMode};
+    /// # let dir = std::env::temp_dir().join(format!("sc-doc-keys-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let arena = BlobArena::open(&dir, ArenaOptions::default())?;
+    /// arena.put_many(&[b"c", b"a", b"b"], &[b"3", b"1", b"2"])?;
+    /// assert_eq!(arena.keys(None, None, 10)?, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+    /// assert_eq!(arena.keys(Some(b"b"), None, 1)?, vec![b"b".to_vec()]);
+    /// # drop(arena); std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn keys(
         &self,
         start: Option<&[u8]>,
@@ -763,6 +786,18 @@ impl BlobArena {
     }
 
     /// Makes every write so far durable.
+    ///
+    /// ```
+    /// # use slabcache_core::arena::{ArenaOptions, BlobArena, SyncMode};
+    /// # let dir = std::env::temp_dir().join(format!("sc-doc-flush-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let arena = BlobArena::open(&dir, ArenaOptions { sync: SyncMode::None, ..Default::default() })?;
+    /// arena.put(b"k", b"v")?;
+    /// arena.flush()?; // durable now, even with SyncMode::None
+    /// assert!(arena.stats().syncs >= 1);
+    /// # drop(arena); std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn flush(&self) -> Result<()> {
         self.check_open()?;
         self.commit.sync_all()?;
@@ -771,6 +806,19 @@ impl BlobArena {
     }
 
     /// Writes a checkpoint now (bounds the next recovery's replay).
+    ///
+    /// ```
+    /// # use slabcache_core::arena::{ArenaOptions, BlobArena, SyncMode};
+    /// # let dir = std::env::temp_dir().join(format!("sc-doc-checkpoint-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let arena = BlobArena::open(&dir, ArenaOptions::default())?;
+    /// arena.put(b"k", b"v")?;
+    /// let segment = arena.stats().wal_segment;
+    /// arena.checkpoint()?;
+    /// assert_eq!(arena.stats().wal_segment, segment + 1); // replay starts after it
+    /// # drop(arena); std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn checkpoint(&self) -> Result<()> {
         let mut w = self.lock_writer()?;
         self.checkpoint_guarded(&mut w)
@@ -823,12 +871,40 @@ impl BlobArena {
     /// Copies live blobs into a new generation and retires the old ones.
     /// A blob that fails its checksum is copied as it is (reads of it still
     /// raise) and counted in [`CompactionReport::bad_blobs`].
+    ///
+    /// ```
+    /// # use slabcache_core::arena::{ArenaOptions, BlobArena, SyncMode};
+    /// # let dir = std::env::temp_dir().join(format!("sc-doc-compact-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let arena = BlobArena::open(&dir, ArenaOptions::default())?;
+    /// arena.put(b"k", &[1u8; 4096])?;
+    /// arena.put(b"k", b"small")?; // the 4 KiB value is dead now
+    /// let report = arena.compact()?;
+    /// assert_eq!(report.blobs, 1);
+    /// assert!(report.bytes_after < report.bytes_before);
+    /// assert_eq!(&*arena.get(b"k")?.unwrap(), b"small");
+    /// # drop(arena); std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn compact(&self) -> Result<CompactionReport> {
         let mut w = self.lock_writer()?;
         self.compact_guarded(&mut w)
     }
 
     /// Sizes and counters.
+    ///
+    /// ```
+    /// # use slabcache_core::arena::{ArenaOptions, BlobArena, SyncMode};
+    /// # let dir = std::env::temp_dir().join(format!("sc-doc-stats-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let arena = BlobArena::open(&dir, ArenaOptions::default())?;
+    /// arena.put(b"k", b"12345")?;
+    /// let s = arena.stats();
+    /// assert_eq!((s.keys, s.live_bytes), (1, 5));
+    /// assert!(!s.poisoned);
+    /// # drop(arena); std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn stats(&self) -> ArenaStats {
         let w = self.writer.lock();
         let live = self.live_bytes.load(Ordering::Acquire);
@@ -852,85 +928,25 @@ impl BlobArena {
         }
     }
 
-    /// Checks everything: every live blob's checksum, every generation
-    /// header, the checkpoint file and every WAL record of the live segment.
-    /// The first problem found is returned as a [`ErrorKind::Corrupt`] error.
-    pub fn verify(&self) -> Result<VerifyReport> {
-        self.check_open()?;
-        let w = self.writer.lock(); // a stable WAL and checkpoint while we read them
-        let mut report = VerifyReport::default();
-        for g in self.gens.all() {
-            let m = g.mapping();
-            if let Err(why) = blob_file::check_header(m.bytes(), g.generation(), self.store_id) {
-                return Err(Error::corrupt(format!(
-                    "generation {} {why}",
-                    g.generation()
-                )));
-            }
-            report.generations += 1;
-        }
-        let mut bad: Option<Error> = None;
-        let mut bad_count = 0u64;
-        self.index.for_each(|key, loc| {
-            let ok = self.gens.get(loc.generation).is_some_and(|g| {
-                loc.end() <= g.end()
-                    && crc32c::crc32c(&g.mapping().bytes()[loc.offset as usize..loc.end() as usize])
-                        == loc.crc
-            });
-            if ok {
-                report.keys += 1;
-                report.bytes += loc.len;
-            } else {
-                bad_count += 1;
-                if bad.is_none() {
-                    bad = Some(Error::corrupt(format!(
-                        "blob of key {:?} (generation {}, offset {}, {} bytes) fails its checksum",
-                        String::from_utf8_lossy(key),
-                        loc.generation,
-                        loc.offset,
-                        loc.len
-                    )));
-                }
-            }
-        });
-        if let Some(e) = bad {
-            return Err(Error::corrupt(format!(
-                "{e} ({bad_count} bad blobs in all)"
-            )));
-        }
-        match checkpoint::read(&self.dir)? {
-            Some(ck) if ck.header.store_id == self.store_id => {}
-            Some(_) => return Err(Error::corrupt("the checkpoint belongs to another store")),
-            None => return Err(Error::corrupt("the checkpoint file is missing")),
-        }
-        let bytes = std::fs::read(w.wal.path())
-            .map_err(|e| Error::new(ErrorKind::Io, format!("cannot read the WAL: {e}")))?;
-        let valid = &bytes[..(w.wal.len() as usize).min(bytes.len())];
-        let mut pos = 0;
-        while pos < valid.len() {
-            match decode(&valid[pos..]) {
-                Decoded::Record { len, .. } => {
-                    pos += len;
-                    report.wal_records += 1;
-                }
-                Decoded::Incomplete | Decoded::Invalid(_) => {
-                    return Err(Error::corrupt(format!(
-                        "WAL {} is damaged at byte {pos}",
-                        w.wal.path().display()
-                    )))
-                }
-            }
-        }
-        if valid.len() as u64 != w.wal.len() {
-            return Err(Error::corrupt("the WAL is shorter than what was written"));
-        }
-        Ok(report)
-    }
-
     /// Flushes, stops the background flusher and releases the lock. Later
     /// calls fail with [`ErrorKind::Closed`]; views stay valid. Idempotent.
     /// A clean close ends the WAL with a sync mark, so any later damage to
     /// it is reported as corruption rather than cut as a torn tail.
+    ///
+    /// ```
+    /// # use slabcache_core::arena::{ArenaOptions, BlobArena, SyncMode};
+    /// # let dir = std::env::temp_dir().join(format!("sc-doc-close-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let arena = BlobArena::open(&dir, ArenaOptions::default())?;
+    /// arena.put(b"k", b"v")?;
+    /// let view = arena.get(b"k")?.unwrap();
+    /// arena.close()?;
+    /// arena.close()?; // idempotent
+    /// assert_eq!(&*view, b"v"); // views outlive the handle
+    /// assert_eq!(arena.get(b"k").unwrap_err().kind(), slabcache_core::ErrorKind::Closed);
+    /// # drop(arena); std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn close(&self) -> Result<()> {
         if fork_epoch() != self.fork_epoch {
             return Err(forked_err());
@@ -963,6 +979,18 @@ impl BlobArena {
     }
 
     /// True once closed.
+    ///
+    /// ```
+    /// # use slabcache_core::arena::{ArenaOptions, BlobArena, SyncMode};
+    /// # let dir = std::env::temp_dir().join(format!("sc-doc-is-closed-{}", std::process::id()));
+    /// # let _ = std::fs::remove_dir_all(&dir);
+    /// let arena = BlobArena::open(&dir, ArenaOptions::default())?;
+    /// assert!(!arena.is_closed());
+    /// arena.close()?;
+    /// assert!(arena.is_closed());
+    /// # drop(arena); std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }

@@ -1,34 +1,9 @@
-//! Offline salvage of a damaged arena: [`repair`].
-//!
-//! Opening refuses an arena whose synced data is damaged (it changes nothing
-//! and names the offset). `repair` then keeps every record that still checks
-//! out, on both sides of the damage: checkpoint entries whose blob matches its
-//! CRC32C, and every WAL record found by scanning each segment byte by byte
-//! (valid framing and checksum; a put's blob must match its CRC, a put-inline
-//! carries its value). It applies them in sequence order, writes the
-//! surviving values into a fresh generation with a new checkpoint and WAL
-//! segment, and reports what it dropped. The old files are kept, hard-linked
-//! into `salvaged-<unix time>/` inside the arena directory, so nothing is
-//! destroyed; delete that directory once satisfied.
-//!
-//! ```
-//! use slabcache_core::arena::{repair, ArenaOptions, BlobArena};
-//! let dir = std::env::temp_dir().join(format!("sc-repair-doc-{}", std::process::id()));
-//! {
-//!     let a = BlobArena::open(&dir, ArenaOptions::default()).unwrap();
-//!     a.put(b"k", b"v").unwrap();
-//! }
-//! let report = repair(&dir, &slabcache_core::arena::io::os_io()).unwrap();
-//! assert_eq!(report.kept_keys, 1);
-//! let a = BlobArena::open(&dir, ArenaOptions::default()).unwrap();
-//! assert_eq!(&*a.get(b"k").unwrap().unwrap(), b"v");
-//! # drop(a); std::fs::remove_dir_all(&dir).unwrap();
-//! ```
+//! Offline salvage of a damaged arena: [`repair`] (its doc says how).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use super::blob_file::{check_header, encode_header, BlobFile, BLOB_HEADER_LEN, BLOB_MAGIC};
+use super::blob_file::{encode_header, read_header, BlobFile, BLOB_HEADER_LEN};
 use super::checkpoint::{self, sync_dir, CheckpointHeader, CHECKPOINT_FILE};
 use super::generation::{generation_path, parse_generation_name};
 use super::io::{io_error, SharedIo};
@@ -71,7 +46,32 @@ fn key_str(k: &[u8]) -> String {
 }
 
 /// Salvages every record of the arena in `dir` that checks out into a new
-/// generation; see the [module docs](self). Needs the writer lock.
+/// generation. Needs the writer lock (the arena must not be open).
+///
+/// Opening refuses an arena whose synced data is damaged (it changes nothing
+/// and names the offset). `repair` then keeps every record that still checks
+/// out, on both sides of the damage: checkpoint entries whose blob matches its
+/// CRC32C, and every WAL record found by scanning each segment byte by byte
+/// (valid framing and checksum; a put's blob must match its CRC, a put-inline
+/// carries its value). It applies them in sequence order, writes the
+/// surviving values into a fresh generation with a new checkpoint and WAL
+/// segment, and reports what it dropped. The old files are kept, hard-linked
+/// into `salvaged-<unix time>/` inside the arena directory, so nothing is
+/// destroyed; delete that directory once satisfied.
+///
+/// ```
+/// use slabcache_core::arena::{repair, ArenaOptions, BlobArena};
+/// let dir = std::env::temp_dir().join(format!("sc-repair-doc-{}", std::process::id()));
+/// {
+///     let a = BlobArena::open(&dir, ArenaOptions::default()).unwrap();
+///     a.put(b"k", b"v").unwrap();
+/// }
+/// let report = repair(&dir, &slabcache_core::arena::os_io()).unwrap();
+/// assert_eq!(report.kept_keys, 1);
+/// let a = BlobArena::open(&dir, ArenaOptions::default()).unwrap();
+/// assert_eq!(&*a.get(b"k").unwrap().unwrap(), b"v");
+/// # drop(a); std::fs::remove_dir_all(&dir).unwrap();
+/// ```
 pub fn repair(dir: &Path, io_: &SharedIo) -> Result<RepairReport> {
     if !dir.is_dir() {
         return Err(Error::not_found(format!("no arena at {}", dir.display())));
@@ -96,9 +96,8 @@ pub fn repair(dir: &Path, io_: &SharedIo) -> Result<RepairReport> {
             for n in &names {
                 if parse_generation_name(n).is_some() {
                     if let Ok(b) = std::fs::read(dir.join(n)) {
-                        if b.len() >= BLOB_HEADER_LEN as usize && &b[..8] == BLOB_MAGIC {
-                            let id = u64::from_le_bytes(b[16..24].try_into().expect("8"));
-                            *votes.entry(id).or_default() += 1;
+                        if let Ok(h) = read_header(&b) {
+                            *votes.entry(h.store_id).or_default() += 1;
                         }
                     }
                 }
@@ -297,14 +296,8 @@ pub fn repair(dir: &Path, io_: &SharedIo) -> Result<RepairReport> {
         .map_err(|e| io("cannot rename", &tmp, e))?;
     sync_dir(io_, dir)?;
     drop(gens);
-    let new_file = BlobFile::open(io_, &path, new_gen, store_id)?;
-    if let Err(why) = check_header(
-        &new_file.mapping().bytes()[..BLOB_HEADER_LEN as usize],
-        new_gen,
-        store_id,
-    ) {
-        return Err(Error::corrupt(format!("repair wrote a bad header: {why}")));
-    }
+    // Opening checks the header just written (blob_file::check_header).
+    BlobFile::open(io_, &path, new_gen, store_id)?;
     let segment = max_segment + 1;
     let next_seq = max_seq + 1;
     let header = CheckpointHeader {

@@ -27,7 +27,7 @@ use crate::{Error, ErrorKind, Result};
 /// `dir/wal-N.log`.
 ///
 /// ```
-/// use slabcache_core::arena::wal::{parse_segment_name, segment_path};
+/// use slabcache_core::arena::format::{parse_segment_name, segment_path};
 /// let p = segment_path(std::path::Path::new("/x"), 3);
 /// assert_eq!(parse_segment_name(p.file_name().unwrap().to_str().unwrap()), Some(3));
 /// ```
@@ -141,10 +141,6 @@ impl WalWriter {
     /// Bytes in the segment.
     pub fn len(&self) -> u64 {
         self.pos
-    }
-    /// True when nothing was written (never the case once created).
-    pub fn is_empty(&self) -> bool {
-        self.pos == 0
     }
     /// The segment's path.
     pub fn path(&self) -> &Path {

@@ -147,7 +147,7 @@ fn put_u64(buf: &mut Vec<u8>, v: u64) {
 /// Appends the encoding of `record` with sequence number `seq` to `buf`.
 ///
 /// ```
-/// use slabcache_core::arena::wal_record::{decode, encode, Decoded, WalRecord};
+/// use slabcache_core::arena::format::{decode, encode, Decoded, WalRecord};
 /// let mut buf = Vec::new();
 /// encode(&mut buf, 7, &WalRecord::Delete { key: b"k" });
 /// match decode(&buf) {

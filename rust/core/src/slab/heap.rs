@@ -1,14 +1,14 @@
 //! One allocator instance: the region, the class pools, the large table, and
 //! the alloc/free paths that tie them to the thread caches.
 
-use std::cell::Cell;
-use std::sync::atomic::{compiler_fence, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crossbeam_utils::CachePadded;
 
 use super::class_pool::ClassPool;
 use super::config::SlabConfig;
+use super::free_error::FreeError;
 use super::hardened::{self, ZeroArea, CANARY};
 use super::large::{LargeTable, Lookup};
 use super::medium::{Medium, MEDIUM_MAX};
@@ -17,72 +17,8 @@ use super::size_class::{aligned_class_of, class_of};
 use super::size_class::{class_size, NUM_CLASSES};
 use super::slab_meta::{object_index, object_index_unchecked, state_class, state_is_medium};
 use super::slab_pool::SlabPool;
-use super::thread_cache::{self, Slot, CACHE_CAP};
-
-/// Why a free was refused. Carries no heap data, so the C ABI can report it
-/// from inside `free` without allocating.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FreeError {
-    /// The pointer is not (the start of) anything this allocator handed out,
-    /// or the size given with it does not fit the allocation.
-    Invalid(&'static str),
-    /// The pointer was handed out once and is not allocated now.
-    Double,
-}
-
-thread_local! {
-    /// Allocator locks this thread holds right now (any allocator): lets the
-    /// `fork()` handler tell a fork from a signal handler that interrupted
-    /// this thread inside the allocator (where taking the locks would hang).
-    static LOCKS_HELD: Cell<u32> = const { Cell::new(0) };
-}
-
-/// Whether the calling thread holds an allocator lock right now.
-pub fn thread_holds_allocator_lock() -> bool {
-    LOCKS_HELD.try_with(|c| c.get() > 0).unwrap_or(false)
-}
-
-/// A held allocator lock (counted in [`thread_holds_allocator_lock`]).
-pub(crate) struct Locked<'a, T> {
-    guard: std::mem::ManuallyDrop<MutexGuard<'a, T>>,
-}
-
-impl<T> std::ops::Deref for Locked<'_, T> {
-    type Target = T;
-    #[inline]
-    fn deref(&self) -> &T {
-        &self.guard
-    }
-}
-
-impl<T> std::ops::DerefMut for Locked<'_, T> {
-    #[inline]
-    fn deref_mut(&mut self) -> &mut T {
-        &mut self.guard
-    }
-}
-
-impl<T> Drop for Locked<'_, T> {
-    #[inline]
-    fn drop(&mut self) {
-        // SAFETY: dropped once, here; unlock first, then stop counting it
-        // (the fences keep a signal handler from seeing the opposite order).
-        unsafe { std::mem::ManuallyDrop::drop(&mut self.guard) };
-        compiler_fence(Ordering::SeqCst);
-        let _ = LOCKS_HELD.try_with(|c| c.set(c.get().saturating_sub(1)));
-    }
-}
-
-/// Locks a mutex, ignoring poisoning (no code panics while holding these locks).
-#[inline]
-pub(crate) fn lock<T>(m: &Mutex<T>) -> Locked<'_, T> {
-    // Counted before blocking, so a signal arriving while we wait is seen too.
-    let _ = LOCKS_HELD.try_with(|c| c.set(c.get() + 1));
-    compiler_fence(Ordering::SeqCst);
-    Locked {
-        guard: std::mem::ManuallyDrop::new(m.lock().unwrap_or_else(|e| e.into_inner())),
-    }
-}
+use super::sync::{lock, Locked};
+use super::thread_cache::{self, Slot, SlotList, CACHE_CAP};
 
 /// Every lock of a heap, held; released when dropped.
 pub(crate) struct HeapLocks<'a> {
@@ -92,11 +28,6 @@ pub(crate) struct HeapLocks<'a> {
     _large: Locked<'a, LargeTable>,
     _threads: Locked<'a, SlotList>,
 }
-
-pub(crate) struct SlotList(*const Slot);
-// SAFETY: the pointers name thread-local slots that unlink themselves (under
-// this list's lock) before their thread's storage goes away.
-unsafe impl Send for SlotList {}
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -147,7 +78,7 @@ impl Heap {
                 None
             },
             config,
-            threads: Mutex::new(SlotList(std::ptr::null())),
+            threads: Mutex::new(SlotList::new()),
             requested: AtomicI64::new(0),
         })
     }
@@ -688,33 +619,16 @@ impl Heap {
         }
     }
 
+    /// Lists `slot` among this heap's thread slots (read by [`Heap::requested_bytes`]).
     pub(crate) fn link_slot(&self, slot: &Slot) {
-        let mut head = lock(&self.threads);
-        let me = slot as *const Slot as *mut Slot;
-        slot.prev.store(std::ptr::null_mut(), Ordering::Relaxed);
-        slot.next.store(head.0 as *mut Slot, Ordering::Relaxed);
-        if !head.0.is_null() {
-            // SAFETY: listed slots are alive (they unlink before their thread ends).
-            unsafe { &*head.0 }.prev.store(me, Ordering::Relaxed);
-        }
-        head.0 = me;
+        lock(&self.threads).link(slot);
     }
 
+    /// Takes `slot` off the list, folding its `requested` tally into the heap's.
     pub(crate) fn unlink_slot(&self, slot: &Slot, requested: i64) {
-        let mut head = lock(&self.threads);
+        let mut list = lock(&self.threads);
         self.requested.fetch_add(requested, Ordering::Relaxed);
-        let prev = slot.prev.load(Ordering::Relaxed);
-        let next = slot.next.load(Ordering::Relaxed);
-        if prev.is_null() {
-            head.0 = next;
-        } else {
-            // SAFETY: listed slots are alive.
-            unsafe { &*prev }.next.store(next, Ordering::Relaxed);
-        }
-        if !next.is_null() {
-            // SAFETY: listed slots are alive.
-            unsafe { &*next }.prev.store(prev, Ordering::Relaxed);
-        }
+        list.unlink(slot);
     }
 
     /// Takes every lock of the heap, in the one order the code ever nests
@@ -735,15 +649,7 @@ impl Heap {
 
     /// Live requested bytes: the global counter plus every thread's share.
     pub(crate) fn requested_bytes(&self) -> i64 {
-        let head = lock(&self.threads);
-        let mut total = self.requested.load(Ordering::Relaxed);
-        let mut p = head.0;
-        while !p.is_null() {
-            // SAFETY: listed slots are alive while we hold the list lock.
-            let s = unsafe { &*p };
-            total += s.requested.load(Ordering::Relaxed);
-            p = s.next.load(Ordering::Relaxed);
-        }
-        total
+        let list = lock(&self.threads);
+        self.requested.load(Ordering::Relaxed) + list.requested()
     }
 }

@@ -21,14 +21,13 @@ use std::sync::Mutex;
 
 use crossbeam_utils::CachePadded;
 
-use super::heap::{lock, FreeError, Locked};
+use super::free_error::FreeError;
 use super::os;
 use super::region::Region;
 use super::slab_meta::SLAB_SIZE;
-use super::slab_pool::SlabPool;
+use super::slab_pool::{SlabPool, CHUNK_SLABS};
+use super::sync::{lock, Locked};
 
-/// Slabs per chunk.
-pub const CHUNK_SLABS: usize = 16;
 const PAGE_SHIFT: usize = 12;
 const PAGE: usize = 1 << PAGE_SHIFT;
 /// Pages per chunk (1024: 4 MiB).
@@ -66,10 +65,13 @@ fn bit(words: &[u64; WORDS], i: usize) -> bool {
     words[i / 64] >> (i % 64) & 1 == 1
 }
 
-/// Sets (`on`) or clears bits `[from, to)`.
-fn set_range(words: &mut [u64; WORDS], from: usize, to: usize, on: bool) {
+/// The words that bits `[from, to)` touch, each with the mask of those bits in it.
+fn word_masks(from: usize, to: usize) -> impl Iterator<Item = (usize, u64)> {
     let mut i = from;
-    while i < to {
+    std::iter::from_fn(move || {
+        if i >= to {
+            return None;
+        }
         let w = i / 64;
         let lo = i % 64;
         let hi = (to - w * 64).min(64);
@@ -78,32 +80,27 @@ fn set_range(words: &mut [u64; WORDS], from: usize, to: usize, on: bool) {
         } else {
             ((1u64 << (hi - lo)) - 1) << lo
         };
+        i = w * 64 + hi;
+        Some((w, mask))
+    })
+}
+
+/// Sets (`on`) or clears bits `[from, to)`.
+fn set_range(words: &mut [u64; WORDS], from: usize, to: usize, on: bool) {
+    for (w, mask) in word_masks(from, to) {
         if on {
             words[w] |= mask;
         } else {
             words[w] &= !mask;
         }
-        i = w * 64 + hi;
     }
 }
 
 /// Bits set in `[from, to)`.
 fn count_range(words: &[u64; WORDS], from: usize, to: usize) -> usize {
-    let mut n = 0;
-    let mut i = from;
-    while i < to {
-        let w = i / 64;
-        let lo = i % 64;
-        let hi = (to - w * 64).min(64);
-        let mask = if hi - lo == 64 {
-            u64::MAX
-        } else {
-            ((1u64 << (hi - lo)) - 1) << lo
-        };
-        n += (words[w] & mask).count_ones() as usize;
-        i = w * 64 + hi;
-    }
-    n
+    word_masks(from, to)
+        .map(|(w, mask)| (words[w] & mask).count_ones() as usize)
+        .sum()
 }
 
 /// First index `>= from` whose bit equals `want`, or `CHUNK_PAGES`.
@@ -458,5 +455,38 @@ mod tests {
         assert_eq!(count_range(&w, 0, CHUNK_PAGES), 127 - 64);
         assert_eq!(next_with(&w, 64, true), 128);
         assert_eq!(next_with(&[0; WORDS], 0, true), CHUNK_PAGES);
+    }
+
+    #[test]
+    fn range_helpers_match_bit_by_bit() {
+        // Word-aligned, in-word, empty and whole-chunk ranges, against one bit at a time.
+        let edges = [
+            0,
+            1,
+            5,
+            63,
+            64,
+            65,
+            127,
+            128,
+            200,
+            1000,
+            CHUNK_PAGES - 1,
+            CHUNK_PAGES,
+        ];
+        let mut w = [0u64; WORDS];
+        let mut model = [false; CHUNK_PAGES];
+        for (k, &from) in edges.iter().enumerate() {
+            for &to in &edges[k..] {
+                let on = (from + to) % 3 != 0;
+                set_range(&mut w, from, to, on);
+                model[from..to].iter_mut().for_each(|b| *b = on);
+                for (i, want) in model.iter().enumerate() {
+                    assert_eq!(bit(&w, i), *want, "bit {i} after [{from}, {to})");
+                }
+                let want = model[from..to].iter().filter(|b| **b).count();
+                assert_eq!(count_range(&w, from, to), want, "count of [{from}, {to})");
+            }
+        }
     }
 }

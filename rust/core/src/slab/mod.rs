@@ -11,16 +11,30 @@
 //!
 //! | file             | what it holds                                                 |
 //! |------------------|---------------------------------------------------------------|
+//! | `sync`           | `lock()`: poison-free, counted locks (for the `fork` handler) |
+//! | `free_error`     | why a free was refused                                        |
+//! | `os`             | `mmap`/`madvise`/`munmap` wrappers                            |
 //! | [`size_class`]   | the 72 slot sizes, 16 B .. 32 KiB                             |
+//! | `slab_meta`      | per-slab metadata: class, live bitmap, central-pool bitmap    |
 //! | `region`         | the reserved slab area and the metadata table beside it       |
-//! | [`slab_meta`]    | per-slab metadata: class, live bitmap, central-pool bitmap    |
 //! | `slab_pool`      | carving, recycling and `madvise`-releasing whole slabs        |
 //! | `class_pool`     | the central per-class pools (one lock per class)              |
-//! | `thread_cache`   | per-thread stacks of free objects (the lock-free fast path)   |
 //! | `medium`         | page runs in 4 MiB chunks of the region, 32 KiB .. 2 MiB      |
 //! | `large`          | own mappings above 2 MiB, in a checked table, `mremap` resize |
-//! | [`hardened`]     | the hardened profile's canaries, quarantine, zero-size area  |
-//! | [`stats`]        | figures computed from the metadata                            |
+//! | `hardened`       | the hardened profile's canaries, quarantine, zero-size area   |
+//! | `thread_cache`   | per-thread stacks of free objects (the lock-free fast path), |
+//! |                  | and `SlotList`, the heap's list of those threads' slots       |
+//! | `heap`           | one allocator: ties the pools to the thread caches            |
+//! | `stats`          | figures computed from the metadata                            |
+//! | `trace`          | benchmark traces and the system-`malloc` peer (public API only; |
+//! |                  | only with the `bench` feature)                                |
+//!
+//! Layering: each file uses only files above it in this table, with one
+//! exception (as mimalloc states one for its heap): `thread_cache` uses
+//! `heap`, because a thread's slot holds a `Weak<Heap>` and flushes into it
+//! when the thread exits or the slot is evicted, while `heap` calls the
+//! cache on every alloc and free. Cutting that edge would take a callback
+//! or trait object for the flush, for no gain in what either file knows.
 //!
 //! ```
 //! use slabcache_core::slab::SlabAllocator;
@@ -35,25 +49,29 @@
 
 mod class_pool;
 mod config;
-pub mod hardened;
+mod free_error;
+pub(crate) mod hardened;
 mod heap;
 mod large;
 mod medium;
 pub mod os;
 mod region;
 pub mod size_class;
-pub mod slab_meta;
+pub(crate) mod slab_meta;
 mod slab_pool;
-pub mod stats;
+pub(crate) mod stats;
+mod sync;
 mod thread_cache;
+#[cfg(feature = "bench")]
 pub mod trace;
 
 use std::ptr::NonNull;
 use std::sync::Arc;
 
 pub use config::SlabConfig;
-pub use heap::{thread_holds_allocator_lock, FreeError};
+pub use free_error::FreeError;
 pub use stats::{ClassStats, SlabStats};
+pub use sync::thread_holds_allocator_lock;
 
 use crate::{Error, ErrorKind, Result};
 use heap::Heap;

@@ -64,15 +64,8 @@ pub const CAPACITY: [u32; NUM_CLASSES] = build_caps();
 const MAGIC: [u64; NUM_CLASSES] = build_magic();
 
 /// Index of the object starting at byte `offset` of a slab of `class`, or
-/// `None` when `offset` is not on an object boundary.
-///
-/// ```
-/// use slabcache_core::slab::slab_meta::object_index;
-/// use slabcache_core::slab::size_class::class_of;
-/// let c = class_of(48).unwrap();
-/// assert_eq!(object_index(c, 96), Some(2));
-/// assert_eq!(object_index(c, 100), None);
-/// ```
+/// `None` when `offset` is not on an object boundary (tested below:
+/// `object_index_accepts_boundaries_only`).
 #[inline]
 pub fn object_index(class: usize, offset: usize) -> Option<usize> {
     let idx = ((offset as u64 * MAGIC[class]) >> 40) as usize;

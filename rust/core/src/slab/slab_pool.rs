@@ -5,12 +5,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use std::sync::Mutex;
 
-use super::heap::{lock, Locked};
-
-use super::medium::CHUNK_SLABS;
 use super::os;
 use super::region::Region;
 use super::slab_meta::{pack_state, state_class, MEDIUM_TAG, NIL, SLAB_SIZE};
+use super::sync::{lock, Locked};
+
+/// Slabs per medium chunk (carved here at once; `medium` runs their pages).
+pub const CHUNK_SLABS: usize = 16;
 
 pub(crate) struct PoolState {
     /// Slabs ever carved from the region (the bump pointer).

@@ -3,10 +3,11 @@
 
 use std::sync::atomic::Ordering;
 
-use super::heap::{lock, Heap};
-use super::medium::CHUNK_SLABS;
+use super::heap::Heap;
 use super::size_class::{class_size, NUM_CLASSES};
 use super::slab_meta::{state_class, SLAB_SIZE};
+use super::slab_pool::CHUNK_SLABS;
+use super::sync::lock;
 
 /// Figures for one size class.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -120,6 +120,18 @@ impl CacheData {
         self.len[class] as usize
     }
 
+    /// Hands every cached and quarantined object back to `heap`'s central pools.
+    fn give_all_back(&mut self, heap: &Heap) {
+        self.quarantine
+            .drain(|addr, class| heap.give_back(class, &[addr]));
+        for class in 0..NUM_CLASSES {
+            let n = self.len(class);
+            if n > 0 {
+                self.drain_bottom(class, n, |objs| heap.give_back(class, objs));
+            }
+        }
+    }
+
     /// Removes the oldest `n` objects of `class` (the bottom of the stack)
     /// and hands them to `f`.
     pub fn drain_bottom(&mut self, class: usize, n: usize, f: impl FnOnce(&[usize])) {
@@ -182,15 +194,64 @@ impl Slot {
         // SAFETY: only the owning thread runs this, and not re-entrantly
         // (the state is BUSY or the thread is exiting).
         let data = unsafe { &mut *self.data.get() };
-        data.quarantine
-            .drain(|addr, class| heap.give_back(class, &[addr]));
-        for class in 0..NUM_CLASSES {
-            let n = data.len(class);
-            if n > 0 {
-                data.drain_bottom(class, n, |objs| heap.give_back(class, objs));
-            }
-        }
+        data.give_all_back(&heap);
         heap.unlink_slot(self, self.requested.swap(0, Ordering::Relaxed));
+    }
+}
+
+/// An allocator's list of the thread slots bound to it, linked through
+/// [`Slot::next`]/[`Slot::prev`] (the heap keeps it under its `threads` lock).
+pub(crate) struct SlotList(*const Slot);
+// SAFETY: the pointers name thread-local slots that unlink themselves (under
+// this list's lock) before their thread's storage goes away.
+unsafe impl Send for SlotList {}
+
+impl SlotList {
+    /// An empty list.
+    pub(crate) const fn new() -> SlotList {
+        SlotList(std::ptr::null())
+    }
+
+    /// Puts `slot` at the head.
+    pub(crate) fn link(&mut self, slot: &Slot) {
+        let me = slot as *const Slot as *mut Slot;
+        slot.prev.store(std::ptr::null_mut(), Ordering::Relaxed);
+        slot.next.store(self.0 as *mut Slot, Ordering::Relaxed);
+        if !self.0.is_null() {
+            // SAFETY: listed slots are alive (they unlink before their thread ends).
+            unsafe { &*self.0 }.prev.store(me, Ordering::Relaxed);
+        }
+        self.0 = me;
+    }
+
+    /// Takes `slot` (which is listed here) off the list.
+    pub(crate) fn unlink(&mut self, slot: &Slot) {
+        let prev = slot.prev.load(Ordering::Relaxed);
+        let next = slot.next.load(Ordering::Relaxed);
+        if prev.is_null() {
+            self.0 = next;
+        } else {
+            // SAFETY: listed slots are alive.
+            unsafe { &*prev }.next.store(next, Ordering::Relaxed);
+        }
+        if !next.is_null() {
+            // SAFETY: listed slots are alive.
+            unsafe { &*next }.prev.store(prev, Ordering::Relaxed);
+        }
+    }
+
+    /// The sum of every listed slot's requested-bytes tally.
+    pub(crate) fn requested(&self) -> i64 {
+        let mut total = 0;
+        let mut p = self.0;
+        while !p.is_null() {
+            // SAFETY: listed slots are alive while the list's lock is held
+            // (the caller holds it: it has `&self` through the lock guard).
+            let s = unsafe { &*p };
+            total += s.requested.load(Ordering::Relaxed);
+            p = s.next.load(Ordering::Relaxed);
+        }
+        total
     }
 }
 
@@ -361,13 +422,6 @@ fn find_or_bind<'a>(tls: &'a Tls, heap: &Arc<Heap>) -> &'a Slot {
 /// in tests, so cached objects show up as available again).
 pub fn flush(heap: &Arc<Heap>) {
     with_cache(heap, |data, _| {
-        data.quarantine
-            .drain(|addr, class| heap.give_back(class, &[addr]));
-        for class in 0..NUM_CLASSES {
-            let n = data.len(class);
-            if n > 0 {
-                data.drain_bottom(class, n, |objs| heap.give_back(class, objs));
-            }
-        }
+        data.give_all_back(heap);
     });
 }

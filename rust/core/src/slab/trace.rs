@@ -234,11 +234,76 @@ pub fn run_trace_touching<A: RawAlloc>(a: &A, ops: &[Op], live: &mut [(*mut u8, 
     peak
 }
 
+/// Requested bytes of the objects still live in `live` (after a trace run).
+pub fn live_bytes(live: &[(*mut u8, usize)]) -> u64 {
+    live.iter()
+        .filter(|e| !e.0.is_null())
+        .map(|e| e.1 as u64)
+        .sum()
+}
+
+/// Frees every object still live in `live` and clears its slot.
+pub fn free_live<A: RawAlloc>(a: &A, live: &mut [(*mut u8, usize)]) {
+    for e in live.iter_mut().filter(|e| !e.0.is_null()) {
+        a.free(e.0, e.1);
+        *e = (std::ptr::null_mut(), 0);
+    }
+}
+
+/// Allocates `count` objects of `size` bytes from `a` (writing every byte, so
+/// they are resident), runs `f` while they are live, frees them and returns
+/// what `f` returned. Stops allocating at the first failure.
+pub fn hold_objects<A: RawAlloc, R>(a: &A, count: usize, size: usize, f: impl FnOnce() -> R) -> R {
+    let size = size.max(1);
+    let mut ptrs = Vec::with_capacity(count);
+    for i in 0..count {
+        let p = a.alloc(size);
+        if p.is_null() {
+            break;
+        }
+        // SAFETY: `p` holds at least `size` bytes.
+        unsafe { p.write_bytes(i as u8, size) };
+        ptrs.push(p);
+    }
+    let r = f();
+    for p in ptrs {
+        a.free(p, size);
+    }
+    r
+}
+
 /// Writes every byte of every live object (so resident-memory figures count
 /// whole objects, not just the pages a trace happened to touch).
 pub fn touch_live(live: &[(*mut u8, usize)]) {
     for &(p, n) in live.iter().filter(|e| !e.0.is_null()) {
         // SAFETY: each non-null entry is a live allocation of `n` bytes.
         unsafe { std::ptr::write_bytes(p, 0x5a, n) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hold_objects_keeps_them_live_during_the_callback_only() {
+        let a = SlabAllocator::new().unwrap();
+        let live = hold_objects(&a, 1000, 64, || a.stats().live_allocations);
+        assert_eq!(live, 1000);
+        assert_eq!(a.stats().live_allocations, 0);
+    }
+
+    #[test]
+    fn a_touching_run_leaves_live_bytes_that_free_live_returns() {
+        let a = SlabAllocator::new().unwrap();
+        let ops = mixed_trace(5000, 200, 7);
+        let mut live = vec![(std::ptr::null_mut(), 0usize); 200];
+        let peak = run_trace_touching(&a, &ops, &mut live);
+        let end = live_bytes(&live);
+        assert!(end > 0 && end <= peak);
+        let objects = live.iter().filter(|e| !e.0.is_null()).count() as u64;
+        assert_eq!(a.stats().live_allocations, objects);
+        free_live(&a, &mut live);
+        assert_eq!((live_bytes(&live), a.stats().live_allocations), (0, 0));
     }
 }
