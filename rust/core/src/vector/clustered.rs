@@ -13,7 +13,9 @@ use std::collections::HashMap;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::vector::flat::{check_dim, check_k, check_vectors, resolve_ids, FlatIndex};
+use crate::vector::flat::{
+    check_dim, check_k, check_rerank, check_vectors, resolve_ids, FlatIndex, IndexBytes,
+};
 use crate::vector::kernels::Kernel;
 use crate::vector::metric::Metric;
 use crate::vector::scan::{candidates, finish, scan_range, QueryBatch};
@@ -49,6 +51,7 @@ pub struct ClusteredIndex {
     coarse: Option<FlatIndex>,
     pub(crate) nlist: usize,
     pub(crate) pages: Vec<RowStore>,
+    keep_exact: bool,
     loc: HashMap<u64, (u32, u32)>,
     pub(crate) next_id: u64,
 }
@@ -74,6 +77,19 @@ impl ClusteredIndex {
         nprobe: usize,
         kernel: Kernel,
     ) -> Result<ClusteredIndex> {
+        ClusteredIndex::with_options(dim, metric, nlist, nprobe, kernel, false)
+    }
+
+    /// As [`with_kernel`](Self::with_kernel), keeping the FP32 vectors for
+    /// exact re-ranking when `keep_exact` (see [`FlatIndex::with_options`]).
+    pub fn with_options(
+        dim: usize,
+        metric: Metric,
+        nlist: usize,
+        nprobe: usize,
+        kernel: Kernel,
+        keep_exact: bool,
+    ) -> Result<ClusteredIndex> {
         check_dim(dim)?;
         if nlist == 0 || nlist > 1 << 20 {
             return Err(Error::invalid_argument(format!(
@@ -91,7 +107,10 @@ impl ClusteredIndex {
             centroids: Vec::new(),
             coarse: None,
             nlist,
-            pages: (0..nlist).map(|_| RowStore::new(dim, metric)).collect(),
+            pages: (0..nlist)
+                .map(|_| RowStore::new(dim, metric, keep_exact))
+                .collect(),
+            keep_exact,
             loc: HashMap::new(),
             next_id: 0,
         })
@@ -152,7 +171,7 @@ impl ClusteredIndex {
     pub fn ids(&self) -> Vec<u64> {
         self.pages
             .iter()
-            .flat_map(|p| (0..p.rows()).filter(|&r| p.live[r]).map(|r| p.ids[r]))
+            .flat_map(|p| (0..p.rows()).filter(|&r| p.is_live(r)).map(|r| p.ids[r]))
             .collect()
     }
 
@@ -171,9 +190,29 @@ impl ClusteredIndex {
     }
     /// Bytes held.
     pub fn memory_bytes(&self) -> usize {
-        self.pages.iter().map(|p| p.memory_bytes()).sum::<usize>()
-            + self.centroids.capacity() * 4
-            + self.loc.capacity() * 24
+        self.bytes().total()
+    }
+
+    /// Whether the FP32 vectors are kept for exact re-ranking.
+    pub fn keeps_exact(&self) -> bool {
+        self.keep_exact
+    }
+
+    /// Bytes held, by kind (`id_table`: the id → (page, row) map, counted
+    /// as 24 B per slot of its capacity; `other`: centroids and the coarse
+    /// index).
+    pub fn bytes(&self) -> IndexBytes {
+        let mut store = crate::vector::store::StoreBytes::default();
+        for p in &self.pages {
+            store.merge(p.bytes());
+        }
+        IndexBytes {
+            store,
+            id_table: self.loc.capacity() * 24,
+            other: self.centroids.capacity() * 4
+                + self.coarse.as_ref().map_or(0, |c| c.memory_bytes())
+                + self.pages.capacity() * std::mem::size_of::<RowStore>(),
+        }
     }
 
     /// Trains the centroids by k-means on `sample` (at least `nlist`
@@ -295,9 +334,21 @@ impl ClusteredIndex {
     /// Top-`k` of each query over its `nprobe` nearest pages (same output
     /// shape and padding as [`FlatIndex::search_batch`]).
     pub fn search_batch(&self, queries: &[f32], k: usize) -> Result<(Vec<f32>, Vec<i64>)> {
+        self.search_batch_rerank(queries, k, None)
+    }
+
+    /// [`search_batch`](Self::search_batch) with a re-rank factor (see
+    /// [`FlatIndex::search_batch_rerank`]).
+    pub fn search_batch_rerank(
+        &self,
+        queries: &[f32],
+        k: usize,
+        rerank: Option<usize>,
+    ) -> Result<(Vec<f32>, Vec<i64>)> {
         let d = self.dim;
         let m = check_vectors(queries, d, "search")?;
         check_k(k)?;
+        check_rerank(rerank)?;
         let qb = QueryBatch::new(queries, d, self.metric);
         if !self.is_trained() || m == 0 {
             let heaps = vec![TopK::new(k); m];
@@ -318,7 +369,7 @@ impl ClusteredIndex {
             }
         }
         let kernel = self.kernel;
-        let kc = candidates(k);
+        let kc = candidates(k, rerank, self.keep_exact);
         let partial: Vec<(usize, Vec<TopK>)> = per_page
             .par_iter()
             .enumerate()

@@ -12,9 +12,11 @@
 //! | `L2` | `s_x` | `-‖x̂‖²` | `2·s_q` | `‖q‖² - rank` = `‖q - x̂‖²` (lower is closer) |
 //!
 //! (`‖q_x‖` is the norm of the integer codes; `x̂ = s_x·q_x` the dequantized
-//! row. The exact norm `‖x‖` of the original vector is kept at insertion too,
-//! but distances use `‖x̂‖`, which keeps a stored vector at distance ~0 from
-//! itself.)
+//! row. Distances use `‖x̂‖`, which keeps a stored vector at distance ~0 from
+//! itself.) The scan ranks in f32; the final scores of the candidates are
+//! recomputed in f64 (see [`scan::finish`](super::scan::finish)), so a
+//! distance beyond f32's range is reported `inf`, never a wrapped or NaN
+//! value.
 
 use crate::error::{Error, Result};
 use crate::vector::quantize::VectorStats;
@@ -81,18 +83,17 @@ impl Metric {
         !matches!(self, Metric::L2)
     }
 
-    /// `(a_x, b_x)` of a stored row.
+    /// `(a_x, b_x)` of a stored row with quantization scale `scale` and
+    /// code norm² `code_sumsq`.
     #[inline]
-    pub fn row_factors(self, stats: VectorStats, code_sumsq: i64) -> (f32, f32) {
+    pub fn row_factors(self, scale: f32, code_sumsq: i64) -> (f32, f32) {
         match self {
-            Metric::Ip => (stats.scale, 0.0),
+            Metric::Ip => (scale, 0.0),
             Metric::Cosine => (inv_sqrt(code_sumsq), 0.0),
             // -‖x̂‖² of the dequantized row: ranking by ‖q - x̂‖² keeps near-duplicates at
-            // ~0 distance (the exact ‖x‖² would add an error of 2·q·(x - x̂)).
-            Metric::L2 => (
-                stats.scale,
-                -((stats.scale as f64).powi(2) * code_sumsq as f64) as f32,
-            ),
+            // ~0 distance (the exact ‖x‖² would add an error of 2·q·(x - x̂)). Computed in
+            // f64; beyond f32's range it is -inf (the final score is recomputed in f64).
+            Metric::L2 => (scale, -((scale as f64).powi(2) * code_sumsq as f64) as f32),
         }
     }
 

@@ -8,6 +8,7 @@
 //! | [`metric`] | inner product, cosine, L2: dot → score |
 //! | [`topk`] | bounded heap of the k best |
 //! | [`store`] | contiguous rows + per-row factors + tombstones |
+//! | [`id_lookup`] | id → row: binary search while ids increase, else a [`row_map::RowMap`] |
 //! | [`row_map`] | id → row table of bare `u32` rows (ids compared through the store) |
 //! | [`scan`] | tiled, multi-threaded scan of a store for a query batch |
 //! | [`flat`] | [`FlatIndex`]: exact search, remove, compaction |
@@ -25,6 +26,7 @@
 
 pub mod clustered;
 pub mod flat;
+pub mod id_lookup;
 pub mod kernels;
 pub mod metric;
 pub mod persist;

@@ -91,9 +91,14 @@ impl QueryBatch {
     }
 }
 
+/// The most rows in a block.
+const MAX_BLOCK_ROWS: usize = 1024;
+/// `b_x` of a block of non-l2 rows.
+static ZEROS: [f32; MAX_BLOCK_ROWS] = [0.0; MAX_BLOCK_ROWS];
+
 /// Rows per block for width `dim`.
 fn block_rows(dim: usize) -> usize {
-    (BLOCK_BYTES / dim.max(1)).clamp(8, 1024)
+    (BLOCK_BYTES / dim.max(1)).clamp(8, MAX_BLOCK_ROWS)
 }
 
 /// Scans rows `r0..r1` of `store`, offering `(rank, key_base + row)` of every
@@ -116,9 +121,13 @@ pub fn scan_range(
         let b1 = (b0 + br).min(r1);
         let nr = b1 - b0;
         let rows = &store.codes[b0 * d..b1 * d];
-        let live = &store.live[b0..b1];
-        let rmul = &store.row_mul[b0..b1];
-        let radd = &store.row_add[b0..b1];
+        let rmul = &store.mul[b0..b1];
+        // `b_x` is 0 except for l2 (whose `add` column is the only one kept).
+        let radd: &[f32] = if store.add.is_empty() {
+            &ZEROS[..nr]
+        } else {
+            &store.add[b0..b1]
+        };
         let mut q0 = 0;
         while q0 < m {
             let q1 = (q0 + QUERY_TILE).min(m);
@@ -127,13 +136,17 @@ pub fn scan_range(
             let qf = &queries.factor[q0..q1];
             let hs = &mut heaps[q0..q1];
             for r in 0..nr {
-                if !live[r] {
+                // A NaN factor marks a tombstone.
+                if rmul[r].is_nan() {
                     continue;
                 }
                 let key = key_base + (b0 + r) as u64;
                 let dots = &buf[r * tq..(r + 1) * tq];
+                // f64: `a_q · a_x` overflows f32 for components beyond ~1e19 (an
+                // overflowed `b_x` is -inf, so such rows rank last, never NaN).
+                let (am, ab) = (rmul[r] as f64, radd[r] as f64);
                 for ((h, &f), &p) in hs.iter_mut().zip(qf).zip(dots) {
-                    h.push(f * rmul[r] * p as f32 + radd[r], key);
+                    h.push((f as f64 * am * p as f64 + ab) as f32, key);
                 }
             }
             q0 = q1;
@@ -202,18 +215,105 @@ pub fn scan_store(
 }
 
 /// How many INT8 candidates to keep per query for a final top-`k`: the
-/// candidates are then re-scored asymmetrically (see [`finish`]).
-pub fn candidates(k: usize) -> usize {
-    k + k.max(16)
+/// candidates are then re-scored (see [`finish`]). `rerank` is the caller's
+/// factor (`k' = rerank · k`); without one, `k + max(k, 16)`, or `4k` when
+/// the rows' FP32 vectors are kept (exact re-ranking).
+pub fn candidates(k: usize, rerank: Option<usize>, keeps_exact: bool) -> usize {
+    match rerank {
+        Some(f) => k.saturating_mul(f.max(1)),
+        None if keeps_exact => k.saturating_mul(DEFAULT_RERANK),
+        None => k + k.max(16),
+    }
 }
 
-/// Re-scores each query's INT8 candidates with the FP32 query against the
-/// dequantized rows (`q · s_x·q_x`), which removes the query's own
-/// quantization error, keeps the best `k`, and writes FAISS-shaped outputs:
+/// Candidates per result re-ranked exactly when FP32 rows are kept and the
+/// caller names no factor.
+pub const DEFAULT_RERANK: usize = 4;
+
+/// `Σ a·b` in f64 (four accumulators for instruction-level parallelism).
+#[inline]
+fn dot_f64<T: Copy + Into<f64>>(a: &[f32], b: &[T]) -> f64 {
+    let mut acc = [0f64; 4];
+    let mut ca = a.chunks_exact(4);
+    let mut cb = b.chunks_exact(4);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for j in 0..4 {
+            acc[j] += x[j] as f64 * y[j].into();
+        }
+    }
+    let mut tail = 0f64;
+    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+        tail += *x as f64 * (*y).into();
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+}
+
+/// `Σ (a - m·b)²` in f64.
+#[inline]
+fn dist2_f64<T: Copy + Into<f64>>(a: &[f32], b: &[T], m: f64) -> f64 {
+    let mut acc = [0f64; 4];
+    let mut ca = a.chunks_exact(4);
+    let mut cb = b.chunks_exact(4);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for j in 0..4 {
+            let t = x[j] as f64 - m * y[j].into();
+            acc[j] += t * t;
+        }
+    }
+    let mut tail = 0f64;
+    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+        let t = *x as f64 - m * (*y).into();
+        tail += t * t;
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+}
+
+/// The metric's score of query `q` (norm `qn`) against row `r` of `store`,
+/// in f64: against the FP32 row when kept (exact), else against the
+/// dequantized row. f64 cannot overflow here (|x| < 3.5e38, dim ≤ 65536),
+/// so a score beyond f32's range becomes `±inf` when narrowed, never NaN.
+#[inline]
+fn exact_score(metric: Metric, q: &[f32], qn: f64, store: &RowStore, r: usize) -> f64 {
+    match store.exact_row(r) {
+        Some(x) => match metric {
+            Metric::Ip => dot_f64(q, x),
+            Metric::Cosine => {
+                let xn = dot_f64(x, x).sqrt();
+                if qn == 0.0 || xn == 0.0 {
+                    0.0
+                } else {
+                    dot_f64(q, x) / (qn * xn)
+                }
+            }
+            Metric::L2 => dist2_f64(q, x, 1.0),
+        },
+        None => {
+            let codes = store.row(r);
+            let m = store.mul[r] as f64;
+            match metric {
+                Metric::Ip => m * dot_f64(q, codes),
+                // `mul = 1/‖q_x‖`: the cosine of q and the dequantized row.
+                Metric::Cosine => {
+                    if qn == 0.0 {
+                        0.0
+                    } else {
+                        m * dot_f64(q, codes) / qn
+                    }
+                }
+                Metric::L2 => dist2_f64(q, codes, m),
+            }
+        }
+    }
+}
+
+/// Re-scores each query's INT8 candidates with the FP32 query — against
+/// the FP32 rows when the store keeps them (exact), else against the
+/// dequantized rows (which removes the query's own quantization error) —
+/// in f64, keeps the best `k`, and writes FAISS-shaped outputs:
 /// `scores[m*k]`, `ids[m*k]`, best first, missing slots padded with the
 /// metric's worst score and id `-1`. `row_of(key)` names the store and row of
-/// a heap key. Deterministic (plain f32 arithmetic in a fixed order; ties go
-/// to the smaller key).
+/// a heap key. Deterministic (fixed-order f64 arithmetic; ties go to the
+/// smaller key).
 pub fn finish<'a>(
     heaps: Vec<TopK>,
     queries: &[f32],
@@ -225,36 +325,23 @@ pub fn finish<'a>(
     let m = heaps.len();
     let mut scores = vec![metric.pad_score(); m * k];
     let mut ids = vec![-1i64; m * k];
+    let lower_is_closer = !metric.higher_is_closer();
     #[allow(clippy::type_complexity)]
     let work = |(((h, q), out_s), out_i): (((TopK, &[f32]), &mut [f32]), &mut [i64])| {
-        let qn2: f32 = q.iter().map(|v| v * v).sum();
-        let qn = qn2.sqrt();
-        let mut best = TopK::new(k);
-        for (_, key) in h.into_sorted() {
+        let qn = dot_f64(q, q).sqrt();
+        let mut best: Vec<(f64, u64)> = h
+            .into_sorted()
+            .into_iter()
+            .map(|(_, key)| {
+                let (store, r) = row_of(key);
+                let s = exact_score(metric, q, qn, store, r);
+                (if lower_is_closer { -s } else { s }, key)
+            })
+            .collect();
+        best.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        for (j, &(rank, key)) in best.iter().take(k).enumerate() {
             let (store, r) = row_of(key);
-            let codes = store.row(r);
-            let p: f32 = q.iter().zip(codes).map(|(&a, &c)| a * c as f32).sum();
-            let rank = match metric {
-                Metric::Ip => p * store.scales[r],
-                // Cosine of the FP32 query and the dequantized row.
-                Metric::Cosine => {
-                    if qn == 0.0 {
-                        0.0
-                    } else {
-                        p * store.row_mul[r] / qn
-                    }
-                }
-                // 2·q·x̂ - ‖x̂‖² (row_add holds -‖x̂‖²); the score is ‖q‖² minus this.
-                Metric::L2 => 2.0 * p * store.scales[r] + store.row_add[r],
-            };
-            best.push(rank, key);
-        }
-        for (j, (rank, key)) in best.into_sorted().into_iter().enumerate() {
-            let (store, r) = row_of(key);
-            out_s[j] = match metric {
-                Metric::L2 => (qn2 - rank).max(0.0),
-                _ => rank,
-            };
+            out_s[j] = (if lower_is_closer { -rank } else { rank }) as f32;
             out_i[j] = store.ids[r] as i64;
         }
     };
