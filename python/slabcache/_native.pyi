@@ -179,6 +179,7 @@ class Int8Index:
         nprobe: int = 8,
         kernel: str | None = None,
         keep_exact: bool = False,
+        codes: str = "auto",
     ) -> Self: ...
     def add(
         self, vectors: npt.NDArray[np.float32], ids: npt.NDArray[np.int64] | None = None
@@ -214,6 +215,8 @@ class Int8Index:
     def memory_bytes(self) -> int: ...
     @property
     def keep_exact(self) -> bool: ...
+    @property
+    def codes(self) -> str: ...
     def memory_parts(self) -> tuple[int, int, int, int, int, int]: ...
 
 def int8_kernels() -> list[str]:

@@ -63,6 +63,7 @@ from .errors import InvalidArgumentError, InvalidTypeError
 __all__ = ["Int8Index", "available_kernels", "default_kernel", "int8_dot", "quantize"]
 
 MetricName = Literal["cosine", "ip", "l2"]
+CodeName = Literal["auto", "symmetric", "asymmetric"]
 IndexType = Literal["flat", "clustered"]
 
 
@@ -142,6 +143,12 @@ class Int8Index:
         keep_exact: also keep the float32 vectors (``4·dim`` bytes a row) so
             that searches re-rank their INT8 candidates exactly (off by
             default).
+        codes: ``"symmetric"`` (``x ≈ s·q``, codes -127..127),
+            ``"asymmetric"`` (``x ≈ o + s·q`` per vector, codes -128..127:
+            all 256 levels span each vector's own range, twice the
+            resolution on non-negative data, 4 more bytes a row) or
+            ``"auto"`` (default): asymmetric if every value of the first
+            ``add`` is non-negative, else symmetric.
 
     A clustered index trains its centroids on the first ``add`` (which then
     needs at least ``nlist`` vectors) unless :meth:`train` was called.
@@ -172,15 +179,23 @@ class Int8Index:
         nprobe: int = 8,
         kernel: str | None = None,
         keep_exact: bool = False,
+        codes: CodeName = "auto",
     ) -> None:
         if isinstance(dim, bool) or not isinstance(dim, int | np.integer):
             raise InvalidTypeError(f"dim must be an int, got {type(dim).__name__}")
-        if not isinstance(metric, str) or not isinstance(index_type, str):
-            raise InvalidTypeError("metric and index_type must be strings")
+        if not all(isinstance(s, str) for s in (metric, index_type, codes)):
+            raise InvalidTypeError("metric, index_type and codes must be strings")
         if index_type == "clustered" and nlist is None:
             raise InvalidArgumentError('index_type="clustered" needs nlist (number of pages)')
         self._inner = _native.Int8Index(
-            int(dim), metric, index_type, int(nlist or 0), int(nprobe), kernel, bool(keep_exact)
+            int(dim),
+            metric,
+            index_type,
+            int(nlist or 0),
+            int(nprobe),
+            kernel,
+            bool(keep_exact),
+            codes,
         )
 
     @classmethod
@@ -314,6 +329,18 @@ class Int8Index:
         return int(self._inner.memory_bytes)
 
     @property
+    def codes(self) -> str:
+        """``"symmetric"`` or ``"asymmetric"`` (``"auto"`` until the first ``add`` decides).
+
+        >>> import numpy as np
+        >>> idx = Int8Index(3, "l2")
+        >>> _ = idx.add(np.array([[0.0, 2.0, 5.0]], dtype=np.float32))
+        >>> idx.codes
+        'asymmetric'
+        """
+        return str(self._inner.codes)
+
+    @property
     def keep_exact(self) -> bool:
         """Whether float32 vectors are kept for exact re-ranking."""
         return bool(self._inner.keep_exact)
@@ -322,7 +349,7 @@ class Int8Index:
         """Where the memory goes, in bytes the allocator holds (capacities).
 
         Keys: ``vectors`` (live), ``dim``, ``code_bytes``, ``id_bytes`` (8 a
-        row), ``factor_bytes`` (4 a row; 8 for ``"l2"``), ``exact_bytes``
+        row), ``factor_bytes`` (4 a row; +4 for ``"l2"``, +4 for asymmetric codes), ``exact_bytes``
         (float32 rows, 0 unless ``keep_exact``), ``id_table_bytes`` (0 while
         ids arrive in increasing order), ``other_bytes`` (centroids of a
         clustered index), ``memory_bytes`` (the sum) and
@@ -331,10 +358,10 @@ class Int8Index:
 
             >>> import numpy as np
             >>> idx = Int8Index(8, "ip")
-            >>> _ = idx.add(np.ones((100, 8), dtype=np.float32))
+            >>> _ = idx.add(np.full((100, 8), -0.5, dtype=np.float32))
             >>> s = idx.stats()
-            >>> s["code_bytes"], s["overhead_bytes_per_vector"]
-            (800, 12.0)
+            >>> s["code_bytes"], s["overhead_bytes_per_vector"], s["codes"]
+            (800, 12.0, 'symmetric')
         """
         codes, ids, factors, exact, table, other = self._inner.memory_parts()
         n = len(self)
@@ -345,6 +372,7 @@ class Int8Index:
             "metric": self.metric,
             "index_type": self.index_type,
             "keep_exact": self.keep_exact,
+            "codes": self.codes,
             "code_bytes": codes,
             "id_bytes": ids,
             "factor_bytes": factors,

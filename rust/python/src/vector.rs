@@ -11,8 +11,8 @@ use numpy::{
 use parking_lot::RwLock;
 use pyo3::prelude::*;
 use slabcache_core::vector::{
-    persist::load_index_with_kernel, AnyIndex, ClusteredIndex, FlatIndex, Kernel, KernelKind,
-    Metric,
+    persist::load_index_with_kernel, quantize::CodeKind, AnyIndex, ClusteredIndex, FlatIndex,
+    Kernel, KernelKind, Metric,
 };
 use slabcache_core::ErrorKind;
 
@@ -68,7 +68,8 @@ pub struct PyInt8Index {
 #[pymethods]
 impl PyInt8Index {
     #[new]
-    #[pyo3(signature = (dim, metric = "cosine", index_type = "flat", nlist = 0, nprobe = 8, kernel = None, keep_exact = false))]
+    #[pyo3(signature = (dim, metric = "cosine", index_type = "flat", nlist = 0, nprobe = 8, kernel = None, keep_exact = false, codes = "auto"))]
+    #[allow(clippy::too_many_arguments)] // mirrors the Python constructor's keywords
     fn new(
         dim: i64,
         metric: &str,
@@ -77,9 +78,11 @@ impl PyInt8Index {
         nprobe: i64,
         kernel: Option<&str>,
         keep_exact: bool,
+        codes: &str,
     ) -> PyResult<Self> {
         let dim = usize_arg(dim, "dim")?;
         let metric = Metric::parse(metric).py()?;
+        let codes = CodeKind::parse(codes).py()?;
         let kernel = kernel_from(kernel)?;
         let index = match index_type {
             "flat" => {
@@ -103,6 +106,8 @@ impl PyInt8Index {
                 ))
             }
         };
+        let mut index = index;
+        index.set_codes(codes).py()?;
         Ok(PyInt8Index {
             inner: RwLock::new(index),
         })
@@ -263,6 +268,11 @@ impl PyInt8Index {
     #[getter]
     fn memory_bytes(&self) -> usize {
         self.inner.read().memory_bytes()
+    }
+
+    #[getter]
+    fn codes(&self) -> &'static str {
+        self.inner.read().codes().name()
     }
 
     #[getter]

@@ -18,6 +18,7 @@ use crate::vector::flat::{
 };
 use crate::vector::kernels::Kernel;
 use crate::vector::metric::Metric;
+use crate::vector::quantize::CodeKind;
 use crate::vector::scan::{candidates, finish, scan_range, QueryBatch};
 use crate::vector::store::RowStore;
 use crate::vector::topk::TopK;
@@ -52,6 +53,8 @@ pub struct ClusteredIndex {
     pub(crate) nlist: usize,
     pub(crate) pages: Vec<RowStore>,
     keep_exact: bool,
+    /// The code asked for; `Auto` until the first add resolves it.
+    codes: CodeKind,
     loc: HashMap<u64, (u32, u32)>,
     pub(crate) next_id: u64,
 }
@@ -111,6 +114,7 @@ impl ClusteredIndex {
                 .map(|_| RowStore::new(dim, metric, keep_exact))
                 .collect(),
             keep_exact,
+            codes: CodeKind::Auto,
             loc: HashMap::new(),
             next_id: 0,
         })
@@ -198,6 +202,31 @@ impl ClusteredIndex {
         self.keep_exact
     }
 
+    /// As [`FlatIndex::set_codes`].
+    pub fn set_codes(&mut self, codes: CodeKind) -> Result<()> {
+        if self.codes != CodeKind::Auto || self.pages.iter().any(|p| p.rows() > 0) {
+            return Err(Error::invalid_argument(
+                "the code can only be chosen before the first add",
+            ));
+        }
+        self.apply_codes(codes);
+        Ok(())
+    }
+
+    fn apply_codes(&mut self, codes: CodeKind) {
+        self.codes = codes;
+        if codes != CodeKind::Auto {
+            for p in &mut self.pages {
+                p.set_asymmetric(codes == CodeKind::Asymmetric);
+            }
+        }
+    }
+
+    /// The code in use (`Auto` until the first add decides).
+    pub fn codes(&self) -> CodeKind {
+        self.codes
+    }
+
     /// Bytes held, by kind (`id_table`: the id → (page, row) map, counted
     /// as 24 B per slot of its capacity; `other`: centroids and the coarse
     /// index).
@@ -253,6 +282,9 @@ impl ClusteredIndex {
         }
         if !self.is_trained() {
             self.train(vectors)?;
+        }
+        if self.codes == CodeKind::Auto {
+            self.apply_codes(CodeKind::Auto.resolve(vectors));
         }
         let assign = self.nearest_pages(vectors, 1)?;
         let mut per_page: Vec<Vec<usize>> = vec![Vec::new(); self.nlist];
@@ -420,7 +452,14 @@ impl ClusteredIndex {
                 }
             }
         }
+        let asym = pages.iter().any(|p| p.is_asymmetric());
+        let any_rows = pages.iter().any(|p| p.rows() > 0);
         index.pages = pages;
+        index.codes = match (any_rows, asym) {
+            (_, true) => CodeKind::Asymmetric,
+            (false, false) => CodeKind::Auto,
+            (true, false) => CodeKind::Symmetric,
+        };
         index.loc = loc;
         index.next_id = next_id;
         Ok(index)

@@ -4,7 +4,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::vector::id_lookup::IdLookup;
 use crate::vector::kernels::Kernel;
 use crate::vector::metric::Metric;
-use crate::vector::quantize::check_finite;
+use crate::vector::quantize::{check_finite, CodeKind};
 use crate::vector::scan::{candidates, finish, scan_store, QueryBatch};
 use crate::vector::store::{RowStore, StoreBytes};
 
@@ -137,6 +137,8 @@ pub struct FlatIndex {
     pub(crate) store: RowStore,
     lookup: IdLookup,
     pub(crate) next_id: u64,
+    /// The code asked for; `Auto` until the first add resolves it.
+    codes: CodeKind,
 }
 
 /// Where an index's bytes go (see [`FlatIndex::bytes`]).
@@ -193,7 +195,38 @@ impl FlatIndex {
             store: RowStore::new(dim, metric, keep_exact),
             lookup: IdLookup::default(),
             next_id: 0,
+            codes: CodeKind::Auto,
         })
+    }
+
+    /// Asks for a code (see [`CodeKind`]); only while the index has never
+    /// held a vector (`InvalidArgument` after).
+    ///
+    /// ```
+    /// use slabcache_core::vector::{FlatIndex, Metric};
+    /// use slabcache_core::vector::quantize::CodeKind;
+    /// let mut index = FlatIndex::new(2, Metric::L2).unwrap();
+    /// assert_eq!(index.codes(), CodeKind::Auto);
+    /// index.add(&[0.0, 1.0, 2.0, 3.0], None).unwrap(); // non-negative
+    /// assert_eq!(index.codes(), CodeKind::Asymmetric);
+    /// assert!(index.set_codes(CodeKind::Symmetric).is_err());
+    /// ```
+    pub fn set_codes(&mut self, codes: CodeKind) -> Result<()> {
+        if self.codes != CodeKind::Auto || self.store.rows() > 0 {
+            return Err(Error::invalid_argument(
+                "the code can only be chosen before the first add",
+            ));
+        }
+        self.codes = codes;
+        if codes != CodeKind::Auto {
+            self.store.set_asymmetric(codes == CodeKind::Asymmetric);
+        }
+        Ok(())
+    }
+
+    /// The code in use (`Auto` until the first add decides).
+    pub fn codes(&self) -> CodeKind {
+        self.codes
     }
 
     /// Whether the FP32 vectors are kept for exact re-ranking.
@@ -259,7 +292,7 @@ impl FlatIndex {
     /// ```
     /// use slabcache_core::vector::{FlatIndex, Metric};
     /// let mut index = FlatIndex::new(16, Metric::Cosine).unwrap();
-    /// index.add(&vec![0.5; 16 * 1000], None).unwrap();
+    /// index.add(&vec![-0.5; 16 * 1000], None).unwrap(); // signed: symmetric code
     /// let b = index.bytes();
     /// assert_eq!(b.store.codes, 16 * 1000);
     /// assert_eq!(b.store.ids + b.store.factors, 12 * 1000); // id + one factor
@@ -298,6 +331,11 @@ impl FlatIndex {
             return Err(Error::out_of_memory(format!(
                 "an index holds at most {MAX_ROWS} rows (tombstones included)"
             )));
+        }
+        if n > 0 && self.codes == CodeKind::Auto {
+            self.codes = CodeKind::Auto.resolve(vectors);
+            self.store
+                .set_asymmetric(self.codes == CodeKind::Asymmetric);
         }
         self.store.reserve(n)?;
         self.lookup.reserve(&self.store.ids, n)?;
@@ -427,12 +465,18 @@ impl FlatIndex {
     ) -> FlatIndex {
         let lookup = IdLookup::for_rows(&store.ids, |r| store.is_live(r))
             .expect("id table: out of memory on load");
+        let codes = match (store.rows(), store.is_asymmetric()) {
+            (0, false) => CodeKind::Auto,
+            (_, true) => CodeKind::Asymmetric,
+            (_, false) => CodeKind::Symmetric,
+        };
         FlatIndex {
             metric,
             kernel,
             store,
             lookup,
             next_id,
+            codes,
         }
     }
 }

@@ -7,7 +7,7 @@
 //! version   u32   2
 //! kind      u8    0 = flat, 1 = clustered
 //! metric    u8    0 = ip, 1 = cosine, 2 = l2
-//! flags     u8    bit 0: FP32 rows kept for re-ranking
+//! flags     u8    bit 0: FP32 rows kept for re-ranking; bit 1: asymmetric codes
 //! reserved  u8    0
 //! dim       u32
 //! next_id   u64
@@ -15,7 +15,8 @@
 //!             centroids f32 × nlist·dim (only when trained)
 //! stores    1 (flat) or nlist (clustered), each:
 //!             rows u64, ids u64 × rows, scales f32 × rows,
-//!             codes i8 × rows·dim, [FP32 rows f32 × rows·dim if flag 0]
+//!             [offsets f32 × rows if flag 1], codes i8 × rows·dim,
+//!             [FP32 rows f32 × rows·dim if flag 0]
 //! crc32c    u32   of every byte before it
 //! ```
 //!
@@ -40,6 +41,7 @@ use crate::vector::clustered::ClusteredIndex;
 use crate::vector::flat::{FlatIndex, MAX_DIM, MAX_ID};
 use crate::vector::kernels::Kernel;
 use crate::vector::metric::Metric;
+use crate::vector::quantize::CodeKind;
 use crate::vector::store::RowStore;
 
 /// File magic.
@@ -127,6 +129,14 @@ impl AnyIndex {
     pub fn bytes(&self) -> crate::vector::flat::IndexBytes {
         both!(self, i => i.bytes())
     }
+    /// The code in use (`Auto` until the first add decides).
+    pub fn codes(&self) -> CodeKind {
+        both!(self, i => i.codes())
+    }
+    /// See [`FlatIndex::set_codes`].
+    pub fn set_codes(&mut self, codes: CodeKind) -> Result<()> {
+        both!(self, i => i.set_codes(codes))
+    }
     /// Live ids.
     pub fn ids(&self) -> Vec<u64> {
         both!(self, i => i.ids())
@@ -183,7 +193,9 @@ impl AnyIndex {
             AnyIndex::Flat(_) => 0,
             AnyIndex::Clustered(_) => 1,
         };
-        w.put(&[kind, self.metric().code(), self.keeps_exact() as u8, 0])?;
+        let asym = self.codes() == CodeKind::Asymmetric;
+        let flags = self.keeps_exact() as u8 | (asym as u8) << 1;
+        w.put(&[kind, self.metric().code(), flags, 0])?;
         w.put(&(self.dim() as u32).to_le_bytes())?;
         match self {
             AnyIndex::Flat(f) => {
@@ -235,6 +247,13 @@ fn write_store(w: &mut CrcWriter, s: &RowStore) -> Result<()> {
         buf.extend_from_slice(&s.saved_scale(r).to_le_bytes());
     }
     w.put(&buf)?;
+    if s.is_asymmetric() {
+        buf.clear();
+        for &r in &live {
+            buf.extend_from_slice(&s.saved_offset(r).to_le_bytes());
+        }
+        w.put(&buf)?;
+    }
     for &r in &live {
         let row = s.row(r);
         // SAFETY: i8 and u8 have the same size and alignment, and every bit pattern is valid for both.
@@ -305,6 +324,7 @@ impl<'a> Reader<'a> {
 struct StoreFormat {
     version: u32,
     exact: bool,
+    asym: bool,
 }
 
 fn read_store(
@@ -318,7 +338,11 @@ fn read_store(
     // Bytes each row needs: reject impossible counts before allocating.
     let per_row = match fmt.version {
         1 => 16 + dim as u64,
-        _ => 12 + dim as u64 + if fmt.exact { 4 * dim as u64 } else { 0 },
+        _ => {
+            12 + dim as u64
+                + if fmt.exact { 4 * dim as u64 } else { 0 }
+                + if fmt.asym { 4 } else { 0 }
+        }
     };
     if rows
         .checked_mul(per_row)
@@ -345,13 +369,18 @@ fn read_store(
     } else {
         Vec::new()
     };
+    let offsets = if fmt.asym {
+        Some(r.f32s(rows, "offset")?)
+    } else {
+        None
+    };
     if scales.iter().chain(&norms).any(|&x| x < 0.0) {
         return Err(Error::corrupt(
             "vector index file has a negative scale or norm",
         ));
     }
     let code_bytes = r.take(rows * dim)?;
-    if code_bytes.contains(&0x80) {
+    if !fmt.asym && code_bytes.contains(&0x80) {
         return Err(Error::corrupt(
             "vector index file has a code outside -127..=127",
         ));
@@ -363,8 +392,9 @@ fn read_store(
         None
     };
     let mut store = RowStore::new(dim, metric, fmt.exact);
+    store.set_asymmetric(fmt.asym);
     store.reserve(rows)?;
-    store.append_quantized(&codes, &ids, &scales, exact.as_deref());
+    store.append_quantized(&codes, &ids, &scales, offsets.as_deref(), exact.as_deref());
     Ok(store)
 }
 
@@ -418,12 +448,13 @@ pub fn parse(bytes: &[u8], kernel: Kernel) -> Result<AnyIndex> {
     let metric = Metric::from_code(r.u8()?)
         .ok_or_else(|| Error::corrupt("vector index file has an unknown metric"))?;
     let flags = r.take(2)?[0];
-    if (version == 1 && flags != 0) || flags > 1 {
+    if (version == 1 && flags != 0) || flags > 3 {
         return Err(Error::corrupt("vector index file has unknown flags"));
     }
     let fmt = StoreFormat {
         version,
         exact: flags & 1 == 1,
+        asym: flags & 2 == 2,
     };
     let dim = r.u32()? as usize;
     if dim == 0 || dim > MAX_DIM {

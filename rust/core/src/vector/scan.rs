@@ -13,7 +13,7 @@ use rayon::prelude::*;
 
 use crate::vector::kernels::Kernel;
 use crate::vector::metric::Metric;
-use crate::vector::quantize::{code_sumsq, quantize_into};
+use crate::vector::quantize::{code_sum, code_sumsq, quantize_into};
 use crate::vector::store::RowStore;
 use crate::vector::topk::TopK;
 
@@ -33,6 +33,8 @@ pub struct QueryBatch {
     pub(crate) codes: Vec<i8>,
     pub(crate) factor: Vec<f32>,
     pub(crate) norm: Vec<f32>,
+    /// `Σ q_i` of each query's codes (for asymmetric rows' offsets).
+    pub(crate) sum: Vec<f32>,
 }
 
 impl QueryBatch {
@@ -42,16 +44,19 @@ impl QueryBatch {
         let mut codes = vec![0i8; m * dim];
         let mut factor = Vec::with_capacity(m);
         let mut norm = Vec::with_capacity(m);
+        let mut sum = Vec::with_capacity(m);
         for (x, q) in queries.chunks_exact(dim).zip(codes.chunks_exact_mut(dim)) {
             let st = quantize_into(x, q);
             factor.push(metric.query_factor(st, code_sumsq(q)));
             norm.push(st.norm);
+            sum.push(code_sum(q) as f32);
         }
         QueryBatch {
             dim,
             codes,
             factor,
             norm,
+            sum,
         }
     }
 
@@ -77,6 +82,7 @@ impl QueryBatch {
             codes,
             factor: idx.iter().map(|&i| self.factor[i]).collect(),
             norm: idx.iter().map(|&i| self.norm[i]).collect(),
+            sum: idx.iter().map(|&i| self.sum[i]).collect(),
         }
     }
 
@@ -87,6 +93,7 @@ impl QueryBatch {
             codes: self.codes[q0 * d..q1 * d].to_vec(),
             factor: self.factor[q0..q1].to_vec(),
             norm: self.norm[q0..q1].to_vec(),
+            sum: self.sum[q0..q1].to_vec(),
         }
     }
 }
@@ -134,19 +141,39 @@ pub fn scan_range(
             let tq = q1 - q0;
             kernel.dots(&queries.codes[q0 * d..q1 * d], rows, d, &mut buf[..nr * tq]);
             let qf = &queries.factor[q0..q1];
+            let qs = &queries.sum[q0..q1];
             let hs = &mut heaps[q0..q1];
-            for r in 0..nr {
-                // A NaN factor marks a tombstone.
-                if rmul[r].is_nan() {
-                    continue;
+            if store.off.is_empty() {
+                for r in 0..nr {
+                    // A NaN factor marks a tombstone.
+                    if rmul[r].is_nan() {
+                        continue;
+                    }
+                    let key = key_base + (b0 + r) as u64;
+                    let dots = &buf[r * tq..(r + 1) * tq];
+                    // f64: `a_q · a_x` overflows f32 for components beyond ~1e19 (an
+                    // overflowed `b_x` is -inf, so such rows rank last, never NaN).
+                    let (am, ab) = (rmul[r] as f64, radd[r] as f64);
+                    for ((h, &f), &p) in hs.iter_mut().zip(qf).zip(dots) {
+                        h.push((f as f64 * am * p as f64 + ab) as f32, key);
+                    }
                 }
-                let key = key_base + (b0 + r) as u64;
-                let dots = &buf[r * tq..(r + 1) * tq];
-                // f64: `a_q · a_x` overflows f32 for components beyond ~1e19 (an
-                // overflowed `b_x` is -inf, so such rows rank last, never NaN).
-                let (am, ab) = (rmul[r] as f64, radd[r] as f64);
-                for ((h, &f), &p) in hs.iter_mut().zip(qf).zip(dots) {
-                    h.push((f as f64 * am * p as f64 + ab) as f32, key);
+            } else {
+                // Asymmetric rows: x̂ = a_x·q + o_x, so q·x̂ gains o_x·Σq.
+                let roff = &store.off[b0..b1];
+                for r in 0..nr {
+                    if rmul[r].is_nan() {
+                        continue;
+                    }
+                    let key = key_base + (b0 + r) as u64;
+                    let dots = &buf[r * tq..(r + 1) * tq];
+                    let (am, ao, ab) = (rmul[r] as f64, roff[r] as f64, radd[r] as f64);
+                    for (((h, &f), &p), &sq) in hs.iter_mut().zip(qf).zip(dots).zip(qs) {
+                        h.push(
+                            (f as f64 * (am * p as f64 + ao * sq as f64) + ab) as f32,
+                            key,
+                        );
+                    }
                 }
             }
             q0 = q1;
@@ -288,22 +315,45 @@ fn exact_score(metric: Metric, q: &[f32], qn: f64, store: &RowStore, r: usize) -
             Metric::L2 => dist2_f64(q, x, 1.0),
         },
         None => {
+            // The dequantized row is `m·q + o` (o = 0 for symmetric codes; for
+            // `cosine`, m and o make it the unit direction).
             let codes = store.row(r);
             let m = store.mul[r] as f64;
+            let o = store.off_of(r) as f64;
+            let qsum = || q.iter().map(|&v| v as f64).sum::<f64>();
             match metric {
-                Metric::Ip => m * dot_f64(q, codes),
-                // `mul = 1/‖q_x‖`: the cosine of q and the dequantized row.
+                Metric::Ip => m * dot_f64(q, codes) + if o != 0.0 { o * qsum() } else { 0.0 },
                 Metric::Cosine => {
                     if qn == 0.0 {
                         0.0
                     } else {
-                        m * dot_f64(q, codes) / qn
+                        (m * dot_f64(q, codes) + if o != 0.0 { o * qsum() } else { 0.0 }) / qn
                     }
                 }
-                Metric::L2 => dist2_f64(q, codes, m),
+                Metric::L2 => dist2_off_f64(q, codes, m, o),
             }
         }
     }
+}
+
+/// `Σ (a - m·b - o)²` in f64.
+#[inline]
+fn dist2_off_f64(a: &[f32], b: &[i8], m: f64, o: f64) -> f64 {
+    let mut acc = [0f64; 4];
+    let mut ca = a.chunks_exact(4);
+    let mut cb = b.chunks_exact(4);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for j in 0..4 {
+            let t = x[j] as f64 - m * y[j] as f64 - o;
+            acc[j] += t * t;
+        }
+    }
+    let mut tail = 0f64;
+    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+        let t = *x as f64 - m * *y as f64 - o;
+        tail += t * t;
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
 }
 
 /// Re-scores each query's INT8 candidates with the FP32 query — against

@@ -9,11 +9,12 @@
 //! | `codes` | `dim` | the INT8 codes |
 //! | `ids` | 8 | the caller's id |
 //! | `mul` | 4 | `a_x`: the scale `s` (`ip`, `l2`) or `1/‖q_x‖` (`cosine`); **NaN marks a tombstone** |
+//! | `off` | 4, asymmetric codes only | `o_x`: the row's offset (`x̂ = a_x·q + o_x`) |
 //! | `add` | 4, `l2` only | `b_x = -‖x̂‖²` |
 //! | `exact` | `4·dim`, optional | the FP32 vector, for exact re-ranking |
 //!
 //! So a row costs `dim + 12` bytes (`ip`, `cosine`) or `dim + 16` (`l2`)
-//! here; the flat index adds an id table only when ids stop arriving in
+//! here with symmetric codes, 4 more with asymmetric ones; the flat index adds an id table only when ids stop arriving in
 //! increasing order (see [`flat`](super::flat)). The exact FP32 norm and a
 //! separate scale are not kept: `x̂ = mul · q` is the dequantized row for
 //! `ip`/`l2`, and its unit direction for `cosine` (which ignores length).
@@ -23,7 +24,7 @@
 
 use crate::error::{Error, Result};
 use crate::vector::metric::Metric;
-use crate::vector::quantize::{code_sumsq, quantize_into, VectorStats};
+use crate::vector::quantize::{code_sum, code_sumsq, quantize_asym_into, quantize_into};
 
 /// Rows of codes plus what scanning needs per row.
 #[derive(Debug, Clone)]
@@ -34,8 +35,12 @@ pub struct RowStore {
     pub(crate) ids: Vec<u64>,
     /// `a_x` per row; NaN for a tombstone.
     pub(crate) mul: Vec<f32>,
+    /// `o_x` per row (asymmetric codes only; empty otherwise).
+    pub(crate) off: Vec<f32>,
     /// `b_x` per row (`l2` only; empty otherwise).
     pub(crate) add: Vec<f32>,
+    /// Whether rows use the asymmetric code (codes in `-128..=127`).
+    asym: bool,
     /// The FP32 rows (`rows × dim`) when the store keeps them for re-ranking.
     pub(crate) exact: Option<Vec<f32>>,
     dead: usize,
@@ -81,7 +86,9 @@ impl RowStore {
             codes: Vec::new(),
             ids: Vec::new(),
             mul: Vec::new(),
+            off: Vec::new(),
             add: Vec::new(),
+            asym: false,
             exact: keep_exact.then(Vec::new),
             dead: 0,
         }
@@ -90,6 +97,27 @@ impl RowStore {
     /// Row width.
     pub fn dim(&self) -> usize {
         self.dim
+    }
+
+    /// Whether rows use the asymmetric (offset + scale) code.
+    pub fn is_asymmetric(&self) -> bool {
+        self.asym
+    }
+
+    /// Chooses the code; only while the store has never held a row.
+    pub fn set_asymmetric(&mut self, asym: bool) {
+        assert!(self.ids.is_empty(), "the code is fixed once rows exist");
+        self.asym = asym;
+    }
+
+    /// `o_x` of row `r` (0 for symmetric codes).
+    #[inline]
+    pub fn off_of(&self, r: usize) -> f32 {
+        if self.off.is_empty() {
+            0.0
+        } else {
+            self.off[r]
+        }
     }
 
     /// Whether the FP32 rows are kept.
@@ -133,7 +161,7 @@ impl RowStore {
         StoreBytes {
             codes: self.codes.capacity(),
             ids: self.ids.capacity() * 8,
-            factors: (self.mul.capacity() + self.add.capacity()) * 4,
+            factors: (self.mul.capacity() + self.off.capacity() + self.add.capacity()) * 4,
             exact: self.exact.as_ref().map_or(0, |e| e.capacity() * 4),
         }
     }
@@ -152,6 +180,9 @@ impl RowStore {
         self.codes.try_reserve(values).map_err(oom)?;
         self.ids.try_reserve(extra).map_err(oom)?;
         self.mul.try_reserve(extra).map_err(oom)?;
+        if self.asym {
+            self.off.try_reserve(extra).map_err(oom)?;
+        }
         if self.metric == Metric::L2 {
             self.add.try_reserve(extra).map_err(oom)?;
         }
@@ -170,21 +201,18 @@ impl RowStore {
         debug_assert_eq!(vectors.len(), n * d);
         let start = self.codes.len();
         self.codes.resize(start + n * d, 0);
-        let mut stats = vec![
-            (
-                VectorStats {
-                    scale: 0.0,
-                    norm: 0.0
-                },
-                0i64
-            );
-            n
-        ];
+        // (scale, offset, Σq, Σq²) per row.
+        let mut stats = vec![(0f32, 0f32, 0i64, 0i64); n];
         let out = &mut self.codes[start..];
+        let asym = self.asym;
         #[allow(clippy::type_complexity)]
-        let work = |(x, (q, st)): (&[f32], (&mut [i8], &mut (VectorStats, i64)))| {
-            let s = quantize_into(x, q);
-            *st = (s, code_sumsq(q));
+        let work = |(x, (q, st)): (&[f32], (&mut [i8], &mut (f32, f32, i64, i64)))| {
+            let (s, o) = if asym {
+                quantize_asym_into(x, q)
+            } else {
+                (quantize_into(x, q).scale, 0.0)
+            };
+            *st = (s, o, code_sum(q), code_sumsq(q));
         };
         if vectors.len() >= PARALLEL_QUANTIZE {
             use rayon::prelude::*;
@@ -198,47 +226,59 @@ impl RowStore {
                 .zip(out.chunks_exact_mut(d).zip(stats.iter_mut()))
                 .for_each(work);
         }
-        for (&(st, sumsq), &id) in stats.iter().zip(ids) {
-            self.push_row_meta(id, st.scale, sumsq);
+        for (&(sc, o, sum, sumsq), &id) in stats.iter().zip(ids) {
+            self.push_row_meta(id, sc, o, sum, sumsq);
         }
         if let Some(e) = self.exact.as_mut() {
             e.extend_from_slice(vectors);
         }
     }
 
-    fn push_row_meta(&mut self, id: u64, scale: f32, sumsq: i64) {
-        let (m, a) = self.metric.row_factors(scale, sumsq);
+    fn push_row_meta(&mut self, id: u64, scale: f32, offset: f32, sum: i64, sumsq: i64) {
+        let (m, o, a) = self.metric.row_factors(scale, offset, self.dim, sum, sumsq);
         self.ids.push(id);
         self.mul.push(m);
+        if self.asym {
+            self.off.push(o);
+        }
         if self.metric == Metric::L2 {
             self.add.push(a);
         }
     }
 
-    /// Appends already-quantized rows (used by load): `scales` are the
-    /// quantization scales (ignored for `cosine`, whose factor comes from
-    /// the codes); `exact` the FP32 rows when this store keeps them.
+    /// Appends already-quantized rows (used by load): `scales` (and
+    /// `offsets` for asymmetric codes) as [`saved_scale`](Self::saved_scale)
+    /// gives them; `exact` the FP32 rows when this store keeps them.
     pub fn append_quantized(
         &mut self,
         codes: &[i8],
         ids: &[u64],
         scales: &[f32],
+        offsets: Option<&[f32]>,
         exact: Option<&[f32]>,
     ) {
         let d = self.dim;
         self.codes.extend_from_slice(codes);
         for (r, &id) in ids.iter().enumerate() {
-            self.push_row_meta(id, scales[r], code_sumsq(&codes[r * d..(r + 1) * d]));
+            let c = &codes[r * d..(r + 1) * d];
+            let o = offsets.map_or(0.0, |o| o[r]);
+            self.push_row_meta(id, scales[r], o, code_sum(c), code_sumsq(c));
         }
         if let (Some(e), Some(x)) = (self.exact.as_mut(), exact) {
             e.extend_from_slice(x);
         }
     }
 
-    /// The quantization scale of row `r` as saved (`cosine` stores its
-    /// factor `1/‖q_x‖` instead, which is what its rows dequantize with).
+    /// The scale of row `r` as saved: the quantization scale (`ip`, `l2`);
+    /// `cosine` saves its factor, i.e. the scale of the row's unit direction,
+    /// which loads back to the same factors.
     pub fn saved_scale(&self, r: usize) -> f32 {
         self.mul[r]
+    }
+
+    /// The offset of row `r` as saved (see [`saved_scale`](Self::saved_scale)).
+    pub fn saved_offset(&self, r: usize) -> f32 {
+        self.off_of(r)
     }
 
     /// Marks `row` removed; returns whether it was live.
@@ -277,6 +317,9 @@ impl RowStore {
                 }
                 self.ids[w] = self.ids[r];
                 self.mul[w] = self.mul[r];
+                if self.asym {
+                    self.off[w] = self.off[r];
+                }
                 if l2 {
                     self.add[w] = self.add[r];
                 }
@@ -290,6 +333,9 @@ impl RowStore {
         }
         self.ids.truncate(w);
         self.mul.truncate(w);
+        if self.asym {
+            self.off.truncate(w);
+        }
         if l2 {
             self.add.truncate(w);
         }
@@ -302,6 +348,7 @@ impl RowStore {
         self.codes.shrink_to_fit();
         self.ids.shrink_to_fit();
         self.mul.shrink_to_fit();
+        self.off.shrink_to_fit();
         self.add.shrink_to_fit();
         if let Some(e) = self.exact.as_mut() {
             e.shrink_to_fit();
@@ -321,11 +368,14 @@ impl RowStore {
     }
 
     /// Row `r`'s vector: the FP32 original if kept, else the dequantized
-    /// codes `mul · q` (for `cosine`, the codes' unit direction).
+    /// codes `a_x · q + o_x` (for `cosine`, the unit direction).
     pub fn reconstruct(&self, r: usize) -> Vec<f32> {
         match self.exact_row(r) {
             Some(x) => x.to_vec(),
-            None => crate::vector::quantize::dequantize(self.row(r), self.mul[r]),
+            None => {
+                let (m, o) = (self.mul[r], self.off_of(r));
+                self.row(r).iter().map(|&c| m * c as f32 + o).collect()
+            }
         }
     }
 }
