@@ -129,3 +129,19 @@ def test_asymmetric_index_survives_save_load(tmp_path) -> None:  # type: ignore[
         assert back.codes == "asymmetric" and len(back) == len(idx)
         for a, b in zip(idx.search(data[:30], k=5), back.search(data[:30], k=5), strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine", "ip"])
+@pytest.mark.parametrize("codes", ["symmetric", "asymmetric"])
+def test_clustered_batch_equals_one_query_at_a_time(metric: str, codes: str) -> None:
+    # A batch scans lists shared by several queries together; a single query scans alone.
+    data = _sift_like(3000, 24, 6) - (0 if codes == "asymmetric" else 20)
+    q = data[:70] + np.float32(0.5)
+    idx = Int8Index(24, metric, index_type="clustered", nlist=16, nprobe=5, codes=codes)  # type: ignore[arg-type]
+    idx.add(data)
+    idx.remove(np.arange(0, 3000, 7))  # tombstones are skipped on both paths
+    s_b, i_b = idx.search(q, k=7)
+    for j in range(len(q)):
+        s_1, i_1 = idx.search(q[j], k=7)
+        np.testing.assert_array_equal(i_1[0], i_b[j])
+        np.testing.assert_array_equal(s_1[0], s_b[j])

@@ -19,10 +19,12 @@ use crate::vector::flat::{
 use crate::vector::kernels::Kernel;
 use crate::vector::metric::Metric;
 use crate::vector::quantize::CodeKind;
-use crate::vector::scan::{candidates, finish, scan_range, QueryBatch};
+use crate::vector::scan::{candidates, finish, scan_gathered, scan_one, QueryBatch};
 use crate::vector::store::RowStore;
 use crate::vector::topk::TopK;
 
+/// Byte-products above which one query's lists are scanned by several threads.
+const PARALLEL_LIST_WORK: usize = 1 << 21;
 /// k-means rounds.
 const KMEANS_ROUNDS: usize = 10;
 /// Sample points per centroid used for training.
@@ -394,40 +396,90 @@ impl ClusteredIndex {
             ));
         }
         let probes = self.nearest_pages(queries, self.nprobe)?;
-        let mut per_page: Vec<Vec<usize>> = vec![Vec::new(); self.nlist];
-        for (q, ps) in probes.chunks_exact(self.nprobe).enumerate() {
-            for &p in ps {
-                per_page[p as usize].push(q);
-            }
-        }
+        let np = self.nprobe;
         let kernel = self.kernel;
         let kc = candidates(k, rerank, self.keep_exact);
-        let partial: Vec<(usize, Vec<TopK>)> = per_page
-            .par_iter()
-            .enumerate()
-            .filter(|(p, qs)| !qs.is_empty() && self.pages[*p].live_rows() > 0)
-            .map(|(p, qs)| {
-                let sub = qb.select(qs);
-                let mut heaps = vec![TopK::new(kc); qs.len()];
-                let page = &self.pages[p];
-                scan_range(
-                    page,
-                    kernel,
-                    &sub,
-                    0,
-                    page.rows(),
-                    (p as u64) << 32,
-                    &mut heaps,
-                );
-                (p, heaps)
-            })
-            .collect();
-        let mut heaps = vec![TopK::new(kc); m];
-        for (p, hs) in partial {
-            for (&q, h) in per_page[p].iter().zip(hs) {
-                heaps[q].merge(h);
+        // One heap per query across all its probed lists; the query's codes
+        // are quantized once and borrowed, never copied per list.
+        let scan = |qi: usize, lists: &[u64]| -> TopK {
+            let mut heap = TopK::new(kc);
+            let mut buf = Vec::new();
+            for &p in lists {
+                let page = &self.pages[p as usize];
+                scan_one(page, kernel, qb.one(qi), p << 32, &mut heap, &mut buf);
             }
-        }
+            heap
+        };
+        let heaps: Vec<TopK> = if m == 1 {
+            // One query: split its lists across threads when there is enough work.
+            let lists = &probes[..np];
+            let rows: usize = lists.iter().map(|&p| self.pages[p as usize].rows()).sum();
+            let threads = rayon::current_num_threads();
+            if threads > 1 && rows.saturating_mul(d) >= PARALLEL_LIST_WORK {
+                let per = np.div_ceil(threads).max(1);
+                let merged = lists.par_chunks(per).map(|c| scan(0, c)).reduce(
+                    || TopK::new(kc),
+                    |mut a, b| {
+                        a.merge(b);
+                        a
+                    },
+                );
+                vec![merged]
+            } else {
+                vec![scan(0, lists)]
+            }
+        } else {
+            // A batch: each thread takes a contiguous group of queries with their
+            // heaps; within it, the queries that probe the same list scan it
+            // together (each row chunk loaded once for up to 16 of them).
+            let threads = rayon::current_num_threads().max(1);
+            let group = m.div_ceil(threads * 2).max(1);
+            let groups: Vec<Vec<TopK>> = (0..m.div_ceil(group))
+                .into_par_iter()
+                .map(|g| {
+                    let q0 = g * group;
+                    let q1 = (q0 + group).min(m);
+                    let mut heaps = vec![TopK::new(kc); q1 - q0];
+                    let mut pairs: Vec<(u64, usize)> = (q0..q1)
+                        .flat_map(|qi| probes[qi * np..(qi + 1) * np].iter().map(move |&p| (p, qi)))
+                        .collect();
+                    pairs.sort_unstable();
+                    let (mut qbuf, mut dbuf, mut qidx) = (Vec::new(), Vec::new(), Vec::new());
+                    let mut one = Vec::new();
+                    for run in pairs.chunk_by(|a, b| a.0 == b.0) {
+                        let p = run[0].0;
+                        let page = &self.pages[p as usize];
+                        if run.len() == 1 {
+                            let qi = run[0].1;
+                            scan_one(
+                                page,
+                                kernel,
+                                qb.one(qi),
+                                p << 32,
+                                &mut heaps[qi - q0],
+                                &mut one,
+                            );
+                        } else {
+                            qidx.clear();
+                            qidx.extend(run.iter().map(|&(_, qi)| qi));
+                            scan_gathered(
+                                page,
+                                kernel,
+                                &qb,
+                                &qidx,
+                                q0,
+                                p << 32,
+                                &mut heaps,
+                                &mut qbuf,
+                                &mut dbuf,
+                            );
+                        }
+                    }
+                    heaps
+                })
+                .collect();
+            groups.into_iter().flatten().collect()
+        };
         let pages = &self.pages;
         Ok(finish(heaps, queries, d, k, self.metric, |key| {
             (&pages[(key >> 32) as usize], (key & 0xffff_ffff) as usize)

@@ -182,6 +182,137 @@ pub fn scan_range(
     }
 }
 
+/// One query's view into a [`QueryBatch`] (no copy).
+#[derive(Debug, Clone, Copy)]
+pub struct OneQuery<'a> {
+    /// Its codes.
+    pub codes: &'a [i8],
+    /// `a_q`.
+    pub factor: f32,
+    /// `Σ q_i` of its codes.
+    pub sum: f32,
+}
+
+impl QueryBatch {
+    /// Query `i` as a borrowed view.
+    pub fn one(&self, i: usize) -> OneQuery<'_> {
+        OneQuery {
+            codes: &self.codes[i * self.dim..(i + 1) * self.dim],
+            factor: self.factor[i],
+            sum: self.sum[i],
+        }
+    }
+}
+
+/// Scans every row of `store` for one query into `heap` (keys
+/// `key_base + row`), reusing `buf` for the dot products: the inner loop of
+/// the clustered index, where a query visits `nprobe` stores one after the
+/// other with a single heap, so a scanned row costs a kernel dot and a
+/// compare — what a row of the flat scan costs.
+pub fn scan_one(
+    store: &RowStore,
+    kernel: Kernel,
+    q: OneQuery<'_>,
+    key_base: u64,
+    heap: &mut TopK,
+    buf: &mut Vec<i32>,
+) {
+    let d = store.dim();
+    let n = store.rows();
+    if n == 0 {
+        return;
+    }
+    let br = block_rows(d);
+    if buf.len() < br {
+        buf.resize(br, 0);
+    }
+    let (f, sq) = (q.factor as f64, q.sum as f64);
+    let asym = !store.off.is_empty();
+    let l2 = !store.add.is_empty();
+    let mut b0 = 0;
+    while b0 < n {
+        let b1 = (b0 + br).min(n);
+        let nr = b1 - b0;
+        kernel.dots(q.codes, &store.codes[b0 * d..b1 * d], d, &mut buf[..nr]);
+        let rmul = &store.mul[b0..b1];
+        for (r, (&p, &am)) in buf[..nr].iter().zip(rmul).enumerate() {
+            if am.is_nan() {
+                continue; // tombstone
+            }
+            let mut t = am as f64 * p as f64;
+            if asym {
+                t += store.off[b0 + r] as f64 * sq;
+            }
+            let mut rank = f * t;
+            if l2 {
+                rank += store.add[b0 + r] as f64;
+            }
+            heap.push(rank as f32, key_base + (b0 + r) as u64);
+        }
+        b0 = b1;
+    }
+}
+
+/// Scans every row of `store` for the queries `qidx` of `queries` (several
+/// queries that probe the same list in a batch), offering each to
+/// `heaps[qidx[j] - heap_base]`. Up to [`QUERY_TILE`] query codes are
+/// gathered into `qbuf` so that each row chunk is loaded once for all of
+/// them, as in the flat scan; `dbuf` holds the dot products.
+#[allow(clippy::too_many_arguments)]
+pub fn scan_gathered(
+    store: &RowStore,
+    kernel: Kernel,
+    queries: &QueryBatch,
+    qidx: &[usize],
+    heap_base: usize,
+    key_base: u64,
+    heaps: &mut [TopK],
+    qbuf: &mut Vec<i8>,
+    dbuf: &mut Vec<i32>,
+) {
+    let d = store.dim();
+    let n = store.rows();
+    if n == 0 || qidx.is_empty() {
+        return;
+    }
+    let br = block_rows(d);
+    let asym = !store.off.is_empty();
+    let l2 = !store.add.is_empty();
+    for tile in qidx.chunks(QUERY_TILE) {
+        let tq = tile.len();
+        qbuf.clear();
+        for &qi in tile {
+            qbuf.extend_from_slice(&queries.codes[qi * d..(qi + 1) * d]);
+        }
+        if dbuf.len() < br * tq {
+            dbuf.resize(br * tq, 0);
+        }
+        let mut b0 = 0;
+        while b0 < n {
+            let b1 = (b0 + br).min(n);
+            let nr = b1 - b0;
+            kernel.dots(qbuf, &store.codes[b0 * d..b1 * d], d, &mut dbuf[..nr * tq]);
+            for r in 0..nr {
+                let am = store.mul[b0 + r];
+                if am.is_nan() {
+                    continue; // tombstone
+                }
+                let am = am as f64;
+                let ao = if asym { store.off[b0 + r] as f64 } else { 0.0 };
+                let ab = if l2 { store.add[b0 + r] as f64 } else { 0.0 };
+                let key = key_base + (b0 + r) as u64;
+                for (j, &qi) in tile.iter().enumerate() {
+                    let p = dbuf[r * tq + j] as f64;
+                    let rank =
+                        queries.factor[qi] as f64 * (am * p + ao * queries.sum[qi] as f64) + ab;
+                    heaps[qi - heap_base].push(rank as f32, key);
+                }
+            }
+            b0 = b1;
+        }
+    }
+}
+
 /// Exact top-`k` of every query over the whole store, split across threads
 /// when the work is large. Returns one heap per query.
 pub fn scan_store(
