@@ -327,9 +327,7 @@ def _real_measurements(ctx: BenchContext) -> list[Measurement]:
                 rows = vectors_real.run_dataset(name, n, ctx.quick, log=lambda _s: None)
                 advance()
         except ImportError as e:  # wordllama / opencv / skimage missing
-            out.append(
-                Measurement(f"real data {name}", float("nan"), "", note=f"skipped: {e}")
-            )
+            out.append(Measurement(f"real data {name}", float("nan"), "", note=f"skipped: {e}"))
             continue
         flat = next(r for r in rows if r.setting.startswith("flat ("))
         for r in rows:

@@ -59,9 +59,8 @@ class Row:
 
 
 def _recall(found: np.ndarray, truth: np.ndarray, k: int) -> float:
-    return float(
-        np.mean([len(set(f[:k].tolist()) & set(t[:k].tolist())) / k for f, t in zip(found, truth)])
-    )
+    pairs = zip(found, truth, strict=True)
+    return float(np.mean([len(set(f[:k].tolist()) & set(t[:k].tolist())) / k for f, t in pairs]))
 
 
 def _best_time(fn: Callable[[], object], budget: float) -> float:
@@ -116,13 +115,19 @@ def _measure(
     )
 
 
-def run_dataset(name: str, n: int, quick: bool = False, log: Callable[[str], None] = print) -> list[Row]:
-    x = vector_data.text_embeddings(n + NQ) if name == "text" else vector_data.sift_descriptors(n + NQ)
+def run_dataset(
+    name: str, n: int, quick: bool = False, log: Callable[[str], None] = print
+) -> list[Row]:
+    x = (
+        vector_data.text_embeddings(n + NQ)
+        if name == "text"
+        else vector_data.sift_descriptors(n + NQ)
+    )
     metric = "cosine" if name == "text" else "l2"
     q, data = np.ascontiguousarray(x[:NQ]), np.ascontiguousarray(x[NQ:])
     n, d = data.shape
     truth = vector_data.exact_topk(data, q, K, metric)
-    budget = 0.3 if quick else 1.0
+    budget = float(os.environ.get("SLABCACHE_BENCH_BUDGET", 0.3 if quick else 1.0))
     rows: list[Row] = []
     nlist = int(4 * np.sqrt(n))
     probes = (8, 16, 32, 64, 128) if not quick else (16, 64)
