@@ -118,10 +118,11 @@ def test_asymmetric_scores_match_brute_force_over_dequantized_rows(
         np.testing.assert_allclose(got, w, rtol=2e-4, atol=2e-4 * (1 + np.abs(w).max()))
 
 
-def test_asymmetric_index_survives_save_load(tmp_path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("metric", ["l2", "ip", "cosine"])
+def test_asymmetric_index_survives_save_load(tmp_path, metric: str) -> None:  # type: ignore[no-untyped-def]
     data = _sift_like(800, 32, 5)
     for kind in ("flat", "clustered"):
-        idx = Int8Index(32, "l2", index_type=kind, nlist=8, nprobe=4)  # type: ignore[arg-type]
+        idx = Int8Index(32, metric, index_type=kind, nlist=8, nprobe=4)  # type: ignore[arg-type]
         idx.add(data)
         idx.remove(np.arange(0, 800, 3))
         idx.save(tmp_path / f"{kind}.sci8")

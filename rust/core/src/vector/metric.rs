@@ -106,6 +106,9 @@ impl Metric {
         let n2 = dim as f64 * o * o + 2.0 * o * s * sum as f64 + s * s * sumsq as f64;
         match self {
             Metric::Ip => (scale, offset, 0.0),
+            // Without an offset the direction is the codes' own: `1/‖q‖`, independent of
+            // the scale, so a reload (which saves this factor) recomputes it bit for bit.
+            Metric::Cosine if offset == 0.0 => (inv_sqrt(sumsq), 0.0, 0.0),
             Metric::Cosine => {
                 if n2 <= 0.0 {
                     (0.0, 0.0, 0.0)

@@ -262,6 +262,14 @@ impl RowStore {
         for (r, &id) in ids.iter().enumerate() {
             let c = &codes[r * d..(r + 1) * d];
             let o = offsets.map_or(0.0, |o| o[r]);
+            if self.metric == Metric::Cosine && scales[r] != 0.0 && offsets.is_some() {
+                // Saved asymmetric cosine factors already describe the unit direction:
+                // take them as they are, so a reload scores bit for bit the same.
+                self.ids.push(id);
+                self.mul.push(scales[r]);
+                self.off.push(o);
+                continue;
+            }
             self.push_row_meta(id, scales[r], o, code_sum(c), code_sumsq(c));
         }
         if let (Some(e), Some(x)) = (self.exact.as_mut(), exact) {
