@@ -329,27 +329,53 @@ def _real_measurements(ctx: BenchContext) -> list[Measurement]:
         except ImportError as e:  # wordllama / opencv / skimage missing
             out.append(Measurement(f"real data {name}", float("nan"), "", note=f"skipped: {e}"))
             continue
-        flat = next(r for r in rows if r.setting.startswith("flat ("))
-        for r in rows:
-            out.append(
-                Measurement(
-                    f"{name} {n // 1000}k: {r.system} {r.setting}, batch of 256",
-                    r.b256_qps,
-                    "queries/s",
-                    peer="our flat index" if r is not flat else None,
-                    peer_value=flat.b256_qps if r is not flat else None,
-                    higher_is_better=True,
-                    note=f"R@1 {r.r1:.3f}, R@10 {r.r10:.4f}, 1 query {r.one_us:.0f} us, "
-                    f"batch 32 {r.b32_qps:.0f} q/s",
-                    extra={
-                        "r1": r.r1,
-                        "r10": r.r10,
-                        "one_us": r.one_us,
-                        "b32_qps": r.b32_qps,
-                        "bytes_per_vector": r.bytes_per_vector,
-                    },
+        ours = [r for r in rows if r.system.startswith("slabcache")]
+        faiss_rows = {r.setting: r for r in rows if r.system == "FAISS"}
+
+        def peer_of(
+            r: vectors_real.Row, faiss_rows: dict[str, vectors_real.Row] = faiss_rows
+        ) -> vectors_real.Row | None:
+            # The FAISS index of the same kind: SQ8 for our flat, FP32 flat for exact
+            # re-ranking, IVF-SQ8 at the same nprobe for clustered.
+            if r.setting.startswith("flat +"):
+                return faiss_rows.get("IndexFlat (FP32)")
+            if r.setting.startswith("flat"):
+                return faiss_rows.get("IndexScalarQuantizer QT_8bit")
+            tail = r.setting.split("nlist=")[-1]
+            return faiss_rows.get(f"IVF-SQ8 nlist={tail}")
+
+        for r in ours:
+            p = peer_of(r)
+            for what, v, pv in (
+                ("1 query", r.one_us, None if p is None else p.one_us),
+                ("batch of 256", r.b256_qps, None if p is None else p.b256_qps),
+            ):
+                q_s = what != "1 query"
+                out.append(
+                    Measurement(
+                        f"{name} {n // 1000}k: {r.setting}, {what}",
+                        v,
+                        "queries/s" if q_s else "us",
+                        peer=None if p is None else f"FAISS {p.setting}",
+                        peer_value=pv,
+                        higher_is_better=q_s,
+                        note=f"R@10 ours {r.r10:.4f}"
+                        + ("" if p is None else f", FAISS {p.r10:.4f}")
+                        + f"; R@1 {r.r1:.3f}; batch 32 {r.b32_qps:.0f} q/s",
+                        extra={"r1": r.r1, "r10": r.r10, "bytes_per_vector": r.bytes_per_vector},
+                    )
                 )
-            )
+        for r in rows:
+            if r.system == "hnswlib":
+                out.append(
+                    Measurement(
+                        f"{name} {n // 1000}k: hnswlib {r.setting} (graph reference), batch of 256",
+                        r.b256_qps,
+                        "queries/s",
+                        higher_is_better=True,
+                        note=f"R@10 {r.r10:.4f}, 1 query {r.one_us:.0f} us",
+                    )
+                )
     return out
 
 
