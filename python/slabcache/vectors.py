@@ -1,13 +1,16 @@
 """INT8 SIMD vector search: a FAISS-shaped index over quantized vectors.
 
-Vectors are stored as symmetric INT8 codes (one factor per vector: a row costs
-``dim + 20`` bytes for ``"cosine"``/``"ip"`` and ``dim + 24`` for ``"l2"`` in
-the worst case, ``dim + 12`` / ``dim + 16`` while ids arrive in increasing
-order: 3.3-3.8x smaller than float32 at 128-d, 3.9x at 768-d; see
-:meth:`Int8Index.stats`) and compared with SIMD integer dot products (AVX2,
-AVX-512 BW/VNNI, NEON/SDOT or scalar, picked at run time; ``SLABCACHE_SIMD``
-forces one). Search is exact over the codes (``index_type="flat"``) or probes
-the ``nprobe`` nearest of ``nlist`` k-means pages (``index_type="clustered"``).
+Vectors are stored as INT8 codes with one factor per vector (symmetric codes,
+or offset + scale for non-negative data). Measured by :meth:`Int8Index.stats`,
+a row costs ``dim + 12`` bytes (``"cosine"``/``"ip"``) or ``dim + 16``
+(``"l2"``) while ids arrive in increasing order (assigned ids always do), 4
+more with the asymmetric code and 5-11 more with ids in random order: 3.2-3.7x
+smaller than float32 at 128-d, 3.85-3.94x at 768-d. They are compared with
+SIMD integer dot products (AVX2, AVX-512 BW/VNNI, NEON/SDOT or scalar, picked
+at run time; ``SLABCACHE_SIMD`` forces one). Search is exact over the codes
+(``index_type="flat"``) or probes the ``nprobe`` nearest of ``nlist`` k-means
+lists (``index_type="clustered"``; on real embeddings recall rises slowly with
+``nprobe``: see docs/vectors.md).
 
     >>> import numpy as np
     >>> from slabcache import Int8Index
