@@ -210,3 +210,31 @@ def test_memory_per_vector_is_codes_plus_id_and_factors(metric: str, factors: in
     ex = Int8Index(d, metric, keep_exact=True)  # type: ignore[arg-type]
     ex.add(data)
     assert ex.stats()["exact_bytes"] == 4 * n * d
+
+
+def test_clustered_ids_survive_removes_compactions_and_re_adds() -> None:
+    rng = np.random.default_rng(21)
+    data = rng.standard_normal((3000, 8)).astype(np.float32)
+    ids = rng.permutation(10**6)[:3000].astype(np.int64)
+    idx = Int8Index(8, "l2", index_type="clustered", nlist=8, nprobe=8, keep_exact=True)
+    idx.add(data, ids=ids)
+    live = dict(zip(ids.tolist(), range(3000), strict=True))
+    for round_ in range(6):
+        gone = rng.choice(list(live), size=len(live) // 3, replace=False)
+        assert idx.remove(gone) == len(gone)  # compacts lists as tombstones pile up
+        for g in gone.tolist():
+            del live[g]
+        if round_ % 2:
+            back = gone[: len(gone) // 2]
+            rows = rng.integers(0, 3000, len(back))
+            idx.add(data[rows], ids=back)
+            live.update(zip(back.tolist(), rows.tolist(), strict=True))
+        assert len(idx) == len(live)
+        probe = rng.choice(list(live), size=50, replace=False)
+        assert all(int(p) in idx for p in probe) and not any(
+            int(g) in idx for g in gone[-20:] if int(g) not in live
+        )
+        d, found = idx.search(data[[live[int(p)] for p in probe]], k=1)
+        assert (d[:, 0] == 0).all()  # each probe's vector is stored (possibly under a twin id)
+    s = idx.stats()
+    assert s["id_table_bytes"] <= 8 * 4 * max(len(live), 8)

@@ -8,8 +8,6 @@
 //! as `nprobe / nlist` falls; `nprobe = nlist` is exact (see
 //! `docs/vectors.md` for measured trade-offs).
 
-use std::collections::HashMap;
-
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
@@ -18,6 +16,7 @@ use crate::vector::flat::{
 };
 use crate::vector::kernels::Kernel;
 use crate::vector::metric::Metric;
+use crate::vector::page_map::PageMap;
 use crate::vector::quantize::CodeKind;
 use crate::vector::scan::{candidates, finish, scan_gathered, scan_one, QueryBatch};
 use crate::vector::store::RowStore;
@@ -57,7 +56,7 @@ pub struct ClusteredIndex {
     keep_exact: bool,
     /// The code asked for; `Auto` until the first add resolves it.
     codes: CodeKind,
-    loc: HashMap<u64, (u32, u32)>,
+    loc: PageMap,
     pub(crate) next_id: u64,
 }
 
@@ -117,7 +116,7 @@ impl ClusteredIndex {
                 .collect(),
             keep_exact,
             codes: CodeKind::Auto,
-            loc: HashMap::new(),
+            loc: PageMap::default(),
             next_id: 0,
         })
     }
@@ -171,7 +170,7 @@ impl ClusteredIndex {
     }
     /// Whether `id` is live.
     pub fn contains(&self, id: u64) -> bool {
-        self.loc.contains_key(&id)
+        self.loc.get(&self.pages, id).is_some()
     }
     /// Live ids, page by page.
     pub fn ids(&self) -> Vec<u64> {
@@ -183,9 +182,9 @@ impl ClusteredIndex {
 
     /// The dequantized vector of `id` (`s · q`), or `NotFound`.
     pub fn reconstruct(&self, id: u64) -> Result<Vec<f32>> {
-        let &(p, r) = self
+        let (p, r) = self
             .loc
-            .get(&id)
+            .get(&self.pages, id)
             .ok_or_else(|| Error::not_found(format!("id {id} is not in the index")))?;
         Ok(self.pages[p as usize].reconstruct(r as usize))
     }
@@ -229,9 +228,8 @@ impl ClusteredIndex {
         self.codes
     }
 
-    /// Bytes held, by kind (`id_table`: the id → (page, row) map, counted
-    /// as 24 B per slot of its capacity; `other`: centroids and the coarse
-    /// index).
+    /// Bytes held, by kind (`id_table`: the id → (list, row) table, 8 B a
+    /// slot; `other`: centroids and the coarse index).
     pub fn bytes(&self) -> IndexBytes {
         let mut store = crate::vector::store::StoreBytes::default();
         for p in &self.pages {
@@ -239,7 +237,7 @@ impl ClusteredIndex {
         }
         IndexBytes {
             store,
-            id_table: self.loc.capacity() * 24,
+            id_table: self.loc.memory_bytes(),
             other: self.centroids.capacity() * 4
                 + self.coarse.as_ref().map_or(0, |c| c.memory_bytes())
                 + self.pages.capacity() * std::mem::size_of::<RowStore>(),
@@ -278,7 +276,7 @@ impl ClusteredIndex {
     pub fn add(&mut self, vectors: &[f32], ids: Option<&[u64]>) -> Result<Vec<u64>> {
         let d = self.dim;
         let n = check_vectors(vectors, d, "add")?;
-        let ids = resolve_ids(n, ids, self.next_id, |id| self.loc.contains_key(&id))?;
+        let ids = resolve_ids(n, ids, self.next_id, |id| self.contains(id))?;
         if n == 0 {
             return Ok(ids);
         }
@@ -296,9 +294,7 @@ impl ClusteredIndex {
         for (p, rows) in per_page.iter().enumerate() {
             self.pages[p].reserve(rows.len())?;
         }
-        self.loc
-            .try_reserve(n)
-            .map_err(|_| Error::out_of_memory(format!("cannot index {n} more ids")))?;
+        self.loc.reserve(&self.pages, n)?;
         let mut buf = Vec::new();
         let mut page_ids = Vec::new();
         for (p, rows) in per_page.iter().enumerate() {
@@ -313,8 +309,8 @@ impl ClusteredIndex {
             }
             let first = self.pages[p].rows();
             self.pages[p].append(&buf, &page_ids);
-            for (j, &id) in page_ids.iter().enumerate() {
-                self.loc.insert(id, (p as u32, (first + j) as u32));
+            for j in 0..page_ids.len() {
+                self.loc.insert(&self.pages, p, first + j);
             }
         }
         for &id in &ids {
@@ -325,13 +321,13 @@ impl ClusteredIndex {
 
     /// Removes ids (as [`FlatIndex::remove`]).
     pub fn remove(&mut self, ids: &[u64]) -> Result<usize> {
-        if let Some(&id) = ids.iter().find(|id| !self.loc.contains_key(id)) {
+        if let Some(&id) = ids.iter().find(|&&id| !self.contains(id)) {
             return Err(Error::not_found(format!("id {id} is not in the index")));
         }
         let mut removed = 0;
         let mut touched = Vec::new();
-        for id in ids {
-            if let Some((p, r)) = self.loc.remove(id) {
+        for &id in ids {
+            if let Some((p, r)) = self.loc.remove(&self.pages, id) {
                 self.pages[p as usize].tombstone(r as usize);
                 touched.push(p as usize);
                 removed += 1;
@@ -341,17 +337,25 @@ impl ClusteredIndex {
         touched.dedup();
         for p in touched {
             if self.pages[p].wants_compaction() {
-                let loc = &mut self.loc;
-                self.pages[p].compact(|id, r| {
-                    loc.insert(id, (p as u32, r as u32));
-                });
+                // The table reads ids through the list: take the list's entries out
+                // while its rows are where the table says, put them back after.
+                let page = &self.pages[p];
+                let live: Vec<u64> = (0..page.rows())
+                    .filter(|&r| page.is_live(r))
+                    .map(|r| page.ids[r])
+                    .collect();
+                for &id in &live {
+                    self.loc.remove(&self.pages, id);
+                }
+                self.pages[p].compact(|_, _| {});
                 self.pages[p].shrink_to_fit();
+                for r in 0..self.pages[p].rows() {
+                    self.loc.insert(&self.pages, p, r);
+                }
             }
         }
-        // Give the id map's memory back once it is mostly empty.
-        if self.loc.capacity() > 4 * self.loc.len().max(1024) {
-            self.loc.shrink_to_fit();
-        }
+        // Give the id table's memory back once it is mostly empty.
+        self.loc.shrink(&self.pages);
         Ok(removed)
     }
 
@@ -496,12 +500,15 @@ impl ClusteredIndex {
         if let Some(c) = centroids {
             index.set_centroids(c)?;
         }
-        let mut loc = HashMap::new();
+        let mut loc = PageMap::default();
+        let total: usize = pages.iter().map(|p| p.rows()).sum();
+        loc.reserve(&pages, total)?;
         for (p, page) in pages.iter().enumerate() {
             for (r, &id) in page.ids.iter().enumerate() {
-                if loc.insert(id, (p as u32, r as u32)).is_some() {
+                if loc.get(&pages, id).is_some() {
                     return Err(Error::corrupt(format!("id {id} appears twice in the file")));
                 }
+                loc.insert(&pages, p, r);
             }
         }
         let asym = pages.iter().any(|p| p.is_asymmetric());
