@@ -1,10 +1,16 @@
 """INT8 SIMD vector search: a FAISS-shaped index over quantized vectors.
 
-Vectors are stored as symmetric INT8 codes (one scale per vector, 3.1-4x
-smaller than float32) and compared with SIMD integer dot products (AVX2,
-AVX-512 BW/VNNI, NEON/SDOT or scalar, picked at run time; ``SLABCACHE_SIMD``
-forces one). Search is exact over the codes (``index_type="flat"``) or probes
-the ``nprobe`` nearest of ``nlist`` k-means pages (``index_type="clustered"``).
+Vectors are stored as INT8 codes with one factor per vector (symmetric codes,
+or offset + scale for non-negative data). Measured by :meth:`Int8Index.stats`,
+a row costs ``dim + 12`` bytes (``"cosine"``/``"ip"``) or ``dim + 16``
+(``"l2"``) while ids arrive in increasing order (assigned ids always do), 4
+more with the asymmetric code and 5-11 more with ids in random order: 3.2-3.7x
+smaller than float32 at 128-d, 3.85-3.94x at 768-d. They are compared with
+SIMD integer dot products (AVX2, AVX-512 BW/VNNI, NEON/SDOT or scalar, picked
+at run time; ``SLABCACHE_SIMD`` forces one). Search is exact over the codes
+(``index_type="flat"``) or probes the ``nprobe`` nearest of ``nlist`` k-means
+lists (``index_type="clustered"``; on real embeddings recall rises slowly with
+``nprobe``: see docs/vectors.md).
 
     >>> import numpy as np
     >>> from slabcache import Int8Index
@@ -32,7 +38,18 @@ Input rules (the same for ``add``, ``search`` and ``train``):
 ``[m, k]``, best first. For ``"cosine"`` and ``"ip"`` a higher score is
 closer; for ``"l2"`` the score is the squared distance (lower is closer).
 When fewer than ``k`` vectors are stored, the missing slots hold id ``-1``
-and score ``-inf`` (``+inf`` for ``"l2"``), as FAISS pads.
+and score ``-inf`` (``+inf`` for ``"l2"``), as FAISS pads. Final scores are
+computed in float64 and narrowed, so a distance beyond float32's range is
+``inf`` (never a wrapped or NaN value).
+
+With ``keep_exact=True`` the index also keeps every vector in float32
+(``4·dim`` more bytes a row) and ``search`` re-ranks ``rerank·k`` INT8
+candidates (default ``rerank=4``) against them exactly: recall close to 1.0,
+and near-duplicates closer than one INT8 step are told apart.
+
+Ids are int64 in ``0..2**63-1`` (FAISS's convention; ``-1`` marks padding).
+A larger id, e.g. a ``uint64`` of ``2**63`` or more, raises
+:class:`~slabcache.errors.InvalidArgumentError` and nothing is added.
 """
 
 from __future__ import annotations
@@ -49,6 +66,7 @@ from .errors import InvalidArgumentError, InvalidTypeError
 __all__ = ["Int8Index", "available_kernels", "default_kernel", "int8_dot", "quantize"]
 
 MetricName = Literal["cosine", "ip", "l2"]
+CodeName = Literal["auto", "symmetric", "asymmetric"]
 IndexType = Literal["flat", "clustered"]
 
 
@@ -80,7 +98,21 @@ def _as_float_matrix(x: object, dim: int | None, what: str) -> np.ndarray:
         return np.ascontiguousarray(arr, dtype=np.float32)
 
 
+_MAX_ID = 2**63 - 1
+
+
 def _as_ids(ids: object, what: str) -> np.ndarray:
+    if isinstance(ids, int | list | tuple) and not isinstance(ids, bool):
+        # Python ints beyond int64 would become float64 or object arrays: name the real problem.
+        items = [ids] if isinstance(ids, int) else ids
+        big = next(
+            (i for i in items if isinstance(i, int) and not isinstance(i, bool) and i > _MAX_ID),
+            None,
+        )
+        if big is not None:
+            raise InvalidArgumentError(
+                f"{what}: id {big} is out of range (ids are int64 in 0..2**63-1)"
+            )
     arr = np.asarray(ids)
     if arr.ndim == 0:
         arr = arr.reshape(1)
@@ -90,8 +122,10 @@ def _as_ids(ids: object, what: str) -> np.ndarray:
         raise InvalidTypeError(f"{what} must be integers, got dtype {arr.dtype}")
     if arr.ndim != 1:
         raise InvalidArgumentError(f"{what} must be one-dimensional, got shape {arr.shape}")
-    if arr.dtype.kind == "u" and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
-        raise InvalidArgumentError(f"{what} must be at most 2**63-1")
+    if arr.dtype.kind == "u" and arr.size and int(arr.max()) > _MAX_ID:
+        raise InvalidArgumentError(
+            f"{what}: id {int(arr.max())} is out of range (ids are int64 in 0..2**63-1)"
+        )
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
@@ -109,6 +143,15 @@ class Int8Index:
         nprobe: pages scanned per query in a clustered index (settable later).
         kernel: force a SIMD kernel by name (see :func:`available_kernels`);
             default: ``SLABCACHE_SIMD`` if set, else the fastest.
+        keep_exact: also keep the float32 vectors (``4·dim`` bytes a row) so
+            that searches re-rank their INT8 candidates exactly (off by
+            default).
+        codes: ``"symmetric"`` (``x ≈ s·q``, codes -127..127),
+            ``"asymmetric"`` (``x ≈ o + s·q`` per vector, codes -128..127:
+            all 256 levels span each vector's own range, twice the
+            resolution on non-negative data, 4 more bytes a row) or
+            ``"auto"`` (default): asymmetric if every value of the first
+            ``add`` is non-negative, else symmetric.
 
     A clustered index trains its centroids on the first ``add`` (which then
     needs at least ``nlist`` vectors) unless :meth:`train` was called.
@@ -138,15 +181,24 @@ class Int8Index:
         nlist: int | None = None,
         nprobe: int = 8,
         kernel: str | None = None,
+        keep_exact: bool = False,
+        codes: CodeName = "auto",
     ) -> None:
         if isinstance(dim, bool) or not isinstance(dim, int | np.integer):
             raise InvalidTypeError(f"dim must be an int, got {type(dim).__name__}")
-        if not isinstance(metric, str) or not isinstance(index_type, str):
-            raise InvalidTypeError("metric and index_type must be strings")
+        if not all(isinstance(s, str) for s in (metric, index_type, codes)):
+            raise InvalidTypeError("metric, index_type and codes must be strings")
         if index_type == "clustered" and nlist is None:
             raise InvalidArgumentError('index_type="clustered" needs nlist (number of pages)')
         self._inner = _native.Int8Index(
-            int(dim), metric, index_type, int(nlist or 0), int(nprobe), kernel
+            int(dim),
+            metric,
+            index_type,
+            int(nlist or 0),
+            int(nprobe),
+            kernel,
+            bool(keep_exact),
+            codes,
         )
 
     @classmethod
@@ -168,18 +220,38 @@ class Int8Index:
         i = None if ids is None else _as_ids(ids, "ids")
         return self._inner.add(v, i)
 
-    def search(self, queries: npt.ArrayLike, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: npt.ArrayLike, k: int = 10, *, rerank: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` of each query ``[m, dim]`` (or ``[dim]``).
 
         Returns ``(scores float32 [m, k], ids int64 [m, k])``, best first,
         padded with id ``-1`` when fewer than ``k`` vectors are stored.
+
+        The INT8 scan keeps ``rerank·k`` candidates per query, which are
+        re-scored in float64: against the float32 vectors with
+        ``keep_exact=True`` (default ``rerank=4``), else against the
+        dequantized rows (default ``k + max(k, 16)`` candidates). A larger
+        ``rerank`` (1..1024) trades speed for recall.
+
+            >>> import numpy as np
+            >>> idx = Int8Index(2, "l2", keep_exact=True)
+            >>> _ = idx.add(np.array([[1.0, 0.5], [1.0, 0.501]], dtype=np.float32))
+            >>> d, i = idx.search(np.array([1.0, 0.501], dtype=np.float32), k=1, rerank=8)
+            >>> i.tolist(), d.tolist()
+            ([[1]], [[0.0]])
         """
         if isinstance(k, bool) or not isinstance(k, int | np.integer):
             raise InvalidTypeError(f"k must be an int, got {type(k).__name__}")
         if k < 1:
             raise InvalidArgumentError(f"k must be at least 1, got {k}")
+        if rerank is not None:
+            if isinstance(rerank, bool) or not isinstance(rerank, int | np.integer):
+                raise InvalidTypeError(f"rerank must be an int, got {type(rerank).__name__}")
+            if not 1 <= rerank <= 1024:
+                raise InvalidArgumentError(f"rerank must be in 1..1024, got {rerank}")
         q = _as_float_matrix(queries, self.dim, "queries")
-        return self._inner.search(q, int(k))
+        return self._inner.search(q, int(k), None if rerank is None else int(rerank))
 
     def remove(self, ids: npt.ArrayLike | int) -> int:
         """Removes ids (all must be present, else :class:`NotFoundError` and
@@ -258,6 +330,61 @@ class Int8Index:
     def memory_bytes(self) -> int:
         """Bytes held by codes, per-vector data and the id map."""
         return int(self._inner.memory_bytes)
+
+    @property
+    def codes(self) -> str:
+        """``"symmetric"`` or ``"asymmetric"`` (``"auto"`` until the first ``add`` decides).
+
+        >>> import numpy as np
+        >>> idx = Int8Index(3, "l2")
+        >>> _ = idx.add(np.array([[0.0, 2.0, 5.0]], dtype=np.float32))
+        >>> idx.codes
+        'asymmetric'
+        """
+        return str(self._inner.codes)
+
+    @property
+    def keep_exact(self) -> bool:
+        """Whether float32 vectors are kept for exact re-ranking."""
+        return bool(self._inner.keep_exact)
+
+    def stats(self) -> dict[str, int | float | str | bool]:
+        """Where the memory goes, in bytes the allocator holds (capacities).
+
+        Keys: ``vectors`` (live), ``dim``, ``code_bytes``, ``id_bytes`` (8 a
+        row), ``factor_bytes`` (4 a row; +4 for ``"l2"``, +4 for asymmetric codes), ``exact_bytes``
+        (float32 rows, 0 unless ``keep_exact``), ``id_table_bytes`` (0 while
+        ids arrive in increasing order), ``other_bytes`` (centroids of a
+        clustered index), ``memory_bytes`` (the sum) and
+        ``overhead_bytes_per_vector`` (everything but the codes, per live
+        vector).
+
+            >>> import numpy as np
+            >>> idx = Int8Index(8, "ip")
+            >>> _ = idx.add(np.full((100, 8), -0.5, dtype=np.float32))
+            >>> s = idx.stats()
+            >>> s["code_bytes"], s["overhead_bytes_per_vector"], s["codes"]
+            (800, 12.0, 'symmetric')
+        """
+        codes, ids, factors, exact, table, other = self._inner.memory_parts()
+        n = len(self)
+        total = codes + ids + factors + exact + table + other
+        return {
+            "vectors": n,
+            "dim": self.dim,
+            "metric": self.metric,
+            "index_type": self.index_type,
+            "keep_exact": self.keep_exact,
+            "codes": self.codes,
+            "code_bytes": codes,
+            "id_bytes": ids,
+            "factor_bytes": factors,
+            "exact_bytes": exact,
+            "id_table_bytes": table,
+            "other_bytes": other,
+            "memory_bytes": total,
+            "overhead_bytes_per_vector": (total - codes) / n if n else 0.0,
+        }
 
     def __repr__(self) -> str:
         extra = (

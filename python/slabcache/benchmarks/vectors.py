@@ -12,7 +12,9 @@ Every figure is taken against its peer in the same run:
 * the single-query scan rate (GB/s of codes) against the machine's memory
   bandwidth measured in the same run (a large numpy copy, read + write bytes);
 * the clustered index: recall and latency at a few ``nprobe`` against the flat
-  index.
+  index;
+* real data (:mod:`.vectors_real`): wordllama text embeddings and OpenCV SIFT
+  descriptors, ~120k each, against FAISS flat / SQ8 / IVF-SQ8 and hnswlib.
 
 Data: unit-normalized vectors around 1000 gaussian centres (the shape of
 real embeddings); queries are stored vectors plus noise, so each has real
@@ -313,6 +315,70 @@ def _clustered_measurements(
     return out
 
 
+def _real_measurements(ctx: BenchContext) -> list[Measurement]:
+    """Real data (wordllama text, OpenCV SIFT): see :mod:`.vectors_real`."""
+    from . import vectors_real
+
+    out: list[Measurement] = []
+    n = 20_000 if ctx.quick else 119_000
+    for name in ("text", "sift"):
+        try:
+            with ctx.task(f"vectors: real data ({name}, {n // 1000}k)", total=1) as advance:
+                rows = vectors_real.run_dataset(name, n, ctx.quick, log=lambda _s: None)
+                advance()
+        except ImportError as e:  # wordllama / opencv / skimage missing
+            out.append(Measurement(f"real data {name}", float("nan"), "", note=f"skipped: {e}"))
+            continue
+        ours = [r for r in rows if r.system.startswith("slabcache")]
+        faiss_rows = {r.setting: r for r in rows if r.system == "FAISS"}
+
+        def peer_of(
+            r: vectors_real.Row, faiss_rows: dict[str, vectors_real.Row] = faiss_rows
+        ) -> vectors_real.Row | None:
+            # The FAISS index of the same kind: SQ8 for our flat, FP32 flat for exact
+            # re-ranking, IVF-SQ8 at the same nprobe for clustered.
+            if r.setting.startswith("flat +"):
+                return faiss_rows.get("IndexFlat (FP32)")
+            if r.setting.startswith("flat"):
+                return faiss_rows.get("IndexScalarQuantizer QT_8bit")
+            tail = r.setting.split("nlist=")[-1]
+            return faiss_rows.get(f"IVF-SQ8 nlist={tail}")
+
+        for r in ours:
+            p = peer_of(r)
+            for what, v, pv in (
+                ("1 query", r.one_us, None if p is None else p.one_us),
+                ("batch of 256", r.b256_qps, None if p is None else p.b256_qps),
+            ):
+                q_s = what != "1 query"
+                out.append(
+                    Measurement(
+                        f"{name} {n // 1000}k: {r.setting}, {what}",
+                        v,
+                        "queries/s" if q_s else "us",
+                        peer=None if p is None else f"FAISS {p.setting}",
+                        peer_value=pv,
+                        higher_is_better=q_s,
+                        note=f"R@10 ours {r.r10:.4f}"
+                        + ("" if p is None else f", FAISS {p.r10:.4f}")
+                        + f"; R@1 {r.r1:.3f}; batch 32 {r.b32_qps:.0f} q/s",
+                        extra={"r1": r.r1, "r10": r.r10, "bytes_per_vector": r.bytes_per_vector},
+                    )
+                )
+        for r in rows:
+            if r.system == "hnswlib":
+                out.append(
+                    Measurement(
+                        f"{name} {n // 1000}k: hnswlib {r.setting} (graph reference), batch of 256",
+                        r.b256_qps,
+                        "queries/s",
+                        higher_is_better=True,
+                        note=f"R@10 {r.r10:.4f}, 1 query {r.one_us:.0f} us",
+                    )
+                )
+    return out
+
+
 def run(ctx: BenchContext) -> list[Measurement]:
     """The vectors suite (see the module docstring)."""
     results = _dot_measurements(ctx)
@@ -321,4 +387,5 @@ def run(ctx: BenchContext) -> list[Measurement]:
     else:
         results += _search_measurements(ctx, 100_000, 768, 64)
         results += _search_measurements(ctx, 1_000_000, 768, 64)
+    results += _real_measurements(ctx)
     return results

@@ -147,6 +147,65 @@ mod vector {
         }
     }
 
+    /// The plain definition, independent of every kernel (scalar included).
+    fn reference(a: &[i8], b: &[i8]) -> i32 {
+        a.iter().zip(b).map(|(&x, &y)| x as i32 * y as i32).sum()
+    }
+
+    /// Asymmetric codes put -128 in stored rows; queries stay symmetric
+    /// (-127..=127). Every kernel — scalar, AVX2, AVX-512 BW/VNNI and, on
+    /// aarch64, NEON/SDOT — must be exact on that mix (the sign trick is:
+    /// |−128| = 128 as u8, and 2·128·127 < 2^15).
+    #[test]
+    fn every_kernel_is_exact_on_asymmetric_rows() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+        for k in Kernel::available() {
+            for &d in DIMS {
+                let mut row = random_codes(&mut rng, d, -128);
+                // Runs of -128 (the lane the sign trick could overflow on).
+                for v in row.iter_mut().step_by(3) {
+                    *v = -128;
+                }
+                let cases = [
+                    random_codes(&mut rng, d, -127),
+                    vec![127; d],
+                    vec![-127; d],
+                    (0..d)
+                        .map(|i| if i % 2 == 0 { 127 } else { -127 })
+                        .collect(),
+                ];
+                for q in &cases {
+                    assert_eq!(k.dot(&row, q), reference(&row, q), "{} dim {d}", k.name());
+                }
+                let all_min = vec![-128i8; d];
+                assert_eq!(
+                    k.dot(&all_min, &cases[2]),
+                    reference(&all_min, &cases[2]),
+                    "{} dim {d} all -128 x all -127",
+                    k.name()
+                );
+            }
+            for &d in &[1usize, 17, 64, 65, 128, 129, 383, 768] {
+                for nq in [1usize, 3, 4, 5, 8, 16] {
+                    let q = random_codes(&mut rng, nq * d, -127);
+                    let r = random_codes(&mut rng, 5 * d, -128);
+                    let mut got = vec![0i32; 5 * nq];
+                    k.dots(&q, &r, d, &mut got);
+                    for ri in 0..5 {
+                        for qi in 0..nq {
+                            assert_eq!(
+                                got[ri * nq + qi],
+                                reference(&r[ri * d..(ri + 1) * d], &q[qi * d..(qi + 1) * d]),
+                                "{} dots dim {d} nq {nq}",
+                                k.name()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn forcing_an_unknown_or_unsupported_kernel_is_an_error() {
         assert!(KernelKind::parse("avx9000").is_err());
@@ -175,6 +234,29 @@ mod vector {
             let want = Kernel::scalar().dot(&a, &b);
             for k in Kernel::available() {
                 prop_assert_eq!(k.dot(&a, &b), want, "kernel {}", k.name());
+            }
+        }
+
+        #[test]
+        fn kernels_are_exact_on_asymmetric_rows(
+            case in (1usize..400, 1usize..7).prop_flat_map(|(d, nq)| (
+                Just(d),
+                proptest::collection::vec(any::<i8>(), d * 3),
+                proptest::collection::vec(-127i8..=127, d * nq),
+            ))
+        ) {
+            let (d, rows, queries) = case;
+            let nq = queries.len() / d;
+            for k in Kernel::available() {
+                let mut out = vec![0i32; 3 * nq];
+                k.dots(&queries, &rows, d, &mut out);
+                for r in 0..3 {
+                    for q in 0..nq {
+                        let want = reference(&rows[r * d..(r + 1) * d], &queries[q * d..(q + 1) * d]);
+                        prop_assert_eq!(out[r * nq + q], want, "kernel {}", k.name());
+                        prop_assert_eq!(k.dot(&rows[r * d..(r + 1) * d], &queries[q * d..(q + 1) * d]), want);
+                    }
+                }
             }
         }
     }

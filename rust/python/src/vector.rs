@@ -11,8 +11,8 @@ use numpy::{
 use parking_lot::RwLock;
 use pyo3::prelude::*;
 use slabcache_core::vector::{
-    persist::load_index_with_kernel, AnyIndex, ClusteredIndex, FlatIndex, Kernel, KernelKind,
-    Metric,
+    persist::load_index_with_kernel, quantize::CodeKind, AnyIndex, ClusteredIndex, FlatIndex,
+    Kernel, KernelKind, Metric,
 };
 use slabcache_core::ErrorKind;
 
@@ -68,7 +68,8 @@ pub struct PyInt8Index {
 #[pymethods]
 impl PyInt8Index {
     #[new]
-    #[pyo3(signature = (dim, metric = "cosine", index_type = "flat", nlist = 0, nprobe = 8, kernel = None))]
+    #[pyo3(signature = (dim, metric = "cosine", index_type = "flat", nlist = 0, nprobe = 8, kernel = None, keep_exact = false, codes = "auto"))]
+    #[allow(clippy::too_many_arguments)] // mirrors the Python constructor's keywords
     fn new(
         dim: i64,
         metric: &str,
@@ -76,19 +77,25 @@ impl PyInt8Index {
         nlist: i64,
         nprobe: i64,
         kernel: Option<&str>,
+        keep_exact: bool,
+        codes: &str,
     ) -> PyResult<Self> {
         let dim = usize_arg(dim, "dim")?;
         let metric = Metric::parse(metric).py()?;
+        let codes = CodeKind::parse(codes).py()?;
         let kernel = kernel_from(kernel)?;
         let index = match index_type {
-            "flat" => AnyIndex::Flat(FlatIndex::with_kernel(dim, metric, kernel).py()?),
+            "flat" => {
+                AnyIndex::Flat(FlatIndex::with_options(dim, metric, kernel, keep_exact).py()?)
+            }
             "clustered" => AnyIndex::Clustered(
-                ClusteredIndex::with_kernel(
+                ClusteredIndex::with_options(
                     dim,
                     metric,
                     usize_arg(nlist, "nlist")?,
                     usize_arg(nprobe, "nprobe")?,
                     kernel,
+                    keep_exact,
                 )
                 .py()?,
             ),
@@ -99,6 +106,8 @@ impl PyInt8Index {
                 ))
             }
         };
+        let mut index = index;
+        index.set_codes(codes).py()?;
         Ok(PyInt8Index {
             inner: RwLock::new(index),
         })
@@ -127,17 +136,20 @@ impl PyInt8Index {
     }
 
     /// Top-`k` of each query (float32 [m, dim]); returns (scores [m, k], ids [m, k]).
+    #[pyo3(signature = (queries, k, rerank = None))]
     fn search<'py>(
         &self,
         py: Python<'py>,
         queries: PyReadonlyArray2<'py, f32>,
         k: i64,
+        rerank: Option<i64>,
     ) -> PyResult<SearchResult<'py>> {
         let m = queries.shape()[0];
         let q = slice(&queries)?;
         let k = usize_arg(k, "k")?;
+        let rerank = rerank.map(|r| usize_arg(r, "rerank")).transpose()?;
         let (scores, ids) = py
-            .allow_threads(|| self.inner.read().search_batch(q, k))
+            .allow_threads(|| self.inner.read().search_batch_rerank(q, k, rerank))
             .py()?;
         Ok((
             PyArray1::from_vec(py, scores).reshape([m, k])?,
@@ -256,6 +268,29 @@ impl PyInt8Index {
     #[getter]
     fn memory_bytes(&self) -> usize {
         self.inner.read().memory_bytes()
+    }
+
+    #[getter]
+    fn codes(&self) -> &'static str {
+        self.inner.read().codes().name()
+    }
+
+    #[getter]
+    fn keep_exact(&self) -> bool {
+        self.inner.read().keeps_exact()
+    }
+
+    /// `(codes, ids, factors, exact, id_table, other)` bytes held.
+    fn memory_parts(&self) -> (usize, usize, usize, usize, usize, usize) {
+        let b = self.inner.read().bytes();
+        (
+            b.store.codes,
+            b.store.ids,
+            b.store.factors,
+            b.store.exact,
+            b.id_table,
+            b.other,
+        )
     }
 }
 

@@ -8,18 +8,22 @@
 //! as `nprobe / nlist` falls; `nprobe = nlist` is exact (see
 //! `docs/vectors.md` for measured trade-offs).
 
-use std::collections::HashMap;
-
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::vector::flat::{check_dim, check_k, check_vectors, resolve_ids, FlatIndex};
+use crate::vector::flat::{
+    check_dim, check_k, check_rerank, check_vectors, resolve_ids, FlatIndex, IndexBytes,
+};
 use crate::vector::kernels::Kernel;
 use crate::vector::metric::Metric;
-use crate::vector::scan::{candidates, finish, scan_range, QueryBatch};
+use crate::vector::page_map::PageMap;
+use crate::vector::quantize::CodeKind;
+use crate::vector::scan::{candidates, finish, scan_gathered, scan_one, QueryBatch};
 use crate::vector::store::RowStore;
 use crate::vector::topk::TopK;
 
+/// Byte-products above which one query's lists are scanned by several threads.
+const PARALLEL_LIST_WORK: usize = 1 << 21;
 /// k-means rounds.
 const KMEANS_ROUNDS: usize = 10;
 /// Sample points per centroid used for training.
@@ -49,7 +53,10 @@ pub struct ClusteredIndex {
     coarse: Option<FlatIndex>,
     pub(crate) nlist: usize,
     pub(crate) pages: Vec<RowStore>,
-    loc: HashMap<u64, (u32, u32)>,
+    keep_exact: bool,
+    /// The code asked for; `Auto` until the first add resolves it.
+    codes: CodeKind,
+    loc: PageMap,
     pub(crate) next_id: u64,
 }
 
@@ -74,6 +81,19 @@ impl ClusteredIndex {
         nprobe: usize,
         kernel: Kernel,
     ) -> Result<ClusteredIndex> {
+        ClusteredIndex::with_options(dim, metric, nlist, nprobe, kernel, false)
+    }
+
+    /// As [`with_kernel`](Self::with_kernel), keeping the FP32 vectors for
+    /// exact re-ranking when `keep_exact` (see [`FlatIndex::with_options`]).
+    pub fn with_options(
+        dim: usize,
+        metric: Metric,
+        nlist: usize,
+        nprobe: usize,
+        kernel: Kernel,
+        keep_exact: bool,
+    ) -> Result<ClusteredIndex> {
         check_dim(dim)?;
         if nlist == 0 || nlist > 1 << 20 {
             return Err(Error::invalid_argument(format!(
@@ -91,8 +111,12 @@ impl ClusteredIndex {
             centroids: Vec::new(),
             coarse: None,
             nlist,
-            pages: (0..nlist).map(|_| RowStore::new(dim, metric)).collect(),
-            loc: HashMap::new(),
+            pages: (0..nlist)
+                .map(|_| RowStore::new(dim, metric, keep_exact))
+                .collect(),
+            keep_exact,
+            codes: CodeKind::Auto,
+            loc: PageMap::default(),
             next_id: 0,
         })
     }
@@ -146,21 +170,21 @@ impl ClusteredIndex {
     }
     /// Whether `id` is live.
     pub fn contains(&self, id: u64) -> bool {
-        self.loc.contains_key(&id)
+        self.loc.get(&self.pages, id).is_some()
     }
     /// Live ids, page by page.
     pub fn ids(&self) -> Vec<u64> {
         self.pages
             .iter()
-            .flat_map(|p| (0..p.rows()).filter(|&r| p.live[r]).map(|r| p.ids[r]))
+            .flat_map(|p| (0..p.rows()).filter(|&r| p.is_live(r)).map(|r| p.ids[r]))
             .collect()
     }
 
     /// The dequantized vector of `id` (`s · q`), or `NotFound`.
     pub fn reconstruct(&self, id: u64) -> Result<Vec<f32>> {
-        let &(p, r) = self
+        let (p, r) = self
             .loc
-            .get(&id)
+            .get(&self.pages, id)
             .ok_or_else(|| Error::not_found(format!("id {id} is not in the index")))?;
         Ok(self.pages[p as usize].reconstruct(r as usize))
     }
@@ -171,9 +195,53 @@ impl ClusteredIndex {
     }
     /// Bytes held.
     pub fn memory_bytes(&self) -> usize {
-        self.pages.iter().map(|p| p.memory_bytes()).sum::<usize>()
-            + self.centroids.capacity() * 4
-            + self.loc.capacity() * 24
+        self.bytes().total()
+    }
+
+    /// Whether the FP32 vectors are kept for exact re-ranking.
+    pub fn keeps_exact(&self) -> bool {
+        self.keep_exact
+    }
+
+    /// As [`FlatIndex::set_codes`].
+    pub fn set_codes(&mut self, codes: CodeKind) -> Result<()> {
+        if self.codes != CodeKind::Auto || self.pages.iter().any(|p| p.rows() > 0) {
+            return Err(Error::invalid_argument(
+                "the code can only be chosen before the first add",
+            ));
+        }
+        self.apply_codes(codes);
+        Ok(())
+    }
+
+    fn apply_codes(&mut self, codes: CodeKind) {
+        self.codes = codes;
+        if codes != CodeKind::Auto {
+            for p in &mut self.pages {
+                p.set_asymmetric(codes == CodeKind::Asymmetric);
+            }
+        }
+    }
+
+    /// The code in use (`Auto` until the first add decides).
+    pub fn codes(&self) -> CodeKind {
+        self.codes
+    }
+
+    /// Bytes held, by kind (`id_table`: the id → (list, row) table, 8 B a
+    /// slot; `other`: centroids and the coarse index).
+    pub fn bytes(&self) -> IndexBytes {
+        let mut store = crate::vector::store::StoreBytes::default();
+        for p in &self.pages {
+            store.merge(p.bytes());
+        }
+        IndexBytes {
+            store,
+            id_table: self.loc.memory_bytes(),
+            other: self.centroids.capacity() * 4
+                + self.coarse.as_ref().map_or(0, |c| c.memory_bytes())
+                + self.pages.capacity() * std::mem::size_of::<RowStore>(),
+        }
     }
 
     /// Trains the centroids by k-means on `sample` (at least `nlist`
@@ -208,12 +276,15 @@ impl ClusteredIndex {
     pub fn add(&mut self, vectors: &[f32], ids: Option<&[u64]>) -> Result<Vec<u64>> {
         let d = self.dim;
         let n = check_vectors(vectors, d, "add")?;
-        let ids = resolve_ids(n, ids, self.next_id, |id| self.loc.contains_key(&id))?;
+        let ids = resolve_ids(n, ids, self.next_id, |id| self.contains(id))?;
         if n == 0 {
             return Ok(ids);
         }
         if !self.is_trained() {
             self.train(vectors)?;
+        }
+        if self.codes == CodeKind::Auto {
+            self.apply_codes(CodeKind::Auto.resolve(vectors));
         }
         let assign = self.nearest_pages(vectors, 1)?;
         let mut per_page: Vec<Vec<usize>> = vec![Vec::new(); self.nlist];
@@ -223,9 +294,7 @@ impl ClusteredIndex {
         for (p, rows) in per_page.iter().enumerate() {
             self.pages[p].reserve(rows.len())?;
         }
-        self.loc
-            .try_reserve(n)
-            .map_err(|_| Error::out_of_memory(format!("cannot index {n} more ids")))?;
+        self.loc.reserve(&self.pages, n)?;
         let mut buf = Vec::new();
         let mut page_ids = Vec::new();
         for (p, rows) in per_page.iter().enumerate() {
@@ -240,8 +309,8 @@ impl ClusteredIndex {
             }
             let first = self.pages[p].rows();
             self.pages[p].append(&buf, &page_ids);
-            for (j, &id) in page_ids.iter().enumerate() {
-                self.loc.insert(id, (p as u32, (first + j) as u32));
+            for j in 0..page_ids.len() {
+                self.loc.insert(&self.pages, p, first + j);
             }
         }
         for &id in &ids {
@@ -252,13 +321,13 @@ impl ClusteredIndex {
 
     /// Removes ids (as [`FlatIndex::remove`]).
     pub fn remove(&mut self, ids: &[u64]) -> Result<usize> {
-        if let Some(&id) = ids.iter().find(|id| !self.loc.contains_key(id)) {
+        if let Some(&id) = ids.iter().find(|&&id| !self.contains(id)) {
             return Err(Error::not_found(format!("id {id} is not in the index")));
         }
         let mut removed = 0;
         let mut touched = Vec::new();
-        for id in ids {
-            if let Some((p, r)) = self.loc.remove(id) {
+        for &id in ids {
+            if let Some((p, r)) = self.loc.remove(&self.pages, id) {
                 self.pages[p as usize].tombstone(r as usize);
                 touched.push(p as usize);
                 removed += 1;
@@ -268,17 +337,25 @@ impl ClusteredIndex {
         touched.dedup();
         for p in touched {
             if self.pages[p].wants_compaction() {
-                let loc = &mut self.loc;
-                self.pages[p].compact(|id, r| {
-                    loc.insert(id, (p as u32, r as u32));
-                });
+                // The table reads ids through the list: take the list's entries out
+                // while its rows are where the table says, put them back after.
+                let page = &self.pages[p];
+                let live: Vec<u64> = (0..page.rows())
+                    .filter(|&r| page.is_live(r))
+                    .map(|r| page.ids[r])
+                    .collect();
+                for &id in &live {
+                    self.loc.remove(&self.pages, id);
+                }
+                self.pages[p].compact(|_, _| {});
                 self.pages[p].shrink_to_fit();
+                for r in 0..self.pages[p].rows() {
+                    self.loc.insert(&self.pages, p, r);
+                }
             }
         }
-        // Give the id map's memory back once it is mostly empty.
-        if self.loc.capacity() > 4 * self.loc.len().max(1024) {
-            self.loc.shrink_to_fit();
-        }
+        // Give the id table's memory back once it is mostly empty.
+        self.loc.shrink(&self.pages);
         Ok(removed)
     }
 
@@ -295,9 +372,21 @@ impl ClusteredIndex {
     /// Top-`k` of each query over its `nprobe` nearest pages (same output
     /// shape and padding as [`FlatIndex::search_batch`]).
     pub fn search_batch(&self, queries: &[f32], k: usize) -> Result<(Vec<f32>, Vec<i64>)> {
+        self.search_batch_rerank(queries, k, None)
+    }
+
+    /// [`search_batch`](Self::search_batch) with a re-rank factor (see
+    /// [`FlatIndex::search_batch_rerank`]).
+    pub fn search_batch_rerank(
+        &self,
+        queries: &[f32],
+        k: usize,
+        rerank: Option<usize>,
+    ) -> Result<(Vec<f32>, Vec<i64>)> {
         let d = self.dim;
         let m = check_vectors(queries, d, "search")?;
         check_k(k)?;
+        check_rerank(rerank)?;
         let qb = QueryBatch::new(queries, d, self.metric);
         if !self.is_trained() || m == 0 {
             let heaps = vec![TopK::new(k); m];
@@ -311,40 +400,90 @@ impl ClusteredIndex {
             ));
         }
         let probes = self.nearest_pages(queries, self.nprobe)?;
-        let mut per_page: Vec<Vec<usize>> = vec![Vec::new(); self.nlist];
-        for (q, ps) in probes.chunks_exact(self.nprobe).enumerate() {
-            for &p in ps {
-                per_page[p as usize].push(q);
-            }
-        }
+        let np = self.nprobe;
         let kernel = self.kernel;
-        let kc = candidates(k);
-        let partial: Vec<(usize, Vec<TopK>)> = per_page
-            .par_iter()
-            .enumerate()
-            .filter(|(p, qs)| !qs.is_empty() && self.pages[*p].live_rows() > 0)
-            .map(|(p, qs)| {
-                let sub = qb.select(qs);
-                let mut heaps = vec![TopK::new(kc); qs.len()];
-                let page = &self.pages[p];
-                scan_range(
-                    page,
-                    kernel,
-                    &sub,
-                    0,
-                    page.rows(),
-                    (p as u64) << 32,
-                    &mut heaps,
-                );
-                (p, heaps)
-            })
-            .collect();
-        let mut heaps = vec![TopK::new(kc); m];
-        for (p, hs) in partial {
-            for (&q, h) in per_page[p].iter().zip(hs) {
-                heaps[q].merge(h);
+        let kc = candidates(k, rerank, self.keep_exact);
+        // One heap per query across all its probed lists; the query's codes
+        // are quantized once and borrowed, never copied per list.
+        let scan = |qi: usize, lists: &[u64]| -> TopK {
+            let mut heap = TopK::new(kc);
+            let mut buf = Vec::new();
+            for &p in lists {
+                let page = &self.pages[p as usize];
+                scan_one(page, kernel, qb.one(qi), p << 32, &mut heap, &mut buf);
             }
-        }
+            heap
+        };
+        let heaps: Vec<TopK> = if m == 1 {
+            // One query: split its lists across threads when there is enough work.
+            let lists = &probes[..np];
+            let rows: usize = lists.iter().map(|&p| self.pages[p as usize].rows()).sum();
+            let threads = rayon::current_num_threads();
+            if threads > 1 && rows.saturating_mul(d) >= PARALLEL_LIST_WORK {
+                let per = np.div_ceil(threads).max(1);
+                let merged = lists.par_chunks(per).map(|c| scan(0, c)).reduce(
+                    || TopK::new(kc),
+                    |mut a, b| {
+                        a.merge(b);
+                        a
+                    },
+                );
+                vec![merged]
+            } else {
+                vec![scan(0, lists)]
+            }
+        } else {
+            // A batch: each thread takes a contiguous group of queries with their
+            // heaps; within it, the queries that probe the same list scan it
+            // together (each row chunk loaded once for up to 16 of them).
+            let threads = rayon::current_num_threads().max(1);
+            let group = m.div_ceil(threads * 2).max(1);
+            let groups: Vec<Vec<TopK>> = (0..m.div_ceil(group))
+                .into_par_iter()
+                .map(|g| {
+                    let q0 = g * group;
+                    let q1 = (q0 + group).min(m);
+                    let mut heaps = vec![TopK::new(kc); q1 - q0];
+                    let mut pairs: Vec<(u64, usize)> = (q0..q1)
+                        .flat_map(|qi| probes[qi * np..(qi + 1) * np].iter().map(move |&p| (p, qi)))
+                        .collect();
+                    pairs.sort_unstable();
+                    let (mut qbuf, mut dbuf, mut qidx) = (Vec::new(), Vec::new(), Vec::new());
+                    let mut one = Vec::new();
+                    for run in pairs.chunk_by(|a, b| a.0 == b.0) {
+                        let p = run[0].0;
+                        let page = &self.pages[p as usize];
+                        if run.len() == 1 {
+                            let qi = run[0].1;
+                            scan_one(
+                                page,
+                                kernel,
+                                qb.one(qi),
+                                p << 32,
+                                &mut heaps[qi - q0],
+                                &mut one,
+                            );
+                        } else {
+                            qidx.clear();
+                            qidx.extend(run.iter().map(|&(_, qi)| qi));
+                            scan_gathered(
+                                page,
+                                kernel,
+                                &qb,
+                                &qidx,
+                                q0,
+                                p << 32,
+                                &mut heaps,
+                                &mut qbuf,
+                                &mut dbuf,
+                            );
+                        }
+                    }
+                    heaps
+                })
+                .collect();
+            groups.into_iter().flatten().collect()
+        };
         let pages = &self.pages;
         Ok(finish(heaps, queries, d, k, self.metric, |key| {
             (&pages[(key >> 32) as usize], (key & 0xffff_ffff) as usize)
@@ -361,15 +500,25 @@ impl ClusteredIndex {
         if let Some(c) = centroids {
             index.set_centroids(c)?;
         }
-        let mut loc = HashMap::new();
+        let mut loc = PageMap::default();
+        let total: usize = pages.iter().map(|p| p.rows()).sum();
+        loc.reserve(&pages, total)?;
         for (p, page) in pages.iter().enumerate() {
             for (r, &id) in page.ids.iter().enumerate() {
-                if loc.insert(id, (p as u32, r as u32)).is_some() {
+                if loc.get(&pages, id).is_some() {
                     return Err(Error::corrupt(format!("id {id} appears twice in the file")));
                 }
+                loc.insert(&pages, p, r);
             }
         }
+        let asym = pages.iter().any(|p| p.is_asymmetric());
+        let any_rows = pages.iter().any(|p| p.rows() > 0);
         index.pages = pages;
+        index.codes = match (any_rows, asym) {
+            (_, true) => CodeKind::Asymmetric,
+            (false, false) => CodeKind::Auto,
+            (true, false) => CodeKind::Symmetric,
+        };
         index.loc = loc;
         index.next_id = next_id;
         Ok(index)

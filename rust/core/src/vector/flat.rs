@@ -1,12 +1,12 @@
 //! The flat (exhaustive) INT8 index: exact top-k over every stored row.
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::vector::id_lookup::IdLookup;
 use crate::vector::kernels::Kernel;
 use crate::vector::metric::Metric;
-use crate::vector::quantize::check_finite;
-use crate::vector::row_map::RowMap;
+use crate::vector::quantize::{check_finite, CodeKind};
 use crate::vector::scan::{candidates, finish, scan_store, QueryBatch};
-use crate::vector::store::RowStore;
+use crate::vector::store::{RowStore, StoreBytes};
 
 /// The largest vector dimension an index accepts (keeps every i32 dot exact).
 pub const MAX_DIM: usize = 65_536;
@@ -49,6 +49,16 @@ pub(crate) fn check_k(k: usize) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Checks a re-rank factor.
+pub(crate) fn check_rerank(rerank: Option<usize>) -> Result<()> {
+    match rerank {
+        Some(f) if f == 0 || f > 1024 => Err(Error::invalid_argument(format!(
+            "rerank must be in 1..=1024 (candidates per result), got {f}"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// User ids or assigned ones, validated against `existing` (nothing changes on error).
@@ -125,8 +135,28 @@ pub struct FlatIndex {
     pub(crate) metric: Metric,
     kernel: Kernel,
     pub(crate) store: RowStore,
-    row_of: RowMap,
+    lookup: IdLookup,
     pub(crate) next_id: u64,
+    /// The code asked for; `Auto` until the first add resolves it.
+    codes: CodeKind,
+}
+
+/// Where an index's bytes go (see [`FlatIndex::bytes`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IndexBytes {
+    /// The stores' arrays.
+    pub store: StoreBytes,
+    /// Id → row tables (0 while ids arrive in increasing order).
+    pub id_table: usize,
+    /// Centroids and other per-index data (clustered only).
+    pub other: usize,
+}
+
+impl IndexBytes {
+    /// The sum.
+    pub fn total(&self) -> usize {
+        self.store.total() + self.id_table + self.other
+    }
 }
 
 impl FlatIndex {
@@ -137,14 +167,76 @@ impl FlatIndex {
 
     /// An empty index with an explicit kernel.
     pub fn with_kernel(dim: usize, metric: Metric, kernel: Kernel) -> Result<FlatIndex> {
+        FlatIndex::with_options(dim, metric, kernel, false)
+    }
+
+    /// An empty index that also keeps every vector in FP32 when
+    /// `keep_exact`, so that searches re-rank their INT8 candidates exactly
+    /// (`4·dim` more bytes per row).
+    ///
+    /// ```
+    /// use slabcache_core::vector::{FlatIndex, Kernel, Metric};
+    /// let mut index = FlatIndex::with_options(2, Metric::L2, Kernel::best(), true).unwrap();
+    /// // Closer together than one INT8 step: only the FP32 rows tell them apart.
+    /// index.add(&[1.0, 0.5, 1.0, 0.501], None).unwrap();
+    /// let (dist, ids) = index.search_batch_rerank(&[1.0, 0.501], 1, None).unwrap();
+    /// assert_eq!((ids[0], dist[0]), (1, 0.0));
+    /// ```
+    pub fn with_options(
+        dim: usize,
+        metric: Metric,
+        kernel: Kernel,
+        keep_exact: bool,
+    ) -> Result<FlatIndex> {
         check_dim(dim)?;
         Ok(FlatIndex {
             metric,
             kernel,
-            store: RowStore::new(dim, metric),
-            row_of: RowMap::default(),
+            store: RowStore::new(dim, metric, keep_exact),
+            lookup: IdLookup::default(),
             next_id: 0,
+            codes: CodeKind::Auto,
         })
+    }
+
+    /// Asks for a code (see [`CodeKind`]); only while the index has never
+    /// held a vector (`InvalidArgument` after).
+    ///
+    /// ```
+    /// use slabcache_core::vector::{FlatIndex, Metric};
+    /// use slabcache_core::vector::quantize::CodeKind;
+    /// let mut index = FlatIndex::new(2, Metric::L2).unwrap();
+    /// assert_eq!(index.codes(), CodeKind::Auto);
+    /// index.add(&[0.0, 1.0, 2.0, 3.0], None).unwrap(); // non-negative
+    /// assert_eq!(index.codes(), CodeKind::Asymmetric);
+    /// assert!(index.set_codes(CodeKind::Symmetric).is_err());
+    /// ```
+    pub fn set_codes(&mut self, codes: CodeKind) -> Result<()> {
+        if self.codes != CodeKind::Auto || self.store.rows() > 0 {
+            return Err(Error::invalid_argument(
+                "the code can only be chosen before the first add",
+            ));
+        }
+        self.codes = codes;
+        if codes != CodeKind::Auto {
+            self.store.set_asymmetric(codes == CodeKind::Asymmetric);
+        }
+        Ok(())
+    }
+
+    /// The code in use (`Auto` until the first add decides).
+    pub fn codes(&self) -> CodeKind {
+        self.codes
+    }
+
+    /// Whether the FP32 vectors are kept for exact re-ranking.
+    pub fn keeps_exact(&self) -> bool {
+        self.store.keeps_exact()
+    }
+
+    fn row_of(&self, id: u64) -> Option<usize> {
+        let store = &self.store;
+        self.lookup.get(&store.ids, id, |r| store.is_live(r))
     }
 
     /// Vector width.
@@ -179,27 +271,51 @@ impl FlatIndex {
 
     /// Whether `id` is live.
     pub fn contains(&self, id: u64) -> bool {
-        self.row_of.get(&self.store.ids, id).is_some()
+        self.row_of(id).is_some()
     }
 
     /// Live ids in storage order.
     pub fn ids(&self) -> Vec<u64> {
         (0..self.store.rows())
-            .filter(|&r| self.store.live[r])
+            .filter(|&r| self.store.is_live(r))
             .map(|r| self.store.ids[r])
             .collect()
     }
 
     /// Bytes held (codes, per-row data, id table).
     pub fn memory_bytes(&self) -> usize {
-        self.store.memory_bytes() + self.row_of.memory_bytes()
+        self.bytes().total()
     }
 
-    /// The dequantized vector of `id` (`s · q`), or `NotFound`.
+    /// Bytes held, by kind.
+    ///
+    /// ```
+    /// use slabcache_core::vector::{FlatIndex, Metric};
+    /// let mut index = FlatIndex::new(16, Metric::Cosine).unwrap();
+    /// index.add(&vec![-0.5; 16 * 1000], None).unwrap(); // signed: symmetric code
+    /// let b = index.bytes();
+    /// assert_eq!(b.store.codes, 16 * 1000);
+    /// assert_eq!(b.store.ids + b.store.factors, 12 * 1000); // id + one factor
+    /// assert_eq!(b.id_table, 0); // ids in increasing order: no table
+    /// ```
+    pub fn bytes(&self) -> IndexBytes {
+        IndexBytes {
+            store: self.store.bytes(),
+            id_table: self.lookup.memory_bytes(),
+            other: 0,
+        }
+    }
+
+    /// Rows held including tombstones not yet compacted.
+    pub fn rows_held(&self) -> usize {
+        self.store.rows()
+    }
+
+    /// The vector of `id`, or `NotFound`: the FP32 original when kept, else
+    /// the dequantized codes (`s · q`; for `cosine`, their unit direction).
     pub fn reconstruct(&self, id: u64) -> Result<Vec<f32>> {
         let r = self
-            .row_of
-            .get(&self.store.ids, id)
+            .row_of(id)
             .ok_or_else(|| Error::not_found(format!("id {id} is not in the index")))?;
         Ok(self.store.reconstruct(r))
     }
@@ -210,20 +326,45 @@ impl FlatIndex {
     pub fn add(&mut self, vectors: &[f32], ids: Option<&[u64]>) -> Result<Vec<u64>> {
         let d = self.dim();
         let n = check_vectors(vectors, d, "add")?;
-        let ids = resolve_ids(n, ids, self.next_id, |id| {
-            self.row_of.get(&self.store.ids, id).is_some()
-        })?;
+        let ids = resolve_ids(n, ids, self.next_id, |id| self.row_of(id).is_some())?;
         if self.store.rows() + n > MAX_ROWS {
             return Err(Error::out_of_memory(format!(
                 "an index holds at most {MAX_ROWS} rows (tombstones included)"
             )));
         }
+        if n > 0 && self.codes == CodeKind::Auto {
+            self.codes = CodeKind::Auto.resolve(vectors);
+            self.store
+                .set_asymmetric(self.codes == CodeKind::Asymmetric);
+        }
         self.store.reserve(n)?;
-        self.row_of.reserve(&self.store.ids, n)?;
+        self.lookup.reserve(&self.store.ids, n)?;
+        // Leaving the sorted lookup builds a table: build it before anything changes.
+        let mut lookup = if self.lookup.stays_sorted(&self.store.ids, &ids) {
+            None
+        } else if self.lookup.is_sorted() {
+            let mut all = self.store.ids.clone();
+            all.extend_from_slice(&ids);
+            let rows = self.store.rows();
+            let store = &self.store;
+            let table =
+                crate::vector::row_map::RowMap::build(&all, |r| r >= rows || store.is_live(r))?;
+            Some(IdLookup::Map(table))
+        } else {
+            None
+        };
         let first = self.store.rows();
         self.store.append(vectors, &ids);
-        for (i, &id) in ids.iter().enumerate() {
-            self.row_of.insert(&self.store.ids, first + i);
+        match lookup.take() {
+            Some(l) => self.lookup = l,
+            None => {
+                let store = &self.store;
+                self.lookup
+                    .appended(&store.ids, first, |r| store.is_live(r))
+                    .expect("the id table was reserved");
+            }
+        }
+        for &id in &ids {
             self.next_id = self.next_id.max(id + 1);
         }
         Ok(ids)
@@ -233,15 +374,13 @@ impl FlatIndex {
     /// many were removed. On `NotFound` nothing is removed. Rows become
     /// tombstones, compacted once they are a quarter of the store.
     pub fn remove(&mut self, ids: &[u64]) -> Result<usize> {
-        if let Some(&id) = ids
-            .iter()
-            .find(|&&id| self.row_of.get(&self.store.ids, id).is_none())
-        {
+        if let Some(&id) = ids.iter().find(|&&id| self.row_of(id).is_none()) {
             return Err(Error::not_found(format!("id {id} is not in the index")));
         }
         let mut removed = 0;
         for &id in ids {
-            if let Some(r) = self.row_of.remove(&self.store.ids, id) {
+            let store = &self.store;
+            if let Some(r) = self.lookup.remove(&store.ids, id, |r| store.is_live(r)) {
                 self.store.tombstone(r);
                 removed += 1;
             }
@@ -263,13 +402,13 @@ impl FlatIndex {
         let ids = &self.store.ids;
         // Rebuilt at the live size; on allocation failure keep the old
         // (larger) table's contents by rebuilding with growth.
-        self.row_of = RowMap::build(ids, |_| true).unwrap_or_else(|_| {
-            let mut m = RowMap::default();
+        if self.lookup.rebuild(ids, |_| true).is_err() {
+            let mut m = crate::vector::row_map::RowMap::default();
             for r in 0..ids.len() {
                 m.insert(ids, r);
             }
-            m
-        });
+            self.lookup = IdLookup::Map(m);
+        }
     }
 
     /// Exact top-`k` of each query (`m × dim`, finite): returns `scores` and
@@ -277,14 +416,28 @@ impl FlatIndex {
     /// (`ip`/`cosine`: higher is closer; `l2`: squared distance, lower is
     /// closer). The store is scanned with INT8 dot products for the best
     /// `k + max(k, 16)` candidates, which are then re-scored with the FP32
-    /// query against the dequantized rows. Fewer than `k` live vectors: the rest is padded with id `-1`
-    /// and score `-inf` (`+inf` for `l2`).
+    /// query against the dequantized rows (against the FP32 rows, `4k`
+    /// candidates, when they are kept). Fewer than `k` live vectors: the rest
+    /// is padded with id `-1` and score `-inf` (`+inf` for `l2`).
     pub fn search_batch(&self, queries: &[f32], k: usize) -> Result<(Vec<f32>, Vec<i64>)> {
+        self.search_batch_rerank(queries, k, None)
+    }
+
+    /// [`search_batch`](Self::search_batch) keeping `rerank · k` INT8
+    /// candidates per query for the final re-score (`None`: the default).
+    pub fn search_batch_rerank(
+        &self,
+        queries: &[f32],
+        k: usize,
+        rerank: Option<usize>,
+    ) -> Result<(Vec<f32>, Vec<i64>)> {
         let d = self.dim();
         check_vectors(queries, d, "search")?;
         check_k(k)?;
+        check_rerank(rerank)?;
         let qb = QueryBatch::new(queries, d, self.metric);
-        let heaps = scan_store(&self.store, self.kernel, &qb, candidates(k), 0);
+        let kc = candidates(k, rerank, self.keeps_exact());
+        let heaps = scan_store(&self.store, self.kernel, &qb, kc, 0);
         let store = &self.store;
         Ok(finish(heaps, queries, d, k, self.metric, |key| {
             (store, key as usize)
@@ -310,14 +463,76 @@ impl FlatIndex {
         next_id: u64,
         kernel: Kernel,
     ) -> FlatIndex {
-        let live = &store.live;
-        let row_of = RowMap::build(&store.ids, |r| live[r]).expect("RowMap: out of memory on load");
+        let lookup = IdLookup::for_rows(&store.ids, |r| store.is_live(r))
+            .expect("id table: out of memory on load");
+        let codes = match (store.rows(), store.is_asymmetric()) {
+            (0, false) => CodeKind::Auto,
+            (_, true) => CodeKind::Asymmetric,
+            (_, false) => CodeKind::Symmetric,
+        };
         FlatIndex {
             metric,
             kernel,
             store,
-            row_of,
+            lookup,
             next_id,
+            codes,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn l2_beyond_f32_range_is_inf_never_zero_or_nan() {
+        let big = 3e38f32;
+        let data = [big, 0.0, 0.0, 1.0, big, big];
+        for exact in [false, true] {
+            let mut ix = FlatIndex::with_options(2, Metric::L2, Kernel::best(), exact).unwrap();
+            ix.add(&data, None).unwrap();
+            let (d, ids) = ix.search_batch(&data, 3).unwrap();
+            assert!(ids.iter().all(|&i| i >= 0), "{ids:?}");
+            assert!(d.iter().all(|v| !v.is_nan()));
+            // Query 1 ([0, 1]) is ~3e38 away from rows 0 and 2: squared, inf.
+            assert_eq!(ids[3], 1);
+            assert_eq!(&d[4..6], &[f32::INFINITY, f32::INFINITY]);
+            if exact {
+                assert_eq!((ids[0], d[0]), (0, 0.0));
+                assert_eq!((ids[6], d[6]), (2, 0.0));
+            }
+        }
+    }
+
+    #[test]
+    fn ids_out_of_order_switch_to_a_table_and_stay_consistent() {
+        let mut ix = FlatIndex::with_kernel(2, Metric::Ip, Kernel::scalar()).unwrap();
+        let v = |n: usize| -> Vec<f32> { (0..2 * n).map(|i| i as f32 + 1.0).collect() };
+        ix.add(&v(3), Some(&[1, 5, 9])).unwrap();
+        assert_eq!(ix.bytes().id_table, 0);
+        ix.remove(&[5]).unwrap();
+        assert!(!ix.contains(5) && ix.contains(9));
+        // Re-adding 5 breaks the order: a table is built, lookups still agree.
+        ix.add(&v(1), Some(&[5])).unwrap();
+        assert!(ix.bytes().id_table > 0);
+        for id in [1, 5, 9] {
+            assert!(ix.contains(id));
+        }
+        assert!(!ix.contains(2));
+        assert!(ix.add(&v(1), Some(&[9])).is_err());
+        ix.remove(&[1, 9]).unwrap();
+        assert_eq!(ix.ids(), vec![5]);
+    }
+
+    #[test]
+    fn exact_rows_tell_near_duplicates_apart() {
+        let mut ix = FlatIndex::with_options(3, Metric::Cosine, Kernel::best(), true).unwrap();
+        let a = [1.0f32, 0.2, 0.3];
+        let b = [1.0f32, 0.2, 0.3001];
+        ix.add(&[a, b].concat(), None).unwrap();
+        let (_, ids) = ix.search_batch(&[a, b].concat(), 1).unwrap();
+        assert_eq!(ids, vec![0, 1]);
+        assert!(check_rerank(Some(0)).is_err() && check_rerank(Some(4)).is_ok());
     }
 }

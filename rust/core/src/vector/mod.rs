@@ -8,6 +8,8 @@
 //! | [`metric`] | inner product, cosine, L2: dot → score |
 //! | [`topk`] | bounded heap of the k best |
 //! | [`store`] | contiguous rows + per-row factors + tombstones |
+//! | [`id_lookup`] | id → row: binary search while ids increase, else a [`row_map::RowMap`] |
+//! | [`page_map`] | id → (list, row) of the clustered index, ids compared through the lists |
 //! | [`row_map`] | id → row table of bare `u32` rows (ids compared through the store) |
 //! | [`scan`] | tiled, multi-threaded scan of a store for a query batch |
 //! | [`flat`] | [`FlatIndex`]: exact search, remove, compaction |
@@ -25,8 +27,10 @@
 
 pub mod clustered;
 pub mod flat;
+pub mod id_lookup;
 pub mod kernels;
 pub mod metric;
+pub mod page_map;
 pub mod persist;
 pub mod quantize;
 pub mod row_map;

@@ -1,22 +1,29 @@
 //! Saving and loading indexes: a versioned, checksummed single file.
 //!
-//! Layout (little-endian), version 1:
+//! Layout (little-endian), version 2:
 //!
 //! ```text
 //! magic     8 B   "SLABVI8\0"
-//! version   u32   1
+//! version   u32   2
 //! kind      u8    0 = flat, 1 = clustered
 //! metric    u8    0 = ip, 1 = cosine, 2 = l2
-//! reserved  u16   0
+//! flags     u8    bit 0: FP32 rows kept for re-ranking; bit 1: asymmetric codes
+//! reserved  u8    0
 //! dim       u32
 //! next_id   u64
 //! [clustered] nlist u32, nprobe u32, trained u8, 3 B zero,
 //!             centroids f32 × nlist·dim (only when trained)
 //! stores    1 (flat) or nlist (clustered), each:
 //!             rows u64, ids u64 × rows, scales f32 × rows,
-//!             norms f32 × rows, codes i8 × rows·dim
+//!             [offsets f32 × rows if flag 1], codes i8 × rows·dim,
+//!             [FP32 rows f32 × rows·dim if flag 0]
 //! crc32c    u32   of every byte before it
 //! ```
+//!
+//! (`scales` are the quantization scales; a `cosine` store writes its
+//! factor `1/‖q_x‖` there and recomputes it from the codes on load.)
+//! Version 1 files (the same without flags, with an FP32 norm column after
+//! the scales) still load.
 //!
 //! Only live rows are written. Saving goes to `<path>.tmp`, is synced, then
 //! renamed over `path`, so a crash never leaves a half-written index under
@@ -34,12 +41,13 @@ use crate::vector::clustered::ClusteredIndex;
 use crate::vector::flat::{FlatIndex, MAX_DIM, MAX_ID};
 use crate::vector::kernels::Kernel;
 use crate::vector::metric::Metric;
+use crate::vector::quantize::CodeKind;
 use crate::vector::store::RowStore;
 
 /// File magic.
 pub const MAGIC: &[u8; 8] = b"SLABVI8\0";
 /// Current format version.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Either index type, for code that handles both (bindings, persistence).
 #[derive(Debug, Clone)]
@@ -104,6 +112,31 @@ impl AnyIndex {
     pub fn search_batch(&self, queries: &[f32], k: usize) -> Result<(Vec<f32>, Vec<i64>)> {
         both!(self, i => i.search_batch(queries, k))
     }
+    /// See [`FlatIndex::search_batch_rerank`].
+    pub fn search_batch_rerank(
+        &self,
+        queries: &[f32],
+        k: usize,
+        rerank: Option<usize>,
+    ) -> Result<(Vec<f32>, Vec<i64>)> {
+        both!(self, i => i.search_batch_rerank(queries, k, rerank))
+    }
+    /// Whether the FP32 vectors are kept for exact re-ranking.
+    pub fn keeps_exact(&self) -> bool {
+        both!(self, i => i.keeps_exact())
+    }
+    /// Bytes held, by kind.
+    pub fn bytes(&self) -> crate::vector::flat::IndexBytes {
+        both!(self, i => i.bytes())
+    }
+    /// The code in use (`Auto` until the first add decides).
+    pub fn codes(&self) -> CodeKind {
+        both!(self, i => i.codes())
+    }
+    /// See [`FlatIndex::set_codes`].
+    pub fn set_codes(&mut self, codes: CodeKind) -> Result<()> {
+        both!(self, i => i.set_codes(codes))
+    }
     /// Live ids.
     pub fn ids(&self) -> Vec<u64> {
         both!(self, i => i.ids())
@@ -160,7 +193,9 @@ impl AnyIndex {
             AnyIndex::Flat(_) => 0,
             AnyIndex::Clustered(_) => 1,
         };
-        w.put(&[kind, self.metric().code(), 0, 0])?;
+        let asym = self.codes() == CodeKind::Asymmetric;
+        let flags = self.keeps_exact() as u8 | (asym as u8) << 1;
+        w.put(&[kind, self.metric().code(), flags, 0])?;
         w.put(&(self.dim() as u32).to_le_bytes())?;
         match self {
             AnyIndex::Flat(f) => {
@@ -200,7 +235,7 @@ impl CrcWriter {
 }
 
 fn write_store(w: &mut CrcWriter, s: &RowStore) -> Result<()> {
-    let live: Vec<usize> = (0..s.rows()).filter(|&r| s.live[r]).collect();
+    let live: Vec<usize> = (0..s.rows()).filter(|&r| s.is_live(r)).collect();
     w.put(&(live.len() as u64).to_le_bytes())?;
     let mut buf = Vec::with_capacity(live.len() * 8);
     for &r in &live {
@@ -209,19 +244,30 @@ fn write_store(w: &mut CrcWriter, s: &RowStore) -> Result<()> {
     w.put(&buf)?;
     buf.clear();
     for &r in &live {
-        buf.extend_from_slice(&s.scales[r].to_le_bytes());
+        buf.extend_from_slice(&s.saved_scale(r).to_le_bytes());
     }
     w.put(&buf)?;
-    buf.clear();
-    for &r in &live {
-        buf.extend_from_slice(&s.norms[r].to_le_bytes());
+    if s.is_asymmetric() {
+        buf.clear();
+        for &r in &live {
+            buf.extend_from_slice(&s.saved_offset(r).to_le_bytes());
+        }
+        w.put(&buf)?;
     }
-    w.put(&buf)?;
     for &r in &live {
         let row = s.row(r);
         // SAFETY: i8 and u8 have the same size and alignment, and every bit pattern is valid for both.
         let bytes = unsafe { std::slice::from_raw_parts(row.as_ptr() as *const u8, row.len()) };
         w.put(bytes)?;
+    }
+    for &r in &live {
+        if let Some(x) = s.exact_row(r) {
+            buf.clear();
+            for v in x {
+                buf.extend_from_slice(&v.to_le_bytes());
+            }
+            w.put(&buf)?;
+        }
     }
     Ok(())
 }
@@ -273,15 +319,31 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// What a file's stores hold besides ids, scales and codes.
+#[derive(Clone, Copy)]
+struct StoreFormat {
+    version: u32,
+    exact: bool,
+    asym: bool,
+}
+
 fn read_store(
     r: &mut Reader,
     dim: usize,
     metric: Metric,
+    fmt: StoreFormat,
     seen: &mut HashSet<u64>,
 ) -> Result<RowStore> {
     let rows = r.u64()?;
-    // Each row needs at least 16 + dim bytes: reject impossible counts before allocating.
-    let per_row = 16 + dim as u64;
+    // Bytes each row needs: reject impossible counts before allocating.
+    let per_row = match fmt.version {
+        1 => 16 + dim as u64,
+        _ => {
+            12 + dim as u64
+                + if fmt.exact { 4 * dim as u64 } else { 0 }
+                + if fmt.asym { 4 } else { 0 }
+        }
+    };
     if rows
         .checked_mul(per_row)
         .is_none_or(|b| b > r.remaining() as u64)
@@ -302,22 +364,37 @@ fn read_store(
         }
     }
     let scales = r.f32s(rows, "scale")?;
-    let norms = r.f32s(rows, "norm")?;
+    let norms = if fmt.version == 1 {
+        r.f32s(rows, "norm")?
+    } else {
+        Vec::new()
+    };
+    let offsets = if fmt.asym {
+        Some(r.f32s(rows, "offset")?)
+    } else {
+        None
+    };
     if scales.iter().chain(&norms).any(|&x| x < 0.0) {
         return Err(Error::corrupt(
             "vector index file has a negative scale or norm",
         ));
     }
     let code_bytes = r.take(rows * dim)?;
-    if code_bytes.contains(&0x80) {
+    if !fmt.asym && code_bytes.contains(&0x80) {
         return Err(Error::corrupt(
             "vector index file has a code outside -127..=127",
         ));
     }
     let codes: Vec<i8> = code_bytes.iter().map(|&b| b as i8).collect();
-    let mut store = RowStore::new(dim, metric);
+    let exact = if fmt.exact {
+        Some(r.f32s(rows * dim, "vector value")?)
+    } else {
+        None
+    };
+    let mut store = RowStore::new(dim, metric, fmt.exact);
+    store.set_asymmetric(fmt.asym);
     store.reserve(rows)?;
-    store.append_quantized(&codes, &ids, &scales, &norms);
+    store.append_quantized(&codes, &ids, &scales, offsets.as_deref(), exact.as_deref());
     Ok(store)
 }
 
@@ -351,9 +428,9 @@ pub fn parse(bytes: &[u8], kernel: Kernel) -> Result<AnyIndex> {
         ));
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
-    if version != FORMAT_VERSION {
+    if version != 1 && version != FORMAT_VERSION {
         return Err(Error::corrupt(format!(
-            "vector index file format version {version} is not supported (this build reads {FORMAT_VERSION})"
+            "vector index file format version {version} is not supported (this build reads 1 and {FORMAT_VERSION})"
         )));
     }
     if bytes.len() < 4 + 32 {
@@ -370,7 +447,15 @@ pub fn parse(bytes: &[u8], kernel: Kernel) -> Result<AnyIndex> {
     let kind = r.u8()?;
     let metric = Metric::from_code(r.u8()?)
         .ok_or_else(|| Error::corrupt("vector index file has an unknown metric"))?;
-    r.take(2)?;
+    let flags = r.take(2)?[0];
+    if (version == 1 && flags != 0) || flags > 3 {
+        return Err(Error::corrupt("vector index file has unknown flags"));
+    }
+    let fmt = StoreFormat {
+        version,
+        exact: flags & 1 == 1,
+        asym: flags & 2 == 2,
+    };
     let dim = r.u32()? as usize;
     if dim == 0 || dim > MAX_DIM {
         return Err(Error::corrupt(format!(
@@ -381,7 +466,7 @@ pub fn parse(bytes: &[u8], kernel: Kernel) -> Result<AnyIndex> {
     let mut seen = HashSet::new();
     let index = match kind {
         0 => {
-            let store = read_store(&mut r, dim, metric, &mut seen)?;
+            let store = read_store(&mut r, dim, metric, fmt, &mut seen)?;
             let next = next_id.max(seen.iter().max().map_or(0, |m| m + 1));
             AnyIndex::Flat(FlatIndex::from_parts(store, metric, next, kernel))
         }
@@ -389,7 +474,7 @@ pub fn parse(bytes: &[u8], kernel: Kernel) -> Result<AnyIndex> {
             let nlist = r.u32()? as usize;
             let nprobe = r.u32()? as usize;
             let trained = r.take(4)?[0];
-            let shell = ClusteredIndex::with_kernel(dim, metric, nlist, nprobe, kernel)
+            let shell = ClusteredIndex::with_options(dim, metric, nlist, nprobe, kernel, fmt.exact)
                 .map_err(|e| Error::corrupt(format!("vector index file: {}", e.message())))?;
             let centroids = match trained {
                 0 => None,
@@ -401,7 +486,7 @@ pub fn parse(bytes: &[u8], kernel: Kernel) -> Result<AnyIndex> {
             }
             let mut pages = Vec::with_capacity(nlist.min(r.remaining() / 8));
             for _ in 0..nlist {
-                pages.push(read_store(&mut r, dim, metric, &mut seen)?);
+                pages.push(read_store(&mut r, dim, metric, fmt, &mut seen)?);
             }
             if centroids.is_none() && pages.iter().any(|p| p.rows() > 0) {
                 return Err(Error::corrupt(
@@ -421,4 +506,52 @@ pub fn parse(bytes: &[u8], kernel: Kernel) -> Result<AnyIndex> {
         return Err(Error::corrupt("vector index file has trailing bytes"));
     }
     Ok(index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A version 1 file (scales and norms, no flags), as earlier builds wrote.
+    fn v1_file(metric: Metric, ids: &[u64], scales: &[f32], codes: &[i8], dim: u32) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(MAGIC);
+        b.extend_from_slice(&1u32.to_le_bytes());
+        b.extend_from_slice(&[0, metric.code(), 0, 0]);
+        b.extend_from_slice(&dim.to_le_bytes());
+        b.extend_from_slice(&0u64.to_le_bytes());
+        b.extend_from_slice(&(ids.len() as u64).to_le_bytes());
+        for id in ids {
+            b.extend_from_slice(&id.to_le_bytes());
+        }
+        for s in scales {
+            b.extend_from_slice(&s.to_le_bytes());
+        }
+        for s in scales {
+            b.extend_from_slice(&(s * 100.0).to_le_bytes()); // norms: ignored now
+        }
+        b.extend(codes.iter().map(|&c| c as u8));
+        let crc = crc32c::crc32c(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn version_1_files_still_load() {
+        for metric in [Metric::Ip, Metric::Cosine, Metric::L2] {
+            let bytes = v1_file(metric, &[4, 2], &[0.5, 0.25], &[127, 0, 0, -127], 2);
+            let ix = parse(&bytes, Kernel::scalar()).unwrap();
+            assert_eq!(ix.len(), 2);
+            let (_, ids) = ix.search_batch(&[63.5, 0.0, 0.0, -31.75], 1).unwrap();
+            assert_eq!(ids, vec![4, 2], "{metric:?}");
+            let want = if metric == Metric::Cosine { 1.0 } else { 63.5 };
+            assert_eq!(ix.reconstruct(4).unwrap(), vec![want, 0.0]);
+        }
+        let mut bad = v1_file(Metric::Ip, &[1], &[1.0], &[1, 1], 2);
+        bad[14] = 1; // flags did not exist in version 1
+        let n = bad.len() - 4;
+        let crc = crc32c::crc32c(&bad[..n]);
+        bad[n..].copy_from_slice(&crc.to_le_bytes());
+        assert!(parse(&bad, Kernel::scalar()).is_err());
+    }
 }

@@ -1,4 +1,11 @@
-//! Symmetric per-vector INT8 scalar quantization.
+//! Per-vector INT8 scalar quantization: symmetric (the default for signed
+//! data) and asymmetric (offset + scale, for non-negative data).
+//!
+//! **Asymmetric** ([`quantize_asym_into`]): `x ≈ o + s·q` with
+//! `s = (max - min) / 255` and codes in `-128..=127`, so all 256 levels span
+//! the vector's own range. For non-negative data (SIFT, counts, ReLU
+//! outputs) the symmetric code uses only `0..=127`; the asymmetric one has
+//! twice the resolution: `|x_i - x̂_i| <= (max - min) / 510`.
 //!
 //! A vector `x` becomes codes `q_i = round(x_i / s)` with one scale
 //! `s = max_i |x_i| / 127`, so codes lie in `-127..=127` (never -128: the
@@ -14,6 +21,57 @@
 //! A zero vector has scale 0 and all-zero codes.
 
 use crate::error::{Error, Result};
+
+/// Which INT8 code an index's rows use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CodeKind {
+    /// Decided by the first vectors added: asymmetric if every value is
+    /// non-negative, else symmetric.
+    Auto,
+    /// `x ≈ s·q`, codes in `-127..=127` (best for signed data).
+    Symmetric,
+    /// `x ≈ o + s·q`, codes in `-128..=127` (twice the resolution on
+    /// non-negative data; 4 more bytes a row).
+    Asymmetric,
+}
+
+impl CodeKind {
+    /// `"auto"`, `"symmetric"` or `"asymmetric"`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            CodeKind::Auto => "auto",
+            CodeKind::Symmetric => "symmetric",
+            CodeKind::Asymmetric => "asymmetric",
+        }
+    }
+
+    /// Parses a name (`sym`/`asym` accepted too).
+    ///
+    /// ```
+    /// use slabcache_core::vector::quantize::CodeKind;
+    /// assert_eq!(CodeKind::parse("asym").unwrap(), CodeKind::Asymmetric);
+    /// assert!(CodeKind::parse("int4").is_err());
+    /// ```
+    pub fn parse(name: &str) -> Result<CodeKind> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(CodeKind::Auto),
+            "symmetric" | "sym" => Ok(CodeKind::Symmetric),
+            "asymmetric" | "asym" => Ok(CodeKind::Asymmetric),
+            _ => Err(Error::invalid_argument(format!(
+                "unknown code {name:?}; expected \"auto\", \"symmetric\" or \"asymmetric\""
+            ))),
+        }
+    }
+
+    /// The code for a first batch `values` (resolves `Auto`).
+    pub fn resolve(self, values: &[f32]) -> CodeKind {
+        match self {
+            CodeKind::Auto if values.iter().all(|&v| v >= 0.0) => CodeKind::Asymmetric,
+            CodeKind::Auto => CodeKind::Symmetric,
+            k => k,
+        }
+    }
+}
 
 /// The largest code magnitude.
 pub const CODE_MAX: i8 = 127;
@@ -67,6 +125,41 @@ pub fn quantize_into(x: &[f32], out: &mut [i8]) -> VectorStats {
     }
 }
 
+/// Asymmetric quantization of `x` into `out`: returns `(scale, offset)` with
+/// `x_i ≈ offset + scale · out_i`, codes in `-128..=127`. A constant vector
+/// gets scale 0, codes 0 and `offset` = its value. `x` must be finite.
+///
+/// ```
+/// use slabcache_core::vector::quantize::quantize_asym_into;
+/// let x = [0.0f32, 1.0, 0.5];
+/// let mut q = [0i8; 3];
+/// let (s, o) = quantize_asym_into(&x, &mut q);
+/// assert_eq!(q, [-128, 127, 0]);
+/// for (v, c) in x.iter().zip(q) {
+///     assert!((o + s * c as f32 - v).abs() <= s / 2.0 + 1e-7);
+/// }
+/// ```
+pub fn quantize_asym_into(x: &[f32], out: &mut [i8]) -> (f32, f32) {
+    assert_eq!(x.len(), out.len(), "quantize_asym_into: length mismatch");
+    let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
+    for &v in x {
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    if x.is_empty() || hi <= lo {
+        out.fill(0);
+        return (0.0, if x.is_empty() { 0.0 } else { lo });
+    }
+    // f64: the range of two finite f32 values may exceed f32 (e.g. -3e38..3e38).
+    let scale = (hi as f64 - lo as f64) / 255.0;
+    let inv = 1.0 / scale;
+    for (o, &v) in out.iter_mut().zip(x) {
+        let r = (v as f64 - lo as f64) * inv; // 0..=255
+        *o = ((r + 0.5).floor().clamp(0.0, 255.0) - 128.0) as i8;
+    }
+    ((scale) as f32, (lo as f64 + 128.0 * scale) as f32)
+}
+
 /// Quantizes one vector into a fresh code vector.
 ///
 /// ```
@@ -83,6 +176,11 @@ pub fn quantize(x: &[f32]) -> (Vec<i8>, VectorStats) {
 /// Reconstructs `s · q`.
 pub fn dequantize(codes: &[i8], scale: f32) -> Vec<f32> {
     codes.iter().map(|&c| c as f32 * scale).collect()
+}
+
+/// `Σ q_i` of a code vector (exact).
+pub fn code_sum(codes: &[i8]) -> i64 {
+    codes.iter().map(|&c| c as i64).sum()
 }
 
 /// `Σ q_i²` of a code vector (exact).
@@ -125,6 +223,30 @@ mod tests {
         for (&v, &c) in x.iter().zip(&q) {
             assert!((v - c as f32 * st.scale).abs() <= st.scale * 0.5 * (1.0 + 1e-5));
         }
+    }
+
+    #[test]
+    fn asymmetric_codes_use_the_whole_range_within_half_a_step() {
+        let x: Vec<f32> = (0..1000)
+            .map(|i| ((i * 7919) % 2001) as f32 / 1000.0)
+            .collect();
+        let mut q = vec![0i8; x.len()];
+        let (s, o) = quantize_asym_into(&x, &mut q);
+        assert_eq!(q.iter().min(), Some(&-128));
+        assert_eq!(q.iter().max(), Some(&127));
+        for (&v, &c) in x.iter().zip(&q) {
+            assert!(
+                (v - (o + s * c as f32)).abs() <= s * 0.5 * (1.0 + 1e-4),
+                "{v} {c}"
+            );
+        }
+        // Constant and extreme-range vectors.
+        let mut q3 = [9i8; 3];
+        assert_eq!(quantize_asym_into(&[2.5; 3], &mut q3), (0.0, 2.5));
+        assert_eq!(q3, [0; 3]);
+        let (s, o) = quantize_asym_into(&[-3e38, 3e38, 0.0], &mut q3);
+        assert!(s.is_finite() && o.is_finite());
+        assert_eq!(q3, [-128, 127, 0]);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use rayon::prelude::*;
 
 use crate::vector::kernels::Kernel;
 use crate::vector::metric::Metric;
-use crate::vector::quantize::{code_sumsq, quantize_into};
+use crate::vector::quantize::{code_sum, code_sumsq, quantize_into};
 use crate::vector::store::RowStore;
 use crate::vector::topk::TopK;
 
@@ -33,6 +33,8 @@ pub struct QueryBatch {
     pub(crate) codes: Vec<i8>,
     pub(crate) factor: Vec<f32>,
     pub(crate) norm: Vec<f32>,
+    /// `Σ q_i` of each query's codes (for asymmetric rows' offsets).
+    pub(crate) sum: Vec<f32>,
 }
 
 impl QueryBatch {
@@ -42,16 +44,19 @@ impl QueryBatch {
         let mut codes = vec![0i8; m * dim];
         let mut factor = Vec::with_capacity(m);
         let mut norm = Vec::with_capacity(m);
+        let mut sum = Vec::with_capacity(m);
         for (x, q) in queries.chunks_exact(dim).zip(codes.chunks_exact_mut(dim)) {
             let st = quantize_into(x, q);
             factor.push(metric.query_factor(st, code_sumsq(q)));
             norm.push(st.norm);
+            sum.push(code_sum(q) as f32);
         }
         QueryBatch {
             dim,
             codes,
             factor,
             norm,
+            sum,
         }
     }
 
@@ -77,6 +82,7 @@ impl QueryBatch {
             codes,
             factor: idx.iter().map(|&i| self.factor[i]).collect(),
             norm: idx.iter().map(|&i| self.norm[i]).collect(),
+            sum: idx.iter().map(|&i| self.sum[i]).collect(),
         }
     }
 
@@ -87,13 +93,19 @@ impl QueryBatch {
             codes: self.codes[q0 * d..q1 * d].to_vec(),
             factor: self.factor[q0..q1].to_vec(),
             norm: self.norm[q0..q1].to_vec(),
+            sum: self.sum[q0..q1].to_vec(),
         }
     }
 }
 
+/// The most rows in a block.
+const MAX_BLOCK_ROWS: usize = 1024;
+/// `b_x` of a block of non-l2 rows.
+static ZEROS: [f32; MAX_BLOCK_ROWS] = [0.0; MAX_BLOCK_ROWS];
+
 /// Rows per block for width `dim`.
 fn block_rows(dim: usize) -> usize {
-    (BLOCK_BYTES / dim.max(1)).clamp(8, 1024)
+    (BLOCK_BYTES / dim.max(1)).clamp(8, MAX_BLOCK_ROWS)
 }
 
 /// Scans rows `r0..r1` of `store`, offering `(rank, key_base + row)` of every
@@ -116,29 +128,188 @@ pub fn scan_range(
         let b1 = (b0 + br).min(r1);
         let nr = b1 - b0;
         let rows = &store.codes[b0 * d..b1 * d];
-        let live = &store.live[b0..b1];
-        let rmul = &store.row_mul[b0..b1];
-        let radd = &store.row_add[b0..b1];
+        let rmul = &store.mul[b0..b1];
+        // `b_x` is 0 except for l2 (whose `add` column is the only one kept).
+        let radd: &[f32] = if store.add.is_empty() {
+            &ZEROS[..nr]
+        } else {
+            &store.add[b0..b1]
+        };
         let mut q0 = 0;
         while q0 < m {
             let q1 = (q0 + QUERY_TILE).min(m);
             let tq = q1 - q0;
             kernel.dots(&queries.codes[q0 * d..q1 * d], rows, d, &mut buf[..nr * tq]);
             let qf = &queries.factor[q0..q1];
+            let qs = &queries.sum[q0..q1];
             let hs = &mut heaps[q0..q1];
-            for r in 0..nr {
-                if !live[r] {
-                    continue;
+            if store.off.is_empty() {
+                for r in 0..nr {
+                    // A NaN factor marks a tombstone.
+                    if rmul[r].is_nan() {
+                        continue;
+                    }
+                    let key = key_base + (b0 + r) as u64;
+                    let dots = &buf[r * tq..(r + 1) * tq];
+                    // f64: `a_q · a_x` overflows f32 for components beyond ~1e19 (an
+                    // overflowed `b_x` is -inf, so such rows rank last, never NaN).
+                    let (am, ab) = (rmul[r] as f64, radd[r] as f64);
+                    for ((h, &f), &p) in hs.iter_mut().zip(qf).zip(dots) {
+                        h.push((f as f64 * am * p as f64 + ab) as f32, key);
+                    }
                 }
-                let key = key_base + (b0 + r) as u64;
-                let dots = &buf[r * tq..(r + 1) * tq];
-                for ((h, &f), &p) in hs.iter_mut().zip(qf).zip(dots) {
-                    h.push(f * rmul[r] * p as f32 + radd[r], key);
+            } else {
+                // Asymmetric rows: x̂ = a_x·q + o_x, so q·x̂ gains o_x·Σq.
+                let roff = &store.off[b0..b1];
+                for r in 0..nr {
+                    if rmul[r].is_nan() {
+                        continue;
+                    }
+                    let key = key_base + (b0 + r) as u64;
+                    let dots = &buf[r * tq..(r + 1) * tq];
+                    let (am, ao, ab) = (rmul[r] as f64, roff[r] as f64, radd[r] as f64);
+                    for (((h, &f), &p), &sq) in hs.iter_mut().zip(qf).zip(dots).zip(qs) {
+                        h.push(
+                            (f as f64 * (am * p as f64 + ao * sq as f64) + ab) as f32,
+                            key,
+                        );
+                    }
                 }
             }
             q0 = q1;
         }
         b0 = b1;
+    }
+}
+
+/// One query's view into a [`QueryBatch`] (no copy).
+#[derive(Debug, Clone, Copy)]
+pub struct OneQuery<'a> {
+    /// Its codes.
+    pub codes: &'a [i8],
+    /// `a_q`.
+    pub factor: f32,
+    /// `Σ q_i` of its codes.
+    pub sum: f32,
+}
+
+impl QueryBatch {
+    /// Query `i` as a borrowed view.
+    pub fn one(&self, i: usize) -> OneQuery<'_> {
+        OneQuery {
+            codes: &self.codes[i * self.dim..(i + 1) * self.dim],
+            factor: self.factor[i],
+            sum: self.sum[i],
+        }
+    }
+}
+
+/// Scans every row of `store` for one query into `heap` (keys
+/// `key_base + row`), reusing `buf` for the dot products: the inner loop of
+/// the clustered index, where a query visits `nprobe` stores one after the
+/// other with a single heap, so a scanned row costs a kernel dot and a
+/// compare — what a row of the flat scan costs.
+pub fn scan_one(
+    store: &RowStore,
+    kernel: Kernel,
+    q: OneQuery<'_>,
+    key_base: u64,
+    heap: &mut TopK,
+    buf: &mut Vec<i32>,
+) {
+    let d = store.dim();
+    let n = store.rows();
+    if n == 0 {
+        return;
+    }
+    let br = block_rows(d);
+    if buf.len() < br {
+        buf.resize(br, 0);
+    }
+    let (f, sq) = (q.factor as f64, q.sum as f64);
+    let asym = !store.off.is_empty();
+    let l2 = !store.add.is_empty();
+    let mut b0 = 0;
+    while b0 < n {
+        let b1 = (b0 + br).min(n);
+        let nr = b1 - b0;
+        kernel.dots(q.codes, &store.codes[b0 * d..b1 * d], d, &mut buf[..nr]);
+        let rmul = &store.mul[b0..b1];
+        for (r, (&p, &am)) in buf[..nr].iter().zip(rmul).enumerate() {
+            if am.is_nan() {
+                continue; // tombstone
+            }
+            let mut t = am as f64 * p as f64;
+            if asym {
+                t += store.off[b0 + r] as f64 * sq;
+            }
+            let mut rank = f * t;
+            if l2 {
+                rank += store.add[b0 + r] as f64;
+            }
+            heap.push(rank as f32, key_base + (b0 + r) as u64);
+        }
+        b0 = b1;
+    }
+}
+
+/// Scans every row of `store` for the queries `qidx` of `queries` (several
+/// queries that probe the same list in a batch), offering each to
+/// `heaps[qidx[j] - heap_base]`. Up to [`QUERY_TILE`] query codes are
+/// gathered into `qbuf` so that each row chunk is loaded once for all of
+/// them, as in the flat scan; `dbuf` holds the dot products.
+#[allow(clippy::too_many_arguments)]
+pub fn scan_gathered(
+    store: &RowStore,
+    kernel: Kernel,
+    queries: &QueryBatch,
+    qidx: &[usize],
+    heap_base: usize,
+    key_base: u64,
+    heaps: &mut [TopK],
+    qbuf: &mut Vec<i8>,
+    dbuf: &mut Vec<i32>,
+) {
+    let d = store.dim();
+    let n = store.rows();
+    if n == 0 || qidx.is_empty() {
+        return;
+    }
+    let br = block_rows(d);
+    let asym = !store.off.is_empty();
+    let l2 = !store.add.is_empty();
+    for tile in qidx.chunks(QUERY_TILE) {
+        let tq = tile.len();
+        qbuf.clear();
+        for &qi in tile {
+            qbuf.extend_from_slice(&queries.codes[qi * d..(qi + 1) * d]);
+        }
+        if dbuf.len() < br * tq {
+            dbuf.resize(br * tq, 0);
+        }
+        let mut b0 = 0;
+        while b0 < n {
+            let b1 = (b0 + br).min(n);
+            let nr = b1 - b0;
+            kernel.dots(qbuf, &store.codes[b0 * d..b1 * d], d, &mut dbuf[..nr * tq]);
+            for r in 0..nr {
+                let am = store.mul[b0 + r];
+                if am.is_nan() {
+                    continue; // tombstone
+                }
+                let am = am as f64;
+                let ao = if asym { store.off[b0 + r] as f64 } else { 0.0 };
+                let ab = if l2 { store.add[b0 + r] as f64 } else { 0.0 };
+                let key = key_base + (b0 + r) as u64;
+                for (j, &qi) in tile.iter().enumerate() {
+                    let p = dbuf[r * tq + j] as f64;
+                    let rank =
+                        queries.factor[qi] as f64 * (am * p + ao * queries.sum[qi] as f64) + ab;
+                    heaps[qi - heap_base].push(rank as f32, key);
+                }
+            }
+            b0 = b1;
+        }
     }
 }
 
@@ -202,18 +373,128 @@ pub fn scan_store(
 }
 
 /// How many INT8 candidates to keep per query for a final top-`k`: the
-/// candidates are then re-scored asymmetrically (see [`finish`]).
-pub fn candidates(k: usize) -> usize {
-    k + k.max(16)
+/// candidates are then re-scored (see [`finish`]). `rerank` is the caller's
+/// factor (`k' = rerank · k`); without one, `k + max(k, 16)`, or `4k` when
+/// the rows' FP32 vectors are kept (exact re-ranking).
+pub fn candidates(k: usize, rerank: Option<usize>, keeps_exact: bool) -> usize {
+    match rerank {
+        Some(f) => k.saturating_mul(f.max(1)),
+        None if keeps_exact => k.saturating_mul(DEFAULT_RERANK),
+        None => k + k.max(16),
+    }
 }
 
-/// Re-scores each query's INT8 candidates with the FP32 query against the
-/// dequantized rows (`q · s_x·q_x`), which removes the query's own
-/// quantization error, keeps the best `k`, and writes FAISS-shaped outputs:
+/// Candidates per result re-ranked exactly when FP32 rows are kept and the
+/// caller names no factor.
+pub const DEFAULT_RERANK: usize = 4;
+
+/// `Σ a·b` in f64 (four accumulators for instruction-level parallelism).
+#[inline]
+fn dot_f64<T: Copy + Into<f64>>(a: &[f32], b: &[T]) -> f64 {
+    let mut acc = [0f64; 4];
+    let mut ca = a.chunks_exact(4);
+    let mut cb = b.chunks_exact(4);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for j in 0..4 {
+            acc[j] += x[j] as f64 * y[j].into();
+        }
+    }
+    let mut tail = 0f64;
+    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+        tail += *x as f64 * (*y).into();
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+}
+
+/// `Σ (a - m·b)²` in f64.
+#[inline]
+fn dist2_f64<T: Copy + Into<f64>>(a: &[f32], b: &[T], m: f64) -> f64 {
+    let mut acc = [0f64; 4];
+    let mut ca = a.chunks_exact(4);
+    let mut cb = b.chunks_exact(4);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for j in 0..4 {
+            let t = x[j] as f64 - m * y[j].into();
+            acc[j] += t * t;
+        }
+    }
+    let mut tail = 0f64;
+    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+        let t = *x as f64 - m * (*y).into();
+        tail += t * t;
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+}
+
+/// The metric's score of query `q` (norm `qn`) against row `r` of `store`,
+/// in f64: against the FP32 row when kept (exact), else against the
+/// dequantized row. f64 cannot overflow here (|x| < 3.5e38, dim ≤ 65536),
+/// so a score beyond f32's range becomes `±inf` when narrowed, never NaN.
+#[inline]
+fn exact_score(metric: Metric, q: &[f32], qn: f64, store: &RowStore, r: usize) -> f64 {
+    match store.exact_row(r) {
+        Some(x) => match metric {
+            Metric::Ip => dot_f64(q, x),
+            Metric::Cosine => {
+                let xn = dot_f64(x, x).sqrt();
+                if qn == 0.0 || xn == 0.0 {
+                    0.0
+                } else {
+                    dot_f64(q, x) / (qn * xn)
+                }
+            }
+            Metric::L2 => dist2_f64(q, x, 1.0),
+        },
+        None => {
+            // The dequantized row is `m·q + o` (o = 0 for symmetric codes; for
+            // `cosine`, m and o make it the unit direction).
+            let codes = store.row(r);
+            let m = store.mul[r] as f64;
+            let o = store.off_of(r) as f64;
+            let qsum = || q.iter().map(|&v| v as f64).sum::<f64>();
+            match metric {
+                Metric::Ip => m * dot_f64(q, codes) + if o != 0.0 { o * qsum() } else { 0.0 },
+                Metric::Cosine => {
+                    if qn == 0.0 {
+                        0.0
+                    } else {
+                        (m * dot_f64(q, codes) + if o != 0.0 { o * qsum() } else { 0.0 }) / qn
+                    }
+                }
+                Metric::L2 => dist2_off_f64(q, codes, m, o),
+            }
+        }
+    }
+}
+
+/// `Σ (a - m·b - o)²` in f64.
+#[inline]
+fn dist2_off_f64(a: &[f32], b: &[i8], m: f64, o: f64) -> f64 {
+    let mut acc = [0f64; 4];
+    let mut ca = a.chunks_exact(4);
+    let mut cb = b.chunks_exact(4);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for j in 0..4 {
+            let t = x[j] as f64 - m * y[j] as f64 - o;
+            acc[j] += t * t;
+        }
+    }
+    let mut tail = 0f64;
+    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+        let t = *x as f64 - m * *y as f64 - o;
+        tail += t * t;
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+}
+
+/// Re-scores each query's INT8 candidates with the FP32 query — against
+/// the FP32 rows when the store keeps them (exact), else against the
+/// dequantized rows (which removes the query's own quantization error) —
+/// in f64, keeps the best `k`, and writes FAISS-shaped outputs:
 /// `scores[m*k]`, `ids[m*k]`, best first, missing slots padded with the
 /// metric's worst score and id `-1`. `row_of(key)` names the store and row of
-/// a heap key. Deterministic (plain f32 arithmetic in a fixed order; ties go
-/// to the smaller key).
+/// a heap key. Deterministic (fixed-order f64 arithmetic; ties go to the
+/// smaller key).
 pub fn finish<'a>(
     heaps: Vec<TopK>,
     queries: &[f32],
@@ -225,36 +506,23 @@ pub fn finish<'a>(
     let m = heaps.len();
     let mut scores = vec![metric.pad_score(); m * k];
     let mut ids = vec![-1i64; m * k];
+    let lower_is_closer = !metric.higher_is_closer();
     #[allow(clippy::type_complexity)]
     let work = |(((h, q), out_s), out_i): (((TopK, &[f32]), &mut [f32]), &mut [i64])| {
-        let qn2: f32 = q.iter().map(|v| v * v).sum();
-        let qn = qn2.sqrt();
-        let mut best = TopK::new(k);
-        for (_, key) in h.into_sorted() {
+        let qn = dot_f64(q, q).sqrt();
+        let mut best: Vec<(f64, u64)> = h
+            .into_sorted()
+            .into_iter()
+            .map(|(_, key)| {
+                let (store, r) = row_of(key);
+                let s = exact_score(metric, q, qn, store, r);
+                (if lower_is_closer { -s } else { s }, key)
+            })
+            .collect();
+        best.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        for (j, &(rank, key)) in best.iter().take(k).enumerate() {
             let (store, r) = row_of(key);
-            let codes = store.row(r);
-            let p: f32 = q.iter().zip(codes).map(|(&a, &c)| a * c as f32).sum();
-            let rank = match metric {
-                Metric::Ip => p * store.scales[r],
-                // Cosine of the FP32 query and the dequantized row.
-                Metric::Cosine => {
-                    if qn == 0.0 {
-                        0.0
-                    } else {
-                        p * store.row_mul[r] / qn
-                    }
-                }
-                // 2·q·x̂ - ‖x̂‖² (row_add holds -‖x̂‖²); the score is ‖q‖² minus this.
-                Metric::L2 => 2.0 * p * store.scales[r] + store.row_add[r],
-            };
-            best.push(rank, key);
-        }
-        for (j, (rank, key)) in best.into_sorted().into_iter().enumerate() {
-            let (store, r) = row_of(key);
-            out_s[j] = match metric {
-                Metric::L2 => (qn2 - rank).max(0.0),
-                _ => rank,
-            };
+            out_s[j] = (if lower_is_closer { -rank } else { rank }) as f32;
             out_i[j] = store.ids[r] as i64;
         }
     };

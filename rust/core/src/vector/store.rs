@@ -1,14 +1,30 @@
 //! Contiguous rows of INT8 codes with their per-row factors and tombstones.
 //!
 //! The storage under both index types: row `r`'s codes are
-//! `codes[r*dim .. (r+1)*dim]`, next to its id, scale, exact norm and the
-//! metric's precomputed `(a_x, b_x)` (see [`metric`](super::metric)). A
-//! removed row stays in place as a tombstone (skipped by scans) until
+//! `codes[r*dim .. (r+1)*dim]`, next to its id and the metric's factors
+//! (see [`metric`](super::metric)):
+//!
+//! | per row | bytes | holds |
+//! |---|---:|---|
+//! | `codes` | `dim` | the INT8 codes |
+//! | `ids` | 8 | the caller's id |
+//! | `mul` | 4 | `a_x`: the scale `s` (`ip`, `l2`) or `1/‖q_x‖` (`cosine`); **NaN marks a tombstone** |
+//! | `off` | 4, asymmetric codes only | `o_x`: the row's offset (`x̂ = a_x·q + o_x`) |
+//! | `add` | 4, `l2` only | `b_x = -‖x̂‖²` |
+//! | `exact` | `4·dim`, optional | the FP32 vector, for exact re-ranking |
+//!
+//! So a row costs `dim + 12` bytes (`ip`, `cosine`) or `dim + 16` (`l2`)
+//! here with symmetric codes, 4 more with asymmetric ones; the flat index adds an id table only when ids stop arriving in
+//! increasing order (see [`flat`](super::flat)). The exact FP32 norm and a
+//! separate scale are not kept: `x̂ = mul · q` is the dequantized row for
+//! `ip`/`l2`, and its unit direction for `cosine` (which ignores length).
+//!
+//! A removed row stays in place as a tombstone (skipped by scans) until
 //! [`RowStore::compact`] squeezes it out, keeping the live rows' order.
 
 use crate::error::{Error, Result};
 use crate::vector::metric::Metric;
-use crate::vector::quantize::{code_sumsq, quantize_into, VectorStats};
+use crate::vector::quantize::{code_sum, code_sumsq, quantize_asym_into, quantize_into};
 
 /// Rows of codes plus what scanning needs per row.
 #[derive(Debug, Clone)]
@@ -17,30 +33,63 @@ pub struct RowStore {
     metric: Metric,
     pub(crate) codes: Vec<i8>,
     pub(crate) ids: Vec<u64>,
-    pub(crate) scales: Vec<f32>,
-    pub(crate) norms: Vec<f32>,
-    pub(crate) row_mul: Vec<f32>,
-    pub(crate) row_add: Vec<f32>,
-    pub(crate) live: Vec<bool>,
+    /// `a_x` per row; NaN for a tombstone.
+    pub(crate) mul: Vec<f32>,
+    /// `o_x` per row (asymmetric codes only; empty otherwise).
+    pub(crate) off: Vec<f32>,
+    /// `b_x` per row (`l2` only; empty otherwise).
+    pub(crate) add: Vec<f32>,
+    /// Whether rows use the asymmetric code (codes in `-128..=127`).
+    asym: bool,
+    /// The FP32 rows (`rows × dim`) when the store keeps them for re-ranking.
+    pub(crate) exact: Option<Vec<f32>>,
     dead: usize,
 }
 
 /// Rows quantized in parallel above this many values.
 const PARALLEL_QUANTIZE: usize = 1 << 16;
 
+/// Where a store's bytes go (capacities, so what the allocator holds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreBytes {
+    /// INT8 codes.
+    pub codes: usize,
+    /// Ids (8 B per row).
+    pub ids: usize,
+    /// Per-row factors (`mul`, and `add` for `l2`); tombstones live in `mul`.
+    pub factors: usize,
+    /// FP32 re-rank rows (0 when not kept).
+    pub exact: usize,
+}
+
+impl StoreBytes {
+    /// The sum.
+    pub fn total(&self) -> usize {
+        self.codes + self.ids + self.factors + self.exact
+    }
+
+    /// Adds another store's bytes.
+    pub fn merge(&mut self, o: StoreBytes) {
+        self.codes += o.codes;
+        self.ids += o.ids;
+        self.factors += o.factors;
+        self.exact += o.exact;
+    }
+}
+
 impl RowStore {
-    /// An empty store of `dim`-wide rows.
-    pub fn new(dim: usize, metric: Metric) -> RowStore {
+    /// An empty store of `dim`-wide rows, keeping the FP32 rows if `keep_exact`.
+    pub fn new(dim: usize, metric: Metric, keep_exact: bool) -> RowStore {
         RowStore {
             dim,
             metric,
             codes: Vec::new(),
             ids: Vec::new(),
-            scales: Vec::new(),
-            norms: Vec::new(),
-            row_mul: Vec::new(),
-            row_add: Vec::new(),
-            live: Vec::new(),
+            mul: Vec::new(),
+            off: Vec::new(),
+            add: Vec::new(),
+            asym: false,
+            exact: keep_exact.then(Vec::new),
             dead: 0,
         }
     }
@@ -48,6 +97,32 @@ impl RowStore {
     /// Row width.
     pub fn dim(&self) -> usize {
         self.dim
+    }
+
+    /// Whether rows use the asymmetric (offset + scale) code.
+    pub fn is_asymmetric(&self) -> bool {
+        self.asym
+    }
+
+    /// Chooses the code; only while the store has never held a row.
+    pub fn set_asymmetric(&mut self, asym: bool) {
+        assert!(self.ids.is_empty(), "the code is fixed once rows exist");
+        self.asym = asym;
+    }
+
+    /// `o_x` of row `r` (0 for symmetric codes).
+    #[inline]
+    pub fn off_of(&self, r: usize) -> f32 {
+        if self.off.is_empty() {
+            0.0
+        } else {
+            self.off[r]
+        }
+    }
+
+    /// Whether the FP32 rows are kept.
+    pub fn keeps_exact(&self) -> bool {
+        self.exact.is_some()
     }
 
     /// Rows held, tombstones included.
@@ -65,15 +140,35 @@ impl RowStore {
         self.dead
     }
 
+    /// Whether row `r` is live.
+    #[inline]
+    pub fn is_live(&self, r: usize) -> bool {
+        !self.mul[r].is_nan()
+    }
+
+    /// `b_x` of row `r` (0 unless `l2`).
+    #[inline]
+    pub fn add_of(&self, r: usize) -> f32 {
+        if self.add.is_empty() {
+            0.0
+        } else {
+            self.add[r]
+        }
+    }
+
+    /// Bytes held, by kind.
+    pub fn bytes(&self) -> StoreBytes {
+        StoreBytes {
+            codes: self.codes.capacity(),
+            ids: self.ids.capacity() * 8,
+            factors: (self.mul.capacity() + self.off.capacity() + self.add.capacity()) * 4,
+            exact: self.exact.as_ref().map_or(0, |e| e.capacity() * 4),
+        }
+    }
+
     /// Bytes held by the rows and their per-row data.
     pub fn memory_bytes(&self) -> usize {
-        self.codes.capacity()
-            + self.ids.capacity() * 8
-            + self.scales.capacity() * 4
-            + self.norms.capacity() * 4
-            + self.row_mul.capacity() * 4
-            + self.row_add.capacity() * 4
-            + self.live.capacity()
+        self.bytes().total()
     }
 
     /// Makes room for `extra` more rows, or `OutOfMemory`, changing nothing else.
@@ -84,11 +179,16 @@ impl RowStore {
             .ok_or_else(|| Error::out_of_memory("vector count overflows"))?;
         self.codes.try_reserve(values).map_err(oom)?;
         self.ids.try_reserve(extra).map_err(oom)?;
-        self.scales.try_reserve(extra).map_err(oom)?;
-        self.norms.try_reserve(extra).map_err(oom)?;
-        self.row_mul.try_reserve(extra).map_err(oom)?;
-        self.row_add.try_reserve(extra).map_err(oom)?;
-        self.live.try_reserve(extra).map_err(oom)?;
+        self.mul.try_reserve(extra).map_err(oom)?;
+        if self.asym {
+            self.off.try_reserve(extra).map_err(oom)?;
+        }
+        if self.metric == Metric::L2 {
+            self.add.try_reserve(extra).map_err(oom)?;
+        }
+        if let Some(e) = self.exact.as_mut() {
+            e.try_reserve(values).map_err(oom)?;
+        }
         Ok(())
     }
 
@@ -101,21 +201,18 @@ impl RowStore {
         debug_assert_eq!(vectors.len(), n * d);
         let start = self.codes.len();
         self.codes.resize(start + n * d, 0);
-        let mut stats = vec![
-            (
-                VectorStats {
-                    scale: 0.0,
-                    norm: 0.0
-                },
-                0i64
-            );
-            n
-        ];
+        // (scale, offset, Σq, Σq²) per row.
+        let mut stats = vec![(0f32, 0f32, 0i64, 0i64); n];
         let out = &mut self.codes[start..];
+        let asym = self.asym;
         #[allow(clippy::type_complexity)]
-        let work = |(x, (q, st)): (&[f32], (&mut [i8], &mut (VectorStats, i64)))| {
-            let s = quantize_into(x, q);
-            *st = (s, code_sumsq(q));
+        let work = |(x, (q, st)): (&[f32], (&mut [i8], &mut (f32, f32, i64, i64)))| {
+            let (s, o) = if asym {
+                quantize_asym_into(x, q)
+            } else {
+                (quantize_into(x, q).scale, 0.0)
+            };
+            *st = (s, o, code_sum(q), code_sumsq(q));
         };
         if vectors.len() >= PARALLEL_QUANTIZE {
             use rayon::prelude::*;
@@ -129,39 +226,73 @@ impl RowStore {
                 .zip(out.chunks_exact_mut(d).zip(stats.iter_mut()))
                 .for_each(work);
         }
-        for (&(st, sumsq), &id) in stats.iter().zip(ids) {
-            self.push_row_meta(id, st, sumsq);
+        for (&(sc, o, sum, sumsq), &id) in stats.iter().zip(ids) {
+            self.push_row_meta(id, sc, o, sum, sumsq);
+        }
+        if let Some(e) = self.exact.as_mut() {
+            e.extend_from_slice(vectors);
         }
     }
 
-    fn push_row_meta(&mut self, id: u64, st: VectorStats, sumsq: i64) {
-        let (m, a) = self.metric.row_factors(st, sumsq);
+    fn push_row_meta(&mut self, id: u64, scale: f32, offset: f32, sum: i64, sumsq: i64) {
+        let (m, o, a) = self.metric.row_factors(scale, offset, self.dim, sum, sumsq);
         self.ids.push(id);
-        self.scales.push(st.scale);
-        self.norms.push(st.norm);
-        self.row_mul.push(m);
-        self.row_add.push(a);
-        self.live.push(true);
+        self.mul.push(m);
+        if self.asym {
+            self.off.push(o);
+        }
+        if self.metric == Metric::L2 {
+            self.add.push(a);
+        }
     }
 
-    /// Appends already-quantized rows (used by load and by compaction into
-    /// another store); recomputes the metric's factors from the codes.
-    pub fn append_quantized(&mut self, codes: &[i8], ids: &[u64], scales: &[f32], norms: &[f32]) {
+    /// Appends already-quantized rows (used by load): `scales` (and
+    /// `offsets` for asymmetric codes) as [`saved_scale`](Self::saved_scale)
+    /// gives them; `exact` the FP32 rows when this store keeps them.
+    pub fn append_quantized(
+        &mut self,
+        codes: &[i8],
+        ids: &[u64],
+        scales: &[f32],
+        offsets: Option<&[f32]>,
+        exact: Option<&[f32]>,
+    ) {
         let d = self.dim;
         self.codes.extend_from_slice(codes);
         for (r, &id) in ids.iter().enumerate() {
-            let st = VectorStats {
-                scale: scales[r],
-                norm: norms[r],
-            };
-            self.push_row_meta(id, st, code_sumsq(&codes[r * d..(r + 1) * d]));
+            let c = &codes[r * d..(r + 1) * d];
+            let o = offsets.map_or(0.0, |o| o[r]);
+            if self.metric == Metric::Cosine && scales[r] != 0.0 && offsets.is_some() {
+                // Saved asymmetric cosine factors already describe the unit direction:
+                // take them as they are, so a reload scores bit for bit the same.
+                self.ids.push(id);
+                self.mul.push(scales[r]);
+                self.off.push(o);
+                continue;
+            }
+            self.push_row_meta(id, scales[r], o, code_sum(c), code_sumsq(c));
         }
+        if let (Some(e), Some(x)) = (self.exact.as_mut(), exact) {
+            e.extend_from_slice(x);
+        }
+    }
+
+    /// The scale of row `r` as saved: the quantization scale (`ip`, `l2`);
+    /// `cosine` saves its factor, i.e. the scale of the row's unit direction,
+    /// which loads back to the same factors.
+    pub fn saved_scale(&self, r: usize) -> f32 {
+        self.mul[r]
+    }
+
+    /// The offset of row `r` as saved (see [`saved_scale`](Self::saved_scale)).
+    pub fn saved_offset(&self, r: usize) -> f32 {
+        self.off_of(r)
     }
 
     /// Marks `row` removed; returns whether it was live.
     pub fn tombstone(&mut self, row: usize) -> bool {
-        if self.live[row] {
-            self.live[row] = false;
+        if self.is_live(row) {
+            self.mul[row] = f32::NAN;
             self.dead += 1;
             true
         } else {
@@ -181,30 +312,41 @@ impl RowStore {
             return;
         }
         let d = self.dim;
+        let l2 = !self.add.is_empty();
         let mut w = 0;
         for r in 0..self.rows() {
-            if !self.live[r] {
+            if !self.is_live(r) {
                 continue;
             }
             if w != r {
                 self.codes.copy_within(r * d..(r + 1) * d, w * d);
+                if let Some(e) = self.exact.as_mut() {
+                    e.copy_within(r * d..(r + 1) * d, w * d);
+                }
                 self.ids[w] = self.ids[r];
-                self.scales[w] = self.scales[r];
-                self.norms[w] = self.norms[r];
-                self.row_mul[w] = self.row_mul[r];
-                self.row_add[w] = self.row_add[r];
-                self.live[w] = true;
+                self.mul[w] = self.mul[r];
+                if self.asym {
+                    self.off[w] = self.off[r];
+                }
+                if l2 {
+                    self.add[w] = self.add[r];
+                }
             }
             moved(self.ids[w], w);
             w += 1;
         }
         self.codes.truncate(w * d);
+        if let Some(e) = self.exact.as_mut() {
+            e.truncate(w * d);
+        }
         self.ids.truncate(w);
-        self.scales.truncate(w);
-        self.norms.truncate(w);
-        self.row_mul.truncate(w);
-        self.row_add.truncate(w);
-        self.live.truncate(w);
+        self.mul.truncate(w);
+        if self.asym {
+            self.off.truncate(w);
+        }
+        if l2 {
+            self.add.truncate(w);
+        }
         self.dead = 0;
     }
 
@@ -213,11 +355,12 @@ impl RowStore {
     pub fn shrink_to_fit(&mut self) {
         self.codes.shrink_to_fit();
         self.ids.shrink_to_fit();
-        self.scales.shrink_to_fit();
-        self.norms.shrink_to_fit();
-        self.row_mul.shrink_to_fit();
-        self.row_add.shrink_to_fit();
-        self.live.shrink_to_fit();
+        self.mul.shrink_to_fit();
+        self.off.shrink_to_fit();
+        self.add.shrink_to_fit();
+        if let Some(e) = self.exact.as_mut() {
+            e.shrink_to_fit();
+        }
     }
 
     /// Row `r`'s codes.
@@ -225,8 +368,22 @@ impl RowStore {
         &self.codes[r * self.dim..(r + 1) * self.dim]
     }
 
-    /// Row `r`'s reconstruction `s · q`.
+    /// Row `r`'s FP32 vector, if kept.
+    pub fn exact_row(&self, r: usize) -> Option<&[f32]> {
+        self.exact
+            .as_ref()
+            .map(|e| &e[r * self.dim..(r + 1) * self.dim])
+    }
+
+    /// Row `r`'s vector: the FP32 original if kept, else the dequantized
+    /// codes `a_x · q + o_x` (for `cosine`, the unit direction).
     pub fn reconstruct(&self, r: usize) -> Vec<f32> {
-        crate::vector::quantize::dequantize(self.row(r), self.scales[r])
+        match self.exact_row(r) {
+            Some(x) => x.to_vec(),
+            None => {
+                let (m, o) = (self.mul[r], self.off_of(r));
+                self.row(r).iter().map(|&c| m * c as f32 + o).collect()
+            }
+        }
     }
 }

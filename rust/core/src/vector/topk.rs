@@ -47,10 +47,13 @@ impl TopK {
         self.heap.is_empty()
     }
 
-    /// Offers a candidate; cheap when it cannot enter.
+    /// Offers a candidate; cheap when it cannot enter. A NaN rank (an
+    /// overflowed score) never enters.
     #[inline]
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
     pub fn push(&mut self, rank: f32, key: u64) {
-        if rank < self.threshold {
+        // `!(>=)` rather than `<`: the same one comparison, and it also turns NaN away.
+        if !(rank >= self.threshold) {
             return;
         }
         self.push_slow((rank, key));
@@ -137,6 +140,15 @@ mod tests {
             t.push(1.0, key);
         }
         assert_eq!(t.into_sorted(), vec![(1.0, 1), (1.0, 3), (1.0, 5)]);
+    }
+
+    #[test]
+    fn nan_never_enters() {
+        let mut t = TopK::new(2);
+        t.push(f32::NAN, 1);
+        t.push(f32::NEG_INFINITY, 2);
+        t.push(f32::NAN, 3);
+        assert_eq!(t.into_sorted(), vec![(f32::NEG_INFINITY, 2)]);
     }
 
     #[test]

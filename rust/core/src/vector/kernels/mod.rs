@@ -9,9 +9,13 @@
 //! | `neon`        | `smull` + `sadalp` (aarch64)         | every `i8`        |
 //! | `neon-dotprod`| `sdot` (aarch64, ARMv8.2+)           | every `i8`        |
 //!
-//! Every kernel returns exactly the scalar result for codes in `-127..=127`,
-//! which is all that [`quantize`](crate::vector::quantize) ever produces, for
-//! every length (tails included). A [`Kernel`] can only be made for a kind
+//! Every kernel returns exactly the scalar result when the *second* operand
+//! of [`Kernel::dot`] (the query; `queries` of [`Kernel::dots`]) is in
+//! `-127..=127` and the first (the stored row) is any `i8`, for every length
+//! (tails included). Queries are always quantized symmetrically; rows are
+//! `-127..=127` (symmetric code) or `-128..=127` (asymmetric code): the sign
+//! trick takes `|row|`, and `|-128| = 128` read as `u8` times a query byte
+//! in `-127..=127` keeps every i16 pair sum within `2·128·127 = 32_512`. A [`Kernel`] can only be made for a kind
 //! this CPU supports, so calling it never executes an unsupported
 //! instruction. [`Kernel::from_env`] honours `SLABCACHE_SIMD`.
 
@@ -285,7 +289,8 @@ impl Kernel {
         self.kind.name()
     }
 
-    /// Exact `Σ a[i]·b[i]` in i32 (codes in `-127..=127`; see the module docs).
+    /// Exact `Σ a[i]·b[i]` in i32 (`a` any `i8`, `b` in `-127..=127`; see
+    /// the module docs).
     ///
     /// Panics if the lengths differ.
     #[inline]
