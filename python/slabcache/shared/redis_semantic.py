@@ -72,6 +72,11 @@ _CANDIDATES = 4
 _QUANT_SLACK = 0.02  # INT8 codes move a cosine by up to ~0.01: fetch slightly below threshold
 _STREAM_MAXLEN = 100_000
 _TOMBSTONES = 65_536
+# A (gid, nonce) removed from Redis (deleted, replaced, dropped) is remembered there this
+# long, so a put the writer retries after a lost reply cannot bring it back; a put is not
+# retried past half of it (dropped and counted instead).
+_REDIS_TOMB_MS = 600_000
+_RETRY_LIMIT_S = _REDIS_TOMB_MS / 2000
 
 _PUT = """
 local function extend(key, existed, ttl)
@@ -81,8 +86,11 @@ local function extend(key, existed, ttl)
   if cur >= 0 and cur < ttl then redis.call('PEXPIRE', key, ttl) end
 end
 local ttl = tonumber(ARGV[4])
+local nonce = string.sub(ARGV[2], 1, 8)
+if redis.call('EXISTS', ARGV[6] .. nonce) == 1 then return 0 end  -- removed: a late retry
 local old = redis.call('HGET', KEYS[1], ARGV[1])
-if old and string.sub(old, 1, 8) ~= string.sub(ARGV[2], 1, 8) then
+if old and string.sub(old, 1, 8) ~= nonce then
+  redis.call('SET', ARGV[6] .. string.sub(old, 1, 8), '1', 'PX', ARGV[7])
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'op', 'd', 'g', ARGV[1],
              'n', string.sub(old, 1, 8))
 end
@@ -100,8 +108,9 @@ extend(KEYS[3], had_scope, ttl)
 return 1
 """
 
-# KEYS: part, payload, stream; ARGV: gid, nonce, maxlen, publish (1/0)
+# KEYS: part, payload, stream; ARGV: gid, nonce, maxlen, publish (1/0), tomb prefix, tomb ms
 _DELETE = """
+redis.call('SET', ARGV[5] .. ARGV[2], '1', 'PX', ARGV[6])
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 if old and string.sub(old, 1, 8) == ARGV[2] then
   redis.call('HDEL', KEYS[1], ARGV[1])
@@ -113,12 +122,15 @@ end
 return 1
 """
 
-# KEYS: scope set, stream; ARGV: scope, payload key prefix, maxlen
+# KEYS: scope set, stream; ARGV: scope, payload key prefix, maxlen, tomb prefix, tomb ms
 _DROP_SCOPE = """
 local parts = redis.call('SMEMBERS', KEYS[1])
 for _, p in ipairs(parts) do
-  local gids = redis.call('HKEYS', p)
-  for _, g in ipairs(gids) do redis.call('DEL', ARGV[2] .. g) end
+  local recs = redis.call('HGETALL', p)
+  for i = 1, #recs, 2 do
+    redis.call('DEL', ARGV[2] .. recs[i])
+    redis.call('SET', ARGV[4] .. string.sub(recs[i + 1], 1, 8), '1', 'PX', ARGV[5])
+  end
   redis.call('DEL', p)
 end
 redis.call('DEL', KEYS[1])
@@ -280,6 +292,10 @@ class RedisSemanticTier:
     def _payload_key(self, gid: str) -> str:
         return self._pfx + "v:" + gid
 
+    @property
+    def _tomb_prefix(self) -> str:
+        return self._pfx + "x:"
+
     # -- hooks the cache calls (under its lock) ----------------------------------
 
     def on_insert(
@@ -300,7 +316,7 @@ class RedisSemanticTier:
             nonce = os.urandom(_NONCE)
             pk = self._part_key(e.part)
             ops.append(("put", e.key, gid, nonce, pk, e.scope, e.deadline, e.created, e.cost,
-                        e.text, np.array(v, dtype=np.float32), bytes(p)))  # fmt: skip
+                        e.text, np.array(v, dtype=np.float32), bytes(p), [None]))  # fmt: skip
         with self._lock:
             for op in ops:
                 self._remember(op[1], op[2], op[3], op[4])
@@ -320,6 +336,7 @@ class RedisSemanticTier:
             gid, nonce, pk = ref
             if self._by_gid.get(gid) == key:
                 del self._by_gid[gid]
+            self._bury(gid, nonce)  # a fill fetched before this delete must not undo it
             if len(self._queue) >= 4 * self.max_pending:
                 self.counters["dropped_deletes"] += 1
                 return
@@ -468,9 +485,12 @@ class RedisSemanticTier:
             if cache._closed:
                 return None
             now = cache._clock()
+            # Not: a removed version (a delete seen here or through the stream), an
+            # expired one, or a gid this replica holds already (a second local copy
+            # would not be linked to Redis, so a delete elsewhere could not reach it).
             with self._lock:
                 got = [(r, p) for r, p in got if (r.gid, r.nonce) not in self._tomb
-                       and r.deadline > now]  # fmt: skip
+                       and r.deadline > now and not self._holds(cache, r.gid, now)]  # fmt: skip
             if not got:
                 return None
             m = np.stack([r.codes.astype(np.float32) * np.float32(r.scale) for r, _ in got])
@@ -500,11 +520,30 @@ class RedisSemanticTier:
     # -- bookkeeping -------------------------------------------------------------
 
     def _remember(self, key: int, gid: str, nonce: bytes, pk: str) -> None:
+        # Called under the cache's lock and ours. One local copy per gid, always linked:
+        # an older copy (same text, replaced) is gone locally; bury its version and
+        # evict it if something left it behind.
         old = self._by_gid.get(gid)
         if old is not None and old != key:
-            self._by_key.pop(old, None)
+            ref = self._by_key.pop(old, None)
+            if ref is not None and ref[1] != nonce:
+                self._bury(gid, ref[1])
+            cache = self._cache
+            e = cache._entries.get(old) if cache is not None else None
+            if e is not None and cache is not None:
+                cache._evict(e, expired=False, counted=False)
         self._by_key[key] = (gid, nonce, pk)
         self._by_gid[gid] = key
+
+    def _bury(self, gid: str, nonce: bytes) -> None:
+        self._tomb[(gid, nonce)] = None
+        while len(self._tomb) > _TOMBSTONES:
+            self._tomb.popitem(last=False)
+
+    def _holds(self, cache: SemanticCache, gid: str, now: float) -> bool:
+        key = self._by_gid.get(gid)
+        e = cache._entries.get(key) if key is not None else None
+        return e is not None and cache._alive(e, now)
 
     def _prune(self) -> None:
         # Local evictions (quota, TTL) do not call us: drop their refs in amortised O(1).
@@ -538,9 +577,7 @@ class RedisSemanticTier:
         if op == b"d":
             gid, nonce = fields[b"g"].decode(), fields[b"n"]
             with self._lock:
-                self._tomb[(gid, nonce)] = None
-                while len(self._tomb) > _TOMBSTONES:
-                    self._tomb.popitem(last=False)
+                self._bury(gid, nonce)
                 key = self._by_gid.get(gid)
                 if key is None or self._by_key.get(key, ("", b""))[1] != nonce:
                     return
@@ -567,6 +604,12 @@ class RedisSemanticTier:
                 if not self._queue and self._stop.is_set():
                     return
                 batch = [self._queue.popleft() for _ in range(min(256, len(self._queue)))]
+                now = time.monotonic()
+                keep = [op for op in batch if op[0] != "put" or op[-1][0] is None
+                        or now - op[-1][0] <= _RETRY_LIMIT_S]  # fmt: skip
+                if len(keep) < len(batch):  # Redis may have forgotten removed versions
+                    self.counters["dropped_writes"] += len(batch) - len(keep)
+                    batch = keep
                 self._inflight = len(batch)
             try:
                 pipe = self._writer.pipeline(transaction=False)
@@ -584,6 +627,10 @@ class RedisSemanticTier:
                 self.breaker.failure()
                 with self._lock:  # retry the batch first (every op is idempotent)
                     self._inflight = 0
+                    t = time.monotonic()
+                    for op in batch:  # a put remembers when it was first sent in vain
+                        if op[0] == "put" and op[-1][0] is None:
+                            op[-1][0] = t
                     self._queue.extendleft(reversed(batch))
                     while len(self._queue) > 4 * self.max_pending:
                         self._queue.pop()
@@ -602,7 +649,7 @@ class RedisSemanticTier:
     def _queue_op(self, pipe: Any, op: tuple[Any, ...]) -> None:
         kind = op[0]
         if kind == "put":
-            _, _key, gid, nonce, pk, scope, deadline, created, cost, text, vec, payload = op
+            _, _key, gid, nonce, pk, scope, deadline, created, cost, text, vec, payload, _ = op
             codes, scale = _quantise(vec)
             tb = b"" if text is None else text.encode()
             rec = (nonce + _HEAD.pack(deadline, created, cost, scale, self._dim,
@@ -612,21 +659,36 @@ class RedisSemanticTier:
             ttl_ms = 0 if not math.isfinite(deadline) else max(1, int((deadline - now) * 1000))
             self._put_s(
                 keys=[pk, self._payload_key(gid), self._scope_key(scope), self._stream],
-                args=[gid, rec, nonce + payload, ttl_ms, _STREAM_MAXLEN],
+                args=[
+                    gid,
+                    rec,
+                    nonce + payload,
+                    ttl_ms,
+                    _STREAM_MAXLEN,
+                    self._tomb_prefix,
+                    _REDIS_TOMB_MS,
+                ],  # fmt: skip
                 client=pipe,
             )
         elif kind in ("del", "reap"):
             _, gid, nonce, pk = op
             self._del_s(
                 keys=[pk, self._payload_key(gid), self._stream],
-                args=[gid, nonce, _STREAM_MAXLEN, "1" if kind == "del" else "0"],
+                args=[
+                    gid,
+                    nonce,
+                    _STREAM_MAXLEN,
+                    "1" if kind == "del" else "0",
+                    self._tomb_prefix,
+                    _REDIS_TOMB_MS,
+                ],  # fmt: skip
                 client=pipe,
             )
         elif kind == "drop":
             scope = op[1]
             self._drop_s(
                 keys=[self._scope_key(scope), self._stream],
-                args=[scope, self._pfx + "v:", _STREAM_MAXLEN],
+                args=[scope, self._pfx + "v:", _STREAM_MAXLEN, self._tomb_prefix, _REDIS_TOMB_MS],
                 client=pipe,
             )
 
