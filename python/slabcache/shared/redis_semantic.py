@@ -244,6 +244,8 @@ class RedisSemanticTier:
                     "fills",
                     "invalidations_applied",
                     "resyncs",
+                    "relinked",
+                    "unlinked_at_start",
                 )
             }  # fmt: skip
         )
@@ -257,10 +259,52 @@ class RedisSemanticTier:
             raise SharedTierError("a RedisSemanticTier serves one SemanticCache")
         self._cache = cache
         self._dim = cache.dim
+        self._relink(cache)
         for fn, name in ((self._write_loop, "writer"), (self._listen_loop, "listener")):
             t = threading.Thread(target=fn, name=f"slabcache-redis-{name}", daemon=True)
             t.start()
             self._threads.append(t)
+
+    def _relink(self, cache: SemanticCache) -> None:
+        """Entries the cache recovered from its arena that were shared when written: keep
+        (and link again) those whose version Redis still holds, evict the others (deleted,
+        replaced or dropped elsewhere while this replica was down, or never written to
+        Redis). Runs before the listener starts, after the stream position was taken in
+        the constructor, so a change after that position arrives through the stream."""
+        with cache._lock:
+            linked = [e for e in cache._entries.values() if e.link is not None]
+        if not linked:
+            return
+        recs: list[Any] = []
+        try:
+            for i in range(0, len(linked), 1000):
+                pipe = self._writer.pipeline(transaction=False)
+                for e in linked[i : i + 1000]:
+                    assert e.link is not None
+                    pipe.hget(self._part_key(e.part), e.link[0])
+                recs += pipe.execute()
+        except TRANSIENT:
+            recs += [None] * (len(linked) - len(recs))  # cannot check: a miss is safe
+        with cache._lock, self._lock:
+            for e, rec in zip(linked, recs, strict=True):
+                assert e.link is not None
+                gid, nonce = e.link
+                if rec is not None and rec[:_NONCE] == nonce:
+                    self._remember(e.key, gid, nonce, self._part_key(e.part))
+                    self.counters["relinked"] += 1
+                else:
+                    cache._evict(e, expired=False, counted=False)
+                    self.counters["unlinked_at_start"] += 1
+
+    def new_link(self, part: str, text: str | None) -> tuple[str, bytes]:
+        """The (gid, nonce) a new local entry gets: the cache stores it with the entry.
+        A fill gets the Redis entry's own; an insert a fresh nonce, and a gid that is
+        the same on every replica for the same normalised text."""
+        fill = getattr(self._tls, "fill_link", None)
+        if fill is not None:
+            return fill  # type: ignore[no-any-return]
+        gid = _h(part + "\x00" + _norm(text)) if text is not None else os.urandom(16).hex()
+        return gid, os.urandom(_NONCE)
 
     def _detect_search(self) -> bool:
         try:
@@ -310,10 +354,7 @@ class RedisSemanticTier:
             current = live.get(e.key)
             if id(current) != id(e):  # replaced within the same batch
                 continue
-            gid = (
-                _h(e.part + "\x00" + _norm(e.text)) if e.text is not None else os.urandom(16).hex()
-            )
-            nonce = os.urandom(_NONCE)
+            gid, nonce = e.link if e.link is not None else self.new_link(e.part, e.text)
             pk = self._part_key(e.part)
             ops.append(("put", e.key, gid, nonce, pk, e.scope, e.deadline, e.created, e.cost,
                         e.text, np.array(v, dtype=np.float32), bytes(p), [None]))  # fmt: skip
@@ -499,10 +540,12 @@ class RedisSemanticTier:
             try:
                 keys = []
                 for j, (r, p) in enumerate(got):  # one TTL each: _insert_batch takes a list
+                    self._tls.fill_link = (r.gid, r.nonce)
                     keys += cache._insert_batch(m[j : j + 1], [p], [scope], [category], [r.text],
                                                 [ttls[j]], [r.cost])  # fmt: skip
             finally:
                 self._tls.filling = False
+                self._tls.fill_link = None
             filled = set()
             with self._lock:
                 for (r, _), k in zip(got, keys, strict=True):
