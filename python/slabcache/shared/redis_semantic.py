@@ -23,10 +23,11 @@ cache and adds, per namespace (tenant):
   and skip Redis while the circuit breaker is open; writes queue and retry,
   and are dropped (counted) when the queue is full; nothing raises to the caller.
 
-Redis vector search (``FT.SEARCH`` of RediSearch / Redis Stack / Redis 8) is
-detected and reported as ``stats()["server_vector_search"]``; lookups use the
-scan above either way (the servers this was built and tested on, Debian's
-Redis 7.0, have no search module).
+Redis vector search (``FT.SEARCH`` of RediSearch >= 2.4 / Redis Stack / Redis 8)
+is detected and reported as ``stats()["server_vector_search"]`` (the module as
+``stats()["server_search_module"]``); lookups use the scan above either way:
+the servers available to build and test this (Debian's Redis 7.0, alone or with
+Debian's RediSearch 1.2, which has no vector fields) cannot run an FT path.
 
     >>> RedisSemanticTier.__name__
     'RedisSemanticTier'
@@ -211,7 +212,9 @@ class RedisSemanticTier:
         info = probe(self._reader, self._pfx + "probe")
         self._run_id = info.get("run_id")
         self.server_version = str(info.get("redis_version", "?"))
-        self.server_vector_search = self._detect_search()
+        # Detected and reported only: lookups use the scan either way (no server with
+        # vector search was available to test an FT.SEARCH path against).
+        self.server_vector_search, self.server_search_module = self._detect_search()
         self._put_s = self._writer.register_script(_PUT)
         self._del_s = self._writer.register_script(_DELETE)
         self._drop_s = self._writer.register_script(_DROP_SCOPE)
@@ -306,19 +309,25 @@ class RedisSemanticTier:
         gid = _h(part + "\x00" + _norm(text)) if text is not None else os.urandom(16).hex()
         return gid, os.urandom(_NONCE)
 
-    def _detect_search(self) -> bool:
+    def _detect_search(self) -> tuple[bool, str | None]:
+        """Whether the server has vector search (``FT.CREATE ... VECTOR``), and its
+        search module as ``"name version"``. Vector fields came with RediSearch 2.4
+        (module version 20400; Redis 8's query engine reports 80000 and up): Debian's
+        ``redis-redisearch`` 1.2 loads as module ``ft`` 10200 and has none."""
         try:
             mods = self._reader.execute_command("MODULE", "LIST")
-        except Exception:
-            return False
+        except Exception:  # noqa: BLE001 - MODULE LIST denied by an ACL, or absent
+            return False, None
         for m in mods or []:
             d = m if isinstance(m, dict) else dict(zip(m[::2], m[1::2], strict=False))
             name = d.get(b"name", d.get("name", b""))
+            ver = d.get(b"ver", d.get("ver", 0))
             if isinstance(name, bytes):
                 name = name.decode()
             if str(name).lower() in ("search", "ft", "redisearch"):
-                return True
-        return False
+                v = int(ver or 0)
+                return v >= 20400, f"{name} {v // 10000}.{v // 100 % 100}.{v % 100}"
+        return False, None
 
     def _stream_tail(self) -> bytes:
         try:
@@ -842,6 +851,7 @@ class RedisSemanticTier:
             shared_entries=len(self._by_key),
             server_version=self.server_version,
             server_vector_search=self.server_vector_search,
+            server_search_module=self.server_search_module,
             namespace=self.namespace,
         )
         return out
