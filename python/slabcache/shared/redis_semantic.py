@@ -817,12 +817,17 @@ class RedisSemanticTier:
 
     def sync(self, timeout_s: float = 5.0) -> bool:
         """:meth:`flush`, then waits until this replica has applied every invalidation
-        Redis holds now (read-your-deletes across replicas); ``False`` on timeout."""
+        Redis holds now; ``False`` on timeout.
+
+        A barrier across replicas is ``flush()`` on the one that wrote, *then* ``sync()``
+        on the one that reads: after both return ``True`` the reader serves nothing the
+        writer deleted or replaced before its flush. ``sync()`` does not reach into
+        another process's write queue (see docs/shared_tier.md, "Consistency")."""
         end = time.monotonic() + timeout_s
         if not self.flush(timeout_s):
             return False
-        try:
-            tail = self._reader.xrevrange(self._stream, count=1)
+        try:  # the writer's connection: its timeout suits a wait, the lookups' does not
+            tail = self._writer.xrevrange(self._stream, count=1)
         except TRANSIENT:
             return False
         if not tail:
