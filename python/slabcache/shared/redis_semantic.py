@@ -49,12 +49,14 @@ import numpy as np
 
 from ..errors import ClosedError
 from ._client import (
+    REROUTED,
     TRANSIENT,
     CircuitBreaker,
     RedisOptions,
     SharedTierError,
     check_namespace,
     connect,
+    is_cluster,
     key_prefix,
     probe,
 )
@@ -204,20 +206,15 @@ class RedisSemanticTier:
             raise SharedTierError("give either options= or option keywords, not both")
         self._target = target
         o = self.options
-        self._reader = connect(target, o, o.lookup_timeout_s)
-        self._writer = connect(target, o, o.write_timeout_s)
-        self._listen_client = connect(target, o, max(1.0, o.write_timeout_s) + 0.5)
         self._pfx = key_prefix(self.namespace, "sem")
         self._stream = self._pfx + "inval"
+        self._connect()
         info = probe(self._reader, self._pfx + "probe")
         self._run_id = info.get("run_id")
         self.server_version = str(info.get("redis_version", "?"))
         # Detected and reported only: lookups use the scan either way (no server with
         # vector search was available to test an FT.SEARCH path against).
         self.server_vector_search, self.server_search_module = self._detect_search()
-        self._put_s = self._writer.register_script(_PUT)
-        self._del_s = self._writer.register_script(_DELETE)
-        self._drop_s = self._writer.register_script(_DROP_SCOPE)
         self._last_id = self._stream_tail()
         self.max_pending = int(max_pending)
         self.fill_enabled = bool(fill)
@@ -249,10 +246,13 @@ class RedisSemanticTier:
                     "resyncs",
                     "relinked",
                     "unlinked_at_start",
+                    "reroutes",
                 )
             }  # fmt: skip
         )
         self._threads: list[threading.Thread] = []
+        self._route_lock = threading.Lock()
+        self._rerouted = False
 
     # -- wiring ----------------------------------------------------------------
 
@@ -267,6 +267,29 @@ class RedisSemanticTier:
             t = threading.Thread(target=fn, name=f"slabcache-redis-{name}", daemon=True)
             t.start()
             self._threads.append(t)
+
+    def _connect(self) -> None:
+        """(Re)builds the three connections; on a cluster, to the primary that serves
+        the namespace's slot now."""
+        o, t, route = self.options, self._target, self._pfx
+        self._reader = connect(t, o, o.lookup_timeout_s, route)
+        self._writer = connect(t, o, o.write_timeout_s, route)
+        self._listen_client = connect(t, o, max(1.0, o.write_timeout_s) + 0.5, route)
+        self._put_s = self._writer.register_script(_PUT)
+        self._del_s = self._writer.register_script(_DELETE)
+        self._drop_s = self._writer.register_script(_DROP_SCOPE)
+
+    def _reroute(self) -> None:
+        """A cluster moved the namespace's slot (resharding, failover): find its node."""
+        if not is_cluster(self._target):
+            return
+        with self._route_lock:
+            try:
+                self._connect()
+                self._rerouted = True
+                self.counters["reroutes"] += 1
+            except Exception:  # noqa: BLE001 - cluster unreachable: retried on the next error
+                pass
 
     def _relink(self, cache: SemanticCache) -> None:
         """Entries the cache recovered from its arena that were shared when written: keep
@@ -674,9 +697,11 @@ class RedisSemanticTier:
                 with self._lock:
                     self._inflight = 0
                     self._wake.notify_all()
-            except TRANSIENT:
+            except TRANSIENT as exc:
                 self.counters["write_errors"] += 1
                 self.breaker.failure()
+                if isinstance(exc, REROUTED):
+                    self._reroute()
                 with self._lock:  # retry the batch first (every op is idempotent)
                     self._inflight = 0
                     t = time.monotonic()
@@ -756,8 +781,10 @@ class RedisSemanticTier:
                     for mid, fields in msgs:
                         self._apply(fields)
                         self._last_id = mid
-            except TRANSIENT:
+            except TRANSIENT as exc:
                 healthy = False
+                if isinstance(exc, REROUTED):
+                    self._reroute()
                 if self._stop.wait(0.05):
                     return
             except Exception:
@@ -770,6 +797,16 @@ class RedisSemanticTier:
         read it from the start; a trimmed-away gap means messages were missed, so check
         every shared local entry against Redis."""
         info = self._listen_client.info("server")
+        if self._rerouted:  # another node serves the slot now: its stream is ours, moved
+            self._rerouted = False
+            self._run_id = info.get("run_id")
+            xi = self._listen_client.xinfo_stream(self._stream)
+            newest, first = xi.get("last-generated-id"), xi.get("first-entry")
+            last = _id(self._last_id)
+            if newest is None or _id(newest) < last or (first is not None and _id(first[0]) > last):
+                self._last_id = newest if newest is not None else b"0-0"  # a lost tail
+                self._reconcile()
+            return
         if info.get("run_id") != self._run_id:
             self._run_id = info.get("run_id")
             self._last_id = b"0-0"
