@@ -50,7 +50,8 @@ class RedisKVTier:
     """KV blocks in Redis by fingerprint + chained hash (``ArenaKVTier``'s interface).
 
     Args:
-        target: ``redis://`` / ``rediss://`` URL or a ``redis.Redis``.
+        target: ``redis://`` / ``rediss://`` URL, a ``redis+cluster://seed:port[,...]/0`` URL
+            or a ``redis.Redis``.
         layout: the block shape; with ``model`` it makes the key fingerprint.
         model: a name for the weights the KV came from.
         namespace: the tenant (keys start with ``slabcache:{namespace}:kv:``).

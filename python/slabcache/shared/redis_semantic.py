@@ -175,7 +175,8 @@ class RedisSemanticTier:
     build it yourself to set options, then pass it as ``shared=``.
 
     Args:
-        target: ``redis://host:port/db`` / ``rediss://`` URL or a ``redis.Redis``.
+        target: ``redis://host:port/db`` / ``rediss://`` URL, a
+            ``redis+cluster://seed:port[,seed:port]/0`` URL, or a ``redis.Redis``.
         namespace: the tenant; every key starts with ``slabcache:{namespace}:sem:``.
         options: timeouts, credentials, TLS, breaker (:class:`RedisOptions`);
             keyword arguments (``password=``, ``lookup_timeout_s=``, ...) build one.
