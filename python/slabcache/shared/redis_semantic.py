@@ -801,12 +801,20 @@ class RedisSemanticTier:
         if self._rerouted:  # another node serves the slot now: its stream is ours, moved
             self._rerouted = False
             self._run_id = info.get("run_id")
-            xi = self._listen_client.xinfo_stream(self._stream)
-            newest, first = xi.get("last-generated-id"), xi.get("first-entry")
-            last = _id(self._last_id)
-            if newest is None or _id(newest) < last or (first is not None and _id(first[0]) > last):
-                self._last_id = newest if newest is not None else b"0-0"  # a lost tail
+            try:
+                xi = self._listen_client.xinfo_stream(self._stream)
+            except Exception:  # noqa: BLE001 - no stream there: nothing to continue from
+                xi = {}
+            newest = xi.get("last-generated-id")
+            if newest is None or _id(newest) < _id(self._last_id):
+                # The new primary lacks our tail (a failover lost it): check what we hold
+                # against Redis first, and only then move our position (sync() trusts it).
                 self._reconcile()
+                self._last_id = newest if newest is not None else b"0-0"
+                return
+            first = xi.get("first-entry")
+            if first is not None and _id(first[0]) > _id(self._last_id):
+                self._reconcile()  # may have been trimmed past us: keep reading from our id
             return
         if info.get("run_id") != self._run_id:
             self._run_id = info.get("run_id")
