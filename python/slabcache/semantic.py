@@ -298,8 +298,9 @@ class SemanticCache:
             every mode survives ``kill -9`` (see ``docs/arena.md``).
         clock: wall-clock seconds (inject a fake one in tests); ages and TTLs use it.
         shared: a shared tier on Redis behind this near cache: a ``redis://host:port/db``
-            URL, a ``redis.Redis`` or a :class:`~slabcache.shared.RedisSemanticTier`
-            (see ``docs/shared_tier.md``); ``None``: local only.
+            URL (``redis+cluster://seed:port,...`` for a Cluster), a ``redis.Redis`` or a
+            :class:`~slabcache.shared.RedisSemanticTier` (see ``docs/shared_tier.md``);
+            ``None``: local only.
         namespace: the tenant's key namespace in Redis (default ``"default"``).
 
     Raises:
