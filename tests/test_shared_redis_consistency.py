@@ -187,3 +187,34 @@ def test_a_retried_put_cannot_resurrect_an_entry_deleted_meanwhile(server: Any) 
     finally:
         a.close()
         b.close()
+
+
+def test_a_retried_put_cannot_bring_back_an_entry_of_a_dropped_scope(server: Any) -> None:
+    rng = np.random.default_rng(5)
+    a, b = _replica(server), _replica(server)
+    try:
+        x = _unit(rng)
+        ta = _tier(a)
+        sent: list[tuple[Any, ...]] = []
+        queue_op = ta._queue_op
+
+        def spy(pipe: Any, op: tuple[Any, ...]) -> None:
+            sent.append(op)
+            queue_op(pipe, op)
+
+        ta._queue_op = spy  # type: ignore[method-assign]
+        a.insert(x, b"old", scope="s")
+        assert ta.flush(5.0)
+        (put,) = [op for op in sent if op[0] == "put"]
+        assert b.drop_scope("s") == 0  # B holds none of it: the drop is Redis-wide anyway
+        assert _tier(b).flush(5.0) and ta.sync(5.0)
+        assert a.lookup(x, scope="s") is None
+        with ta._lock:
+            ta._queue.append(put)
+            ta._wake.notify()
+        assert ta.flush(5.0)
+        assert b.lookup(x, scope="s") is None
+        assert server.client().hlen(ta._part_key(a._part("s", "default"))) == 0
+    finally:
+        a.close()
+        b.close()
