@@ -25,8 +25,10 @@ from typing import Any
 
 import numpy as np
 
+REDISEARCH = "/usr/lib/redis/modules/redisearch.so"  # Debian's redis-redisearch (1.2)
 
-def start_server() -> tuple[subprocess.Popen[bytes], str]:
+
+def start_server(*extra: str) -> tuple[subprocess.Popen[bytes], str]:
     exe = shutil.which("redis-server")
     if exe is None:
         sys.exit("redis-server is not on PATH (apt-get install -y redis-server) and no --url given")
@@ -34,7 +36,18 @@ def start_server() -> tuple[subprocess.Popen[bytes], str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        [
+            exe,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            *extra,
+        ],  # fmt: skip
         stdout=subprocess.DEVNULL,
     )
     for _ in range(250):
@@ -229,6 +242,8 @@ def propagation(url: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def peers(url: str, dim: int) -> dict[str, str]:
+    import redis
+
     out = {}
     try:
         from redisvl.extensions.cache.llm import SemanticCache as RVLCache
@@ -256,6 +271,21 @@ def peers(url: str, dim: int) -> dict[str, str]:
         )
     else:  # pragma: no cover - old redis-py: it still needs the search module
         out["gptcache_redis"] = "not run: needs FT.CREATE/FT.SEARCH (RediSearch)"
+    # "redis,faiss" (Redis scalar store + a local faiss index per replica): the scalar
+    # store is redis_om JsonModels (JSON.SET: the RedisJSON module, which Debian does not
+    # package) with indexed fields (FT.CREATE ON JSON: RediSearch >= 2.2); and a local
+    # faiss index would not hold the other replicas' vectors, so it would not share hits.
+    r = redis.Redis.from_url(url)
+    try:
+        r.execute_command("JSON.SET", "slabcache-bench-probe", "$", "{}")
+        out["gptcache_redis_scalar"] = "JSON.SET works: not tried (see the bench source)"
+    except redis.ResponseError as exc:
+        out["gptcache_redis_scalar"] = (
+            "cannot run: its Redis scalar store (redis_om JsonModel) needs RedisJSON: "
+            f"JSON.SET -> {exc}"
+        )
+    finally:
+        r.close()
     return out
 
 
@@ -291,6 +321,13 @@ def main() -> None:
         print(json.dumps(res["propagation"], indent=1), flush=True)
         res["peers"] = peers(url, args.dim)
         print(json.dumps(res["peers"], indent=1), flush=True)
+        if os.path.exists(REDISEARCH):  # the only search module a Debian server can load
+            sp, surl = start_server("--loadmodule", REDISEARCH)
+            try:
+                res["peers_with_debian_redisearch"] = peers(surl, args.dim)
+            finally:
+                sp.kill()
+            print(json.dumps(res["peers_with_debian_redisearch"], indent=1), flush=True)
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(res, f, indent=1)

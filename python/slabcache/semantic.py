@@ -187,7 +187,7 @@ class Hit:
 class _Entry:
     __slots__ = (
         "key", "part", "scope", "category", "text", "exact", "created", "deadline", "cost",
-        "size", "offset", "floor", "obs", "last_score",
+        "size", "offset", "floor", "obs", "last_score", "link",
     )  # fmt: skip
 
     def __init__(self, key: int, part: str, scope: str, category: str, text: str | None,
@@ -207,6 +207,7 @@ class _Entry:
         self.floor = -2.0  # adaptive: never serve at or below the highest wrong score
         self.obs: list[tuple[float, bool]] | None = None
         self.last_score = 1.0
+        self.link: tuple[str, bytes] | None = None  # the shared tier's (gid, nonce)
 
 
 @dataclass
@@ -298,8 +299,9 @@ class SemanticCache:
             every mode survives ``kill -9`` (see ``docs/arena.md``).
         clock: wall-clock seconds (inject a fake one in tests); ages and TTLs use it.
         shared: a shared tier on Redis behind this near cache: a ``redis://host:port/db``
-            URL, a ``redis.Redis`` or a :class:`~slabcache.shared.RedisSemanticTier`
-            (see ``docs/shared_tier.md``); ``None``: local only.
+            URL (``redis+cluster://seed:port,...`` for a Cluster), a ``redis.Redis`` or a
+            :class:`~slabcache.shared.RedisSemanticTier` (see ``docs/shared_tier.md``);
+            ``None``: local only.
         namespace: the tenant's key namespace in Redis (default ``"default"``).
 
     Raises:
@@ -808,10 +810,14 @@ class SemanticCache:
                     "s": scopes[i], "c": cats[i], "t": texts[i], "at": now,
                     "dl": None if math.isinf(deadline) else deadline, "cost": float(costs[i]),
                 }  # fmt: skip
+                link = self.shared.new_link(part, text) if self.shared is not None else None
+                if link is not None:  # kept with the entry: a restart re-links it
+                    meta["sh"] = link[0] + ":" + link[1].hex()
                 mb = json.dumps(meta, separators=(",", ":")).encode()
                 head = _HEAD.pack(_MAGIC, len(mb), self.dim) + mb + m[i].tobytes()
                 e = _Entry(key, part, scopes[i], cats[i], texts[i], exact, now, deadline,
                            float(costs[i]), views[i].nbytes, len(head))  # fmt: skip
+                e.link = link
                 new.append(e)
                 rows.append(i)
                 if self._arena is not None:
@@ -1145,6 +1151,9 @@ class SemanticCache:
             e = _Entry(key, part, meta["s"], meta["c"], text,
                        _exact_key(part, text) if text is not None else None, float(meta["at"]),
                        deadline, float(meta["cost"]), len(rec) - vec_end, vec_end)  # fmt: skip
+            if "sh" in meta:  # shared when written: the shared tier checks it against Redis
+                gid, _, nonce = str(meta["sh"]).partition(":")
+                e.link = (gid, bytes.fromhex(nonce))
             entries.append(e)
             vecs.append(np.frombuffer(rec, dtype=np.float32, count=self.dim, offset=off))
         for ak in dead:

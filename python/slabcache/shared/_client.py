@@ -35,6 +35,8 @@ __all__ = [
     "connect",
     "key_prefix",
     "TRANSIENT",
+    "REROUTED",
+    "is_cluster",
 ]
 
 _NS = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
@@ -111,21 +113,93 @@ def _redis() -> Any:
     return redis
 
 
+def _rerouted() -> tuple[type[BaseException], ...]:
+    try:
+        from redis.exceptions import AskError, ClusterDownError, MovedError, TryAgainError
+    except ImportError:  # pragma: no cover
+        return ()
+    return (MovedError, AskError, ClusterDownError, TryAgainError)
+
+
+#: Cluster replies that mean "the namespace's slot is elsewhere now / not served":
+#: a cluster tier re-resolves the slot's node; like an outage until then.
+REROUTED: tuple[type[BaseException], ...] = _rerouted()
+
+
 def _transient() -> tuple[type[BaseException], ...]:
     try:
         import redis
     except ImportError:  # pragma: no cover
         return (OSError,)
-    return (redis.ConnectionError, redis.TimeoutError, OSError)
+    return (redis.ConnectionError, redis.TimeoutError, OSError, *REROUTED)
 
 
 #: Errors that mean "Redis is down or slow" (the tiers degrade to local-only on these).
 TRANSIENT: tuple[type[BaseException], ...] = _transient()
 
+_CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 
-def connect(target: Any, options: RedisOptions, socket_timeout_s: float) -> Any:
+
+def is_cluster(target: Any) -> bool:
+    """Whether ``target`` is a ``redis+cluster://`` / ``rediss+cluster://`` URL."""
+    return isinstance(target, str) and target.startswith(_CLUSTER_SCHEMES)
+
+
+def _cluster_node(url: str, options: RedisOptions, route_key: str) -> tuple[str, int]:
+    """The (host, port) of the primary serving ``route_key``'s slot, asked of the
+    cluster's seed nodes (``host:port[,host:port...]`` in the URL)."""
+    redis = _redis()
+    from redis import cluster
+
+    node_of: Any = cluster.ClusterNode  # untyped in redis-py
+
+    scheme, _, rest = url.partition("://")
+    hosts, _, _db = rest.partition("/")
+    auth, _, hosts = hosts.rpartition("@")
+    seeds = []
+    for hp in hosts.split(","):
+        h, _, p = hp.rpartition(":")
+        if not h or not p.isdigit():
+            raise InvalidArgumentError(f"cluster URL needs host:port seed nodes, got {url!r}")
+        seeds.append(node_of(h, int(p)))
+    kw: dict[str, Any] = {"socket_connect_timeout": options.connect_timeout_s,
+                          "socket_timeout": options.write_timeout_s}  # fmt: skip
+    user, _, pw = auth.partition(":") if auth else ("", "", "")
+    if options.username is not None or user:
+        kw["username"] = options.username if options.username is not None else user
+    if options.password is not None or pw:
+        kw["password"] = options.password if options.password is not None else pw
+    if scheme.startswith("rediss"):
+        kw["ssl"] = True
+        kw.update(options.ssl)
+    try:
+        rc: Any = cluster.RedisCluster(startup_nodes=seeds, **kw)
+    except redis.AuthenticationError as exc:
+        raise SharedAuthError(f"Redis refused the credentials: {exc}") from exc
+    except (*TRANSIENT, redis.RedisClusterException) as exc:
+        raise SharedTierError(f"cannot reach the Redis cluster at {hosts}: {exc}") from exc
+    try:
+        node = rc.get_node_from_key(route_key)
+        return str(node.host), int(node.port)
+    finally:
+        rc.close()
+
+
+def connect(
+    target: Any, options: RedisOptions, socket_timeout_s: float, route_key: str = ""
+) -> Any:
     """A redis-py client for ``target`` (a URL or an existing ``redis.Redis``, whose
-    connection settings are copied) with ``socket_timeout_s`` and no retries."""
+    connection settings are copied) with ``socket_timeout_s`` and no retries.
+
+    A ``redis+cluster://seed:port[,seed:port]/0`` URL (``rediss+cluster://``: TLS)
+    gives a plain client of the cluster primary that serves ``route_key``'s slot:
+    every key of a namespace shares one hash tag, so one node holds them all and
+    pipelines and Lua scripts work as on a single server."""
+    if is_cluster(target):
+        host, port = _cluster_node(target, options, route_key)
+        scheme, _, rest = target.partition("://")
+        auth = rest.partition("/")[0].rpartition("@")[0]
+        target = f"{scheme.replace('+cluster', '')}://{auth + '@' if auth else ''}{host}:{port}/0"
     redis = _redis()
     from redis.backoff import NoBackoff
     from redis.retry import Retry
@@ -139,8 +213,8 @@ def connect(target: Any, options: RedisOptions, socket_timeout_s: float) -> Any:
     if isinstance(target, str):
         if not target.startswith(("redis://", "rediss://", "unix://")):
             raise InvalidArgumentError(
-                f"shared must be a redis://, rediss:// or unix:// URL or a redis.Redis, "
-                f"got {target!r}"
+                f"shared must be a redis://, rediss://, unix://, redis+cluster:// URL or a "
+                f"redis.Redis, got {target!r}"
             )
         kw = dict(common)
         if options.username is not None:

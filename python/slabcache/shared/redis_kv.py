@@ -30,7 +30,16 @@ import numpy.typing as npt
 from ..errors import ClosedError, CorruptionError, InvalidArgumentError, NotFoundError
 from ..kv.disk import ArenaKVTier, _hashes
 from ..kv.layout import KVLayout
-from ._client import TRANSIENT, CircuitBreaker, RedisOptions, connect, key_prefix, probe
+from ._client import (
+    REROUTED,
+    TRANSIENT,
+    CircuitBreaker,
+    RedisOptions,
+    connect,
+    is_cluster,
+    key_prefix,
+    probe,
+)
 
 __all__ = ["RedisKVTier", "NearFarKVTier"]
 
@@ -41,7 +50,8 @@ class RedisKVTier:
     """KV blocks in Redis by fingerprint + chained hash (``ArenaKVTier``'s interface).
 
     Args:
-        target: ``redis://`` / ``rediss://`` URL or a ``redis.Redis``.
+        target: ``redis://`` / ``rediss://`` URL, a ``redis+cluster://seed:port[,...]/0`` URL
+            or a ``redis.Redis``.
         layout: the block shape; with ``model`` it makes the key fingerprint.
         model: a name for the weights the KV came from.
         namespace: the tenant (keys start with ``slabcache:{namespace}:kv:``).
@@ -72,7 +82,8 @@ class RedisKVTier:
         self.options = options if options is not None else RedisOptions(**option_kw)
         self._pfx = key_prefix(namespace, "kv") + self.fingerprint.hex() + ":"
         # Blocks are large: reads get the write timeout, not the semantic lookup one.
-        self._client = connect(target, self.options, self.options.write_timeout_s)
+        self._target = target
+        self._client = connect(target, self.options, self.options.write_timeout_s, self._pfx)
         probe(self._client, self._pfx + "probe")
         self._payload = layout.block_bytes_all_layers
         self._ttl_ms = None if ttl_s is None else max(1, int(ttl_s * 1000))
@@ -118,12 +129,22 @@ class RedisKVTier:
                 pipe.execute()
                 written = min(len(hs), lo + step)
             self.breaker.success()
-        except TRANSIENT:
+        except TRANSIENT as exc:
             self.breaker.failure()
             self.stats["errors"] += 1
+            self._maybe_reroute(exc)
             self.stats["dropped_writes"] += len(hs) - written
         self.stats["puts"] += written
         return written
+
+    def _maybe_reroute(self, exc: BaseException) -> None:
+        # A cluster moved the namespace's slot: connect to the node that serves it now.
+        if isinstance(exc, REROUTED) and is_cluster(self._target):
+            try:
+                self._client = connect(self._target, self.options, self.options.write_timeout_s,
+                                       self._pfx)  # fmt: skip
+            except Exception:  # noqa: BLE001 - retried on the next error
+                pass
 
     def match_prefix(self, hashes: npt.ArrayLike, start: int = 0) -> int:
         """How many of ``hashes[start:]`` Redis holds, counting until the first miss
@@ -138,9 +159,10 @@ class RedisKVTier:
                 pipe.exists(self._key(hs[i].tobytes()))
             found = pipe.execute()
             self.breaker.success()
-        except TRANSIENT:
+        except TRANSIENT as exc:
             self.breaker.failure()
             self.stats["errors"] += 1
+            self._maybe_reroute(exc)
             return 0
         n = 0
         for f in found:
@@ -163,9 +185,10 @@ class RedisKVTier:
                 keys = [self._key(hs[i].tobytes()) for i in range(lo, min(len(hs), lo + step))]
                 out[lo : lo + len(keys)] = self._client.mget(keys)
             self.breaker.success()
-        except TRANSIENT:
+        except TRANSIENT as exc:
             self.breaker.failure()
             self.stats["errors"] += 1
+            self._maybe_reroute(exc)
         for i, v in enumerate(out):
             if v is not None and len(v) != self._payload:
                 raise CorruptionError(

@@ -23,10 +23,11 @@ cache and adds, per namespace (tenant):
   and skip Redis while the circuit breaker is open; writes queue and retry,
   and are dropped (counted) when the queue is full; nothing raises to the caller.
 
-Redis vector search (``FT.SEARCH`` of RediSearch / Redis Stack / Redis 8) is
-detected and reported as ``stats()["server_vector_search"]``; lookups use the
-scan above either way (the servers this was built and tested on, Debian's
-Redis 7.0, have no search module).
+Redis vector search (``FT.SEARCH`` of RediSearch >= 2.4 / Redis Stack / Redis 8)
+is detected and reported as ``stats()["server_vector_search"]`` (the module as
+``stats()["server_search_module"]``); lookups use the scan above either way:
+the servers available to build and test this (Debian's Redis 7.0, alone or with
+Debian's RediSearch 1.2, which has no vector fields) cannot run an FT path.
 
     >>> RedisSemanticTier.__name__
     'RedisSemanticTier'
@@ -48,12 +49,14 @@ import numpy as np
 
 from ..errors import ClosedError
 from ._client import (
+    REROUTED,
     TRANSIENT,
     CircuitBreaker,
     RedisOptions,
     SharedTierError,
     check_namespace,
     connect,
+    is_cluster,
     key_prefix,
     probe,
 )
@@ -72,6 +75,11 @@ _CANDIDATES = 4
 _QUANT_SLACK = 0.02  # INT8 codes move a cosine by up to ~0.01: fetch slightly below threshold
 _STREAM_MAXLEN = 100_000
 _TOMBSTONES = 65_536
+# A (gid, nonce) removed from Redis (deleted, replaced, dropped) is remembered there this
+# long, so a put the writer retries after a lost reply cannot bring it back; a put is not
+# retried past half of it (dropped and counted instead).
+_REDIS_TOMB_MS = 600_000
+_RETRY_LIMIT_S = _REDIS_TOMB_MS / 2000
 
 _PUT = """
 local function extend(key, existed, ttl)
@@ -81,8 +89,11 @@ local function extend(key, existed, ttl)
   if cur >= 0 and cur < ttl then redis.call('PEXPIRE', key, ttl) end
 end
 local ttl = tonumber(ARGV[4])
+local nonce = string.sub(ARGV[2], 1, 8)
+if redis.call('EXISTS', ARGV[6] .. nonce) == 1 then return 0 end  -- removed: a late retry
 local old = redis.call('HGET', KEYS[1], ARGV[1])
-if old and string.sub(old, 1, 8) ~= string.sub(ARGV[2], 1, 8) then
+if old and string.sub(old, 1, 8) ~= nonce then
+  redis.call('SET', ARGV[6] .. string.sub(old, 1, 8), '1', 'PX', ARGV[7])
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 'op', 'd', 'g', ARGV[1],
              'n', string.sub(old, 1, 8))
 end
@@ -100,8 +111,9 @@ extend(KEYS[3], had_scope, ttl)
 return 1
 """
 
-# KEYS: part, payload, stream; ARGV: gid, nonce, maxlen, publish (1/0)
+# KEYS: part, payload, stream; ARGV: gid, nonce, maxlen, publish (1/0), tomb prefix, tomb ms
 _DELETE = """
+redis.call('SET', ARGV[5] .. ARGV[2], '1', 'PX', ARGV[6])
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 if old and string.sub(old, 1, 8) == ARGV[2] then
   redis.call('HDEL', KEYS[1], ARGV[1])
@@ -113,12 +125,15 @@ end
 return 1
 """
 
-# KEYS: scope set, stream; ARGV: scope, payload key prefix, maxlen
+# KEYS: scope set, stream; ARGV: scope, payload key prefix, maxlen, tomb prefix, tomb ms
 _DROP_SCOPE = """
 local parts = redis.call('SMEMBERS', KEYS[1])
 for _, p in ipairs(parts) do
-  local gids = redis.call('HKEYS', p)
-  for _, g in ipairs(gids) do redis.call('DEL', ARGV[2] .. g) end
+  local recs = redis.call('HGETALL', p)
+  for i = 1, #recs, 2 do
+    redis.call('DEL', ARGV[2] .. recs[i])
+    redis.call('SET', ARGV[4] .. string.sub(recs[i + 1], 1, 8), '1', 'PX', ARGV[5])
+  end
   redis.call('DEL', p)
 end
 redis.call('DEL', KEYS[1])
@@ -160,7 +175,8 @@ class RedisSemanticTier:
     build it yourself to set options, then pass it as ``shared=``.
 
     Args:
-        target: ``redis://host:port/db`` / ``rediss://`` URL or a ``redis.Redis``.
+        target: ``redis://host:port/db`` / ``rediss://`` URL, a
+            ``redis+cluster://seed:port[,seed:port]/0`` URL, or a ``redis.Redis``.
         namespace: the tenant; every key starts with ``slabcache:{namespace}:sem:``.
         options: timeouts, credentials, TLS, breaker (:class:`RedisOptions`);
             keyword arguments (``password=``, ``lookup_timeout_s=``, ...) build one.
@@ -191,18 +207,15 @@ class RedisSemanticTier:
             raise SharedTierError("give either options= or option keywords, not both")
         self._target = target
         o = self.options
-        self._reader = connect(target, o, o.lookup_timeout_s)
-        self._writer = connect(target, o, o.write_timeout_s)
-        self._listen_client = connect(target, o, max(1.0, o.write_timeout_s) + 0.5)
         self._pfx = key_prefix(self.namespace, "sem")
         self._stream = self._pfx + "inval"
+        self._connect()
         info = probe(self._reader, self._pfx + "probe")
         self._run_id = info.get("run_id")
         self.server_version = str(info.get("redis_version", "?"))
-        self.server_vector_search = self._detect_search()
-        self._put_s = self._writer.register_script(_PUT)
-        self._del_s = self._writer.register_script(_DELETE)
-        self._drop_s = self._writer.register_script(_DROP_SCOPE)
+        # Detected and reported only: lookups use the scan either way (no server with
+        # vector search was available to test an FT.SEARCH path against).
+        self.server_vector_search, self.server_search_module = self._detect_search()
         self._last_id = self._stream_tail()
         self.max_pending = int(max_pending)
         self.fill_enabled = bool(fill)
@@ -232,10 +245,15 @@ class RedisSemanticTier:
                     "fills",
                     "invalidations_applied",
                     "resyncs",
+                    "relinked",
+                    "unlinked_at_start",
+                    "reroutes",
                 )
             }  # fmt: skip
         )
         self._threads: list[threading.Thread] = []
+        self._route_lock = threading.Lock()
+        self._rerouted = False
 
     # -- wiring ----------------------------------------------------------------
 
@@ -245,24 +263,95 @@ class RedisSemanticTier:
             raise SharedTierError("a RedisSemanticTier serves one SemanticCache")
         self._cache = cache
         self._dim = cache.dim
+        self._relink(cache)
         for fn, name in ((self._write_loop, "writer"), (self._listen_loop, "listener")):
             t = threading.Thread(target=fn, name=f"slabcache-redis-{name}", daemon=True)
             t.start()
             self._threads.append(t)
 
-    def _detect_search(self) -> bool:
+    def _connect(self) -> None:
+        """(Re)builds the three connections; on a cluster, to the primary that serves
+        the namespace's slot now."""
+        o, t, route = self.options, self._target, self._pfx
+        self._reader = connect(t, o, o.lookup_timeout_s, route)
+        self._writer = connect(t, o, o.write_timeout_s, route)
+        self._listen_client = connect(t, o, max(1.0, o.write_timeout_s) + 0.5, route)
+        self._put_s = self._writer.register_script(_PUT)
+        self._del_s = self._writer.register_script(_DELETE)
+        self._drop_s = self._writer.register_script(_DROP_SCOPE)
+
+    def _reroute(self) -> None:
+        """A cluster moved the namespace's slot (resharding, failover): find its node."""
+        if not is_cluster(self._target):
+            return
+        with self._route_lock:
+            try:
+                self._connect()
+                self._rerouted = True
+                self.counters["reroutes"] += 1
+            except Exception:  # noqa: BLE001 - cluster unreachable: retried on the next error
+                pass
+
+    def _relink(self, cache: SemanticCache) -> None:
+        """Entries the cache recovered from its arena that were shared when written: keep
+        (and link again) those whose version Redis still holds, evict the others (deleted,
+        replaced or dropped elsewhere while this replica was down, or never written to
+        Redis). Runs before the listener starts, after the stream position was taken in
+        the constructor, so a change after that position arrives through the stream."""
+        with cache._lock:
+            linked = [e for e in cache._entries.values() if e.link is not None]
+        if not linked:
+            return
+        recs: list[Any] = []
+        try:
+            for i in range(0, len(linked), 1000):
+                pipe = self._writer.pipeline(transaction=False)
+                for e in linked[i : i + 1000]:
+                    assert e.link is not None
+                    pipe.hget(self._part_key(e.part), e.link[0])
+                recs += pipe.execute()
+        except TRANSIENT:
+            recs += [None] * (len(linked) - len(recs))  # cannot check: a miss is safe
+        with cache._lock, self._lock:
+            for e, rec in zip(linked, recs, strict=True):
+                assert e.link is not None
+                gid, nonce = e.link
+                if rec is not None and rec[:_NONCE] == nonce:
+                    self._remember(e.key, gid, nonce, self._part_key(e.part))
+                    self.counters["relinked"] += 1
+                else:
+                    cache._evict(e, expired=False, counted=False)
+                    self.counters["unlinked_at_start"] += 1
+
+    def new_link(self, part: str, text: str | None) -> tuple[str, bytes]:
+        """The (gid, nonce) a new local entry gets: the cache stores it with the entry.
+        A fill gets the Redis entry's own; an insert a fresh nonce, and a gid that is
+        the same on every replica for the same normalised text."""
+        fill = getattr(self._tls, "fill_link", None)
+        if fill is not None:
+            return fill  # type: ignore[no-any-return]
+        gid = _h(part + "\x00" + _norm(text)) if text is not None else os.urandom(16).hex()
+        return gid, os.urandom(_NONCE)
+
+    def _detect_search(self) -> tuple[bool, str | None]:
+        """Whether the server has vector search (``FT.CREATE ... VECTOR``), and its
+        search module as ``"name version"``. Vector fields came with RediSearch 2.4
+        (module version 20400; Redis 8's query engine reports 80000 and up): Debian's
+        ``redis-redisearch`` 1.2 loads as module ``ft`` 10200 and has none."""
         try:
             mods = self._reader.execute_command("MODULE", "LIST")
-        except Exception:
-            return False
+        except Exception:  # noqa: BLE001 - MODULE LIST denied by an ACL, or absent
+            return False, None
         for m in mods or []:
             d = m if isinstance(m, dict) else dict(zip(m[::2], m[1::2], strict=False))
             name = d.get(b"name", d.get("name", b""))
+            ver = d.get(b"ver", d.get("ver", 0))
             if isinstance(name, bytes):
                 name = name.decode()
             if str(name).lower() in ("search", "ft", "redisearch"):
-                return True
-        return False
+                v = int(ver or 0)
+                return v >= 20400, f"{name} {v // 10000}.{v // 100 % 100}.{v % 100}"
+        return False, None
 
     def _stream_tail(self) -> bytes:
         try:
@@ -280,6 +369,10 @@ class RedisSemanticTier:
     def _payload_key(self, gid: str) -> str:
         return self._pfx + "v:" + gid
 
+    @property
+    def _tomb_prefix(self) -> str:
+        return self._pfx + "x:"
+
     # -- hooks the cache calls (under its lock) ----------------------------------
 
     def on_insert(
@@ -294,13 +387,10 @@ class RedisSemanticTier:
             current = live.get(e.key)
             if id(current) != id(e):  # replaced within the same batch
                 continue
-            gid = (
-                _h(e.part + "\x00" + _norm(e.text)) if e.text is not None else os.urandom(16).hex()
-            )
-            nonce = os.urandom(_NONCE)
+            gid, nonce = e.link if e.link is not None else self.new_link(e.part, e.text)
             pk = self._part_key(e.part)
             ops.append(("put", e.key, gid, nonce, pk, e.scope, e.deadline, e.created, e.cost,
-                        e.text, np.array(v, dtype=np.float32), bytes(p)))  # fmt: skip
+                        e.text, np.array(v, dtype=np.float32), bytes(p), [None]))  # fmt: skip
         with self._lock:
             for op in ops:
                 self._remember(op[1], op[2], op[3], op[4])
@@ -320,6 +410,7 @@ class RedisSemanticTier:
             gid, nonce, pk = ref
             if self._by_gid.get(gid) == key:
                 del self._by_gid[gid]
+            self._bury(gid, nonce)  # a fill fetched before this delete must not undo it
             if len(self._queue) >= 4 * self.max_pending:
                 self.counters["dropped_deletes"] += 1
                 return
@@ -468,9 +559,12 @@ class RedisSemanticTier:
             if cache._closed:
                 return None
             now = cache._clock()
+            # Not: a removed version (a delete seen here or through the stream), an
+            # expired one, or a gid this replica holds already (a second local copy
+            # would not be linked to Redis, so a delete elsewhere could not reach it).
             with self._lock:
                 got = [(r, p) for r, p in got if (r.gid, r.nonce) not in self._tomb
-                       and r.deadline > now]  # fmt: skip
+                       and r.deadline > now and not self._holds(cache, r.gid, now)]  # fmt: skip
             if not got:
                 return None
             m = np.stack([r.codes.astype(np.float32) * np.float32(r.scale) for r, _ in got])
@@ -479,10 +573,12 @@ class RedisSemanticTier:
             try:
                 keys = []
                 for j, (r, p) in enumerate(got):  # one TTL each: _insert_batch takes a list
+                    self._tls.fill_link = (r.gid, r.nonce)
                     keys += cache._insert_batch(m[j : j + 1], [p], [scope], [category], [r.text],
                                                 [ttls[j]], [r.cost])  # fmt: skip
             finally:
                 self._tls.filling = False
+                self._tls.fill_link = None
             filled = set()
             with self._lock:
                 for (r, _), k in zip(got, keys, strict=True):
@@ -500,11 +596,30 @@ class RedisSemanticTier:
     # -- bookkeeping -------------------------------------------------------------
 
     def _remember(self, key: int, gid: str, nonce: bytes, pk: str) -> None:
+        # Called under the cache's lock and ours. One local copy per gid, always linked:
+        # an older copy (same text, replaced) is gone locally; bury its version and
+        # evict it if something left it behind.
         old = self._by_gid.get(gid)
         if old is not None and old != key:
-            self._by_key.pop(old, None)
+            ref = self._by_key.pop(old, None)
+            if ref is not None and ref[1] != nonce:
+                self._bury(gid, ref[1])
+            cache = self._cache
+            e = cache._entries.get(old) if cache is not None else None
+            if e is not None and cache is not None:
+                cache._evict(e, expired=False, counted=False)
         self._by_key[key] = (gid, nonce, pk)
         self._by_gid[gid] = key
+
+    def _bury(self, gid: str, nonce: bytes) -> None:
+        self._tomb[(gid, nonce)] = None
+        while len(self._tomb) > _TOMBSTONES:
+            self._tomb.popitem(last=False)
+
+    def _holds(self, cache: SemanticCache, gid: str, now: float) -> bool:
+        key = self._by_gid.get(gid)
+        e = cache._entries.get(key) if key is not None else None
+        return e is not None and cache._alive(e, now)
 
     def _prune(self) -> None:
         # Local evictions (quota, TTL) do not call us: drop their refs in amortised O(1).
@@ -538,9 +653,7 @@ class RedisSemanticTier:
         if op == b"d":
             gid, nonce = fields[b"g"].decode(), fields[b"n"]
             with self._lock:
-                self._tomb[(gid, nonce)] = None
-                while len(self._tomb) > _TOMBSTONES:
-                    self._tomb.popitem(last=False)
+                self._bury(gid, nonce)
                 key = self._by_gid.get(gid)
                 if key is None or self._by_key.get(key, ("", b""))[1] != nonce:
                     return
@@ -567,6 +680,12 @@ class RedisSemanticTier:
                 if not self._queue and self._stop.is_set():
                     return
                 batch = [self._queue.popleft() for _ in range(min(256, len(self._queue)))]
+                now = time.monotonic()
+                keep = [op for op in batch if op[0] != "put" or op[-1][0] is None
+                        or now - op[-1][0] <= _RETRY_LIMIT_S]  # fmt: skip
+                if len(keep) < len(batch):  # Redis may have forgotten removed versions
+                    self.counters["dropped_writes"] += len(batch) - len(keep)
+                    batch = keep
                 self._inflight = len(batch)
             try:
                 pipe = self._writer.pipeline(transaction=False)
@@ -579,11 +698,17 @@ class RedisSemanticTier:
                 with self._lock:
                     self._inflight = 0
                     self._wake.notify_all()
-            except TRANSIENT:
+            except TRANSIENT as exc:
                 self.counters["write_errors"] += 1
                 self.breaker.failure()
+                if isinstance(exc, REROUTED):
+                    self._reroute()
                 with self._lock:  # retry the batch first (every op is idempotent)
                     self._inflight = 0
+                    t = time.monotonic()
+                    for op in batch:  # a put remembers when it was first sent in vain
+                        if op[0] == "put" and op[-1][0] is None:
+                            op[-1][0] = t
                     self._queue.extendleft(reversed(batch))
                     while len(self._queue) > 4 * self.max_pending:
                         self._queue.pop()
@@ -602,7 +727,7 @@ class RedisSemanticTier:
     def _queue_op(self, pipe: Any, op: tuple[Any, ...]) -> None:
         kind = op[0]
         if kind == "put":
-            _, _key, gid, nonce, pk, scope, deadline, created, cost, text, vec, payload = op
+            _, _key, gid, nonce, pk, scope, deadline, created, cost, text, vec, payload, _ = op
             codes, scale = _quantise(vec)
             tb = b"" if text is None else text.encode()
             rec = (nonce + _HEAD.pack(deadline, created, cost, scale, self._dim,
@@ -612,21 +737,36 @@ class RedisSemanticTier:
             ttl_ms = 0 if not math.isfinite(deadline) else max(1, int((deadline - now) * 1000))
             self._put_s(
                 keys=[pk, self._payload_key(gid), self._scope_key(scope), self._stream],
-                args=[gid, rec, nonce + payload, ttl_ms, _STREAM_MAXLEN],
+                args=[
+                    gid,
+                    rec,
+                    nonce + payload,
+                    ttl_ms,
+                    _STREAM_MAXLEN,
+                    self._tomb_prefix,
+                    _REDIS_TOMB_MS,
+                ],  # fmt: skip
                 client=pipe,
             )
         elif kind in ("del", "reap"):
             _, gid, nonce, pk = op
             self._del_s(
                 keys=[pk, self._payload_key(gid), self._stream],
-                args=[gid, nonce, _STREAM_MAXLEN, "1" if kind == "del" else "0"],
+                args=[
+                    gid,
+                    nonce,
+                    _STREAM_MAXLEN,
+                    "1" if kind == "del" else "0",
+                    self._tomb_prefix,
+                    _REDIS_TOMB_MS,
+                ],  # fmt: skip
                 client=pipe,
             )
         elif kind == "drop":
             scope = op[1]
             self._drop_s(
                 keys=[self._scope_key(scope), self._stream],
-                args=[scope, self._pfx + "v:", _STREAM_MAXLEN],
+                args=[scope, self._pfx + "v:", _STREAM_MAXLEN, self._tomb_prefix, _REDIS_TOMB_MS],
                 client=pipe,
             )
 
@@ -642,8 +782,10 @@ class RedisSemanticTier:
                     for mid, fields in msgs:
                         self._apply(fields)
                         self._last_id = mid
-            except TRANSIENT:
+            except TRANSIENT as exc:
                 healthy = False
+                if isinstance(exc, REROUTED):
+                    self._reroute()
                 if self._stop.wait(0.05):
                     return
             except Exception:
@@ -656,6 +798,24 @@ class RedisSemanticTier:
         read it from the start; a trimmed-away gap means messages were missed, so check
         every shared local entry against Redis."""
         info = self._listen_client.info("server")
+        if self._rerouted:  # another node serves the slot now: its stream is ours, moved
+            self._rerouted = False
+            self._run_id = info.get("run_id")
+            try:
+                xi = self._listen_client.xinfo_stream(self._stream)
+            except Exception:  # noqa: BLE001 - no stream there: nothing to continue from
+                xi = {}
+            newest = xi.get("last-generated-id")
+            if newest is None or _id(newest) < _id(self._last_id):
+                # The new primary lacks our tail (a failover lost it): check what we hold
+                # against Redis first, and only then move our position (sync() trusts it).
+                self._reconcile()
+                self._last_id = newest if newest is not None else b"0-0"
+                return
+            first = xi.get("first-entry")
+            if first is not None and _id(first[0]) > _id(self._last_id):
+                self._reconcile()  # may have been trimmed past us: keep reading from our id
+            return
         if info.get("run_id") != self._run_id:
             self._run_id = info.get("run_id")
             self._last_id = b"0-0"
@@ -703,12 +863,17 @@ class RedisSemanticTier:
 
     def sync(self, timeout_s: float = 5.0) -> bool:
         """:meth:`flush`, then waits until this replica has applied every invalidation
-        Redis holds now (read-your-deletes across replicas); ``False`` on timeout."""
+        Redis holds now; ``False`` on timeout.
+
+        A barrier across replicas is ``flush()`` on the one that wrote, *then* ``sync()``
+        on the one that reads: after both return ``True`` the reader serves nothing the
+        writer deleted or replaced before its flush. ``sync()`` does not reach into
+        another process's write queue (see docs/shared_tier.md, "Consistency")."""
         end = time.monotonic() + timeout_s
         if not self.flush(timeout_s):
             return False
-        try:
-            tail = self._reader.xrevrange(self._stream, count=1)
+        try:  # the writer's connection: its timeout suits a wait, the lookups' does not
+            tail = self._writer.xrevrange(self._stream, count=1)
         except TRANSIENT:
             return False
         if not tail:
@@ -737,6 +902,7 @@ class RedisSemanticTier:
             shared_entries=len(self._by_key),
             server_version=self.server_version,
             server_vector_search=self.server_vector_search,
+            server_search_module=self.server_search_module,
             namespace=self.namespace,
         )
         return out
