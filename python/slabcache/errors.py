@@ -29,6 +29,8 @@ __all__ = [
     "CorruptionError",
     "LockedError",
     "NotBundledError",
+    "SharedTierError",
+    "SharedAuthError",
 ]
 
 
@@ -96,3 +98,11 @@ class LockedError(StorageError):
 
 class NotBundledError(SlabcacheError, FileNotFoundError):
     """A file only the release wheel ships (the LD_PRELOAD library, the C header) is absent."""
+
+
+class SharedTierError(StorageError):
+    """The shared tier's server (Redis) cannot be used: unreachable, refused, wrong setup."""
+
+
+class SharedAuthError(SharedTierError, PermissionError):
+    """Redis refused the credentials, or the ACL user may not use the namespace's keys."""

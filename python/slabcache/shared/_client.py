@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import InvalidArgumentError, InvalidTypeError, StorageError
+from ..errors import InvalidArgumentError, InvalidTypeError, SharedAuthError, SharedTierError
 
 __all__ = [
     "SharedTierError",
@@ -40,14 +40,6 @@ __all__ = [
 ]
 
 _NS = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
-
-
-class SharedTierError(StorageError):
-    """The shared tier's server cannot be used (unreachable, refused, wrong setup)."""
-
-
-class SharedAuthError(SharedTierError, PermissionError):
-    """Redis refused the credentials, or the ACL user may not use the namespace's keys."""
 
 
 def check_namespace(namespace: str) -> str:

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ClosedError
+from ..errors import ClosedError, InvalidArgumentError
 from ._client import (
     REROUTED,
     TRANSIENT,
@@ -204,7 +204,7 @@ class RedisSemanticTier:
         self.namespace = check_namespace(namespace)
         self.options = options if options is not None else RedisOptions(**option_kw)
         if options is not None and option_kw:
-            raise SharedTierError("give either options= or option keywords, not both")
+            raise InvalidArgumentError("give either options= or option keywords, not both")
         self._target = target
         o = self.options
         self._pfx = key_prefix(self.namespace, "sem")
@@ -260,7 +260,7 @@ class RedisSemanticTier:
     def attach(self, cache: SemanticCache) -> None:
         """Binds the tier to ``cache`` and starts its writer and listener threads."""
         if self._cache is not None and self._cache is not cache:
-            raise SharedTierError("a RedisSemanticTier serves one SemanticCache")
+            raise InvalidArgumentError("a RedisSemanticTier serves one SemanticCache")
         self._cache = cache
         self._dim = cache.dim
         self._relink(cache)
@@ -953,7 +953,7 @@ def open_shared_tier(shared: Any, namespace: str | None, cache: SemanticCache) -
     ``None`` or the tier's)."""
     if isinstance(shared, RedisSemanticTier):
         if namespace is not None and namespace != shared.namespace:
-            raise SharedTierError(
+            raise InvalidArgumentError(
                 f"namespace {namespace!r} differs from the tier's {shared.namespace!r}"
             )
         tier = shared
