@@ -544,6 +544,9 @@ def test_bench_reports_a_missing_peer_instead_of_crashing(monkeypatch, tmp_path)
     monkeypatch.setenv("SLABCACHE_VLLM_PYTHON", str(tmp_path / "no-python"))
     peer, note = suite.run_vllm(8, 0)
     assert peer is None and "not found" in note
+    monkeypatch.delenv("SLABCACHE_VLLM_PYTHON")
+    peer, note = suite.run_vllm(8, 0)
+    assert peer is None and "set SLABCACHE_VLLM_PYTHON" in note
 
 
 def test_lookahead_slots_for_speculative_decoding():

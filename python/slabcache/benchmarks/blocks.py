@@ -14,8 +14,8 @@ growth, tool-call pauses, bursts) under the same FCFS scheduler. Reported:
 
 vLLM is not a dependency: it runs in its own environment (torch, CUDA wheels)
 through ``slabcache/benchmarks/peer_vllm_blocks.py``. Set ``SLABCACHE_VLLM_PYTHON`` to that
-environment's python (default ``/work/venvs/vllm/bin/python``); when it is
-missing, the peer columns are empty and the note says why.
+environment's python; when it is unset or missing, the peer columns are empty
+and the note says why.
 """
 
 from __future__ import annotations
@@ -31,7 +31,16 @@ import numpy as np
 from .blocks_trace import Trace, make_trace, replay
 from .report import BenchContext, Measurement
 
-DEFAULT_VLLM_PYTHON = "/work/venvs/vllm/bin/python"
+
+def vllm_python() -> tuple[str | None, str]:
+    """The python of vLLM's environment from ``SLABCACHE_VLLM_PYTHON``, or
+    (None, why not) when it is unset or does not exist."""
+    py = os.environ.get("SLABCACHE_VLLM_PYTHON")
+    if not py:
+        return None, "set SLABCACHE_VLLM_PYTHON to the python of an environment with vLLM"
+    if not Path(py).exists():
+        return None, f"vLLM env not found ({py}); set SLABCACHE_VLLM_PYTHON"
+    return py, ""
 
 
 class SlabcacheBackend:
@@ -133,10 +142,10 @@ def run_slabcache(trace: Trace, *, pins: bool = False, pin_ttl_steps: int = 60) 
 
 def run_vllm(conversations: int, seed: int, timeout_s: float = 1800) -> tuple[dict | None, str]:
     """Runs the peer driver in vLLM's environment; (result or None, note)."""
-    py = os.environ.get("SLABCACHE_VLLM_PYTHON", DEFAULT_VLLM_PYTHON)
+    py, why = vllm_python()
+    if py is None:
+        return None, why
     script = Path(__file__).resolve().parent / "peer_vllm_blocks.py"
-    if not Path(py).exists():
-        return None, f"vLLM env not found ({py}); set SLABCACHE_VLLM_PYTHON"
     cmd = [py, str(script), "--conversations", str(conversations), "--seed", str(seed)]
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
@@ -217,9 +226,9 @@ def run(ctx: BenchContext) -> list[Measurement]:
 def run_vllm_scheduler(n: int, timeout_s: float = 1800) -> tuple[dict | None, str]:
     """vLLM's own Scheduler, stock vs slabcache's adapter, on the three trace
     shapes (:mod:`slabcache.benchmarks.blocks_vllm_scheduler`), in vLLM's env."""
-    py = os.environ.get("SLABCACHE_VLLM_PYTHON", DEFAULT_VLLM_PYTHON)
-    if not Path(py).exists():
-        return None, f"vLLM env not found ({py}); set SLABCACHE_VLLM_PYTHON"
+    py, why = vllm_python()
+    if py is None:
+        return None, why
     import tempfile
 
     src = str(Path(__file__).resolve().parents[2])

@@ -6,8 +6,8 @@ vLLM's ``tests/v1/core/test_scheduler.py`` / ``test_prefix_caching.py`` build
 processor), never the weights. With no hub access, this writes them under
 ``HF_HOME/hub`` in the hub-cache layout, so ``HF_HUB_OFFLINE=1`` finds them::
 
-    /work/venvs/vllm/bin/python -m slabcache.benchmarks.vllm_test_models /work/vllm_hf
-    HF_HOME=/work/vllm_hf HF_HUB_OFFLINE=1 VLLM_TARGET_DEVICE=cpu pytest ...
+    $SLABCACHE_VLLM_PYTHON -m slabcache.benchmarks.vllm_test_models $HF_HOME
+    HF_HOME=... HF_HUB_OFFLINE=1 VLLM_TARGET_DEVICE=cpu pytest ...
 
 Needs ``transformers`` and ``tokenizers`` (vLLM's environment has both). The
 LLaVA tokenizer is a word-level stand-in (``t<i>`` for id ``i``, ``<image>`` =
