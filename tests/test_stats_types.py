@@ -3,6 +3,7 @@ declares (nested dicts too), so the declared schema cannot drift from what the c
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,17 @@ def test_arena_stats(tmp_path: Any) -> None:
         s = ar.stats()
     _same_keys(s, T.ArenaStats)
     _same_keys(s["recovery"], T.ArenaRecoveryStats)
+
+
+def test_arena_reports(tmp_path: Any) -> None:
+    with BlobArena(tmp_path / "a", sync="none") as ar:
+        ar.put(b"k", b"v")
+        ar.put(b"k", b"w")
+        _same_keys(ar.compact(), T.ArenaCompactReport)
+        _same_keys(ar.verify(), T.ArenaVerifyReport)
+    r = BlobArena.repair(tmp_path / "a")
+    _same_keys(r, T.ArenaRepairReport)
+    assert isinstance(r["backup_dir"], Path) and isinstance(r["dropped"], list)
 
 
 def test_block_manager_stats() -> None:

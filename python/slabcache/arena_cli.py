@@ -82,8 +82,10 @@ def _cmd_repair(args: argparse.Namespace, console: Console) -> int:
     except SlabcacheError as exc:
         console.print(f"[red]{type(exc).__name__}: {exc}")
         return 1
-    dropped = report.pop("dropped")
-    console.print(_table(f"repair {args.path}", report))
+    dropped = report["dropped"]
+    console.print(
+        _table(f"repair {args.path}", {k: v for k, v in report.items() if k != "dropped"})
+    )
     for line in dropped:
         console.print(f"[yellow]dropped: {line}")
     console.print(

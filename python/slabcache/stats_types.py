@@ -1,4 +1,5 @@
-"""The shapes of every ``stats()`` result, one ``TypedDict`` per schema.
+"""The shapes of every ``stats()`` result (and of the arena's reports), one
+``TypedDict`` per schema.
 
 The dicts themselves are built in Rust (allocator, arena, block manager) or in
 Python (semantic cache, KV tiers); these types are what the stubs and the
@@ -14,15 +15,19 @@ real call returns are exactly the keys declared here, so the two cannot drift.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TypedDict
 
 import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "ArenaCompactReport",
     "ArenaKVTierStats",
     "ArenaRecoveryStats",
+    "ArenaRepairReport",
     "ArenaStats",
+    "ArenaVerifyReport",
     "BlockManagerStats",
     "SemanticCacheStats",
     "SemanticCategoryStats",
@@ -101,6 +106,38 @@ class ArenaStats(TypedDict):
     store_id: int
     sync: str
     recovery: ArenaRecoveryStats
+
+
+class ArenaCompactReport(TypedDict):
+    """What one compaction did (``BlobArena.compact()``)."""
+
+    generation: int
+    blobs: int
+    bytes_before: int
+    bytes_after: int
+    bad_blobs: int
+    seconds: float
+
+
+class ArenaVerifyReport(TypedDict):
+    """What a full verification read and found intact (``BlobArena.verify()``)."""
+
+    keys: int
+    bytes: int
+    wal_records: int
+    generations: int
+
+
+class ArenaRepairReport(TypedDict):
+    """What an offline repair kept and dropped (``BlobArena.repair(path)``)."""
+
+    kept_keys: int
+    checkpoint_entries: int
+    wal_records: int
+    damaged_wal_bytes: int
+    dropped: list[str]
+    generation: int
+    backup_dir: Path
 
 
 # ---- KV cache: BlockManager.stats() (rust/python/src/blocks.rs) and the KV tiers -------------
