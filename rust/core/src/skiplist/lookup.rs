@@ -4,11 +4,72 @@
 use std::borrow::Borrow;
 use std::ops::Bound;
 
-use crossbeam_epoch as epoch;
+use crossbeam_epoch::{self as epoch, Guard};
 
 use super::config::Config;
 use super::node::{keys, prefetch, vals, Head};
-use super::BSkipList;
+use super::{BSkipList, DefaultConfig};
+
+/// Point reads under one epoch pin; see [`BSkipList::reader`].
+pub struct Reader<'a, K, V, C: Config = DefaultConfig> {
+    list: &'a BSkipList<K, V, C>,
+    guard: Guard,
+}
+
+impl<K, V, C> Reader<'_, K, V, C>
+where
+    K: Ord + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    C: Config,
+{
+    /// [`BSkipList::get`] without a pin of its own.
+    ///
+    /// ```
+    /// let m = slabcache_core::skiplist::BSkipList::<u64, u64>::new();
+    /// m.insert(1, 10);
+    /// assert_eq!(m.reader().get(&1), Some(10));
+    /// ```
+    #[inline]
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        self.list.get_with_in(key, V::clone, &self.guard)
+    }
+
+    /// [`BSkipList::get_with`] without a pin of its own.
+    ///
+    /// ```
+    /// let m = slabcache_core::skiplist::BSkipList::<u64, String>::new();
+    /// m.insert(1, "one".into());
+    /// assert_eq!(m.reader().get_with(&1, |s| s.len()), Some(3));
+    /// ```
+    #[inline]
+    pub fn get_with<Q, R>(&self, key: &Q, f: impl FnOnce(&V) -> R) -> Option<R>
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        self.list.get_with_in(key, f, &self.guard)
+    }
+
+    /// [`BSkipList::contains_key`] without a pin of its own.
+    ///
+    /// ```
+    /// let m = slabcache_core::skiplist::BSkipList::<u64, u64>::new();
+    /// m.insert(1, 10);
+    /// assert!(m.reader().contains_key(&1));
+    /// ```
+    #[inline]
+    pub fn contains_key<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        self.list.contains_key_in(key, &self.guard)
+    }
+}
 
 impl<K, V, C> BSkipList<K, V, C>
 where
@@ -46,7 +107,21 @@ where
         K: Borrow<Q>,
         Q: Ord + ?Sized,
     {
-        let guard = &epoch::pin();
+        self.get_with_in(key, f, &epoch::pin())
+    }
+
+    /// `get_with` under a pin the caller holds.
+    #[inline]
+    pub(crate) fn get_with_in<Q, R>(
+        &self,
+        key: &Q,
+        f: impl FnOnce(&V) -> R,
+        guard: &Guard,
+    ) -> Option<R>
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
         let (_, blk) = self.find(key, 0, guard);
         let vs = vals::<K, V, C>(blk);
         // The value's line is fetched while the keys are searched (else it
@@ -55,6 +130,39 @@ where
         let ks = keys::<K, V, C>(blk);
         let i = ks.binary_search_by(|k| k.borrow().cmp(key)).ok()?;
         Some(f(&vs[i]))
+    }
+
+    /// `contains_key` under a pin the caller holds.
+    #[inline]
+    pub(crate) fn contains_key_in<Q>(&self, key: &Q, guard: &Guard) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        let (_, blk) = self.find(key, 0, guard);
+        keys::<K, V, C>(blk)
+            .binary_search_by(|k| k.borrow().cmp(key))
+            .is_ok()
+    }
+
+    /// A handle for many point reads under one epoch pin: a pin costs a
+    /// full memory fence, and the fence keeps consecutive lookups from
+    /// overlapping in the CPU. Hold it for a batch, not for long: while it
+    /// lives, blocks that writers replace are not freed (by any thread).
+    ///
+    /// ```
+    /// let m = slabcache_core::skiplist::BSkipList::<u64, u64>::new();
+    /// m.insert(1, 10);
+    /// let r = m.reader();
+    /// assert_eq!(r.get(&1), Some(10));
+    /// assert!(!r.contains_key(&2));
+    /// ```
+    #[inline]
+    pub fn reader(&self) -> Reader<'_, K, V, C> {
+        Reader {
+            list: self,
+            guard: epoch::pin(),
+        }
     }
 
     /// Copies of the values of many keys, in order (`None` where absent).
@@ -162,11 +270,7 @@ where
         Q: Ord + ?Sized,
     {
         // No value is read: skip `get_with`'s prefetch of the value lines.
-        let guard = &epoch::pin();
-        let (_, blk) = self.find(key, 0, guard);
-        keys::<K, V, C>(blk)
-            .binary_search_by(|k| k.borrow().cmp(key))
-            .is_ok()
+        self.contains_key_in(key, &epoch::pin())
     }
 
     /// The smallest entry.

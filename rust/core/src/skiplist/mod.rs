@@ -75,6 +75,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub use config::{Config, DefaultConfig, Fanout128, Fanout16, Fanout32, Fanout64, NodeLock};
 pub use iter::{Range, RangeCursor};
 pub use key::F64Key;
+pub use lookup::Reader;
 pub use rank::PositionIndex;
 pub use reclaim::{reclaim_garbage, release_free_memory};
 
