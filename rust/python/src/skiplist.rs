@@ -1106,8 +1106,12 @@ impl PyBSkipList {
 
     fn __getitem__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<PyObject> {
         with_map!(self.reading(), m, _K, {
-            match find(m, key).and_then(|k| m.get(&k)) {
-                Some(v) => Ok(v.to_py(py)),
+            // The Python object straight from the leaf (`get` would copy
+            // the value first: two atomic reference-count updates for an
+            // object value). No Python code runs in `to_py` (an incref, or
+            // a new int), so none runs under the core's epoch pin.
+            match find(m, key).and_then(|k| m.get_with(&k, |v| v.to_py(py))) {
+                Some(v) => Ok(v),
                 None => Err(key_error(py, key)),
             }
         })
@@ -1138,8 +1142,8 @@ impl PyBSkipList {
     #[pyo3(signature = (key, default = None))]
     fn get(&self, py: Python<'_>, key: &Bound<'_, PyAny>, default: Option<PyObject>) -> PyObject {
         with_map!(self.reading(), m, _K, {
-            match find(m, key).and_then(|k| m.get(&k)) {
-                Some(v) => v.to_py(py),
+            match find(m, key).and_then(|k| m.get_with(&k, |v| v.to_py(py))) {
+                Some(v) => v,
                 None => default.unwrap_or_else(|| py.None()),
             }
         })
