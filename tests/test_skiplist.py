@@ -357,3 +357,30 @@ def test_pairs_with_a_repeated_key_keep_the_last_value_like_dict(n: int) -> None
     distinct = BSkipList([(k, v) for k, v in want.items()])
     assert list(distinct.items()) == sorted(want.items())
     ours._check()
+
+
+def test_build_from_a_dict_converts_every_key_and_value_once() -> None:
+    # The dict fast path reads items through borrowed references: every
+    # value kind must arrive intact, ints unboxed and objects by identity.
+    obj = object()
+    d = {5: obj, 1: 10, 3: "s", 2: True, 4: 2**70, 0: None}
+    m = BSkipList(d)
+    assert list(m.items()) == sorted(d.items())
+    assert m[5] is obj and m[2] is True and m[4] == 2**70
+    f = BSkipList({np.int64(2): "b", 1: "a", np.int32(3): "c"})
+    assert list(f.items()) == [(1, "a"), (2, "b"), (3, "c")]
+
+
+def test_build_from_a_dict_that_a_key_conversion_mutates_raises() -> None:
+    # A key whose conversion runs Python code that changes the dict: the
+    # build stops (as iterating a changed dict does) and never reads a freed item.
+    d: dict[object, object] = {}
+
+    class Sneaky(np.int64):
+        def __index__(self) -> int:
+            d.clear()
+            return int(np.int64(self))
+
+    d.update({Sneaky(1): "a", Sneaky(2): "b", Sneaky(3): "c"})
+    with pytest.raises(RuntimeError, match="changed size"):
+        BSkipList("int", d)

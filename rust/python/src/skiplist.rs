@@ -14,9 +14,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, OnceLock};
 
 use numpy::{PyArray1, PyReadonlyArray1};
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
+use pyo3::Borrowed;
 use pyo3::{PyTraverseError, PyVisit};
 use slabcache_core::skiplist::{BSkipList, F64Key, PositionIndex, RangeCursor};
 use slabcache_core::ErrorKind;
@@ -1468,9 +1470,42 @@ impl PyBSkipList {
                 return Ok(());
             };
             return with_map!(self.writing(&first)?, m, _K, {
-                let mut items = Vec::with_capacity(d.len());
-                for (k, v) in d.iter() {
-                    items.push((admit(m, &k)?, PyValue::from_py(&v)));
+                let n = d.len();
+                let mut items = Vec::with_capacity(n);
+                let py = d.py();
+                let (mut pos, mut kp, mut vp) = (0, std::ptr::null_mut(), std::ptr::null_mut());
+                // The dict's own iteration, with borrowed references (pyo3's
+                // iterator takes and drops two references per item and
+                // re-checks the size: ~10% of a 1M-item build).
+                // SAFETY: `d` is a live dict (the GIL is held); `PyDict_Next`
+                // stores borrowed references to the item at `pos` and is
+                // bounds-checked against the dict's current table.
+                while unsafe { pyo3::ffi::PyDict_Next(d.as_ptr(), &mut pos, &mut kp, &mut vp) } != 0
+                {
+                    // SAFETY: both pointers were just set to live objects the
+                    // dict holds; they stay alive while no Python code runs.
+                    let (k, v) =
+                        unsafe { (Borrowed::from_ptr(py, kp), Borrowed::from_ptr(py, vp)) };
+                    let key = if k.is_exact_instance_of::<PyInt>() {
+                        // Converting an exact int runs no Python code.
+                        admit(m, &k)?
+                    } else {
+                        // Other keys may run Python code (`__index__` of a
+                        // numpy scalar subclass, say) that could drop the
+                        // dict's item: hold our own references meanwhile.
+                        let (k, v) = (k.to_owned(), v.to_owned());
+                        let key = admit(m, &k)?;
+                        if d.len() != n {
+                            return Err(PyRuntimeError::new_err(
+                                "dictionary changed size during iteration",
+                            ));
+                        }
+                        items.push((key, PyValue::from_py(&v)));
+                        continue;
+                    };
+                    // An exact int value is read, any other one only
+                    // referenced (no Python code either way).
+                    items.push((key, PyValue::from_py(&v)));
                 }
                 // A dict's keys are distinct (equal keys hash alike). The
                 // distinct path sorts in place: no big freed buffer for
