@@ -1,9 +1,10 @@
 """Single-item calls, BSkipList vs SortedDict, interleaved repeats (for a loaded machine).
 
 ``python bench/skiplist_single_calls.py [N] [REPEATS]``: builds both maps from the
-same N random int keys, then times 20k calls of each kind, alternating ours
-and the peer's each repeat, and prints the best time per call of each and
-their ratio (> 1: BSkipList faster). Alternating keeps a load spike from
+same N random int keys (int values; a second pair with str values for the
+"str values" row), then times 20k calls of each kind, alternating ours and
+the peer's each repeat, and prints the best time per call of each and their
+ratio (> 1: BSkipList faster). Alternating keeps a load spike from
 landing on one side only.
 """
 
@@ -25,6 +26,10 @@ def main() -> None:
     keys = rng.permutation(n * 4)[:n].astype(np.int64)
     d = dict(zip(keys.tolist(), rng.integers(0, 2**40, n).tolist(), strict=True))
     ours, peer = BSkipList(d), SortedDict(d)
+    # Object values: a read returns a reference to a stored object (an int
+    # value is stored unboxed and comes back as a new int).
+    ds = {k: str(v) for k, v in d.items()}
+    ours_s, peer_s = BSkipList(ds), SortedDict(ds)
     calls = keys[rng.integers(0, n, 20_000)].tolist()
     fresh = np.setdiff1d(np.arange(n * 4, dtype=np.int64), keys)[:20_000]
     fresh = rng.permutation(fresh).tolist()
@@ -37,6 +42,7 @@ def main() -> None:
 
     cases = {
         "m[k]": lambda m: [m[k] for k in calls],
+        "m[k], str values": None,
         "k in m": lambda m: [k in m for k in calls],
         "m.get(k)": lambda m: [m.get(k) for k in calls],
         "m.peekitem()": lambda m: [m.peekitem() for _ in calls],
@@ -48,9 +54,10 @@ def main() -> None:
     for name, fn in cases.items():
         best = {"ours": float("inf"), "peer": float("inf")}
         for _ in range(repeats):
-            for side, m in (("ours", ours), ("peer", peer)):
+            pair = (ours_s, peer_s) if fn is None else (ours, peer)
+            for side, m in zip(("ours", "peer"), pair, strict=True):
                 t0 = time.perf_counter_ns()
-                fn(m)
+                (fn or cases["m[k]"])(m)
                 best[side] = min(best[side], time.perf_counter_ns() - t0)
         per = 2 if name.startswith("m[k] =") else 1
         o, p = best["ours"] / 20_000 / per, best["peer"] / 20_000 / per

@@ -384,3 +384,25 @@ def test_build_from_a_dict_that_a_key_conversion_mutates_raises() -> None:
     d.update({Sneaky(1): "a", Sneaky(2): "b", Sneaky(3): "c"})
     with pytest.raises(RuntimeError, match="changed size"):
         BSkipList("int", d)
+
+
+def test_build_from_a_list_of_int_pairs_and_its_fallbacks() -> None:
+    # The fast path takes exact (int, value) tuples; anything else goes the
+    # general way with the same answers and errors, and a failed build
+    # inserts nothing.
+    obj = object()
+    pairs = [(3, obj), (1, "a"), (2, 20), (1, "b")]
+    m = BSkipList(pairs)
+    assert list(m.items()) == [(1, "b"), (2, 20), (3, obj)] and m[3] is obj
+    for bad, err in (
+        ([(1, "a"), ("x", "b")], InvalidTypeError),
+        ([(1, "a"), (2**64, "b")], InvalidArgumentError),
+        ([(1, "a"), (2, "b", "c")], InvalidArgumentError),
+    ):
+        e = BSkipList("int")
+        with pytest.raises(err):
+            e.update(bad)
+        assert len(e) == 0
+    f = BSkipList("float", [(2, "b"), (1, "a")])
+    assert list(f.items()) == [(1.0, "a"), (2.0, "b")]
+    assert list(BSkipList([(True, "t"), [5, "l"]]).items()) == [(1, "t"), (5, "l")]

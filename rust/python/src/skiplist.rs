@@ -972,6 +972,69 @@ impl PyBSkipList {
         Ok(self.map.get_or_init(|| fresh))
     }
 
+    /// `_update_from` for the common list of `(int, value)` tuples into an
+    /// int map (or a map with no key type yet), read through borrowed
+    /// references: no reference is taken or dropped per item. `Ok(false)`:
+    /// the list has another shape (another key type, an int outside 64
+    /// bits, an item that is not an exact 2-tuple) and nothing was
+    /// inserted; the general path then handles it, errors included.
+    fn update_from_int_pairs(&self, list: &Bound<'_, PyList>) -> PyResult<bool> {
+        if !matches!(self.map.get(), None | Some(AnyMap::Int(_))) {
+            return Ok(false);
+        }
+        let py = list.py();
+        let convert = || -> Option<Vec<(i64, PyValue)>> {
+            let n = list.len();
+            let mut items = Vec::with_capacity(n);
+            for i in 0..n {
+                // SAFETY: `list` is a live list and `i` is below its length,
+                // which no code in this loop can change: converting an exact
+                // int key or a value runs no Python code (an int is read, any
+                // other value only gets a reference), so every borrowed item
+                // stays alive while used.
+                let item = unsafe { pyo3::ffi::PyList_GetItem(list.as_ptr(), i as _) };
+                if item.is_null() {
+                    // Unreachable (`i` is in range); let the general path say why.
+                    let _ = PyErr::take(py);
+                    return None;
+                }
+                // SAFETY: `item` is a live object the list holds (above).
+                let item = unsafe { Borrowed::from_ptr(py, item) };
+                let t = item.downcast_exact::<PyTuple>().ok()?;
+                if t.len() != 2 {
+                    return None;
+                }
+                let (k, v) = (t.get_borrowed_item(0).ok()?, t.get_borrowed_item(1).ok()?);
+                if !k.is_exact_instance_of::<PyInt>() {
+                    return None;
+                }
+                items.push((k.extract::<i64>().ok()?, PyValue::from_py(&v)));
+            }
+            Some(items)
+        };
+        let Some(mut items) = convert() else {
+            return Ok(false);
+        };
+        let Some(first) = list.get_item(0).ok() else {
+            return Ok(false);
+        };
+        let first = first.downcast_into::<PyTuple>()?.get_item(0)?;
+        let AnyMap::Int(m) = self.writing(&first)? else {
+            return Ok(false);
+        };
+        if items.len() > 1 {
+            // As in the general path: the unstable sort first; a batch that
+            // repeats a key is converted again for the stable path.
+            if m.insert_many_if_distinct(items) {
+                m.reshaped();
+                return Ok(true);
+            }
+            items = convert().expect("the list converted a moment ago");
+        }
+        insert_batch(m, items);
+        Ok(true)
+    }
+
     fn nth_at(&self, py: Python<'_>, index: isize, mode: u8) -> PyResult<PyObject> {
         let out_of_range = || index_error(py, "BSkipList index out of range");
         with_map!(self.reading(), m, _K, {
@@ -1515,6 +1578,11 @@ impl PyBSkipList {
                 m.reshaped();
                 Ok(())
             });
+        }
+        if let Ok(list) = source.downcast_exact::<PyList>() {
+            if self.update_from_int_pairs(list)? {
+                return Ok(());
+            }
         }
         let mut pairs: Vec<(Bound<'_, PyAny>, Bound<'_, PyAny>)> = Vec::new();
         for (i, item) in source.try_iter()?.enumerate() {
