@@ -10,7 +10,19 @@ use super::config::Config;
 use super::node::{keys, prefetch, vals, Head};
 use super::{BSkipList, DefaultConfig};
 
-/// Point reads under one epoch pin; see [`BSkipList::reader`].
+/// Point reads under one epoch pin; see [`BSkipList::reader`]. Not `Send`
+/// (the pin belongs to its thread); drop it to let the collector free what
+/// writers replaced meanwhile.
+///
+/// ```
+/// let m = slabcache_core::skiplist::BSkipList::<u64, u64>::new();
+/// for k in 0..100 { m.insert(k, k * 2); }
+/// let sum: u64 = {
+///     let r = m.reader();
+///     (0..100).filter_map(|k| r.get(&k)).sum()
+/// };
+/// assert_eq!(sum, 9900);
+/// ```
 pub struct Reader<'a, K, V, C: Config = DefaultConfig> {
     list: &'a BSkipList<K, V, C>,
     guard: Guard,
