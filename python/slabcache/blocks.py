@@ -1129,6 +1129,11 @@ class HybridBlockManager:
         """Drops every cached hash; False (nothing changed) while a block is in use."""
         return self._core.reset_prefix_cache()
 
+    def evict_blocks(self, block_ids: Sequence[int]) -> None:
+        """Drops the cached hashes of these blocks (vLLM's ``evict_blocks``:
+        held blocks stay held, free ones stay in place)."""
+        self._core.evict_blocks([_count(b, "block_id", _I32_MAX) for b in block_ids])
+
     def drain_events(
         self,
     ) -> list[tuple[int, int, list[int], list[bytes], bytes | None, int, list[int]]]:

@@ -1255,6 +1255,10 @@ class SlabcacheHybridKVCacheManager(SlabcacheKVCacheManager):
     def get_num_common_prefix_blocks(self, running_request_id: str) -> list[int]:
         return [0] * self.num_kv_cache_groups
 
+    def evict_blocks(self, block_ids: set[int]) -> None:
+        """Drops these blocks' cached hashes (a failed KV load); they stay held."""
+        self._hcore.evict_blocks(sorted(b - 1 for b in block_ids if b > 0))
+
 
 class _HybridBlockPoolShim(_BlockPoolShim):
     """vLLM's ``block_pool`` surface over the hybrid core."""

@@ -982,6 +982,17 @@ impl PyHybridBlockManager {
         self.lock(py).reset_prefix_cache()
     }
 
+    fn evict_blocks(&self, py: Python<'_>, block_ids: Vec<i64>) -> PyResult<()> {
+        let ids = table_from("block_ids", &block_ids)?;
+        if ids.contains(&NULL_BLOCK) {
+            return Err(py_err(
+                ErrorKind::InvalidArgument,
+                "block id -1 out of range",
+            ));
+        }
+        self.lock(py).evict_blocks(&ids).py()
+    }
+
     /// `(kind, group, blocks, hashes, parent, extra_key, token_ids)` per event;
     /// kind 0 stored, 1 removed.
     fn drain_events<'py>(&self, py: Python<'py>) -> Vec<PyGroupEvent<'py>> {

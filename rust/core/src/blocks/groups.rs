@@ -830,6 +830,34 @@ impl HybridBlockManager {
         }
     }
 
+    /// Drops the cached hash of each of `blocks` (held or free; they stay
+    /// where they are), with a removal event each (vLLM's `evict_blocks`, a
+    /// KV load that failed). Ids out of range are an error, before any change.
+    pub fn evict_blocks(&mut self, blocks: &[u32]) -> Result<()> {
+        if let Some(&b) = blocks.iter().find(|&&b| b as usize >= self.cfg.num_blocks) {
+            return Err(Error::invalid_argument(format!(
+                "block id {b} out of range"
+            )));
+        }
+        for &b in blocks {
+            if let Some((h, g)) = self.cached_as[b as usize].take() {
+                self.pool.uncache(b);
+                if self.cfg.enable_events {
+                    self.events.push(GroupEvent {
+                        kind: BlockEventKind::Removed,
+                        group: g,
+                        blocks: vec![b],
+                        hashes: vec![h],
+                        parent: None,
+                        extra_key: 0,
+                        tokens: Vec::new(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Drops every cached hash; `false` (nothing changed) while a block is in use.
     pub fn reset_prefix_cache(&mut self) -> bool {
         if self.pool.num_free() != self.cfg.num_blocks {
