@@ -12,8 +12,11 @@ counts, events).
 
 from __future__ import annotations
 
+import gzip
+import json
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -508,3 +511,87 @@ def test_random_trace_matches_reference(windows: list[int | None], seed: int) ->
         ref.free(rid)
     _same_state(bm, ref)
     assert bm.num_free_blocks == nb
+
+
+# ---- a trace recorded from vLLM's own Scheduler ------------------------------------------
+
+_TRACE = Path(__file__).parent / "data" / "blocks_vllm_0.33_hybrid_calls.json.gz"
+
+
+def _load_hybrid_trace() -> dict:
+    with gzip.open(_TRACE, "rt") as f:
+        return json.load(f)
+
+
+@pytest.mark.parametrize("shape", ["sharegpt", "rag", "parallel"])
+def test_replay_vllm_hybrid_trace(shape: str) -> None:
+    """Every call vLLM 0.33's Scheduler made to its stock KVCacheManager with
+    hybrid groups (``--record-hybrid``), replayed on the core: every prefix
+    hit (per-group block ids, null blocks included, and length) and every
+    allocation (new block ids per group, or refusal) must be identical."""
+    data = _load_hybrid_trace()
+    assert data["vllm_version"].startswith("0.33")
+    t = data["traces"][shape]
+    bm = HybridBlockManager(
+        t["num_blocks"] - 1,
+        t["block_size"],
+        t["sliding_windows"],
+        admission_caps=t["admission_caps"],
+    )
+    core = bm._core
+    tokens: dict[str, list[int]] = {}
+    ids: dict[str, int] = {}
+    checked = refused = hits = next_id = 0
+    for c in t["calls"]:
+        rid = c["rid"]
+        if c["op"] == "lookup":
+            tokens[rid] = list(c["tokens"])
+            hit, n = core.find_longest_cache_hit(tokens[rid], 0, c["limit"])
+            assert n == c["n"], (rid, c)
+            assert [[b + 1 for b in g] for g in hit] == c["out"], (rid, c)
+            hits += n > 0
+        elif c["op"] == "alloc":
+            tokens.setdefault(rid, []).extend(c["tokens"])
+            if rid not in ids:
+                ids[rid] = next_id
+                next_id += 1
+            cid = ids[rid]
+            have = core.num_tokens(cid)
+            new_tokens = tokens[rid] if have is None else tokens[rid][have:]
+            hit = None if c["hit"] is None else [[b - 1 for b in g] for g in c["hit"]]
+            out = core.allocate_slots(
+                cid,
+                new_tokens,
+                c["new"],
+                hit=hit,
+                num_computed_tokens=c["computed"],
+                num_new_computed_tokens=c["new_computed"],
+                num_external_computed_tokens=c["external"],
+                num_lookahead_tokens=c["lookahead"],
+                num_in_flight_tokens=c["in_flight"],
+                max_model_len=t["max_model_len"],
+                reserved_blocks=c["reserved"],
+                full_sequence_must_fit=c["full"],
+            )
+            want = c["out"]
+            got = None if out is None else [[b + 1 for b in g] for g in out]
+            assert got == want, (rid, c)
+            checked += 1
+            refused += out is None
+        elif c["op"] == "free":
+            cid = ids.pop(rid, None)
+            tokens.pop(rid, None)
+            if cid is not None:
+                core.free(cid)
+        elif c["op"] == "cache":
+            cid = ids[rid]
+            tokens[rid].extend(c["tokens"])
+            have = core.num_tokens(cid)
+            if have is not None:
+                core.append_tokens(cid, tokens[rid][have:])
+                core.cache_blocks(cid, c["n"])
+        elif c["op"] == "skip":
+            if rid in ids:
+                core.remove_skipped_blocks(ids[rid], c["n"])
+    bm.check_invariants()
+    assert checked > 1000 and refused > 100 and hits > 0
