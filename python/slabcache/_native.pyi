@@ -492,10 +492,11 @@ class HybridBlockManagerCore:
     def contains(self, req_id: int) -> bool: ...
     def find_longest_cache_hit(
         self,
-        token_ids: npt.NDArray[np.int32] | list[int],
+        token_ids: npt.NDArray[np.int32] | list[int] | None,
         extra_key: int = 0,
         max_hit_tokens: int | None = None,
-    ) -> tuple[list[list[int]], int]: ...
+    ) -> tuple[list[list[int]], int]:
+        """``token_ids=None``: the last looked-up prompt again."""
     def allocate_slots(
         self,
         req_id: int,
@@ -514,6 +515,7 @@ class HybridBlockManagerCore:
         watermark_blocks: int = 0,
         full_sequence_must_fit: bool = False,
         delay_cache: bool = False,
+        prompt_from_lookup: bool = False,
     ) -> list[list[int]] | None: ...
     def num_blocks_to_allocate(
         self,

@@ -1021,6 +1021,8 @@ class SlabcacheHybridKVCacheManager(SlabcacheKVCacheManager):
         self._known: dict[int, int] = {}
         self._events: list[Any] = []
         self._lora_of_key: dict[int, tuple[int, str]] = {}
+        # (request id, tokens) of the prompt the core last hashed in a lookup.
+        self._last_lookup: tuple[str, int] | None = None
         self._WAITING = (RequestStatus.WAITING, RequestStatus.PREEMPTED)
         self.empty_kv_cache_blocks = KVCacheBlocks(tuple(() for _ in groups))
         self.coordinator = _HybridCoordinatorShim(self, specs)
@@ -1054,9 +1056,16 @@ class SlabcacheHybridKVCacheManager(SlabcacheKVCacheManager):
         if not self.prefix_cache_lookup_enabled(request):
             return self.empty_kv_cache_blocks, 0, 0
         limit = request.num_tokens - 1 if max_cache_hit_length is None else max_cache_hit_length
-        hit, n = self._hcore.find_longest_cache_hit(
-            list(request.all_token_ids), self._extra_key(request), max(0, limit)
-        )
+        key = (request.request_id, request.num_tokens)
+        if key == self._last_lookup:
+            # The same waiting request as last time (refused, retried): the
+            # core still holds its prompt's hashes.
+            hit, n = self._hcore.find_longest_cache_hit(None, 0, max(0, limit))
+        else:
+            hit, n = self._hcore.find_longest_cache_hit(
+                list(request.all_token_ids), self._extra_key(request), max(0, limit)
+            )
+            self._last_lookup = key
         return self._to_blocks(hit), n, 0
 
     def get_computed_blocks_for_connector(
@@ -1096,9 +1105,16 @@ class SlabcacheHybridKVCacheManager(SlabcacheKVCacheManager):
         known_before = core.num_tokens(cid)
         tokens = request.all_token_ids
         known = len(tokens)
+        from_lookup = False
         if known_before is None:
-            new_tokens: list[int] | None = list(tokens)
-            key = self._extra_key(request)
+            if self._last_lookup == (request.request_id, known):
+                new_tokens: list[int] | None = None
+                key = 0
+                from_lookup = True
+            else:
+                new_tokens = list(tokens)
+                key = self._extra_key(request)
+                self._last_lookup = None  # the core's remembered prompt changes
         else:
             new_tokens = list(tokens[known_before:]) if known > known_before else None
             key = 0
@@ -1122,6 +1138,7 @@ class SlabcacheHybridKVCacheManager(SlabcacheKVCacheManager):
             watermark_blocks=wm,
             full_sequence_must_fit=full_sequence_must_fit,
             delay_cache=delay_cache_blocks,
+            prompt_from_lookup=from_lookup,
         )
         if new is None:
             return None

@@ -821,18 +821,22 @@ impl PyHybridBlockManager {
         extra_key: u64,
         max_hit_tokens: Option<i64>,
     ) -> PyResult<(Vec<Vec<i64>>, usize)> {
-        let toks = token_vec(token_ids)?;
         let limit = match max_hit_tokens {
             Some(m) => count("max_hit_tokens", m)?,
             None => usize::MAX,
         };
-        let (hit, n) = self
-            .lock(py)
-            .find_longest_cache_hit(&toks, extra_key, limit);
+        // None: the last looked-up prompt again (its hashes are remembered).
+        let (hit, n) = if token_ids.is_none() {
+            self.lock(py).find_longest_cache_hit_again(limit)
+        } else {
+            let toks = token_vec(token_ids)?;
+            self.lock(py)
+                .find_longest_cache_hit(&toks, extra_key, limit)
+        };
         Ok((hit.iter().map(|t| table_list(t)).collect(), n))
     }
 
-    #[pyo3(signature = (req_id, new_tokens, num_new_tokens, *, extra_key=0, hit=None, num_computed_tokens=0, num_new_computed_tokens=0, num_external_computed_tokens=0, num_lookahead_tokens=0, num_in_flight_tokens=0, max_model_len=i64::MAX, reserved_blocks=0, watermark_blocks=0, full_sequence_must_fit=false, delay_cache=false))]
+    #[pyo3(signature = (req_id, new_tokens, num_new_tokens, *, extra_key=0, hit=None, num_computed_tokens=0, num_new_computed_tokens=0, num_external_computed_tokens=0, num_lookahead_tokens=0, num_in_flight_tokens=0, max_model_len=i64::MAX, reserved_blocks=0, watermark_blocks=0, full_sequence_must_fit=false, delay_cache=false, prompt_from_lookup=false))]
     #[allow(clippy::too_many_arguments)]
     fn allocate_slots(
         &self,
@@ -852,6 +856,7 @@ impl PyHybridBlockManager {
         watermark_blocks: i64,
         full_sequence_must_fit: bool,
         delay_cache: bool,
+        prompt_from_lookup: bool,
     ) -> PyResult<Option<Vec<Vec<i64>>>> {
         let toks = if new_tokens.is_none() {
             Vec::new()
@@ -883,6 +888,7 @@ impl PyHybridBlockManager {
             watermark_blocks: count("watermark_blocks", watermark_blocks)?,
             full_sequence_must_fit,
             delay_cache,
+            prompt_from_lookup,
         };
         let out = self.lock(py).allocate_slots(req_id, &a).py()?;
         Ok(out.map(|g| g.iter().map(|t| table_list(t)).collect()))

@@ -162,6 +162,11 @@ pub struct HybridAlloc<'a> {
     pub full_sequence_must_fit: bool,
     /// Leave the new blocks out of the prefix cache until `cache_blocks`.
     pub delay_cache: bool,
+    /// A new request's prompt is the last one looked up
+    /// ([`HybridBlockManager::find_longest_cache_hit`]); `new_tokens` and
+    /// `extra_key` are then ignored (the adapter's refused admissions pass no
+    /// tokens each step).
+    pub prompt_from_lookup: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -208,6 +213,10 @@ pub struct HybridBlockManager {
     spec_groups: Vec<SpecGroup>,
     reqs: HashMap<i64, HybridRequest>,
     events: Vec<GroupEvent>,
+    /// The last looked-up prompt (tokens, extra key) and its block hashes: a
+    /// waiting request is looked up, and admitted or refused, every step, and
+    /// its prompt is hashed once.
+    memo: (Vec<u32>, u64, Vec<BlockHash>),
 }
 
 /// The pool key of `hash` in `group`: the same content in two groups is two
@@ -270,6 +279,7 @@ impl HybridBlockManager {
             spec_groups,
             reqs: HashMap::new(),
             events: Vec::new(),
+            memo: (Vec::new(), 0, Vec::new()),
             cfg,
         })
     }
@@ -329,15 +339,37 @@ impl HybridBlockManager {
             .and_then(|r| r.num_cached.get(group).copied().flatten())
     }
 
+    /// [`find_longest_cache_hit`](Self::find_longest_cache_hit) on the last
+    /// looked-up prompt again (a waiting request retried next step).
+    pub fn find_longest_cache_hit_again(&mut self, max_length: usize) -> (Vec<Vec<u32>>, usize) {
+        if !self.cfg.enable_caching {
+            return (vec![Vec::new(); self.cfg.groups.len()], 0);
+        }
+        self.longest_hit(&self.memo.2, max_length)
+    }
+
     /// Tokens the manager holds for `req`.
     pub fn num_tokens(&self, req: i64) -> Option<usize> {
         self.reqs.get(&req).map(|r| r.tokens.len())
     }
 
     fn hashes_of(&self, tokens: &[u32], extra_key: u64) -> Vec<BlockHash> {
+        if self.memo.1 == extra_key && self.memo.0 == tokens {
+            return self.memo.2.clone();
+        }
         let mut out = Vec::with_capacity(tokens.len() / self.cfg.block_size);
         BlockHash::extend_chain(&mut out, extra_key, tokens, self.cfg.block_size);
         out
+    }
+
+    /// The hashes of `tokens`, remembered for the admission that follows.
+    fn memo_hashes(&mut self, tokens: &[u32], extra_key: u64) -> &[BlockHash] {
+        if !(self.memo.1 == extra_key && self.memo.0 == tokens) {
+            let mut out = Vec::with_capacity(tokens.len() / self.cfg.block_size);
+            BlockHash::extend_chain(&mut out, extra_key, tokens, self.cfg.block_size);
+            self.memo = (tokens.to_vec(), extra_key, out);
+        }
+        &self.memo.2
     }
 
     fn cached_block(&self, hash: &BlockHash, members: &[usize]) -> Option<Vec<u32>> {
@@ -349,9 +381,10 @@ impl HybridBlockManager {
 
     /// The longest prefix of `tokens` (at most `max_length` tokens) cached in
     /// every group: the hit blocks per group ([`NULL_BLOCK`] where a sliding
-    /// window skips) and the hit length. Changes nothing.
+    /// window skips) and the hit length. Changes no block or request (the
+    /// prompt's hashes are remembered for its admission).
     pub fn find_longest_cache_hit(
-        &self,
+        &mut self,
         tokens: &[u32],
         extra_key: u64,
         max_length: usize,
@@ -360,8 +393,8 @@ impl HybridBlockManager {
         if !self.cfg.enable_caching {
             return (vec![Vec::new(); n], 0);
         }
-        let hashes = self.hashes_of(&tokens[..tokens.len().min(max_length)], extra_key);
-        self.longest_hit(&hashes, max_length)
+        self.memo_hashes(tokens, extra_key);
+        self.longest_hit(&self.memo.2, max_length)
     }
 
     fn longest_hit(&self, hashes: &[BlockHash], max_length: usize) -> (Vec<Vec<u32>>, usize) {
@@ -575,6 +608,16 @@ impl HybridBlockManager {
         req: i64,
         a: &HybridAlloc<'_>,
     ) -> Result<Option<Vec<Vec<u32>>>> {
+        if a.prompt_from_lookup && !self.reqs.contains_key(&req) {
+            let (toks, key) = (self.memo.0.clone(), self.memo.1);
+            let b = HybridAlloc {
+                new_tokens: &toks,
+                extra_key: key,
+                prompt_from_lookup: false,
+                ..a.clone()
+            };
+            return self.allocate_slots(req, &b);
+        }
         let n = self.cfg.groups.len();
         if a.num_new_tokens == 0
             && a.num_external_computed_tokens == 0
@@ -607,7 +650,7 @@ impl HybridBlockManager {
             num_cached: vec![None; n],
         });
         r.tokens.extend_from_slice(a.new_tokens);
-        if caching {
+        if caching && !is_new {
             BlockHash::extend_chain(&mut r.hashes, r.extra_key, &r.tokens, bs);
         }
         let known = r.tokens.len();
@@ -642,6 +685,12 @@ impl HybridBlockManager {
                 self.reqs.remove(&req); // it held nothing: a refusal registers nothing
             }
             return Ok(None);
+        }
+        if caching && is_new {
+            // Hashed only once admitted (a refused admission needs none).
+            let r = self.reqs.remove(&req).expect("registered");
+            let h = self.memo_hashes(&r.tokens, r.extra_key).to_vec();
+            self.reqs.insert(req, HybridRequest { hashes: h, ..r });
         }
         if has_hit || a.num_external_computed_tokens > 0 {
             self.adopt_computed(req, a.hit, num_local, a.num_external_computed_tokens);
@@ -1018,6 +1067,37 @@ mod tests {
         assert!(bm.allocate_slots(1, &alloc(&[], 12)).unwrap().is_some());
         assert_eq!(bm.num_free_blocks(), 1);
         bm.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn admission_can_reuse_the_looked_up_prompt() {
+        let mut a_bm =
+            HybridBlockManager::new(HybridConfig::new(40, 4, vec![FULL, swa(8)])).unwrap();
+        let mut b_bm = a_bm.clone();
+        let p: Vec<u32> = (0..30).collect();
+        for bm in [&mut a_bm, &mut b_bm] {
+            bm.allocate_slots(1, &alloc(&p, 30)).unwrap().unwrap();
+        }
+        let (hit, n) = a_bm.find_longest_cache_hit(&p, 0, 29);
+        assert_eq!(a_bm.find_longest_cache_hit_again(29), (hit.clone(), n));
+        let explicit = HybridAlloc {
+            hit: &hit,
+            num_new_computed_tokens: n,
+            ..alloc(&p, 30 - n)
+        };
+        let from_lookup = HybridAlloc {
+            new_tokens: &[],
+            prompt_from_lookup: true,
+            ..explicit.clone()
+        };
+        let (hit_b, _) = b_bm.find_longest_cache_hit(&p, 0, 29);
+        assert_eq!(hit_b, hit);
+        let x = a_bm.allocate_slots(2, &from_lookup).unwrap();
+        let y = b_bm.allocate_slots(2, &explicit).unwrap();
+        assert_eq!(x, y);
+        assert_eq!(a_bm.num_tokens(2), Some(30));
+        assert_eq!(a_bm.block_table(2, 1), b_bm.block_table(2, 1));
+        a_bm.check_invariants().unwrap();
     }
 
     #[test]
