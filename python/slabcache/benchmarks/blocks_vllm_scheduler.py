@@ -693,6 +693,25 @@ def record_hybrid(path: str, n: int = 48) -> None:
         json.dump({"vllm_version": vllm.__version__, "traces": traces}, f, separators=(",", ":"))
 
 
+def _time_manager_calls(manager: Any) -> list[int]:
+    """Wraps the manager's per-request methods (on the instance) with a CPU
+    timer; the returned one-element list accumulates their nanoseconds."""
+    acc = [0]
+    tt = time.thread_time_ns
+    for name in ("get_computed_blocks", "allocate_slots", "free", "cache_blocks"):
+        f = getattr(manager, name)
+
+        def timed(*a: Any, _f: Any = f, **k: Any) -> Any:
+            t0 = tt()
+            try:
+                return _f(*a, **k)
+            finally:
+                acc[0] += tt() - t0
+
+        setattr(manager, name, timed)
+    return acc
+
+
 def compare_hybrid(n: int = 48, repeats: int = 3) -> dict[str, Any]:
     """vLLM's Scheduler with hybrid groups, stock manager vs the adapter, on
     the ``--record-hybrid`` shapes: schedule digests (equal means identical
@@ -711,13 +730,16 @@ def compare_hybrid(n: int = 48, repeats: int = 3) -> dict[str, Any]:
                     sliding_windows=windows,
                     reserve_full_isl=full_isl,
                 )
+                kv_ns = _time_manager_calls(sched.kv_cache_manager)
                 res = run(sched, small_trace(shape, n))
+                res["kv_us_per_step"] = kv_ns[0] / res["steps"] / 1e3
                 if best is None or res["total_us_per_step"] < best["total_us_per_step"]:
                     best = res
             assert best is not None
             row[name] = best
         row["identical"] = row["vllm"]["digest"] == row["slabcache"]["digest"]
         row["step_ratio"] = row["vllm"]["total_us_per_step"] / row["slabcache"]["total_us_per_step"]
+        row["kv_ratio"] = row["vllm"]["kv_us_per_step"] / row["slabcache"]["kv_us_per_step"]
         out[shape] = row
         print(
             shape,
@@ -725,6 +747,8 @@ def compare_hybrid(n: int = 48, repeats: int = 3) -> dict[str, Any]:
             f"vllm {row['vllm']['total_us_per_step']:.0f} us/step,",
             f"adapter {row['slabcache']['total_us_per_step']:.0f} us/step,",
             f"ratio {row['step_ratio']:.2f}x,",
+            f"manager {row['vllm']['kv_us_per_step']:.1f} vs",
+            f"{row['slabcache']['kv_us_per_step']:.1f} us/step ({row['kv_ratio']:.2f}x),",
             f"preemptions {row['vllm']['preemptions']}/{row['slabcache']['preemptions']}",
             flush=True,
         )
