@@ -19,7 +19,9 @@ the free queue starts in the same order, so an identical sequence of calls
 gives identical block tables.
 
 Supported: one KV-cache group of full attention (the common decoder-only
-model), prefix caching on or off, LoRA and ``cache_salt`` (as the block-hash
+model), or hybrid groups of full attention and sliding window with one page
+size (:class:`SlabcacheHybridKVCacheManager`, built automatically from such a
+``KVCacheConfig``), prefix caching on or off, LoRA and ``cache_salt`` (as the block-hash
 extra key), ``max_cache_hit_length``, requests that skip reading the prefix
 cache, speculative tokens beyond the known tokens, lookahead slots, the
 watermark with ``has_scheduled_reqs`` and ``reserved_blocks``,
@@ -27,8 +29,9 @@ watermark with ``has_scheduled_reqs`` and ``reserved_blocks``,
 ``delay_cache_blocks`` (KV connectors' loads; ``cache_blocks`` publishes the
 delayed blocks). ``get_computed_blocks`` has no side effect (the request is
 registered at its admission). Not supported (``NotImplementedError`` at
-construction or at the call): hybrid groups (sliding window, Mamba),
-encoder-decoder cross attention, connectors' deferred frees and
+construction or at the call): Mamba, HiSparse and other group types,
+groups with different block sizes, EAGLE block drop, sparse prefix-cache
+retention with a sliding window, encoder-decoder cross attention, connectors' deferred frees and
 ``evict_blocks``, multimodal per-block hash keys
 (multimodal requests are keyed as a whole, which is safe but hits less).
 ``docs/blocks.md`` lists how vLLM's own scheduler and prefix-caching tests
@@ -191,6 +194,7 @@ class _CoordinatorShim:
         self.enable_partial_hash_hits = False
         self.eagle_group_ids: tuple[int, ...] = ()
         self.num_reprefillable_tokens = 0
+        self.retention_interval: int | None = None
 
     def get_num_blocks_to_allocate(
         self, request_id: str, num_tokens: int, new_computed_blocks: Any = None, **_: Any
@@ -343,6 +347,13 @@ class SlabcacheKVCacheManager:
         self.empty_kv_cache_blocks = KVCacheBlocks(((),))
         self.coordinator = _CoordinatorShim(self, spec)
         self.block_pool = _BlockPoolShim(self)
+        # vLLM's check of prefix_cache_retention_interval (full attention
+        # caches densely and ignores a valid one).
+        from vllm.v1.core.kv_cache_coordinator import _validate_prefix_cache_retention_interval
+
+        retention = getattr(kv_cache_config, "prefix_cache_retention_interval", None)
+        _validate_prefix_cache_retention_interval(retention, scheduler_block_size, kv_cache_config)
+        self.coordinator.retention_interval = retention
 
     # ---- helpers -----------------------------------------------------------------
 
@@ -865,6 +876,7 @@ class _HybridCoordinatorShim:
         self.enable_partial_hash_hits = False
         self.eagle_group_ids: set[int] = set()
         self.num_reprefillable_tokens = 0
+        self.retention_interval: int | None = None
         self.kv_cache_config = owner.kv_cache_config
 
     def get_num_blocks_to_allocate(
@@ -974,7 +986,7 @@ class SlabcacheHybridKVCacheManager(SlabcacheKVCacheManager):
             raise NotImplementedError("slabcache adapter: scheduler_block_size != block_size")
         retention = getattr(kv_cache_config, "prefix_cache_retention_interval", None)
         _validate_prefix_cache_retention_interval(retention, scheduler_block_size, kv_cache_config)
-        if retention is not None:
+        if retention is not None and any(w for w, _, _ in core_groups):
             raise NotImplementedError(
                 "slabcache adapter: sparse prefix-cache retention (prefix_cache_retention_interval)"
             )
@@ -1026,6 +1038,7 @@ class SlabcacheHybridKVCacheManager(SlabcacheKVCacheManager):
         self._WAITING = (RequestStatus.WAITING, RequestStatus.PREEMPTED)
         self.empty_kv_cache_blocks = KVCacheBlocks(tuple(() for _ in groups))
         self.coordinator = _HybridCoordinatorShim(self, specs)
+        self.coordinator.retention_interval = retention
         self.block_pool = _HybridBlockPoolShim(self)
 
     # ---- helpers -----------------------------------------------------------------
