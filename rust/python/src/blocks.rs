@@ -108,6 +108,22 @@ fn ids_array<'py>(py: Python<'py>, ids: &[u32]) -> Bound<'py, PyArray1<i32>> {
         .into_pyarray(py)
 }
 
+/// `m`'s guard, waiting with the GIL released while another thread holds it.
+fn lock_waiting<'a, T: Send>(py: Python<'_>, m: &'a Mutex<T>) -> MutexGuard<'a, T> {
+    loop {
+        match m.try_lock() {
+            Ok(g) => return g,
+            // The core does not panic on bad input; a panic mid-call is a
+            // bug that check_invariants() would report, not a reason to
+            // make the object unusable.
+            Err(TryLockError::Poisoned(p)) => return p.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                py.allow_threads(|| drop(m.lock()));
+            }
+        }
+    }
+}
+
 /// The native block manager (see `slabcache.blocks.BlockManager`).
 ///
 /// The manager sits behind a mutex, not pyo3's borrow flag: `step` runs with
@@ -121,19 +137,7 @@ pub struct PyBlockManager {
 impl PyBlockManager {
     /// The manager, waiting (with the GIL released) while another thread holds it.
     fn lock(&self, py: Python<'_>) -> MutexGuard<'_, BlockManager> {
-        loop {
-            match self.inner.try_lock() {
-                Ok(g) => return g,
-                // The core does not panic on bad input; a panic mid-call is a
-                // bug that check_invariants() would report, not a reason to
-                // make the object unusable.
-                Err(TryLockError::Poisoned(p)) => return p.into_inner(),
-                Err(TryLockError::WouldBlock) => {
-                    let m = &self.inner;
-                    py.allow_threads(|| drop(m.lock()));
-                }
-            }
-        }
+        lock_waiting(py, &self.inner)
     }
 }
 
@@ -723,16 +727,7 @@ pub struct PyHybridBlockManager {
 
 impl PyHybridBlockManager {
     fn lock(&self, py: Python<'_>) -> MutexGuard<'_, HybridBlockManager> {
-        loop {
-            match self.inner.try_lock() {
-                Ok(g) => return g,
-                Err(TryLockError::Poisoned(p)) => return p.into_inner(),
-                Err(TryLockError::WouldBlock) => {
-                    let m = &self.inner;
-                    py.allow_threads(|| drop(m.lock()));
-                }
-            }
-        }
+        lock_waiting(py, &self.inner)
     }
 }
 

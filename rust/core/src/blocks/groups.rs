@@ -570,22 +570,26 @@ impl HybridBlockManager {
         self.blocks_to_allocate(r, num_tokens, &[], total_computed, cap)
     }
 
+    fn removed_event(&mut self, block: u32, hash: BlockHash, group: usize) {
+        if self.cfg.enable_events {
+            self.events.push(GroupEvent {
+                kind: BlockEventKind::Removed,
+                group,
+                blocks: vec![block],
+                hashes: vec![hash],
+                parent: None,
+                extra_key: 0,
+                tokens: Vec::new(),
+            });
+        }
+    }
+
     fn new_blocks(&mut self, n: usize) -> Vec<u32> {
         let mut out = Vec::with_capacity(n);
         for _ in 0..n {
             if let Some(front) = self.pool.free_queue().front() {
                 if let Some((h, g)) = self.cached_as[front as usize].take() {
-                    if self.cfg.enable_events {
-                        self.events.push(GroupEvent {
-                            kind: BlockEventKind::Removed,
-                            group: g,
-                            blocks: vec![front],
-                            hashes: vec![h],
-                            parent: None,
-                            extra_key: 0,
-                            tokens: Vec::new(),
-                        });
-                    }
+                    self.removed_event(front, h, g);
                 }
             }
             out.push(
@@ -891,17 +895,7 @@ impl HybridBlockManager {
         for &b in blocks {
             if let Some((h, g)) = self.cached_as[b as usize].take() {
                 self.pool.uncache(b);
-                if self.cfg.enable_events {
-                    self.events.push(GroupEvent {
-                        kind: BlockEventKind::Removed,
-                        group: g,
-                        blocks: vec![b],
-                        hashes: vec![h],
-                        parent: None,
-                        extra_key: 0,
-                        tokens: Vec::new(),
-                    });
-                }
+                self.removed_event(b, h, g);
             }
         }
         Ok(())
