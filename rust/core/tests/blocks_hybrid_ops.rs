@@ -1,5 +1,5 @@
 //! Randomized operation sequences on the hybrid-group manager (full attention
-//! + sliding windows over one pool): admissions with prefix hits, chunked
+//! and sliding windows over one pool): admissions with prefix hits, chunked
 //! prefill, decodes with lookahead, evictions of cached hashes, frees, bad
 //! hits. Every call keeps every invariant, a refused admission registers
 //! nothing, a rejected call changes nothing, and every block comes back.
