@@ -6,7 +6,7 @@ Each subsystem keeps its stubs in its own section below.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Self, SupportsIndex, final
 
 import numpy as np
@@ -465,6 +465,82 @@ class BlockManagerCore:
     def ref_count(self, block_id: int) -> int: ...
     def free_block_order(self) -> npt.NDArray[np.int32]: ...
     def stats(self) -> BlockManagerStats: ...
+    def check_invariants(self) -> None: ...
+
+@final
+class HybridBlockManagerCore:
+    """Native hybrid-group manager; use ``slabcache.blocks.HybridBlockManager``."""
+
+    def __new__(
+        cls,
+        num_blocks: int,
+        block_size: int,
+        groups: Sequence[tuple[int, int, int]],
+        enable_prefix_caching: bool = True,
+        enable_events: bool = False,
+    ) -> Self: ...
+    @property
+    def num_blocks(self) -> int: ...
+    @property
+    def block_size(self) -> int: ...
+    @property
+    def num_groups(self) -> int: ...
+    @property
+    def enable_prefix_caching(self) -> bool: ...
+    @property
+    def num_free_blocks(self) -> int: ...
+    def contains(self, req_id: int) -> bool: ...
+    def find_longest_cache_hit(
+        self,
+        token_ids: npt.NDArray[np.int32] | list[int] | None,
+        extra_key: int = 0,
+        max_hit_tokens: int | None = None,
+    ) -> tuple[list[list[int]], int]:
+        """``token_ids=None``: the last looked-up prompt again."""
+    def allocate_slots(
+        self,
+        req_id: int,
+        new_tokens: npt.NDArray[np.int32] | list[int] | None,
+        num_new_tokens: int,
+        *,
+        extra_key: int = 0,
+        hit: Sequence[Sequence[int]] | None = None,
+        num_computed_tokens: int = 0,
+        num_new_computed_tokens: int = 0,
+        num_external_computed_tokens: int = 0,
+        num_lookahead_tokens: int = 0,
+        num_in_flight_tokens: int = 0,
+        max_model_len: int = ...,
+        reserved_blocks: int = 0,
+        watermark_blocks: int = 0,
+        full_sequence_must_fit: bool = False,
+        delay_cache: bool = False,
+        prompt_from_lookup: bool = False,
+    ) -> list[list[int]] | None: ...
+    def num_blocks_to_allocate(
+        self,
+        req_id: int,
+        num_tokens: int,
+        total_computed_tokens: int,
+        apply_admission_cap: bool = False,
+    ) -> int: ...
+    def append_tokens(self, req_id: int, token_ids: npt.NDArray[np.int32] | list[int]) -> None: ...
+    def cache_blocks(self, req_id: int, num_tokens: int) -> None: ...
+    def remove_skipped_blocks(self, req_id: int, num_computed_tokens: int) -> None: ...
+    def free(self, req_id: int) -> None: ...
+    def block_table(self, req_id: int, group: int) -> list[int]: ...
+    def block_tables(self, req_id: int) -> list[list[int]]: ...
+    def num_cached_blocks(self, req_id: int, group: int) -> int | None: ...
+    def num_tokens(self, req_id: int) -> int | None: ...
+    def ref_count(self, block_id: int) -> int: ...
+    def cached_hash(self, block_id: int) -> tuple[int, bytes] | None: ...
+    def free_block_order(self) -> npt.NDArray[np.int32]: ...
+    def reset_prefix_cache(self) -> bool: ...
+    def evict_blocks(self, block_ids: Sequence[int]) -> None: ...
+    def drain_events(
+        self,
+    ) -> list[tuple[int, int, list[int], list[bytes], bytes | None, int, list[int]]]:
+        """(kind 0 stored / 1 removed, group, blocks, hashes, parent, extra_key, token_ids)."""
     def check_invariants(self) -> None: ...
 
 def block_hashes(

@@ -55,6 +55,8 @@ from .stats_types import BlockManagerStats
 __all__ = [
     "BlockEvents",
     "BlockManager",
+    "HybridBlockManager",
+    "NULL_BLOCK",
     "ScheduleConfig",
     "ScheduleResult",
     "StepBatch",
@@ -937,3 +939,212 @@ class BlockManager:
 
 
 _extra_key = extra_key
+
+
+#: The table entry of a skipped sliding-window block (vLLM's null block).
+NULL_BLOCK = -1
+
+
+class HybridBlockManager:
+    """Block tables of several KV-cache groups (full attention and sliding
+    window, one page size) over one shared pool, with vLLM 0.33's
+    ``HybridKVCacheCoordinator`` semantics (``docs/blocks.md``, "Hybrid
+    KV-cache groups").
+
+    Args:
+        num_blocks: blocks in the shared pool (ids ``0..num_blocks``).
+        block_size: tokens per block, every group.
+        sliding_windows: one entry per group: ``None`` for full attention,
+            else the window in tokens.
+        extra_retained_tokens: per group, tokens kept below the window (vLLM's
+            ``extra_retained_tokens``); default 0.
+        admission_caps: per group, the block cap that ``full_sequence_must_fit``
+            applies (vLLM's ``max_admission_blocks_per_request``); default none.
+        enable_prefix_caching: cache full blocks (keyed per group).
+        enable_events: record events for :meth:`drain_events`.
+
+    Tables hold :data:`NULL_BLOCK` (-1) where a window skipped a block.
+
+        >>> bm = HybridBlockManager(32, 4, [None, 4])   # full attention + window 4
+        >>> prompt = list(range(13))
+        >>> [len(g) for g in bm.allocate_slots(1, prompt, 13)]
+        [4, 4]
+        >>> hit, n = bm.find_longest_cache_hit(prompt, max_hit_tokens=12)
+        >>> n, hit[1]
+        (12, [-1, -1, 6])
+        >>> bm.free(1); bm.num_free_blocks
+        32
+    """
+
+    def __init__(
+        self,
+        num_blocks: int,
+        block_size: int,
+        sliding_windows: Sequence[int | None],
+        *,
+        extra_retained_tokens: Sequence[int] | None = None,
+        admission_caps: Sequence[int | None] | None = None,
+        enable_prefix_caching: bool = True,
+        enable_events: bool = False,
+    ) -> None:
+        n = len(sliding_windows)
+        extra = [0] * n if extra_retained_tokens is None else list(extra_retained_tokens)
+        caps = [None] * n if admission_caps is None else list(admission_caps)
+        if len(extra) != n or len(caps) != n:
+            raise InvalidArgumentError(
+                "extra_retained_tokens and admission_caps need one entry per group"
+            )
+        groups: list[tuple[int, int, int]] = []
+        for i, w in enumerate(sliding_windows):
+            if w is not None and _count(w, f"sliding_windows[{i}]", _I32_MAX) == 0:
+                raise InvalidArgumentError("a sliding window must be >= 1 token")
+            cap = caps[i]
+            groups.append(
+                (
+                    0 if w is None else int(w),
+                    _count(extra[i], f"extra_retained_tokens[{i}]", _I32_MAX),
+                    -1 if cap is None else _count(cap, f"admission_caps[{i}]", _I32_MAX),
+                )
+            )
+        self._core = _native.HybridBlockManagerCore(
+            _count(num_blocks, "num_blocks", _I32_MAX),
+            _count(block_size, "block_size", _I32_MAX),
+            groups,
+            bool(enable_prefix_caching),
+            bool(enable_events),
+        )
+
+    @property
+    def num_blocks(self) -> int:
+        return self._core.num_blocks
+
+    @property
+    def block_size(self) -> int:
+        return self._core.block_size
+
+    @property
+    def num_groups(self) -> int:
+        return self._core.num_groups
+
+    @property
+    def num_free_blocks(self) -> int:
+        """Blocks no request holds (cached-evictable ones included)."""
+        return self._core.num_free_blocks
+
+    def __contains__(self, req_id: int) -> bool:
+        return self._core.contains(_req_id(req_id))
+
+    def find_longest_cache_hit(
+        self,
+        token_ids: Sequence[int] | npt.ArrayLike,
+        *,
+        extra_key: int | str | bytes | None = None,
+        max_hit_tokens: int | None = None,
+    ) -> tuple[list[list[int]], int]:
+        """The longest prefix cached in every group, at most ``max_hit_tokens``
+        (default: all): ``(blocks per group, hit tokens)``. Changes nothing."""
+        limit = None if max_hit_tokens is None else _count(max_hit_tokens, "max_hit_tokens")
+        return self._core.find_longest_cache_hit(
+            _tokens_arg(token_ids), _extra_key_of(extra_key), limit
+        )
+
+    def allocate_slots(
+        self,
+        req_id: int,
+        new_tokens: Sequence[int] | npt.ArrayLike | None,
+        num_new_tokens: int,
+        *,
+        extra_key: int | str | bytes | None = None,
+        hit: Sequence[Sequence[int]] | None = None,
+        num_computed_tokens: int = 0,
+        num_new_computed_tokens: int = 0,
+        num_external_computed_tokens: int = 0,
+        num_lookahead_tokens: int = 0,
+        num_in_flight_tokens: int = 0,
+        max_model_len: int = 2**62,
+        reserved_blocks: int = 0,
+        watermark_blocks: int = 0,
+        full_sequence_must_fit: bool = False,
+        delay_cache: bool = False,
+    ) -> list[list[int]] | None:
+        """vLLM's ``KVCacheManager.allocate_slots`` over every group:
+        ``new_tokens`` are the tokens the request gained since the last call
+        (its prompt the first time), ``hit`` a :meth:`find_longest_cache_hit`
+        result. Returns the new blocks per group, or None (they do not fit;
+        blocks that left the window are freed anyway, as in vLLM)."""
+        return self._core.allocate_slots(
+            _req_id(req_id),
+            None if new_tokens is None else _tokens_arg(new_tokens),
+            _count(num_new_tokens, "num_new_tokens"),
+            extra_key=_extra_key_of(extra_key),
+            hit=None if hit is None else [[int(b) for b in g] for g in hit],
+            num_computed_tokens=_count(num_computed_tokens, "num_computed_tokens"),
+            num_new_computed_tokens=_count(num_new_computed_tokens, "num_new_computed_tokens"),
+            num_external_computed_tokens=_count(
+                num_external_computed_tokens, "num_external_computed_tokens"
+            ),
+            num_lookahead_tokens=_count(num_lookahead_tokens, "num_lookahead_tokens"),
+            num_in_flight_tokens=_count(num_in_flight_tokens, "num_in_flight_tokens"),
+            max_model_len=_count(max_model_len, "max_model_len"),
+            reserved_blocks=_count(reserved_blocks, "reserved_blocks"),
+            watermark_blocks=_count(watermark_blocks, "watermark_blocks"),
+            full_sequence_must_fit=bool(full_sequence_must_fit),
+            delay_cache=bool(delay_cache),
+        )
+
+    def append_tokens(self, req_id: int, token_ids: Sequence[int] | npt.ArrayLike) -> None:
+        """Tokens the request gained (sampled, accepted) without allocating."""
+        self._core.append_tokens(_req_id(req_id), _tokens_arg(token_ids))
+
+    def cache_blocks(self, req_id: int, num_tokens: int) -> None:
+        """Caches the request's full blocks up to ``num_tokens``, every group."""
+        self._core.cache_blocks(_req_id(req_id), _count(num_tokens, "num_tokens"))
+
+    def remove_skipped_blocks(self, req_id: int, num_computed_tokens: int) -> None:
+        """Frees the sliding-window blocks before the window."""
+        self._core.remove_skipped_blocks(
+            _req_id(req_id), _count(num_computed_tokens, "num_computed_tokens")
+        )
+
+    def free(self, req_id: int) -> None:
+        """Frees the request's blocks, group by group, tail first (unknown: no-op)."""
+        self._core.free(_req_id(req_id))
+
+    def block_tables(self, req_id: int) -> list[list[int]]:
+        """The request's table per group (empty lists if unknown)."""
+        return self._core.block_tables(_req_id(req_id))
+
+    def num_cached_blocks(self, req_id: int, group: int) -> int | None:
+        """vLLM's ``num_cached_block`` of a group (None: not tracked)."""
+        return self._core.num_cached_blocks(_req_id(req_id), _count(group, "group"))
+
+    def ref_count(self, block_id: int) -> int:
+        return self._core.ref_count(_count(block_id, "block_id", _I32_MAX))
+
+    def free_block_order(self) -> npt.NDArray[np.int32]:
+        """Free blocks in eviction order (first = next allocated)."""
+        return self._core.free_block_order()
+
+    def reset_prefix_cache(self) -> bool:
+        """Drops every cached hash; False (nothing changed) while a block is in use."""
+        return self._core.reset_prefix_cache()
+
+    def evict_blocks(self, block_ids: Sequence[int]) -> None:
+        """Drops the cached hashes of these blocks (vLLM's ``evict_blocks``:
+        held blocks stay held, free ones stay in place)."""
+        self._core.evict_blocks([_count(b, "block_id", _I32_MAX) for b in block_ids])
+
+    def drain_events(
+        self,
+    ) -> list[tuple[int, int, list[int], list[bytes], bytes | None, int, list[int]]]:
+        """``(kind 0 stored / 1 removed, group, blocks, hashes, parent, extra_key,
+        token_ids)`` per event: a store per group and caching call, a removal
+        per evicted block."""
+        return self._core.drain_events()
+
+    def check_invariants(self) -> None:
+        """Raises ``CorruptError`` if the tables, ref counts and cache disagree."""
+        self._core.check_invariants()
+
+
+_extra_key_of = extra_key

@@ -11,6 +11,7 @@ digests mean the adapter made vLLM schedule exactly as stock.
     python -m slabcache.benchmarks.blocks_vllm_scheduler --json out.json
     python -m slabcache.benchmarks.blocks_vllm_scheduler --record tests/data/x.json.gz
     python -m slabcache.benchmarks.blocks_vllm_scheduler --record-schedule tests/data/y.json.gz
+    python -m slabcache.benchmarks.blocks_vllm_scheduler --record-hybrid tests/data/z.json.gz
 
 ``--record`` writes the stock KVCacheManager's calls and results on a small
 trace (for ``tests/test_blocks_vllm_trace.py``, which replays them on
@@ -64,7 +65,12 @@ def make_scheduler(
     max_num_seqs: int = 128,
     max_num_batched_tokens: int = 2048,
     max_model_len: int = 8192,
+    sliding_windows: list[int | None] | None = None,
+    reserve_full_isl: bool = True,
 ) -> Any:
+    """vLLM's Scheduler (stock manager, or the adapter); ``sliding_windows``
+    (one entry per KV-cache group, None for full attention) builds a hybrid
+    KV-cache config instead of one full-attention group."""
     import torch
     from vllm.config import CacheConfig, ModelConfig, SchedulerConfig, VllmConfig
     from vllm.v1.core.sched.scheduler import Scheduler
@@ -85,6 +91,7 @@ def make_scheduler(
         enable_chunked_prefill=True,
         is_encoder_decoder=False,
         watermark=0.0,
+        scheduler_reserve_full_isl=reserve_full_isl,
     )
     cache_config = CacheConfig(
         block_size=block_size, gpu_memory_utilization=0.9, enable_prefix_caching=True
@@ -95,10 +102,29 @@ def make_scheduler(
     spec = FullAttentionSpec(
         block_size=block_size, num_kv_heads=1, head_size=1, dtype=torch.float32
     )
+    groups = [KVCacheGroupSpec(["layer"], spec)]
+    if sliding_windows is not None:
+        from vllm.v1.kv_cache_interface import SlidingWindowSpec
+
+        groups = [
+            KVCacheGroupSpec(
+                [f"layer{i}"],
+                spec
+                if w is None
+                else SlidingWindowSpec(
+                    block_size=block_size,
+                    num_kv_heads=1,
+                    head_size=1,
+                    dtype=torch.float32,
+                    sliding_window=w,
+                ),
+            )
+            for i, w in enumerate(sliding_windows)
+        ]
     kv_cache_config = KVCacheConfig(
         num_blocks=num_blocks,
         kv_cache_tensors=[],
-        kv_cache_groups=[KVCacheGroupSpec(["layer"], spec)],
+        kv_cache_groups=groups,
     )
     cache_config.num_gpu_blocks = num_blocks
     if adapter:
@@ -533,6 +559,202 @@ def record_schedule(path: str) -> None:
         json.dump({"vllm_version": vllm.__version__, "traces": traces}, f, separators=(",", ":"))
 
 
+# shape -> (pool blocks, sliding windows per group, vLLM's scheduler_reserve_full_isl);
+# "parallel" admits without the full-sequence check, so decodes preempt.
+HYBRID_RECORD_SHAPES = {
+    "sharegpt": (100, [None, 128], True),
+    "rag": (150, [None, 64, 256], True),
+    "parallel": (90, [None, 48], False),
+}
+
+
+def record_hybrid(path: str, n: int = 48) -> None:
+    """Records the stock manager's calls + results with hybrid KV-cache groups
+    (full attention + sliding windows) under vLLM's own Scheduler, for
+    ``tests/test_blocks_hybrid.py``'s replay (no vLLM needed there)."""
+    import inspect
+
+    import vllm.v1.core.kv_cache_manager as kvm
+
+    log: list[dict[str, Any]] = []
+    known: dict[str, int] = {}
+    cls = kvm.KVCacheManager
+    orig = {
+        k: getattr(cls, k)
+        for k in ("get_computed_blocks", "allocate_slots", "free", "cache_blocks",
+                  "remove_skipped_blocks")
+    }  # fmt: skip
+
+    def toks(req: Any) -> list[int]:
+        all_t = list(req.all_token_ids)
+        k = known.get(req.request_id, 0)
+        known[req.request_id] = len(all_t)
+        return all_t[k:]
+
+    def ids(blocks: Any) -> list[list[int]]:
+        return [list(g) for g in blocks.get_block_ids()]
+
+    def gcb(self: Any, request: Any, max_cache_hit_length: Any = None) -> Any:
+        blocks, num, boundary = orig["get_computed_blocks"](self, request, max_cache_hit_length)
+        known.pop(request.request_id, None)
+        limit = request.num_tokens - 1 if max_cache_hit_length is None else max_cache_hit_length
+        log.append(
+            {"op": "lookup", "rid": request.request_id, "tokens": toks(request),
+             "limit": limit, "out": ids(blocks), "n": num}
+        )  # fmt: skip
+        return blocks, num, boundary
+
+    def alloc(self: Any, request: Any, num_new_tokens: int, *a: Any, **kw: Any) -> Any:
+        bound = inspect.signature(orig["allocate_slots"]).bind(
+            self, request, num_new_tokens, *a, **kw
+        )
+        bound.apply_defaults()
+        args = bound.arguments
+        computed_before = request.num_computed_tokens
+        in_flight = request.num_in_flight_tokens
+        res = orig["allocate_slots"](self, request, num_new_tokens, *a, **kw)
+        ncb = args["new_computed_blocks"]
+        log.append(
+            {
+                "op": "alloc",
+                "rid": request.request_id,
+                "tokens": toks(request),
+                "computed": computed_before,
+                "in_flight": in_flight,
+                "new": num_new_tokens,
+                "new_computed": args["num_new_computed_tokens"],
+                "hit": None if ncb is None else ids(ncb),
+                "lookahead": args["num_lookahead_tokens"],
+                "external": args["num_external_computed_tokens"],
+                "full": args["full_sequence_must_fit"],
+                "reserved": args["reserved_blocks"],
+                "out": None if res is None else ids(res),
+            }
+        )
+        return res
+
+    def free(self: Any, request: Any) -> None:
+        orig["free"](self, request)
+        known.pop(request.request_id, None)
+        log.append({"op": "free", "rid": request.request_id})
+
+    def cache(self: Any, request: Any, num_computed_tokens: int) -> None:
+        orig["cache_blocks"](self, request, num_computed_tokens)
+        log.append(
+            {"op": "cache", "rid": request.request_id, "tokens": toks(request),
+             "n": num_computed_tokens}
+        )  # fmt: skip
+
+    def skipped(self: Any, request_id: str, processed: int, num_prompt: Any = None) -> None:
+        orig["remove_skipped_blocks"](self, request_id, processed, num_prompt)
+        log.append({"op": "skip", "rid": request_id, "n": processed})
+
+    patched = {
+        "get_computed_blocks": gcb, "allocate_slots": alloc, "free": free,
+        "cache_blocks": cache, "remove_skipped_blocks": skipped,
+    }  # fmt: skip
+    for k, f in patched.items():
+        setattr(cls, k, f)
+    traces = {}
+    try:
+        for shape, (nblocks, windows, full_isl) in HYBRID_RECORD_SHAPES.items():
+            log.clear()
+            known.clear()
+            trace = small_trace(shape, n)
+            sched = make_scheduler(
+                adapter=False,
+                num_blocks=nblocks,
+                max_num_seqs=16,
+                max_num_batched_tokens=512,
+                sliding_windows=windows,
+                reserve_full_isl=full_isl,
+            )
+            caps = [
+                getattr(m, "max_admission_blocks_per_request", None)
+                for m in sched.kv_cache_manager.coordinator.single_type_managers
+            ]
+            res = run(sched, trace)
+            traces[shape] = {
+                "num_blocks": nblocks,
+                "block_size": 16,
+                "sliding_windows": windows,
+                "admission_caps": caps,
+                "max_model_len": 8192,
+                "summary": res,
+                "calls": list(log),
+            }
+            print(shape, len(log), "calls", res, flush=True)
+    finally:
+        for k, f in orig.items():
+            setattr(cls, k, f)
+    import vllm
+
+    with gzip.open(path, "wt") as f:
+        json.dump({"vllm_version": vllm.__version__, "traces": traces}, f, separators=(",", ":"))
+
+
+def _time_manager_calls(manager: Any) -> list[int]:
+    """Wraps the manager's per-request methods (on the instance) with a CPU
+    timer; the returned one-element list accumulates their nanoseconds."""
+    acc = [0]
+    tt = time.thread_time_ns
+    for name in ("get_computed_blocks", "allocate_slots", "free", "cache_blocks"):
+        f = getattr(manager, name)
+
+        def timed(*a: Any, _f: Any = f, **k: Any) -> Any:
+            t0 = tt()
+            try:
+                return _f(*a, **k)
+            finally:
+                acc[0] += tt() - t0
+
+        setattr(manager, name, timed)
+    return acc
+
+
+def compare_hybrid(n: int = 48, repeats: int = 3) -> dict[str, Any]:
+    """vLLM's Scheduler with hybrid groups, stock manager vs the adapter, on
+    the ``--record-hybrid`` shapes: schedule digests (equal means identical
+    schedules and block tables) and the best-of-``repeats`` step time."""
+    out: dict[str, Any] = {}
+    for shape, (nblocks, windows, full_isl) in HYBRID_RECORD_SHAPES.items():
+        row: dict[str, Any] = {"sliding_windows": windows, "num_blocks": nblocks}
+        for name, adapter in (("vllm", False), ("slabcache", True)):
+            best = None
+            for _ in range(repeats):
+                sched = make_scheduler(
+                    adapter=adapter,
+                    num_blocks=nblocks,
+                    max_num_seqs=16,
+                    max_num_batched_tokens=512,
+                    sliding_windows=windows,
+                    reserve_full_isl=full_isl,
+                )
+                kv_ns = _time_manager_calls(sched.kv_cache_manager)
+                res = run(sched, small_trace(shape, n))
+                res["kv_us_per_step"] = kv_ns[0] / res["steps"] / 1e3
+                if best is None or res["total_us_per_step"] < best["total_us_per_step"]:
+                    best = res
+            assert best is not None
+            row[name] = best
+        row["identical"] = row["vllm"]["digest"] == row["slabcache"]["digest"]
+        row["step_ratio"] = row["vllm"]["total_us_per_step"] / row["slabcache"]["total_us_per_step"]
+        row["kv_ratio"] = row["vllm"]["kv_us_per_step"] / row["slabcache"]["kv_us_per_step"]
+        out[shape] = row
+        print(
+            shape,
+            "identical" if row["identical"] else "DIFFERENT",
+            f"vllm {row['vllm']['total_us_per_step']:.0f} us/step,",
+            f"adapter {row['slabcache']['total_us_per_step']:.0f} us/step,",
+            f"ratio {row['step_ratio']:.2f}x,",
+            f"manager {row['vllm']['kv_us_per_step']:.1f} vs",
+            f"{row['slabcache']['kv_us_per_step']:.1f} us/step ({row['kv_ratio']:.2f}x),",
+            f"preemptions {row['vllm']['preemptions']}/{row['slabcache']['preemptions']}",
+            flush=True,
+        )
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=256, help="requests per trace")
@@ -540,7 +762,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="write results here")
     ap.add_argument("--record", help="record the stock manager's calls to this .json.gz")
     ap.add_argument("--record-schedule", help="record vLLM's per-step schedules to this .json.gz")
+    ap.add_argument(
+        "--record-hybrid", help="record the stock manager's calls, hybrid groups, to this .json.gz"
+    )
+    ap.add_argument(
+        "--hybrid",
+        action="store_true",
+        help="hybrid groups: stock vs adapter under vLLM's Scheduler (digests, step time)",
+    )
     a = ap.parse_args(argv)
+    if a.hybrid:
+        res = compare_hybrid(repeats=a.repeats)
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump(res, f, indent=1)
+        return 0
+    if a.record_hybrid:
+        record_hybrid(a.record_hybrid)
+        return 0
     if a.record:
         record(a.record)
         return 0

@@ -19,7 +19,9 @@ the free queue starts in the same order, so an identical sequence of calls
 gives identical block tables.
 
 Supported: one KV-cache group of full attention (the common decoder-only
-model), prefix caching on or off, LoRA and ``cache_salt`` (as the block-hash
+model), or hybrid groups of full attention and sliding window with one page
+size (:class:`SlabcacheHybridKVCacheManager`, built automatically from such a
+``KVCacheConfig``), prefix caching on or off, LoRA and ``cache_salt`` (as the block-hash
 extra key), ``max_cache_hit_length``, requests that skip reading the prefix
 cache, speculative tokens beyond the known tokens, lookahead slots, the
 watermark with ``has_scheduled_reqs`` and ``reserved_blocks``,
@@ -27,8 +29,9 @@ watermark with ``has_scheduled_reqs`` and ``reserved_blocks``,
 ``delay_cache_blocks`` (KV connectors' loads; ``cache_blocks`` publishes the
 delayed blocks). ``get_computed_blocks`` has no side effect (the request is
 registered at its admission). Not supported (``NotImplementedError`` at
-construction or at the call): hybrid groups (sliding window, Mamba),
-encoder-decoder cross attention, connectors' deferred frees and
+construction or at the call): Mamba, HiSparse and other group types,
+groups with different block sizes, EAGLE block drop, sparse prefix-cache
+retention with a sliding window, encoder-decoder cross attention, connectors' deferred frees and
 ``evict_blocks``, multimodal per-block hash keys
 (multimodal requests are keyed as a whole, which is safe but hits less).
 ``docs/blocks.md`` lists how vLLM's own scheduler and prefix-caching tests
@@ -46,6 +49,7 @@ from ..blocks import BlockManager
 
 __all__ = [  # noqa: F822 - SlabcacheScheduler is built lazily by __getattr__
     "SlabcacheKVCacheManager",
+    "SlabcacheHybridKVCacheManager",
     "SlabcacheScheduler",
     "SlabcacheAsyncScheduler",
     "KV_CACHE_MANAGER_SIGNATURE",
@@ -190,6 +194,7 @@ class _CoordinatorShim:
         self.enable_partial_hash_hits = False
         self.eagle_group_ids: tuple[int, ...] = ()
         self.num_reprefillable_tokens = 0
+        self.retention_interval: int | None = None
 
     def get_num_blocks_to_allocate(
         self, request_id: str, num_tokens: int, new_computed_blocks: Any = None, **_: Any
@@ -239,6 +244,13 @@ class SlabcacheKVCacheManager:
         >>> importlib.util.find_spec("vllm") is None or SlabcacheKVCacheManager is not None
         True
     """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> SlabcacheKVCacheManager:
+        # A hybrid model's config builds the hybrid-group manager.
+        cfg = args[0] if args else kwargs.get("kv_cache_config")
+        if cls is SlabcacheKVCacheManager and cfg is not None and _is_hybrid_config(cfg):
+            return object.__new__(SlabcacheHybridKVCacheManager)
+        return object.__new__(cls)
 
     def __init__(
         self,
@@ -335,6 +347,13 @@ class SlabcacheKVCacheManager:
         self.empty_kv_cache_blocks = KVCacheBlocks(((),))
         self.coordinator = _CoordinatorShim(self, spec)
         self.block_pool = _BlockPoolShim(self)
+        # vLLM's check of prefix_cache_retention_interval (full attention
+        # caches densely and ignores a valid one).
+        from vllm.v1.core.kv_cache_coordinator import _validate_prefix_cache_retention_interval
+
+        retention = getattr(kv_cache_config, "prefix_cache_retention_interval", None)
+        _validate_prefix_cache_retention_interval(retention, scheduler_block_size, kv_cache_config)
+        self.coordinator.retention_interval = retention
 
     # ---- helpers -----------------------------------------------------------------
 
@@ -758,6 +777,532 @@ class SlabcacheKVCacheManager:
 
     def new_step_starts(self) -> None:
         """Nothing to do per step."""
+
+
+# ---- hybrid KV-cache groups --------------------------------------------------------
+
+
+def _is_hybrid_config(kv_cache_config: Any) -> bool:
+    """Several KV-cache groups, or one sliding-window group: the hybrid path."""
+    groups = kv_cache_config.kv_cache_groups
+    if len(groups) != 1:
+        return True
+    from vllm.v1.kv_cache_interface import SlidingWindowSpec
+
+    return type(groups[0].kv_cache_spec) is SlidingWindowSpec
+
+
+class _HybridTables(Mapping[str, list[Any]]):
+    """vLLM's ``req_to_blocks`` of one group (request id -> its blocks, the
+    null block for skipped ones), read from the core on access."""
+
+    def __init__(self, owner: SlabcacheHybridKVCacheManager, group: int) -> None:
+        self._owner = owner
+        self._group = group
+
+    def _live(self) -> list[str]:
+        o = self._owner
+        return [rid for rid, cid in o._ids.items() if o._hcore.contains(cid)]
+
+    def __getitem__(self, request_id: str) -> list[Any]:
+        o = self._owner
+        cid = o._ids.get(request_id)
+        if cid is None:
+            return []
+        objs = o._block_objs
+        return [objs[b + 1] for b in o._hcore.block_table(cid, self._group)]
+
+    def __contains__(self, request_id: object) -> bool:
+        o = self._owner
+        cid = o._ids.get(request_id) if isinstance(request_id, str) else None
+        return cid is not None and o._hcore.contains(cid)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._live())
+
+    def __len__(self) -> int:
+        return len(self._live())
+
+
+class _HybridNumCached(_HybridTables):
+    """vLLM's ``num_cached_block`` of one group (only requests it tracks)."""
+
+    def _live(self) -> list[str]:
+        o = self._owner
+        return [
+            rid
+            for rid, cid in o._ids.items()
+            if o._hcore.num_cached_blocks(cid, self._group) is not None
+        ]
+
+    def __getitem__(self, request_id: str) -> Any:
+        o = self._owner
+        cid = o._ids.get(request_id)
+        n = None if cid is None else o._hcore.num_cached_blocks(cid, self._group)
+        if n is None:
+            raise KeyError(request_id)
+        return n
+
+    def __contains__(self, request_id: object) -> bool:
+        o = self._owner
+        cid = o._ids.get(request_id) if isinstance(request_id, str) else None
+        return cid is not None and o._hcore.num_cached_blocks(cid, self._group) is not None
+
+
+class _HybridGroupShim:
+    """What the scheduler reads of one group's single-type manager."""
+
+    def __init__(self, owner: SlabcacheHybridKVCacheManager, spec: Any, group: int) -> None:
+        self.kv_cache_spec = spec
+        self.block_size = spec.block_size
+        self.kv_cache_group_id = group
+        self.req_to_blocks = _HybridTables(owner, group)
+        self.num_cached_block = _HybridNumCached(owner, group)
+        self.retains_longer_hit = False
+        self.records_new_block_ids = True
+        self.use_eagle = False
+        self.enable_caching = owner.enable_caching
+        window = getattr(spec, "sliding_window", None)
+        if window is not None:
+            self.sliding_window = window
+
+
+class _HybridCoordinatorShim:
+    """The coordinator attributes vLLM's scheduler reads, over the core."""
+
+    def __init__(self, owner: SlabcacheHybridKVCacheManager, specs: Sequence[Any]) -> None:
+        self._owner = owner
+        self.single_type_managers = [_HybridGroupShim(owner, s, i) for i, s in enumerate(specs)]
+        self.enable_partial_hash_hits = False
+        self.eagle_group_ids: set[int] = set()
+        self.num_reprefillable_tokens = 0
+        self.retention_interval: int | None = None
+        self.kv_cache_config = owner.kv_cache_config
+
+    def get_num_blocks_to_allocate(
+        self,
+        request_id: str,
+        num_tokens: int,
+        new_computed_blocks: Any = None,
+        num_encoder_tokens: int = 0,
+        total_computed_tokens: int = 0,
+        num_local_computed_tokens: int = 0,
+        num_tokens_main_model: int = 0,
+        apply_admission_cap: bool = False,
+        **_: Any,
+    ) -> int:
+        if new_computed_blocks is not None and any(len(g) for g in new_computed_blocks):
+            raise NotImplementedError(
+                "slabcache adapter: get_num_blocks_to_allocate with prefix-hit blocks"
+            )
+        o = self._owner
+        cid = o._ids.get(request_id, -(2**63))
+        return o._hcore.num_blocks_to_allocate(
+            cid, num_tokens, total_computed_tokens, apply_admission_cap
+        )
+
+    def get_blocks(self, request_id: str) -> tuple[list[Any], ...]:
+        return self._owner._group_blocks(request_id)
+
+
+class SlabcacheHybridKVCacheManager(SlabcacheKVCacheManager):
+    """:class:`SlabcacheKVCacheManager` for hybrid models: several KV-cache
+    groups (full attention and sliding window, one page size) over one block
+    pool, with vLLM 0.33's ``HybridKVCacheCoordinator`` semantics in the core
+    (``slabcache_core::blocks::groups``). ``SlabcacheKVCacheManager(...)``
+    returns one when vLLM's ``KVCacheConfig`` has several groups or a
+    sliding-window group.
+
+        >>> issubclass(SlabcacheHybridKVCacheManager, SlabcacheKVCacheManager)
+        True
+    """
+
+    def __init__(
+        self,
+        kv_cache_config: Any,
+        max_model_len: int,
+        scheduler_block_size: int,
+        hash_block_size: int,
+        max_in_flight_tokens: int | None = None,
+        enable_caching: bool = True,
+        use_eagle: bool = False,
+        num_hash_lookahead_tokens: int = 0,
+        num_prefill_lookahead: int = 0,
+        log_stats: bool = False,
+        enable_kv_cache_events: bool = False,
+        dcp_world_size: int = 1,
+        pcp_world_size: int = 1,
+        metrics_collector: Any = None,
+        watermark: float = 0.0,
+        enable_mamba_shared_prefix_checkpoint: bool = False,
+    ) -> None:
+        from vllm.v1.core.kv_cache_coordinator import _validate_prefix_cache_retention_interval
+        from vllm.v1.core.kv_cache_manager import KVCacheBlocks
+        from vllm.v1.core.kv_cache_utils import KVCacheBlock
+        from vllm.v1.kv_cache_interface import (
+            FullAttentionSpec,
+            MLAAttentionSpec,
+            SlidingWindowSpec,
+            get_kv_cache_spec_kind,
+            get_kv_cache_spec_sliding_window,
+        )
+        from vllm.v1.metrics.stats import PrefixCacheStats
+        from vllm.v1.request import RequestStatus
+
+        groups = kv_cache_config.kv_cache_groups
+        if not groups:
+            raise NotImplementedError("slabcache adapter: a model with no KV-cache group")
+        if use_eagle or dcp_world_size != 1 or pcp_world_size != 1:
+            raise NotImplementedError(
+                "slabcache adapter: EAGLE block drop and context parallelism are not supported"
+            )
+        if num_hash_lookahead_tokens or num_prefill_lookahead:
+            raise NotImplementedError("slabcache adapter: lookahead block hashing (hybrid groups)")
+        if max_in_flight_tokens is None:
+            max_in_flight_tokens = max_model_len
+        specs = [g.kv_cache_spec for g in groups]
+        core_groups: list[tuple[int, int, int]] = []
+        for g, spec in zip(groups, specs, strict=True):
+            if getattr(g, "is_eagle_group", False):
+                raise NotImplementedError("slabcache adapter: EAGLE KV-cache groups")
+            if type(spec) is SlidingWindowSpec:
+                cap = spec.max_admission_blocks_per_request(
+                    max_in_flight_tokens=max_in_flight_tokens, max_model_len=max_model_len
+                )
+                core_groups.append(
+                    (spec.sliding_window, getattr(spec, "extra_retained_tokens", 0), cap)
+                )
+            elif type(spec) in (FullAttentionSpec, MLAAttentionSpec):
+                core_groups.append((0, 0, -1))
+            else:
+                raise NotImplementedError(
+                    f"slabcache adapter: KV-cache spec {type(spec).__name__} in a hybrid model "
+                    "(full attention and sliding window are supported)"
+                )
+        block_size = specs[0].block_size
+        if any(s.block_size != block_size for s in specs) or hash_block_size != block_size:
+            raise NotImplementedError("slabcache adapter: hybrid groups with different block sizes")
+        if scheduler_block_size != block_size:
+            raise NotImplementedError("slabcache adapter: scheduler_block_size != block_size")
+        retention = getattr(kv_cache_config, "prefix_cache_retention_interval", None)
+        _validate_prefix_cache_retention_interval(retention, scheduler_block_size, kv_cache_config)
+        if retention is not None and any(w for w, _, _ in core_groups):
+            raise NotImplementedError(
+                "slabcache adapter: sparse prefix-cache retention (prefix_cache_retention_interval)"
+            )
+        self._KVCacheBlocks = KVCacheBlocks
+        self._PrefixCacheStats = PrefixCacheStats
+        self.kv_cache_config = kv_cache_config
+        self.max_model_len = max_model_len
+        self.block_size = block_size
+        self.enable_caching = enable_caching
+        self.enable_kv_cache_events = enable_kv_cache_events
+        self.use_eagle = use_eagle
+        self.log_stats = log_stats
+        self.metrics_collector = metrics_collector
+        self.prefix_cache_stats = PrefixCacheStats() if log_stats else None
+        self.num_kv_cache_groups = len(groups)
+        self.mamba_shared_prefix_checkpoint = False
+        self.retained_hit_group_ids: tuple[int, ...] = ()
+        num_blocks = kv_cache_config.num_blocks
+        if num_blocks < 2:
+            raise ValueError("the KV cache needs at least 2 blocks (one is vLLM's null block)")
+        if watermark < 0.0:
+            raise ValueError("watermark must be non-negative")
+        self.watermark_blocks = int(watermark * num_blocks)
+        self.kv_cache_event_metadata = tuple(
+            (get_kv_cache_spec_kind(s).value, get_kv_cache_spec_sliding_window(s)) for s in specs
+        )
+        from ..blocks import HybridBlockManager
+
+        self._hbm = HybridBlockManager(
+            num_blocks - 1,
+            block_size,
+            [w or None for w, _, _ in core_groups],
+            extra_retained_tokens=[e for _, e, _ in core_groups],
+            admission_caps=[None if c < 0 else c for _, _, c in core_groups],
+            enable_prefix_caching=enable_caching,
+            enable_events=enable_kv_cache_events,
+        )
+        self._hcore = self._hbm._core
+        self._block_objs = [KVCacheBlock(i) for i in range(num_blocks)]
+        self._block_objs[0].is_null = True
+        self._ids: dict[str, int] = {}
+        self._next_id = 0
+        self._new_block_ids: list[int] = []
+        self._known: dict[int, int] = {}
+        self._events: list[Any] = []
+        self._lora_of_key: dict[int, tuple[int, str]] = {}
+        # (request id, tokens) of the prompt the core last hashed in a lookup.
+        self._last_lookup: tuple[str, int] | None = None
+        self._WAITING = (RequestStatus.WAITING, RequestStatus.PREEMPTED)
+        self.empty_kv_cache_blocks = KVCacheBlocks(tuple(() for _ in groups))
+        self.coordinator = _HybridCoordinatorShim(self, specs)
+        self.coordinator.retention_interval = retention
+        self.block_pool = _HybridBlockPoolShim(self)
+
+    # ---- helpers -----------------------------------------------------------------
+
+    def _group_blocks(self, request_id: str) -> tuple[list[Any], ...]:
+        cid = self._ids.get(request_id)
+        if cid is None or not self._hcore.contains(cid):
+            return tuple([] for _ in range(self.num_kv_cache_groups))
+        objs = self._block_objs
+        return tuple([objs[b + 1] for b in t] for t in self._hcore.block_tables(cid))
+
+    def _to_blocks(self, tables: Sequence[Sequence[int]]) -> Any:
+        objs = self._block_objs
+        return self.create_kv_cache_blocks(tuple([objs[b + 1] for b in t] for t in tables))
+
+    @property
+    def usage(self) -> float:
+        total = self._hbm.num_blocks
+        return 1.0 - self._hcore.num_free_blocks / total if total else 0.0
+
+    # ---- lookup and allocation ---------------------------------------------------------
+
+    def get_computed_blocks(
+        self, request: Any, max_cache_hit_length: int | None = None
+    ) -> tuple[Any, int, int]:
+        """The longest prefix cached in every group (fixed-point search in the
+        core): per-group blocks, the null block where a window skips."""
+        if not self.prefix_cache_lookup_enabled(request):
+            return self.empty_kv_cache_blocks, 0, 0
+        limit = request.num_tokens - 1 if max_cache_hit_length is None else max_cache_hit_length
+        key = (request.request_id, request.num_tokens)
+        if key == self._last_lookup:
+            # The same waiting request as last time (refused, retried): the
+            # core still holds its prompt's hashes.
+            hit, n = self._hcore.find_longest_cache_hit(None, 0, max(0, limit))
+        else:
+            hit, n = self._hcore.find_longest_cache_hit(
+                list(request.all_token_ids), self._extra_key(request), max(0, limit)
+            )
+            self._last_lookup = key
+        return self._to_blocks(hit), n, 0
+
+    def get_computed_blocks_for_connector(
+        self, request: Any, max_cache_hit_length: int | None = None
+    ) -> tuple[Any, int, int, bool]:
+        """No Mamba group: the plain lookup, never a divergent hit."""
+        return (*self.get_computed_blocks(request, max_cache_hit_length), False)
+
+    def allocate_slots(
+        self,
+        request: Any,
+        num_new_tokens: int,
+        num_new_computed_tokens: int = 0,
+        new_computed_blocks: Any = None,
+        num_lookahead_tokens: int = 0,
+        num_external_computed_tokens: int = 0,
+        delay_cache_blocks: bool = False,
+        num_encoder_tokens: int = 0,
+        full_sequence_must_fit: bool = False,
+        reserved_blocks: int = 0,
+        has_scheduled_reqs: bool = True,
+        skip_zeroing_group_ids: tuple[int, ...] = (),
+    ) -> Any:
+        """vLLM's ``allocate_slots`` over every group (one core call)."""
+        if (
+            num_new_tokens == 0
+            and num_external_computed_tokens == 0
+            and num_new_computed_tokens == 0
+        ):
+            raise ValueError(
+                "num_new_tokens must be greater than 0 when there are no computed tokens to adopt"
+            )
+        if num_encoder_tokens:
+            raise NotImplementedError("slabcache adapter: encoder-decoder cross attention")
+        core = self._hcore
+        cid = self._register_id(request.request_id)
+        known_before = core.num_tokens(cid)
+        tokens = request.all_token_ids
+        known = len(tokens)
+        from_lookup = False
+        if known_before is None:
+            if self._last_lookup == (request.request_id, known):
+                new_tokens: list[int] | None = None
+                key = 0
+                from_lookup = True
+            else:
+                new_tokens = list(tokens)
+                key = self._extra_key(request)
+                self._last_lookup = None  # the core's remembered prompt changes
+        else:
+            new_tokens = list(tokens[known_before:]) if known > known_before else None
+            key = 0
+        hit = None
+        if new_computed_blocks is not None:
+            hit = [[b.block_id - 1 for b in g] for g in new_computed_blocks.blocks]
+        wm = self.watermark_blocks if has_scheduled_reqs and request.status in self._WAITING else 0
+        new = core.allocate_slots(
+            cid,
+            new_tokens,
+            num_new_tokens,
+            extra_key=key,
+            hit=hit,
+            num_computed_tokens=request.num_computed_tokens,
+            num_new_computed_tokens=num_new_computed_tokens,
+            num_external_computed_tokens=num_external_computed_tokens,
+            num_lookahead_tokens=num_lookahead_tokens,
+            num_in_flight_tokens=getattr(request, "num_in_flight_tokens", 0),
+            max_model_len=self.max_model_len,
+            reserved_blocks=reserved_blocks,
+            watermark_blocks=wm,
+            full_sequence_must_fit=full_sequence_must_fit,
+            delay_cache=delay_cache_blocks,
+            prompt_from_lookup=from_lookup,
+        )
+        if new is None:
+            return None
+        for g in new:
+            self._new_block_ids.extend(b + 1 for b in g)
+        return self._to_blocks(new)
+
+    def free(self, request: Any) -> None:
+        """Frees the request's blocks group by group, each table tail first."""
+        cid = self._ids.pop(request.request_id, None)
+        if cid is not None:
+            self._hcore.free(cid)
+
+    def cache_blocks(self, request: Any, num_computed_tokens: int) -> None:
+        """Caches the request's full blocks up to ``num_computed_tokens`` in every group."""
+        if not self.enable_caching:
+            return
+        cid = self._ids.get(request.request_id)
+        if cid is None:
+            return
+        core = self._hcore
+        have = core.num_tokens(cid)
+        if have is None:
+            return
+        tokens = request.all_token_ids
+        if len(tokens) > have:
+            core.append_tokens(cid, list(tokens[have:]))
+        core.cache_blocks(cid, num_computed_tokens)
+
+    def remove_skipped_blocks(
+        self, request_id: str, processed_computed_tokens: int, num_prompt_tokens: int | None = None
+    ) -> None:
+        """Frees the sliding-window blocks that left the window."""
+        cid = self._ids.get(request_id)
+        if cid is not None:
+            self._hcore.remove_skipped_blocks(cid, max(0, processed_computed_tokens))
+
+    def reset_prefix_cache(self) -> bool:
+        """Drops every cached hash; False while any block is in use. One
+        ``AllBlocksCleared`` event."""
+        if not self._hcore.reset_prefix_cache():
+            return False
+        if self.enable_kv_cache_events:
+            from vllm.distributed.kv_events import AllBlocksCleared
+
+            self._events.extend(self._convert_hybrid_events())
+            self._events.append(AllBlocksCleared())
+        if self.log_stats:
+            self.prefix_cache_stats.reset = True
+        return True
+
+    def take_events(self) -> list[Any]:
+        """KV-cache events in vLLM's schema, per group (``group_idx``)."""
+        if not self.enable_kv_cache_events:
+            return []
+        out, self._events = self._events, []
+        out.extend(self._convert_hybrid_events())
+        return out
+
+    def _convert_hybrid_events(self) -> list[Any]:
+        from vllm.distributed.kv_events import MEDIUM_GPU, BlockRemoved, BlockStored
+
+        out: list[Any] = []
+        meta = self.kv_cache_event_metadata
+        for kind, group, _blocks, hashes, parent, key, toks in self._hcore.drain_events():
+            if kind == 0:
+                lora = self._lora_of_key.get(key)
+                out.append(
+                    BlockStored(
+                        block_hashes=list(hashes),
+                        parent_block_hash=parent,
+                        token_ids=toks,
+                        block_size=self.block_size,
+                        lora_id=None if lora is None else lora[0],
+                        medium=MEDIUM_GPU,
+                        lora_name=None if lora is None else lora[1],
+                        group_idx=group,
+                        kv_cache_spec_kind=meta[group][0],
+                        kv_cache_spec_sliding_window=meta[group][1],
+                    )
+                )
+            else:
+                out.append(
+                    BlockRemoved(block_hashes=list(hashes), medium=MEDIUM_GPU, group_idx=group)
+                )
+        return out
+
+    def get_blocks(self, request_id: str) -> Any:
+        return self.create_kv_cache_blocks(self._group_blocks(request_id))
+
+    def get_block_ids(self, request_id: str) -> tuple[list[int], ...]:
+        """The request's block tables, one per group (0: the null block)."""
+        return self.get_blocks(request_id).get_block_ids()
+
+    def get_block_ids_for_computed_tokens(
+        self, request_id: str, num_computed_tokens: int
+    ) -> tuple[list[int], ...]:
+        n = _cdiv(num_computed_tokens, self.block_size)
+        return tuple(ids[:n] for ids in self.get_block_ids(request_id))
+
+    def estimate_cached_tokens(self, request: Any) -> int:
+        """The shortest, over the groups, of the longest cached prefix a held block ends."""
+        cid = self._ids.get(request.request_id)
+        if cid is None or not self.enable_caching or not self._hcore.contains(cid):
+            return 0
+        core = self._hcore
+        best: int | None = None
+        for t in core.block_tables(cid):
+            n = 0
+            for i in range(len(t) - 1, -1, -1):
+                if t[i] >= 0 and core.cached_hash(t[i]) is not None:
+                    n = (i + 1) * self.block_size
+                    break
+            best = n if best is None else min(best, n)
+        return best or 0
+
+    def create_kv_cache_blocks(self, blocks: tuple[list[Any], ...]) -> Any:
+        return self._KVCacheBlocks(blocks) if any(blocks) else self.empty_kv_cache_blocks
+
+    def truncate_computed_blocks(self, blocks: Any, num_computed_tokens: int) -> Any:
+        assert num_computed_tokens % self.block_size == 0
+        n = num_computed_tokens // self.block_size
+        return self.create_kv_cache_blocks(tuple(list(g[:n]) for g in blocks.blocks))
+
+    def record_blocks_for_zeroing(self, request_id: str, start_token: int) -> None:
+        assert start_token % self.block_size == 0
+        start = start_token // self.block_size
+        for ids in self.get_block_ids(request_id):
+            self._new_block_ids.extend(ids[start:])
+
+    def get_num_common_prefix_blocks(self, running_request_id: str) -> list[int]:
+        return [0] * self.num_kv_cache_groups
+
+    def evict_blocks(self, block_ids: set[int]) -> None:
+        """Drops these blocks' cached hashes (a failed KV load); they stay held."""
+        self._hcore.evict_blocks(sorted(b - 1 for b in block_ids if b > 0))
+
+
+class _HybridBlockPoolShim(_BlockPoolShim):
+    """vLLM's ``block_pool`` surface over the hybrid core."""
+
+    def __init__(self, owner: SlabcacheHybridKVCacheManager) -> None:
+        self._owner = owner
+        self.null_block = owner._block_objs[0]
+
+    def get_num_free_blocks(self) -> int:
+        return self._owner._hcore.num_free_blocks
+
+    @property
+    def num_gpu_blocks(self) -> int:
+        return self._owner._hbm.num_blocks + 1
 
 
 def install() -> None:

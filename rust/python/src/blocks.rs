@@ -10,10 +10,12 @@ use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1};
 use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyInt, PyList};
+use pyo3::types::{PyBytes, PyDict, PyInt, PyList};
+use slabcache_core::blocks::sliding_window::NULL_BLOCK;
 use slabcache_core::blocks::{
     tokens_from_i32, Admission, BlockEventKind, BlockManager, BlockManagerConfig, CopyRange,
-    ScheduleConfig, ScheduleInput, StepInput,
+    GroupKind, GroupSpec, HybridAlloc, HybridBlockManager, HybridConfig, ScheduleConfig,
+    ScheduleInput, StepInput,
 };
 use slabcache_core::ErrorKind;
 
@@ -106,6 +108,22 @@ fn ids_array<'py>(py: Python<'py>, ids: &[u32]) -> Bound<'py, PyArray1<i32>> {
         .into_pyarray(py)
 }
 
+/// `m`'s guard, waiting with the GIL released while another thread holds it.
+fn lock_waiting<'a, T: Send>(py: Python<'_>, m: &'a Mutex<T>) -> MutexGuard<'a, T> {
+    loop {
+        match m.try_lock() {
+            Ok(g) => return g,
+            // The core does not panic on bad input; a panic mid-call is a
+            // bug that check_invariants() would report, not a reason to
+            // make the object unusable.
+            Err(TryLockError::Poisoned(p)) => return p.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                py.allow_threads(|| drop(m.lock()));
+            }
+        }
+    }
+}
+
 /// The native block manager (see `slabcache.blocks.BlockManager`).
 ///
 /// The manager sits behind a mutex, not pyo3's borrow flag: `step` runs with
@@ -119,19 +137,7 @@ pub struct PyBlockManager {
 impl PyBlockManager {
     /// The manager, waiting (with the GIL released) while another thread holds it.
     fn lock(&self, py: Python<'_>) -> MutexGuard<'_, BlockManager> {
-        loop {
-            match self.inner.try_lock() {
-                Ok(g) => return g,
-                // The core does not panic on bad input; a panic mid-call is a
-                // bug that check_invariants() would report, not a reason to
-                // make the object unusable.
-                Err(TryLockError::Poisoned(p)) => return p.into_inner(),
-                Err(TryLockError::WouldBlock) => {
-                    let m = &self.inner;
-                    py.allow_threads(|| drop(m.lock()));
-                }
-            }
-        }
+        lock_waiting(py, &self.inner)
     }
 }
 
@@ -692,6 +698,329 @@ impl PyBlockManager {
     }
 }
 
+/// A table as Python ints, the null block as -1.
+fn table_list(t: &[u32]) -> Vec<i64> {
+    t.iter()
+        .map(|&b| if b == NULL_BLOCK { -1 } else { b as i64 })
+        .collect()
+}
+
+/// A table from Python ints (-1: the null block).
+fn table_from(name: &str, t: &[i64]) -> PyResult<Vec<u32>> {
+    t.iter()
+        .map(|&b| match b {
+            -1 => Ok(NULL_BLOCK),
+            b if (0..NULL_BLOCK as i64).contains(&b) => Ok(b as u32),
+            b => Err(py_err(
+                ErrorKind::InvalidArgument,
+                format!("{name}: block id {b} out of range"),
+            )),
+        })
+        .collect()
+}
+
+/// The native hybrid-group manager (see `slabcache.blocks.HybridBlockManager`).
+#[pyclass(module = "slabcache._native", name = "HybridBlockManagerCore", frozen)]
+pub struct PyHybridBlockManager {
+    inner: Mutex<HybridBlockManager>,
+}
+
+impl PyHybridBlockManager {
+    fn lock(&self, py: Python<'_>) -> MutexGuard<'_, HybridBlockManager> {
+        lock_waiting(py, &self.inner)
+    }
+}
+
+type PyGroupEvent<'py> = (
+    u8,
+    usize,
+    Vec<i64>,
+    Vec<Bound<'py, PyBytes>>,
+    Option<Bound<'py, PyBytes>>,
+    u64,
+    Vec<u32>,
+);
+
+#[pymethods]
+impl PyHybridBlockManager {
+    /// `groups`: one `(sliding_window, extra_retained_tokens, admission_cap)`
+    /// per group; `sliding_window` 0 is full attention, `admission_cap` -1 none.
+    #[new]
+    #[pyo3(signature = (num_blocks, block_size, groups, enable_prefix_caching=true, enable_events=false))]
+    fn new(
+        num_blocks: i64,
+        block_size: i64,
+        groups: Vec<(i64, i64, i64)>,
+        enable_prefix_caching: bool,
+        enable_events: bool,
+    ) -> PyResult<Self> {
+        let mut specs = Vec::with_capacity(groups.len());
+        for (window, extra, cap) in groups {
+            let window = count("sliding_window", window)?;
+            let kind = if window == 0 {
+                GroupKind::Full
+            } else {
+                GroupKind::SlidingWindow {
+                    window,
+                    extra_retained: count("extra_retained_tokens", extra)?,
+                }
+            };
+            let admission_cap = if cap < 0 { None } else { Some(cap as usize) };
+            specs.push(GroupSpec {
+                kind,
+                admission_cap,
+            });
+        }
+        let cfg = HybridConfig {
+            num_blocks: count("num_blocks", num_blocks)?,
+            block_size: count("block_size", block_size)?,
+            groups: specs,
+            enable_caching: enable_prefix_caching,
+            enable_events,
+        };
+        Ok(PyHybridBlockManager {
+            inner: Mutex::new(HybridBlockManager::new(cfg).py()?),
+        })
+    }
+
+    #[getter]
+    fn num_blocks(&self, py: Python<'_>) -> usize {
+        self.lock(py).num_blocks()
+    }
+    #[getter]
+    fn block_size(&self, py: Python<'_>) -> usize {
+        self.lock(py).config().block_size
+    }
+    #[getter]
+    fn num_groups(&self, py: Python<'_>) -> usize {
+        self.lock(py).config().groups.len()
+    }
+    #[getter]
+    fn enable_prefix_caching(&self, py: Python<'_>) -> bool {
+        self.lock(py).config().enable_caching
+    }
+    #[getter]
+    fn num_free_blocks(&self, py: Python<'_>) -> usize {
+        self.lock(py).num_free_blocks()
+    }
+
+    fn contains(&self, py: Python<'_>, req_id: i64) -> bool {
+        self.lock(py).contains(req_id)
+    }
+
+    #[pyo3(signature = (token_ids, extra_key=0, max_hit_tokens=None))]
+    fn find_longest_cache_hit(
+        &self,
+        py: Python<'_>,
+        token_ids: &Bound<'_, PyAny>,
+        extra_key: u64,
+        max_hit_tokens: Option<i64>,
+    ) -> PyResult<(Vec<Vec<i64>>, usize)> {
+        let limit = match max_hit_tokens {
+            Some(m) => count("max_hit_tokens", m)?,
+            None => usize::MAX,
+        };
+        // None: the last looked-up prompt again (its hashes are remembered).
+        let (hit, n) = if token_ids.is_none() {
+            self.lock(py).find_longest_cache_hit_again(limit)
+        } else {
+            let toks = token_vec(token_ids)?;
+            self.lock(py)
+                .find_longest_cache_hit(&toks, extra_key, limit)
+        };
+        Ok((hit.iter().map(|t| table_list(t)).collect(), n))
+    }
+
+    #[pyo3(signature = (req_id, new_tokens, num_new_tokens, *, extra_key=0, hit=None, num_computed_tokens=0, num_new_computed_tokens=0, num_external_computed_tokens=0, num_lookahead_tokens=0, num_in_flight_tokens=0, max_model_len=i64::MAX, reserved_blocks=0, watermark_blocks=0, full_sequence_must_fit=false, delay_cache=false, prompt_from_lookup=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn allocate_slots(
+        &self,
+        py: Python<'_>,
+        req_id: i64,
+        new_tokens: &Bound<'_, PyAny>,
+        num_new_tokens: i64,
+        extra_key: u64,
+        hit: Option<Vec<Vec<i64>>>,
+        num_computed_tokens: i64,
+        num_new_computed_tokens: i64,
+        num_external_computed_tokens: i64,
+        num_lookahead_tokens: i64,
+        num_in_flight_tokens: i64,
+        max_model_len: i64,
+        reserved_blocks: i64,
+        watermark_blocks: i64,
+        full_sequence_must_fit: bool,
+        delay_cache: bool,
+        prompt_from_lookup: bool,
+    ) -> PyResult<Option<Vec<Vec<i64>>>> {
+        let toks = if new_tokens.is_none() {
+            Vec::new()
+        } else {
+            token_vec(new_tokens)?
+        };
+        let hit: Vec<Vec<u32>> = match hit {
+            None => Vec::new(),
+            Some(h) => h
+                .iter()
+                .map(|t| table_from("hit", t))
+                .collect::<PyResult<_>>()?,
+        };
+        let a = HybridAlloc {
+            new_tokens: &toks,
+            extra_key,
+            hit: &hit,
+            num_computed_tokens: count("num_computed_tokens", num_computed_tokens)?,
+            num_new_computed_tokens: count("num_new_computed_tokens", num_new_computed_tokens)?,
+            num_external_computed_tokens: count(
+                "num_external_computed_tokens",
+                num_external_computed_tokens,
+            )?,
+            num_new_tokens: count("num_new_tokens", num_new_tokens)?,
+            num_lookahead_tokens: count("num_lookahead_tokens", num_lookahead_tokens)?,
+            num_in_flight_tokens: count("num_in_flight_tokens", num_in_flight_tokens)?,
+            max_model_len: count("max_model_len", max_model_len)?,
+            reserved_blocks: count("reserved_blocks", reserved_blocks)?,
+            watermark_blocks: count("watermark_blocks", watermark_blocks)?,
+            full_sequence_must_fit,
+            delay_cache,
+            prompt_from_lookup,
+        };
+        let out = self.lock(py).allocate_slots(req_id, &a).py()?;
+        Ok(out.map(|g| g.iter().map(|t| table_list(t)).collect()))
+    }
+
+    #[pyo3(signature = (req_id, num_tokens, total_computed_tokens, apply_admission_cap=false))]
+    fn num_blocks_to_allocate(
+        &self,
+        py: Python<'_>,
+        req_id: i64,
+        num_tokens: i64,
+        total_computed_tokens: i64,
+        apply_admission_cap: bool,
+    ) -> PyResult<usize> {
+        let n = count("num_tokens", num_tokens)?;
+        let c = count("total_computed_tokens", total_computed_tokens)?;
+        Ok(self
+            .lock(py)
+            .num_blocks_to_allocate(req_id, n, c, apply_admission_cap))
+    }
+
+    fn append_tokens(
+        &self,
+        py: Python<'_>,
+        req_id: i64,
+        token_ids: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let toks = token_vec(token_ids)?;
+        self.lock(py).append_tokens(req_id, &toks).py()
+    }
+
+    fn cache_blocks(&self, py: Python<'_>, req_id: i64, num_tokens: i64) -> PyResult<()> {
+        let n = count("num_tokens", num_tokens)?;
+        self.lock(py).cache_blocks(req_id, n).py()
+    }
+
+    fn remove_skipped_blocks(
+        &self,
+        py: Python<'_>,
+        req_id: i64,
+        num_computed_tokens: i64,
+    ) -> PyResult<()> {
+        let n = count("num_computed_tokens", num_computed_tokens)?;
+        self.lock(py).remove_skipped_blocks(req_id, n);
+        Ok(())
+    }
+
+    fn free(&self, py: Python<'_>, req_id: i64) {
+        self.lock(py).free(req_id);
+    }
+
+    fn block_table(&self, py: Python<'_>, req_id: i64, group: usize) -> Vec<i64> {
+        table_list(self.lock(py).block_table(req_id, group))
+    }
+
+    fn block_tables(&self, py: Python<'_>, req_id: i64) -> Vec<Vec<i64>> {
+        let g = self.lock(py);
+        (0..g.config().groups.len())
+            .map(|i| table_list(g.block_table(req_id, i)))
+            .collect()
+    }
+
+    fn num_cached_blocks(&self, py: Python<'_>, req_id: i64, group: usize) -> Option<usize> {
+        self.lock(py).num_cached_blocks(req_id, group)
+    }
+
+    fn num_tokens(&self, py: Python<'_>, req_id: i64) -> Option<usize> {
+        self.lock(py).num_tokens(req_id)
+    }
+
+    fn ref_count(&self, py: Python<'_>, block_id: i64) -> PyResult<u32> {
+        let b = u32::try_from(block_id).map_err(|_| {
+            py_err(
+                ErrorKind::InvalidArgument,
+                format!("block id {block_id} out of range"),
+            )
+        })?;
+        self.lock(py).ref_count(b).py()
+    }
+
+    /// `(group, 32-byte hash)` a block is cached under, or None.
+    fn cached_hash<'py>(
+        &self,
+        py: Python<'py>,
+        block_id: i64,
+    ) -> Option<(usize, Bound<'py, PyBytes>)> {
+        let b = u32::try_from(block_id).ok()?;
+        let c = self.lock(py).cached_hash(b);
+        c.map(|(h, g)| (g, PyBytes::new(py, &h.0)))
+    }
+
+    fn free_block_order<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i32>> {
+        ids_array(py, &self.lock(py).free_block_order())
+    }
+
+    fn reset_prefix_cache(&self, py: Python<'_>) -> bool {
+        self.lock(py).reset_prefix_cache()
+    }
+
+    fn evict_blocks(&self, py: Python<'_>, block_ids: Vec<i64>) -> PyResult<()> {
+        let ids = table_from("block_ids", &block_ids)?;
+        if ids.contains(&NULL_BLOCK) {
+            return Err(py_err(
+                ErrorKind::InvalidArgument,
+                "block id -1 out of range",
+            ));
+        }
+        self.lock(py).evict_blocks(&ids).py()
+    }
+
+    /// `(kind, group, blocks, hashes, parent, extra_key, token_ids)` per event;
+    /// kind 0 stored, 1 removed.
+    fn drain_events<'py>(&self, py: Python<'py>) -> Vec<PyGroupEvent<'py>> {
+        let ev = self.lock(py).drain_events();
+        ev.into_iter()
+            .map(|e| {
+                (
+                    match e.kind {
+                        BlockEventKind::Stored => 0u8,
+                        BlockEventKind::Removed => 1u8,
+                    },
+                    e.group,
+                    table_list(&e.blocks),
+                    e.hashes.iter().map(|h| PyBytes::new(py, &h.0)).collect(),
+                    e.parent.map(|h| PyBytes::new(py, &h.0)),
+                    e.extra_key,
+                    e.tokens,
+                )
+            })
+            .collect()
+    }
+
+    fn check_invariants(&self, py: Python<'_>) -> PyResult<()> {
+        self.lock(py).check_invariants().py()
+    }
+}
+
 /// Chained BLAKE3 hashes of every full block of `token_ids`: uint8 (n, 32).
 #[pyfunction]
 #[pyo3(signature = (token_ids, block_size, extra_key=0))]
@@ -722,6 +1051,7 @@ fn block_hashes<'py>(
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyBlockManager>()?;
+    m.add_class::<PyHybridBlockManager>()?;
     m.add_function(wrap_pyfunction!(block_hashes, m)?)?;
     Ok(())
 }

@@ -189,6 +189,29 @@ impl BlockPool {
             .stored_tokens(block, hash, parent, tokens, extra_key);
     }
 
+    /// Drops `block`'s cached hash (the block stays where it is: held, or in
+    /// the free queue), returning it; vLLM's `evict_blocks`. No event is
+    /// recorded here (the caller knows what the hash meant).
+    ///
+    /// ```
+    /// use slabcache_core::blocks::{BlockHash, BlockPool};
+    /// let mut pool = BlockPool::new(2, false);
+    /// let b = pool.allocate().unwrap();
+    /// let h = BlockHash::of_block(None, 0, &[1]);
+    /// pool.cache(b, h, None);
+    /// assert_eq!(pool.uncache(b), Some(h));
+    /// assert_eq!(pool.lookup(&h), None);
+    /// ```
+    pub fn uncache(&mut self, block: u32) -> Option<BlockHash> {
+        let i = block as usize;
+        let h = self.hash[i].take()?;
+        self.cache.remove(&h, block);
+        if self.ref_cnt[i] == 0 {
+            self.cached_free -= 1;
+        }
+        Some(h)
+    }
+
     /// Drops every cached hash of a free block (`reset_prefix_cache`); `false`
     /// (and nothing changed) if some cached block is still referenced.
     pub fn reset_prefix_cache(&mut self) -> bool {

@@ -26,6 +26,8 @@
 //! | `step.rs`          | [`BlockManager::step`]: one call per scheduler step       |
 //! | `schedule.rs`      | [`BlockManager::schedule`]: vLLM's scheduler step, exact  |
 //! | `invariants.rs`    | [`BlockManager::check_invariants`]                        |
+//! | `sliding_window.rs`| sliding-window hit search, blocks outside the window      |
+//! | `groups.rs`        | [`HybridBlockManager`]: hybrid KV-cache groups, one pool  |
 //!
 //! ```
 //! use slabcache_core::blocks::{BlockManager, BlockManagerConfig, StepInput};
@@ -49,11 +51,13 @@ pub mod block_pool;
 pub mod events;
 pub mod free_queue;
 pub mod freed_ids;
+pub mod groups;
 pub mod invariants;
 pub mod manager;
 pub mod prefix_cache;
 pub mod request_table;
 pub mod schedule;
+pub mod sliding_window;
 pub mod stats;
 pub mod step;
 pub mod swap;
@@ -84,6 +88,7 @@ pub use block_pool::BlockPool;
 pub use events::{BlockEvent, BlockEventKind, EventLog};
 pub use free_queue::FreeBlockQueue;
 pub use freed_ids::FreedIds;
+pub use groups::{GroupEvent, GroupKind, GroupSpec, HybridAlloc, HybridBlockManager, HybridConfig};
 pub use manager::{tokens_from_i32, BlockManager, BlockManagerConfig};
 pub use prefix_cache::PrefixCache;
 pub use request_table::{Queue, RequestState, RequestTable, Residency};
