@@ -293,6 +293,25 @@ impl<K, T, N> Block<K, T, N> {
         unsafe { dealloc(h as *mut u8, Layout::from_size_align_unchecked(size, align)) };
     }
 
+    /// Takes apart a block that was built but never published: returns the
+    /// item at `item` (and, if `key_owned`, the key at the same index), and
+    /// frees the memory without dropping anything else (the other entries
+    /// are bitwise copies still owned by the block they came from).
+    ///
+    /// # Safety
+    /// `h` is a finished, unpublished block that owns exactly those entries.
+    pub unsafe fn discard(h: *mut Header<K, N>, item: usize, key_owned: bool) -> (Option<K>, T) {
+        // SAFETY: the caller guarantees `h` is ours alone and that the named
+        // entries are initialised and owned by it: each is read out once, then
+        // the memory is freed with nothing dropped.
+        unsafe {
+            let t = ptr::read(&Self::items(h)[item]);
+            let k = key_owned.then(|| ptr::read(&Self::keys(h)[item]));
+            Self::free_shallow(h, None, None, false);
+            (k, t)
+        }
+    }
+
     /// Frees the block and drops every key and item.
     ///
     /// # Safety
@@ -477,34 +496,40 @@ mod tests {
         }
     }
 
+    fn filled<T: From<u8> + Copy>(n: usize) -> *mut Header<T, ()> {
+        let mut b = Builder::<T, T, ()>::new(ptr::null(), None, n, n);
+        for _ in 0..n {
+            b.push_key(T::from(1));
+            b.push_item(T::from(2));
+        }
+        b.finish()
+    }
+
     #[test]
     fn pool_reuses_exact_sizes_within_budget() {
         // A freed block of one size comes back for the next block of that size.
-        let b = Builder::<u64, u64, ()>::new(ptr::null(), None, 5, 5);
-        let h = b.finish();
+        let h = filled::<u64>(5);
         let before = pool::cached_bytes();
         // SAFETY: `h` was just built; freed once.
         unsafe { Block::<u64, u64, ()>::free_deep(h) };
         assert!(pool::cached_bytes() > before);
-        let again = Builder::<u64, u64, ()>::new(ptr::null(), None, 5, 5).finish();
+        let again = filled::<u64>(5);
         assert_eq!(again, h, "same-size block reused from the cache");
         assert_eq!(pool::cached_bytes(), before);
         // SAFETY: as above.
         unsafe { Block::<u64, u64, ()>::free_deep(again) };
         // The cache never holds more than its budget.
-        let many: Vec<_> = (0..2000)
-            .map(|_| Builder::<u64, u64, ()>::new(ptr::null(), None, 60, 60).finish())
-            .collect();
+        let many: Vec<_> = (0..2000).map(|_| filled::<u64>(60)).collect();
         for h in many {
             // SAFETY: each block freed once.
             unsafe { Block::<u64, u64, ()>::free_deep(h) };
         }
         assert!(pool::cached_bytes() <= pool::BUDGET);
         // Over-aligned or large blocks bypass the cache and still work.
-        let big = Builder::<u64, u64, ()>::new(ptr::null(), None, 1000, 1000).finish();
+        let big = filled::<u64>(1000);
         // SAFETY: as above.
         unsafe { Block::<u64, u64, ()>::free_deep(big) };
-        let wide = Builder::<u128, u128, ()>::new(ptr::null(), None, 3, 3).finish();
+        let wide = filled::<u128>(3);
         // SAFETY: as above.
         unsafe { Block::<u128, u128, ()>::free_deep(wide) };
     }

@@ -72,7 +72,9 @@ mod search;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-pub use config::{Config, DefaultConfig, Fanout128, Fanout16, Fanout32, Fanout64, NodeLock};
+pub use config::{
+    Config, DefaultConfig, Fanout128, Fanout16, Fanout32, Fanout64, NodeLock, SpinParkLock,
+};
 pub use iter::{Range, RangeCursor};
 pub use key::F64Key;
 pub use rank::PositionIndex;

@@ -24,9 +24,10 @@
 //! (crossbeam's own bags behave the same way); [`reclaim_garbage`] hands them
 //! over and frees everything that is ready.
 
-use std::cell::RefCell;
+use std::sync::{Arc, Weak};
 
 use crossbeam_epoch::Guard;
+use parking_lot::Mutex;
 
 /// Retirements per hand-over to the epoch collector.
 const BATCH: usize = 64;
@@ -112,9 +113,19 @@ impl Drop for Lists {
     }
 }
 
+/// Every thread's lists, so that [`reclaim_garbage`] can hand over and free
+/// what other threads hold too (a batch's deferred call lands in whichever
+/// thread's ready list ran it). A thread locks only its own lists, with
+/// `try_lock`: uncontended except while `reclaim_garbage` visits them.
+static REGISTRY: Mutex<Vec<Weak<Mutex<Lists>>>> = Mutex::new(Vec::new());
+
 thread_local! {
-    static LISTS: RefCell<Lists> = const {
-        RefCell::new(Lists { limbo: Vec::new(), ready: Vec::new(), spare: Vec::new() })
+    static LISTS: Arc<Mutex<Lists>> = {
+        let l = Arc::new(Mutex::new(Lists { limbo: Vec::new(), ready: Vec::new(), spare: Vec::new() }));
+        let mut reg = REGISTRY.lock();
+        reg.retain(|w| w.strong_count() > 0);
+        reg.push(Arc::downgrade(&l));
+        l
     };
 }
 
@@ -122,7 +133,7 @@ fn defer_batch(guard: &Guard, batch: Batch) {
     let run = move || {
         let mut batch = Some(batch);
         let _ = LISTS.try_with(|l| {
-            let Ok(mut l) = l.try_borrow_mut() else {
+            let Some(mut l) = l.try_lock() else {
                 return;
             };
             if l.ready.len() < MAX_READY {
@@ -171,7 +182,7 @@ pub(crate) fn retire(guard: &Guard, r: Retired) {
     let mut r = Some(r);
     let full = LISTS
         .try_with(|l| {
-            let mut l = l.try_borrow_mut().ok()?;
+            let mut l = l.try_lock()?;
             let l = &mut *l;
             drain(l, DRAIN);
             if l.limbo.capacity() == 0 {
@@ -200,7 +211,7 @@ pub(crate) fn retire(guard: &Guard, r: Retired) {
 #[inline]
 pub(crate) fn after_write(_guard: &Guard) {
     let _ = LISTS.try_with(|l| {
-        if let Ok(mut l) = l.try_borrow_mut() {
+        if let Some(mut l) = l.try_lock() {
             drain(&mut l, DRAIN);
         }
     });
@@ -216,28 +227,30 @@ pub(crate) fn after_write(_guard: &Guard) {
 /// slabcache_core::skiplist::reclaim_garbage();
 /// ```
 pub fn reclaim_garbage() {
-    let limbo = LISTS
-        .try_with(|l| {
-            l.try_borrow_mut()
-                .map(|mut l| std::mem::take(&mut l.limbo))
-                .ok()
-        })
-        .ok()
-        .flatten();
-    if let Some(limbo) = limbo.filter(|b| !b.is_empty()) {
-        defer_batch(&crossbeam_epoch::pin(), Batch(limbo));
+    let all: Vec<Arc<Mutex<Lists>>> = {
+        let mut reg = REGISTRY.lock();
+        reg.retain(|w| w.strong_count() > 0);
+        reg.iter().filter_map(Weak::upgrade).collect()
+    };
+    // Hand every thread's limbo over: its objects are unlinked already, and
+    // a later hand-over by another pinned thread is as safe as the owner's.
+    // Lists another thread is using right now (try_lock fails) are skipped.
+    for l in &all {
+        let limbo = l.try_lock().map(|mut l| std::mem::take(&mut l.limbo));
+        if let Some(limbo) = limbo.filter(|b| !b.is_empty()) {
+            defer_batch(&crossbeam_epoch::pin(), Batch(limbo));
+        }
     }
     for _ in 0..8 {
         crossbeam_epoch::pin().flush();
     }
-    let _ = LISTS.try_with(|l| {
-        if let Ok(mut l) = l.try_borrow_mut() {
-            for batch in std::mem::take(&mut l.ready) {
-                // SAFETY: ready batches' epochs have passed.
-                unsafe { Batch(batch).release_all() };
-            }
+    for l in &all {
+        let ready = l.try_lock().map(|mut l| std::mem::take(&mut l.ready));
+        for batch in ready.unwrap_or_default() {
+            // SAFETY: ready batches' epochs have passed.
+            unsafe { Batch(batch).release_all() };
         }
-    });
+    }
 }
 
 /// Hands memory the allocator holds free back to the operating system
