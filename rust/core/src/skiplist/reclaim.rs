@@ -13,8 +13,11 @@
 //!
 //! - **limbo**: blocks retired by this thread, not yet handed over. Every
 //!   [`BATCH`] retirements the whole list goes to crossbeam as *one* deferred
-//!   call (three words, stored inline in the bag) and the bag is flushed: one
-//!   flush per `BATCH` writes instead of one per 16.
+//!   call (three words, stored inline in the bag), and the bag is flushed
+//!   after that write: one flush per `BATCH` writes instead of one per 16.
+//!   Retiring never runs a destructor (writers retire with node locks held,
+//!   and a value's destructor may write to the same map): all freeing happens
+//!   in [`after_write`], with no lock held, or in the collector's own pacing.
 //! - **ready**: batches whose epoch has passed (no reader can hold them).
 //!   The deferred call only moves its batch here (O(1), whichever thread runs
 //!   it); each write then frees at most [`DRAIN`] ready blocks (into the
@@ -92,6 +95,8 @@ impl Batch {
 }
 
 struct Lists {
+    /// A batch was handed over since the last flush.
+    unflushed: bool,
     limbo: Vec<Retired>,
     ready: Vec<Vec<Retired>>,
     /// An empty buffer kept for the next limbo list.
@@ -108,7 +113,9 @@ impl Drop for Lists {
         if !limbo.is_empty() {
             // Thread exit: hand the rest over (crossbeam pins a fresh handle
             // if this thread's own is already gone).
-            defer_batch(&crossbeam_epoch::pin(), Batch(limbo));
+            let guard = crossbeam_epoch::pin();
+            defer_batch(&guard, Batch(limbo));
+            guard.flush();
         }
     }
 }
@@ -121,7 +128,7 @@ static REGISTRY: Mutex<Vec<Weak<Mutex<Lists>>>> = Mutex::new(Vec::new());
 
 thread_local! {
     static LISTS: Arc<Mutex<Lists>> = {
-        let l = Arc::new(Mutex::new(Lists { limbo: Vec::new(), ready: Vec::new(), spare: Vec::new() }));
+        let l = Arc::new(Mutex::new(Lists { unflushed: false, limbo: Vec::new(), ready: Vec::new(), spare: Vec::new() }));
         let mut reg = REGISTRY.lock();
         reg.retain(|w| w.strong_count() > 0);
         reg.push(Arc::downgrade(&l));
@@ -129,6 +136,10 @@ thread_local! {
     };
 }
 
+/// Hands `batch` to the epoch collector. Runs no destructor (crossbeam's
+/// `defer` at most pushes a full bag, it does not collect): callable while a
+/// node lock is held. The flush that lets it be collected soon comes in
+/// [`after_write`].
 fn defer_batch(guard: &Guard, batch: Batch) {
     let run = move || {
         let mut batch = Some(batch);
@@ -152,19 +163,21 @@ fn defer_batch(guard: &Guard, batch: Batch) {
     // and the batch is handed over now, while pinned: after this epoch no
     // reader can reach any of them. `run` owns the batch (`Send`).
     unsafe { guard.defer_unchecked(run) };
-    guard.flush();
 }
 
-/// Frees up to `n` ready objects of this thread.
+/// Moves up to `out.len()` ready objects of this thread into `out`.
 #[inline]
-fn drain(l: &mut Lists, n: usize) {
-    for _ in 0..n {
+fn take_ready(l: &mut Lists, out: &mut [Option<Retired>]) {
+    let mut n = 0;
+    while n < out.len() {
         let Some(batch) = l.ready.last_mut() else {
             return;
         };
         match batch.pop() {
-            // SAFETY: ready objects' epochs have passed; each is popped once.
-            Some(r) => unsafe { r.release() },
+            Some(r) => {
+                out[n] = Some(r);
+                n += 1;
+            }
             None => {
                 let empty = l.ready.pop().expect("a last batch");
                 if l.spare.capacity() == 0 {
@@ -176,7 +189,9 @@ fn drain(l: &mut Lists, n: usize) {
 }
 
 /// Retires `r` (unlinked by the caller, who is pinned by `guard`): it is
-/// freed once no reader that could have seen it remains.
+/// freed once no reader that could have seen it remains. Runs no destructor
+/// (writers call it with node locks held, and a value's destructor may write
+/// to the same map): freeing happens in [`after_write`].
 #[inline]
 pub(crate) fn retire(guard: &Guard, r: Retired) {
     let mut r = Some(r);
@@ -184,13 +199,13 @@ pub(crate) fn retire(guard: &Guard, r: Retired) {
         .try_with(|l| {
             let mut l = l.try_lock()?;
             let l = &mut *l;
-            drain(l, DRAIN);
             if l.limbo.capacity() == 0 {
                 l.limbo = std::mem::take(&mut l.spare);
                 l.limbo.reserve_exact(BATCH);
             }
             l.limbo.extend(r.take());
             (l.limbo.len() >= BATCH).then(|| {
+                l.unflushed = true;
                 let spare = std::mem::take(&mut l.spare);
                 Batch(std::mem::replace(&mut l.limbo, spare))
             })
@@ -202,19 +217,37 @@ pub(crate) fn retire(guard: &Guard, r: Retired) {
     }
     if let Some(r) = r {
         // Re-entered from a destructor, or the thread is exiting: hand this
-        // one over on its own.
+        // one over on its own (crossbeam's own pacing collects it).
         defer_batch(guard, Batch(vec![r]));
     }
 }
 
-/// Call after each write, with the write's guard: frees a few ready blocks.
+/// Call after each write, with the write's guard and no lock held: flushes
+/// the bag if a batch was handed over, and frees a few ready blocks (which
+/// may run values' destructors).
 #[inline]
-pub(crate) fn after_write(_guard: &Guard) {
-    let _ = LISTS.try_with(|l| {
-        if let Some(mut l) = l.try_lock() {
-            drain(&mut l, DRAIN);
-        }
-    });
+pub(crate) fn after_write(guard: &Guard) {
+    let flush = LISTS
+        .try_with(|l| {
+            let mut l = l.try_lock()?;
+            let flush = std::mem::take(&mut l.unflushed);
+            // Destructors must not run under our own lists' lock (one that
+            // retires would find it taken: harmless, but its batching lost).
+            let mut out: [Option<Retired>; DRAIN] = std::array::from_fn(|_| None);
+            take_ready(&mut l, &mut out);
+            drop(l);
+            for r in out.into_iter().flatten() {
+                // SAFETY: ready objects' epochs have passed; each was taken once.
+                unsafe { r.release() };
+            }
+            Some(flush)
+        })
+        .ok()
+        .flatten()
+        .unwrap_or(false);
+    if flush {
+        guard.flush();
+    }
 }
 
 /// Runs this thread's queued destructors of removed entries now, as far as
