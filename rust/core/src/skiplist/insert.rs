@@ -365,16 +365,10 @@ where
                 if mode == Mode::IfAbsent {
                     return Step::Done(Put::Existing(old));
                 }
-                let mut b = LeafB::<K, V, C>::new(blk.next, None, n, n);
                 // SAFETY: every entry but value `i` moves into the new block;
                 // the old one is retired shallowly, dropping value `i` only.
                 unsafe {
-                    move_high(&mut b, blk);
-                    b.move_keys(ks);
-                    b.move_items(&vs[..i]);
-                    b.push_item(value);
-                    b.move_items(&vs[i + 1..]);
-                    let old_blk = node.publish(b.finish());
+                    let old_blk = node.publish(leaf_replacing(blk, i, value));
                     retire_block(guard, old_blk, true, None, Some(i), false);
                 }
                 drop(g);
@@ -386,18 +380,10 @@ where
                     drop(g);
                     return Step::Height(1, key, value);
                 }
-                let mut b = LeafB::<K, V, C>::new(blk.next, None, n + 1, n + 1);
                 // SAFETY: all old entries move into the new block; the old
                 // one is retired shallowly.
                 unsafe {
-                    move_high(&mut b, blk);
-                    b.move_keys(&ks[..i]);
-                    b.push_key(key);
-                    b.move_keys(&ks[i..]);
-                    b.move_items(&vs[..i]);
-                    b.push_item(value);
-                    b.move_items(&vs[i..]);
-                    let old_blk = node.publish(b.finish());
+                    let old_blk = node.publish(leaf_inserting(blk, i, key, value));
                     retire_block(guard, old_blk, true, None, None, false);
                 }
                 drop(g);
@@ -434,36 +420,20 @@ where
                 if mode == Mode::IfAbsent {
                     return Err((key.expect("key"), value));
                 }
-                let mut b = LeafB::<K, V, C>::new(snap.next, None, n, n);
                 // SAFETY: the new block holds bitwise copies of the
                 // snapshot's entries and fence; it is either published in the
                 // snapshot's place (which is then retired shallowly, dropping
                 // only value `i`) or taken apart again without dropping them.
-                unsafe {
-                    move_high(&mut b, snap);
-                    b.move_keys(ks);
-                    b.move_items(&vs[..i]);
-                    b.push_item(value);
-                    b.move_items(&vs[i + 1..]);
-                }
-                (b.finish(), i, Put::Replaced(vs[i].clone()), Some(i))
+                let built = unsafe { leaf_replacing(snap, i, value) };
+                (built, i, Put::Replaced(vs[i].clone()), Some(i))
             }
             Err(i) => {
                 if may_promote && n >= C::B && node.low.as_ref() != Some(k) {
                     return Err((key.expect("key"), value));
                 }
-                let mut b = LeafB::<K, V, C>::new(snap.next, None, n + 1, n + 1);
                 // SAFETY: as above, with the new key and value at `i`.
-                unsafe {
-                    move_high(&mut b, snap);
-                    b.move_keys(&ks[..i]);
-                    b.push_key(key.take().expect("key"));
-                    b.move_keys(&ks[i..]);
-                    b.move_items(&vs[..i]);
-                    b.push_item(value);
-                    b.move_items(&vs[i..]);
-                }
-                (b.finish(), i, Put::Inserted, None)
+                let built = unsafe { leaf_inserting(snap, i, key.take().expect("key"), value) };
+                (built, i, Put::Inserted, None)
             }
         };
         let g = node.lock();
@@ -653,6 +623,58 @@ where
             None => Step::LeafOnly(key, value.expect("value unused")),
         }
     }
+}
+
+/// A new leaf block: `blk`'s entries (bitwise copies) with value `i`
+/// replaced by `value`.
+///
+/// # Safety
+/// The result must be published in `blk`'s place (and `blk` then retired
+/// dropping value `i` only) or taken apart with `Block::discard`.
+unsafe fn leaf_replacing<K, V, C: Config>(
+    blk: &Head<K, V, C>,
+    i: usize,
+    value: V,
+) -> *mut Head<K, V, C> {
+    let (ks, vs) = (keys::<K, V, C>(blk), vals::<K, V, C>(blk));
+    let mut b = LeafB::<K, V, C>::new(blk.next, None, ks.len(), ks.len());
+    // SAFETY: bitwise copies, owned as the caller promises.
+    unsafe {
+        move_high(&mut b, blk);
+        b.move_keys(ks);
+        b.move_items(&vs[..i]);
+        b.push_item(value);
+        b.move_items(&vs[i + 1..]);
+    }
+    b.finish()
+}
+
+/// A new leaf block: `blk`'s entries (bitwise copies) with `key` and
+/// `value` inserted at `i`.
+///
+/// # Safety
+/// The result must be published in `blk`'s place (and `blk` then retired
+/// dropping nothing) or taken apart with `Block::discard`.
+unsafe fn leaf_inserting<K, V, C: Config>(
+    blk: &Head<K, V, C>,
+    i: usize,
+    key: K,
+    value: V,
+) -> *mut Head<K, V, C> {
+    let (ks, vs) = (keys::<K, V, C>(blk), vals::<K, V, C>(blk));
+    let n = ks.len() + 1;
+    let mut b = LeafB::<K, V, C>::new(blk.next, None, n, n);
+    // SAFETY: bitwise copies, owned as the caller promises.
+    unsafe {
+        move_high(&mut b, blk);
+        b.move_keys(&ks[..i]);
+        b.push_key(key);
+        b.move_keys(&ks[i..]);
+        b.move_items(&vs[..i]);
+        b.push_item(value);
+        b.move_items(&vs[i..]);
+    }
+    b.finish()
 }
 
 /// Moves the `high` fence of `src` into the block being built.
