@@ -7,12 +7,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
 
-use slabcache_core::skiplist::{BSkipList, Config, DefaultConfig};
+use slabcache_core::skiplist::{BSkipList, Config, DefaultConfig, SpinParkLock};
 
 struct Tiny;
 impl Config for Tiny {
     const B: usize = 8;
     type Lock = parking_lot::Mutex<()>;
+}
+
+/// B = 8 with the default (spin-then-park) lock.
+struct TinySpin;
+impl Config for TinySpin {
+    const B: usize = 8;
+    type Lock = SpinParkLock;
 }
 
 const THREADS: u64 = 4;
@@ -285,4 +292,105 @@ fn concurrent_insert_many_is_exact() {
         })
         .collect();
     assert_eq!(got, want.into_iter().collect::<Vec<_>>());
+}
+
+/// Every thread writes into the same few hot leaves at once (keys
+/// interleaved: thread `t` owns `k % 8 == t`), so optimistic leaf writes keep
+/// losing their snapshot to another thread's write or split and retry, while
+/// splits race the inserts and a reader checks a stable key set. Afterwards
+/// the content, `len`, positions (`count_below`, `nth`) and value drops are
+/// exact.
+fn hot_leaves_race<C: Config>(key_space: u64, ops: usize) {
+    use std::ops::Bound;
+    const T: u64 = 8;
+    let token = Arc::new(());
+    let m = Arc::new(BSkipList::<u64, (u64, Arc<()>), C>::new());
+    // Stable keys `k % 9 == 8`, interleaved with the writers' keys (thread
+    // `t` writes `k % 9 == t`), so they sit in the hot leaves too.
+    let stable: Vec<u64> = (0..key_space / 4).map(|i| i * 4 * (T + 1) + T).collect();
+    for &k in &stable {
+        m.insert(k, (0, Arc::clone(&token)));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let barrier = Arc::new(Barrier::new(T as usize + 1));
+    let reader = {
+        let (m, stop, stable, barrier) = (
+            Arc::clone(&m),
+            Arc::clone(&stop),
+            stable.clone(),
+            Arc::clone(&barrier),
+        );
+        thread::spawn(move || {
+            barrier.wait();
+            let mut rounds = 0u64;
+            while !stop.load(Ordering::Relaxed) || rounds < 10 {
+                for &k in &stable {
+                    assert_eq!(m.get(&k).map(|v| v.0), Some(0), "stable key {k} missed");
+                }
+                let keys: Vec<u64> = m.iter().map(|(k, _)| k).collect();
+                assert!(keys.windows(2).all(|w| w[0] < w[1]), "scan out of order");
+                rounds += 1;
+            }
+        })
+    };
+    let writers: Vec<_> = (0..T)
+        .map(|t| {
+            let (m, barrier, token) = (Arc::clone(&m), Arc::clone(&barrier), Arc::clone(&token));
+            thread::spawn(move || {
+                let mut next = rng(t + 11);
+                let mut model = BTreeMap::new();
+                barrier.wait();
+                for i in 0..ops {
+                    // Small keys: all threads share the same leaves.
+                    let k = (next() % key_space) * (T + 1) + t;
+                    let v = (i as u64 + 1, Arc::clone(&token));
+                    if next().is_multiple_of(8) {
+                        assert_eq!(m.remove(&k).map(|v| v.0), model.remove(&k));
+                    } else {
+                        assert_eq!(m.insert(k, v).map(|v| v.0), model.insert(k, i as u64 + 1));
+                    }
+                }
+                model
+            })
+        })
+        .collect();
+    let mut want: BTreeMap<u64, u64> = stable.iter().map(|&k| (k, 0)).collect();
+    for h in writers {
+        want.extend(h.join().unwrap());
+    }
+    stop.store(true, Ordering::Relaxed);
+    reader.join().unwrap();
+    m.check_invariants().unwrap();
+    let got: Vec<(u64, u64)> = m.iter().map(|(k, v)| (k, v.0)).collect();
+    let want_v: Vec<(u64, u64)> = want.iter().map(|(&k, &v)| (k, v)).collect();
+    assert_eq!(got, want_v);
+    assert_eq!(m.len(), want.len());
+    let keys: Vec<u64> = want.keys().copied().collect();
+    for (i, &k) in keys.iter().enumerate().step_by(7) {
+        assert_eq!(m.count_below(Bound::Included(&k)), i, "rank of {k}");
+        assert_eq!(m.nth(i).map(|(k, _)| k), Some(k), "nth({i})");
+    }
+    drop(m);
+    for _ in 0..1000 {
+        if Arc::strong_count(&token) == 1 {
+            break;
+        }
+        slabcache_core::skiplist::reclaim_garbage();
+        thread::yield_now();
+    }
+    assert_eq!(
+        Arc::strong_count(&token),
+        1,
+        "values leaked or dropped twice"
+    );
+}
+
+#[test]
+fn hot_leaves_race_tiny_nodes() {
+    hot_leaves_race::<TinySpin>(64, 20_000);
+}
+
+#[test]
+fn hot_leaves_race_default_nodes() {
+    hot_leaves_race::<DefaultConfig>(512, 30_000);
 }

@@ -2,21 +2,27 @@
 //! `crossbeam_skiplist::SkipMap` and `RwLock<BTreeMap>`.
 //!
 //! Workloads (each a table): insert-only (load `n` keys into an empty map),
-//! read-only, 50/50 read/update, and short scans (50 entries from a random
-//! key); uniform and scrambled-Zipfian (theta 0.99) key choice; `u64 -> u64`.
-//! Throughput (million ops/s over all threads) and p99 latency (ns, one op in
-//! 8 timed) per thread count. Also: single-thread lookups against a plain
-//! `BTreeMap` (no lock) and, with `--fanouts`, the node-size comparison.
+//! read-only, 50/50 read/update, 50/50 read/insert (reads of present keys,
+//! inserts of fresh ones: the map grows), and short scans (50 entries from a
+//! random key); uniform and scrambled-Zipfian (theta 0.99) key choice;
+//! `u64 -> u64`. Throughput (million ops/s over all threads) and p50 / p99 /
+//! p99.9 latency (ns, one op in 8 timed) per thread count. Also:
+//! single-thread lookups against a plain `BTreeMap` (no lock) and, with
+//! `--fanouts`, the node-size comparison. `--repeat R` runs each insert-only
+//! row R times (a load of 1M keys on 16 cores lasts ~0.1 s: one row is noisy);
+//! `--no-btree` leaves the `RwLock<BTreeMap>` peer out (slow at 16 threads).
 //!
 //! ```text
 //! cargo run --release -p slabcache-bench --bin skiplist_ycsb -- \
 //!     --threads 1,2,4,8,16 --sizes 1000000,10000000 --secs 1
+//! cargo run --release -p slabcache-bench --bin skiplist_ycsb -- \
+//!     --threads 16 --sizes 1000000 --workloads insert,readinsert --repeat 3 --no-btree
 //! cargo run --release -p slabcache-bench --bin skiplist_ycsb -- --quick
 //! ```
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -171,6 +177,7 @@ enum Dist {
 enum Workload {
     ReadOnly,
     ReadUpdate,
+    ReadInsert,
     Scan,
 }
 
@@ -179,6 +186,7 @@ impl Workload {
         match self {
             Workload::ReadOnly => "read-only (100% get)",
             Workload::ReadUpdate => "50/50 read/update",
+            Workload::ReadInsert => "50/50 read/insert (fresh keys)",
             Workload::Scan => "short scans (50 entries)",
         }
     }
@@ -186,12 +194,34 @@ impl Workload {
 
 struct Outcome {
     mops: f64,
+    p50_ns: u64,
     p99_ns: u64,
+    p999_ns: u64,
 }
 
-fn p99(mut samples: Vec<u64>) -> u64 {
-    slabcache_bench::percentile_ns(&mut samples, 99.0)
+impl Outcome {
+    fn new(mops: f64, mut samples: Vec<u64>) -> Self {
+        Outcome {
+            mops,
+            p50_ns: slabcache_bench::percentile_ns(&mut samples, 50.0),
+            p99_ns: slabcache_bench::percentile_ns(&mut samples, 99.0),
+            p999_ns: slabcache_bench::percentile_ns(&mut samples, 99.9),
+        }
+    }
+    /// A peer that was not run.
+    fn skipped() -> Self {
+        Outcome {
+            mops: f64::NAN,
+            p50_ns: 0,
+            p99_ns: 0,
+            p999_ns: 0,
+        }
+    }
 }
+
+/// Fresh-key generations for read/insert runs: each run inserts keys no
+/// earlier run (on any map) used, so every insert adds a key.
+static FRESH_RUN: AtomicU64 = AtomicU64::new(1);
 
 /// Runs `threads` threads doing `workload` on `map` (holding `n` keys) for `secs`.
 fn run_mix<I: Index>(
@@ -205,6 +235,7 @@ fn run_mix<I: Index>(
 ) -> Outcome {
     let stop = Arc::new(AtomicBool::new(false));
     let barrier = Arc::new(Barrier::new(threads + 1));
+    let run = FRESH_RUN.fetch_add(1, Ordering::Relaxed);
     let handles: Vec<_> = (0..threads)
         .map(|t| {
             let map = Arc::clone(map);
@@ -235,6 +266,16 @@ fn run_mix<I: Index>(
                                     map.insert(k, ops);
                                 }
                             }
+                            Workload::ReadInsert => {
+                                if rng.next() & 1 == 0 {
+                                    sink = sink.wrapping_add(map.get(k).unwrap_or(0));
+                                } else {
+                                    // Index n + (run, thread, op): disjoint from the
+                                    // preloaded 0..n and from every other run's keys.
+                                    let fresh = n + (run << 40) + ((t as u64) << 34) + ops;
+                                    map.insert(key_of(fresh), ops);
+                                }
+                            }
                             Workload::Scan => sink = sink.wrapping_add(map.scan(k, SCAN_LEN)),
                         }
                         if let Some(t0) = t0 {
@@ -260,10 +301,7 @@ fn run_mix<I: Index>(
         all.extend(s);
     }
     let elapsed = start.elapsed().as_secs_f64();
-    Outcome {
-        mops: total as f64 / elapsed / 1e6,
-        p99_ns: p99(all),
-    }
+    Outcome::new(total as f64 / elapsed / 1e6, all)
 }
 
 /// Inserts keys `0..n` into a fresh map from `threads` threads.
@@ -303,13 +341,7 @@ fn run_load<I: Index>(make: &dyn Fn() -> I, n: u64, threads: usize) -> (Outcome,
         all.extend(h.join().unwrap());
     }
     let elapsed = start.elapsed().as_secs_f64();
-    (
-        Outcome {
-            mops: n as f64 / elapsed / 1e6,
-            p99_ns: p99(all),
-        },
-        map,
-    )
+    (Outcome::new(n as f64 / elapsed / 1e6, all), map)
 }
 
 struct Args {
@@ -318,6 +350,8 @@ struct Args {
     secs: f64,
     fanouts: Vec<usize>,
     workloads: Vec<String>,
+    repeat: usize,
+    btree: bool,
 }
 
 fn parse_list<T: std::str::FromStr>(s: &str) -> Vec<T> {
@@ -343,6 +377,8 @@ fn parse_args() -> Args {
             "update".into(),
             "scan".into(),
         ],
+        repeat: 1,
+        btree: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -353,6 +389,8 @@ fn parse_args() -> Args {
             "--secs" => a.secs = val().parse().expect("--secs"),
             "--fanouts" => a.fanouts = parse_list(&val()),
             "--workloads" => a.workloads = parse_list(&val()),
+            "--repeat" => a.repeat = val().parse().expect("--repeat"),
+            "--no-btree" => a.btree = false,
             "--quick" => {
                 a.sizes = vec![1_000_000];
                 a.secs = 0.3;
@@ -360,7 +398,8 @@ fn parse_args() -> Args {
             "-h" | "--help" => {
                 println!(
                     "skiplist_ycsb [--threads 1,2,4,8,16] [--sizes 1000000,10000000] [--secs 1] \
-                     [--workloads insert,read,update,scan] [--fanouts 16,32,64] [--quick]"
+                     [--workloads insert,read,update,readinsert,scan] [--repeat 1] [--no-btree] \
+                     [--fanouts 16,32,64] [--quick]"
                 );
                 std::process::exit(0);
             }
@@ -372,8 +411,17 @@ fn parse_args() -> Args {
 
 fn fmt_row(threads: usize, outs: &[Outcome]) -> String {
     let mut row = format!("| {threads} |");
-    for o in outs {
-        row += &format!(" {:.2} | {} |", o.mops, o.p99_ns);
+    for (i, o) in outs.iter().enumerate() {
+        if o.mops.is_nan() {
+            row += " - | - |";
+        } else if i < 2 {
+            row += &format!(
+                " {:.2} | {} | {} | {} |",
+                o.mops, o.p50_ns, o.p99_ns, o.p999_ns
+            );
+        } else {
+            row += &format!(" {:.2} | {} |", o.mops, o.p99_ns);
+        }
     }
     let ratio = outs[0].mops / outs[1].mops;
     let p99r = outs[1].p99_ns as f64 / outs[0].p99_ns.max(1) as f64;
@@ -381,7 +429,7 @@ fn fmt_row(threads: usize, outs: &[Outcome]) -> String {
     row
 }
 
-const HEADER: &str = "| threads | BSkipList Mops/s | p99 ns | SkipMap Mops/s | p99 ns | RwLock<BTreeMap> Mops/s | p99 ns | BSkipList/SkipMap throughput | SkipMap/BSkipList p99 |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|";
+const HEADER: &str = "| threads | BSkipList Mops/s | p50 ns | p99 ns | p99.9 ns | SkipMap Mops/s | p50 ns | p99 ns | p99.9 ns | RwLock<BTreeMap> Mops/s | p99 ns | BSkipList/SkipMap throughput | SkipMap/BSkipList p99 |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|";
 
 fn preload<I: Index>(make: &dyn Fn() -> I, n: u64, threads: usize) -> Arc<I> {
     run_load(make, n, threads).1
@@ -403,16 +451,23 @@ fn main() {
         if want("insert") {
             println!("## {n} keys: insert-only (load into an empty map)\n\n{HEADER}");
             for &t in &args.threads {
-                let a = run_load(&|| Bsl(BSkipList::<u64, u64, DefaultConfig>::new()), n, t).0;
-                let b = run_load(&|| Skip(SkipMap::new()), n, t).0;
-                let c = run_load(&|| Locked(RwLock::new(BTreeMap::new())), n, t).0;
-                println!("{}", fmt_row(t, &[a, b, c]));
+                for _ in 0..args.repeat.max(1) {
+                    let a = run_load(&|| Bsl(BSkipList::<u64, u64, DefaultConfig>::new()), n, t).0;
+                    let b = run_load(&|| Skip(SkipMap::new()), n, t).0;
+                    let c = if args.btree {
+                        run_load(&|| Locked(RwLock::new(BTreeMap::new())), n, t).0
+                    } else {
+                        Outcome::skipped()
+                    };
+                    println!("{}", fmt_row(t, &[a, b, c]));
+                }
             }
             println!();
         }
         let mixes: Vec<Workload> = [
             ("read", Workload::ReadOnly),
             ("update", Workload::ReadUpdate),
+            ("readinsert", Workload::ReadInsert),
             ("scan", Workload::Scan),
         ]
         .into_iter()
@@ -428,9 +483,11 @@ fn main() {
             max_threads,
         );
         let skip = preload(&|| Skip(SkipMap::new()), n, max_threads);
-        let locked = Arc::new(Locked(RwLock::new(
-            (0..n).map(|i| (key_of(i), i)).collect(),
-        )));
+        let locked = Arc::new(Locked(RwLock::new(if args.btree {
+            (0..n).map(|i| (key_of(i), i)).collect()
+        } else {
+            BTreeMap::new()
+        })));
         for &w in &mixes {
             for dist in [Dist::Uniform, Dist::Zipfian] {
                 let dname = if dist == Dist::Uniform {
@@ -442,7 +499,11 @@ fn main() {
                 for &t in &args.threads {
                     let a = run_mix(&bsl, n, t, w, dist, &zipf, args.secs);
                     let b = run_mix(&skip, n, t, w, dist, &zipf, args.secs);
-                    let c = run_mix(&locked, n, t, w, dist, &zipf, args.secs);
+                    let c = if args.btree {
+                        run_mix(&locked, n, t, w, dist, &zipf, args.secs)
+                    } else {
+                        Outcome::skipped()
+                    };
                     println!("{}", fmt_row(t, &[a, b, c]));
                 }
                 println!();

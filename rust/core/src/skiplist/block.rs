@@ -11,10 +11,149 @@
 //!
 //! Keys and items are stored in two arrays so a binary search touches only
 //! keys: with `B = 64` and 8-byte keys that is at most 8 cache lines.
+//!
+//! Every write allocates one block and retires one, so block memory goes
+//! through a small per-thread [`pool`] of freed blocks, by exact size: the
+//! thread that runs a batch of retired blocks' destructors keeps them for its
+//! next writes instead of handing each to `free` (which, for a block another
+//! thread allocated, takes that thread's malloc arena lock: with 16 writer
+//! threads, the lock waits were the insert tail).
 
-use std::alloc::{alloc, dealloc, handle_alloc_error, Layout};
+use std::alloc::{handle_alloc_error, Layout};
 use std::marker::PhantomData;
 use std::ptr::{self, NonNull};
+
+use pool::{alloc, dealloc};
+
+/// A per-thread cache of freed block memory, by size (16-byte classes, so no
+/// block is ever larger than it would be from `malloc`).
+///
+/// A block freed on thread T goes to T's cache (up to [`pool::BUDGET`] bytes
+/// in all; beyond that, to the allocator); a block allocated on T comes from
+/// T's cache when one of that exact size is there. The memory is plain bytes:
+/// which thread allocated it does not matter.
+pub(crate) mod pool {
+    use std::alloc::Layout;
+    use std::cell::RefCell;
+
+    /// Blocks up to this size are cached.
+    const MAX_POOLED: usize = 4096;
+    const STEP: usize = 16;
+    const CLASSES: usize = MAX_POOLED / STEP + 1;
+    /// Most bytes one thread keeps cached (the rest goes back to `free`).
+    pub(crate) const BUDGET: usize = 256 << 10;
+    /// Most blocks of one size one thread keeps.
+    const PER_CLASS: usize = 64;
+
+    struct Pool {
+        free: Vec<Vec<*mut u8>>,
+        bytes: usize,
+    }
+
+    impl Drop for Pool {
+        fn drop(&mut self) {
+            for (class, list) in self.free.iter().enumerate() {
+                let layout = class_layout(class);
+                for &p in list {
+                    // SAFETY: every cached pointer was allocated with this
+                    // class's layout (see `normal`) and is owned by the cache.
+                    unsafe { std::alloc::dealloc(p, layout) };
+                }
+            }
+        }
+    }
+
+    thread_local! {
+        static POOL: RefCell<Pool> = const { RefCell::new(Pool { free: Vec::new(), bytes: 0 }) };
+    }
+
+    #[inline]
+    fn class_layout(class: usize) -> Layout {
+        // Classes start at 1 (sizes 1..=16 bytes): never a zero size.
+        Layout::from_size_align(class * STEP, STEP).expect("pool class layout")
+    }
+
+    /// The class and the layout actually used for `layout`, or `None` if it
+    /// is not cached (too large or over-aligned).
+    #[inline]
+    fn normal(layout: Layout) -> Option<(usize, Layout)> {
+        if layout.align() > STEP || layout.size() > MAX_POOLED || layout.size() == 0 {
+            return None;
+        }
+        let class = layout.size().div_ceil(STEP);
+        Some((class, class_layout(class)))
+    }
+
+    /// Allocates block memory for `layout` (from this thread's cache if it
+    /// has a block of that size); null on allocation failure.
+    ///
+    /// # Safety
+    /// `layout` has a non-zero size.
+    #[inline]
+    pub(crate) unsafe fn alloc(layout: Layout) -> *mut u8 {
+        let Some((class, real)) = normal(layout) else {
+            // SAFETY: the caller guarantees a non-zero size.
+            return unsafe { std::alloc::alloc(layout) };
+        };
+        let hit = POOL
+            .try_with(|p| {
+                let mut p = p.try_borrow_mut().ok()?;
+                let got = p.free.get_mut(class)?.pop()?;
+                p.bytes -= real.size();
+                Some(got)
+            })
+            .ok()
+            .flatten();
+        match hit {
+            Some(got) => got,
+            // SAFETY: `real` has a non-zero size.
+            None => unsafe { std::alloc::alloc(real) },
+        }
+    }
+
+    /// Frees block memory allocated by [`alloc`] with the same `layout`.
+    ///
+    /// # Safety
+    /// `ptr` came from [`alloc`] with `layout` and is not used again.
+    #[inline]
+    pub(crate) unsafe fn dealloc(ptr: *mut u8, layout: Layout) {
+        let Some((class, real)) = normal(layout) else {
+            // SAFETY: not a pooled layout: `alloc` used the allocator directly.
+            return unsafe { std::alloc::dealloc(ptr, layout) };
+        };
+        let kept = POOL
+            .try_with(|p| {
+                let Ok(mut p) = p.try_borrow_mut() else {
+                    return false;
+                };
+                if p.bytes + real.size() > BUDGET {
+                    return false;
+                }
+                if p.free.is_empty() {
+                    p.free = (0..CLASSES).map(|_| Vec::new()).collect();
+                }
+                let list = &mut p.free[class];
+                if list.len() >= PER_CLASS {
+                    return false;
+                }
+                list.push(ptr);
+                p.bytes += real.size();
+                true
+            })
+            .unwrap_or(false);
+        if !kept {
+            // SAFETY: `alloc` allocated `ptr` with `real` (directly or
+            // through a cache that got it from the allocator with `real`).
+            unsafe { std::alloc::dealloc(ptr, real) };
+        }
+    }
+
+    /// Bytes this thread holds cached (for tests).
+    #[cfg(test)]
+    pub(crate) fn cached_bytes() -> usize {
+        POOL.with(|p| p.borrow().bytes)
+    }
+}
 
 /// The fixed part at the start of each block.
 #[repr(C)]
@@ -109,6 +248,67 @@ impl<K, T, N> Block<K, T, N> {
                 ptr::drop_in_place(ptr::addr_of_mut!((*h).high));
             }
             dealloc(base, layout);
+        }
+    }
+
+    /// The size of the allocation behind the live block at `h` (read when the
+    /// block is retired, while its header is still in cache, so that freeing
+    /// it later need not load the cold header again).
+    ///
+    /// # Safety
+    /// `h` must point to a live block of this type.
+    #[inline]
+    pub unsafe fn alloc_size(h: *const Header<K, N>) -> usize {
+        // SAFETY: the caller guarantees a live block: its header is readable.
+        let (nk, ni) = unsafe { ((*h).nkeys as usize, (*h).nitems as usize) };
+        Self::layout(nk, ni).0.size()
+    }
+
+    /// [`free_shallow`](Self::free_shallow) for a block whose allocation size
+    /// was taken with [`alloc_size`](Self::alloc_size): when none of the named
+    /// entries needs dropping (plain-data keys and values), the memory is
+    /// freed without touching the block.
+    ///
+    /// # Safety
+    /// As for `free_shallow`; `size` is `alloc_size(h)`.
+    #[inline]
+    pub unsafe fn free_shallow_sized(
+        h: *mut Header<K, N>,
+        size: usize,
+        drop_key: Option<usize>,
+        drop_item: Option<usize>,
+        drop_high: bool,
+    ) {
+        let drops = (drop_key.is_some() && std::mem::needs_drop::<K>())
+            || (drop_item.is_some() && std::mem::needs_drop::<T>())
+            || (drop_high && std::mem::needs_drop::<Option<K>>());
+        if drops {
+            // SAFETY: forwarded from the caller.
+            return unsafe { Self::free_shallow(h, drop_key, drop_item, drop_high) };
+        }
+        // The alignment does not depend on the entry counts.
+        let align = Self::layout(0, 0).0.align();
+        // SAFETY: `size` and `align` are those of the layout the block was
+        // allocated with (`Builder::new`): `size` came from `alloc_size`.
+        unsafe { dealloc(h as *mut u8, Layout::from_size_align_unchecked(size, align)) };
+    }
+
+    /// Takes apart a block that was built but never published: returns the
+    /// item at `item` (and, if `key_owned`, the key at the same index), and
+    /// frees the memory without dropping anything else (the other entries
+    /// are bitwise copies still owned by the block they came from).
+    ///
+    /// # Safety
+    /// `h` is a finished, unpublished block that owns exactly those entries.
+    pub unsafe fn discard(h: *mut Header<K, N>, item: usize, key_owned: bool) -> (Option<K>, T) {
+        // SAFETY: the caller guarantees `h` is ours alone and that the named
+        // entries are initialised and owned by it: each is read out once, then
+        // the memory is freed with nothing dropped.
+        unsafe {
+            let t = ptr::read(&Self::items(h)[item]);
+            let k = key_owned.then(|| ptr::read(&Self::keys(h)[item]));
+            Self::free_shallow(h, None, None, false);
+            (k, t)
         }
     }
 
@@ -294,5 +494,43 @@ mod tests {
             assert_eq!((*h).high.as_deref(), Some("z"));
             Block::<String, Vec<u8>, ()>::free_deep(h);
         }
+    }
+
+    fn filled<T: From<u8> + Copy>(n: usize) -> *mut Header<T, ()> {
+        let mut b = Builder::<T, T, ()>::new(ptr::null(), None, n, n);
+        for _ in 0..n {
+            b.push_key(T::from(1));
+            b.push_item(T::from(2));
+        }
+        b.finish()
+    }
+
+    #[test]
+    fn pool_reuses_exact_sizes_within_budget() {
+        // A freed block of one size comes back for the next block of that size.
+        let h = filled::<u64>(5);
+        let before = pool::cached_bytes();
+        // SAFETY: `h` was just built; freed once.
+        unsafe { Block::<u64, u64, ()>::free_deep(h) };
+        assert!(pool::cached_bytes() > before);
+        let again = filled::<u64>(5);
+        assert_eq!(again, h, "same-size block reused from the cache");
+        assert_eq!(pool::cached_bytes(), before);
+        // SAFETY: as above.
+        unsafe { Block::<u64, u64, ()>::free_deep(again) };
+        // The cache never holds more than its budget.
+        let many: Vec<_> = (0..2000).map(|_| filled::<u64>(60)).collect();
+        for h in many {
+            // SAFETY: each block freed once.
+            unsafe { Block::<u64, u64, ()>::free_deep(h) };
+        }
+        assert!(pool::cached_bytes() <= pool::BUDGET);
+        // Over-aligned or large blocks bypass the cache and still work.
+        let big = filled::<u64>(1000);
+        // SAFETY: as above.
+        unsafe { Block::<u64, u64, ()>::free_deep(big) };
+        let wide = filled::<u128>(3);
+        // SAFETY: as above.
+        unsafe { Block::<u128, u128, ()>::free_deep(wide) };
     }
 }

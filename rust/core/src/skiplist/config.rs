@@ -41,6 +41,65 @@ impl NodeLock for parking_lot::Mutex<()> {
     }
 }
 
+/// The node lock of [`DefaultConfig`]: a `parking_lot` mutex taken by
+/// spinning first (on a read of the lock word, with exponential backoff, then
+/// yielding the CPU), parking only after 200 yields.
+///
+/// Writers hold a node lock for a few hundred nanoseconds (one block
+/// publication, or a split), so a waiter almost always gets the lock by
+/// spinning. Parking instead costs a futex sleep and wake-up (tens of
+/// microseconds on a VM), and `parking_lot` lets running threads barge past
+/// parked ones for up to 0.5 ms: on 16 cores loading keys into a small map,
+/// plain `Mutex::lock` gave an insert p99.9 of 0.5-1.4 ms.
+///
+/// ```
+/// use slabcache_core::skiplist::{NodeLock, SpinParkLock};
+/// let lock = SpinParkLock::default();
+/// drop(lock.lock());
+/// let _again = lock.lock();
+/// ```
+#[derive(Default)]
+pub struct SpinParkLock(parking_lot::Mutex<()>);
+
+/// Spin rounds (each up to 64 pause instructions) before yielding.
+const SPINS: u32 = 10;
+/// Yields before parking.
+const YIELDS: u32 = 200;
+
+impl NodeLock for SpinParkLock {
+    type Guard<'a> = parking_lot::MutexGuard<'a, ()>;
+    #[inline]
+    fn lock(&self) -> Self::Guard<'_> {
+        if let Some(g) = self.0.try_lock() {
+            return g;
+        }
+        self.lock_slow()
+    }
+}
+
+impl SpinParkLock {
+    #[cold]
+    fn lock_slow(&self) -> parking_lot::MutexGuard<'_, ()> {
+        for round in 0..SPINS + YIELDS {
+            if round < SPINS {
+                for _ in 0..(1u32 << round.min(6)) {
+                    std::hint::spin_loop();
+                }
+            } else {
+                std::thread::yield_now();
+            }
+            // Test before the atomic read-modify-write: waiters share the
+            // line read-only until the holder lets go.
+            if !self.0.is_locked() {
+                if let Some(g) = self.0.try_lock() {
+                    return g;
+                }
+            }
+        }
+        self.0.lock()
+    }
+}
+
 /// The knobs of a B-skiplist.
 ///
 /// ```
@@ -67,12 +126,12 @@ pub trait Config: Send + Sync + 'static {
     fn interleave() {}
 }
 
-/// `B = 64`, `parking_lot` mutexes: the configuration everyone uses.
+/// `B = 64`, [`SpinParkLock`] node locks: the configuration everyone uses.
 pub struct DefaultConfig;
 
 impl Config for DefaultConfig {
     const B: usize = 64;
-    type Lock = parking_lot::Mutex<()>;
+    type Lock = SpinParkLock;
 }
 
 /// `B = 32`, for the fan-out comparison in the benchmarks.
@@ -91,12 +150,13 @@ impl Config for Fanout16 {
     type Lock = parking_lot::Mutex<()>;
 }
 
-/// `B = 64`, for the fan-out comparison in the benchmarks.
+/// `B = 64`, for the fan-out comparison in the benchmarks (with
+/// [`DefaultConfig`]'s lock).
 pub struct Fanout64;
 
 impl Config for Fanout64 {
     const B: usize = 64;
-    type Lock = parking_lot::Mutex<()>;
+    type Lock = SpinParkLock;
 }
 
 /// `B = 128`, for the fan-out comparison in the benchmarks.

@@ -7,7 +7,9 @@ use crossbeam_epoch::{self as epoch, Guard};
 use super::block::Builder;
 use super::config::{Config, MAX_LEVELS};
 use super::height::random_height;
-use super::node::{keys, kids, retire_block, retire_leaf_values, vals, LockedBlock, Node, NodePtr};
+use super::node::{
+    keys, kids, retire_block, retire_leaf_values, vals, Head, LockedBlock, Node, NodePtr,
+};
 use super::BSkipList;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -332,7 +334,10 @@ where
         }
     }
 
-    /// Height 0: rewrite one leaf under its lock.
+    /// Height 0: rewrite one leaf. The new block is built first from the
+    /// lock-free snapshot and published if the leaf still has that block
+    /// when locked (the lock is held only to check and swap one pointer);
+    /// otherwise, or when the leaf must be split, under the lock as before.
     fn put_leaf(
         &self,
         key: K,
@@ -341,7 +346,12 @@ where
         may_promote: bool,
         guard: &Guard,
     ) -> Step<K, V> {
-        let (node, _) = self.find(&key, 0, guard);
+        let (node, snap) = self.find(&key, 0, guard);
+        let (key, value) =
+            match self.put_leaf_optimistic(node, snap, key, value, mode, may_promote, guard) {
+                Ok(step) => return step,
+                Err(back) => back,
+            };
         let Some((node, g)) = self.lock_covering(node, &key, guard) else {
             return Step::Retry(key, value);
         };
@@ -355,16 +365,10 @@ where
                 if mode == Mode::IfAbsent {
                     return Step::Done(Put::Existing(old));
                 }
-                let mut b = LeafB::<K, V, C>::new(blk.next, None, n, n);
                 // SAFETY: every entry but value `i` moves into the new block;
                 // the old one is retired shallowly, dropping value `i` only.
                 unsafe {
-                    move_high(&mut b, blk);
-                    b.move_keys(ks);
-                    b.move_items(&vs[..i]);
-                    b.push_item(value);
-                    b.move_items(&vs[i + 1..]);
-                    let old_blk = node.publish(b.finish());
+                    let old_blk = node.publish(leaf_replacing(blk, i, value));
                     retire_block(guard, old_blk, true, None, Some(i), false);
                 }
                 drop(g);
@@ -376,24 +380,90 @@ where
                     drop(g);
                     return Step::Height(1, key, value);
                 }
-                let mut b = LeafB::<K, V, C>::new(blk.next, None, n + 1, n + 1);
                 // SAFETY: all old entries move into the new block; the old
                 // one is retired shallowly.
                 unsafe {
-                    move_high(&mut b, blk);
-                    b.move_keys(&ks[..i]);
-                    b.push_key(key);
-                    b.move_keys(&ks[i..]);
-                    b.move_items(&vs[..i]);
-                    b.push_item(value);
-                    b.move_items(&vs[i..]);
-                    let old_blk = node.publish(b.finish());
+                    let old_blk = node.publish(leaf_inserting(blk, i, key, value));
                     retire_block(guard, old_blk, true, None, None, false);
                 }
                 drop(g);
                 Step::Done(Put::Inserted)
             }
         }
+    }
+
+    /// The fast path of [`put_leaf`](Self::put_leaf): builds the new block
+    /// from `snap` (the block `find` read in `node`) outside the lock, then
+    /// locks, checks that `node` is alive and still publishes `snap` (so the
+    /// snapshot's fences cover `key` and no write came in between) and swaps.
+    /// `Err` gives the key and value back when the slow path must run: the
+    /// leaf changed, a split is due, or `IfAbsent` finds the key.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn put_leaf_optimistic(
+        &self,
+        node: &Node<K, V, C>,
+        snap: &Head<K, V, C>,
+        key: K,
+        value: V,
+        mode: Mode,
+        may_promote: bool,
+        guard: &Guard,
+    ) -> Result<Step<K, V>, (K, V)> {
+        let ks = keys::<K, V, C>(snap);
+        let vs = vals::<K, V, C>(snap);
+        let n = ks.len();
+        let mut key = Some(key);
+        let k = key.as_ref().expect("key");
+        let (built, at, put, drop_item) = match ks.binary_search(k) {
+            Ok(i) => {
+                if mode == Mode::IfAbsent {
+                    return Err((key.expect("key"), value));
+                }
+                // SAFETY: the new block holds bitwise copies of the
+                // snapshot's entries and fence; it is either published in the
+                // snapshot's place (which is then retired shallowly, dropping
+                // only value `i`) or taken apart again without dropping them.
+                let built = unsafe { leaf_replacing(snap, i, value) };
+                (built, i, Put::Replaced(vs[i].clone()), Some(i))
+            }
+            Err(i) => {
+                if may_promote && n >= C::B && node.low.as_ref() != Some(k) {
+                    return Err((key.expect("key"), value));
+                }
+                // SAFETY: as above, with the new key and value at `i`.
+                let built = unsafe { leaf_inserting(snap, i, key.take().expect("key"), value) };
+                (built, i, Put::Inserted, None)
+            }
+        };
+        let g = node.lock();
+        let snap_ptr = snap as *const Head<K, V, C> as *mut Head<K, V, C>;
+        if !node.is_dead() && node.block_ptr() == snap_ptr {
+            let old = node.publish(built);
+            debug_assert_eq!(old, snap_ptr);
+            drop(g);
+            // SAFETY: `old` (the snapshot) was just replaced; its entries live
+            // on in `built` except the replaced value, which it drops.
+            unsafe { retire_block(guard, old, true, None, drop_item, false) };
+            // A replacing put's own key is not stored (the leaf keeps its
+            // equal key): dropped here.
+            drop(key);
+            return Ok(Step::Done(put));
+        }
+        drop(g);
+        // The leaf changed under us (the snapshot may even be retired by now,
+        // but stays allocated while `guard` pins the epoch): take our value
+        // back out of the unpublished block and free it without dropping the
+        // copies. Nothing else saw `built`.
+        // SAFETY: `built` is the block built above, never published; it owns
+        // exactly the value at `at` and, for an insert (`key` moved in), the
+        // key at `at`.
+        let (moved_key, value) = unsafe {
+            super::block::Block::<K, V, Node<K, V, C>>::discard(built, at, key.is_none())
+        };
+        drop(put);
+        let key = key.or(moved_key).expect("the key is in exactly one place");
+        Err((key, value))
     }
 
     /// Height `h > 0`: lock the level-`h` node covering `key`, then the node
@@ -553,6 +623,58 @@ where
             None => Step::LeafOnly(key, value.expect("value unused")),
         }
     }
+}
+
+/// A new leaf block: `blk`'s entries (bitwise copies) with value `i`
+/// replaced by `value`.
+///
+/// # Safety
+/// The result must be published in `blk`'s place (and `blk` then retired
+/// dropping value `i` only) or taken apart with `Block::discard`.
+unsafe fn leaf_replacing<K, V, C: Config>(
+    blk: &Head<K, V, C>,
+    i: usize,
+    value: V,
+) -> *mut Head<K, V, C> {
+    let (ks, vs) = (keys::<K, V, C>(blk), vals::<K, V, C>(blk));
+    let mut b = LeafB::<K, V, C>::new(blk.next, None, ks.len(), ks.len());
+    // SAFETY: bitwise copies, owned as the caller promises.
+    unsafe {
+        move_high(&mut b, blk);
+        b.move_keys(ks);
+        b.move_items(&vs[..i]);
+        b.push_item(value);
+        b.move_items(&vs[i + 1..]);
+    }
+    b.finish()
+}
+
+/// A new leaf block: `blk`'s entries (bitwise copies) with `key` and
+/// `value` inserted at `i`.
+///
+/// # Safety
+/// The result must be published in `blk`'s place (and `blk` then retired
+/// dropping nothing) or taken apart with `Block::discard`.
+unsafe fn leaf_inserting<K, V, C: Config>(
+    blk: &Head<K, V, C>,
+    i: usize,
+    key: K,
+    value: V,
+) -> *mut Head<K, V, C> {
+    let (ks, vs) = (keys::<K, V, C>(blk), vals::<K, V, C>(blk));
+    let n = ks.len() + 1;
+    let mut b = LeafB::<K, V, C>::new(blk.next, None, n, n);
+    // SAFETY: bitwise copies, owned as the caller promises.
+    unsafe {
+        move_high(&mut b, blk);
+        b.move_keys(&ks[..i]);
+        b.push_key(key);
+        b.move_keys(&ks[i..]);
+        b.move_items(&vs[..i]);
+        b.push_item(value);
+        b.move_items(&vs[i..]);
+    }
+    b.finish()
 }
 
 /// Moves the `high` fence of `src` into the block being built.

@@ -21,8 +21,14 @@
 //!   at the key bottom-up and publishes: a single top-down pass. An insert
 //!   into a full node promotes the key one level more instead, so full nodes
 //!   are split on the way down.
-//! - **Memory** of replaced blocks and unlinked nodes is freed by the epoch
-//!   collector once no reader can hold it.
+//!   A leaf write builds its new block from the lock-free snapshot first and
+//!   holds the lock only to check that the leaf still has that block and swap
+//!   it (falling back to the locked path if not). Node locks spin, then yield,
+//!   before they park.
+//! - **Memory** of replaced blocks and unlinked nodes is freed once no reader
+//!   can hold it: retired blocks are batched per thread, handed to the epoch
+//!   collector 64 at a time and then freed a few per write into a per-thread
+//!   pool of block memory (see `reclaim.rs`).
 //!
 //! ## Deletion
 //!
@@ -72,7 +78,9 @@ mod search;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-pub use config::{Config, DefaultConfig, Fanout128, Fanout16, Fanout32, Fanout64, NodeLock};
+pub use config::{
+    Config, DefaultConfig, Fanout128, Fanout16, Fanout32, Fanout64, NodeLock, SpinParkLock,
+};
 pub use iter::{Range, RangeCursor};
 pub use key::F64Key;
 pub use lookup::Reader;

@@ -8,6 +8,7 @@ use crossbeam_epoch::Guard;
 
 use super::block::{Block, Header};
 use super::config::{Config, NodeLock};
+use super::reclaim::{self, Retired};
 
 /// A pointer to a node, stored in inner blocks.
 pub(crate) type NodePtr<K, V, C> = *const Node<K, V, C>;
@@ -146,20 +147,51 @@ pub(crate) unsafe fn retire_block<K, V, C: Config>(
     drop_item: Option<usize>,
     drop_high: bool,
 ) {
-    let addr = old as usize;
-    // SAFETY: the caller has unlinked `old` from every published node, so once
-    // the current epoch ends no reader holds it and the deferred shallow free is
-    // its only release (the entries it keeps were moved into the newer block).
-    unsafe {
-        guard.defer_unchecked(move || {
-            let old = addr as *mut Head<K, V, C>;
-            if leaf {
-                Leaf::<K, V, C>::free_shallow(old, drop_key, drop_item, drop_high)
-            } else {
-                Inner::<K, V, C>::free_shallow(old, drop_key, drop_item, drop_high)
-            }
-        })
+    // The block's size is read now, while its header is hot: the deferred
+    // free does not touch the (by then cold) block at all for plain-data
+    // entries. Entry indices fit in 32 bits (`nkeys`/`nitems` are `u32`).
+    // SAFETY: the caller hands over `old`, a live block of the kind `leaf` says.
+    let size = unsafe {
+        if leaf {
+            Leaf::<K, V, C>::alloc_size(old)
+        } else {
+            Inner::<K, V, C>::alloc_size(old)
+        }
     };
+    debug_assert!(size < 1 << (FLAG_BITS - 1));
+    let flags = size | usize::from(leaf) << FLAG_BITS | usize::from(drop_high) << (FLAG_BITS - 1);
+    let idx = |i: Option<usize>| i.map_or(0u64, |i| i as u64 + 1);
+    let drops = idx(drop_key) | idx(drop_item) << 32;
+    // SAFETY: the caller has unlinked `old` from every published node, so once
+    // the epoch ends no reader holds it and this shallow free is its only
+    // release (the entries it keeps were moved into the newer block).
+    let r = unsafe { Retired::new(free_block::<K, V, C>, old as usize, drops, flags) };
+    reclaim::retire(guard, r);
+}
+
+/// The top bit of `retire_block`'s flag word (leaf), the one below (drop the fence).
+const FLAG_BITS: u32 = usize::BITS - 1;
+
+/// Releases a block retired by [`retire_block`].
+///
+/// # Safety
+/// The arguments are those `retire_block` packed; called once, after the epoch.
+unsafe fn free_block<K, V, C: Config>(addr: usize, drops: u64, flags: usize) {
+    let old = addr as *mut Head<K, V, C>;
+    let size = flags & ((1 << (FLAG_BITS - 1)) - 1);
+    let at = |w: u64| (w != 0).then(|| (w - 1) as usize);
+    let drop_key = at(drops & 0xFFFF_FFFF);
+    let drop_item = at(drops >> 32);
+    let drop_high = flags >> (FLAG_BITS - 1) & 1 == 1;
+    // SAFETY: forwarded from the caller: `old` is a retired block of the
+    // recorded kind and size, freed once.
+    unsafe {
+        if flags >> FLAG_BITS == 1 {
+            Leaf::<K, V, C>::free_shallow_sized(old, size, drop_key, drop_item, drop_high)
+        } else {
+            Inner::<K, V, C>::free_shallow_sized(old, size, drop_key, drop_item, drop_high)
+        }
+    }
 }
 
 /// Frees a retired leaf block after the current epoch, dropping the values
