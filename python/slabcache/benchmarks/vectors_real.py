@@ -130,7 +130,7 @@ def run_dataset(
     budget = float(os.environ.get("SLABCACHE_BENCH_BUDGET", 0.3 if quick else 1.0))
     rows: list[Row] = []
     nlist = int(4 * np.sqrt(n))
-    probes = (8, 16, 32, 64, 128) if not quick else (16, 64)
+    probes = (8, 16, 32, 64, 96, 128, 256, 512) if not quick else (16, 64)
 
     def ours(idx: Int8Index, setting: str, build: float, **kw: int) -> Row:
         st = idx.stats()
@@ -176,7 +176,7 @@ def run_dataset(
     clx = Int8Index(d, metric, index_type="clustered", nlist=nlist, nprobe=8, keep_exact=True)  # type: ignore[arg-type]
     clx.add(data)
     bclx = time.perf_counter() - t0
-    for p in probes[-2:]:
+    for p in probes[-5:] if not quick else probes[-2:]:
         clx.nprobe = p
         rows.append(ours(clx, f"clustered + keep_exact nlist={nlist} nprobe={p}", bclx))
     del clx, ex

@@ -301,6 +301,40 @@ mod vector {
         assert_eq!(index.remove(&[0]).unwrap_err().kind(), ErrorKind::NotFound);
     }
 
+    /// A batch is scanned query by query (few queries per list) or list by
+    /// list (many), one query alone possibly split across threads: every way
+    /// must give each query exactly what it gets searched alone, with and
+    /// without tombstones, for every metric and code.
+    #[test]
+    fn clustered_batch_paths_match_single_queries() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(33);
+        let (n, d, k, nlist) = (4000, 48, 10, 24);
+        let mut data = clustered_data(&mut rng, n, d, 30, 0.8);
+        for metric in [Metric::L2, Metric::Cosine, Metric::Ip] {
+            for nonneg in [false, true] {
+                if nonneg {
+                    data.iter_mut().for_each(|x| *x = x.abs()); // asymmetric codes
+                }
+                let mut index = ClusteredIndex::new(d, metric, nlist, 1).unwrap();
+                index.add(&data, None).unwrap();
+                index
+                    .remove(&(0..400).step_by(3).collect::<Vec<u64>>())
+                    .unwrap();
+                // 3 lists of 24 for 4 queries: query by query; 6 for 300: list by list.
+                for (nprobe, m) in [(3, 4), (6, 300), (24, 2)] {
+                    index.set_nprobe(nprobe).unwrap();
+                    let queries = &data[d * 500..d * (500 + m)];
+                    let (bs, bi) = index.search_batch(queries, k).unwrap();
+                    for (i, q) in queries.chunks_exact(d).enumerate() {
+                        let (s1, i1) = index.search_batch(q, k).unwrap();
+                        assert_eq!(&bi[i * k..(i + 1) * k], &i1[..], "{metric:?} q{i}");
+                        assert_eq!(&bs[i * k..(i + 1) * k], &s1[..], "{metric:?} q{i}");
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn clustered_needs_enough_vectors_to_train() {
         let mut index = ClusteredIndex::new(4, Metric::L2, 8, 2).unwrap();
