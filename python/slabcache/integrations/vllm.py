@@ -183,6 +183,7 @@ class _GroupShim:
         self.kv_cache_group_id = group_id
         self.retains_longer_hit = False
         self.records_new_block_ids = True
+        self.use_eagle = False
 
 
 class _CoordinatorShim:
@@ -192,7 +193,8 @@ class _CoordinatorShim:
         self._owner = owner
         self.single_type_managers = [_GroupShim(spec, 0, owner)]
         self.enable_partial_hash_hits = False
-        self.eagle_group_ids: tuple[int, ...] = ()
+        self.eagle_group_ids: set[int] = set()
+        self.drop_eagle_group_ids: set[int] = set()
         self.num_reprefillable_tokens = 0
         self.retention_interval: int | None = None
 
@@ -297,15 +299,22 @@ class SlabcacheKVCacheManager:
             )
         if getattr(spec, "sliding_window", None):
             raise NotImplementedError("slabcache adapter: sliding-window attention")
-        if use_eagle or dcp_world_size != 1 or pcp_world_size != 1:
-            raise NotImplementedError(
-                "slabcache adapter: EAGLE block drop and context parallelism are not supported"
+        if dcp_world_size != 1 or pcp_world_size != 1:
+            raise NotImplementedError("slabcache adapter: context parallelism is not supported")
+        eagle_ids = _eagle_group_ids(groups, use_eagle)
+        if enable_caching and eagle_ids and scheduler_block_size < num_prefill_lookahead:
+            raise ValueError(
+                f"Multi-module MTP with prefix caching requires scheduler_block_size"
+                f" (={scheduler_block_size}) >= num_speculative_tokens"
+                f" (={num_prefill_lookahead})."
             )
         self._KVCacheBlocks = KVCacheBlocks
         self._PrefixCacheStats = PrefixCacheStats
         self.kv_cache_config = kv_cache_config
         self.max_model_len = max_model_len
         self.block_size = spec.block_size
+        # vLLM's drop_eagle_group_ids: lookups drop the last hit block.
+        self._drop_eagle = use_eagle and 0 in eagle_ids
         if hash_block_size != self.block_size:
             raise NotImplementedError("slabcache adapter: hash_block_size != block_size")
         self.enable_caching = enable_caching
@@ -346,6 +355,10 @@ class SlabcacheKVCacheManager:
         self._lora_of_key: dict[int, tuple[int, str]] = {}
         self.empty_kv_cache_blocks = KVCacheBlocks(((),))
         self.coordinator = _CoordinatorShim(self, spec)
+        self.coordinator.eagle_group_ids = eagle_ids
+        self.coordinator.drop_eagle_group_ids = eagle_ids if use_eagle else set()
+        self.coordinator.single_type_managers[0].use_eagle = self._drop_eagle
+        self._tag_events_by_session()
         self.block_pool = _BlockPoolShim(self)
         # vLLM's check of prefix_cache_retention_interval (full attention
         # caches densely and ignores a valid one).
@@ -438,6 +451,11 @@ class SlabcacheKVCacheManager:
             extra_key=self._extra_key(request),
             max_hit_tokens=max(0, limit),
         )
+        if self._drop_eagle and n > 0:
+            # vLLM's FullAttentionManager with drop_eagle_block: the last hit
+            # block is recomputed for the EAGLE/MTP drafting head.
+            hit = hit[:-1]
+            n -= self.block_size
         return self._blocks((hit + 1).tolist()), n, 0
 
     def get_computed_blocks_for_connector(
@@ -676,6 +694,29 @@ class SlabcacheKVCacheManager:
         """Always 0 per group (vLLM removed cascade attention; kept for the API)."""
         return [0] * self.num_kv_cache_groups
 
+    def _tag_events_by_session(self) -> None:
+        """With events on, the stores of each ``allocate_slots`` /
+        ``cache_blocks`` call are converted right after it, carrying the
+        calling request's ``session_id`` as vLLM's ``BlockStored`` does (one
+        event per call and chain, as vLLM's ``cache_full_blocks``). Events off:
+        the plain methods, no per-call cost."""
+        if not self.enable_kv_cache_events:
+            return
+
+        def tagged(fn: Any) -> Any:
+            def call(request: Any, *args: Any, **kwargs: Any) -> Any:
+                out = fn(request, *args, **kwargs)
+                self._events.extend(self._drain_events(getattr(request, "session_id", None)))
+                return out
+
+            return call
+
+        self.allocate_slots = tagged(self.allocate_slots)  # type: ignore[method-assign]
+        self.cache_blocks = tagged(self.cache_blocks)  # type: ignore[method-assign]
+
+    def _drain_events(self, session_id: str | None = None) -> list[Any]:
+        return self._convert_events(self._bm.drain_events(), session_id)
+
     def take_events(self) -> list[Any]:
         """KV-cache events in vLLM's schema (``BlockStored`` / ``BlockRemoved``)."""
         if not self.enable_kv_cache_events:
@@ -684,7 +725,7 @@ class SlabcacheKVCacheManager:
         out.extend(self._convert_events(self._bm.drain_events()))
         return out
 
-    def _convert_events(self, ev: Any) -> list[Any]:
+    def _convert_events(self, ev: Any, session_id: str | None = None) -> list[Any]:
         """Core events as vLLM's: a run of stores that continue one chain
         (each block's parent is the previous block, same extra key) is one
         ``BlockStored`` with several hashes, as vLLM caches a request's newly
@@ -721,6 +762,7 @@ class SlabcacheKVCacheManager:
                             medium=MEDIUM_GPU,
                             lora_name=None if lora is None else lora[1],
                             group_idx=0,
+                            session_id=session_id,
                         )
                     )
                 last_hash, last_key = h, key
@@ -780,6 +822,15 @@ class SlabcacheKVCacheManager:
 
 
 # ---- hybrid KV-cache groups --------------------------------------------------------
+
+
+def _eagle_group_ids(groups: Sequence[Any], use_eagle: bool) -> set[int]:
+    """vLLM's ``coordinator.eagle_group_ids``: the groups flagged
+    ``is_eagle_group``, or every group when ``use_eagle`` flags none."""
+    ids = {i for i, g in enumerate(groups) if getattr(g, "is_eagle_group", False)}
+    if use_eagle and not ids:
+        ids = set(range(len(groups)))
+    return ids
 
 
 def _is_hybrid_config(kv_cache_config: Any) -> bool:
@@ -875,6 +926,7 @@ class _HybridCoordinatorShim:
         self.single_type_managers = [_HybridGroupShim(owner, s, i) for i, s in enumerate(specs)]
         self.enable_partial_hash_hits = False
         self.eagle_group_ids: set[int] = set()
+        self.drop_eagle_group_ids: set[int] = set()
         self.num_reprefillable_tokens = 0
         self.retention_interval: int | None = None
         self.kv_cache_config = owner.kv_cache_config
@@ -952,19 +1004,27 @@ class SlabcacheHybridKVCacheManager(SlabcacheKVCacheManager):
         groups = kv_cache_config.kv_cache_groups
         if not groups:
             raise NotImplementedError("slabcache adapter: a model with no KV-cache group")
-        if use_eagle or dcp_world_size != 1 or pcp_world_size != 1:
-            raise NotImplementedError(
-                "slabcache adapter: EAGLE block drop and context parallelism are not supported"
-            )
-        if num_hash_lookahead_tokens or num_prefill_lookahead:
+        if dcp_world_size != 1 or pcp_world_size != 1:
+            raise NotImplementedError("slabcache adapter: context parallelism is not supported")
+        if num_hash_lookahead_tokens:
             raise NotImplementedError("slabcache adapter: lookahead block hashing (hybrid groups)")
+        eagle_ids = _eagle_group_ids(groups, use_eagle)
+        if enable_caching and eagle_ids and scheduler_block_size < num_prefill_lookahead:
+            raise ValueError(
+                f"Multi-module MTP with prefix caching requires scheduler_block_size"
+                f" (={scheduler_block_size}) >= num_speculative_tokens"
+                f" (={num_prefill_lookahead})."
+            )
+        if num_prefill_lookahead > 1:
+            # vLLM then caches only num_computed - (lookahead - 1) tokens.
+            raise NotImplementedError(
+                "slabcache adapter: multi-token prefill lookahead (multi-module MTP, hybrid groups)"
+            )
         if max_in_flight_tokens is None:
             max_in_flight_tokens = max_model_len
         specs = [g.kv_cache_spec for g in groups]
         core_groups: list[tuple[int, int, int]] = []
-        for g, spec in zip(groups, specs, strict=True):
-            if getattr(g, "is_eagle_group", False):
-                raise NotImplementedError("slabcache adapter: EAGLE KV-cache groups")
+        for spec in specs:
             if type(spec) is SlidingWindowSpec:
                 cap = spec.max_admission_blocks_per_request(
                     max_in_flight_tokens=max_in_flight_tokens, max_model_len=max_model_len
@@ -1023,6 +1083,7 @@ class SlabcacheHybridKVCacheManager(SlabcacheKVCacheManager):
             admission_caps=[None if c < 0 else c for _, _, c in core_groups],
             enable_prefix_caching=enable_caching,
             enable_events=enable_kv_cache_events,
+            eagle_groups=sorted(eagle_ids) if use_eagle else (),
         )
         self._hcore = self._hbm._core
         self._block_objs = [KVCacheBlock(i) for i in range(num_blocks)]
@@ -1038,6 +1099,13 @@ class SlabcacheHybridKVCacheManager(SlabcacheKVCacheManager):
         self._WAITING = (RequestStatus.WAITING, RequestStatus.PREEMPTED)
         self.empty_kv_cache_blocks = KVCacheBlocks(tuple(() for _ in groups))
         self.coordinator = _HybridCoordinatorShim(self, specs)
+        drop_ids = eagle_ids if use_eagle else set()
+        self.coordinator.eagle_group_ids = eagle_ids
+        self.coordinator.drop_eagle_group_ids = drop_ids
+        for i, m in enumerate(self.coordinator.single_type_managers):
+            # vLLM sets the bit on every member of an attention group (same spec).
+            m.use_eagle = any(specs[j] == specs[i] for j in drop_ids)
+        self._tag_events_by_session()
         self.coordinator.retention_interval = retention
         self.block_pool = _HybridBlockPoolShim(self)
 
@@ -1211,7 +1279,10 @@ class SlabcacheHybridKVCacheManager(SlabcacheKVCacheManager):
         out.extend(self._convert_hybrid_events())
         return out
 
-    def _convert_hybrid_events(self) -> list[Any]:
+    def _drain_events(self, session_id: str | None = None) -> list[Any]:
+        return self._convert_hybrid_events(session_id)
+
+    def _convert_hybrid_events(self, session_id: str | None = None) -> list[Any]:
         from vllm.distributed.kv_events import MEDIUM_GPU, BlockRemoved, BlockStored
 
         out: list[Any] = []
@@ -1231,6 +1302,7 @@ class SlabcacheHybridKVCacheManager(SlabcacheKVCacheManager):
                         group_idx=group,
                         kv_cache_spec_kind=meta[group][0],
                         kv_cache_spec_sliding_window=meta[group][1],
+                        session_id=session_id,
                     )
                 )
             else:
