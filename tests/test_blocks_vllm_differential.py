@@ -4,10 +4,10 @@ EAGLE/MTP last-block drop: random traces (shared prefixes, hits, chunked
 prefills, decodes, frees) on one full-attention group, one sliding-window
 group and hybrid layouts, with ``use_eagle=True`` (and ``is_eagle_group`` on
 some groups): every hit (block ids, length) and every allocation must equal
-stock vLLM's, call by call. Events: ``BlockStored`` carries the storing
-request's ``session_id``. Skips when vLLM is not installed (CI); run in the
-vLLM venv (``PYTHONPATH=python /work/venvs/vllm/bin/python -m pytest
-tests/test_blocks_vllm_differential.py``).
+stock vLLM's, call by call, and so must every held block's ``ref_cnt``.
+Events: ``BlockStored`` carries the storing request's ``session_id``. Skips
+when vLLM is not installed (CI); run in the vLLM venv (``PYTHONPATH=python
+/work/venvs/vllm/bin/python -m pytest tests/test_blocks_vllm_differential.py``).
 """
 
 from __future__ import annotations
@@ -141,6 +141,10 @@ def test_eagle_trace_equals_vllm(windows: list[int | None], eagle_groups: list[i
             stock.free(ra)
             ours.free(rb)
         assert stock.block_pool.get_num_free_blocks() == ours.block_pool.get_num_free_blocks()
+        for rid in running:  # ref_cnt of the blocks handed out (the null block aside)
+            want = [[b.ref_cnt for b in g if not b.is_null] for g in stock.get_blocks(rid).blocks]
+            got = [[b.ref_cnt for b in g if not b.is_null] for g in ours.get_blocks(rid).blocks]
+            assert want == got, f"ref_cnt differs at step {step}"
     assert hits > 0 and drops > 0
 
 

@@ -207,6 +207,18 @@ class _CoordinatorShim:
         return max(0, _cdiv(num_tokens, o.block_size) - have - hits)
 
 
+class _FreeQueueShim:
+    """``block_pool.free_block_queue``: its free count only (the queue itself
+    lives in the core; ``free_block_order()`` on the core reads it)."""
+
+    def __init__(self, pool: _BlockPoolShim) -> None:
+        self._pool = pool
+
+    @property
+    def num_free_blocks(self) -> int:
+        return self._pool.get_num_free_blocks()
+
+
 class _BlockPoolShim:
     """vLLM's ``block_pool`` surface the scheduler touches."""
 
@@ -215,6 +227,10 @@ class _BlockPoolShim:
 
     def get_num_free_blocks(self) -> int:
         return self._owner._bm.num_free_blocks
+
+    @property
+    def free_block_queue(self) -> _FreeQueueShim:
+        return _FreeQueueShim(self)
 
     @property
     def hash_block_size(self) -> int:
@@ -337,7 +353,9 @@ class SlabcacheKVCacheManager:
             enable_prefix_caching=enable_caching,
             enable_events=enable_kv_cache_events,
         )
-        self._block_objs = [KVCacheBlock(i) for i in range(num_blocks)]
+        core_block = _core_block_cls()
+        ref_of = self._bm.ref_count
+        self._block_objs = [KVCacheBlock(0)] + [core_block(i, ref_of) for i in range(1, num_blocks)]
         self._block_objs[0].is_null = True
         self._ids: dict[str, int] = {}
         self._next_id = 0
@@ -824,6 +842,37 @@ class SlabcacheKVCacheManager:
 # ---- hybrid KV-cache groups --------------------------------------------------------
 
 
+_CORE_BLOCK_CLS: Any = None
+
+
+def _core_block_cls() -> Any:
+    """vLLM's ``KVCacheBlock`` whose ``ref_cnt`` is read from slabcache's core
+    (the adapter's blocks never pass through vLLM's pool, so a plain field
+    would stay 0). Writing another count raises: the core owns it."""
+    global _CORE_BLOCK_CLS
+    if _CORE_BLOCK_CLS is None:
+        from vllm.v1.core.kv_cache_utils import KVCacheBlock
+
+        class CoreKVCacheBlock(KVCacheBlock):  # type: ignore[misc]
+            __slots__ = ("_ref_of",)
+
+            def __init__(self, block_id: int, ref_of: Any) -> None:
+                self._ref_of = ref_of
+                super().__init__(block_id)
+
+            @property  # type: ignore[override]
+            def ref_cnt(self) -> int:
+                return int(self._ref_of(self.block_id - 1))
+
+            @ref_cnt.setter
+            def ref_cnt(self, value: int) -> None:
+                if value != self.ref_cnt:
+                    raise AttributeError("slabcache adapter: ref_cnt is owned by the core")
+
+        _CORE_BLOCK_CLS = CoreKVCacheBlock
+    return _CORE_BLOCK_CLS
+
+
 def _eagle_group_ids(groups: Sequence[Any], use_eagle: bool) -> set[int]:
     """vLLM's ``coordinator.eagle_group_ids``: the groups flagged
     ``is_eagle_group``, or every group when ``use_eagle`` flags none."""
@@ -1086,7 +1135,9 @@ class SlabcacheHybridKVCacheManager(SlabcacheKVCacheManager):
             eagle_groups=sorted(eagle_ids) if use_eagle else (),
         )
         self._hcore = self._hbm._core
-        self._block_objs = [KVCacheBlock(i) for i in range(num_blocks)]
+        core_block = _core_block_cls()
+        ref_of = self._hbm.ref_count
+        self._block_objs = [KVCacheBlock(0)] + [core_block(i, ref_of) for i in range(1, num_blocks)]
         self._block_objs[0].is_null = True
         self._ids: dict[str, int] = {}
         self._next_id = 0
