@@ -324,6 +324,12 @@ class SlabcacheKVCacheManager:
                 f" (={scheduler_block_size}) >= num_speculative_tokens"
                 f" (={num_prefill_lookahead})."
             )
+        if num_prefill_lookahead > 1 and enable_caching:
+            # vLLM then caches only num_computed - (lookahead - 1) tokens; the
+            # core caches every computed full block.
+            raise NotImplementedError(
+                "slabcache adapter: multi-token prefill lookahead (multi-module MTP)"
+            )
         self._KVCacheBlocks = KVCacheBlocks
         self._PrefixCacheStats = PrefixCacheStats
         self.kv_cache_config = kv_cache_config
