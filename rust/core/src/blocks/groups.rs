@@ -1038,6 +1038,38 @@ mod tests {
     }
 
     #[test]
+    fn eagle_drops_the_last_hit_block_with_a_look_past_margin() {
+        let cfg = |eagle: Vec<usize>| HybridConfig {
+            eagle_groups: eagle,
+            ..HybridConfig::new(40, 4, vec![FULL, swa(8)])
+        };
+        let p: Vec<u32> = (0..25).collect();
+        for (eagle, want) in [(vec![], 24), (vec![0, 1], 20), (vec![1], 20)] {
+            let mut bm = HybridBlockManager::new(cfg(eagle.clone())).unwrap();
+            bm.allocate_slots(1, &alloc(&p, 25)).unwrap().unwrap();
+            bm.free(1);
+            let (hit, n) = bm.find_longest_cache_hit(&p, 0, 24);
+            assert_eq!(n, want, "eagle groups {eagle:?}");
+            assert!(hit.iter().all(|t| t.len() * 4 == n));
+        }
+        // One group (vLLM's unitary coordinator): no margin, 24 -> 20.
+        let one = HybridConfig {
+            eagle_groups: vec![0],
+            ..HybridConfig::new(40, 4, vec![FULL])
+        };
+        let mut bm = HybridBlockManager::new(one).unwrap();
+        let q: Vec<u32> = (0..24).collect();
+        bm.allocate_slots(1, &alloc(&q, 24)).unwrap().unwrap();
+        bm.free(1);
+        assert_eq!(bm.find_longest_cache_hit(&q, 0, 23).1, 16);
+        let bad = HybridConfig {
+            eagle_groups: vec![2],
+            ..HybridConfig::new(40, 4, vec![FULL, swa(8)])
+        };
+        assert!(HybridBlockManager::new(bad).is_err());
+    }
+
+    #[test]
     fn keyed_hashes_differ_per_group() {
         let h = BlockHash::of_block(None, 0, &[1, 2]);
         assert_eq!(keyed(&h, 0), h);

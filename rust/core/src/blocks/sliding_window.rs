@@ -140,6 +140,30 @@ mod tests {
     }
 
     #[test]
+    fn eagle_needs_one_more_block_and_drops_the_last() {
+        let n = NULL_BLOCK;
+        let hs = hashes(6);
+        let c = [None, None, Some(8), Some(3), None, Some(9)];
+        let eagle = |max_len: usize| {
+            longest_hit(&hs, max_len, 4, 8, true, 1, |h| {
+                let i = hs.iter().position(|x| x == h).unwrap();
+                c[i].map(|b| vec![b])
+            })
+            .remove(0)
+        };
+        // A run of 2 is not enough (window 8 needs 2, EAGLE 3): no hit.
+        assert_eq!(eagle(24), Vec::<u32>::new());
+        let c = [Some(1), Some(2), Some(3), Some(4)];
+        let hs = hashes(4);
+        let got = longest_hit(&hs, 16, 4, 8, true, 1, |h| {
+            let i = hs.iter().position(|x| x == h).unwrap();
+            c[i].map(|b| vec![b])
+        });
+        // Blocks 1..=3 form the run of 3; the last is dropped.
+        assert_eq!(got, vec![vec![n, 2, 3]]);
+    }
+
+    #[test]
     fn skipped_tokens() {
         assert_eq!(num_skipped_tokens(0, 4, 0), 0);
         assert_eq!(num_skipped_tokens(4, 4, 0), 1);
