@@ -317,19 +317,9 @@ class SlabcacheKVCacheManager:
             raise NotImplementedError("slabcache adapter: sliding-window attention")
         if dcp_world_size != 1 or pcp_world_size != 1:
             raise NotImplementedError("slabcache adapter: context parallelism is not supported")
-        eagle_ids = _eagle_group_ids(groups, use_eagle)
-        if enable_caching and eagle_ids and scheduler_block_size < num_prefill_lookahead:
-            raise ValueError(
-                f"Multi-module MTP with prefix caching requires scheduler_block_size"
-                f" (={scheduler_block_size}) >= num_speculative_tokens"
-                f" (={num_prefill_lookahead})."
-            )
-        if num_prefill_lookahead > 1 and enable_caching:
-            # vLLM then caches only num_computed - (lookahead - 1) tokens; the
-            # core caches every computed full block.
-            raise NotImplementedError(
-                "slabcache adapter: multi-token prefill lookahead (multi-module MTP)"
-            )
+        eagle_ids = _spec_decode_groups(
+            groups, use_eagle, enable_caching, scheduler_block_size, num_prefill_lookahead
+        )
         self._KVCacheBlocks = KVCacheBlocks
         self._PrefixCacheStats = PrefixCacheStats
         self.kv_cache_config = kv_cache_config
@@ -879,12 +869,31 @@ def _core_block_cls() -> Any:
     return _CORE_BLOCK_CLS
 
 
-def _eagle_group_ids(groups: Sequence[Any], use_eagle: bool) -> set[int]:
-    """vLLM's ``coordinator.eagle_group_ids``: the groups flagged
-    ``is_eagle_group``, or every group when ``use_eagle`` flags none."""
+def _spec_decode_groups(
+    groups: Sequence[Any],
+    use_eagle: bool,
+    enable_caching: bool,
+    scheduler_block_size: int,
+    num_prefill_lookahead: int,
+) -> set[int]:
+    """vLLM's ``coordinator.eagle_group_ids`` (the groups flagged
+    ``is_eagle_group``, or every group when ``use_eagle`` flags none), after
+    vLLM's multi-module MTP check; a multi-token prefill lookahead with
+    caching is refused (vLLM then caches only ``num_computed - (lookahead -
+    1)`` tokens, the core every computed full block)."""
     ids = {i for i, g in enumerate(groups) if getattr(g, "is_eagle_group", False)}
     if use_eagle and not ids:
         ids = set(range(len(groups)))
+    if enable_caching and ids and scheduler_block_size < num_prefill_lookahead:
+        raise ValueError(
+            f"Multi-module MTP with prefix caching requires scheduler_block_size"
+            f" (={scheduler_block_size}) >= num_speculative_tokens"
+            f" (={num_prefill_lookahead})."
+        )
+    if enable_caching and num_prefill_lookahead > 1:
+        raise NotImplementedError(
+            "slabcache adapter: multi-token prefill lookahead (multi-module MTP)"
+        )
     return ids
 
 
@@ -1063,18 +1072,9 @@ class SlabcacheHybridKVCacheManager(SlabcacheKVCacheManager):
             raise NotImplementedError("slabcache adapter: context parallelism is not supported")
         if num_hash_lookahead_tokens:
             raise NotImplementedError("slabcache adapter: lookahead block hashing (hybrid groups)")
-        eagle_ids = _eagle_group_ids(groups, use_eagle)
-        if enable_caching and eagle_ids and scheduler_block_size < num_prefill_lookahead:
-            raise ValueError(
-                f"Multi-module MTP with prefix caching requires scheduler_block_size"
-                f" (={scheduler_block_size}) >= num_speculative_tokens"
-                f" (={num_prefill_lookahead})."
-            )
-        if num_prefill_lookahead > 1:
-            # vLLM then caches only num_computed - (lookahead - 1) tokens.
-            raise NotImplementedError(
-                "slabcache adapter: multi-token prefill lookahead (multi-module MTP, hybrid groups)"
-            )
+        eagle_ids = _spec_decode_groups(
+            groups, use_eagle, enable_caching, scheduler_block_size, num_prefill_lookahead
+        )
         if max_in_flight_tokens is None:
             max_in_flight_tokens = max_model_len
         specs = [g.kv_cache_spec for g in groups]
