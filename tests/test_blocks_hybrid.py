@@ -45,8 +45,11 @@ class _Req:
 class RefHybrid:
     """vLLM's coordinator + single-type managers + block pool, as lists."""
 
-    def __init__(self, num_blocks: int, bs: int, windows: list[int | None], caps=None) -> None:
+    def __init__(
+        self, num_blocks: int, bs: int, windows: list[int | None], caps=None, eagle=()
+    ) -> None:
         self.bs = bs
+        self.eagle = set(eagle)  # vLLM's drop_eagle_group_ids
         self.windows = windows
         self.caps = caps or [None] * len(windows)
         self.free_q = list(range(num_blocks))  # front = next allocated
@@ -65,6 +68,8 @@ class RefHybrid:
             else:
                 specs.append((w, [g]))
         self.specs = sorted(specs, key=lambda s: s[0] is not None)
+        # An attention group drops the EAGLE block if any member does.
+        self.spec_eagle = [any(g in self.eagle for g in m) for _, m in self.specs]
 
     # hashes: chained tuples (an independent scheme; only equality matters)
     def hashes(self, tokens: list[int], key: int) -> list[tuple]:
@@ -89,29 +94,36 @@ class RefHybrid:
         return out
 
     def find_hit(self, tokens: list[int], key: int, max_len: int) -> tuple[list[list[int]], int]:
-        hashes = self.hashes(tokens[:max_len], key)
+        hashes = self.hashes(tokens, key)
         bs = self.bs
         hit_len = max_len
         by_group: list[list[int] | None] = [None] * len(self.windows)
         len_by_group = [0] * len(self.windows)
         simple = len(self.specs) == 2 and self.specs[0][0] is None
+        verified: set[int] = set()  # vLLM's eagle_verified
         while True:
             curr = hit_len
-            for w, members in self.specs:
+            for idx, (w, members) in enumerate(self.specs):
                 if w is None and by_group[members[0]] is not None:
                     curr = min(curr, len_by_group[members[0]])
                     continue
+                drop = self.spec_eagle[idx] and idx not in verified
+                # The hybrid coordinator's eagle margin (none with one group).
+                look = min(curr + bs, len(hashes) * bs) if drop and len(self.windows) > 1 else curr
                 if w is None:
                     blocks: list[list[int]] = [[] for _ in members]
-                    for h in hashes[: curr // bs]:
+                    for h in hashes[: look // bs]:
                         c = self.get_cached(h, members)
                         if c is None:
                             break
                         for t, b in zip(blocks, c, strict=True):
                             t.append(b)
+                    if drop and blocks[0]:
+                        for t in blocks:
+                            t.pop()
                 else:
-                    need = cdiv(w - 1, bs)
-                    m = min(curr // bs, len(hashes))
+                    need = cdiv(w - 1, bs) + drop
+                    m = min(look // bs, len(hashes))
                     blocks = [[N] * m for _ in members]
                     run, found = 0, False
                     for i in range(m - 1, -1, -1):
@@ -130,7 +142,15 @@ class RefHybrid:
                     if not found:
                         for t in blocks:
                             del t[run:]
-                curr = len(blocks[0]) * bs
+                    if drop and blocks[0]:
+                        for t in blocks:
+                            t.pop()
+                new_len = len(blocks[0]) * bs
+                if drop:
+                    verified.add(idx)
+                elif new_len < curr:
+                    verified.clear()
+                curr = new_len
                 for g, t in zip(members, blocks, strict=True):
                     by_group[g] = t
                     len_by_group[g] = curr
@@ -391,6 +411,99 @@ def test_cache_blocks_multi_group_vllm_case() -> None:
     assert n == 8 and hit == [[0, 1], [4, 5]]
 
 
+def test_prefill_hybrid_model_eagle_vllm_case() -> None:
+    """vLLM's ``test_prefill_hybrid_model_eagle``: full attention + two
+    sliding-window groups (window 3 blocks), every group with the EAGLE drop;
+    31 blocks in vLLM (30 here: no null block, ids one lower)."""
+    bs = 16
+    common = [i for i in range(6) for _ in range(bs)]
+    p0 = common + [6] * 7
+    p1 = common + [6] * 5
+
+    def fresh() -> tuple[HybridBlockManager, list[list[int]]]:
+        m = HybridBlockManager(30, bs, [None, 3 * bs, 3 * bs], eagle_groups=[0, 1, 2])
+        assert m.find_longest_cache_hit(p0, max_hit_tokens=len(p0) - 1) == ([[], [], []], 0)
+        t0 = m.allocate_slots(0, p0, len(p0))
+        assert t0 is not None
+        return m, t0
+
+    bm, t0 = fresh()
+    # vLLM: ([1..7], [8..14], [15..21])
+    assert t0 == [list(range(0, 7)), list(range(7, 14)), list(range(14, 21))]
+    hit, n = bm.find_longest_cache_hit(p1, max_hit_tokens=len(p1) - 1)
+    # 6 blocks match (the hybrid coordinator looks one block past the cap),
+    # the last is dropped; vLLM: ([1..5], [0, 0, 10, 11, 12], [0, 0, 17, 18, 19]).
+    assert n == 5 * bs
+    assert hit == [[0, 1, 2, 3, 4], [N, N, 9, 10, 11], [N, N, 16, 17, 18]]
+    new = bm.allocate_slots(1, p1, len(p1) - n, hit=hit, num_new_computed_tokens=n)
+    assert new == [[21, 22], [23, 24], [25, 26]]  # vLLM: ([22, 23], [24, 25], [26, 27])
+    for g in hit:
+        for b in g:
+            if b != N:
+                assert bm.ref_count(b) == 2
+    bm.check_invariants()
+
+    def evict_case(positions: list[tuple[int, int]], expect_blocks: int) -> None:
+        # vLLM pops (hash, group) keys from its map; here every block cached
+        # under that key (req 0's and, for position 5, req 1's) is evicted.
+        m, t = fresh()
+        h, k = m.find_longest_cache_hit(p1, max_hit_tokens=len(p1) - 1)
+        m.allocate_slots(1, p1, len(p1) - k, hit=h, num_new_computed_tokens=k)
+        m.free(0)
+        m.free(1)
+        keys = {m._core.cached_hash(t[g][pos]) for pos, g in positions}
+        m.evict_blocks([b for b in range(30) if m._core.cached_hash(b) in keys])
+        h, k = m.find_longest_cache_hit(p1, max_hit_tokens=len(p1) - 1)
+        assert k == expect_blocks * bs, (positions, k)
+        assert all(len(g) == expect_blocks for g in h)
+        m.check_invariants()
+
+    evict_case([(0, 1), (0, 2)], 5)  # outside the window: no change
+    evict_case([(0, 0)], 0)  # full attention's first block: total miss
+    evict_case([(5, 0), (5, 1), (5, 2)], 4)  # last block of every group
+    evict_case([(5, 0)], 4)  # last block of full attention
+    evict_case([(4, 1)], 3)  # the windows' second-to-last block
+    evict_case([(4, 2)], 3)
+    evict_case([(5, 0), (0, 1), (0, 2)], 4)  # coordinated single drop
+
+
+def test_eagle_with_sliding_window_vllm_case() -> None:
+    """vLLM's ``test_eagle_with_sliding_window``: one sliding-window group
+    (window = 1 block) with the EAGLE drop: the run needs 2 blocks, then
+    drops one; one group gets no look-past margin (vLLM's unitary
+    coordinator)."""
+    bs = 16
+    bm = HybridBlockManager(9, bs, [bs], eagle_groups=[0])
+    p = [0] * (2 * bs + 5)
+    t = bm.allocate_slots(0, p, len(p))
+    assert t == [[0, 1, 2]]
+    bm.free(0)
+    hit, n = bm.find_longest_cache_hit(p, max_hit_tokens=len(p) - 1)
+    assert (hit, n) == ([[0]], bs)  # 2 matched, 1 dropped
+    bm.evict_blocks([0])  # the first block
+    hit, n = bm.find_longest_cache_hit(p, max_hit_tokens=len(p) - 1)
+    # [NULL, block 2] would be a hit without EAGLE; after the drop, none.
+    assert (hit, n) == ([[]], 0)
+
+
+def test_eagle_drop_only_on_flagged_groups() -> None:
+    """A group outside ``eagle_groups`` keeps vLLM's plain rule; with no
+    flagged group the hit is the plain one."""
+    bs = 4
+    p = list(range(25))
+    plain = HybridBlockManager(40, bs, [None, 8])
+    eagle = HybridBlockManager(40, bs, [None, 8], eagle_groups=[1])
+    for m in (plain, eagle):
+        m.allocate_slots(0, p, len(p))
+        m.free(0)
+    assert plain.find_longest_cache_hit(p, max_hit_tokens=24)[1] == 24
+    # Full attention (not flagged) hits 6 blocks; the window (flagged) looks
+    # one block past 24 (none: 6 full blocks), needs 3 in a row, drops one.
+    assert eagle.find_longest_cache_hit(p, max_hit_tokens=24)[1] == 20
+    with pytest.raises(InvalidArgumentError):
+        HybridBlockManager(40, bs, [None, 8], eagle_groups=[2])
+
+
 # ---- behaviours ---------------------------------------------------------------------------
 
 
@@ -452,13 +565,28 @@ def test_bad_input_raises() -> None:
 # ---- random traces against the reference --------------------------------------------------
 
 
-@pytest.mark.parametrize("windows", [[None, 8], [None, 8, 8], [None, 12, 5], [8], [None, None, 8]])
+_LAYOUTS = [[None, 8], [None, 8, 8], [None, 12, 5], [8], [None, None, 8]]
+# EAGLE drop on every group, on some groups only (vLLM's is_eagle_group).
+_EAGLE_LAYOUTS = [
+    ([None, 8], [0, 1]),
+    ([None, 12, 5], [0, 1, 2]),
+    ([None, 12, 5], [2]),
+    ([8], [0]),
+    ([None, None, 8], [1]),
+]
+
+
+@pytest.mark.parametrize(
+    ("windows", "eagle"), [(w, []) for w in _LAYOUTS] + _EAGLE_LAYOUTS, ids=str
+)
 @pytest.mark.parametrize("seed", range(6))
-def test_random_trace_matches_reference(windows: list[int | None], seed: int) -> None:
-    rng = random.Random(seed * 31 + len(windows))
+def test_random_trace_matches_reference(
+    windows: list[int | None], eagle: list[int], seed: int
+) -> None:
+    rng = random.Random(seed * 31 + len(windows) + 7 * len(eagle))
     bs, nb = 4, 48
-    bm = HybridBlockManager(nb, bs, windows, enable_events=True)
-    ref = RefHybrid(nb, bs, windows)
+    bm = HybridBlockManager(nb, bs, windows, enable_events=True, eagle_groups=eagle)
+    ref = RefHybrid(nb, bs, windows, eagle=eagle)
     prefixes = [[rng.randrange(50) for _ in range(rng.randrange(4, 24))] for _ in range(3)]
     running: dict[int, int] = {}  # rid -> computed tokens
     next_id = 0

@@ -478,6 +478,7 @@ class HybridBlockManagerCore:
         groups: Sequence[tuple[int, int, int]],
         enable_prefix_caching: bool = True,
         enable_events: bool = False,
+        eagle_groups: Sequence[int] = ...,
     ) -> Self: ...
     @property
     def num_blocks(self) -> int: ...

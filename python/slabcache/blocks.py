@@ -962,6 +962,9 @@ class HybridBlockManager:
             applies (vLLM's ``max_admission_blocks_per_request``); default none.
         enable_prefix_caching: cache full blocks (keyed per group).
         enable_events: record events for :meth:`drain_events`.
+        eagle_groups: the groups with vLLM's EAGLE/MTP last-block drop (its
+            ``drop_eagle_group_ids``): their hit search matches one block
+            more and drops the last hit block, so the drafting head recomputes it.
 
     Tables hold :data:`NULL_BLOCK` (-1) where a window skipped a block.
 
@@ -986,6 +989,7 @@ class HybridBlockManager:
         admission_caps: Sequence[int | None] | None = None,
         enable_prefix_caching: bool = True,
         enable_events: bool = False,
+        eagle_groups: Sequence[int] = (),
     ) -> None:
         n = len(sliding_windows)
         extra = [0] * n if extra_retained_tokens is None else list(extra_retained_tokens)
@@ -1012,6 +1016,7 @@ class HybridBlockManager:
             groups,
             bool(enable_prefix_caching),
             bool(enable_events),
+            [_count(g, "eagle_groups", n - 1) for g in eagle_groups],
         )
 
     @property

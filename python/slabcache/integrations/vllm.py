@@ -183,6 +183,7 @@ class _GroupShim:
         self.kv_cache_group_id = group_id
         self.retains_longer_hit = False
         self.records_new_block_ids = True
+        self.use_eagle = False
 
 
 class _CoordinatorShim:
@@ -192,7 +193,8 @@ class _CoordinatorShim:
         self._owner = owner
         self.single_type_managers = [_GroupShim(spec, 0, owner)]
         self.enable_partial_hash_hits = False
-        self.eagle_group_ids: tuple[int, ...] = ()
+        self.eagle_group_ids: set[int] = set()
+        self.drop_eagle_group_ids: set[int] = set()
         self.num_reprefillable_tokens = 0
         self.retention_interval: int | None = None
 
@@ -205,6 +207,18 @@ class _CoordinatorShim:
         return max(0, _cdiv(num_tokens, o.block_size) - have - hits)
 
 
+class _FreeQueueShim:
+    """``block_pool.free_block_queue``: its free count only (the queue itself
+    lives in the core; ``free_block_order()`` on the core reads it)."""
+
+    def __init__(self, pool: _BlockPoolShim) -> None:
+        self._pool = pool
+
+    @property
+    def num_free_blocks(self) -> int:
+        return self._pool.get_num_free_blocks()
+
+
 class _BlockPoolShim:
     """vLLM's ``block_pool`` surface the scheduler touches."""
 
@@ -213,6 +227,10 @@ class _BlockPoolShim:
 
     def get_num_free_blocks(self) -> int:
         return self._owner._bm.num_free_blocks
+
+    @property
+    def free_block_queue(self) -> _FreeQueueShim:
+        return _FreeQueueShim(self)
 
     @property
     def hash_block_size(self) -> int:
@@ -297,15 +315,18 @@ class SlabcacheKVCacheManager:
             )
         if getattr(spec, "sliding_window", None):
             raise NotImplementedError("slabcache adapter: sliding-window attention")
-        if use_eagle or dcp_world_size != 1 or pcp_world_size != 1:
-            raise NotImplementedError(
-                "slabcache adapter: EAGLE block drop and context parallelism are not supported"
-            )
+        if dcp_world_size != 1 or pcp_world_size != 1:
+            raise NotImplementedError("slabcache adapter: context parallelism is not supported")
+        eagle_ids = _spec_decode_groups(
+            groups, use_eagle, enable_caching, scheduler_block_size, num_prefill_lookahead
+        )
         self._KVCacheBlocks = KVCacheBlocks
         self._PrefixCacheStats = PrefixCacheStats
         self.kv_cache_config = kv_cache_config
         self.max_model_len = max_model_len
         self.block_size = spec.block_size
+        # vLLM's drop_eagle_group_ids: lookups drop the last hit block.
+        self._drop_eagle = use_eagle and 0 in eagle_ids
         if hash_block_size != self.block_size:
             raise NotImplementedError("slabcache adapter: hash_block_size != block_size")
         self.enable_caching = enable_caching
@@ -328,7 +349,9 @@ class SlabcacheKVCacheManager:
             enable_prefix_caching=enable_caching,
             enable_events=enable_kv_cache_events,
         )
-        self._block_objs = [KVCacheBlock(i) for i in range(num_blocks)]
+        core_block = _core_block_cls()
+        ref_of = self._bm.ref_count
+        self._block_objs = [KVCacheBlock(0)] + [core_block(i, ref_of) for i in range(1, num_blocks)]
         self._block_objs[0].is_null = True
         self._ids: dict[str, int] = {}
         self._next_id = 0
@@ -346,6 +369,10 @@ class SlabcacheKVCacheManager:
         self._lora_of_key: dict[int, tuple[int, str]] = {}
         self.empty_kv_cache_blocks = KVCacheBlocks(((),))
         self.coordinator = _CoordinatorShim(self, spec)
+        self.coordinator.eagle_group_ids = eagle_ids
+        self.coordinator.drop_eagle_group_ids = eagle_ids if use_eagle else set()
+        self.coordinator.single_type_managers[0].use_eagle = self._drop_eagle
+        self._tag_events_by_session()
         self.block_pool = _BlockPoolShim(self)
         # vLLM's check of prefix_cache_retention_interval (full attention
         # caches densely and ignores a valid one).
@@ -438,6 +465,11 @@ class SlabcacheKVCacheManager:
             extra_key=self._extra_key(request),
             max_hit_tokens=max(0, limit),
         )
+        if self._drop_eagle and n > 0:
+            # vLLM's FullAttentionManager with drop_eagle_block: the last hit
+            # block is recomputed for the EAGLE/MTP drafting head.
+            hit = hit[:-1]
+            n -= self.block_size
         return self._blocks((hit + 1).tolist()), n, 0
 
     def get_computed_blocks_for_connector(
@@ -676,6 +708,29 @@ class SlabcacheKVCacheManager:
         """Always 0 per group (vLLM removed cascade attention; kept for the API)."""
         return [0] * self.num_kv_cache_groups
 
+    def _tag_events_by_session(self) -> None:
+        """With events on, the stores of each ``allocate_slots`` /
+        ``cache_blocks`` call are converted right after it, carrying the
+        calling request's ``session_id`` as vLLM's ``BlockStored`` does (one
+        event per call and chain, as vLLM's ``cache_full_blocks``). Events off:
+        the plain methods, no per-call cost."""
+        if not self.enable_kv_cache_events:
+            return
+
+        def tagged(fn: Any) -> Any:
+            def call(request: Any, *args: Any, **kwargs: Any) -> Any:
+                out = fn(request, *args, **kwargs)
+                self._events.extend(self._drain_events(getattr(request, "session_id", None)))
+                return out
+
+            return call
+
+        self.allocate_slots = tagged(self.allocate_slots)  # type: ignore[method-assign]
+        self.cache_blocks = tagged(self.cache_blocks)  # type: ignore[method-assign]
+
+    def _drain_events(self, session_id: str | None = None) -> list[Any]:
+        return self._convert_events(self._bm.drain_events(), session_id)
+
     def take_events(self) -> list[Any]:
         """KV-cache events in vLLM's schema (``BlockStored`` / ``BlockRemoved``)."""
         if not self.enable_kv_cache_events:
@@ -684,7 +739,7 @@ class SlabcacheKVCacheManager:
         out.extend(self._convert_events(self._bm.drain_events()))
         return out
 
-    def _convert_events(self, ev: Any) -> list[Any]:
+    def _convert_events(self, ev: Any, session_id: str | None = None) -> list[Any]:
         """Core events as vLLM's: a run of stores that continue one chain
         (each block's parent is the previous block, same extra key) is one
         ``BlockStored`` with several hashes, as vLLM caches a request's newly
@@ -721,6 +776,7 @@ class SlabcacheKVCacheManager:
                             medium=MEDIUM_GPU,
                             lora_name=None if lora is None else lora[1],
                             group_idx=0,
+                            session_id=session_id,
                         )
                     )
                 last_hash, last_key = h, key
@@ -780,6 +836,65 @@ class SlabcacheKVCacheManager:
 
 
 # ---- hybrid KV-cache groups --------------------------------------------------------
+
+
+_CORE_BLOCK_CLS: Any = None
+
+
+def _core_block_cls() -> Any:
+    """vLLM's ``KVCacheBlock`` whose ``ref_cnt`` is read from slabcache's core
+    (the adapter's blocks never pass through vLLM's pool, so a plain field
+    would stay 0). Writing another count raises: the core owns it."""
+    global _CORE_BLOCK_CLS
+    if _CORE_BLOCK_CLS is None:
+        from vllm.v1.core.kv_cache_utils import KVCacheBlock
+
+        class CoreKVCacheBlock(KVCacheBlock):  # type: ignore[misc]
+            __slots__ = ("_ref_of",)
+
+            def __init__(self, block_id: int, ref_of: Any) -> None:
+                self._ref_of = ref_of
+                super().__init__(block_id)
+
+            @property  # type: ignore[override]
+            def ref_cnt(self) -> int:
+                return int(self._ref_of(self.block_id - 1))
+
+            @ref_cnt.setter
+            def ref_cnt(self, value: int) -> None:
+                if value != self.ref_cnt:
+                    raise AttributeError("slabcache adapter: ref_cnt is owned by the core")
+
+        _CORE_BLOCK_CLS = CoreKVCacheBlock
+    return _CORE_BLOCK_CLS
+
+
+def _spec_decode_groups(
+    groups: Sequence[Any],
+    use_eagle: bool,
+    enable_caching: bool,
+    scheduler_block_size: int,
+    num_prefill_lookahead: int,
+) -> set[int]:
+    """vLLM's ``coordinator.eagle_group_ids`` (the groups flagged
+    ``is_eagle_group``, or every group when ``use_eagle`` flags none), after
+    vLLM's multi-module MTP check; a multi-token prefill lookahead with
+    caching is refused (vLLM then caches only ``num_computed - (lookahead -
+    1)`` tokens, the core every computed full block)."""
+    ids = {i for i, g in enumerate(groups) if getattr(g, "is_eagle_group", False)}
+    if use_eagle and not ids:
+        ids = set(range(len(groups)))
+    if enable_caching and ids and scheduler_block_size < num_prefill_lookahead:
+        raise ValueError(
+            f"Multi-module MTP with prefix caching requires scheduler_block_size"
+            f" (={scheduler_block_size}) >= num_speculative_tokens"
+            f" (={num_prefill_lookahead})."
+        )
+    if enable_caching and num_prefill_lookahead > 1:
+        raise NotImplementedError(
+            "slabcache adapter: multi-token prefill lookahead (multi-module MTP)"
+        )
+    return ids
 
 
 def _is_hybrid_config(kv_cache_config: Any) -> bool:
@@ -875,6 +990,7 @@ class _HybridCoordinatorShim:
         self.single_type_managers = [_HybridGroupShim(owner, s, i) for i, s in enumerate(specs)]
         self.enable_partial_hash_hits = False
         self.eagle_group_ids: set[int] = set()
+        self.drop_eagle_group_ids: set[int] = set()
         self.num_reprefillable_tokens = 0
         self.retention_interval: int | None = None
         self.kv_cache_config = owner.kv_cache_config
@@ -952,19 +1068,18 @@ class SlabcacheHybridKVCacheManager(SlabcacheKVCacheManager):
         groups = kv_cache_config.kv_cache_groups
         if not groups:
             raise NotImplementedError("slabcache adapter: a model with no KV-cache group")
-        if use_eagle or dcp_world_size != 1 or pcp_world_size != 1:
-            raise NotImplementedError(
-                "slabcache adapter: EAGLE block drop and context parallelism are not supported"
-            )
-        if num_hash_lookahead_tokens or num_prefill_lookahead:
+        if dcp_world_size != 1 or pcp_world_size != 1:
+            raise NotImplementedError("slabcache adapter: context parallelism is not supported")
+        if num_hash_lookahead_tokens:
             raise NotImplementedError("slabcache adapter: lookahead block hashing (hybrid groups)")
+        eagle_ids = _spec_decode_groups(
+            groups, use_eagle, enable_caching, scheduler_block_size, num_prefill_lookahead
+        )
         if max_in_flight_tokens is None:
             max_in_flight_tokens = max_model_len
         specs = [g.kv_cache_spec for g in groups]
         core_groups: list[tuple[int, int, int]] = []
-        for g, spec in zip(groups, specs, strict=True):
-            if getattr(g, "is_eagle_group", False):
-                raise NotImplementedError("slabcache adapter: EAGLE KV-cache groups")
+        for spec in specs:
             if type(spec) is SlidingWindowSpec:
                 cap = spec.max_admission_blocks_per_request(
                     max_in_flight_tokens=max_in_flight_tokens, max_model_len=max_model_len
@@ -1023,9 +1138,12 @@ class SlabcacheHybridKVCacheManager(SlabcacheKVCacheManager):
             admission_caps=[None if c < 0 else c for _, _, c in core_groups],
             enable_prefix_caching=enable_caching,
             enable_events=enable_kv_cache_events,
+            eagle_groups=sorted(eagle_ids) if use_eagle else (),
         )
         self._hcore = self._hbm._core
-        self._block_objs = [KVCacheBlock(i) for i in range(num_blocks)]
+        core_block = _core_block_cls()
+        ref_of = self._hbm.ref_count
+        self._block_objs = [KVCacheBlock(0)] + [core_block(i, ref_of) for i in range(1, num_blocks)]
         self._block_objs[0].is_null = True
         self._ids: dict[str, int] = {}
         self._next_id = 0
@@ -1038,6 +1156,13 @@ class SlabcacheHybridKVCacheManager(SlabcacheKVCacheManager):
         self._WAITING = (RequestStatus.WAITING, RequestStatus.PREEMPTED)
         self.empty_kv_cache_blocks = KVCacheBlocks(tuple(() for _ in groups))
         self.coordinator = _HybridCoordinatorShim(self, specs)
+        drop_ids = eagle_ids if use_eagle else set()
+        self.coordinator.eagle_group_ids = eagle_ids
+        self.coordinator.drop_eagle_group_ids = drop_ids
+        for i, m in enumerate(self.coordinator.single_type_managers):
+            # vLLM sets the bit on every member of an attention group (same spec).
+            m.use_eagle = any(specs[j] == specs[i] for j in drop_ids)
+        self._tag_events_by_session()
         self.coordinator.retention_interval = retention
         self.block_pool = _HybridBlockPoolShim(self)
 
@@ -1211,7 +1336,10 @@ class SlabcacheHybridKVCacheManager(SlabcacheKVCacheManager):
         out.extend(self._convert_hybrid_events())
         return out
 
-    def _convert_hybrid_events(self) -> list[Any]:
+    def _drain_events(self, session_id: str | None = None) -> list[Any]:
+        return self._convert_hybrid_events(session_id)
+
+    def _convert_hybrid_events(self, session_id: str | None = None) -> list[Any]:
         from vllm.distributed.kv_events import MEDIUM_GPU, BlockRemoved, BlockStored
 
         out: list[Any] = []
@@ -1231,6 +1359,7 @@ class SlabcacheHybridKVCacheManager(SlabcacheKVCacheManager):
                         group_idx=group,
                         kv_cache_spec_kind=meta[group][0],
                         kv_cache_spec_sliding_window=meta[group][1],
+                        session_id=session_id,
                     )
                 )
             else:

@@ -745,14 +745,16 @@ type PyGroupEvent<'py> = (
 impl PyHybridBlockManager {
     /// `groups`: one `(sliding_window, extra_retained_tokens, admission_cap)`
     /// per group; `sliding_window` 0 is full attention, `admission_cap` -1 none.
+    /// `eagle_groups`: the groups with the EAGLE last-block drop.
     #[new]
-    #[pyo3(signature = (num_blocks, block_size, groups, enable_prefix_caching=true, enable_events=false))]
+    #[pyo3(signature = (num_blocks, block_size, groups, enable_prefix_caching=true, enable_events=false, eagle_groups=Vec::new()))]
     fn new(
         num_blocks: i64,
         block_size: i64,
         groups: Vec<(i64, i64, i64)>,
         enable_prefix_caching: bool,
         enable_events: bool,
+        eagle_groups: Vec<i64>,
     ) -> PyResult<Self> {
         let mut specs = Vec::with_capacity(groups.len());
         for (window, extra, cap) in groups {
@@ -777,6 +779,10 @@ impl PyHybridBlockManager {
             groups: specs,
             enable_caching: enable_prefix_caching,
             enable_events,
+            eagle_groups: eagle_groups
+                .into_iter()
+                .map(|g| count("eagle_groups", g))
+                .collect::<PyResult<_>>()?,
         };
         Ok(PyHybridBlockManager {
             inner: Mutex::new(HybridBlockManager::new(cfg).py()?),

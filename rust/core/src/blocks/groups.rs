@@ -86,6 +86,10 @@ pub struct HybridConfig {
     pub enable_caching: bool,
     /// Record [`GroupEvent`]s.
     pub enable_events: bool,
+    /// Groups that get vLLM's EAGLE/MTP last-block drop (its
+    /// `drop_eagle_group_ids`): their hit search matches one block more and
+    /// drops it, so the drafting head recomputes the last hit block.
+    pub eagle_groups: Vec<usize>,
 }
 
 impl HybridConfig {
@@ -97,6 +101,7 @@ impl HybridConfig {
             groups,
             enable_caching: true,
             enable_events: false,
+            eagle_groups: Vec::new(),
         }
     }
 }
@@ -184,6 +189,8 @@ struct HybridRequest {
 struct SpecGroup {
     kind: GroupKind,
     members: Vec<usize>,
+    /// Any member is an EAGLE group (vLLM's `SpecGroup.use_eagle`).
+    eagle: bool,
 }
 
 /// Block tables of several KV-cache groups over one shared pool.
@@ -255,6 +262,12 @@ impl HybridBlockManager {
                 cfg.num_blocks
             )));
         }
+        if let Some(&g) = cfg.eagle_groups.iter().find(|&&g| g >= cfg.groups.len()) {
+            return Err(Error::invalid_argument(format!(
+                "eagle group {g} out of range ({} groups)",
+                cfg.groups.len()
+            )));
+        }
         for g in &cfg.groups {
             if let GroupKind::SlidingWindow { window: 0, .. } = g.kind {
                 return Err(Error::invalid_argument("sliding window must be >= 1 token"));
@@ -264,11 +277,16 @@ impl HybridBlockManager {
         // attention first (a stable sort, so first-seen order otherwise).
         let mut spec_groups: Vec<SpecGroup> = Vec::new();
         for (i, g) in cfg.groups.iter().enumerate() {
+            let eagle = cfg.eagle_groups.contains(&i);
             match spec_groups.iter_mut().find(|s| s.kind == g.kind) {
-                Some(s) => s.members.push(i),
+                Some(s) => {
+                    s.members.push(i);
+                    s.eagle |= eagle;
+                }
                 None => spec_groups.push(SpecGroup {
                     kind: g.kind,
                     members: vec![i],
+                    eagle,
                 }),
             }
         }
@@ -287,6 +305,14 @@ impl HybridBlockManager {
     /// The configuration.
     pub fn config(&self) -> &HybridConfig {
         &self.cfg
+    }
+
+    /// Whether `group`'s attention group drops the EAGLE block (vLLM
+    /// propagates the bit to every member of an attention group).
+    fn group_is_eagle(&self, group: usize) -> bool {
+        self.spec_groups
+            .iter()
+            .any(|s| s.eagle && s.members.contains(&group))
     }
 
     /// Blocks in the pool.
@@ -404,35 +430,59 @@ impl HybridBlockManager {
         let mut by_group: Vec<Option<Vec<u32>>> = vec![None; n];
         let mut len_by_group = vec![0usize; n];
         let simple = self.spec_groups.len() == 2 && self.spec_groups[0].kind == GroupKind::Full;
+        // vLLM's `eagle_verified`: an EAGLE group drops its last block at most
+        // once per candidate length; a shrinking non-dropping lookup resets it.
+        let mut eagle_verified = vec![false; self.spec_groups.len()];
         loop {
             let mut curr = hit_length;
-            for sg in &self.spec_groups {
+            for (idx, sg) in self.spec_groups.iter().enumerate() {
                 let first = sg.members[0];
                 if sg.kind == GroupKind::Full && by_group[first].is_some() {
                     curr = curr.min(len_by_group[first]);
                     continue;
                 }
+                let drop = sg.eagle && !eagle_verified[idx];
+                // EAGLE matches one block past the candidate, then drops it
+                // (vLLM's hybrid coordinator; its one-group coordinator adds
+                // no margin).
+                let max_len = if drop && n > 1 {
+                    (curr + bs).min(hashes.len() * bs)
+                } else {
+                    curr
+                };
                 let blocks = match sg.kind {
                     GroupKind::Full => {
                         let mut out = vec![Vec::new(); sg.members.len()];
-                        for h in hashes.iter().take(curr / bs) {
+                        for h in hashes.iter().take(max_len / bs) {
                             match self.cached_block(h, &sg.members) {
                                 Some(bl) => out.iter_mut().zip(bl).for_each(|(t, b)| t.push(b)),
                                 None => break,
                             }
                         }
+                        if drop {
+                            out.iter_mut().for_each(|t| {
+                                t.pop();
+                            });
+                        }
                         out
                     }
                     GroupKind::SlidingWindow { window, .. } => sliding_window::longest_hit(
                         hashes,
-                        curr,
+                        max_len,
                         bs,
                         window,
+                        drop,
                         sg.members.len(),
                         |h| self.cached_block(h, &sg.members),
                     ),
                 };
-                curr = blocks[0].len() * bs;
+                let new_len = blocks[0].len() * bs;
+                if drop {
+                    eagle_verified[idx] = true;
+                } else if new_len < curr {
+                    eagle_verified.iter_mut().for_each(|v| *v = false);
+                }
+                curr = new_len;
                 for (&g, b) in sg.members.iter().zip(blocks) {
                     by_group[g] = Some(b);
                     len_by_group[g] = curr;
@@ -794,7 +844,9 @@ impl HybridBlockManager {
         let num_tokens = num_tokens / bs * bs;
         for g in 0..self.cfg.groups.len() {
             if let GroupKind::SlidingWindow { window, .. } = self.cfg.groups[g].kind {
-                if sliding_window::contiguous_blocks_for_hit(window, bs) == 0 {
+                let need = sliding_window::contiguous_blocks_for_hit(window, bs)
+                    + usize::from(self.group_is_eagle(g));
+                if need == 0 {
                     continue; // no block can ever serve a hit (vLLM's mask)
                 }
             }
@@ -983,6 +1035,38 @@ mod tests {
             max_model_len: 1 << 20,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn eagle_drops_the_last_hit_block_with_a_look_past_margin() {
+        let cfg = |eagle: Vec<usize>| HybridConfig {
+            eagle_groups: eagle,
+            ..HybridConfig::new(40, 4, vec![FULL, swa(8)])
+        };
+        let p: Vec<u32> = (0..25).collect();
+        for (eagle, want) in [(vec![], 24), (vec![0, 1], 20), (vec![1], 20)] {
+            let mut bm = HybridBlockManager::new(cfg(eagle.clone())).unwrap();
+            bm.allocate_slots(1, &alloc(&p, 25)).unwrap().unwrap();
+            bm.free(1);
+            let (hit, n) = bm.find_longest_cache_hit(&p, 0, 24);
+            assert_eq!(n, want, "eagle groups {eagle:?}");
+            assert!(hit.iter().all(|t| t.len() * 4 == n));
+        }
+        // One group (vLLM's unitary coordinator): no margin, 24 -> 20.
+        let one = HybridConfig {
+            eagle_groups: vec![0],
+            ..HybridConfig::new(40, 4, vec![FULL])
+        };
+        let mut bm = HybridBlockManager::new(one).unwrap();
+        let q: Vec<u32> = (0..24).collect();
+        bm.allocate_slots(1, &alloc(&q, 24)).unwrap().unwrap();
+        bm.free(1);
+        assert_eq!(bm.find_longest_cache_hit(&q, 0, 23).1, 16);
+        let bad = HybridConfig {
+            eagle_groups: vec![2],
+            ..HybridConfig::new(40, 4, vec![FULL, swa(8)])
+        };
+        assert!(HybridBlockManager::new(bad).is_err());
     }
 
     #[test]

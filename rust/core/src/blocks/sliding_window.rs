@@ -47,14 +47,15 @@ pub fn num_skipped_tokens(
 /// groups of one spec: `lookup(hash)` returns each member group's cached
 /// block for a hash, or `None` if any member misses. The result holds one
 /// table per member, [`NULL_BLOCK`] before the run of hits; its length times
-/// `block_size` is the hit length.
+/// `block_size` is the hit length. `drop_eagle_block` is vLLM's EAGLE rule:
+/// the run needs one block more, and its last block is dropped.
 ///
 /// ```
 /// use slabcache_core::blocks::BlockHash;
 /// use slabcache_core::blocks::sliding_window::{longest_hit, NULL_BLOCK};
 /// let hashes: Vec<BlockHash> = (0..4u32).map(|i| BlockHash::of_block(None, 0, &[i])).collect();
 /// // Blocks 1 and 2 are cached (as 7 and 8); window 8 with block size 4 needs 2 in a row.
-/// let hit = longest_hit(&hashes, 16, 4, 8, 1, |h| {
+/// let hit = longest_hit(&hashes, 16, 4, 8, false, 1, |h| {
 ///     let i = hashes.iter().position(|x| x == h).unwrap();
 ///     [None, Some(vec![7]), Some(vec![8]), None][i].clone()
 /// });
@@ -65,10 +66,12 @@ pub fn longest_hit(
     max_length: usize,
     block_size: usize,
     window: usize,
+    drop_eagle_block: bool,
     num_members: usize,
     mut lookup: impl FnMut(&BlockHash) -> Option<Vec<u32>>,
 ) -> Vec<Vec<u32>> {
-    let need = contiguous_blocks_for_hit(window, block_size);
+    // EAGLE: one more contiguous block is needed, and the last is dropped.
+    let need = contiguous_blocks_for_hit(window, block_size) + usize::from(drop_eagle_block);
     let max_blocks = (max_length / block_size).min(hashes.len());
     let mut out = vec![vec![NULL_BLOCK; max_blocks]; num_members];
     let mut run = 0usize;
@@ -96,6 +99,11 @@ pub fn longest_hit(
             t.truncate(run);
         }
     }
+    if drop_eagle_block && !out[0].is_empty() {
+        for t in out.iter_mut() {
+            t.pop();
+        }
+    }
     out
 }
 
@@ -109,7 +117,7 @@ mod tests {
 
     fn hit(cached: &[Option<u32>], max_len: usize, window: usize) -> Vec<u32> {
         let hs = hashes(cached.len() as u32);
-        longest_hit(&hs, max_len, 4, window, 1, |h| {
+        longest_hit(&hs, max_len, 4, window, false, 1, |h| {
             let i = hs.iter().position(|x| x == h).unwrap();
             cached[i].map(|b| vec![b])
         })
@@ -129,6 +137,30 @@ mod tests {
         // max_length caps the blocks considered.
         let c = [Some(1), Some(2), Some(3), Some(4)];
         assert_eq!(hit(&c, 11, 8), vec![1, 2]);
+    }
+
+    #[test]
+    fn eagle_needs_one_more_block_and_drops_the_last() {
+        let n = NULL_BLOCK;
+        let hs = hashes(6);
+        let c = [None, None, Some(8), Some(3), None, Some(9)];
+        let eagle = |max_len: usize| {
+            longest_hit(&hs, max_len, 4, 8, true, 1, |h| {
+                let i = hs.iter().position(|x| x == h).unwrap();
+                c[i].map(|b| vec![b])
+            })
+            .remove(0)
+        };
+        // A run of 2 is not enough (window 8 needs 2, EAGLE 3): no hit.
+        assert_eq!(eagle(24), Vec::<u32>::new());
+        let c = [Some(1), Some(2), Some(3), Some(4)];
+        let hs = hashes(4);
+        let got = longest_hit(&hs, 16, 4, 8, true, 1, |h| {
+            let i = hs.iter().position(|x| x == h).unwrap();
+            c[i].map(|b| vec![b])
+        });
+        // Blocks 1..=3 form the run of 3; the last is dropped.
+        assert_eq!(got, vec![vec![n, 2, 3]]);
     }
 
     #[test]
