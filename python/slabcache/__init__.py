@@ -38,6 +38,7 @@ from .errors import (
     OutOfMemoryError,
     SlabcacheError,
     StorageError,
+    UnsupportedFeatureError,
 )
 from .semantic import Hit, Policy, SemanticCache
 from .skiplist import BSkipList
@@ -83,4 +84,5 @@ __all__ = [
     "NotFoundError",
     "OutOfMemoryError",
     "StorageError",
+    "UnsupportedFeatureError",
 ]

@@ -31,6 +31,7 @@ __all__ = [
     "NotBundledError",
     "SharedTierError",
     "SharedAuthError",
+    "UnsupportedFeatureError",
 ]
 
 
@@ -106,3 +107,8 @@ class SharedTierError(StorageError):
 
 class SharedAuthError(SharedTierError, PermissionError):
     """Redis refused the credentials, or the ACL user may not use the namespace's keys."""
+
+
+class UnsupportedFeatureError(SlabcacheError, NotImplementedError):
+    """An integration was asked for a feature it does not model (a vLLM KV-cache spec the
+    adapter cannot manage, say); raised before any answer that could differ from the host's."""

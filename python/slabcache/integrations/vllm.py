@@ -218,6 +218,12 @@ class _FreeQueueShim:
     def num_free_blocks(self) -> int:
         return self._pool.get_num_free_blocks()
 
+    def get_all_free_blocks(self) -> list[Any]:
+        """The free blocks in the core's reuse order (first = next handed out),
+        as the ``KVCacheBlock`` objects the adapter returns."""
+        objs = self._pool._owner._block_objs
+        return [objs[int(b) + 1] for b in self._pool._free_order()]
+
 
 class _BlockPoolShim:
     """vLLM's ``block_pool`` surface the scheduler touches."""
@@ -227,6 +233,15 @@ class _BlockPoolShim:
 
     def get_num_free_blocks(self) -> int:
         return self._owner._bm.num_free_blocks
+
+    @property
+    def blocks(self) -> list[Any]:
+        """Every block by vLLM id (0 = the null block); ``ref_cnt`` is the
+        core's count, ``block_hash`` stays None (the core keeps its hashes)."""
+        return self._owner._block_objs
+
+    def _free_order(self) -> Any:
+        return self._owner._bm.free_block_order()
 
     @property
     def free_block_queue(self) -> _FreeQueueShim:
@@ -1428,6 +1443,9 @@ class _HybridBlockPoolShim(_BlockPoolShim):
 
     def get_num_free_blocks(self) -> int:
         return self._owner._hcore.num_free_blocks
+
+    def _free_order(self) -> Any:
+        return self._owner._hbm.free_block_order()
 
     @property
     def num_gpu_blocks(self) -> int:
