@@ -156,7 +156,11 @@ def test_batches_racing_the_first_object_stored(key_type: str) -> None:
         stop = threading.Event()
         errors: list[BaseException] = []
 
-        def batches(m: BSkipList = m) -> None:
+        def batches(
+            m: BSkipList = m,
+            stop: threading.Event = stop,
+            errors: list[BaseException] = errors,
+        ) -> None:
             try:
                 while not stop.is_set():
                     vals, found = m.get_many(keys)
