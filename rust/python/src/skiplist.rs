@@ -142,11 +142,34 @@ impl Clone for PyValue {
     fn clone(&self) -> Self {
         match self.as_object() {
             None => PyValue(Word { bits: self.bits() }),
-            // With the GIL held (always, by the rule above) this only
-            // counts pyo3's GIL depth up and down; it never waits.
+            Some(o) if gil_held_here() => {
+                // SAFETY: this thread holds the GIL (`gil_held_here`). No
+                // `with_gil` here: it would also apply pyo3's deferred
+                // decrefs, running `__del__`s, possibly under a node lock
+                // the core holds while it copies a value.
+                let py = unsafe { Python::assume_gil_acquired() };
+                Self::object(o.clone_ref(py))
+            }
+            // Unreachable by the rule above (no map holds an object while a
+            // call runs on it without the GIL); taking the GIL keeps even
+            // that case sound.
             Some(o) => Self::object(Python::with_gil(|py| o.clone_ref(py))),
         }
     }
+}
+
+thread_local! {
+    /// Set while this thread runs a [`Shared::gil_free`] section.
+    static GIL_RELEASED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the calling thread holds the GIL, for a value clone: values are
+/// only cloned by binding calls (which hold the GIL) on their own thread,
+/// inside their `gil_free` sections (which released it), or on rayon's
+/// workers (which never take it).
+#[inline]
+fn gil_held_here() -> bool {
+    !GIL_RELEASED.with(std::cell::Cell::get) && rayon::current_thread_index().is_none()
 }
 
 impl Drop for PyValue {
@@ -734,7 +757,10 @@ impl<K: Ord + Clone + Send + Sync + 'static> Shared<K> {
             // Leave before taking the GIL back: `admit_objects` waits for
             // this count while holding the GIL.
             let _leave = Leave(count);
-            f(true)
+            let was = GIL_RELEASED.with(|g| g.replace(true));
+            let out = f(true);
+            GIL_RELEASED.with(|g| g.set(was));
+            out
         })
     }
 
