@@ -42,16 +42,24 @@ _RSS_SCRIPT = textwrap.dedent(
     """
     import gc, json, sys
     import numpy as np, psutil
-    n, which = int(sys.argv[1]), sys.argv[2]
+    n, which, kind = int(sys.argv[1]), sys.argv[2], sys.argv[3]
     rng = np.random.default_rng(1)
     keys = rng.permutation(n * 4)[:n].astype(np.int64)
     values = rng.integers(0, 2**40, n, dtype=np.int64)
+    # str values: made before the measurement and kept alive, for both maps
+    # (what is measured is what the map adds, not the objects it refers to).
+    strs = [str(v) for v in values.tolist()] if kind == "str" else None
     if which == "sorteddict":
         from sortedcontainers import SortedDict
-        klist, vlist = keys.tolist(), values.tolist()
+        klist, vlist = keys.tolist(), strs if strs is not None else values.tolist()
     else:
         from slabcache import BSkipList
     gc.collect()
+    try:  # free heap the inputs' temporaries left goes back to the OS first
+        import ctypes
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
     proc = psutil.Process()
     before = proc.memory_info().rss
     # The inputs stay alive: the growth is what the map itself adds (for
@@ -60,7 +68,7 @@ _RSS_SCRIPT = textwrap.dedent(
         m = SortedDict(zip(klist, vlist))
     else:
         m = BSkipList("int")
-        m.update_many(keys, values)
+        m.update_many(keys, values if strs is None else strs)
     gc.collect()
     after = proc.memory_info().rss
     assert len(m) == n
@@ -69,10 +77,10 @@ _RSS_SCRIPT = textwrap.dedent(
 )
 
 
-def _rss_per_entry(n: int, which: str) -> float | None:
+def _rss_per_entry(n: int, which: str, kind: str = "int") -> float | None:
     try:
         out = subprocess.run(
-            [sys.executable, "-c", _RSS_SCRIPT, str(n), which],
+            [sys.executable, "-c", _RSS_SCRIPT, str(n), which, kind],
             capture_output=True,
             text=True,
             check=True,
@@ -311,17 +319,18 @@ def run(ctx: BenchContext) -> list[Measurement]:
 
         # 6. Memory per entry, each in a fresh process.
         n_mem = 200_000 if ctx.quick else 1_000_000
-        ours_mem = _rss_per_entry(n_mem, "bskiplist")
-        peer_mem = _rss_per_entry(n_mem, "sorteddict") if have_peer else None
-        if ours_mem is not None:
-            _pair(
-                out,
-                f"memory per int->int entry ({n_mem:,} entries, RSS)",
-                ours_mem,
-                peer_mem,
-                "bytes",
-                1.0,
-                missing,
-            )
+        for kind in ("int", "str"):
+            ours_mem = _rss_per_entry(n_mem, "bskiplist", kind)
+            peer_mem = _rss_per_entry(n_mem, "sorteddict", kind) if have_peer else None
+            if ours_mem is not None:
+                _pair(
+                    out,
+                    f"memory per int->{kind} entry ({n_mem:,} entries, RSS)",
+                    ours_mem,
+                    peer_mem,
+                    "bytes",
+                    1.0,
+                    missing,
+                )
         advance()
     return out

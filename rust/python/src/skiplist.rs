@@ -9,6 +9,7 @@
 //! (no Python frame per call). Batch calls release the GIL around the core
 //! work for int and float keys.
 
+use std::mem::ManuallyDrop;
 use std::ops::Bound as Edge;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, OnceLock};
@@ -25,30 +26,161 @@ use slabcache_core::ErrorKind;
 
 use crate::errors::{py_err, IntoPyResult};
 
-/// A stored value: a Python int (exactly `int`, not `bool`) that fits in i64
-/// is kept unboxed; anything else is a reference to the object itself.
-#[derive(Clone)]
-pub enum PyValue {
-    Int(i64),
-    Obj(Arc<Py<PyAny>>),
+/// A stored value, one machine word: a Python int (exactly `int`, not
+/// `bool`) in `[-2**62, 2**62)` (on 64-bit machines) is kept inline, so an
+/// int -> int map holds no Python object; anything else is an owned
+/// reference to the object itself (no box in between: a read follows one
+/// pointer, as a dict's does).
+///
+/// Reference counts are only touched with the GIL held: a drop without it
+/// (the core frees replaced values on whatever thread reclaims them) goes
+/// through `Py`'s own drop, which defers the decref to pyo3's pool; a clone
+/// takes the GIL. The binding never clones a value on a thread without the
+/// GIL (the core clones on reads, replaces and removes): every call that
+/// runs without the GIL does so only on a map that has never held an
+/// object (see [`Shared::gil_free`]), where every value is an inline int.
+pub struct PyValue(Word);
+
+/// The word: `(i << 1) | 1` for an inline int (low bit set), else an owned
+/// object pointer (low bit clear: objects are word-aligned).
+union Word {
+    bits: usize,
+    obj: ManuallyDrop<Py<PyAny>>,
 }
 
 impl PyValue {
+    /// `i` inline, if it fits in the word next to the tag bit.
+    #[inline]
+    fn inline(i: i64) -> Option<Self> {
+        let s = isize::try_from(i).ok()?;
+        let t = s.wrapping_shl(1);
+        ((t >> 1) == s).then_some(PyValue(Word {
+            bits: (t as usize) | 1,
+        }))
+    }
+
+    /// A value holding `obj` (an owned reference).
+    #[inline]
+    fn object(obj: Py<PyAny>) -> Self {
+        let w = Word {
+            obj: ManuallyDrop::new(obj),
+        };
+        // SAFETY: `w` was just written whole; reading the pointer's bytes
+        // as an integer is valid (only its provenance is not carried).
+        assert_eq!(unsafe { w.bits } & 1, 0, "Python objects are aligned");
+        PyValue(w)
+    }
+
+    /// An int value: inline, or (outside the inline range) a new int object.
+    #[inline]
+    fn int(py: Python<'_>, i: i64) -> Self {
+        Self::inline(i)
+            .unwrap_or_else(|| Self::object(i.into_pyobject(py).expect("int").into_any().unbind()))
+    }
+
+    #[inline]
+    fn bits(&self) -> usize {
+        // SAFETY: both fields are one initialized word; reading it as an
+        // integer is valid whichever was written.
+        unsafe { self.0.bits }
+    }
+
+    /// The inline int, if this is one.
+    #[inline]
+    fn as_inline(&self) -> Option<i64> {
+        let b = self.bits();
+        (b & 1 == 1).then_some(((b as isize) >> 1) as i64)
+    }
+
+    /// The stored object, if this is one.
+    #[inline]
+    fn as_object(&self) -> Option<&Py<PyAny>> {
+        // SAFETY: a clear tag bit means `obj` was written (`object`).
+        (self.bits() & 1 == 0).then(|| unsafe { &*self.0.obj })
+    }
+
     #[inline]
     fn from_py(obj: &Bound<'_, PyAny>) -> Self {
         if obj.is_exact_instance_of::<PyInt>() {
-            if let Ok(i) = obj.extract::<i64>() {
-                return PyValue::Int(i);
+            if let Some(v) = obj.extract::<i64>().ok().and_then(Self::inline) {
+                return v;
             }
         }
-        PyValue::Obj(Arc::new(obj.clone().unbind()))
+        Self::object(obj.clone().unbind())
     }
 
     #[inline]
     fn to_py(&self, py: Python<'_>) -> PyObject {
-        match self {
-            PyValue::Int(i) => i.into_pyobject(py).expect("int").into_any().unbind(),
-            PyValue::Obj(o) => o.clone_ref(py),
+        match self.as_object() {
+            None => {
+                let i = self.as_inline().expect("an inline int");
+                i.into_pyobject(py).expect("int").into_any().unbind()
+            }
+            Some(o) => o.clone_ref(py),
+        }
+    }
+
+    /// The value as an i64 if it is an int that fits (inline, or an exact
+    /// `int` object such as one outside the inline range).
+    fn as_i64(&self, py: Python<'_>) -> Option<i64> {
+        match self.as_object() {
+            None => self.as_inline(),
+            Some(o) => {
+                let o = o.bind(py);
+                if o.is_exact_instance_of::<PyInt>() {
+                    o.extract::<i64>().ok()
+                } else {
+                    None
+                }
+            }
+        }
+    }
+}
+
+impl Clone for PyValue {
+    #[inline]
+    fn clone(&self) -> Self {
+        match self.as_object() {
+            None => PyValue(Word { bits: self.bits() }),
+            Some(o) if gil_held_here() => {
+                // SAFETY: this thread holds the GIL (`gil_held_here`). No
+                // `with_gil` here: it would also apply pyo3's deferred
+                // decrefs, running `__del__`s, possibly under a node lock
+                // the core holds while it copies a value.
+                let py = unsafe { Python::assume_gil_acquired() };
+                Self::object(o.clone_ref(py))
+            }
+            // Unreachable by the rule above (no map holds an object while a
+            // call runs on it without the GIL); taking the GIL keeps even
+            // that case sound.
+            Some(o) => Self::object(Python::with_gil(|py| o.clone_ref(py))),
+        }
+    }
+}
+
+thread_local! {
+    /// Set while this thread runs a [`Shared::gil_free`] section.
+    static GIL_RELEASED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the calling thread holds the GIL, for a value clone: values are
+/// only cloned by binding calls (which hold the GIL) on their own thread,
+/// inside their `gil_free` sections (which released it), or on rayon's
+/// workers (which never take it).
+#[inline]
+fn gil_held_here() -> bool {
+    !GIL_RELEASED.with(std::cell::Cell::get) && rayon::current_thread_index().is_none()
+}
+
+impl Drop for PyValue {
+    #[inline]
+    fn drop(&mut self) {
+        if self.bits() & 1 == 0 {
+            // SAFETY: a clear tag bit means this word owns one reference,
+            // dropped once here. `Py`'s drop decrefs now if this thread
+            // holds the GIL, else queues the decref in pyo3's pool for the
+            // next thread that takes it.
+            unsafe { ManuallyDrop::drop(&mut self.0.obj) }
         }
     }
 }
@@ -536,6 +668,11 @@ pub struct Shared<K> {
     positions_holder: AtomicUsize,
     /// Tuple maps only: the component type of each position.
     schema: TupleSchema,
+    /// Set for good before the first Python object is stored (see
+    /// [`Shared::admit_objects`]); until then every value is an inline int.
+    objects: AtomicBool,
+    /// Calls running without the GIL (see [`Shared::gil_free`]).
+    gil_free: AtomicUsize,
 }
 
 impl<K: Ord + Clone + Send + Sync + 'static> Default for Shared<K> {
@@ -547,8 +684,19 @@ impl<K: Ord + Clone + Send + Sync + 'static> Default for Shared<K> {
             indexed: AtomicBool::new(false),
             positions_holder: AtomicUsize::new(0),
             schema: TupleSchema::default(),
+            objects: AtomicBool::new(false),
+            gil_free: AtomicUsize::new(0),
         }
     }
+}
+
+/// How [`Shared::store_many`] inserts: `insert_many`, `insert_many_distinct`
+/// (the keys are known distinct) or `insert_many_if_distinct`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Batch {
+    Any,
+    Distinct,
+    IfDistinct,
 }
 
 /// Batches at least this big give their sort buffers back to the OS after.
@@ -561,6 +709,90 @@ fn after_big_batch(n: usize) {
 }
 
 impl<K: Ord + Clone + Send + Sync + 'static> Shared<K> {
+    /// Call with the GIL held before storing a value that may be an object.
+    /// The first time, marks the map as holding objects and waits for the
+    /// calls running without the GIL to end (they started on a map of
+    /// inline ints only, and may clone its values: a clone of an object
+    /// needs the GIL). Together with [`gil_free`](Self::gil_free)'s check
+    /// (both sequentially consistent), either that call sees the mark and
+    /// keeps the GIL, or this one sees the call and waits for it.
+    #[inline]
+    fn admit_objects(&self) {
+        if self.objects.load(Ordering::Acquire) {
+            return;
+        }
+        self.objects.store(true, Ordering::SeqCst);
+        // The calls waited for need neither the GIL nor anything this
+        // thread holds (it holds no node lock and no position lock here).
+        while self.gil_free.load(Ordering::SeqCst) != 0 {
+            std::thread::yield_now();
+        }
+    }
+
+    /// `admit_objects` if any value of `items` is an object.
+    fn admit_items(&self, items: &[(K, PyValue)]) {
+        if !self.objects.load(Ordering::Acquire) && items.iter().any(|(_, v)| v.bits() & 1 == 0) {
+            self.admit_objects();
+        }
+    }
+
+    /// Runs `f(true)` with the GIL released if the map has never held a
+    /// Python object (so `f` may clone values on any thread: they are inline
+    /// ints), else `f(false)` with the GIL held: `f` must then clone values
+    /// on this thread only (no parallel paths).
+    fn gil_free<R: Send>(&self, py: Python<'_>, f: impl FnOnce(bool) -> R + Send) -> R {
+        self.gil_free.fetch_add(1, Ordering::SeqCst);
+        if self.objects.load(Ordering::SeqCst) {
+            self.gil_free.fetch_sub(1, Ordering::Release);
+            return f(false);
+        }
+        struct Leave<'a>(&'a AtomicUsize);
+        impl Drop for Leave<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Release);
+            }
+        }
+        let count = &self.gil_free;
+        py.allow_threads(move || {
+            // Leave before taking the GIL back: `admit_objects` waits for
+            // this count while holding the GIL.
+            let _leave = Leave(count);
+            let was = GIL_RELEASED.with(|g| g.replace(true));
+            let out = f(true);
+            GIL_RELEASED.with(|g| g.set(was));
+            out
+        })
+    }
+
+    /// Inserts a converted batch (objects admitted first), without the GIL
+    /// while the map holds only ints. `false` only for
+    /// [`Batch::IfDistinct`] with a repeated key: nothing was inserted.
+    fn store_many(&self, py: Python<'_>, items: Vec<(K, PyValue)>, how: Batch) -> bool {
+        self.admit_items(&items);
+        let n = items.len();
+        let done = self.gil_free(py, move |_| {
+            let done = match how {
+                Batch::Any => {
+                    self.list.insert_many(items);
+                    true
+                }
+                Batch::Distinct => {
+                    self.list.insert_many_distinct(items);
+                    true
+                }
+                Batch::IfDistinct => self.list.insert_many_if_distinct(items),
+            };
+            if how == Batch::Any {
+                after_big_batch(n);
+            }
+            done
+        });
+        if done {
+            self.reshaped();
+        }
+        done
+    }
+
     /// Call after a write not reported to the position index (any number of
     /// keys added or removed), before any later positional call.
     #[inline]
@@ -614,6 +846,9 @@ impl<K: Ord + Clone + Send + Sync + 'static> Shared<K> {
 
     /// `insert`, reported to the position index.
     fn put(&self, k: K, v: PyValue) -> Option<PyValue> {
+        if v.bits() & 1 == 0 {
+            self.admit_objects();
+        }
         self.write(|idx| {
             let at = idx.as_ref().map(|i| i.range_of(&k));
             let old = self.list.insert(k, v);
@@ -627,6 +862,9 @@ impl<K: Ord + Clone + Send + Sync + 'static> Shared<K> {
 
     /// `try_insert`, reported to the position index.
     fn put_absent(&self, k: K, v: PyValue) -> Result<(), PyValue> {
+        if v.bits() & 1 == 0 {
+            self.admit_objects();
+        }
         self.write(|idx| {
             let at = idx.as_ref().map(|i| i.range_of(&k));
             let got = self.list.try_insert(k, v);
@@ -861,14 +1099,11 @@ fn shaped<K: PyKey>(py: Python<'_>, k: &K, v: &PyValue, mode: u8) -> PyResult<Py
 
 /// Values as an int64 array when every one is an int, else an object array.
 fn values_array<'py>(py: Python<'py>, vals: &[Option<PyValue>]) -> Bound<'py, PyAny> {
-    if vals.iter().all(|v| !matches!(v, Some(PyValue::Obj(_)))) {
-        let ints: Vec<i64> = vals
-            .iter()
-            .map(|v| match v {
-                Some(PyValue::Int(i)) => *i,
-                _ => 0,
-            })
-            .collect();
+    let ints: Option<Vec<i64>> = vals
+        .iter()
+        .map(|v| v.as_ref().map_or(Some(0), |v| v.as_i64(py)))
+        .collect();
+    if let Some(ints) = ints {
         PyArray1::from_vec(py, ints).into_any()
     } else {
         let objs: Vec<PyObject> = vals
@@ -1025,13 +1260,12 @@ impl PyBSkipList {
         if items.len() > 1 {
             // As in the general path: the unstable sort first; a batch that
             // repeats a key is converted again for the stable path.
-            if m.insert_many_if_distinct(items) {
-                m.reshaped();
+            if m.store_many(py, items, Batch::IfDistinct) {
                 return Ok(true);
             }
             items = convert().expect("the list converted a moment ago");
         }
-        insert_batch(m, items);
+        insert_batch(py, m, items);
         Ok(true)
     }
 
@@ -1138,8 +1372,8 @@ impl PyBSkipList {
         let mut res = Ok(());
         with_map!(map, m, K, {
             m.for_each_in::<K>(Edge::Unbounded, Edge::Unbounded, |_, v| {
-                if let (Ok(()), PyValue::Obj(o)) = (&res, v) {
-                    res = visit.call(&**o);
+                if let (Ok(()), Some(o)) = (&res, v.as_object()) {
+                    res = visit.call(o);
                 }
             })
         });
@@ -1362,7 +1596,9 @@ impl PyBSkipList {
 
     fn _clear(&self, py: Python<'_>) {
         with_map!(self.reading(), m, _K, {
-            py.allow_threads(|| m.clear());
+            // `clear` copies each value it pops: without the GIL only on a
+            // map of ints.
+            m.gil_free(py, |_| m.list.clear());
             m.reshaped();
         })
     }
@@ -1389,15 +1625,15 @@ impl PyBSkipList {
         let kt = with_map!(map, _m, K, K::NAME);
         other._set_key_type(kt)?;
         match (map, other.reading()) {
-            (AnyMap::Int(a), AnyMap::Int(b)) => py.allow_threads(|| copy_all(a, b)),
-            (AnyMap::Float(a), AnyMap::Float(b)) => py.allow_threads(|| copy_all(a, b)),
-            (AnyMap::Bytes(a), AnyMap::Bytes(b)) => copy_all(a, b),
-            (AnyMap::Str(a), AnyMap::Str(b)) => copy_all(a, b),
+            (AnyMap::Int(a), AnyMap::Int(b)) => copy_all(py, a, b),
+            (AnyMap::Float(a), AnyMap::Float(b)) => copy_all(py, a, b),
+            (AnyMap::Bytes(a), AnyMap::Bytes(b)) => copy_all(py, a, b),
+            (AnyMap::Str(a), AnyMap::Str(b)) => copy_all(py, a, b),
             (AnyMap::Tuple(a), AnyMap::Tuple(b)) => {
                 // Copy the schema out first: never hold two maps' schema locks.
                 let tags = a.schema.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 b.schema.fits(&tags, true);
-                copy_all(a, b)
+                copy_all(py, a, b)
             }
             _ => unreachable!("key type set just above"),
         }
@@ -1460,33 +1696,13 @@ impl PyBSkipList {
                     .map_err(|_| py_err(ErrorKind::InvalidType, "keys must be an int64 array"))?;
                 let keys = keys.as_slice()?.to_vec();
                 check_len(keys.len(), vals.len())?;
-                let n = keys.len();
-                py.allow_threads(|| {
-                    m.insert_many(
-                        keys.into_iter()
-                            .zip(vals)
-                            .map(|(k, v)| (k, PyValue::Int(v)))
-                            .collect(),
-                    );
-                    after_big_batch(n);
-                });
-                m.reshaped();
+                store_ints(py, m, keys, vals);
                 Ok(())
             }
             AnyMap::Float(m) => {
                 let keys = float_keys(keys)?;
                 check_len(keys.len(), vals.len())?;
-                let n = keys.len();
-                py.allow_threads(|| {
-                    m.insert_many(
-                        keys.into_iter()
-                            .zip(vals)
-                            .map(|(k, v)| (k, PyValue::Int(v)))
-                            .collect(),
-                    );
-                    after_big_batch(n);
-                });
-                m.reshaped();
+                store_ints(py, m, keys, vals);
                 Ok(())
             }
             _ => Err(py_err(
@@ -1515,10 +1731,7 @@ impl PyBSkipList {
                 .map(|v| Ok(PyValue::from_py(&v?)))
                 .collect::<PyResult<_>>()?;
             check_len(ks.len(), vs.len())?;
-            let n = ks.len();
-            m.insert_many(ks.into_iter().zip(vs).collect());
-            after_big_batch(n);
-            m.reshaped();
+            m.store_many(keys[0].py(), ks.into_iter().zip(vs).collect(), Batch::Any);
             Ok(())
         })
     }
@@ -1574,8 +1787,7 @@ impl PyBSkipList {
                 // distinct path sorts in place: no big freed buffer for
                 // glibc to keep, so no trim (which only made the next
                 // build fault its pages in again).
-                m.insert_many_distinct(items);
-                m.reshaped();
+                m.store_many(py, items, Batch::Distinct);
                 Ok(())
             });
         }
@@ -1627,14 +1839,14 @@ impl PyBSkipList {
             // Pairs usually have distinct keys (`dict.items()`, a zip of
             // unique keys): the in-place unstable sort first; only a batch
             // that repeats a key is converted again for the stable path.
+            let py = source.py();
             if items.len() > 1 {
-                if m.insert_many_if_distinct(items) {
-                    m.reshaped();
+                if m.store_many(py, items, Batch::IfDistinct) {
                     return Ok(());
                 }
-                insert_batch(m, convert()?);
+                insert_batch(py, m, convert()?);
             } else {
-                insert_batch(m, items);
+                insert_batch(py, m, items);
             }
             Ok(())
         })
@@ -1653,11 +1865,11 @@ impl PyBSkipList {
                     .extract()
                     .map_err(|_| py_err(ErrorKind::InvalidType, "keys must be an int64 array"))?;
                 let keys = keys.as_slice()?;
-                py.allow_threads(|| lookup_batch(m, keys))
+                m.gil_free(py, |parallel| lookup_batch(m, keys, parallel))
             }
             AnyMap::Float(m) => {
                 let keys = float_keys(keys)?;
-                py.allow_threads(|| lookup_batch(m, &keys))
+                m.gil_free(py, |parallel| lookup_batch(m, &keys, parallel))
             }
             map => with_map!(map, m, _K, {
                 keys.try_iter()?
@@ -1692,7 +1904,7 @@ impl PyBSkipList {
                     edge::<i64>(m, lo, lo_inclusive, true)?,
                     edge::<i64>(m, hi, hi_inclusive, false)?,
                 );
-                let (ks, vs) = py.allow_threads(|| collect_range(m, &lo, &hi));
+                let (ks, vs) = m.gil_free(py, |_| collect_range(m, &lo, &hi));
                 Ok((PyArray1::from_vec(py, ks).into_any(), values_array(py, &vs)))
             }
             AnyMap::Float(m) => {
@@ -1700,7 +1912,7 @@ impl PyBSkipList {
                     edge::<F64Key>(m, lo, lo_inclusive, true)?,
                     edge::<F64Key>(m, hi, hi_inclusive, false)?,
                 );
-                let (ks, vs) = py.allow_threads(|| collect_range(m, &lo, &hi));
+                let (ks, vs) = m.gil_free(py, |_| collect_range(m, &lo, &hi));
                 let ks: Vec<f64> = ks.into_iter().map(F64Key::get).collect();
                 Ok((PyArray1::from_vec(py, ks).into_any(), values_array(py, &vs)))
             }
@@ -1718,35 +1930,61 @@ impl PyBSkipList {
 }
 
 /// Looks up a batch: in key order when it is dense enough that several keys
-/// share a leaf (one leaf holds ~32 keys), else one descent per key.
-fn lookup_batch<K: PyKey>(m: &Map<K>, keys: &[K]) -> Vec<Option<PyValue>> {
+/// share a leaf (one leaf holds ~32 keys), else one descent per key, on
+/// several threads if `parallel` (only where values may be cloned on any
+/// thread: see [`Shared::gil_free`]; the sorted walk copies values on the
+/// calling thread, only its sort of the keys may run on others).
+fn lookup_batch<K: PyKey>(m: &Map<K>, keys: &[K], parallel: bool) -> Vec<Option<PyValue>> {
     if keys.len() >= 4096 && keys.len() * 64 >= m.len() {
         m.get_many_sorted(keys)
-    } else {
+    } else if parallel {
         m.get_many(keys)
+    } else {
+        keys.iter().map(|k| m.get(k)).collect()
     }
 }
 
 /// Inserts a converted batch (a single item takes the plain insert path).
-fn insert_batch<K: PyKey>(m: &Map<K>, items: Vec<(K, PyValue)>) {
-    let n = items.len();
-    if n == 1 {
+fn insert_batch<K: PyKey>(py: Python<'_>, m: &Map<K>, items: Vec<(K, PyValue)>) {
+    if items.len() == 1 {
         let (k, v) = items.into_iter().next().expect("one item");
         m.put(k, v);
     } else {
-        m.insert_many(items);
-        after_big_batch(n);
-        m.reshaped();
+        m.store_many(py, items, Batch::Any);
     }
 }
 
-fn copy_all<K: PyKey>(from: &Map<K>, to: &Map<K>) {
-    let mut items = Vec::with_capacity(from.len());
-    from.for_each_in::<K>(Edge::Unbounded, Edge::Unbounded, |k, v| {
-        items.push((k.clone(), v.clone()))
+/// Inserts int values (`update_many` with an integer array): without the
+/// GIL and without any Python object when every value is in the inline
+/// range (and the map holds only ints), else those outside it become int
+/// objects, made with the GIL.
+fn store_ints<K: PyKey>(py: Python<'_>, m: &Map<K>, keys: Vec<K>, vals: Vec<i64>) {
+    let items: Vec<(K, PyValue)> = if vals.iter().all(|&v| PyValue::inline(v).is_some()) {
+        py.allow_threads(|| {
+            keys.into_iter()
+                .zip(vals)
+                .map(|(k, v)| (k, PyValue::inline(v).expect("checked just above")))
+                .collect()
+        })
+    } else {
+        keys.into_iter()
+            .zip(vals)
+            .map(|(k, v)| (k, PyValue::int(py, v)))
+            .collect()
+    };
+    m.store_many(py, items, Batch::Any);
+}
+
+/// Copies every entry of `from` into the empty map `to`.
+fn copy_all<K: PyKey>(py: Python<'_>, from: &Map<K>, to: &Map<K>) {
+    let items = from.gil_free(py, |_| {
+        let mut items = Vec::with_capacity(from.len());
+        from.for_each_in::<K>(Edge::Unbounded, Edge::Unbounded, |k, v| {
+            items.push((k.clone(), v.clone()))
+        });
+        items
     });
-    to.insert_many_distinct(items);
-    to.reshaped();
+    to.store_many(py, items, Batch::Distinct);
 }
 
 fn float_keys(keys: &Bound<'_, PyAny>) -> PyResult<Vec<F64Key>> {
