@@ -11,6 +11,10 @@
 //! `--fanouts`, the node-size comparison. `--repeat R` runs each insert-only
 //! row R times (a load of 1M keys on 16 cores lasts ~0.1 s: one row is noisy);
 //! `--no-btree` leaves the `RwLock<BTreeMap>` peer out (slow at 16 threads).
+//! Insert-only rows also give the page faults each load took (the process's
+//! faults during it); `--peer-first` runs SkipMap's load before ours in each
+//! repeat (the first load of a process grows the allocator's heaps, which
+//! the loads after it reuse).
 //!
 //! ```text
 //! cargo run --release -p slabcache-bench --bin skiplist_ycsb -- \
@@ -197,6 +201,20 @@ struct Outcome {
     p50_ns: u64,
     p99_ns: u64,
     p999_ns: u64,
+    /// Page faults (minor + major) the process took during the run.
+    faults: u64,
+}
+
+/// Page faults (minor + major) this process has taken so far.
+fn page_faults() -> u64 {
+    // SAFETY: `getrusage` writes one `rusage` into the zeroed struct we own.
+    unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut ru) != 0 {
+            return 0;
+        }
+        (ru.ru_minflt + ru.ru_majflt) as u64
+    }
 }
 
 impl Outcome {
@@ -206,6 +224,7 @@ impl Outcome {
             p50_ns: slabcache_bench::percentile_ns(&mut samples, 50.0),
             p99_ns: slabcache_bench::percentile_ns(&mut samples, 99.0),
             p999_ns: slabcache_bench::percentile_ns(&mut samples, 99.9),
+            faults: 0,
         }
     }
     /// A peer that was not run.
@@ -215,6 +234,7 @@ impl Outcome {
             p50_ns: 0,
             p99_ns: 0,
             p999_ns: 0,
+            faults: 0,
         }
     }
 }
@@ -308,6 +328,7 @@ fn run_mix<I: Index>(
 fn run_load<I: Index>(make: &dyn Fn() -> I, n: u64, threads: usize) -> (Outcome, Arc<I>) {
     let map = Arc::new(make());
     let barrier = Arc::new(Barrier::new(threads + 1));
+    let faults0 = page_faults();
     let handles: Vec<_> = (0..threads as u64)
         .map(|t| {
             let map = Arc::clone(&map);
@@ -341,7 +362,9 @@ fn run_load<I: Index>(make: &dyn Fn() -> I, n: u64, threads: usize) -> (Outcome,
         all.extend(h.join().unwrap());
     }
     let elapsed = start.elapsed().as_secs_f64();
-    (Outcome::new(n as f64 / elapsed / 1e6, all), map)
+    let mut out = Outcome::new(n as f64 / elapsed / 1e6, all);
+    out.faults = page_faults() - faults0;
+    (out, map)
 }
 
 struct Args {
@@ -352,6 +375,8 @@ struct Args {
     workloads: Vec<String>,
     repeat: usize,
     btree: bool,
+    /// Insert-only loads: run SkipMap's load before ours in each repeat.
+    peer_first: bool,
 }
 
 fn parse_list<T: std::str::FromStr>(s: &str) -> Vec<T> {
@@ -379,6 +404,7 @@ fn parse_args() -> Args {
         ],
         repeat: 1,
         btree: true,
+        peer_first: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -391,6 +417,7 @@ fn parse_args() -> Args {
             "--workloads" => a.workloads = parse_list(&val()),
             "--repeat" => a.repeat = val().parse().expect("--repeat"),
             "--no-btree" => a.btree = false,
+            "--peer-first" => a.peer_first = true,
             "--quick" => {
                 a.sizes = vec![1_000_000];
                 a.secs = 0.3;
@@ -398,7 +425,7 @@ fn parse_args() -> Args {
             "-h" | "--help" => {
                 println!(
                     "skiplist_ycsb [--threads 1,2,4,8,16] [--sizes 1000000,10000000] [--secs 1] \
-                     [--workloads insert,read,update,readinsert,scan] [--repeat 1] [--no-btree] \
+                     [--workloads insert,read,update,readinsert,scan] [--repeat 1] [--no-btree] [--peer-first] \
                      [--fanouts 16,32,64] [--quick]"
                 );
                 std::process::exit(0);
@@ -407,6 +434,16 @@ fn parse_args() -> Args {
         }
     }
     a
+}
+
+/// A load row: `fmt_row` plus the page faults each map's load took.
+fn fmt_load_row(threads: usize, outs: &[Outcome]) -> String {
+    format!(
+        "{} {} | {} |",
+        fmt_row(threads, outs),
+        outs[0].faults,
+        outs[1].faults
+    )
 }
 
 fn fmt_row(threads: usize, outs: &[Outcome]) -> String {
@@ -431,6 +468,8 @@ fn fmt_row(threads: usize, outs: &[Outcome]) -> String {
 
 const HEADER: &str = "| threads | BSkipList Mops/s | p50 ns | p99 ns | p99.9 ns | SkipMap Mops/s | p50 ns | p99 ns | p99.9 ns | RwLock<BTreeMap> Mops/s | p99 ns | BSkipList/SkipMap throughput | SkipMap/BSkipList p99 |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|";
 
+const LOAD_HEADER: &str = "| threads | BSkipList Mops/s | p50 ns | p99 ns | p99.9 ns | SkipMap Mops/s | p50 ns | p99 ns | p99.9 ns | RwLock<BTreeMap> Mops/s | p99 ns | BSkipList/SkipMap throughput | SkipMap/BSkipList p99 | BSkipList page faults | SkipMap page faults |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|";
+
 fn preload<I: Index>(make: &dyn Fn() -> I, n: u64, threads: usize) -> Arc<I> {
     run_load(make, n, threads).1
 }
@@ -449,17 +488,30 @@ fn main() {
     for &n in &args.sizes {
         let zipf = Zipf::new(n);
         if want("insert") {
-            println!("## {n} keys: insert-only (load into an empty map)\n\n{HEADER}");
+            let order = if args.peer_first {
+                " (SkipMap's load runs first in each repeat)"
+            } else {
+                ""
+            };
+            println!("## {n} keys: insert-only (load into an empty map){order}\n\n{LOAD_HEADER}");
             for &t in &args.threads {
                 for _ in 0..args.repeat.max(1) {
-                    let a = run_load(&|| Bsl(BSkipList::<u64, u64, DefaultConfig>::new()), n, t).0;
-                    let b = run_load(&|| Skip(SkipMap::new()), n, t).0;
+                    let ours =
+                        || run_load(&|| Bsl(BSkipList::<u64, u64, DefaultConfig>::new()), n, t).0;
+                    let peer = || run_load(&|| Skip(SkipMap::new()), n, t).0;
+                    let (a, b) = if args.peer_first {
+                        let b = peer();
+                        (ours(), b)
+                    } else {
+                        let a = ours();
+                        (a, peer())
+                    };
                     let c = if args.btree {
                         run_load(&|| Locked(RwLock::new(BTreeMap::new())), n, t).0
                     } else {
                         Outcome::skipped()
                     };
-                    println!("{}", fmt_row(t, &[a, b, c]));
+                    println!("{}", fmt_load_row(t, &[a, b, c]));
                 }
             }
             println!();

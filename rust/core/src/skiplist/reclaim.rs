@@ -248,6 +248,7 @@ pub(crate) fn after_write(guard: &Guard) {
     if flush {
         guard.flush();
     }
+    super::block::pool::reserve_heap();
 }
 
 /// Runs this thread's queued destructors of removed entries now, as far as
