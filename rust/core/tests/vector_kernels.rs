@@ -133,7 +133,7 @@ mod vector {
         for k in simd_kernels() {
             for &d in &[1usize, 17, 64, 65, 383, 768, 1537] {
                 for nq in [1usize, 2, 3, 4, 5, 7, 8, 9, 16] {
-                    for nr in [1usize, 3, 8] {
+                    for nr in [1usize, 3, 4, 5, 7, 8, 13] {
                         let q = random_codes(&mut rng, nq * d, -127);
                         let r = random_codes(&mut rng, nr * d, -127);
                         let mut want = vec![0i32; nr * nq];

@@ -19,16 +19,22 @@ use crate::vector::metric::Metric;
 use crate::vector::page_map::PageMap;
 use crate::vector::quantize::CodeKind;
 use crate::vector::scan::{
-    candidates, finish, nearest, prefetch_store, rank_rows, scan_gathered, scan_one, QueryBatch,
-    QUERY_TILE,
+    candidates, finish, nearest, nearest_one, prefetch_store, rank_rows, scan_gathered, scan_one,
+    QueryBatch, QUERY_TILE,
 };
 use crate::vector::store::RowStore;
 use crate::vector::topk::TopK;
 
-/// Byte-products per thread when one query's lists are split across threads
-/// (on 16 cores, SIFT nprobe 64 split in 5 parts took 337 µs, nprobe 256 in
-/// 16 parts 229 µs: more, smaller parts pay).
-const PARALLEL_LIST_WORK: usize = 1 << 15;
+/// Byte-products (rows × dim over its probed lists) from which one query's
+/// lists are split across threads. Below it the query runs on the calling
+/// thread: handing work to rayon's pool from outside it wakes a sleeping
+/// worker and puts the caller to sleep until the work is done, two thread
+/// wake-ups that cost more than the scan itself (SIFT nprobe 8, ~90k
+/// byte-products, took 118 µs on 16 cores split in 2 parts; 37 µs on one
+/// thread of the 2-core dev machine).
+const PARALLEL_ONE_QUERY_WORK: usize = 1 << 22;
+/// Byte-products per part when one query's lists are split across threads.
+const ONE_QUERY_PART_WORK: usize = 1 << 20;
 /// Queries per probed list, on average, from which a batch is scanned list by
 /// list (each list loaded once for all its queries) rather than query by query.
 const LIST_MAJOR_SHARING: usize = 2;
@@ -444,9 +450,12 @@ impl ClusteredIndex {
             // that the parts get equal shares of near and far lists.
             let lists = &probes[..np];
             let rows: usize = lists.iter().map(|&p| rows_of(p)).sum();
-            let parts = (rows.saturating_mul(d) / PARALLEL_LIST_WORK)
-                .min(threads)
-                .min(np);
+            let work = rows.saturating_mul(d);
+            let parts = if work < PARALLEL_ONE_QUERY_WORK {
+                1
+            } else {
+                (work / ONE_QUERY_PART_WORK).min(threads).min(np)
+            };
             if parts > 1 {
                 let merged = (0..parts)
                     .into_par_iter()
@@ -499,6 +508,11 @@ impl ClusteredIndex {
         let m = cq.len();
         let nl = coarse.rows();
         let kernel = self.kernel;
+        if m == 1 {
+            let mut out = Vec::with_capacity(np);
+            nearest_one(coarse, kernel, cq.one(0), np, &mut Vec::new(), &mut out);
+            return out;
+        }
         let work = |q0: usize, q1: usize| -> Vec<u32> {
             let mut ranks = vec![0f32; (q1 - q0) * nl];
             rank_rows(coarse, kernel, cq, q0, q1, &mut ranks);
