@@ -12,3 +12,13 @@ from __future__ import annotations
 from .vllm import install
 
 install()
+
+# vsched: vLLM's tests build ``Scheduler`` from vLLM's module; it is replaced
+# by SlabcacheScheduler (one-call fast path, stock schedule() outside its
+# subset). AsyncScheduler is imported first so that it keeps vLLM's base.
+import vllm.v1.core.sched.async_scheduler  # noqa: E402,F401
+import vllm.v1.core.sched.scheduler as _sched  # noqa: E402
+
+from . import vllm as _adapter  # noqa: E402
+
+_sched.Scheduler = _adapter.SlabcacheScheduler  # type: ignore[misc]
