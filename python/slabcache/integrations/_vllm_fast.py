@@ -173,7 +173,11 @@ def blocked(s: Any, throttle_prefills: bool) -> bool:
         if s._fast_blockers:
             return True
     return bool(
-        s._pause_state != PauseState.UNPAUSED
+        # Attributes tests (and engines) may set after construction.
+        s.aux_output_connector is not None
+        or s.connector is not None
+        or s.ec_connector is not None
+        or s._pause_state != PauseState.UNPAUSED
         or s.kv_holding_waiting
         or s.deferred_waiting
         or s.num_waiting_for_streaming_input
