@@ -857,7 +857,9 @@ class BlockManager:
         per-request methods keep working on them between steps; ``finished``
         must be empty (use :meth:`free`), the requests must be registered
         (per-request API or earlier arrivals) and not in :meth:`schedule`'s
-        own queues, waiting ones without blocks, and
+        own queues, waiting ones without blocks (arrivals are registered and
+        placed where ``waiting`` names them; unnamed ones are only
+        registered), and
         ``long_prefill_token_threshold`` is taken as this step's effective cap
         (the caller applies "only when more than one request is eligible").
         Preempted requests stay registered (tokens kept, no blocks).
@@ -865,7 +867,7 @@ class BlockManager:
         >>> bm = BlockManager(num_blocks=8, block_size=4)
         >>> e, e32, o = np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(1, np.int64)
         >>> r = bm.schedule_arrays(ScheduleConfig(16, 64), e, e, e32, o, np.array([7]),
-        ...     np.array([1, 2, 3], np.int32), np.array([0, 3]), running=e, waiting=e)
+        ...     np.array([1, 2, 3], np.int32), np.array([0, 3]), running=e, waiting=np.array([7]))
         >>> r.req_ids.tolist(), bm.running_queue().tolist(), 7 in bm
         ([7], [], True)
 
