@@ -408,6 +408,8 @@ class BlockManagerCore:
         num_lookahead_tokens: int = 0,
         full_sequence_must_fit: bool = True,
         watermark_blocks: int = 0,
+        running: npt.NDArray[np.int64] | None = None,
+        waiting: npt.NDArray[np.int64] | None = None,
     ) -> tuple[
         npt.NDArray[np.int64],
         npt.NDArray[np.int32],

@@ -843,10 +843,33 @@ class BlockManager:
         *,
         arrival_extra_keys: Sequence[int] | np.ndarray | None = None,
         now: float | None = None,
+        running: np.ndarray | None = None,
+        waiting: np.ndarray | None = None,
     ) -> ScheduleResult:
         """:meth:`schedule` with its inputs as flat arrays (CSR tokens: request
         ``i``'s are ``tokens[offsets[i]:offsets[i + 1]]``), for callers that
         build them in bulk.
+
+        ``running`` / ``waiting`` (int64 ids; either given): the caller keeps
+        the queues (vLLM's ``Scheduler`` does). The step runs on these queues
+        (``waiting`` next admission first, the arrivals behind it) and leaves
+        every request outside the manager's queues afterwards, so the
+        per-request methods keep working on them between steps; ``finished``
+        must be empty (use :meth:`free`), the requests must be registered
+        (per-request API or earlier arrivals) and not in :meth:`schedule`'s
+        own queues, waiting ones without blocks (arrivals are registered and
+        placed where ``waiting`` names them; unnamed ones are only
+        registered), and
+        ``long_prefill_token_threshold`` is taken as this step's effective cap
+        (the caller applies "only when more than one request is eligible").
+        Preempted requests stay registered (tokens kept, no blocks).
+
+        >>> bm = BlockManager(num_blocks=8, block_size=4)
+        >>> e, e32, o = np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(1, np.int64)
+        >>> r = bm.schedule_arrays(ScheduleConfig(16, 64), e, e, e32, o, np.array([7]),
+        ...     np.array([1, 2, 3], np.int32), np.array([0, 3]), running=e, waiting=np.array([7]))
+        >>> r.req_ids.tolist(), bm.running_queue().tolist(), 7 in bm
+        ([7], [], True)
 
         >>> bm = BlockManager(num_blocks=8, block_size=4)
         >>> e = np.zeros(0, np.int64)
@@ -881,6 +904,16 @@ class BlockManager:
             num_lookahead_tokens=_count(c.num_lookahead_tokens, "num_lookahead_tokens"),
             full_sequence_must_fit=bool(c.full_sequence_must_fit),
             watermark_blocks=_count(c.watermark_blocks, "watermark_blocks"),
+            running=None
+            if running is None and waiting is None
+            else _int_array(
+                _EMPTY_I64 if running is None else running, "running", np.int64, -(2**63), 2**63 - 1
+            ),
+            waiting=None
+            if running is None and waiting is None
+            else _int_array(
+                _EMPTY_I64 if waiting is None else waiting, "waiting", np.int64, -(2**63), 2**63 - 1
+            ),
         )
         return ScheduleResult(*out)
 

@@ -1474,7 +1474,55 @@ def _make_scheduler_cls(base: type, name: str) -> type:
             sched.KVCacheManager = original
 
     doc = f"vLLM's v1 ``{base.__name__}`` whose KV-cache manager is slabcache's."
-    return type(name, (base,), {"__init__": __init__, "__doc__": doc, "__module__": __name__})
+    ns: dict[str, Any] = {"__init__": __init__, "__doc__": doc, "__module__": __name__}
+    from vllm.v1.core.sched.async_scheduler import AsyncScheduler
+
+    if not issubclass(base, AsyncScheduler):
+        ns.update(_fast_path_methods(base, __init__))
+        ns["__doc__"] = doc + (
+            " ``schedule()`` runs the step in one core call when the configuration"
+            ' and the live requests allow it (``docs/blocks.md``, "Fast path"),'
+            " stock ``schedule()`` otherwise."
+        )
+    return type(name, (base,), ns)
+
+
+def _fast_path_methods(base: type, init: Any) -> dict[str, Any]:
+    """``__init__`` / ``add_request`` / ``schedule`` of the scheduler with the
+    one-call fast path (``_vllm_fast``)."""
+    from . import _vllm_fast as fast
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        # Why the configuration is outside the fast path (None: inside).
+        self._fast_config = fast.config_blocker(self)
+        # Live requests outside the subset (their steps run stock).
+        self._fast_blockers: dict[str, Any] = {}
+        # Waiting requests the core holds (fast preemptions, refused arrivals).
+        self._fast_waiting: set[str] = set()
+        # Whether the fast path's mirrors are current (the last step ran it,
+        # or no step ran yet).
+        self._fast_active = self._fast_config is None
+        # Steps run by each path (tests, benchmarks).
+        self.fast_path_steps = 0
+        self.stock_path_steps = 0
+
+    def add_request(self: Any, request: Any) -> None:
+        base.add_request(self, request)
+        fast.add_request(self, request)
+
+    def schedule(self: Any, throttle_prefills: bool = False) -> Any:
+        if not fast.blocked(self, throttle_prefills):
+            out = fast.schedule(self)
+            if out is not None:
+                self.fast_path_steps += 1
+                return out
+        fast.to_stock(self)
+        self.stock_path_steps += 1
+        return base.schedule(self, throttle_prefills)
+
+    schedule.__doc__ = base.schedule.__doc__
+    return {"__init__": __init__, "add_request": add_request, "schedule": schedule}
 
 
 def __getattr__(name: str) -> Any:

@@ -35,3 +35,14 @@ from .vllm import install
 __all__ = ["KNOWN_DIFFERENCES", "pytest_collection_modifyitems", "pytest_runtest_makereport"]
 
 install()
+
+# vsched: vLLM's tests build ``Scheduler`` from vLLM's module; it is replaced
+# by SlabcacheScheduler (one-call fast path, stock schedule() outside its
+# subset). vLLM's scheduler subclasses are imported first: they keep vLLM's base.
+import vllm.v1.core.sched.async_scheduler  # noqa: E402,F401
+import vllm.v1.core.sched.diffusion_scheduler  # noqa: E402,F401
+import vllm.v1.core.sched.scheduler as _sched  # noqa: E402
+
+from . import vllm as _adapter  # noqa: E402
+
+_sched.Scheduler = _adapter.SlabcacheScheduler  # type: ignore[misc]

@@ -109,6 +109,18 @@ fn ids_array<'py>(py: Python<'py>, ids: &[u32]) -> Bound<'py, PyArray1<i32>> {
 }
 
 /// `m`'s guard, waiting with the GIL released while another thread holds it.
+/// `schedule`'s result arrays (see `ScheduleResult` in blocks.py).
+type ScheduleTuple<'py> = (
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray1<i32>>,
+    Bound<'py, PyArray1<i32>>,
+    Bound<'py, PyArray1<u8>>,
+    Bound<'py, PyArray1<i32>>,
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray2<i32>>,
+);
+
 fn lock_waiting<'a, T: Send>(py: Python<'_>, m: &'a Mutex<T>) -> MutexGuard<'a, T> {
     loop {
         match m.try_lock() {
@@ -483,7 +495,7 @@ impl PyBlockManager {
         ))
     }
 
-    #[pyo3(signature = (finished, appended_ids, appended_tokens, appended_offsets, arrival_ids, arrival_tokens, arrival_offsets, arrival_extra_keys=None, now=0.0, *, max_num_batched_tokens, max_model_len, max_num_seqs=256, long_prefill_token_threshold=0, num_lookahead_tokens=0, full_sequence_must_fit=true, watermark_blocks=0))]
+    #[pyo3(signature = (finished, appended_ids, appended_tokens, appended_offsets, arrival_ids, arrival_tokens, arrival_offsets, arrival_extra_keys=None, now=0.0, *, max_num_batched_tokens, max_model_len, max_num_seqs=256, long_prefill_token_threshold=0, num_lookahead_tokens=0, full_sequence_must_fit=true, watermark_blocks=0, running=None, waiting=None))]
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn schedule<'py>(
         &self,
@@ -504,16 +516,9 @@ impl PyBlockManager {
         num_lookahead_tokens: i64,
         full_sequence_must_fit: bool,
         watermark_blocks: i64,
-    ) -> PyResult<(
-        Bound<'py, PyArray1<i64>>,
-        Bound<'py, PyArray1<i32>>,
-        Bound<'py, PyArray1<i32>>,
-        Bound<'py, PyArray1<u8>>,
-        Bound<'py, PyArray1<i32>>,
-        Bound<'py, PyArray1<i64>>,
-        Bound<'py, PyArray1<i64>>,
-        Bound<'py, PyArray2<i32>>,
-    )> {
+        running: Option<PyReadonlyArray1<'py, i64>>,
+        waiting: Option<PyReadonlyArray1<'py, i64>>,
+    ) -> PyResult<ScheduleTuple<'py>> {
         let cfg = ScheduleConfig {
             max_num_batched_tokens: count("max_num_batched_tokens", max_num_batched_tokens)?,
             max_num_seqs: count("max_num_seqs", max_num_seqs)?,
@@ -538,6 +543,20 @@ impl PyBlockManager {
             Some(a) => slice("arrival_extra_keys", a)?.to_vec(),
             None => Vec::new(),
         };
+        // External queues (the caller keeps them): None = schedule() owns them.
+        let queues = match (&running, &waiting) {
+            (None, None) => None,
+            (r, w) => Some((
+                match r {
+                    Some(a) => slice("running", a)?.to_vec(),
+                    None => Vec::new(),
+                },
+                match w {
+                    Some(a) => slice("waiting", a)?.to_vec(),
+                    None => Vec::new(),
+                },
+            )),
+        };
         let inp = ScheduleInput {
             finished: &fin,
             appended_ids: &a_ids,
@@ -551,7 +570,12 @@ impl PyBlockManager {
         };
         let mut guard = self.lock(py);
         let inner: &mut BlockManager = &mut guard;
-        let out = py.allow_threads(|| inner.schedule(&cfg, &inp)).py()?;
+        let out = py
+            .allow_threads(|| match &queues {
+                None => inner.schedule(&cfg, &inp),
+                Some((r, w)) => inner.schedule_with_queues(&cfg, r, w, &inp),
+            })
+            .py()?;
         drop(guard);
         Ok((
             out.req_ids.into_pyarray(py),

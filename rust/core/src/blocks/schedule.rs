@@ -197,6 +197,117 @@ impl BlockManager {
         inp: &ScheduleInput<'_>,
     ) -> Result<ScheduleOutput> {
         self.validate_schedule(cfg, inp)?;
+        Ok(self.schedule_validated(cfg, inp, false))
+    }
+
+    /// [`schedule`](Self::schedule) for a caller that keeps the queues itself
+    /// (vLLM's `Scheduler`, whose `running` list and `waiting` queue stay the
+    /// truth): the requests of `running` (in order) and `waiting` (next
+    /// admission first; it may name `inp`'s arrivals, which are registered
+    /// first, anywhere, and arrivals it does not name are only registered:
+    /// that is how a caller registers a request ahead of its admission) are put into the
+    /// queues for this one step and taken out again after it, so between
+    /// calls every request is driven by the per-request API as well (it can
+    /// be freed, allocated, looked up as usual). `inp.finished` must be empty
+    /// (free requests with [`free`](Self::free)). `long_prefill_token_threshold`
+    /// is the effective cap of this step: the caller, who sees the whole
+    /// waiting queue, has already applied "only when more than one request is
+    /// eligible". The output lists the preempted requests (the caller moves
+    /// them to the front of its waiting queue) and the admissions (taken from
+    /// the front of `waiting`, in order). A preempted request stays registered
+    /// with its tokens and no blocks. Errors change nothing.
+    ///
+    /// ```
+    /// use slabcache_core::blocks::{BlockManager, BlockManagerConfig, ScheduleConfig, ScheduleInput};
+    /// let mut bm = BlockManager::new(BlockManagerConfig::new(8, 4)).unwrap();
+    /// let cfg = ScheduleConfig::new(16, 64);
+    /// let inp = ScheduleInput { arrival_ids: &[3, 4], arrival_tokens: &[1, 2, 5, 6, 7], arrival_offsets: &[0, 2, 5], ..Default::default() };
+    /// let out = bm.schedule_with_queues(&cfg, &[], &[3, 4], &inp).unwrap();
+    /// assert_eq!(out.req_ids, vec![3, 4]);
+    /// assert!(bm.running_queue().is_empty()); // the caller keeps the queues
+    /// // Next step: one sampled token each; the caller's running list is [4, 3].
+    /// let more = ScheduleInput { appended_ids: &[3, 4], appended_tokens: &[9, 9], appended_offsets: &[0, 1, 2], ..Default::default() };
+    /// let out = bm.schedule_with_queues(&cfg, &[4, 3], &[], &more).unwrap();
+    /// assert_eq!((out.req_ids, out.num_scheduled), (vec![4, 3], vec![1, 1]));
+    /// bm.free(3).unwrap(); // the per-request API works between steps
+    /// assert_eq!(bm.num_requests(), 1);
+    /// bm.check_invariants().unwrap();
+    /// ```
+    pub fn schedule_with_queues(
+        &mut self,
+        cfg: &ScheduleConfig,
+        running: &[i64],
+        waiting: &[i64],
+        inp: &ScheduleInput<'_>,
+    ) -> Result<ScheduleOutput> {
+        if !self.queues.running.is_empty() || !self.queues.waiting.is_empty() {
+            return Err(invalid(
+                "schedule() owns the queues of this manager; use it alone".into(),
+            ));
+        }
+        if !inp.finished.is_empty() {
+            return Err(invalid(
+                "schedule_with_queues takes no finished requests (free them)".into(),
+            ));
+        }
+        let arrivals: std::collections::HashSet<i64> = inp.arrival_ids.iter().copied().collect();
+        let mut seen = std::collections::HashSet::with_capacity(running.len() + waiting.len());
+        for (&id, is_waiting) in running
+            .iter()
+            .map(|i| (i, false))
+            .chain(waiting.iter().map(|i| (i, true)))
+        {
+            if !seen.insert(id) {
+                return Err(invalid(format!("request {id} is queued twice")));
+            }
+            if is_waiting && arrivals.contains(&id) {
+                continue; // registered by this call
+            }
+            let st = self.live(id)?;
+            if st.queue != Queue::None || st.residency != Residency::Device {
+                return Err(invalid(format!(
+                    "request {id} is not a device request outside schedule()'s queues"
+                )));
+            }
+            if is_waiting && (!st.blocks.is_empty() || st.num_computed > 0) {
+                return Err(invalid(format!(
+                    "waiting request {id} holds blocks or computed tokens"
+                )));
+            }
+        }
+        for &id in running {
+            self.reqs.get_mut(id).expect("checked").queue = Queue::Running;
+        }
+        for &id in waiting {
+            if !arrivals.contains(&id) {
+                self.reqs.get_mut(id).expect("checked").queue = Queue::Waiting;
+            }
+        }
+        self.queues.running.extend_from_slice(running);
+        self.queues.waiting.extend(waiting.iter().copied());
+        let out = match self.validate_schedule(cfg, inp) {
+            Ok(()) => Ok(self.schedule_validated(cfg, inp, true)),
+            Err(e) => Err(e),
+        };
+        let queues = std::mem::take(&mut self.queues);
+        let ids = queues.running.into_iter().chain(queues.waiting);
+        for id in ids.chain(inp.arrival_ids.iter().copied()) {
+            if let Some(st) = self.reqs.get_mut(id) {
+                st.queue = Queue::None;
+            }
+        }
+        out
+    }
+
+    /// One step on validated input; `external`: the caller's queues
+    /// ([`schedule_with_queues`](Self::schedule_with_queues): arrivals are
+    /// not queued here, the threshold is already effective).
+    fn schedule_validated(
+        &mut self,
+        cfg: &ScheduleConfig,
+        inp: &ScheduleInput<'_>,
+        external: bool,
+    ) -> ScheduleOutput {
         for &id in inp.finished {
             self.free(id).expect("validated");
         }
@@ -217,15 +328,18 @@ impl BlockManager {
             let mut st = RequestState::new(toks, extra, None, bs, caching);
             st.queue = Queue::Waiting;
             self.reqs.insert(id, st);
-            self.queues.waiting.push_back(id);
+            if !external {
+                // schedule() queues arrivals; schedule_with_queues has them in `waiting`.
+                self.queues.waiting.push_back(id);
+            }
         }
-        self.expire_pins(inp.now)?;
+        self.expire_pins(inp.now).expect("validated");
 
         let mut out = ScheduleOutput::default();
         out.block_offsets.push(0);
         let mut budget = cfg.max_num_batched_tokens;
         let eligible = self.queues.running.len() + self.queues.waiting.len();
-        let threshold = if eligible > 1 {
+        let threshold = if external || eligible > 1 {
             cfg.long_prefill_token_threshold
         } else {
             0
@@ -363,7 +477,7 @@ impl BlockManager {
         }
         self.scratch_hit = hit;
         out.copies = std::mem::take(&mut self.copies);
-        Ok(out)
+        out
     }
 
     /// The scheduler's running queue, oldest first.
