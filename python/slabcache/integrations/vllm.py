@@ -46,6 +46,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from ..blocks import BlockManager
+from ..errors import UnsupportedFeatureError
 
 __all__ = [  # noqa: F822 - SlabcacheScheduler is built lazily by __getattr__
     "SlabcacheKVCacheManager",
@@ -264,7 +265,7 @@ class _BlockPoolShim:
 
     def free_blocks(self, blocks: Any) -> None:
         if list(blocks):
-            raise NotImplementedError("slabcache adapter: deferred block frees (KV connectors)")
+            raise UnsupportedFeatureError("slabcache adapter: deferred block frees (KV connectors)")
 
 
 class SlabcacheKVCacheManager:
@@ -317,7 +318,7 @@ class SlabcacheKVCacheManager:
 
         groups = kv_cache_config.kv_cache_groups
         if len(groups) != 1:
-            raise NotImplementedError(
+            raise UnsupportedFeatureError(
                 f"slabcache adapter: {len(groups)} KV-cache groups (hybrid models) unsupported"
             )
         spec = groups[0].kv_cache_spec
@@ -325,13 +326,13 @@ class SlabcacheKVCacheManager:
             spec, CrossAttentionSpec | EncoderOnlyAttentionSpec
         )
         if not ok or not isinstance(spec, AttentionSpec):
-            raise NotImplementedError(
+            raise UnsupportedFeatureError(
                 f"slabcache adapter: KV-cache spec {type(spec).__name__} is not supported"
             )
         if getattr(spec, "sliding_window", None):
-            raise NotImplementedError("slabcache adapter: sliding-window attention")
+            raise UnsupportedFeatureError("slabcache adapter: sliding-window attention")
         if dcp_world_size != 1 or pcp_world_size != 1:
-            raise NotImplementedError("slabcache adapter: context parallelism is not supported")
+            raise UnsupportedFeatureError("slabcache adapter: context parallelism is not supported")
         eagle_ids = _spec_decode_groups(
             groups, use_eagle, enable_caching, scheduler_block_size, num_prefill_lookahead
         )
@@ -343,7 +344,7 @@ class SlabcacheKVCacheManager:
         # vLLM's drop_eagle_group_ids: lookups drop the last hit block.
         self._drop_eagle = use_eagle and 0 in eagle_ids
         if hash_block_size != self.block_size:
-            raise NotImplementedError("slabcache adapter: hash_block_size != block_size")
+            raise UnsupportedFeatureError("slabcache adapter: hash_block_size != block_size")
         self.enable_caching = enable_caching
         self.enable_kv_cache_events = enable_kv_cache_events
         self.use_eagle = use_eagle
@@ -470,7 +471,7 @@ class SlabcacheKVCacheManager:
         limit = request.num_tokens - 1 if max_cache_hit_length is None else max_cache_hit_length
         cid = self._ids.get(request.request_id)
         if cid is not None and cid in self._bm and self._bm.num_computed_tokens(cid) > 0:
-            raise NotImplementedError(
+            raise UnsupportedFeatureError(
                 "slabcache adapter: get_computed_blocks on a request holding computed blocks"
             )
         # Side-effect free: nothing is registered until the admission, so an
@@ -521,7 +522,7 @@ class SlabcacheKVCacheManager:
                 "num_new_tokens must be greater than 0 when there are no computed tokens to adopt"
             )
         if num_encoder_tokens:
-            raise NotImplementedError("slabcache adapter: encoder-decoder cross attention")
+            raise UnsupportedFeatureError("slabcache adapter: encoder-decoder cross attention")
         rid = request.request_id
         st = self._running.get(rid)
         if (
@@ -572,7 +573,7 @@ class SlabcacheKVCacheManager:
             core_computed = bm.num_computed_tokens(cid)
             core_known = self._known[cid] if cid in self._known else known
             if hit_blocks:
-                raise NotImplementedError(
+                raise UnsupportedFeatureError(
                     "slabcache adapter: cached blocks for a request already holding blocks"
                 )
         appended = list(tokens[core_known:known]) if known > core_known else None
@@ -619,7 +620,7 @@ class SlabcacheKVCacheManager:
             self._new_block_ids.extend(ids)
             return self._blocks(ids)
         if delay_cache_blocks:
-            raise NotImplementedError(
+            raise UnsupportedFeatureError(
                 "slabcache adapter: delay_cache_blocks for a request already holding blocks"
             )
         if n_core == 0 and lookahead == 0 and not hit_blocks:
@@ -694,10 +695,10 @@ class SlabcacheKVCacheManager:
         """Full attention skips no blocks."""
 
     def pop_blocks_for_free(self, request: Any) -> list[Any]:
-        raise NotImplementedError("slabcache adapter: deferred block frees (KV connectors)")
+        raise UnsupportedFeatureError("slabcache adapter: deferred block frees (KV connectors)")
 
     def evict_blocks(self, block_ids: set[int]) -> None:
-        raise NotImplementedError("slabcache adapter: evict_blocks (KV-load failure recovery)")
+        raise UnsupportedFeatureError("slabcache adapter: evict_blocks (KV-load failure recovery)")
 
     def reset_prefix_cache(self) -> bool:
         """Drops every cached block hash; False (nothing changed) while any block
@@ -906,7 +907,7 @@ def _spec_decode_groups(
             f" (={num_prefill_lookahead})."
         )
     if enable_caching and num_prefill_lookahead > 1:
-        raise NotImplementedError(
+        raise UnsupportedFeatureError(
             "slabcache adapter: multi-token prefill lookahead (multi-module MTP)"
         )
     return ids
@@ -1023,7 +1024,7 @@ class _HybridCoordinatorShim:
         **_: Any,
     ) -> int:
         if new_computed_blocks is not None and any(len(g) for g in new_computed_blocks):
-            raise NotImplementedError(
+            raise UnsupportedFeatureError(
                 "slabcache adapter: get_num_blocks_to_allocate with prefix-hit blocks"
             )
         o = self._owner
@@ -1082,11 +1083,13 @@ class SlabcacheHybridKVCacheManager(SlabcacheKVCacheManager):
 
         groups = kv_cache_config.kv_cache_groups
         if not groups:
-            raise NotImplementedError("slabcache adapter: a model with no KV-cache group")
+            raise UnsupportedFeatureError("slabcache adapter: a model with no KV-cache group")
         if dcp_world_size != 1 or pcp_world_size != 1:
-            raise NotImplementedError("slabcache adapter: context parallelism is not supported")
+            raise UnsupportedFeatureError("slabcache adapter: context parallelism is not supported")
         if num_hash_lookahead_tokens:
-            raise NotImplementedError("slabcache adapter: lookahead block hashing (hybrid groups)")
+            raise UnsupportedFeatureError(
+                "slabcache adapter: lookahead block hashing (hybrid groups)"
+            )
         eagle_ids = _spec_decode_groups(
             groups, use_eagle, enable_caching, scheduler_block_size, num_prefill_lookahead
         )
@@ -1105,19 +1108,21 @@ class SlabcacheHybridKVCacheManager(SlabcacheKVCacheManager):
             elif type(spec) in (FullAttentionSpec, MLAAttentionSpec):
                 core_groups.append((0, 0, -1))
             else:
-                raise NotImplementedError(
+                raise UnsupportedFeatureError(
                     f"slabcache adapter: KV-cache spec {type(spec).__name__} in a hybrid model "
                     "(full attention and sliding window are supported)"
                 )
         block_size = specs[0].block_size
         if any(s.block_size != block_size for s in specs) or hash_block_size != block_size:
-            raise NotImplementedError("slabcache adapter: hybrid groups with different block sizes")
+            raise UnsupportedFeatureError(
+                "slabcache adapter: hybrid groups with different block sizes"
+            )
         if scheduler_block_size != block_size:
-            raise NotImplementedError("slabcache adapter: scheduler_block_size != block_size")
+            raise UnsupportedFeatureError("slabcache adapter: scheduler_block_size != block_size")
         retention = getattr(kv_cache_config, "prefix_cache_retention_interval", None)
         _validate_prefix_cache_retention_interval(retention, scheduler_block_size, kv_cache_config)
         if retention is not None and any(w for w, _, _ in core_groups):
-            raise NotImplementedError(
+            raise UnsupportedFeatureError(
                 "slabcache adapter: sparse prefix-cache retention (prefix_cache_retention_interval)"
             )
         self._KVCacheBlocks = KVCacheBlocks
@@ -1252,7 +1257,7 @@ class SlabcacheHybridKVCacheManager(SlabcacheKVCacheManager):
                 "num_new_tokens must be greater than 0 when there are no computed tokens to adopt"
             )
         if num_encoder_tokens:
-            raise NotImplementedError("slabcache adapter: encoder-decoder cross attention")
+            raise UnsupportedFeatureError("slabcache adapter: encoder-decoder cross attention")
         core = self._hcore
         cid = self._register_id(request.request_id)
         known_before = core.num_tokens(cid)
