@@ -130,32 +130,18 @@ def test_external_queues_reject_bad_input_unchanged() -> None:
     )
     from slabcache import SlabcacheError
 
-    with pytest.raises(SlabcacheError):  # queued twice
-        bm.schedule_arrays(
-            ScheduleConfig(16, 64),
-            _E64,
-            _E64,
-            _E32,
-            _O,
-            _E64,
-            _E32,
-            _O,
-            running=np.array([1]),
-            waiting=np.array([1]),
-        )
-    with pytest.raises(SlabcacheError):  # a running request waiting with blocks
-        bm.schedule_arrays(
-            ScheduleConfig(16, 64),
-            _E64,
-            _E64,
-            _E32,
-            _O,
-            _E64,
-            _E32,
-            _O,
-            running=_E64,
-            waiting=np.array([1]),
-        )
+    bad_queues = (
+        (np.array([1]), np.array([1])),  # queued twice
+        (_E64, np.array([1])),  # a running request waiting with blocks
+    )
+    for running, waiting in bad_queues:
+        with pytest.raises(SlabcacheError):
+            bm.schedule_arrays(
+                ScheduleConfig(16, 64),
+                *(_E64, _E64, _E32, _O, _E64, _E32, _O),
+                running=running,
+                waiting=waiting,
+            )
     bm.free(1)
     bm.check_invariants()
     assert bm.num_requests == 0

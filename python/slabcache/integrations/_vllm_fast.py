@@ -514,8 +514,18 @@ def schedule(s: Any) -> Any:
     )
 
     # vLLM's _update_after_schedule: computed tokens advance at scheduling.
+    # Running requests start from the core's computed count, the requests
+    # admitted this step (the tail of `running`) from their own.
     inflight = s._inflight_prefills
-    for req, n, c in zip(run_reqs, sched_l, comp_l, strict=False):
+    admitted = running[len(running) - (n_total - n_run) :]
+    moves = itertools.chain(
+        zip(run_reqs, sched_l, comp_l, strict=False),
+        (
+            (req, n, req.num_computed_tokens)
+            for req, n in zip(admitted, sched_l[n_run:], strict=True)
+        ),
+    )
+    for req, n, c in moves:
         c += n
         req.num_computed_tokens = c
         req.num_in_flight_tokens += n
@@ -523,16 +533,6 @@ def schedule(s: Any) -> Any:
         req.is_prefill_chunk = chunk
         if not chunk:
             inflight.discard(req)
-    if n_run < n_total:
-        admitted = running[len(running) - (n_total - n_run) :]
-        for req, n in zip(admitted, sched_l[n_run:], strict=True):
-            c = req.num_computed_tokens + n
-            req.num_computed_tokens = c
-            req.num_in_flight_tokens += n
-            chunk = c < len(req._all_token_ids)
-            req.is_prefill_chunk = chunk
-            if not chunk:
-                inflight.discard(req)
     s.finished_req_ids = set()
     s.reset_preempted_req_ids = set()
     return out

@@ -108,7 +108,6 @@ fn ids_array<'py>(py: Python<'py>, ids: &[u32]) -> Bound<'py, PyArray1<i32>> {
         .into_pyarray(py)
 }
 
-/// `m`'s guard, waiting with the GIL released while another thread holds it.
 /// `schedule`'s result arrays (see `ScheduleResult` in blocks.py).
 type ScheduleTuple<'py> = (
     Bound<'py, PyArray1<i64>>,
@@ -121,6 +120,20 @@ type ScheduleTuple<'py> = (
     Bound<'py, PyArray2<i32>>,
 );
 
+/// `drain_events`' result arrays: kinds, block ids, hashes (n, 32), parents
+/// (n, 32), has_parent, extra keys, token ids and their offsets (n + 1).
+type EventsTuple<'py> = (
+    Bound<'py, PyArray1<u8>>,
+    Bound<'py, PyArray1<i32>>,
+    Bound<'py, PyArray2<u8>>,
+    Bound<'py, PyArray2<u8>>,
+    Bound<'py, PyArray1<bool>>,
+    Bound<'py, PyArray1<u64>>,
+    Bound<'py, PyArray1<i32>>,
+    Bound<'py, PyArray1<i64>>,
+);
+
+/// `m`'s guard, waiting with the GIL released while another thread holds it.
 fn lock_waiting<'a, T: Send>(py: Python<'_>, m: &'a Mutex<T>) -> MutexGuard<'a, T> {
     loop {
         match m.try_lock() {
@@ -601,22 +614,8 @@ impl PyBlockManager {
         pairs_array(py, &self.lock(py).drain_copies())
     }
 
-    /// (kinds uint8, block_ids int32, hashes uint8 (n, 32), parents uint8 (n, 32),
-    /// has_parent bool, extra_keys uint64, token_ids int32, token_offsets int64 (n + 1))
-    #[allow(clippy::type_complexity)]
-    fn drain_events<'py>(
-        &self,
-        py: Python<'py>,
-    ) -> (
-        Bound<'py, PyArray1<u8>>,
-        Bound<'py, PyArray1<i32>>,
-        Bound<'py, PyArray2<u8>>,
-        Bound<'py, PyArray2<u8>>,
-        Bound<'py, PyArray1<bool>>,
-        Bound<'py, PyArray1<u64>>,
-        Bound<'py, PyArray1<i32>>,
-        Bound<'py, PyArray1<i64>>,
-    ) {
+    /// Drains the pending KV events as arrays, in `EventsTuple`'s order.
+    fn drain_events<'py>(&self, py: Python<'py>) -> EventsTuple<'py> {
         let (ev, toks) = self.lock(py).drain_events_with_tokens();
         let mut extra = Vec::with_capacity(ev.len());
         let mut tok_out: Vec<i32> = Vec::with_capacity(toks.len());
