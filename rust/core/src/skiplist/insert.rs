@@ -25,7 +25,14 @@ enum Put<V> {
     Inserted,
     Replaced(V),
     Existing(V),
+    /// Replaced in place (`set` on a map with in-place values); the old
+    /// value was retired.
+    Swapped,
 }
+
+/// How a replacing put may swap a present key's value in its slot
+/// (`SwapValue::swap`), if the map allows it.
+type Swap<V> = Option<fn(&V, V) -> V>;
 
 /// The outcome of one attempt.
 enum Step<K, V> {
@@ -57,10 +64,37 @@ where
     /// assert_eq!(m.get(&7).as_deref(), Some("b"));
     /// ```
     pub fn insert(&self, key: K, value: V) -> Option<V> {
-        match self.put(key, value, Mode::Upsert) {
+        match self.put(key, value, Mode::Upsert, None) {
             Put::Inserted => None,
             Put::Replaced(old) | Put::Existing(old) => Some(old),
+            Put::Swapped => unreachable!("no swap without `set`"),
         }
+    }
+
+    /// Inserts or replaces, like [`insert`](Self::insert), without returning
+    /// the previous value (no copy of it is made): `true` if `key` was
+    /// present. On a map made by
+    /// [`with_in_place_values`](Self::with_in_place_values) a present key's
+    /// value is swapped in its leaf slot under the leaf's lock (one atomic
+    /// word store for a one-word value) instead of rewriting the leaf; the
+    /// old value is dropped once no reader can still be reading it.
+    ///
+    /// ```
+    /// let m = slabcache_core::skiplist::BSkipList::<u32, u64>::new();
+    /// assert!(!m.set(7, 1));
+    /// assert!(m.set(7, 2));
+    /// assert_eq!(m.get(&7), Some(2));
+    /// ```
+    pub fn set(&self, key: K, value: V) -> bool
+    where
+        V: super::SwapValue,
+    {
+        let swap: Swap<V> = if self.in_place {
+            Some(<V as super::SwapValue>::swap)
+        } else {
+            None
+        };
+        !matches!(self.put(key, value, Mode::Upsert, swap), Put::Inserted)
     }
 
     /// Inserts `value` unless `key` is present; returns the value now stored
@@ -73,9 +107,10 @@ where
     /// ```
     pub fn get_or_insert(&self, key: K, value: V) -> V {
         let keep = value.clone();
-        match self.put(key, value, Mode::IfAbsent) {
+        match self.put(key, value, Mode::IfAbsent, None) {
             Put::Inserted => keep,
             Put::Replaced(v) | Put::Existing(v) => v,
+            Put::Swapped => unreachable!("no swap without `set`"),
         }
     }
 
@@ -88,15 +123,16 @@ where
     /// assert_eq!(m.try_insert(1, 20), Err(10));
     /// ```
     pub fn try_insert(&self, key: K, value: V) -> Result<(), V> {
-        match self.put(key, value, Mode::IfAbsent) {
+        match self.put(key, value, Mode::IfAbsent, None) {
             Put::Inserted => Ok(()),
             Put::Replaced(v) | Put::Existing(v) => Err(v),
+            Put::Swapped => unreachable!("no swap without `set`"),
         }
     }
 
-    fn put(&self, key: K, value: V, mode: Mode) -> Put<V> {
+    fn put(&self, key: K, value: V, mode: Mode, swap: Swap<V>) -> Put<V> {
         let guard = &epoch::pin();
-        let put = self.put_height(key, value, mode, random_height(C::B), guard);
+        let put = self.put_height(key, value, mode, random_height(C::B), swap, guard);
         super::reclaim::after_write(guard);
         put
     }
@@ -213,7 +249,9 @@ where
             }
             if h > 0 {
                 let kept = key.clone();
-                if let Put::Replaced(old) = self.put_height(key, value, Mode::Upsert, h, &guard) {
+                if let Put::Replaced(old) =
+                    self.put_height(key, value, Mode::Upsert, h, None, &guard)
+                {
                     replaced(&kept, &old);
                 }
                 continue;
@@ -221,7 +259,9 @@ where
             let (node, _) = self.find(&key, 0, &guard);
             let Some((node, g)) = self.lock_covering(node, &key, &guard) else {
                 let kept = key.clone();
-                if let Put::Replaced(old) = self.put_height(key, value, Mode::Upsert, 0, &guard) {
+                if let Put::Replaced(old) =
+                    self.put_height(key, value, Mode::Upsert, 0, None, &guard)
+                {
                     replaced(&kept, &old);
                 }
                 continue;
@@ -235,7 +275,9 @@ where
                 // Full leaf: the single-key path promotes and splits it.
                 drop(g);
                 let kept = key.clone();
-                if let Put::Replaced(old) = self.put_height(key, value, Mode::Upsert, 0, &guard) {
+                if let Put::Replaced(old) =
+                    self.put_height(key, value, Mode::Upsert, 0, None, &guard)
+                {
                     replaced(&kept, &old);
                 }
                 continue;
@@ -308,12 +350,13 @@ where
         mut value: V,
         mode: Mode,
         mut h: usize,
+        swap: Swap<V>,
         guard: &Guard,
     ) -> Put<V> {
         let mut may_promote = true;
         loop {
             let step = if h == 0 {
-                self.put_leaf(key, value, mode, may_promote, guard)
+                self.put_leaf(key, value, mode, may_promote, swap, guard)
             } else {
                 self.put_promoted(key, value, h, mode, guard)
             };
@@ -338,20 +381,31 @@ where
     /// lock-free snapshot and published if the leaf still has that block
     /// when locked (the lock is held only to check and swap one pointer);
     /// otherwise, or when the leaf must be split, under the lock as before.
+    ///
+    /// On a map with in-place values every leaf write takes this locked
+    /// path: a value swapped in place leaves the leaf's block pointer as it
+    /// was, so the fast path's check (same block as the snapshot) could not
+    /// tell that the snapshot's values changed, and its copy of them would
+    /// race the swap. A replace given `swap` swaps the slot under the lock.
+    #[allow(clippy::too_many_arguments)]
     fn put_leaf(
         &self,
         key: K,
         value: V,
         mode: Mode,
         may_promote: bool,
+        swap: Swap<V>,
         guard: &Guard,
     ) -> Step<K, V> {
         let (node, snap) = self.find(&key, 0, guard);
-        let (key, value) =
+        let (key, value) = if self.in_place {
+            (key, value)
+        } else {
             match self.put_leaf_optimistic(node, snap, key, value, mode, may_promote, guard) {
                 Ok(step) => return step,
                 Err(back) => back,
-            };
+            }
+        };
         let Some((node, g)) = self.lock_covering(node, &key, guard) else {
             return Step::Retry(key, value);
         };
@@ -361,6 +415,17 @@ where
         let n = ks.len();
         match ks.binary_search(&key) {
             Ok(i) => {
+                if let (Mode::Upsert, Some(swap)) = (mode, swap) {
+                    // In place: readers copying the slot see the old value or
+                    // the new one (`SwapValue`'s contract); the old one is
+                    // dropped after the epoch, once none can still hold it.
+                    let old = swap(&vs[i], value);
+                    drop(g);
+                    super::reclaim::retire_value(guard, old);
+                    // The leaf keeps its equal key: ours is not stored.
+                    drop(key);
+                    return Step::Done(Put::Swapped);
+                }
                 let old = vs[i].clone();
                 if mode == Mode::IfAbsent {
                     return Step::Done(Put::Existing(old));
