@@ -174,7 +174,7 @@ fn replace_read_delete<C: Config>(key_space: u64, ops: usize) {
                 for i in 1..=ops as u64 {
                     let ver = (t << 40) | i;
                     let r = next();
-                    if r % 3 == 0 {
+                    if r.is_multiple_of(3) {
                         let k = (next() % key_space) * 4;
                         assert!(m.set(k, Val::new(k, ver, counts)), "stable key {k} absent");
                         continue;
