@@ -80,10 +80,19 @@ where
     /// old value is dropped once no reader can still be reading it.
     ///
     /// ```
-    /// let m = slabcache_core::skiplist::BSkipList::<u32, u64>::new();
-    /// assert!(!m.set(7, 1));
-    /// assert!(m.set(7, 2));
-    /// assert_eq!(m.get(&7), Some(2));
+    /// use std::sync::atomic::{AtomicU64, Ordering::*};
+    /// use slabcache_core::skiplist::{BSkipList, SwapValue};
+    /// struct W(AtomicU64); // one atomic word
+    /// impl Clone for W {
+    ///     fn clone(&self) -> Self { W(AtomicU64::new(self.0.load(Acquire))) }
+    /// }
+    /// impl SwapValue for W {
+    ///     fn swap(&self, new: Self) -> Self { W(AtomicU64::new(self.0.swap(new.0.into_inner(), AcqRel))) }
+    /// }
+    /// let m = BSkipList::<u32, W>::with_in_place_values();
+    /// assert!(!m.set(7, W(AtomicU64::new(1))));
+    /// assert!(m.set(7, W(AtomicU64::new(2)))); // swapped in its slot
+    /// assert_eq!(m.get(&7).map(|w| w.0.into_inner()), Some(2));
     /// ```
     pub fn set(&self, key: K, value: V) -> bool
     where
