@@ -183,3 +183,74 @@ def test_batches_racing_the_first_object_stored(key_type: str) -> None:
         for i in range(0, n, 5):
             assert m[keys[i].item()] in (i, f"s{i}")
         m._check()
+
+
+def test_replacing_in_place_frees_each_old_value_once() -> None:
+    """``m[k] = v`` on a present key swaps the value in its leaf slot (no leaf
+    rewrite): every replaced value is freed once the epoch passes, never
+    before a read that still holds it, and ints and objects replace each
+    other in either direction."""
+
+    class Payload:
+        def __init__(self, i: int) -> None:
+            self.i = i
+
+    m = BSkipList("int")
+    first = [Payload(i) for i in range(3000)]
+    refs = [weakref.ref(o) for o in first]
+    for i, o in enumerate(first):
+        m[i] = o
+    del first, o
+    it = iter(m.items())
+    head = [next(it) for _ in range(10)]
+    seen = {id(v) for _, v in head}
+    second = [Payload(i) for i in range(3000)]
+    for i in range(3000):
+        m[i] = second[i] if i % 3 else i * 7  # object -> object, object -> int
+    rest = list(it)
+    assert [k for k, _ in head + rest] == list(range(3000))
+    # The live iterator gives each key once, with its old or its new value.
+    for k, v in rest:
+        assert v is second[k] or v == k * 7 or v.i == k
+    del head, rest, it, seen
+    _reclaim()
+    assert all(r() is None for r in refs), "a replaced value was not freed"
+    for i in range(0, 3000, 3):
+        m[i] = Payload(-i)  # int -> object
+    assert [m[i].i if i % 3 == 0 else m[i] is second[i] for i in range(6)] == [
+        0,
+        True,
+        True,
+        -3,
+        True,
+        True,
+    ]
+    same = Payload(1)
+    m[1] = same
+    _reclaim()
+    base = sys.getrefcount(same)
+    m[1] = same  # the same object again: still one reference once reclaimed
+    _reclaim()
+    assert sys.getrefcount(same) == base
+
+
+def test_a_replaced_value_whose_del_writes_the_map() -> None:
+    """The old value of an in-place replace is freed later, in some write's
+    reclamation step, with no core lock held: its ``__del__`` may write to the
+    same map."""
+    m = BSkipList("int")
+
+    class Writer:
+        def __del__(self) -> None:
+            m[-1] = "from __del__"
+            m[0] = "replaced from __del__"
+
+    for i in range(200):
+        m[i] = Writer()
+    for i in range(200):
+        m[i] = i
+    _reclaim()
+    for i in range(1, 200):
+        m[i] = i + 1
+    assert m[-1] == "from __del__"
+    assert len(m) == 201

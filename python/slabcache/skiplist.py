@@ -446,7 +446,8 @@ class BSkipList(_native.BSkipListCore, MutableMapping[Any, Any]):
                     self._update_many_numeric(karr, np.ascontiguousarray(values, dtype=np.int64))
                     return
                 values = values.tolist()
-            self._update_many_objects(karr.tolist(), values)
+            # Keys straight from the array (no temporary int per key).
+            self._update_many_array_objects(karr, values)
             return
         if isinstance(values, np.ndarray):
             values = values.tolist()

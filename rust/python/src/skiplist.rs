@@ -11,17 +11,18 @@
 
 use std::mem::ManuallyDrop;
 use std::ops::Bound as Edge;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, OnceLock};
 
 use numpy::{PyArray1, PyReadonlyArray1};
 use pyo3::exceptions::PyRuntimeError;
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
 use pyo3::Borrowed;
 use pyo3::{PyTraverseError, PyVisit};
-use slabcache_core::skiplist::{BSkipList, F64Key, PositionIndex, RangeCursor};
+use slabcache_core::skiplist::{BSkipList, F64Key, PositionIndex, RangeCursor, SwapValue};
 use slabcache_core::ErrorKind;
 
 use crate::errors::{py_err, IntoPyResult};
@@ -32,6 +33,11 @@ use crate::errors::{py_err, IntoPyResult};
 /// reference to the object itself (no box in between: a read follows one
 /// pointer, as a dict's does).
 ///
+/// The word is atomic so that `m[k] = v` on a present key can replace it in
+/// the leaf slot ([`SwapValue`]: the core swaps it under the leaf's lock and
+/// drops the old value after the epoch) while readers copy it without a
+/// lock: a reader loads the word once and sees the old value or the new one.
+///
 /// Reference counts are only touched with the GIL held: a drop without it
 /// (the core frees replaced values on whatever thread reclaims them) goes
 /// through `Py`'s own drop, which defers the decref to pyo3's pool; a clone
@@ -39,13 +45,24 @@ use crate::errors::{py_err, IntoPyResult};
 /// GIL (the core clones on reads, replaces and removes): every call that
 /// runs without the GIL does so only on a map that has never held an
 /// object (see [`Shared::gil_free`]), where every value is an inline int.
-pub struct PyValue(Word);
+pub struct PyValue(AtomicPtr<ffi::PyObject>);
 
-/// The word: `(i << 1) | 1` for an inline int (low bit set), else an owned
-/// object pointer (low bit clear: objects are word-aligned).
-union Word {
-    bits: usize,
-    obj: ManuallyDrop<Py<PyAny>>,
+/// A view of the object a word owns (no reference count taken: never
+/// dropped, valid while the value it was read from is).
+type ObjectRef = ManuallyDrop<Py<PyAny>>;
+
+/// The object behind `p`, an object word (low bit clear, not null).
+///
+/// # Safety
+/// `p` was stored by [`PyValue::object`] and its value is still alive.
+#[inline]
+unsafe fn object_ref(p: *mut ffi::PyObject) -> ObjectRef {
+    debug_assert!(!p.is_null() && p.addr() & 1 == 0);
+    // SAFETY: `Py<PyAny>` is `repr(transparent)` over `NonNull<PyObject>`
+    // and `p` is a non-null object pointer (with its provenance, from
+    // `into_ptr`); `ManuallyDrop` keeps the view from releasing the value's
+    // reference.
+    unsafe { std::mem::transmute::<*mut ffi::PyObject, ObjectRef>(p) }
 }
 
 impl PyValue {
@@ -54,21 +71,19 @@ impl PyValue {
     fn inline(i: i64) -> Option<Self> {
         let s = isize::try_from(i).ok()?;
         let t = s.wrapping_shl(1);
-        ((t >> 1) == s).then_some(PyValue(Word {
-            bits: (t as usize) | 1,
-        }))
+        ((t >> 1) == s).then(|| {
+            PyValue(AtomicPtr::new(std::ptr::without_provenance_mut(
+                (t as usize) | 1,
+            )))
+        })
     }
 
     /// A value holding `obj` (an owned reference).
     #[inline]
     fn object(obj: Py<PyAny>) -> Self {
-        let w = Word {
-            obj: ManuallyDrop::new(obj),
-        };
-        // SAFETY: `w` was just written whole; reading the pointer's bytes
-        // as an integer is valid (only its provenance is not carried).
-        assert_eq!(unsafe { w.bits } & 1, 0, "Python objects are aligned");
-        PyValue(w)
+        let p = obj.into_ptr();
+        assert_eq!(p.addr() & 1, 0, "Python objects are aligned");
+        PyValue(AtomicPtr::new(p))
     }
 
     /// An int value: inline, or (outside the inline range) a new int object.
@@ -78,25 +93,31 @@ impl PyValue {
             .unwrap_or_else(|| Self::object(i.into_pyobject(py).expect("int").into_any().unbind()))
     }
 
+    /// The word, loaded once (Acquire: pairs with a swap's release, so the
+    /// object a swapped-in word points to is seen initialised).
+    #[inline]
+    fn word(&self) -> *mut ffi::PyObject {
+        self.0.load(Ordering::Acquire)
+    }
+
     #[inline]
     fn bits(&self) -> usize {
-        // SAFETY: both fields are one initialized word; reading it as an
-        // integer is valid whichever was written.
-        unsafe { self.0.bits }
+        self.word().addr()
     }
 
-    /// The inline int, if this is one.
+    /// The int an inline word holds.
     #[inline]
-    fn as_inline(&self) -> Option<i64> {
-        let b = self.bits();
-        (b & 1 == 1).then_some(((b as isize) >> 1) as i64)
+    fn inline_of(b: usize) -> i64 {
+        ((b as isize) >> 1) as i64
     }
 
-    /// The stored object, if this is one.
+    /// The stored object (a view, no reference taken), if this is one.
     #[inline]
-    fn as_object(&self) -> Option<&Py<PyAny>> {
-        // SAFETY: a clear tag bit means `obj` was written (`object`).
-        (self.bits() & 1 == 0).then(|| unsafe { &*self.0.obj })
+    fn as_object(&self) -> Option<ObjectRef> {
+        let p = self.word();
+        // SAFETY: a clear tag bit means `object` stored `p`, and `self` (so
+        // its reference) is alive while the caller uses the view.
+        (p.addr() & 1 == 0).then(|| unsafe { object_ref(p) })
     }
 
     #[inline]
@@ -111,28 +132,33 @@ impl PyValue {
 
     #[inline]
     fn to_py(&self, py: Python<'_>) -> PyObject {
-        match self.as_object() {
-            None => {
-                let i = self.as_inline().expect("an inline int");
-                i.into_pyobject(py).expect("int").into_any().unbind()
-            }
-            Some(o) => o.clone_ref(py),
+        let p = self.word();
+        if p.addr() & 1 == 1 {
+            Self::inline_of(p.addr())
+                .into_pyobject(py)
+                .expect("int")
+                .into_any()
+                .unbind()
+        } else {
+            // SAFETY: an object word of the live `self`.
+            unsafe { object_ref(p) }.clone_ref(py)
         }
     }
 
     /// The value as an i64 if it is an int that fits (inline, or an exact
     /// `int` object such as one outside the inline range).
     fn as_i64(&self, py: Python<'_>) -> Option<i64> {
-        match self.as_object() {
-            None => self.as_inline(),
-            Some(o) => {
-                let o = o.bind(py);
-                if o.is_exact_instance_of::<PyInt>() {
-                    o.extract::<i64>().ok()
-                } else {
-                    None
-                }
-            }
+        let p = self.word();
+        if p.addr() & 1 == 1 {
+            return Some(Self::inline_of(p.addr()));
+        }
+        // SAFETY: an object word of the live `self`.
+        let o = unsafe { object_ref(p) };
+        let o = o.bind(py);
+        if o.is_exact_instance_of::<PyInt>() {
+            o.extract::<i64>().ok()
+        } else {
+            None
         }
     }
 }
@@ -140,20 +166,51 @@ impl PyValue {
 impl Clone for PyValue {
     #[inline]
     fn clone(&self) -> Self {
-        match self.as_object() {
-            None => PyValue(Word { bits: self.bits() }),
-            Some(o) if gil_held_here() => {
-                // SAFETY: this thread holds the GIL (`gil_held_here`). No
-                // `with_gil` here: it would also apply pyo3's deferred
-                // decrefs, running `__del__`s, possibly under a node lock
-                // the core holds while it copies a value.
-                let py = unsafe { Python::assume_gil_acquired() };
-                Self::object(o.clone_ref(py))
-            }
+        // One load: a concurrent in-place swap gives the old word or the new.
+        let p = self.word();
+        if p.addr() & 1 == 1 {
+            return PyValue(AtomicPtr::new(p));
+        }
+        // SAFETY: an object word of the live `self` (a swapped-out value is
+        // dropped only after the epoch, so it outlives this clone).
+        let o = unsafe { object_ref(p) };
+        if gil_held_here() {
+            // SAFETY: this thread holds the GIL (`gil_held_here`). No
+            // `with_gil` here: it would also apply pyo3's deferred
+            // decrefs, running `__del__`s, possibly under a node lock
+            // the core holds while it copies a value.
+            let py = unsafe { Python::assume_gil_acquired() };
+            Self::object(o.clone_ref(py))
+        } else {
             // Unreachable by the rule above (no map holds an object while a
             // call runs on it without the GIL); taking the GIL keeps even
             // that case sound.
-            Some(o) => Self::object(Python::with_gil(|py| o.clone_ref(py))),
+            Self::object(Python::with_gil(|py| o.clone_ref(py)))
+        }
+    }
+}
+
+impl SwapValue for PyValue {
+    /// Stores `new`'s word in one atomic swap; the word it replaces (and its
+    /// reference) comes back as a value.
+    #[inline]
+    fn swap(&self, new: Self) -> Self {
+        let new = ManuallyDrop::new(new);
+        let p = new.0.load(Ordering::Relaxed);
+        PyValue(AtomicPtr::new(self.0.swap(p, Ordering::AcqRel)))
+    }
+}
+
+impl Drop for PyValue {
+    #[inline]
+    fn drop(&mut self) {
+        let p = *self.0.get_mut();
+        if p.addr() & 1 == 0 {
+            // SAFETY: a clear tag bit means this word owns one reference,
+            // dropped once here. `Py`'s drop decrefs now if this thread
+            // holds the GIL, else queues the decref in pyo3's pool for the
+            // next thread that takes it.
+            drop(ManuallyDrop::into_inner(unsafe { object_ref(p) }))
         }
     }
 }
@@ -170,19 +227,6 @@ thread_local! {
 #[inline]
 fn gil_held_here() -> bool {
     !GIL_RELEASED.with(std::cell::Cell::get) && rayon::current_thread_index().is_none()
-}
-
-impl Drop for PyValue {
-    #[inline]
-    fn drop(&mut self) {
-        if self.bits() & 1 == 0 {
-            // SAFETY: a clear tag bit means this word owns one reference,
-            // dropped once here. `Py`'s drop decrefs now if this thread
-            // holds the GIL, else queues the decref in pyo3's pool for the
-            // next thread that takes it.
-            unsafe { ManuallyDrop::drop(&mut self.0.obj) }
-        }
-    }
 }
 
 /// `numpy.integer` and `numpy.floating`, looked up once (numpy scalars are
@@ -678,7 +722,7 @@ pub struct Shared<K> {
 impl<K: Ord + Clone + Send + Sync + 'static> Default for Shared<K> {
     fn default() -> Self {
         Shared {
-            list: BSkipList::new(),
+            list: BSkipList::with_in_place_values(),
             shape: AtomicU64::new(0),
             positions: std::sync::Mutex::new(None),
             indexed: AtomicBool::new(false),
@@ -844,19 +888,19 @@ impl<K: Ord + Clone + Send + Sync + 'static> Shared<K> {
         })
     }
 
-    /// `insert`, reported to the position index.
-    fn put(&self, k: K, v: PyValue) -> Option<PyValue> {
+    /// `set` (a present key's value swapped in place), reported to the
+    /// position index; `true` if the key was present.
+    fn put(&self, k: K, v: PyValue) -> bool {
         if v.bits() & 1 == 0 {
             self.admit_objects();
         }
         self.write(|idx| {
             let at = idx.as_ref().map(|i| i.range_of(&k));
-            let old = self.list.insert(k, v);
-            if let (None, Some(i), Some(at)) = (&old, idx, at) {
+            let present = self.list.set(k, v);
+            if let (false, Some(i), Some(at)) = (present, idx, at) {
                 i.added(at);
             }
-            let fresh = old.is_none();
-            (old, fresh)
+            (present, !present)
         })
     }
 
@@ -1373,7 +1417,7 @@ impl PyBSkipList {
         with_map!(map, m, K, {
             m.for_each_in::<K>(Edge::Unbounded, Edge::Unbounded, |_, v| {
                 if let (Ok(()), Some(o)) = (&res, v.as_object()) {
-                    res = visit.call(o);
+                    res = visit.call(&*o);
                 }
             })
         });
@@ -1712,6 +1756,50 @@ impl PyBSkipList {
         }
     }
 
+    /// Int64 keys (int map) or float64 keys (float map) with any values
+    /// (an iterable of the same length), stored as objects. The keys are
+    /// read from the array itself: going through `keys.tolist()` made one
+    /// temporary Python int per key and a vector of them (40 B per key,
+    /// freed after the call but kept by the allocators: measured as 16 B of
+    /// resident memory per entry of an int -> str map).
+    fn _update_many_array_objects(
+        &self,
+        py: Python<'_>,
+        keys: &Bound<'_, PyAny>,
+        values: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        fn values_of(values: &Bound<'_, PyAny>) -> PyResult<Vec<PyValue>> {
+            values
+                .try_iter()?
+                .map(|v| Ok(PyValue::from_py(&v?)))
+                .collect()
+        }
+        match self.reading() {
+            AnyMap::Int(m) => {
+                let keys: PyReadonlyArray1<'_, i64> = keys
+                    .extract()
+                    .map_err(|_| py_err(ErrorKind::InvalidType, "keys must be an int64 array"))?;
+                let keys = keys.as_slice()?;
+                let vals = values_of(values)?;
+                check_len(keys.len(), vals.len())?;
+                let items = keys.iter().copied().zip(vals).collect();
+                m.store_many(py, items, Batch::Any);
+                Ok(())
+            }
+            AnyMap::Float(m) => {
+                let keys = float_keys(keys)?;
+                let vals = values_of(values)?;
+                check_len(keys.len(), vals.len())?;
+                m.store_many(py, keys.into_iter().zip(vals).collect(), Batch::Any);
+                Ok(())
+            }
+            _ => Err(py_err(
+                ErrorKind::InvalidType,
+                "array batch needs an int or float map",
+            )),
+        }
+    }
+
     /// Any keys (an iterable) and any values (an iterable of the same
     /// length). Every key is checked before anything is inserted.
     fn _update_many_objects(
@@ -1724,6 +1812,7 @@ impl PyBSkipList {
             let n = values.try_iter()?.count();
             return check_len(0, n);
         };
+        let n = keys.len();
         with_map!(self.writing(first)?, m, K, {
             let ks: Vec<K> = keys.iter().map(|k| admit(m, k)).collect::<PyResult<_>>()?;
             let vs: Vec<PyValue> = values
@@ -1732,8 +1821,13 @@ impl PyBSkipList {
                 .collect::<PyResult<_>>()?;
             check_len(ks.len(), vs.len())?;
             m.store_many(keys[0].py(), ks.into_iter().zip(vs).collect(), Batch::Any);
-            Ok(())
-        })
+            Ok::<(), PyErr>(())
+        })?;
+        // The converted keys' vector (and what it held) is freed only now,
+        // after `store_many`'s own trim: give that memory back too.
+        drop(keys);
+        after_big_batch(n);
+        Ok(())
     }
 
     /// Inserts a dict's items, or `(key, value)` pairs from an iterable, in

@@ -8,7 +8,7 @@ use super::block::Builder;
 use super::config::{Config, MAX_LEVELS};
 use super::height::random_height;
 use super::node::{
-    keys, kids, retire_block, retire_leaf_values, vals, Head, LockedBlock, Node, NodePtr,
+    keys, kids, prefetch, retire_block, retire_leaf_values, vals, Head, LockedBlock, Node, NodePtr,
 };
 use super::BSkipList;
 
@@ -25,7 +25,14 @@ enum Put<V> {
     Inserted,
     Replaced(V),
     Existing(V),
+    /// Replaced in place (`set` on a map with in-place values); the old
+    /// value was retired.
+    Swapped,
 }
+
+/// How a replacing put may swap a present key's value in its slot
+/// (`SwapValue::swap`), if the map allows it.
+type Swap<V> = Option<fn(&V, V) -> V>;
 
 /// The outcome of one attempt.
 enum Step<K, V> {
@@ -57,10 +64,46 @@ where
     /// assert_eq!(m.get(&7).as_deref(), Some("b"));
     /// ```
     pub fn insert(&self, key: K, value: V) -> Option<V> {
-        match self.put(key, value, Mode::Upsert) {
+        match self.put(key, value, Mode::Upsert, None) {
             Put::Inserted => None,
             Put::Replaced(old) | Put::Existing(old) => Some(old),
+            Put::Swapped => unreachable!("no swap without `set`"),
         }
+    }
+
+    /// Inserts or replaces, like [`insert`](Self::insert), without returning
+    /// the previous value (no copy of it is made): `true` if `key` was
+    /// present. On a map made by
+    /// [`with_in_place_values`](Self::with_in_place_values) a present key's
+    /// value is swapped in its leaf slot under the leaf's lock (one atomic
+    /// word store for a one-word value) instead of rewriting the leaf; the
+    /// old value is dropped once no reader can still be reading it.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering::*};
+    /// use slabcache_core::skiplist::{BSkipList, SwapValue};
+    /// struct W(AtomicU64); // one atomic word
+    /// impl Clone for W {
+    ///     fn clone(&self) -> Self { W(AtomicU64::new(self.0.load(Acquire))) }
+    /// }
+    /// impl SwapValue for W {
+    ///     fn swap(&self, new: Self) -> Self { W(AtomicU64::new(self.0.swap(new.0.into_inner(), AcqRel))) }
+    /// }
+    /// let m = BSkipList::<u32, W>::with_in_place_values();
+    /// assert!(!m.set(7, W(AtomicU64::new(1))));
+    /// assert!(m.set(7, W(AtomicU64::new(2)))); // swapped in its slot
+    /// assert_eq!(m.get(&7).map(|w| w.0.into_inner()), Some(2));
+    /// ```
+    pub fn set(&self, key: K, value: V) -> bool
+    where
+        V: super::SwapValue,
+    {
+        let swap: Swap<V> = if self.in_place {
+            Some(<V as super::SwapValue>::swap)
+        } else {
+            None
+        };
+        !matches!(self.put(key, value, Mode::Upsert, swap), Put::Inserted)
     }
 
     /// Inserts `value` unless `key` is present; returns the value now stored
@@ -73,9 +116,10 @@ where
     /// ```
     pub fn get_or_insert(&self, key: K, value: V) -> V {
         let keep = value.clone();
-        match self.put(key, value, Mode::IfAbsent) {
+        match self.put(key, value, Mode::IfAbsent, None) {
             Put::Inserted => keep,
             Put::Replaced(v) | Put::Existing(v) => v,
+            Put::Swapped => unreachable!("no swap without `set`"),
         }
     }
 
@@ -88,15 +132,29 @@ where
     /// assert_eq!(m.try_insert(1, 20), Err(10));
     /// ```
     pub fn try_insert(&self, key: K, value: V) -> Result<(), V> {
-        match self.put(key, value, Mode::IfAbsent) {
+        match self.put(key, value, Mode::IfAbsent, None) {
             Put::Inserted => Ok(()),
             Put::Replaced(v) | Put::Existing(v) => Err(v),
+            Put::Swapped => unreachable!("no swap without `set`"),
         }
     }
 
-    fn put(&self, key: K, value: V, mode: Mode) -> Put<V> {
+    fn put(&self, key: K, value: V, mode: Mode, swap: Swap<V>) -> Put<V> {
         let guard = &epoch::pin();
-        let put = self.put_height(key, value, mode, random_height(C::B), guard);
+        let h = random_height(C::B);
+        let (key, value) = match swap {
+            // A promoted height would split the leaf at a present key
+            // (copy-on-write); a replace swaps its value in place instead.
+            Some(swap) if h > 0 => match self.try_swap(key, value, swap, guard) {
+                Ok(()) => {
+                    super::reclaim::after_write(guard);
+                    return Put::Swapped;
+                }
+                Err(back) => back,
+            },
+            _ => (key, value),
+        };
+        let put = self.put_height(key, value, mode, h, swap, guard);
         super::reclaim::after_write(guard);
         put
     }
@@ -213,7 +271,9 @@ where
             }
             if h > 0 {
                 let kept = key.clone();
-                if let Put::Replaced(old) = self.put_height(key, value, Mode::Upsert, h, &guard) {
+                if let Put::Replaced(old) =
+                    self.put_height(key, value, Mode::Upsert, h, None, &guard)
+                {
                     replaced(&kept, &old);
                 }
                 continue;
@@ -221,7 +281,9 @@ where
             let (node, _) = self.find(&key, 0, &guard);
             let Some((node, g)) = self.lock_covering(node, &key, &guard) else {
                 let kept = key.clone();
-                if let Put::Replaced(old) = self.put_height(key, value, Mode::Upsert, 0, &guard) {
+                if let Put::Replaced(old) =
+                    self.put_height(key, value, Mode::Upsert, 0, None, &guard)
+                {
                     replaced(&kept, &old);
                 }
                 continue;
@@ -235,7 +297,9 @@ where
                 // Full leaf: the single-key path promotes and splits it.
                 drop(g);
                 let kept = key.clone();
-                if let Put::Replaced(old) = self.put_height(key, value, Mode::Upsert, 0, &guard) {
+                if let Put::Replaced(old) =
+                    self.put_height(key, value, Mode::Upsert, 0, None, &guard)
+                {
                     replaced(&kept, &old);
                 }
                 continue;
@@ -308,12 +372,13 @@ where
         mut value: V,
         mode: Mode,
         mut h: usize,
+        swap: Swap<V>,
         guard: &Guard,
     ) -> Put<V> {
         let mut may_promote = true;
         loop {
             let step = if h == 0 {
-                self.put_leaf(key, value, mode, may_promote, guard)
+                self.put_leaf(key, value, mode, may_promote, swap, guard)
             } else {
                 self.put_promoted(key, value, h, mode, guard)
             };
@@ -334,24 +399,64 @@ where
         }
     }
 
+    /// Swaps the value of `key` in place if it is present; `Err` gives the
+    /// key and value back if it is not.
+    fn try_swap(
+        &self,
+        key: K,
+        value: V,
+        swap: fn(&V, V) -> V,
+        guard: &Guard,
+    ) -> Result<(), (K, V)> {
+        let (node, snap) = self.find(&key, 0, guard);
+        if keys::<K, V, C>(snap).binary_search(&key).is_err() {
+            return Err((key, value));
+        }
+        let Some((node, g)) = self.lock_covering(node, &key, guard) else {
+            return Err((key, value));
+        };
+        let blk = node.block(guard);
+        let Ok(i) = keys::<K, V, C>(blk).binary_search(&key) else {
+            return Err((key, value));
+        };
+        let old = swap(&vals::<K, V, C>(blk)[i], value);
+        drop(g);
+        super::reclaim::retire_value(guard, old);
+        Ok(())
+    }
+
     /// Height 0: rewrite one leaf. The new block is built first from the
     /// lock-free snapshot and published if the leaf still has that block
     /// when locked (the lock is held only to check and swap one pointer);
     /// otherwise, or when the leaf must be split, under the lock as before.
+    ///
+    /// On a map with in-place values every leaf write takes this locked
+    /// path: a value swapped in place leaves the leaf's block pointer as it
+    /// was, so the fast path's check (same block as the snapshot) could not
+    /// tell that the snapshot's values changed, and its copy of them would
+    /// race the swap. A replace given `swap` swaps the slot under the lock.
+    #[allow(clippy::too_many_arguments)]
     fn put_leaf(
         &self,
         key: K,
         value: V,
         mode: Mode,
         may_promote: bool,
+        swap: Swap<V>,
         guard: &Guard,
     ) -> Step<K, V> {
         let (node, snap) = self.find(&key, 0, guard);
-        let (key, value) =
+        let (key, value) = if self.in_place {
+            // A replace will swap a value slot of this leaf: its lines load
+            // while the lock is taken and the keys are searched.
+            prefetch(vals::<K, V, C>(snap));
+            (key, value)
+        } else {
             match self.put_leaf_optimistic(node, snap, key, value, mode, may_promote, guard) {
                 Ok(step) => return step,
                 Err(back) => back,
-            };
+            }
+        };
         let Some((node, g)) = self.lock_covering(node, &key, guard) else {
             return Step::Retry(key, value);
         };
@@ -361,6 +466,17 @@ where
         let n = ks.len();
         match ks.binary_search(&key) {
             Ok(i) => {
+                if let (Mode::Upsert, Some(swap)) = (mode, swap) {
+                    // In place: readers copying the slot see the old value or
+                    // the new one (`SwapValue`'s contract); the old one is
+                    // dropped after the epoch, once none can still hold it.
+                    let old = swap(&vs[i], value);
+                    drop(g);
+                    super::reclaim::retire_value(guard, old);
+                    // The leaf keeps its equal key: ours is not stored.
+                    drop(key);
+                    return Step::Done(Put::Swapped);
+                }
                 let old = vs[i].clone();
                 if mode == Mode::IfAbsent {
                     return Step::Done(Put::Existing(old));
@@ -716,5 +832,167 @@ fn sort_batch<K: Ord + Send, V: Send>(items: &mut Vec<(K, V)>, distinct: bool) {
         *items = tagged.into_iter().map(|(k, _, v)| (k, v)).collect();
     } else {
         items.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    use super::super::{BSkipList, Fanout16, SwapValue};
+
+    /// A one-word value (an `Arc` behind an atomic pointer), counting its
+    /// live copies through the `Arc`'s strong count.
+    struct Word(std::sync::atomic::AtomicPtr<(u64, Arc<()>)>);
+
+    impl Word {
+        fn new(v: u64, token: &Arc<()>) -> Self {
+            Word(std::sync::atomic::AtomicPtr::new(Box::into_raw(Box::new(
+                (v, Arc::clone(token)),
+            ))))
+        }
+        fn get(&self) -> u64 {
+            // SAFETY: the box lives as long as the value.
+            unsafe { (*self.0.load(Ordering::Acquire)).0 }
+        }
+    }
+    impl Clone for Word {
+        fn clone(&self) -> Self {
+            // SAFETY: as in `get`.
+            let (v, t) = unsafe { &*self.0.load(Ordering::Acquire) };
+            Word::new(*v, t)
+        }
+    }
+    impl SwapValue for Word {
+        fn swap(&self, new: Self) -> Self {
+            let new = std::mem::ManuallyDrop::new(new);
+            let p = new.0.load(Ordering::Relaxed);
+            Word(std::sync::atomic::AtomicPtr::new(
+                self.0.swap(p, Ordering::AcqRel),
+            ))
+        }
+    }
+    impl Drop for Word {
+        fn drop(&mut self) {
+            // SAFETY: each value owns its box, freed once here.
+            drop(unsafe { Box::from_raw(*self.0.get_mut()) });
+        }
+    }
+
+    fn settle(token: &Arc<()>, want: usize) {
+        for _ in 0..1000 {
+            if Arc::strong_count(token) == want {
+                return;
+            }
+            super::super::reclaim_garbage();
+            std::thread::yield_now();
+        }
+        assert_eq!(Arc::strong_count(token), want);
+    }
+
+    #[test]
+    fn set_swaps_in_place_and_drops_the_old_value_once() {
+        let token = Arc::new(());
+        let m = BSkipList::<u64, Word>::with_in_place_values();
+        for k in 0..1000 {
+            assert!(!m.set(k, Word::new(k, &token)));
+        }
+        let blocks_before = m.nodes_per_level();
+        let guard = crossbeam_epoch::pin();
+        // The leaf's block stays the same: the value changed in its slot.
+        let (_, snap) = m.find(&500, 0, &guard);
+        let snap = snap as *const _;
+        assert!(m.set(500, Word::new(7, &token)));
+        let (_, again) = m.find(&500, 0, &guard);
+        assert_eq!(snap, again as *const _, "a replace rewrote the leaf");
+        drop(guard);
+        assert_eq!(m.get(&500).map(|w| w.get()), Some(7));
+        assert_eq!(m.len(), 1000);
+        assert_eq!(m.nodes_per_level(), blocks_before);
+        // 1000 stored values + the token itself; the replaced one is gone.
+        settle(&token, 1001);
+        // `insert`, `get_or_insert`, `remove` still work beside `set`.
+        assert_eq!(
+            m.insert(500, Word::new(8, &token)).map(|w| w.get()),
+            Some(7)
+        );
+        assert_eq!(m.get_or_insert(500, Word::new(9, &token)).get(), 8);
+        assert_eq!(m.remove(&500).map(|w| w.get()), Some(8));
+        assert!(!m.set(500, Word::new(10, &token)));
+        m.check_invariants().unwrap();
+        drop(m);
+        settle(&token, 1);
+    }
+
+    #[test]
+    fn set_without_in_place_rewrites_the_leaf() {
+        let token = Arc::new(());
+        let m = BSkipList::<u64, Word>::new();
+        assert!(!m.set(1, Word::new(1, &token)));
+        let guard = crossbeam_epoch::pin();
+        let snap = m.find(&1, 0, &guard).1 as *const _;
+        assert!(m.set(1, Word::new(2, &token)));
+        assert_ne!(snap, m.find(&1, 0, &guard).1 as *const _);
+        drop(guard);
+        assert_eq!(m.get(&1).map(|w| w.get()), Some(2));
+        drop(m);
+        settle(&token, 1);
+    }
+
+    #[test]
+    fn set_matches_a_model_through_splits_and_merges() {
+        let token = Arc::new(());
+        let m = BSkipList::<u64, Word, Fanout16>::with_in_place_values();
+        let mut model = BTreeMap::new();
+        let mut x = 0x1234_5678_9abc_def1u64;
+        for i in 0..40_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let k = x % 700;
+            match x % 5 {
+                0 => assert_eq!(m.remove(&k).map(|w| w.get()), model.remove(&k)),
+                1 => assert_eq!(
+                    m.insert(k, Word::new(i, &token)).map(|w| w.get()),
+                    model.insert(k, i)
+                ),
+                _ => assert_eq!(m.set(k, Word::new(i, &token)), model.insert(k, i).is_some()),
+            }
+        }
+        m.check_invariants().unwrap();
+        let got: Vec<(u64, u64)> = m.iter().map(|(k, w)| (k, w.get())).collect();
+        let want: Vec<(u64, u64)> = model.into_iter().collect();
+        assert_eq!(got, want);
+        drop(m);
+        settle(&token, 1);
+    }
+
+    #[test]
+    fn set_of_plain_values_counts_like_insert() {
+        // A counter type swapped in place: `len` only counts new keys.
+        #[derive(Debug)]
+        struct C(AtomicU64);
+        impl Clone for C {
+            fn clone(&self) -> Self {
+                C(AtomicU64::new(self.0.load(Ordering::Acquire)))
+            }
+        }
+        impl SwapValue for C {
+            fn swap(&self, new: Self) -> Self {
+                C(AtomicU64::new(
+                    self.0.swap(new.0.into_inner(), Ordering::AcqRel),
+                ))
+            }
+        }
+        let m = BSkipList::<i32, C>::with_in_place_values();
+        for round in 0..3u64 {
+            for k in 0..100 {
+                assert_eq!(m.set(k, C(AtomicU64::new(round))), round > 0);
+            }
+        }
+        assert_eq!(m.len(), 100);
+        assert!(m.iter().all(|(_, c)| c.0.load(Ordering::Relaxed) == 2));
     }
 }

@@ -222,7 +222,9 @@ where
     /// Copies the entries inside `lo..hi` of one leaf into `out`: the first
     /// leaf, going up from `lo` (or down from `hi` if `reverse`), that has
     /// any. Empty only when the range has no entries left. A leaf is one
-    /// immutable snapshot, so everything copied was present together.
+    /// immutable snapshot, so every key copied was present together (on a
+    /// map with in-place values, a value replaced in place meanwhile may
+    /// come out old or new).
     pub fn collect_leaf<Q>(
         &self,
         lo: Bound<&Q>,

@@ -125,7 +125,47 @@ pub struct BSkipList<K, V, C: Config = DefaultConfig> {
     /// The highest level any key reached (searches start there).
     top: AtomicUsize,
     len: StripedCounter,
+    /// Made by [`BSkipList::with_in_place_values`]: [`BSkipList::set`]
+    /// replaces a present key's value in its slot (every leaf write then
+    /// locks before it reads the leaf; see `insert.rs`).
+    in_place: bool,
     _p: PhantomData<(K, V)>,
+}
+
+/// A value whose whole state can be replaced through a shared reference, in
+/// one atomic step: what lets [`BSkipList::set`] overwrite a present key's
+/// value in its leaf slot instead of rewriting the leaf (copy-on-write).
+///
+/// Readers copy values out of leaves without a lock (`V::clone` through
+/// `&V`), so `swap` must make every concurrent reader see the old state or the
+/// new one, never a mix: typically the value is one atomic word (an
+/// `AtomicUsize`/`AtomicPtr` inside). The map in turn guarantees that the
+/// value `swap` returns is dropped only after every reader that could have
+/// read it through the slot has finished (it is retired through the epoch
+/// like a replaced block), so a `clone` that follows a pointer it loaded from
+/// the word may rely on the pointee staying alive for the length of the call.
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use slabcache_core::skiplist::{BSkipList, SwapValue};
+/// struct Counter(AtomicU64);
+/// impl Clone for Counter {
+///     fn clone(&self) -> Self { Counter(AtomicU64::new(self.0.load(Ordering::Acquire))) }
+/// }
+/// impl SwapValue for Counter {
+///     fn swap(&self, new: Self) -> Self {
+///         Counter(AtomicU64::new(self.0.swap(new.0.into_inner(), Ordering::AcqRel)))
+///     }
+/// }
+/// let m = BSkipList::<u32, Counter>::with_in_place_values();
+/// assert!(!m.set(1, Counter(AtomicU64::new(5))));
+/// assert!(m.set(1, Counter(AtomicU64::new(6))));
+/// assert_eq!(m.get_with(&1, |c| c.0.load(Ordering::Acquire)), Some(6));
+/// ```
+pub trait SwapValue: Clone {
+    /// Stores `new` in `self` (atomically, as seen by concurrent readers of
+    /// `&self`) and returns the state `self` held, as an owned value.
+    fn swap(&self, new: Self) -> Self;
 }
 
 // SAFETY: the raw pointers are owned by the list; every shared access goes
@@ -176,8 +216,30 @@ where
             heads,
             top: AtomicUsize::new(0),
             len: StripedCounter::new(),
+            in_place: false,
             _p: PhantomData,
         }
+    }
+
+    /// An empty map whose [`set`](Self::set) replaces the value of a present
+    /// key in place: under the leaf's lock, one [`SwapValue::swap`] of its
+    /// slot, where every other write (and `set` on a map made by `new`)
+    /// rewrites the leaf. Readers stay lock-free and see the old value or the
+    /// new one; the old one is dropped once no reader can still be copying
+    /// it. The cost: leaf writes on this map take the leaf's lock before they
+    /// copy it (a swap does not change the leaf's block, so the lock-free
+    /// snapshot check of [`insert`](Self::insert)'s fast path could not see
+    /// it), which lengthens lock hold times when many threads write the
+    /// same leaves.
+    ///
+    /// See [`SwapValue`] for an example.
+    pub fn with_in_place_values() -> Self
+    where
+        V: SwapValue,
+    {
+        let mut m = Self::new();
+        m.in_place = true;
+        m
     }
 
     /// Number of entries (exact when no write is in flight).

@@ -2,6 +2,7 @@
 //! atomically swapped pointer to its current immutable [`block`](super::block).
 
 use std::marker::PhantomData;
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 use crossbeam_epoch::Guard;
@@ -165,7 +166,14 @@ pub(crate) unsafe fn retire_block<K, V, C: Config>(
     // SAFETY: the caller has unlinked `old` from every published node, so once
     // the epoch ends no reader holds it and this shallow free is its only
     // release (the entries it keeps were moved into the newer block).
-    let r = unsafe { Retired::new(free_block::<K, V, C>, old as usize, drops, flags) };
+    let r = unsafe {
+        Retired::new(
+            free_block::<K, V, C>,
+            MaybeUninit::new(old as usize),
+            drops,
+            flags,
+        )
+    };
     reclaim::retire(guard, r);
 }
 
@@ -176,8 +184,9 @@ const FLAG_BITS: u32 = usize::BITS - 1;
 ///
 /// # Safety
 /// The arguments are those `retire_block` packed; called once, after the epoch.
-unsafe fn free_block<K, V, C: Config>(addr: usize, drops: u64, flags: usize) {
-    let old = addr as *mut Head<K, V, C>;
+unsafe fn free_block<K, V, C: Config>(addr: MaybeUninit<usize>, drops: u64, flags: usize) {
+    // SAFETY: `retire_block` stored an initialised address.
+    let old = unsafe { addr.assume_init() } as *mut Head<K, V, C>;
     let size = flags & ((1 << (FLAG_BITS - 1)) - 1);
     let at = |w: u64| (w != 0).then(|| (w - 1) as usize);
     let drop_key = at(drops & 0xFFFF_FFFF);

@@ -27,6 +27,7 @@
 //! (crossbeam's own bags behave the same way); [`reclaim_garbage`] hands them
 //! over and frees everything that is ready.
 
+use std::mem::MaybeUninit;
 use std::sync::{Arc, Weak};
 
 use crossbeam_epoch::Guard;
@@ -41,10 +42,12 @@ const DRAIN: usize = 4;
 /// reads but seldom writes) frees the excess at once.
 const MAX_READY: usize = 4;
 
-/// One retired object: `free(a, b, c)` releases it.
+/// One retired object: `free(a, b, c)` releases it. `a` may hold the bytes
+/// of a small value itself (see [`retire_value`]), padding included, so it is
+/// a `MaybeUninit`.
 pub(crate) struct Retired {
-    free: unsafe fn(usize, u64, usize),
-    a: usize,
+    free: unsafe fn(MaybeUninit<usize>, u64, usize),
+    a: MaybeUninit<usize>,
     b: u64,
     c: usize,
 }
@@ -56,8 +59,8 @@ impl Retired {
     /// Calling `free(a, b, c)` once, after no reader can reach the object,
     /// must be sound (the caller has unlinked it).
     pub(crate) unsafe fn new(
-        free: unsafe fn(usize, u64, usize),
-        a: usize,
+        free: unsafe fn(MaybeUninit<usize>, u64, usize),
+        a: MaybeUninit<usize>,
         b: u64,
         c: usize,
     ) -> Self {
@@ -220,6 +223,49 @@ pub(crate) fn retire(guard: &Guard, r: Retired) {
         // one over on its own (crossbeam's own pacing collects it).
         defer_batch(guard, Batch(vec![r]));
     }
+}
+
+/// Retires a value a writer took out of a live leaf slot in place (see
+/// `BSkipList::set`): readers may still be copying it through the slot, so
+/// it is dropped only once none can remain, like the entries of a retired
+/// block. A value that fits in one word travels inside the retired record
+/// itself (no allocation); a bigger one is boxed.
+pub(crate) fn retire_value<V: Send + 'static>(guard: &Guard, v: V) {
+    let r = if std::mem::size_of::<V>() <= std::mem::size_of::<usize>()
+        && std::mem::align_of::<V>() <= std::mem::align_of::<usize>()
+    {
+        let mut w = MaybeUninit::<usize>::uninit();
+        // SAFETY: the word is big and aligned enough for a `V` (checked
+        // above); `v` is moved into it and owned by the record from now on.
+        unsafe { std::ptr::write(w.as_mut_ptr() as *mut V, v) };
+        // SAFETY: `drop_inline::<V>` drops exactly the `V` written into `w`,
+        // once; the caller took `v` out of the map, and readers that may
+        // still be copying it are waited for by the epoch.
+        unsafe { Retired::new(drop_inline::<V>, w, 0, 0) }
+    } else {
+        let b = Box::into_raw(Box::new(v)) as usize;
+        // SAFETY: as above, for the box made here.
+        unsafe { Retired::new(drop_boxed::<V>, MaybeUninit::new(b), 0, 0) }
+    };
+    retire(guard, r);
+}
+
+/// Drops the `V` stored in the word by [`retire_value`].
+///
+/// # Safety
+/// `w` holds a `V` written by `retire_value`; called once.
+unsafe fn drop_inline<V>(w: MaybeUninit<usize>, _: u64, _: usize) {
+    // SAFETY: forwarded from the caller: `w` holds an owned `V`.
+    drop(unsafe { std::ptr::read(w.as_ptr() as *const V) });
+}
+
+/// Drops the boxed `V` made by [`retire_value`].
+///
+/// # Safety
+/// `w` holds the address of a `Box<V>` made by `retire_value`; called once.
+unsafe fn drop_boxed<V>(w: MaybeUninit<usize>, _: u64, _: usize) {
+    // SAFETY: forwarded from the caller: a `Box::into_raw` address, freed once.
+    drop(unsafe { Box::from_raw(w.assume_init() as *mut V) });
 }
 
 /// Call after each write, with the write's guard and no lock held: flushes
