@@ -278,7 +278,7 @@ impl FlatIndex {
     pub fn ids(&self) -> Vec<u64> {
         (0..self.store.rows())
             .filter(|&r| self.store.is_live(r))
-            .map(|r| self.store.ids[r])
+            .map(|r| self.store.id(r))
             .collect()
     }
 
@@ -337,13 +337,13 @@ impl FlatIndex {
             self.store
                 .set_asymmetric(self.codes == CodeKind::Asymmetric);
         }
-        self.store.reserve(n)?;
+        self.store.reserve_for(vectors, &ids)?;
         self.lookup.reserve(&self.store.ids, n)?;
         // Leaving the sorted lookup builds a table: build it before anything changes.
         let mut lookup = if self.lookup.stays_sorted(&self.store.ids, &ids) {
             None
         } else if self.lookup.is_sorted() {
-            let mut all = self.store.ids.clone();
+            let mut all: Vec<u64> = self.store.ids.iter().collect();
             all.extend_from_slice(&ids);
             let rows = self.store.rows();
             let store = &self.store;
