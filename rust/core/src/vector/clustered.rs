@@ -281,6 +281,7 @@ impl ClusteredIndex {
 
     pub(crate) fn set_centroids(&mut self, centroids: Vec<f32>) -> Result<()> {
         let mut coarse = FlatIndex::with_kernel(self.dim, coarse_metric(self.metric), self.kernel)?;
+        coarse.forbid_zero_floor();
         coarse.add(&centroids, None)?;
         coarse.store.shrink_to_fit();
         self.coarse = Some(coarse);
@@ -744,6 +745,7 @@ fn kmeans(
     let cm = coarse_metric(metric);
     for _ in 0..KMEANS_ROUNDS {
         let mut coarse = FlatIndex::with_kernel(dim, cm, kernel)?;
+        coarse.forbid_zero_floor();
         coarse.add(&centroids, None)?;
         let (_, assign) = coarse.search_batch(&points, 1)?;
         let mut sums = vec![0f64; nlist * dim];

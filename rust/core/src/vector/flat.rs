@@ -224,6 +224,12 @@ impl FlatIndex {
         Ok(())
     }
 
+    /// Keeps asymmetric rows on the min-floor code (no zero floor): for the
+    /// clustered index's centroids. Only before the first add.
+    pub(crate) fn forbid_zero_floor(&mut self) {
+        self.store.forbid_zero_floor();
+    }
+
     /// The code in use (`Auto` until the first add decides).
     pub fn codes(&self) -> CodeKind {
         self.codes
@@ -295,7 +301,7 @@ impl FlatIndex {
     /// index.add(&vec![-0.5; 16 * 1000], None).unwrap(); // signed: symmetric code
     /// let b = index.bytes();
     /// assert_eq!(b.store.codes, 16 * 1000);
-    /// assert_eq!(b.store.ids + b.store.factors, 12 * 1000); // id + one factor
+    /// assert_eq!(b.store.ids + b.store.factors, 8 * 1000); // id (4 B: ids < 2^32) + one factor
     /// assert_eq!(b.id_table, 0); // ids in increasing order: no table
     /// ```
     pub fn bytes(&self) -> IndexBytes {

@@ -442,7 +442,17 @@ impl Locator {
         let total: usize = pages.iter().map(|p| p.rows()).sum();
         let max_id = pages.iter().flat_map(|p| p.ids.iter()).max().unwrap_or(0);
         let mut loc = Locator::new(nlist);
-        loc.reserve(pages, total, max_id)?;
+        match &mut loc {
+            // The rows are in the lists already: start from an empty table, not
+            // from `reserve`'s switch (which would enter them all at once).
+            Locator::Dense { lists, .. } if !lists.fits(max_id, total) => {
+                let mut t = PageMap::default();
+                t.reserve(pages, total)?;
+                loc = Locator::Table(t);
+            }
+            Locator::Dense { lists, .. } => lists.reserve_to(max_id)?,
+            Locator::Table(_) => unreachable!("a new locator is dense"),
+        }
         for (p, page) in pages.iter().enumerate() {
             for r in 0..page.rows() {
                 let id = page.id(r);
@@ -527,5 +537,75 @@ mod tests {
             }
         }
         assert_eq!(m.len(), model.len());
+    }
+
+    #[test]
+    fn locator_matches_a_hashmap_dense_then_as_a_table() {
+        let mut pages: Vec<RowStore> = (0..5)
+            .map(|_| RowStore::new(1, Metric::Ip, false))
+            .collect();
+        let mut loc = Locator::new(5);
+        let mut model: HashMap<u64, (u32, u32)> = HashMap::new();
+        let mut x = 7u64;
+        for step in 0..8000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Dense ids first; from step 5000 on a few far ones force the table.
+            let id = if step >= 5000 && step % 50 == 0 {
+                x % (1 << 40)
+            } else {
+                x % 2000
+            };
+            if step == 4999 {
+                assert!(loc.is_dense());
+            }
+            if let Some(&(p, r)) = model.get(&id) {
+                if step % 3 != 0 {
+                    assert_eq!(loc.remove(&pages, id), Some((p, r)));
+                    pages[p as usize].tombstone(r as usize);
+                    model.remove(&id);
+                    let pu = p as usize;
+                    if pages[pu].wants_compaction() {
+                        let tracks = loc.tracks_rows();
+                        let live: Vec<u64> = (0..pages[pu].rows())
+                            .filter(|&r| tracks && pages[pu].is_live(r))
+                            .map(|r| pages[pu].id(r))
+                            .collect();
+                        for &lid in &live {
+                            loc.remove(&pages, lid).unwrap();
+                        }
+                        pages[pu].compact(|_, _| {});
+                        for r in 0..pages[pu].rows() {
+                            if tracks {
+                                loc.insert(&pages, pu, r);
+                            }
+                            model.insert(pages[pu].id(r), (p, r as u32));
+                        }
+                    }
+                }
+            } else {
+                let p = (x % 5) as usize;
+                pages[p].reserve(1, id).unwrap();
+                loc.reserve(&pages, 1, id).unwrap();
+                pages[p].append(&[1.0], &[id]);
+                let r = pages[p].rows() - 1;
+                loc.insert(&pages, p, r);
+                model.insert(id, (p as u32, r as u32));
+            }
+            if step % 500 == 0 {
+                loc.shrink(&pages);
+                for probe in (0..2000u64).chain(model.keys().copied().filter(|&k| k >= 2000)) {
+                    assert_eq!(
+                        loc.get(&pages, probe),
+                        model.get(&probe).copied(),
+                        "{probe}"
+                    );
+                    assert_eq!(loc.contains(&pages, probe), model.contains_key(&probe));
+                }
+            }
+        }
+        assert!(!loc.is_dense());
+        assert_eq!(loc.len(), model.len());
     }
 }

@@ -25,7 +25,8 @@
 use crate::error::{Error, Result};
 use crate::vector::metric::Metric;
 use crate::vector::quantize::{
-    code_sum, code_sumsq, min_max, quantize_asym_auto_into, quantize_into, wants_zero_floor,
+    code_sum, code_sumsq, min_max, quantize_asym_auto_into, quantize_asym_into, quantize_into,
+    wants_zero_floor,
 };
 
 /// Read access to a column of ids (a [`RowStore`]'s [`IdColumn`], or a plain
@@ -248,6 +249,10 @@ pub struct RowStore {
     pub(crate) add: Vec<f32>,
     /// Whether rows use the asymmetric code (codes in `-128..=127`).
     asym: bool,
+    /// Whether asymmetric rows may use the zero floor (off for the clustered
+    /// index's centroids, which keep the exact min-floor code of earlier
+    /// builds: a handful of rows, and the probe order stays as it was).
+    zero_floor: bool,
     /// The FP32 rows (`rows × dim`) when the store keeps them for re-ranking.
     pub(crate) exact: Option<Vec<f32>>,
     dead: usize,
@@ -296,6 +301,7 @@ impl RowStore {
             off: Vec::new(),
             add: Vec::new(),
             asym: false,
+            zero_floor: true,
             exact: keep_exact.then(Vec::new),
             dead: 0,
         }
@@ -315,6 +321,13 @@ impl RowStore {
     pub fn set_asymmetric(&mut self, asym: bool) {
         assert!(self.ids.is_empty(), "the code is fixed once rows exist");
         self.asym = asym;
+    }
+
+    /// Forbids the zero-floor code (asymmetric rows then always use their
+    /// minimum as the floor); only while the store has never held a row.
+    pub fn forbid_zero_floor(&mut self) {
+        assert!(self.ids.is_empty(), "the code is fixed once rows exist");
+        self.zero_floor = false;
     }
 
     /// `o_x` of row `r` (0 for symmetric codes).
@@ -349,10 +362,11 @@ impl RowStore {
     /// its range.
     pub fn wants_offsets(&self, vectors: &[f32]) -> bool {
         self.asym
-            && vectors.chunks_exact(self.dim).any(|x| {
-                let (lo, hi) = min_max(x);
-                !wants_zero_floor(lo, hi)
-            })
+            && (!self.zero_floor
+                || vectors.chunks_exact(self.dim).any(|x| {
+                    let (lo, hi) = min_max(x);
+                    !wants_zero_floor(lo, hi)
+                }))
     }
 
     /// [`reserve`](Self::reserve) for `vectors` with `ids`, the offset column
@@ -481,11 +495,15 @@ impl RowStore {
         let mut stats = vec![(0f32, 0f32, 0i64, 0i64, false); n];
         let out = &mut self.codes[start..];
         let asym = self.asym;
+        let zero_floor = self.zero_floor;
         #[allow(clippy::type_complexity)]
         let work = |(x, (q, st)): (&[f32], (&mut [i8], &mut (f32, f32, i64, i64, bool)))| {
-            let (s, o, z) = if asym {
+            let (s, o, z) = if asym && zero_floor {
                 let c = quantize_asym_auto_into(x, q);
                 (c.scale, c.offset, c.zero_floor)
+            } else if asym {
+                let (s, o) = quantize_asym_into(x, q);
+                (s, o, false)
             } else {
                 (quantize_into(x, q).scale, 0.0, false)
             };
@@ -673,5 +691,72 @@ impl RowStore {
                 self.row(r).iter().map(|&c| m * c as f32 + o).collect()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_column_widens_once_and_keeps_every_id() {
+        let mut s = RowStore::new(2, Metric::L2, false);
+        s.reserve_for(&[1.0, 2.0, 3.0, 4.0], &[5, 9]).unwrap();
+        s.append(&[1.0, 2.0, 3.0, 4.0], &[5, 9]);
+        assert_eq!(s.ids.bytes_per_id(), 4);
+        let big = crate::vector::MAX_ID;
+        s.reserve_for(&[0.0, 1.0], &[big]).unwrap();
+        s.append(&[0.0, 1.0], &[big]);
+        assert_eq!(s.ids.bytes_per_id(), 8);
+        assert_eq!(s.ids.iter().collect::<Vec<_>>(), vec![5, 9, big]);
+        s.tombstone(1);
+        assert_eq!(s.ids.position(9, |r| s.is_live(r)), None);
+        s.compact(|_, _| {});
+        assert_eq!((s.id(0), s.id(1), s.rows()), (5, big, 2));
+        assert_eq!(s.ids.position(big, |_| true), Some(1));
+        assert!(s.ids.search_sorted(big) == Some(1) && s.ids.search_sorted(6).is_none());
+    }
+
+    #[test]
+    fn zero_floor_rows_keep_no_offset_column_until_a_row_needs_one() {
+        let mut s = RowStore::new(3, Metric::L2, false);
+        s.set_asymmetric(true);
+        let rows = [0.0f32, 1.0, 2.0, 0.5, 0.0, 4.0]; // minimum 0
+        s.reserve_for(&rows, &[1, 2]).unwrap();
+        s.append(&rows, &[1, 2]);
+        assert!(!s.has_offset_column());
+        assert_eq!(s.off_at(0), 128.0 * s.mul[0]);
+        let x0 = s.reconstruct(0);
+        for (a, b) in x0.iter().zip(&rows[..3]) {
+            assert!((a - b).abs() <= s.mul[0] / 2.0 + 1e-6, "{x0:?}");
+        }
+        // Minimum above a quarter of the range: its own offset, the column appears,
+        // earlier rows get theirs as 128·a_x (so they score exactly as before).
+        let far = [10.0f32, 11.0, 12.0];
+        assert!(s.wants_offsets(&far));
+        s.reserve_for(&far, &[3]).unwrap();
+        let cap = s.off.capacity();
+        s.append(&far, &[3]);
+        assert!(
+            s.has_offset_column() && s.off.capacity() == cap,
+            "reserved, no regrowth"
+        );
+        assert_eq!(s.off[0], 128.0 * s.mul[0]);
+        assert_eq!(s.off[1], 128.0 * s.mul[1]);
+        let x2 = s.reconstruct(2);
+        for (a, b) in x2.iter().zip(&far) {
+            assert!((a - b).abs() <= s.mul[2] / 2.0 + 1e-5, "{x2:?}");
+        }
+        // Forbidden zero floor: the min-floor code, as before.
+        let mut c = RowStore::new(3, Metric::L2, false);
+        c.set_asymmetric(true);
+        c.forbid_zero_floor();
+        let pos = [1.0f32, 2.0, 5.0];
+        assert!(c.wants_offsets(&pos));
+        c.reserve_for(&pos, &[0]).unwrap();
+        c.append(&pos, &[0]);
+        let mut q = [0i8; 3];
+        let (sc, o) = crate::vector::quantize::quantize_asym_into(&pos, &mut q);
+        assert_eq!((c.row(0), c.mul[0], c.off_at(0)), (&q[..], sc, o));
     }
 }
