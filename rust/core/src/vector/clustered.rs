@@ -779,3 +779,69 @@ fn kmeans(
     }
     Ok(centroids)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Non-negative rows (asymmetric, zero floor) under dense ids, then far
+    /// ids (the id column widens, the locator becomes a table): every id is
+    /// found, reconstructed and removed where it is, before and after a save.
+    #[test]
+    fn storage_survives_widening_ids_the_table_switch_and_reload() {
+        let (d, n) = (8, 600);
+        let mut x = 1u64;
+        // SIFT-like: non-negative, each row's minimum 0 (component 0).
+        let data: Vec<f32> = (0..n * d)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if i % d == 0 {
+                    0.0
+                } else {
+                    (x % 1000) as f32 / 100.0
+                }
+            })
+            .collect();
+        let mut ix = ClusteredIndex::new(d, Metric::L2, 8, 8).unwrap();
+        ix.add(&data[..400 * d], None).unwrap();
+        assert!(ix.loc.is_dense() && !ix.pages.iter().any(|p| p.has_offset_column()));
+        assert_eq!(ix.bytes().store.ids, 4 * 400);
+        let far: Vec<u64> = (0..200).map(|i| (1u64 << 40) + 7 * i).collect();
+        ix.add(&data[400 * d..], Some(&far)).unwrap();
+        assert!(!ix.loc.is_dense());
+        let check = |ix: &ClusteredIndex| {
+            for (i, id) in (0..400u64).chain(far.iter().copied()).enumerate() {
+                if id % 5 == 0 {
+                    assert!(!ix.contains(id));
+                    continue;
+                }
+                let v = ix.reconstruct(id).unwrap();
+                for (a, b) in v.iter().zip(&data[i * d..(i + 1) * d]) {
+                    assert!((a - b).abs() <= 10.0 / 255.0, "{id}: {a} vs {b}");
+                }
+            }
+        };
+        let gone: Vec<u64> = (0..400u64)
+            .chain(far.iter().copied())
+            .filter(|id| id % 5 == 0)
+            .collect();
+        assert_eq!(ix.remove(&gone).unwrap(), gone.len());
+        check(&ix);
+        let path = std::env::temp_dir().join(format!("slabcache-clu-{}", std::process::id()));
+        crate::vector::AnyIndex::Clustered(ix.clone())
+            .save(&path)
+            .unwrap();
+        let back = match crate::vector::load_index(&path).unwrap() {
+            crate::vector::AnyIndex::Clustered(c) => c,
+            _ => unreachable!(),
+        };
+        std::fs::remove_file(&path).unwrap();
+        check(&back);
+        assert_eq!(
+            back.search_batch(&data[..20 * d], 5).unwrap(),
+            ix.search_batch(&data[..20 * d], 5).unwrap()
+        );
+    }
+}
