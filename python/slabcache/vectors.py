@@ -7,7 +7,7 @@ a flat row costs ``dim + 8`` bytes (``"cosine"``/``"ip"``) or ``dim + 12``
 (assigned ids always do): 4 bytes of id, 4 of scale, 4 more for ``"l2"``; 4
 more for ids of ``2**32`` or more, 4 more with asymmetric rows whose minimum is
 well above 0 (non-negative rows starting near 0, like SIFT, need no offset),
-5-11 more with ids in random order. That is 3.7-3.8x smaller than float32 at
+5-11 more with ids in random order. That is 3.6-3.8x smaller than float32 at
 128-d and 3.9-4.0x at 768-d; a clustered index adds ~2 bytes a row for its id
 -> list array plus its INT8 centroids (271 B a row for 256-d text, 146 B for
 128-d SIFT at 119k rows). They are compared with
