@@ -96,9 +96,12 @@ def test_asymmetric_scores_match_brute_force_over_dequantized_rows(
     idx.add(data)
     # k = n: every row is re-scored, so every score is exact against the dequantized rows.
     scores, found = idx.search(q, k=n)
-    # Dequantize independently: x ≈ lo + s·(code + 128) per row.
+    # Dequantize independently: x ≈ lo + s·(code + 128) per row, where the floor
+    # lo is 0 for a non-negative row whose minimum is at most 1/4 of its range
+    # (the zero-floor code, which needs no stored offset), else the row's minimum.
     lo = data.min(1, keepdims=True).astype(np.float64)
     hi = data.max(1, keepdims=True).astype(np.float64)
+    lo = np.where((lo >= 0) & (lo <= 0.25 * (hi - lo)), 0.0, lo)
     s = (hi - lo) / 255.0
     with np.errstate(divide="ignore", invalid="ignore"):
         u = np.where(s > 0, np.floor((data - lo) / np.where(s > 0, s, 1) + 0.5), 0)

@@ -16,7 +16,7 @@ use crate::vector::flat::{
 };
 use crate::vector::kernels::Kernel;
 use crate::vector::metric::Metric;
-use crate::vector::page_map::PageMap;
+use crate::vector::page_map::Locator;
 use crate::vector::quantize::CodeKind;
 use crate::vector::scan::{
     candidates, finish, nearest, nearest_one, prefetch_store, rank_rows, scan_gathered, scan_one,
@@ -63,20 +63,20 @@ pub struct ClusteredIndex {
     pub(crate) metric: Metric,
     kernel: Kernel,
     pub(crate) nprobe: usize,
-    /// `nlist × dim` FP32 centroids (empty until trained).
-    pub(crate) centroids: Vec<f32>,
-    /// The centroids as an INT8 index, for assignment and probing.
-    coarse: Option<FlatIndex>,
+    /// The centroids as an INT8 index, for assignment and probing (`None`
+    /// until trained). The FP32 centroids are not kept: probing and
+    /// assignment only ever read these codes, and a save writes them.
+    pub(crate) coarse: Option<FlatIndex>,
     pub(crate) nlist: usize,
     pub(crate) pages: Vec<RowStore>,
     keep_exact: bool,
     /// The code asked for; `Auto` until the first add resolves it.
     codes: CodeKind,
-    loc: PageMap,
+    loc: Locator,
     pub(crate) next_id: u64,
 }
 
-fn coarse_metric(metric: Metric) -> Metric {
+pub(crate) fn coarse_metric(metric: Metric) -> Metric {
     match metric {
         Metric::L2 => Metric::L2,
         Metric::Cosine | Metric::Ip => Metric::Cosine,
@@ -124,7 +124,6 @@ impl ClusteredIndex {
             metric,
             kernel,
             nprobe: nprobe.min(nlist),
-            centroids: Vec::new(),
             coarse: None,
             nlist,
             pages: (0..nlist)
@@ -132,7 +131,7 @@ impl ClusteredIndex {
                 .collect(),
             keep_exact,
             codes: CodeKind::Auto,
-            loc: PageMap::default(),
+            loc: Locator::new(nlist),
             next_id: 0,
         })
     }
@@ -186,13 +185,13 @@ impl ClusteredIndex {
     }
     /// Whether `id` is live.
     pub fn contains(&self, id: u64) -> bool {
-        self.loc.get(&self.pages, id).is_some()
+        self.loc.contains(&self.pages, id)
     }
     /// Live ids, page by page.
     pub fn ids(&self) -> Vec<u64> {
         self.pages
             .iter()
-            .flat_map(|p| (0..p.rows()).filter(|&r| p.is_live(r)).map(|r| p.ids[r]))
+            .flat_map(|p| (0..p.rows()).filter(|&r| p.is_live(r)).map(|r| p.id(r)))
             .collect()
     }
 
@@ -244,8 +243,9 @@ impl ClusteredIndex {
         self.codes
     }
 
-    /// Bytes held, by kind (`id_table`: the id → (list, row) table, 8 B a
-    /// slot; `other`: centroids and the coarse index).
+    /// Bytes held, by kind (`id_table`: the id → list array, or the id →
+    /// (list, row) table; `other`: the coarse index of centroids, the
+    /// lists' headers and the index's own struct).
     pub fn bytes(&self) -> IndexBytes {
         let mut store = crate::vector::store::StoreBytes::default();
         for p in &self.pages {
@@ -254,9 +254,9 @@ impl ClusteredIndex {
         IndexBytes {
             store,
             id_table: self.loc.memory_bytes(),
-            other: self.centroids.capacity() * 4
-                + self.coarse.as_ref().map_or(0, |c| c.memory_bytes())
-                + self.pages.capacity() * std::mem::size_of::<RowStore>(),
+            other: self.coarse.as_ref().map_or(0, |c| c.memory_bytes())
+                + self.pages.capacity() * std::mem::size_of::<RowStore>()
+                + std::mem::size_of::<ClusteredIndex>(),
         }
     }
 
@@ -281,8 +281,9 @@ impl ClusteredIndex {
 
     pub(crate) fn set_centroids(&mut self, centroids: Vec<f32>) -> Result<()> {
         let mut coarse = FlatIndex::with_kernel(self.dim, coarse_metric(self.metric), self.kernel)?;
+        coarse.forbid_zero_floor();
         coarse.add(&centroids, None)?;
-        self.centroids = centroids;
+        coarse.store.shrink_to_fit();
         self.coarse = Some(coarse);
         Ok(())
     }
@@ -308,9 +309,16 @@ impl ClusteredIndex {
             per_page[p as usize].push(i);
         }
         for (p, rows) in per_page.iter().enumerate() {
-            self.pages[p].reserve(rows.len())?;
+            let max_id = rows.iter().map(|&i| ids[i]).max().unwrap_or(0);
+            let page = &mut self.pages[p];
+            page.reserve(rows.len(), max_id)?;
+            let own = rows
+                .iter()
+                .any(|&i| page.wants_offsets(&vectors[i * d..(i + 1) * d]));
+            page.reserve_offsets(rows.len(), own)?;
         }
-        self.loc.reserve(&self.pages, n)?;
+        let max_id = ids.iter().copied().max().unwrap_or(0);
+        self.loc.reserve(&self.pages, n, max_id)?;
         let mut buf = Vec::new();
         let mut page_ids = Vec::new();
         for (p, rows) in per_page.iter().enumerate() {
@@ -353,24 +361,29 @@ impl ClusteredIndex {
         touched.dedup();
         for p in touched {
             if self.pages[p].wants_compaction() {
-                // The table reads ids through the list: take the list's entries out
+                // A table reads ids through the list: take the list's entries out
                 // while its rows are where the table says, put them back after.
+                // (The dense array names only the list, which does not change.)
+                let tracks = self.loc.tracks_rows();
                 let page = &self.pages[p];
                 let live: Vec<u64> = (0..page.rows())
-                    .filter(|&r| page.is_live(r))
-                    .map(|r| page.ids[r])
+                    .filter(|&r| tracks && page.is_live(r))
+                    .map(|r| page.id(r))
                     .collect();
                 for &id in &live {
                     self.loc.remove(&self.pages, id);
                 }
                 self.pages[p].compact(|_, _| {});
                 self.pages[p].shrink_to_fit();
-                for r in 0..self.pages[p].rows() {
-                    self.loc.insert(&self.pages, p, r);
+                if tracks {
+                    for r in 0..self.pages[p].rows() {
+                        self.loc.insert(&self.pages, p, r);
+                    }
                 }
             }
         }
-        // Give the id table's memory back once it is mostly empty.
+        // Give the id table's memory back once it is mostly empty (or the
+        // dense array mostly holes).
         self.loc.shrink(&self.pages);
         Ok(removed)
     }
@@ -618,27 +631,31 @@ impl ClusteredIndex {
             .collect()
     }
 
-    /// Rebuilds from loaded parts (see [`persist`](super::persist)).
+    /// Rebuilds from loaded parts (see [`persist`](super::persist)): the
+    /// centroids as FP32 (files of version 2) or as the coarse index itself.
     pub(crate) fn from_parts(
         mut index: ClusteredIndex,
-        centroids: Option<Vec<f32>>,
+        centroids: Option<Centroids>,
         pages: Vec<RowStore>,
         next_id: u64,
     ) -> Result<ClusteredIndex> {
-        if let Some(c) = centroids {
-            index.set_centroids(c)?;
-        }
-        let mut loc = PageMap::default();
-        let total: usize = pages.iter().map(|p| p.rows()).sum();
-        loc.reserve(&pages, total)?;
-        for (p, page) in pages.iter().enumerate() {
-            for (r, &id) in page.ids.iter().enumerate() {
-                if loc.get(&pages, id).is_some() {
-                    return Err(Error::corrupt(format!("id {id} appears twice in the file")));
+        match centroids {
+            Some(Centroids::Fp32(c)) => index.set_centroids(c)?,
+            Some(Centroids::Coarse(mut c)) => {
+                if c.len() != index.nlist
+                    || c.dim() != index.dim
+                    || c.metric() != coarse_metric(index.metric)
+                {
+                    return Err(Error::corrupt(
+                        "vector index file has centroids that do not fit the index",
+                    ));
                 }
-                loc.insert(&pages, p, r);
+                c.set_kernel(index.kernel);
+                index.coarse = Some(c);
             }
+            None => {}
         }
+        let loc = Locator::for_pages(&pages, index.nlist)?;
         let asym = pages.iter().any(|p| p.is_asymmetric());
         let any_rows = pages.iter().any(|p| p.rows() > 0);
         index.pages = pages;
@@ -651,6 +668,14 @@ impl ClusteredIndex {
         index.next_id = next_id;
         Ok(index)
     }
+}
+
+/// Centroids as a file holds them.
+pub(crate) enum Centroids {
+    /// `nlist × dim` FP32 values (version 2 files): quantized on load.
+    Fp32(Vec<f32>),
+    /// The coarse INT8 index as saved (version 3).
+    Coarse(FlatIndex),
 }
 
 /// A small deterministic generator for sampling (xorshift64*).
@@ -720,6 +745,7 @@ fn kmeans(
     let cm = coarse_metric(metric);
     for _ in 0..KMEANS_ROUNDS {
         let mut coarse = FlatIndex::with_kernel(dim, cm, kernel)?;
+        coarse.forbid_zero_floor();
         coarse.add(&centroids, None)?;
         let (_, assign) = coarse.search_batch(&points, 1)?;
         let mut sums = vec![0f64; nlist * dim];
@@ -752,4 +778,70 @@ fn kmeans(
         }
     }
     Ok(centroids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Non-negative rows (asymmetric, zero floor) under dense ids, then far
+    /// ids (the id column widens, the locator becomes a table): every id is
+    /// found, reconstructed and removed where it is, before and after a save.
+    #[test]
+    fn storage_survives_widening_ids_the_table_switch_and_reload() {
+        let (d, n) = (8, 600);
+        let mut x = 1u64;
+        // SIFT-like: non-negative, each row's minimum 0 (component 0).
+        let data: Vec<f32> = (0..n * d)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if i % d == 0 {
+                    0.0
+                } else {
+                    (x % 1000) as f32 / 100.0
+                }
+            })
+            .collect();
+        let mut ix = ClusteredIndex::new(d, Metric::L2, 8, 8).unwrap();
+        ix.add(&data[..400 * d], None).unwrap();
+        assert!(ix.loc.is_dense() && !ix.pages.iter().any(|p| p.has_offset_column()));
+        assert_eq!(ix.bytes().store.ids, 4 * 400);
+        let far: Vec<u64> = (0..200).map(|i| (1u64 << 40) + 7 * i).collect();
+        ix.add(&data[400 * d..], Some(&far)).unwrap();
+        assert!(!ix.loc.is_dense());
+        let check = |ix: &ClusteredIndex| {
+            for (i, id) in (0..400u64).chain(far.iter().copied()).enumerate() {
+                if id % 5 == 0 {
+                    assert!(!ix.contains(id));
+                    continue;
+                }
+                let v = ix.reconstruct(id).unwrap();
+                for (a, b) in v.iter().zip(&data[i * d..(i + 1) * d]) {
+                    assert!((a - b).abs() <= 10.0 / 255.0, "{id}: {a} vs {b}");
+                }
+            }
+        };
+        let gone: Vec<u64> = (0..400u64)
+            .chain(far.iter().copied())
+            .filter(|id| id % 5 == 0)
+            .collect();
+        assert_eq!(ix.remove(&gone).unwrap(), gone.len());
+        check(&ix);
+        let path = std::env::temp_dir().join(format!("slabcache-clu-{}", std::process::id()));
+        crate::vector::AnyIndex::Clustered(ix.clone())
+            .save(&path)
+            .unwrap();
+        let back = match crate::vector::load_index(&path).unwrap() {
+            crate::vector::AnyIndex::Clustered(c) => c,
+            _ => unreachable!(),
+        };
+        std::fs::remove_file(&path).unwrap();
+        check(&back);
+        assert_eq!(
+            back.search_batch(&data[..20 * d], 5).unwrap(),
+            ix.search_batch(&data[..20 * d], 5).unwrap()
+        );
+    }
 }

@@ -224,6 +224,12 @@ impl FlatIndex {
         Ok(())
     }
 
+    /// Keeps asymmetric rows on the min-floor code (no zero floor): for the
+    /// clustered index's centroids. Only before the first add.
+    pub(crate) fn forbid_zero_floor(&mut self) {
+        self.store.forbid_zero_floor();
+    }
+
     /// The code in use (`Auto` until the first add decides).
     pub fn codes(&self) -> CodeKind {
         self.codes
@@ -278,7 +284,7 @@ impl FlatIndex {
     pub fn ids(&self) -> Vec<u64> {
         (0..self.store.rows())
             .filter(|&r| self.store.is_live(r))
-            .map(|r| self.store.ids[r])
+            .map(|r| self.store.id(r))
             .collect()
     }
 
@@ -295,7 +301,7 @@ impl FlatIndex {
     /// index.add(&vec![-0.5; 16 * 1000], None).unwrap(); // signed: symmetric code
     /// let b = index.bytes();
     /// assert_eq!(b.store.codes, 16 * 1000);
-    /// assert_eq!(b.store.ids + b.store.factors, 12 * 1000); // id + one factor
+    /// assert_eq!(b.store.ids + b.store.factors, 8 * 1000); // id (4 B: ids < 2^32) + one factor
     /// assert_eq!(b.id_table, 0); // ids in increasing order: no table
     /// ```
     pub fn bytes(&self) -> IndexBytes {
@@ -337,13 +343,13 @@ impl FlatIndex {
             self.store
                 .set_asymmetric(self.codes == CodeKind::Asymmetric);
         }
-        self.store.reserve(n)?;
+        self.store.reserve_for(vectors, &ids)?;
         self.lookup.reserve(&self.store.ids, n)?;
         // Leaving the sorted lookup builds a table: build it before anything changes.
         let mut lookup = if self.lookup.stays_sorted(&self.store.ids, &ids) {
             None
         } else if self.lookup.is_sorted() {
-            let mut all = self.store.ids.clone();
+            let mut all: Vec<u64> = self.store.ids.iter().collect();
             all.extend_from_slice(&ids);
             let rows = self.store.rows();
             let store = &self.store;

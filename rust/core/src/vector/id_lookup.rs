@@ -11,6 +11,7 @@
 
 use crate::error::Result;
 use crate::vector::row_map::RowMap;
+use crate::vector::store::IdSource;
 
 /// How ids are found.
 ///
@@ -52,25 +53,29 @@ impl IdLookup {
 
     /// The live row holding `id`.
     #[inline]
-    pub fn get(&self, ids: &[u64], id: u64, live: impl Fn(usize) -> bool) -> Option<usize> {
+    pub fn get(
+        &self,
+        ids: &(impl IdSource + ?Sized),
+        id: u64,
+        live: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
         match self {
-            IdLookup::Sorted => ids.binary_search(&id).ok().filter(|&r| live(r)),
+            IdLookup::Sorted => ids.search_sorted(id).filter(|&r| live(r)),
             IdLookup::Map(m) => m.get(ids, id),
         }
     }
 
     /// Whether appending `new` (in this order) after `ids` keeps the lookup
     /// sorted.
-    pub fn stays_sorted(&self, ids: &[u64], new: &[u64]) -> bool {
+    pub fn stays_sorted(&self, ids: &(impl IdSource + ?Sized), new: &[u64]) -> bool {
+        let n = ids.count();
         self.is_sorted()
-            && new
-                .first()
-                .is_none_or(|&f| ids.last().is_none_or(|&l| f > l))
+            && new.first().is_none_or(|&f| n == 0 || f > ids.id(n - 1))
             && new.windows(2).all(|w| w[0] < w[1])
     }
 
     /// Makes room for `extra` entries (only a table needs it).
-    pub fn reserve(&mut self, ids: &[u64], extra: usize) -> Result<()> {
+    pub fn reserve(&mut self, ids: &(impl IdSource + ?Sized), extra: usize) -> Result<()> {
         match self {
             IdLookup::Sorted => Ok(()),
             IdLookup::Map(m) => m.reserve(ids, extra),
@@ -82,22 +87,19 @@ impl IdLookup {
     /// and reserved what the table needs, so only the switch allocates).
     pub fn appended(
         &mut self,
-        ids: &[u64],
+        ids: &(impl IdSource + ?Sized),
         first: usize,
         live: impl Fn(usize) -> bool,
     ) -> Result<()> {
         match self {
             IdLookup::Sorted => {
-                let sorted = ids
-                    .windows(2)
-                    .skip(first.saturating_sub(1))
-                    .all(|w| w[0] < w[1]);
+                let sorted = ids.increasing_from(first);
                 if !sorted {
                     *self = IdLookup::Map(RowMap::build(ids, live)?);
                 }
             }
             IdLookup::Map(m) => {
-                for r in first..ids.len() {
+                for r in first..ids.count() {
                     m.insert(ids, r);
                 }
             }
@@ -106,15 +108,24 @@ impl IdLookup {
     }
 
     /// Forgets `id` (its row is being tombstoned); returns its row.
-    pub fn remove(&mut self, ids: &[u64], id: u64, live: impl Fn(usize) -> bool) -> Option<usize> {
+    pub fn remove(
+        &mut self,
+        ids: &(impl IdSource + ?Sized),
+        id: u64,
+        live: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
         match self {
-            IdLookup::Sorted => ids.binary_search(&id).ok().filter(|&r| live(r)),
+            IdLookup::Sorted => ids.search_sorted(id).filter(|&r| live(r)),
             IdLookup::Map(m) => m.remove(ids, id),
         }
     }
 
     /// Rebuilds after compaction (a table is sized to the live rows).
-    pub fn rebuild(&mut self, ids: &[u64], live: impl Fn(usize) -> bool) -> Result<()> {
+    pub fn rebuild(
+        &mut self,
+        ids: &(impl IdSource + ?Sized),
+        live: impl Fn(usize) -> bool,
+    ) -> Result<()> {
         if let IdLookup::Map(m) = self {
             *m = RowMap::build(ids, live)?;
         }
@@ -122,8 +133,11 @@ impl IdLookup {
     }
 
     /// The lookup for loaded rows: sorted if their ids increase.
-    pub fn for_rows(ids: &[u64], live: impl Fn(usize) -> bool) -> Result<IdLookup> {
-        if ids.windows(2).all(|w| w[0] < w[1]) {
+    pub fn for_rows(
+        ids: &(impl IdSource + ?Sized),
+        live: impl Fn(usize) -> bool,
+    ) -> Result<IdLookup> {
+        if ids.increasing_from(0) {
             Ok(IdLookup::Sorted)
         } else {
             Ok(IdLookup::Map(RowMap::build(ids, live)?))

@@ -1,18 +1,20 @@
 //! Saving and loading indexes: a versioned, checksummed single file.
 //!
-//! Layout (little-endian), version 2:
+//! Layout (little-endian), version 3:
 //!
 //! ```text
 //! magic     8 B   "SLABVI8\0"
-//! version   u32   2
+//! version   u32   3
 //! kind      u8    0 = flat, 1 = clustered
 //! metric    u8    0 = ip, 1 = cosine, 2 = l2
 //! flags     u8    bit 0: FP32 rows kept for re-ranking; bit 1: asymmetric codes
 //! reserved  u8    0
 //! dim       u32
 //! next_id   u64
-//! [clustered] nlist u32, nprobe u32, trained u8, 3 B zero,
-//!             centroids f32 × nlist·dim (only when trained)
+//! [clustered] nlist u32, nprobe u32, trained u8, coarse flags u8
+//!             (bit 1: the centroids' codes are asymmetric), 2 B zero,
+//!             centroids as one store (below; ids 0..nlist, no FP32 rows),
+//!             only when trained
 //! stores    1 (flat) or nlist (clustered), each:
 //!             rows u64, ids u64 × rows, scales f32 × rows,
 //!             [offsets f32 × rows if flag 1], codes i8 × rows·dim,
@@ -22,8 +24,10 @@
 //!
 //! (`scales` are the quantization scales; a `cosine` store writes its
 //! factor `1/‖q_x‖` there and recomputes it from the codes on load.)
-//! Version 1 files (the same without flags, with an FP32 norm column after
-//! the scales) still load.
+//! Version 2 files (FP32 centroids `f32 × nlist·dim` in place of the
+//! centroid store, quantized on load) and version 1 files (no flags, an FP32
+//! norm column after the scales) still load. The index keeps only the
+//! centroids' INT8 codes, which is why version 3 saves those.
 //!
 //! Only live rows are written. Saving goes to `<path>.tmp`, is synced, then
 //! renamed over `path`, so a crash never leaves a half-written index under
@@ -37,7 +41,7 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::vector::clustered::ClusteredIndex;
+use crate::vector::clustered::{coarse_metric, Centroids, ClusteredIndex};
 use crate::vector::flat::{FlatIndex, MAX_DIM, MAX_ID};
 use crate::vector::kernels::Kernel;
 use crate::vector::metric::Metric;
@@ -47,7 +51,7 @@ use crate::vector::store::RowStore;
 /// File magic.
 pub const MAGIC: &[u8; 8] = b"SLABVI8\0";
 /// Current format version.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Either index type, for code that handles both (bindings, persistence).
 #[derive(Debug, Clone)]
@@ -206,11 +210,10 @@ impl AnyIndex {
                 w.put(&c.next_id.to_le_bytes())?;
                 w.put(&(c.nlist as u32).to_le_bytes())?;
                 w.put(&(c.nprobe as u32).to_le_bytes())?;
-                w.put(&[c.is_trained() as u8, 0, 0, 0])?;
-                if c.is_trained() {
-                    for v in &c.centroids {
-                        w.put(&v.to_le_bytes())?;
-                    }
+                let coarse_asym = c.coarse.as_ref().is_some_and(|k| k.store.is_asymmetric());
+                w.put(&[c.is_trained() as u8, (coarse_asym as u8) << 1, 0, 0])?;
+                if let Some(k) = &c.coarse {
+                    write_store(w, &k.store)?;
                 }
                 for p in &c.pages {
                     write_store(w, p)?;
@@ -239,7 +242,7 @@ fn write_store(w: &mut CrcWriter, s: &RowStore) -> Result<()> {
     w.put(&(live.len() as u64).to_le_bytes())?;
     let mut buf = Vec::with_capacity(live.len() * 8);
     for &r in &live {
-        buf.extend_from_slice(&s.ids[r].to_le_bytes());
+        buf.extend_from_slice(&s.id(r).to_le_bytes());
     }
     w.put(&buf)?;
     buf.clear();
@@ -393,7 +396,12 @@ fn read_store(
     };
     let mut store = RowStore::new(dim, metric, fmt.exact);
     store.set_asymmetric(fmt.asym);
-    store.reserve(rows)?;
+    store.reserve(rows, ids.iter().copied().max().unwrap_or(0))?;
+    // Zero-floor rows (offset = 128·scale) need no offset column.
+    let own_offsets = offsets
+        .as_ref()
+        .is_some_and(|o| o.iter().zip(&scales).any(|(&o, &s)| o != 128.0 * s));
+    store.reserve_offsets(rows, own_offsets)?;
     store.append_quantized(&codes, &ids, &scales, offsets.as_deref(), exact.as_deref());
     Ok(store)
 }
@@ -428,9 +436,9 @@ pub fn parse(bytes: &[u8], kernel: Kernel) -> Result<AnyIndex> {
         ));
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
-    if version != 1 && version != FORMAT_VERSION {
+    if !(1..=FORMAT_VERSION).contains(&version) {
         return Err(Error::corrupt(format!(
-            "vector index file format version {version} is not supported (this build reads 1 and {FORMAT_VERSION})"
+            "vector index file format version {version} is not supported (this build reads 1 to {FORMAT_VERSION})"
         )));
     }
     if bytes.len() < 4 + 32 {
@@ -473,12 +481,41 @@ pub fn parse(bytes: &[u8], kernel: Kernel) -> Result<AnyIndex> {
         1 => {
             let nlist = r.u32()? as usize;
             let nprobe = r.u32()? as usize;
-            let trained = r.take(4)?[0];
+            let head = r.take(4)?;
+            let (trained, coarse_flags) = (head[0], head[1]);
+            if coarse_flags & !2 != 0 || (version < 3 && coarse_flags != 0) {
+                return Err(Error::corrupt(
+                    "vector index file has unknown centroid flags",
+                ));
+            }
             let shell = ClusteredIndex::with_options(dim, metric, nlist, nprobe, kernel, fmt.exact)
                 .map_err(|e| Error::corrupt(format!("vector index file: {}", e.message())))?;
-            let centroids = match trained {
-                0 => None,
-                1 => Some(r.f32s(nlist.checked_mul(dim).ok_or_else(truncated)?, "centroid")?),
+            let centroids = match (trained, version) {
+                (0, _) => None,
+                (1, 1 | 2) => Some(Centroids::Fp32(
+                    r.f32s(nlist.checked_mul(dim).ok_or_else(truncated)?, "centroid")?,
+                )),
+                (1, _) => {
+                    let cfmt = StoreFormat {
+                        version,
+                        exact: false,
+                        asym: coarse_flags & 2 == 2,
+                    };
+                    let cm = coarse_metric(metric);
+                    let store = read_store(&mut r, dim, cm, cfmt, &mut HashSet::new())?;
+                    // Probing returns these ids as list numbers: they must be 0..nlist.
+                    if store.rows() != nlist || (0..nlist).any(|i| store.id(i) != i as u64) {
+                        return Err(Error::corrupt(
+                            "vector index file has centroids that do not fit the index",
+                        ));
+                    }
+                    Some(Centroids::Coarse(FlatIndex::from_parts(
+                        store,
+                        cm,
+                        nlist as u64,
+                        kernel,
+                    )))
+                }
                 _ => return Err(Error::corrupt("vector index file has a bad trained flag")),
             };
             if centroids.is_none() && nlist > r.remaining() {

@@ -3,10 +3,12 @@
 //!
 //! A `HashMap<u64, usize>` costs 19–39 B per row (16 B entries, a control
 //! byte, load factor and power-of-two growth). The id is already stored in
-//! the row (`ids[row]`), so the table keeps only the 4-byte row number and
+//! the row (`ids.id(row)`), so the table keeps only the 4-byte row number and
 //! compares ids through the store: 5–11 B per row. Linear probing with
 //! backward-shift deletion keeps probe runs short without tombstones, and the
 //! table shrinks when the store compacts, so memory follows the live rows.
+
+use crate::vector::store::IdSource;
 
 /// Marks a free slot.
 const EMPTY: u32 = u32::MAX;
@@ -68,7 +70,7 @@ impl RowMap {
 
     /// The row holding `id`, if any.
     #[inline]
-    pub fn get(&self, ids: &[u64], id: u64) -> Option<usize> {
+    pub fn get(&self, ids: &(impl IdSource + ?Sized), id: u64) -> Option<usize> {
         if self.slots.is_empty() {
             return None;
         }
@@ -79,7 +81,7 @@ impl RowMap {
             if r == EMPTY {
                 return None;
             }
-            if ids[r as usize] == id {
+            if ids.id(r as usize) == id {
                 return Some(r as usize);
             }
             i = (i + 1) & mask;
@@ -87,7 +89,7 @@ impl RowMap {
     }
 
     /// Makes room for `extra` more entries without rehashing midway.
-    pub fn reserve(&mut self, ids: &[u64], extra: usize) -> crate::Result<()> {
+    pub fn reserve(&mut self, ids: &(impl IdSource + ?Sized), extra: usize) -> crate::Result<()> {
         let need = self.len + extra;
         if need > MAX_ROWS {
             return Err(crate::Error::out_of_memory(format!(
@@ -102,7 +104,7 @@ impl RowMap {
         Ok(())
     }
 
-    fn rehash(&mut self, ids: &[u64], cap: usize) -> crate::Result<()> {
+    fn rehash(&mut self, ids: &(impl IdSource + ?Sized), cap: usize) -> crate::Result<()> {
         let mut fresh: Vec<u32> = Vec::new();
         fresh
             .try_reserve_exact(cap)
@@ -116,9 +118,9 @@ impl RowMap {
         Ok(())
     }
 
-    fn place(&mut self, ids: &[u64], row: u32) {
+    fn place(&mut self, ids: &(impl IdSource + ?Sized), row: u32) {
         let mask = self.mask();
-        let mut i = self.home(ids[row as usize]);
+        let mut i = self.home(ids.id(row as usize));
         while self.slots[i] != EMPTY {
             i = (i + 1) & mask;
         }
@@ -126,19 +128,19 @@ impl RowMap {
         self.len += 1;
     }
 
-    /// Adds `row` under `ids[row]` (which must not be present). Call
+    /// Adds `row` under `ids.id(row)` (which must not be present). Call
     /// [`reserve`](Self::reserve) first; without room this grows the table
     /// (and panics only if that allocation fails).
-    pub fn insert(&mut self, ids: &[u64], row: usize) {
+    pub fn insert(&mut self, ids: &(impl IdSource + ?Sized), row: usize) {
         if (self.len + 1) * 4 > self.slots.len() * 3 {
             self.reserve(ids, 1).expect("RowMap: out of memory");
         }
-        debug_assert!(self.get(ids, ids[row]).is_none());
+        debug_assert!(self.get(ids, ids.id(row)).is_none());
         self.place(ids, row as u32);
     }
 
     /// Removes `id`; returns its row. `ids` must still hold every row's id.
-    pub fn remove(&mut self, ids: &[u64], id: u64) -> Option<usize> {
+    pub fn remove(&mut self, ids: &(impl IdSource + ?Sized), id: u64) -> Option<usize> {
         if self.slots.is_empty() {
             return None;
         }
@@ -149,7 +151,7 @@ impl RowMap {
             if r == EMPTY {
                 return None;
             }
-            if ids[r as usize] == id {
+            if ids.id(r as usize) == id {
                 break;
             }
             i = (i + 1) & mask;
@@ -164,7 +166,7 @@ impl RowMap {
             if r == EMPTY {
                 break;
             }
-            let h = self.home(ids[r as usize]);
+            let h = self.home(ids.id(r as usize));
             let dist_j = j.wrapping_sub(h) & mask;
             let dist_hole = hole.wrapping_sub(h) & mask;
             if dist_hole <= dist_j {
@@ -180,11 +182,14 @@ impl RowMap {
 
     /// A table of every row in `ids` for which `live(row)` holds, sized to
     /// them (used after compaction and on load: memory follows live rows).
-    pub fn build(ids: &[u64], live: impl Fn(usize) -> bool) -> crate::Result<RowMap> {
+    pub fn build(
+        ids: &(impl IdSource + ?Sized),
+        live: impl Fn(usize) -> bool,
+    ) -> crate::Result<RowMap> {
         let mut m = RowMap::default();
-        let n = (0..ids.len()).filter(|&r| live(r)).count();
+        let n = (0..ids.count()).filter(|&r| live(r)).count();
         m.reserve(ids, n)?;
-        for r in (0..ids.len()).filter(|&r| live(r)) {
+        for r in (0..ids.count()).filter(|&r| live(r)) {
             m.place(ids, r as u32);
         }
         Ok(m)

@@ -143,7 +143,7 @@ pub fn scan_range(
             let qf = &queries.factor[q0..q1];
             let qs = &queries.sum[q0..q1];
             let hs = &mut heaps[q0..q1];
-            if store.off.is_empty() {
+            if !store.is_asymmetric() {
                 for r in 0..nr {
                     // A NaN factor marks a tombstone.
                     if rmul[r].is_nan() {
@@ -160,14 +160,14 @@ pub fn scan_range(
                 }
             } else {
                 // Asymmetric rows: x̂ = a_x·q + o_x, so q·x̂ gains o_x·Σq.
-                let roff = &store.off[b0..b1];
                 for r in 0..nr {
                     if rmul[r].is_nan() {
                         continue;
                     }
                     let key = key_base + (b0 + r) as u64;
                     let dots = &buf[r * tq..(r + 1) * tq];
-                    let (am, ao, ab) = (rmul[r] as f64, roff[r] as f64, radd[r] as f64);
+                    let (am, ao, ab) =
+                        (rmul[r] as f64, store.off_at(b0 + r) as f64, radd[r] as f64);
                     for (((h, &f), &p), &sq) in hs.iter_mut().zip(qf).zip(dots).zip(qs) {
                         h.push(
                             (f as f64 * (am * p as f64 + ao * sq as f64) + ab) as f32,
@@ -253,7 +253,7 @@ pub fn scan_one(
         buf.resize(br, 0);
     }
     let (f, sq) = (q.factor as f64, q.sum as f64);
-    let asym = !store.off.is_empty();
+    let asym = store.is_asymmetric();
     let l2 = !store.add.is_empty();
     let mut b0 = 0;
     while b0 < n {
@@ -267,7 +267,7 @@ pub fn scan_one(
             }
             let mut t = am as f64 * p as f64;
             if asym {
-                t += store.off[b0 + r] as f64 * sq;
+                t += store.off_at(b0 + r) as f64 * sq;
             }
             let mut rank = f * t;
             if l2 {
@@ -302,7 +302,7 @@ pub fn scan_gathered(
         return;
     }
     let br = block_rows(d);
-    let asym = !store.off.is_empty();
+    let asym = store.is_asymmetric();
     let l2 = !store.add.is_empty();
     for tile in qidx.chunks(QUERY_TILE) {
         let tq = tile.len();
@@ -324,7 +324,11 @@ pub fn scan_gathered(
                     continue; // tombstone
                 }
                 let am = am as f64;
-                let ao = if asym { store.off[b0 + r] as f64 } else { 0.0 };
+                let ao = if asym {
+                    store.off_at(b0 + r) as f64
+                } else {
+                    0.0
+                };
                 let ab = if l2 { store.add[b0 + r] as f64 } else { 0.0 };
                 let key = key_base + (b0 + r) as u64;
                 for (j, &qi) in tile.iter().enumerate() {
@@ -549,7 +553,7 @@ pub fn finish<'a>(
         for (j, &(rank, key)) in best.iter().take(k).enumerate() {
             let (store, r) = row_of(key);
             out_s[j] = (if lower_is_closer { -rank } else { rank }) as f32;
-            out_i[j] = store.ids[r] as i64;
+            out_i[j] = store.id(r) as i64;
         }
     };
     let iter = heaps
@@ -586,7 +590,7 @@ pub fn rank_rows(
     let n = store.rows();
     let br = block_rows(d);
     let mut buf = vec![0i32; br * QUERY_TILE.min((q1 - q0).max(1))];
-    let asym = !store.off.is_empty();
+    let asym = store.is_asymmetric();
     let l2 = !store.add.is_empty();
     let mut t0 = q0;
     while t0 < q1 {
@@ -604,7 +608,11 @@ pub fn rank_rows(
             );
             for r in 0..nr {
                 let am = store.mul[b0 + r] as f64;
-                let ao = if asym { store.off[b0 + r] as f64 } else { 0.0 };
+                let ao = if asym {
+                    store.off_at(b0 + r) as f64
+                } else {
+                    0.0
+                };
                 let ab = if l2 { store.add[b0 + r] as f64 } else { 0.0 };
                 for j in 0..tq {
                     let qi = t0 + j;
@@ -659,7 +667,7 @@ pub fn nearest_one(
             r as u64,
         );
     };
-    match (store.off.is_empty(), store.add.is_empty()) {
+    match (!store.is_asymmetric(), store.add.is_empty()) {
         (true, true) => {
             for (r, (&p, &am)) in buf.iter().zip(&store.mul).enumerate() {
                 offer(r, am as f64 * p as f64, 0.0);
