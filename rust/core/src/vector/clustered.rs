@@ -20,7 +20,7 @@ use crate::vector::page_map::PageMap;
 use crate::vector::quantize::CodeKind;
 use crate::vector::scan::{
     candidates, finish, nearest, nearest_one, prefetch_store, rank_rows, scan_gathered, scan_one,
-    QueryBatch, QUERY_TILE,
+    QueryBatch, PREFETCH_BATCH, PREFETCH_ONE_QUERY, QUERY_TILE,
 };
 use crate::vector::store::RowStore;
 use crate::vector::topk::TopK;
@@ -430,7 +430,7 @@ impl ClusteredIndex {
             while let Some(p) = next {
                 next = lists.next();
                 if let Some(n) = next {
-                    prefetch_store(&self.pages[n as usize]);
+                    prefetch_store(&self.pages[n as usize], PREFETCH_ONE_QUERY);
                 }
                 let page = &self.pages[p as usize];
                 scan_one(
@@ -588,7 +588,7 @@ impl ClusteredIndex {
                     continue;
                 }
                 if let Some(n) = (p + 1..l1).find(|&n| start[n + 1] > start[n]) {
-                    prefetch_store(&self.pages[n]);
+                    prefetch_store(&self.pages[n], PREFETCH_BATCH);
                 }
                 let page = &self.pages[p];
                 let key = (p as u64) << 32;
