@@ -130,7 +130,7 @@ def run_dataset(
     budget = float(os.environ.get("SLABCACHE_BENCH_BUDGET", 0.3 if quick else 1.0))
     rows: list[Row] = []
     nlist = int(4 * np.sqrt(n))
-    probes = (8, 16, 32, 64, 96, 128, 256, 512) if not quick else (16, 64)
+    probes = (8, 16, 32, 64, 80, 96, 128, 256, 512) if not quick else (16, 64)
 
     def ours(idx: Int8Index, setting: str, build: float, **kw: int) -> Row:
         st = idx.stats()

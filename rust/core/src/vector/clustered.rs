@@ -32,7 +32,7 @@ use crate::vector::topk::TopK;
 /// wake-ups that cost more than the scan itself (SIFT nprobe 8, ~90k
 /// byte-products, took 118 µs on 16 cores split in 2 parts; 37 µs on one
 /// thread of the 2-core dev machine).
-const PARALLEL_ONE_QUERY_WORK: usize = 1 << 22;
+pub const PARALLEL_ONE_QUERY_WORK: usize = 1 << 22;
 /// Byte-products per part when one query's lists are split across threads.
 const ONE_QUERY_PART_WORK: usize = 1 << 20;
 /// Queries per probed list, on average, from which a batch is scanned list by
