@@ -35,15 +35,17 @@ def _lists_of(x: np.ndarray, cent: np.ndarray, metric: str, top: int) -> np.ndar
     """Each row's ``top`` nearest centroids (``[n, top]``)."""
     import faiss  # type: ignore[import-not-found]
 
-    idx = faiss.IndexFlatIP(cent.shape[1]) if metric == "cosine" else faiss.IndexFlatL2(cent.shape[1])
+    idx = (
+        faiss.IndexFlatIP(cent.shape[1]) if metric == "cosine" else faiss.IndexFlatL2(cent.shape[1])
+    )
     idx.add(cent)
-    return idx.search(x, top)[1]
+    return np.asarray(idx.search(x, top)[1])
 
 
 def study(
     name: str, n: int, nlists: list[int], niters: list[int], probes: list[int]
-) -> list[dict[str, float]]:
-    import faiss
+) -> list[dict[str, object]]:
+    import faiss  # type: ignore[import-not-found]
 
     x = (
         vector_data.text_embeddings(n + NQ)
@@ -53,17 +55,23 @@ def study(
     metric = "cosine" if name == "text" else "l2"
     q, data = np.ascontiguousarray(x[:NQ]), np.ascontiguousarray(x[NQ:])
     truth = vector_data.exact_topk(data, q, K, metric)
-    out = []
+    out: list[dict[str, object]] = []
     for nlist in nlists:
         for niter in niters:
             t0 = time.perf_counter()
             km = faiss.Kmeans(
-                data.shape[1], nlist, niter=niter, spherical=metric == "cosine", seed=1, max_points_per_centroid=256
+                data.shape[1],
+                nlist,
+                niter=niter,
+                spherical=metric == "cosine",
+                seed=1,
+                max_points_per_centroid=256,
             )
             km.train(data)
             train_s = time.perf_counter() - t0
-            assign = _lists_of(data, km.centroids, metric, 2)
-            qlists = _lists_of(q, km.centroids, metric, max(probes))
+            cent = np.asarray(km.centroids, dtype=np.float32)
+            assign = _lists_of(data, cent, metric, 2)
+            qlists = _lists_of(q, cent, metric, max(probes))
             for spill in (False, True):
                 rows_in = np.bincount(assign[:, 0], minlength=nlist).astype(np.int64)
                 if spill:
@@ -81,7 +89,7 @@ def study(
                         hit += int(inl.sum())
                         scanned += int(rows_in[probe].sum())
                     frac = (scanned / NQ + nlist) / len(data)
-                    r = {
+                    r: dict[str, object] = {
                         "data": name,
                         "nlist": nlist,
                         "niter": niter,
@@ -102,6 +110,10 @@ def study(
     return out
 
 
+def _ints(s: str) -> list[int]:
+    return [int(v) for v in s.split(",")]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--data", default="text")
@@ -110,9 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--niter", default="10,30")
     ap.add_argument("--nprobe", default="8,16,32,64,128,256,512")
     a = ap.parse_args(argv)
-    ints = lambda s: [int(v) for v in s.split(",")]  # noqa: E731
     for name in a.data.split(","):
-        study(name, a.n, ints(a.nlist), ints(a.niter), ints(a.nprobe))
+        study(name, a.n, _ints(a.nlist), _ints(a.niter), _ints(a.nprobe))
     return 0
 
 
