@@ -335,6 +335,53 @@ mod vector {
         }
     }
 
+    /// One query whose probed lists hold at least `PARALLEL_ONE_QUERY_WORK`
+    /// byte-products is split across threads (each thread every p-th list, heaps
+    /// merged): it must give what the same query gets on one thread (unsplit), and
+    /// what it gets inside a batch, with tombstones, for every metric and code.
+    #[test]
+    fn clustered_one_query_split_equals_unsplit() {
+        use slabcache_core::vector::clustered::PARALLEL_ONE_QUERY_WORK;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(41);
+        let (n, d, k, nlist) = (36_000, 128, 10, 8);
+        // Every list probed: rows × dim = 4.6M byte-products, past the threshold.
+        assert!(
+            n * d >= PARALLEL_ONE_QUERY_WORK,
+            "the test must reach the split"
+        );
+        let mut data = clustered_data(&mut rng, n, d, 40, 0.8);
+        let pools: Vec<rayon::ThreadPool> = [1, 4]
+            .iter()
+            .map(|&t| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(t)
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        for metric in [Metric::L2, Metric::Cosine, Metric::Ip] {
+            for nonneg in [false, true] {
+                if nonneg {
+                    data.iter_mut().for_each(|x| *x = x.abs()); // asymmetric codes
+                }
+                let mut index = ClusteredIndex::new(d, metric, nlist, nlist).unwrap();
+                index.add(&data, None).unwrap();
+                index
+                    .remove(&(0..3000).step_by(7).collect::<Vec<u64>>())
+                    .unwrap();
+                let queries = &data[d * 100..d * 120];
+                let (bs, bi) = pools[1].install(|| index.search_batch(queries, k).unwrap());
+                for (i, q) in queries.chunks_exact(d).enumerate() {
+                    let one = pools[0].install(|| index.search_batch(q, k).unwrap());
+                    let split = pools[1].install(|| index.search_batch(q, k).unwrap());
+                    assert_eq!(split, one, "{metric:?} nonneg {nonneg} q{i}");
+                    assert_eq!(&bi[i * k..(i + 1) * k], &one.1[..], "{metric:?} q{i}");
+                    assert_eq!(&bs[i * k..(i + 1) * k], &one.0[..], "{metric:?} q{i}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn clustered_needs_enough_vectors_to_train() {
         let mut index = ClusteredIndex::new(4, Metric::L2, 8, 2).unwrap();

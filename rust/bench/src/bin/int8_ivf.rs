@@ -12,12 +12,16 @@
 //! for every `nprobe`: R@10, one query (median µs of single calls), and
 //! batches of 32 and 256 (queries/s, best of repeats). `--nlist 0` means
 //! `4·√n`; `--exact` keeps FP32 rows (re-rank) in both indexes; `--no-flat`
-//! leaves the flat index empty (for profiling the clustered one).
+//! leaves the flat index empty (for profiling the clustered one);
+//! `--pin-main CPU` pins the calling thread (not the pool) after the truth;
+//! `--loop1 N` times only single-query calls (N passes), in a process that
+//! ran no batch search since the build.
 
 use std::hint::black_box;
 use std::time::Instant;
 
 use rayon::prelude::*;
+use slabcache_core::vector::scan::{PREFETCH_BATCH, PREFETCH_ONE_QUERY};
 use slabcache_core::vector::{ClusteredIndex, FlatIndex, Kernel, Metric};
 
 fn arg(args: &[String], name: &str, default: &str) -> String {
@@ -102,7 +106,26 @@ fn recall(ids: &[i64], truth: &[Vec<usize>], k: usize) -> f64 {
     hit as f64 / (truth.len() * k) as f64
 }
 
+/// The CPU the calling thread runs on now (to see whether it moved).
+fn cpu_now() -> i32 {
+    // SAFETY: sched_getcpu takes no arguments and only reads the calling thread's state.
+    unsafe { libc::sched_getcpu() }
+}
+
+/// Pins the calling thread (only) to `cpu`.
+fn pin_to(cpu: usize) {
+    // SAFETY: `set` is a zeroed cpu_set_t on the stack, filled by CPU_SET and passed by
+    // pointer with its size; pid 0 means the calling thread.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    eprintln!("main thread pinned to cpu {cpu}: rc {rc}");
+}
+
 fn median_one_us(queries: &[f32], d: usize, mut f: impl FnMut(&[f32])) -> f64 {
+    let c0 = cpu_now();
     let mut ts = Vec::new();
     for q in queries.chunks_exact(d).take(300) {
         let t = Instant::now();
@@ -110,6 +133,7 @@ fn median_one_us(queries: &[f32], d: usize, mut f: impl FnMut(&[f32])) -> f64 {
         ts.push(t.elapsed().as_secs_f64() * 1e6);
     }
     ts.sort_by(f64::total_cmp);
+    eprintln!("1 query: cpu {c0} -> {}", cpu_now());
     ts[ts.len() / 2]
 }
 
@@ -150,9 +174,16 @@ fn main() {
     let t = Instant::now();
     let tr = truth(data, queries, d, k, metric);
     eprintln!("truth {:.1}s", t.elapsed().as_secs_f64());
+    // After the truth, so that rayon's pool (spawned by it) keeps every CPU.
+    if let Ok(cpu) = arg(&args, "--pin-main", "").parse::<usize>() {
+        pin_to(cpu);
+    }
     println!(
-        "data {path} n={n} d={d} metric={metric:?} nlist={nlist} threads={} exact={exact}",
-        rayon::current_num_threads()
+        "data {path} n={n} d={d} metric={metric:?} nlist={nlist} threads={} exact={exact} \
+         prefetch one/batch = {}/{} KiB",
+        rayon::current_num_threads(),
+        PREFETCH_ONE_QUERY / 1024,
+        PREFETCH_BATCH / 1024
     );
     println!("| index | R@10 | 1 query (µs) | batch 32 (q/s) | batch 256 (q/s) | bytes/row |");
     println!("|---|---:|---:|---:|---:|---:|");
@@ -199,16 +230,21 @@ fn main() {
         // Profiling aid: single queries only, `loop1` passes over the queries.
         ivf.set_nprobe(probes[0]).unwrap();
         let lb: usize = arg(&args, "--loopb", "1").parse().unwrap();
+        let mut ts = Vec::with_capacity(loop1 * nq / lb);
         let t = Instant::now();
         for _ in 0..loop1 {
             for q in queries.chunks_exact(d * lb) {
+                let t1 = Instant::now();
                 black_box(ivf.search_batch(q, k).unwrap());
+                ts.push(t1.elapsed().as_secs_f64() * 1e6);
             }
         }
         let us = t.elapsed().as_secs_f64() * 1e6 / (loop1 * nq) as f64;
+        ts.sort_by(f64::total_cmp);
         println!(
-            "loop1 nprobe={} batch {lb} mean {us:.1} µs per query",
-            probes[0]
+            "loop1 nprobe={} batch {lb} mean {us:.1} µs per query, median call {:.1} µs",
+            probes[0],
+            ts[ts.len() / 2]
         );
         return;
     }

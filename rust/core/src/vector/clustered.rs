@@ -20,7 +20,7 @@ use crate::vector::page_map::Locator;
 use crate::vector::quantize::CodeKind;
 use crate::vector::scan::{
     candidates, finish, nearest, nearest_one, prefetch_store, rank_rows, scan_gathered, scan_one,
-    QueryBatch, QUERY_TILE,
+    QueryBatch, PREFETCH_BATCH, PREFETCH_ONE_QUERY, QUERY_TILE,
 };
 use crate::vector::store::RowStore;
 use crate::vector::topk::TopK;
@@ -32,7 +32,7 @@ use crate::vector::topk::TopK;
 /// wake-ups that cost more than the scan itself (SIFT nprobe 8, ~90k
 /// byte-products, took 118 µs on 16 cores split in 2 parts; 37 µs on one
 /// thread of the 2-core dev machine).
-const PARALLEL_ONE_QUERY_WORK: usize = 1 << 22;
+pub const PARALLEL_ONE_QUERY_WORK: usize = 1 << 22;
 /// Byte-products per part when one query's lists are split across threads.
 const ONE_QUERY_PART_WORK: usize = 1 << 20;
 /// Queries per probed list, on average, from which a batch is scanned list by
@@ -443,7 +443,7 @@ impl ClusteredIndex {
             while let Some(p) = next {
                 next = lists.next();
                 if let Some(n) = next {
-                    prefetch_store(&self.pages[n as usize]);
+                    prefetch_store(&self.pages[n as usize], PREFETCH_ONE_QUERY);
                 }
                 let page = &self.pages[p as usize];
                 scan_one(
@@ -601,7 +601,7 @@ impl ClusteredIndex {
                     continue;
                 }
                 if let Some(n) = (p + 1..l1).find(|&n| start[n + 1] > start[n]) {
-                    prefetch_store(&self.pages[n]);
+                    prefetch_store(&self.pages[n], PREFETCH_BATCH);
                 }
                 let page = &self.pages[p];
                 let key = (p as u64) << 32;

@@ -204,15 +204,16 @@ impl QueryBatch {
     }
 }
 
-/// Hints the CPU to start loading `store`'s rows (its first
-/// [`PREFETCH_BYTES`] of codes) and per-row factors. The clustered index
-/// calls it for the next list while it scans the current one: a list is a
-/// short separate stream (~90 rows of SIFT, 11 KiB), too short for the
-/// hardware prefetcher to ramp up, so without the hint each list is scanned
-/// at memory latency rather than bandwidth.
-pub fn prefetch_store(store: &RowStore) {
+/// Hints the CPU to start loading `store`'s rows (its first `max_bytes` of
+/// codes) and per-row factors. The clustered index calls it for the next list
+/// while it scans the current one: a list is a short separate stream (~90
+/// rows of SIFT, 11 KiB), too short for the hardware prefetcher to ramp up,
+/// so without the hint each list is scanned at memory latency rather than
+/// bandwidth. One query asks for [`PREFETCH_ONE_QUERY`], a batch scanned
+/// list by list for [`PREFETCH_BATCH`].
+pub fn prefetch_store(store: &RowStore, max_bytes: usize) {
     use crate::vector::kernels::prefetch_row;
-    let n = store.codes.len().min(PREFETCH_BYTES);
+    let n = store.codes.len().min(max_bytes);
     prefetch_row(&store.codes[..n]);
     for col in [&store.mul, &store.add, &store.off] {
         let bytes = col.len() * 4;
@@ -220,15 +221,40 @@ pub fn prefetch_store(store: &RowStore) {
             let p = col.as_ptr() as *const i8;
             // SAFETY: `p` points at `col`'s `bytes` initialized bytes (f32 has no padding,
             // and any byte is a valid i8), which live as long as this borrow.
-            prefetch_row(unsafe { std::slice::from_raw_parts(p, bytes.min(PREFETCH_BYTES)) });
+            prefetch_row(unsafe { std::slice::from_raw_parts(p, bytes.min(max_bytes)) });
         }
     }
 }
 
-/// The most bytes of a list's codes that [`prefetch_store`] asks for (4 KiB starts the
-/// stream; asking for all of a list, up to 32 KiB, cost SIFT nprobe 64 one query 84 µs
-/// instead of 74 on the dev machine: the hints filled the line-fill buffers).
-pub const PREFETCH_BYTES: usize = 4 * 1024;
+/// `KiB` from a build-time variable (for A/B builds of the benches), else `default`.
+const fn kib_or(var: Option<&str>, default: usize) -> usize {
+    let Some(s) = var else {
+        return default * 1024;
+    };
+    let b = s.as_bytes();
+    let mut v = 0usize;
+    let mut i = 0;
+    while i < b.len() {
+        assert!(b[i].is_ascii_digit(), "prefetch KiB must be a number");
+        v = v * 10 + (b[i] - b'0') as usize;
+        i += 1;
+    }
+    v * 1024
+}
+
+/// The most bytes of the next list's codes that one query's scan prefetches
+/// (4 KiB starts the stream; asking for all of a list, up to 32 KiB, cost SIFT
+/// nprobe 64 one query 84 µs instead of 74 on the dev machine: the hints
+/// filled the line-fill buffers while the current list was still loading).
+/// `SLABCACHE_PREFETCH_ONE_KIB` at build time overrides it (bench A/B only).
+pub const PREFETCH_ONE_QUERY: usize = kib_or(option_env!("SLABCACHE_PREFETCH_ONE_KIB"), 4);
+
+/// The same for a batch scanned list by list, where each list is multiplied
+/// into ~12 queries and so takes long enough for a whole-list prefetch to land
+/// (the 32 KiB of session 10; session 11's 4 KiB for both paths went with batch
+/// 256 at SIFT nprobe 64 falling from 42k to 32k q/s on 16 cores).
+/// `SLABCACHE_PREFETCH_BATCH_KIB` at build time overrides it (bench A/B only).
+pub const PREFETCH_BATCH: usize = kib_or(option_env!("SLABCACHE_PREFETCH_BATCH_KIB"), 32);
 
 /// Scans every row of `store` for one query into `heap` (keys
 /// `key_base + row`), reusing `buf` for the dot products: the inner loop of
