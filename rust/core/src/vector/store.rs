@@ -297,7 +297,10 @@ impl IdColumn {
 /// Rows of codes plus what scanning needs per row.
 #[derive(Debug, Clone)]
 pub struct RowStore {
-    dim: usize,
+    /// Row width (`u32`: checked ≤ `MAX_DIM`; the header is per list).
+    dim: u32,
+    /// Tombstoned rows.
+    dead: usize,
     metric: Metric,
     pub(crate) codes: Vec<i8>,
     pub(crate) ids: IdColumn,
@@ -317,9 +320,10 @@ pub struct RowStore {
     /// index's centroids, which keep the exact min-floor code of earlier
     /// builds: a handful of rows, and the probe order stays as it was).
     zero_floor: bool,
-    /// The FP32 rows (`rows × dim`) when the store keeps them for re-ranking.
-    pub(crate) exact: Option<Vec<f32>>,
-    dead: usize,
+    /// The FP32 rows (`rows × dim`) when the store keeps them for re-ranking
+    /// (boxed: most stores keep none, and a clustered index has one store
+    /// per list, so the header stays small).
+    pub(crate) exact: Option<Box<Vec<f32>>>,
 }
 
 /// Rows quantized in parallel above this many values.
@@ -356,8 +360,10 @@ impl StoreBytes {
 impl RowStore {
     /// An empty store of `dim`-wide rows, keeping the FP32 rows if `keep_exact`.
     pub fn new(dim: usize, metric: Metric, keep_exact: bool) -> RowStore {
+        assert!(u32::try_from(dim).is_ok(), "RowStore: dim {dim} too large");
         RowStore {
-            dim,
+            dim: dim as u32,
+            dead: 0,
             metric,
             codes: Vec::new(),
             ids: IdColumn::default(),
@@ -366,14 +372,14 @@ impl RowStore {
             add: Vec::new(),
             asym: false,
             zero_floor: true,
-            exact: keep_exact.then(Vec::new),
-            dead: 0,
+            exact: keep_exact.then(|| Box::new(Vec::new())),
         }
     }
 
     /// Row width.
+    #[inline]
     pub fn dim(&self) -> usize {
-        self.dim
+        self.dim as usize
     }
 
     /// Whether rows use the asymmetric (offset + scale) code.
@@ -427,7 +433,7 @@ impl RowStore {
     pub fn wants_offsets(&self, vectors: &[f32]) -> bool {
         self.asym
             && (!self.zero_floor
-                || vectors.chunks_exact(self.dim).any(|x| {
+                || vectors.chunks_exact(self.dim()).any(|x| {
                     let (lo, hi) = min_max(x);
                     !wants_zero_floor(lo, hi)
                 }))
@@ -530,7 +536,7 @@ impl RowStore {
     pub fn reserve(&mut self, extra: usize, max_id: u64) -> Result<()> {
         let oom = |_| Error::out_of_memory(format!("cannot reserve {extra} more vectors"));
         let values = extra
-            .checked_mul(self.dim)
+            .checked_mul(self.dim())
             .ok_or_else(|| Error::out_of_memory("vector count overflows"))?;
         self.codes.try_reserve(values).map_err(oom)?;
         self.ids.reserve(extra, max_id)?;
@@ -551,7 +557,7 @@ impl RowStore {
     /// `vectors.len() == ids.len() * dim`). Call [`reserve_for`](Self::reserve_for)
     /// first so that this cannot fail halfway.
     pub fn append(&mut self, vectors: &[f32], ids: &[u64]) {
-        let d = self.dim;
+        let d = self.dim();
         let n = ids.len();
         debug_assert_eq!(vectors.len(), n * d);
         let start = self.codes.len();
@@ -605,7 +611,9 @@ impl RowStore {
         sumsq: i64,
         zero_floor: bool,
     ) {
-        let (m, o, a) = self.metric.row_factors(scale, offset, self.dim, sum, sumsq);
+        let (m, o, a) = self
+            .metric
+            .row_factors(scale, offset, self.dim(), sum, sumsq);
         self.ids.push(id);
         self.mul.push(m);
         if self.asym {
@@ -630,7 +638,7 @@ impl RowStore {
         offsets: Option<&[f32]>,
         exact: Option<&[f32]>,
     ) {
-        let d = self.dim;
+        let d = self.dim();
         self.codes.extend_from_slice(codes);
         for (r, &id) in ids.iter().enumerate() {
             let c = &codes[r * d..(r + 1) * d];
@@ -684,7 +692,7 @@ impl RowStore {
         if self.dead == 0 {
             return;
         }
-        let d = self.dim;
+        let d = self.dim();
         let l2 = !self.add.is_empty();
         let mut w = 0;
         for r in 0..self.rows() {
@@ -736,14 +744,14 @@ impl RowStore {
 
     /// Row `r`'s codes.
     pub fn row(&self, r: usize) -> &[i8] {
-        &self.codes[r * self.dim..(r + 1) * self.dim]
+        &self.codes[r * self.dim()..(r + 1) * self.dim()]
     }
 
     /// Row `r`'s FP32 vector, if kept.
     pub fn exact_row(&self, r: usize) -> Option<&[f32]> {
         self.exact
             .as_ref()
-            .map(|e| &e[r * self.dim..(r + 1) * self.dim])
+            .map(|e| &e[r * self.dim()..(r + 1) * self.dim()])
     }
 
     /// Row `r`'s vector: the FP32 original if kept, else the dequantized
