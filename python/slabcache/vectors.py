@@ -361,8 +361,8 @@ class Int8Index:
         row while every id of a store is below ``2**24``, 4 below ``2**32``,
         else 8),
         ``factor_bytes`` (4 a row; +4 for ``"l2"``, +4 once an asymmetric row
-        needs an offset of its own), ``exact_bytes`` (float32 rows, 0 unless
-        ``keep_exact``), ``id_table_bytes`` (flat: 0 while ids arrive in
+        needs an offset of its own), ``exact_bytes`` (float32 rows and 24 B a
+        store, 0 unless ``keep_exact``), ``id_table_bytes`` (flat: 0 while ids arrive in
         increasing order; clustered: the list number in the fewest bits
         that hold ``nlist`` while ids are dense, 1.375 a row at ``nlist``
         1379, else a hash table), ``other_bytes`` (clustered: the INT8 centroids and the lists'

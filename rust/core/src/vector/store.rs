@@ -323,6 +323,7 @@ pub struct RowStore {
     /// The FP32 rows (`rows × dim`) when the store keeps them for re-ranking
     /// (boxed: most stores keep none, and a clustered index has one store
     /// per list, so the header stays small).
+    #[allow(clippy::box_collection)] // 8 B in the header, not 24: worth the extra allocation
     pub(crate) exact: Option<Box<Vec<f32>>>,
 }
 
@@ -520,7 +521,11 @@ impl RowStore {
             codes: self.codes.capacity(),
             ids: self.ids.capacity_bytes(),
             factors: (self.mul.capacity() + self.off.capacity() + self.add.capacity()) * 4,
-            exact: self.exact.as_ref().map_or(0, |e| e.capacity() * 4),
+            // The boxed Vec's own 24 B count too.
+            exact: self
+                .exact
+                .as_ref()
+                .map_or(0, |e| e.capacity() * 4 + std::mem::size_of::<Vec<f32>>()),
         }
     }
 
