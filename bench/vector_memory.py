@@ -8,7 +8,7 @@ rows are the queries, as in ``slabcache.benchmarks.vectors_real``) and each inde
 it prints ``stats()`` split into bytes per live row (codes, ids, factors, exact,
 id table, other), R@10 against an exact FP32 brute force, the median of single
 1-query calls (µs) and batch-256 throughput (queries/s). ``--out`` saves every
-result id array, so two builds can be compared rank for rank.
+result id and score array, so two builds can be compared rank for rank.
 """
 
 from __future__ import annotations
@@ -99,8 +99,9 @@ def main() -> None:
                     "memory_bytes",
                 )
             }
-            _, ids = idx.search(q, K)
+            dist, ids = idx.search(q, K)
             saved[f"{name}/{label}"] = ids
+            saved[f"{name}/{label}/scores"] = dist
             r = recall(ids, truth)
             us = one_query_us(idx, q, reps)
             qps = batch_qps(idx, q, 20 if a.quick else 60)

@@ -2,15 +2,16 @@
 
 Vectors are stored as INT8 codes with one factor per vector (symmetric codes,
 or offset + scale for non-negative data). Measured by :meth:`Int8Index.stats`,
-a flat row costs ``dim + 8`` bytes (``"cosine"``/``"ip"``) or ``dim + 12``
-(``"l2"``) while every id is below ``2**32`` and ids arrive in increasing order
-(assigned ids always do): 4 bytes of id, 4 of scale, 4 more for ``"l2"``; 4
-more for ids of ``2**32`` or more, 4 more with asymmetric rows whose minimum is
-well above 0 (non-negative rows starting near 0, like SIFT, need no offset),
-5-11 more with ids in random order. That is 3.6-3.8x smaller than float32 at
-128-d and 3.9-4.0x at 768-d; a clustered index adds ~2 bytes a row for its id
--> list array plus its INT8 centroids (271 B a row for 256-d text, 146 B for
-128-d SIFT at 119k rows). They are compared with
+a flat row costs ``dim + 7`` bytes (``"cosine"``/``"ip"``) or ``dim + 11``
+(``"l2"``) while every id is below ``2**24`` and ids arrive in increasing order
+(assigned ids always do): 3 bytes of id, 4 of scale, 4 more for ``"l2"``; 1
+more for ids of ``2**24`` or more, 5 more for ids of ``2**32`` or more, 4
+more with asymmetric rows whose minimum is well above 0 (non-negative rows
+starting near 0, like SIFT, need no offset), 5-11 more with ids in random
+order. That is 3.6-3.8x smaller than float32 at 128-d and 3.9-4.0x at 768-d; a
+clustered index adds ~1.4 bytes a row for its id -> list array plus its INT8
+centroids and list headers (269 B a row for 256-d text, 144 B for 128-d SIFT
+at 119k rows). They are compared with
 SIMD integer dot products (AVX2, AVX-512 BW/VNNI, NEON/SDOT or scalar, picked
 at run time; ``SLABCACHE_SIMD`` forces one). Search is exact over the codes
 (``index_type="flat"``) or probes the ``nprobe`` nearest of ``nlist`` k-means
@@ -356,13 +357,15 @@ class Int8Index:
     def stats(self) -> dict[str, int | float | str | bool]:
         """Where the memory goes, in bytes the allocator holds (capacities).
 
-        Keys: ``vectors`` (live), ``dim``, ``code_bytes``, ``id_bytes`` (4 a
-        row while every id of a store is below ``2**32``, else 8),
+        Keys: ``vectors`` (live), ``dim``, ``code_bytes``, ``id_bytes`` (3 a
+        row while every id of a store is below ``2**24``, 4 below ``2**32``,
+        else 8),
         ``factor_bytes`` (4 a row; +4 for ``"l2"``, +4 once an asymmetric row
-        needs an offset of its own), ``exact_bytes`` (float32 rows, 0 unless
-        ``keep_exact``), ``id_table_bytes`` (flat: 0 while ids arrive in
-        increasing order; clustered: 2 a row while ids are dense, else a hash
-        table), ``other_bytes`` (clustered: the INT8 centroids and the lists'
+        needs an offset of its own), ``exact_bytes`` (float32 rows and 24 B a
+        store, 0 unless ``keep_exact``), ``id_table_bytes`` (flat: 0 while ids arrive in
+        increasing order; clustered: the list number in the fewest bits
+        that hold ``nlist`` while ids are dense, 1.375 a row at ``nlist``
+        1379, else a hash table), ``other_bytes`` (clustered: the INT8 centroids and the lists'
         headers), ``memory_bytes`` (the sum) and
         ``overhead_bytes_per_vector`` (everything but the codes, per live
         vector).

@@ -807,7 +807,7 @@ mod tests {
         let mut ix = ClusteredIndex::new(d, Metric::L2, 8, 8).unwrap();
         ix.add(&data[..400 * d], None).unwrap();
         assert!(ix.loc.is_dense() && !ix.pages.iter().any(|p| p.has_offset_column()));
-        assert_eq!(ix.bytes().store.ids, 4 * 400);
+        assert_eq!(ix.bytes().store.ids, 3 * 400);
         let far: Vec<u64> = (0..200).map(|i| (1u64 << 40) + 7 * i).collect();
         ix.add(&data[400 * d..], Some(&far)).unwrap();
         assert!(!ix.loc.is_dense());

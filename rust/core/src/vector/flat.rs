@@ -301,7 +301,7 @@ impl FlatIndex {
     /// index.add(&vec![-0.5; 16 * 1000], None).unwrap(); // signed: symmetric code
     /// let b = index.bytes();
     /// assert_eq!(b.store.codes, 16 * 1000);
-    /// assert_eq!(b.store.ids + b.store.factors, 8 * 1000); // id (4 B: ids < 2^32) + one factor
+    /// assert_eq!(b.store.ids + b.store.factors, 7 * 1000); // id (3 B: ids < 2^24) + one factor
     /// assert_eq!(b.id_table, 0); // ids in increasing order: no table
     /// ```
     pub fn bytes(&self) -> IndexBytes {

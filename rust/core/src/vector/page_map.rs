@@ -2,7 +2,8 @@
 //!
 //! * [`DenseLists`] while ids are dense (assigned ids, or ids numbered from
 //!   0 by the caller): an array indexed by id holding only the id's **list**
-//!   (`u16` while `nlist <= 65535`, else `u32`): 2 B per id. The row is found
+//!   bit-packed in the fewest bits that hold `nlist` (11 bits, 1.375 B per
+//!   id, at `nlist` 1379; 16 up to 65535 lists). The row is found
 //!   by scanning that list's id column (~100 ids on SIFT at 119k rows),
 //!   and compaction of a list leaves the array untouched.
 //! * [`PageMap`] once they are not (the array would outgrow the table): an
@@ -189,46 +190,47 @@ const DENSE_SLACK_BYTES: usize = 1 << 17;
 /// Most bytes per live id the dense array may cost.
 const DENSE_BYTES_PER_ID: usize = 8;
 
-/// List numbers indexed by id (`u16` or `u32` wide); the row is found in
-/// the list.
+/// List numbers indexed by id, bit-packed: each entry takes the fewest bits
+/// that hold every list number plus the "no list" mark (all ones), so 11
+/// bits for `nlist` 1379; the row is found in the list.
 #[derive(Debug, Clone)]
-pub enum DenseLists {
-    /// `nlist <= 65535`.
-    Narrow(Vec<u16>),
-    /// Larger `nlist`.
-    Wide(Vec<u32>),
+pub struct DenseLists {
+    /// Bits per entry (1..=32).
+    bits: u32,
+    /// Entries (ids `0..span`).
+    span: usize,
+    /// The entries, `bits` each, little-endian across words; unused bits are ones.
+    words: Vec<u64>,
 }
 
 impl DenseLists {
     /// An empty array for `nlist` lists.
     pub fn new(nlist: usize) -> DenseLists {
-        if nlist < u16::MAX as usize {
-            DenseLists::Narrow(Vec::new())
-        } else {
-            DenseLists::Wide(Vec::new())
+        // The largest list number and the mark (2^bits - 1) must differ.
+        let bits = (usize::BITS - nlist.leading_zeros()).clamp(1, 32);
+        DenseLists {
+            bits,
+            span: 0,
+            words: Vec::new(),
         }
     }
 
-    fn width(&self) -> usize {
-        match self {
-            DenseLists::Narrow(_) => 2,
-            DenseLists::Wide(_) => 4,
-        }
+    #[inline]
+    fn none(&self) -> u64 {
+        (1u64 << self.bits) - 1
+    }
+
+    fn words_for(&self, span: usize) -> usize {
+        span.saturating_mul(self.bits as usize).div_ceil(64)
     }
 
     fn span(&self) -> usize {
-        match self {
-            DenseLists::Narrow(v) => v.len(),
-            DenseLists::Wide(v) => v.len(),
-        }
+        self.span
     }
 
     /// Bytes held.
     pub fn memory_bytes(&self) -> usize {
-        match self {
-            DenseLists::Narrow(v) => v.capacity() * 2,
-            DenseLists::Wide(v) => v.capacity() * 4,
-        }
+        self.words.capacity() * 8
     }
 
     /// Whether an array reaching id `max_id` with `live` ids stays within
@@ -238,45 +240,54 @@ impl DenseLists {
             .ok()
             .and_then(|m| m.checked_add(1))
             .is_some_and(|span| {
-                span.saturating_mul(self.width())
+                self.words_for(span).saturating_mul(8)
                     <= live.saturating_mul(DENSE_BYTES_PER_ID) + DENSE_SLACK_BYTES
             })
     }
 
     #[inline]
-    fn list(&self, id: u64) -> Option<u32> {
-        let i = usize::try_from(id).ok()?;
-        match self {
-            DenseLists::Narrow(v) => v.get(i).filter(|&&l| l != u16::MAX).map(|&l| l as u32),
-            DenseLists::Wide(v) => v.get(i).filter(|&&l| l != u32::MAX).copied(),
+    fn get(&self, i: usize) -> u64 {
+        let bit = i * self.bits as usize;
+        let (w, o) = (bit / 64, (bit % 64) as u32);
+        let mut v = self.words[w] >> o;
+        if o + self.bits > 64 {
+            v |= self.words[w + 1] << (64 - o);
         }
+        v & self.none()
+    }
+
+    #[inline]
+    fn list(&self, id: u64) -> Option<u32> {
+        let i = usize::try_from(id).ok().filter(|&i| i < self.span)?;
+        let l = self.get(i);
+        (l != self.none()).then_some(l as u32)
     }
 
     fn set(&mut self, id: u64, list: Option<u32>) {
         let i = id as usize;
-        match self {
-            DenseLists::Narrow(v) => {
-                if i >= v.len() {
-                    v.resize(i + 1, u16::MAX);
-                }
-                v[i] = list.map_or(u16::MAX, |l| l as u16);
-            }
-            DenseLists::Wide(v) => {
-                if i >= v.len() {
-                    v.resize(i + 1, u32::MAX);
-                }
-                v[i] = list.unwrap_or(u32::MAX);
-            }
+        if i >= self.span {
+            let want = self.words_for(i + 1);
+            self.words.resize(want, u64::MAX); // all ones: "no list"
+            self.span = i + 1;
+        }
+        let mask = self.none();
+        let v = list.map_or(mask, |l| l as u64 & mask);
+        let bit = i * self.bits as usize;
+        let (w, o) = (bit / 64, (bit % 64) as u32);
+        self.words[w] = (self.words[w] & !(mask << o)) | (v << o);
+        if o + self.bits > 64 {
+            let r = 64 - o;
+            self.words[w + 1] = (self.words[w + 1] & !(mask >> r)) | (v >> r);
         }
     }
 
     fn reserve_to(&mut self, max_id: u64) -> Result<()> {
-        let need = (max_id as usize + 1).saturating_sub(self.span());
-        let oom = |_| Error::out_of_memory("cannot grow the id table");
-        match self {
-            DenseLists::Narrow(v) => v.try_reserve(need).map_err(oom),
-            DenseLists::Wide(v) => v.try_reserve(need).map_err(oom),
-        }
+        let need = self
+            .words_for(max_id as usize + 1)
+            .saturating_sub(self.words.len());
+        self.words
+            .try_reserve(need)
+            .map_err(|_| Error::out_of_memory("cannot grow the id table"))
     }
 }
 
@@ -537,6 +548,36 @@ mod tests {
             }
         }
         assert_eq!(m.len(), model.len());
+    }
+
+    #[test]
+    fn dense_lists_pack_every_width_and_match_a_plain_array() {
+        for nlist in [1usize, 2, 3, 7, 8, 1379, 2047, 2048, 65535, 1 << 20] {
+            let mut d = DenseLists::new(nlist);
+            let mut plain: Vec<Option<u32>> = Vec::new();
+            let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ nlist as u64;
+            for step in 0..3000u64 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let id = x % 700;
+                let v = (step % 5 != 0).then(|| (x >> 20) as u32 % nlist as u32);
+                d.reserve_to(id).unwrap();
+                d.set(id, v);
+                if id as usize >= plain.len() {
+                    plain.resize(id as usize + 1, None);
+                }
+                plain[id as usize] = v;
+            }
+            d.set(0, Some(nlist as u32 - 1)); // the largest list number is not the mark
+            plain[0] = Some(nlist as u32 - 1);
+            for (i, want) in plain.iter().enumerate() {
+                assert_eq!(d.list(i as u64), *want, "nlist {nlist} id {i}");
+            }
+            assert_eq!(d.list(plain.len() as u64), None);
+            assert!(d.memory_bytes() >= plain.len() * d.bits as usize / 8);
+        }
+        assert_eq!(DenseLists::new(1379).bits, 11);
     }
 
     #[test]

@@ -77,22 +77,30 @@ impl IdSource for Vec<u64> {
     }
 }
 
-/// A store's ids: 4 bytes a row while every id fits `u32`, widened to
-/// `u64` (for good) when a larger one arrives, so ids up to
-/// [`MAX_ID`](super::flat::MAX_ID) keep working and small ids cost half.
+/// Largest id the 3-byte column holds.
+const TRI_MAX: u64 = (1 << 24) - 1;
+
+/// A store's ids: 3 bytes a row while every id is below 2^24, 4 while
+/// every id fits `u32`, widened to `u64` (for good) when a larger one
+/// arrives, so ids up to [`MAX_ID`](super::flat::MAX_ID) keep working and
+/// small ids cost less.
 ///
 /// ```
 /// use slabcache_core::vector::store::{IdColumn, IdSource};
 /// let mut ids = IdColumn::default();
 /// ids.reserve(2, 7).unwrap();
 /// ids.push(7);
-/// assert_eq!(ids.bytes_per_id(), 4);
-/// ids.reserve(1, 1 << 40).unwrap(); // widens
+/// assert_eq!(ids.bytes_per_id(), 3);
+/// ids.reserve(1, 1 << 30).unwrap(); // widens to 4 bytes
+/// ids.push(1 << 30);
+/// ids.reserve(1, 1 << 40).unwrap(); // and to 8
 /// ids.push(1 << 40);
-/// assert_eq!((ids.bytes_per_id(), ids.id(0), ids.id(1)), (8, 7, 1 << 40));
+/// assert_eq!((ids.bytes_per_id(), ids.id(0), ids.id(1), ids.id(2)), (8, 7, 1 << 30, 1 << 40));
 /// ```
 #[derive(Debug, Clone)]
 pub enum IdColumn {
+    /// Every id `< 2^24`, little-endian, 3 bytes each.
+    Tri(Vec<u8>),
     /// Every id `<= u32::MAX`.
     Narrow(Vec<u32>),
     /// Some id was larger.
@@ -101,14 +109,21 @@ pub enum IdColumn {
 
 impl Default for IdColumn {
     fn default() -> IdColumn {
-        IdColumn::Narrow(Vec::new())
+        IdColumn::Tri(Vec::new())
     }
+}
+
+#[inline]
+fn tri_at(v: &[u8], r: usize) -> u64 {
+    let b = &v[3 * r..3 * r + 3];
+    u32::from_le_bytes([b[0], b[1], b[2], 0]) as u64
 }
 
 impl IdSource for IdColumn {
     #[inline]
     fn id(&self, r: usize) -> u64 {
         match self {
+            IdColumn::Tri(v) => tri_at(v, r),
             IdColumn::Narrow(v) => v[r] as u64,
             IdColumn::Wide(v) => v[r],
         }
@@ -124,6 +139,7 @@ impl IdColumn {
     #[inline]
     pub fn len(&self) -> usize {
         match self {
+            IdColumn::Tri(v) => v.len() / 3,
             IdColumn::Narrow(v) => v.len(),
             IdColumn::Wide(v) => v.len(),
         }
@@ -134,9 +150,10 @@ impl IdColumn {
         self.len() == 0
     }
 
-    /// 4 or 8.
+    /// 3, 4 or 8.
     pub fn bytes_per_id(&self) -> usize {
         match self {
+            IdColumn::Tri(_) => 3,
             IdColumn::Narrow(_) => 4,
             IdColumn::Wide(_) => 8,
         }
@@ -145,23 +162,52 @@ impl IdColumn {
     /// Bytes held (capacity).
     pub fn capacity_bytes(&self) -> usize {
         match self {
+            IdColumn::Tri(v) => v.capacity(),
             IdColumn::Narrow(v) => v.capacity() * 4,
             IdColumn::Wide(v) => v.capacity() * 8,
         }
     }
 
     /// Room for `extra` more ids, the largest of them `max_id` (widening
-    /// first if it does not fit `u32`); nothing changes on `OutOfMemory`.
+    /// first if it does not fit the column); nothing changes on `OutOfMemory`.
     pub fn reserve(&mut self, extra: usize, max_id: u64) -> Result<()> {
         let oom = |_| Error::out_of_memory(format!("cannot reserve {extra} more ids"));
+        let need = self
+            .len()
+            .checked_add(extra)
+            .ok_or_else(|| Error::out_of_memory("id count overflows"))?;
+        let wide = max_id > u32::MAX as u64;
         match self {
-            IdColumn::Narrow(v) if max_id > u32::MAX as u64 => {
+            IdColumn::Tri(v) if max_id > TRI_MAX => {
+                let n = v.len() / 3;
+                let old = |r| tri_at(v, r);
+                *self = if wide {
+                    let mut w: Vec<u64> = Vec::new();
+                    w.try_reserve_exact(need).map_err(oom)?;
+                    w.extend((0..n).map(old));
+                    IdColumn::Wide(w)
+                } else {
+                    let mut w: Vec<u32> = Vec::new();
+                    w.try_reserve_exact(need).map_err(oom)?;
+                    w.extend((0..n).map(|r| old(r) as u32));
+                    IdColumn::Narrow(w)
+                };
+                Ok(())
+            }
+            IdColumn::Narrow(v) if wide => {
                 let mut w: Vec<u64> = Vec::new();
-                w.try_reserve_exact(v.len() + extra).map_err(oom)?;
+                w.try_reserve_exact(need).map_err(oom)?;
                 w.extend(v.iter().map(|&i| i as u64));
                 *self = IdColumn::Wide(w);
                 Ok(())
             }
+            IdColumn::Tri(v) => v
+                .try_reserve(
+                    extra
+                        .checked_mul(3)
+                        .ok_or_else(|| Error::out_of_memory("id count overflows"))?,
+                )
+                .map_err(oom),
             IdColumn::Narrow(v) => v.try_reserve(extra).map_err(oom),
             IdColumn::Wide(v) => v.try_reserve(extra).map_err(oom),
         }
@@ -171,6 +217,10 @@ impl IdColumn {
     #[inline]
     pub fn push(&mut self, id: u64) {
         match self {
+            IdColumn::Tri(v) => {
+                assert!(id <= TRI_MAX, "IdColumn: reserve for {id} first");
+                v.extend_from_slice(&(id as u32).to_le_bytes()[..3])
+            }
             IdColumn::Narrow(v) => {
                 assert!(id <= u32::MAX as u64, "IdColumn: reserve for {id} first");
                 v.push(id as u32)
@@ -183,6 +233,7 @@ impl IdColumn {
     #[inline]
     pub fn copy_row(&mut self, from: usize, to: usize) {
         match self {
+            IdColumn::Tri(v) => v.copy_within(3 * from..3 * from + 3, 3 * to),
             IdColumn::Narrow(v) => v[to] = v[from],
             IdColumn::Wide(v) => v[to] = v[from],
         }
@@ -191,6 +242,7 @@ impl IdColumn {
     /// Keeps the first `n` rows.
     pub fn truncate(&mut self, n: usize) {
         match self {
+            IdColumn::Tri(v) => v.truncate(3 * n),
             IdColumn::Narrow(v) => v.truncate(n),
             IdColumn::Wide(v) => v.truncate(n),
         }
@@ -199,6 +251,7 @@ impl IdColumn {
     /// Gives back unused capacity.
     pub fn shrink_to_fit(&mut self) {
         match self {
+            IdColumn::Tri(v) => v.shrink_to_fit(),
             IdColumn::Narrow(v) => v.shrink_to_fit(),
             IdColumn::Wide(v) => v.shrink_to_fit(),
         }
@@ -207,6 +260,17 @@ impl IdColumn {
     /// The first row holding `id` for which `live(row)`, by a linear scan.
     pub fn position(&self, id: u64, live: impl Fn(usize) -> bool) -> Option<usize> {
         match self {
+            IdColumn::Tri(v) => {
+                if id > TRI_MAX {
+                    return None;
+                }
+                let want = &(id as u32).to_le_bytes()[..3];
+                v.chunks_exact(3)
+                    .enumerate()
+                    .filter(|&(_, x)| x == want)
+                    .map(|(r, _)| r)
+                    .find(|&r| live(r))
+            }
             IdColumn::Narrow(v) => {
                 let id = u32::try_from(id).ok()?;
                 v.iter()
@@ -233,7 +297,10 @@ impl IdColumn {
 /// Rows of codes plus what scanning needs per row.
 #[derive(Debug, Clone)]
 pub struct RowStore {
-    dim: usize,
+    /// Row width (`u32`: checked ≤ `MAX_DIM`; the header is per list).
+    dim: u32,
+    /// Tombstoned rows.
+    dead: usize,
     metric: Metric,
     pub(crate) codes: Vec<i8>,
     pub(crate) ids: IdColumn,
@@ -253,9 +320,11 @@ pub struct RowStore {
     /// index's centroids, which keep the exact min-floor code of earlier
     /// builds: a handful of rows, and the probe order stays as it was).
     zero_floor: bool,
-    /// The FP32 rows (`rows × dim`) when the store keeps them for re-ranking.
-    pub(crate) exact: Option<Vec<f32>>,
-    dead: usize,
+    /// The FP32 rows (`rows × dim`) when the store keeps them for re-ranking
+    /// (boxed: most stores keep none, and a clustered index has one store
+    /// per list, so the header stays small).
+    #[allow(clippy::box_collection)] // 8 B in the header, not 24: worth the extra allocation
+    pub(crate) exact: Option<Box<Vec<f32>>>,
 }
 
 /// Rows quantized in parallel above this many values.
@@ -292,8 +361,10 @@ impl StoreBytes {
 impl RowStore {
     /// An empty store of `dim`-wide rows, keeping the FP32 rows if `keep_exact`.
     pub fn new(dim: usize, metric: Metric, keep_exact: bool) -> RowStore {
+        assert!(u32::try_from(dim).is_ok(), "RowStore: dim {dim} too large");
         RowStore {
-            dim,
+            dim: dim as u32,
+            dead: 0,
             metric,
             codes: Vec::new(),
             ids: IdColumn::default(),
@@ -302,14 +373,14 @@ impl RowStore {
             add: Vec::new(),
             asym: false,
             zero_floor: true,
-            exact: keep_exact.then(Vec::new),
-            dead: 0,
+            exact: keep_exact.then(|| Box::new(Vec::new())),
         }
     }
 
     /// Row width.
+    #[inline]
     pub fn dim(&self) -> usize {
-        self.dim
+        self.dim as usize
     }
 
     /// Whether rows use the asymmetric (offset + scale) code.
@@ -363,7 +434,7 @@ impl RowStore {
     pub fn wants_offsets(&self, vectors: &[f32]) -> bool {
         self.asym
             && (!self.zero_floor
-                || vectors.chunks_exact(self.dim).any(|x| {
+                || vectors.chunks_exact(self.dim()).any(|x| {
                     let (lo, hi) = min_max(x);
                     !wants_zero_floor(lo, hi)
                 }))
@@ -450,7 +521,11 @@ impl RowStore {
             codes: self.codes.capacity(),
             ids: self.ids.capacity_bytes(),
             factors: (self.mul.capacity() + self.off.capacity() + self.add.capacity()) * 4,
-            exact: self.exact.as_ref().map_or(0, |e| e.capacity() * 4),
+            // The boxed Vec's own 24 B count too.
+            exact: self
+                .exact
+                .as_ref()
+                .map_or(0, |e| e.capacity() * 4 + std::mem::size_of::<Vec<f32>>()),
         }
     }
 
@@ -460,12 +535,13 @@ impl RowStore {
     }
 
     /// Makes room for `extra` more rows whose largest id is `max_id` (the id
-    /// column widens to 8 bytes if it exceeds `u32`), or `OutOfMemory`,
+    /// column widens to 4 bytes if it reaches 2^24, to 8 if it exceeds
+    /// `u32`), or `OutOfMemory`,
     /// changing nothing else.
     pub fn reserve(&mut self, extra: usize, max_id: u64) -> Result<()> {
         let oom = |_| Error::out_of_memory(format!("cannot reserve {extra} more vectors"));
         let values = extra
-            .checked_mul(self.dim)
+            .checked_mul(self.dim())
             .ok_or_else(|| Error::out_of_memory("vector count overflows"))?;
         self.codes.try_reserve(values).map_err(oom)?;
         self.ids.reserve(extra, max_id)?;
@@ -486,7 +562,7 @@ impl RowStore {
     /// `vectors.len() == ids.len() * dim`). Call [`reserve_for`](Self::reserve_for)
     /// first so that this cannot fail halfway.
     pub fn append(&mut self, vectors: &[f32], ids: &[u64]) {
-        let d = self.dim;
+        let d = self.dim();
         let n = ids.len();
         debug_assert_eq!(vectors.len(), n * d);
         let start = self.codes.len();
@@ -540,7 +616,9 @@ impl RowStore {
         sumsq: i64,
         zero_floor: bool,
     ) {
-        let (m, o, a) = self.metric.row_factors(scale, offset, self.dim, sum, sumsq);
+        let (m, o, a) = self
+            .metric
+            .row_factors(scale, offset, self.dim(), sum, sumsq);
         self.ids.push(id);
         self.mul.push(m);
         if self.asym {
@@ -565,7 +643,7 @@ impl RowStore {
         offsets: Option<&[f32]>,
         exact: Option<&[f32]>,
     ) {
-        let d = self.dim;
+        let d = self.dim();
         self.codes.extend_from_slice(codes);
         for (r, &id) in ids.iter().enumerate() {
             let c = &codes[r * d..(r + 1) * d];
@@ -619,7 +697,7 @@ impl RowStore {
         if self.dead == 0 {
             return;
         }
-        let d = self.dim;
+        let d = self.dim();
         let l2 = !self.add.is_empty();
         let mut w = 0;
         for r in 0..self.rows() {
@@ -671,14 +749,14 @@ impl RowStore {
 
     /// Row `r`'s codes.
     pub fn row(&self, r: usize) -> &[i8] {
-        &self.codes[r * self.dim..(r + 1) * self.dim]
+        &self.codes[r * self.dim()..(r + 1) * self.dim()]
     }
 
     /// Row `r`'s FP32 vector, if kept.
     pub fn exact_row(&self, r: usize) -> Option<&[f32]> {
         self.exact
             .as_ref()
-            .map(|e| &e[r * self.dim..(r + 1) * self.dim])
+            .map(|e| &e[r * self.dim()..(r + 1) * self.dim()])
     }
 
     /// Row `r`'s vector: the FP32 original if kept, else the dequantized
@@ -703,18 +781,40 @@ mod tests {
         let mut s = RowStore::new(2, Metric::L2, false);
         s.reserve_for(&[1.0, 2.0, 3.0, 4.0], &[5, 9]).unwrap();
         s.append(&[1.0, 2.0, 3.0, 4.0], &[5, 9]);
+        assert_eq!(s.ids.bytes_per_id(), 3);
+        assert_eq!(s.ids.position(9, |_| true), Some(1));
+        assert_eq!(s.ids.position(1 << 24 | 9, |_| true), None);
+        let mid = (1u64 << 24) + 0x0102; // low 3 bytes collide with nothing kept
+        s.reserve_for(&[0.5, 1.0], &[mid]).unwrap();
+        s.append(&[0.5, 1.0], &[mid]);
         assert_eq!(s.ids.bytes_per_id(), 4);
         let big = crate::vector::MAX_ID;
         s.reserve_for(&[0.0, 1.0], &[big]).unwrap();
         s.append(&[0.0, 1.0], &[big]);
         assert_eq!(s.ids.bytes_per_id(), 8);
-        assert_eq!(s.ids.iter().collect::<Vec<_>>(), vec![5, 9, big]);
+        assert_eq!(s.ids.iter().collect::<Vec<_>>(), vec![5, 9, mid, big]);
         s.tombstone(1);
         assert_eq!(s.ids.position(9, |r| s.is_live(r)), None);
         s.compact(|_, _| {});
-        assert_eq!((s.id(0), s.id(1), s.rows()), (5, big, 2));
-        assert_eq!(s.ids.position(big, |_| true), Some(1));
-        assert!(s.ids.search_sorted(big) == Some(1) && s.ids.search_sorted(6).is_none());
+        assert_eq!((s.id(0), s.id(1), s.id(2), s.rows()), (5, mid, big, 3));
+        assert_eq!(s.ids.position(big, |_| true), Some(2));
+        assert!(s.ids.search_sorted(big) == Some(2) && s.ids.search_sorted(6).is_none());
+        // A 3-byte column compacts in place and keeps every id.
+        let mut t = IdColumn::default();
+        t.reserve(4, (1 << 24) - 1).unwrap();
+        for id in [3, (1 << 24) - 1, 0x00ab_cdef, 0] {
+            t.push(id);
+        }
+        t.copy_row(2, 1);
+        t.truncate(3);
+        assert_eq!(
+            t.iter().collect::<Vec<_>>(),
+            vec![3, 0x00ab_cdef, 0x00ab_cdef]
+        );
+        assert_eq!(
+            (t.bytes_per_id(), t.position(0x00ab_cdef, |r| r > 1)),
+            (3, Some(2))
+        );
     }
 
     #[test]
