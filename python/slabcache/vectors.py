@@ -375,7 +375,7 @@ class Int8Index:
             >>> _ = idx.add(np.full((100, 8), -0.5, dtype=np.float32))
             >>> s = idx.stats()
             >>> s["code_bytes"], s["overhead_bytes_per_vector"], s["codes"]
-            (800, 8.0, 'symmetric')
+            (800, 7.0, 'symmetric')
         """
         codes, ids, factors, exact, table, other = self._inner.memory_parts()
         n = len(self)
