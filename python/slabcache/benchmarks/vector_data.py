@@ -203,6 +203,22 @@ def exact_topk(data: np.ndarray, queries: np.ndarray, k: int, metric: str) -> np
     return out
 
 
+def query_split(
+    name: str, n: int, nq: int, k: int
+) -> tuple[np.ndarray, np.ndarray, str, np.ndarray]:
+    """One real set as the benches use it: (queries, data, metric, exact top-k ids).
+
+    ``name`` is ``"text"`` (cosine) or ``"sift"`` (l2); the first ``nq``
+    vectors are the queries, the next ``n`` the index.
+
+        >>> q, data, metric, truth = query_split("sift", 200, 5, 3)  # doctest: +SKIP
+    """
+    x = text_embeddings(n + nq) if name == "text" else sift_descriptors(n + nq)
+    metric = "cosine" if name == "text" else "l2"
+    q, data = np.ascontiguousarray(x[:nq]), np.ascontiguousarray(x[nq:])
+    return q, data, metric, exact_topk(data, q, k, metric)
+
+
 def digest(a: np.ndarray) -> str:
     """A short content hash (to name a data set in a report)."""
     return hashlib.blake2b(np.ascontiguousarray(a).tobytes(), digest_size=6).hexdigest()

@@ -47,14 +47,7 @@ def study(
 ) -> list[dict[str, object]]:
     import faiss  # type: ignore[import-not-found]
 
-    x = (
-        vector_data.text_embeddings(n + NQ)
-        if name == "text"
-        else vector_data.sift_descriptors(n + NQ)
-    )
-    metric = "cosine" if name == "text" else "l2"
-    q, data = np.ascontiguousarray(x[:NQ]), np.ascontiguousarray(x[NQ:])
-    truth = vector_data.exact_topk(data, q, K, metric)
+    q, data, metric, truth = vector_data.query_split(name, n, NQ, K)
     out: list[dict[str, object]] = []
     for nlist in nlists:
         for niter in niters:

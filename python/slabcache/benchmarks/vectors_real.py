@@ -118,15 +118,8 @@ def _measure(
 def run_dataset(
     name: str, n: int, quick: bool = False, log: Callable[[str], None] = print
 ) -> list[Row]:
-    x = (
-        vector_data.text_embeddings(n + NQ)
-        if name == "text"
-        else vector_data.sift_descriptors(n + NQ)
-    )
-    metric = "cosine" if name == "text" else "l2"
-    q, data = np.ascontiguousarray(x[:NQ]), np.ascontiguousarray(x[NQ:])
+    q, data, metric, truth = vector_data.query_split(name, n, NQ, K)
     n, d = data.shape
-    truth = vector_data.exact_topk(data, q, K, metric)
     budget = float(os.environ.get("SLABCACHE_BENCH_BUDGET", 0.3 if quick else 1.0))
     rows: list[Row] = []
     nlist = int(4 * np.sqrt(n))

@@ -11,6 +11,9 @@ use std::thread;
 
 use slabcache_core::skiplist::{BSkipList, Config, DefaultConfig, SpinParkLock, SwapValue};
 
+mod common;
+use common::rng;
+
 /// B = 8: many splits and merges for the swaps to race.
 struct TinySpin;
 impl Config for TinySpin {
@@ -101,16 +104,6 @@ impl Drop for Val {
             }
             _ => {}
         }
-    }
-}
-
-fn rng(seed: u64) -> impl FnMut() -> u64 {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
     }
 }
 

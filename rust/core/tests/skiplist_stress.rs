@@ -9,6 +9,9 @@ use std::thread;
 
 use slabcache_core::skiplist::{BSkipList, Config, DefaultConfig, SpinParkLock};
 
+mod common;
+use common::rng;
+
 struct Tiny;
 impl Config for Tiny {
     const B: usize = 8;
@@ -23,16 +26,6 @@ impl Config for TinySpin {
 }
 
 const THREADS: u64 = 4;
-
-fn rng(seed: u64) -> impl FnMut() -> u64 {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    }
-}
 
 /// Each writer owns the keys `k % THREADS == t`, so the final content is
 /// known exactly; every thread replays its own ops on a local model.
