@@ -335,20 +335,18 @@ mod vector {
         }
     }
 
-    /// One query whose probed lists hold at least `PARALLEL_ONE_QUERY_WORK`
-    /// byte-products is split across threads (each thread every p-th list, heaps
-    /// merged): it must give what the same query gets on one thread (unsplit), and
+    /// One query whose probed lists hold at least two `crew::PART_WORK` of
+    /// byte-products is split into parts (each every p-th list, heaps merged,
+    /// parts taken by the caller and whichever crew threads join): it must give
+    /// what the same query gets on one thread (unsplit), and
     /// what it gets inside a batch, with tombstones, for every metric and code.
     #[test]
     fn clustered_one_query_split_equals_unsplit() {
-        use slabcache_core::vector::clustered::PARALLEL_ONE_QUERY_WORK;
+        use slabcache_core::vector::crew::PART_WORK;
         let mut rng = rand::rngs::StdRng::seed_from_u64(41);
         let (n, d, k, nlist) = (36_000, 128, 10, 8);
-        // Every list probed: rows × dim = 4.6M byte-products, past the threshold.
-        assert!(
-            n * d >= PARALLEL_ONE_QUERY_WORK,
-            "the test must reach the split"
-        );
+        // Every list probed: rows × dim = 4.6M byte-products, 70 parts.
+        assert!(n * d >= 2 * PART_WORK, "the test must reach the split");
         let mut data = clustered_data(&mut rng, n, d, 40, 0.8);
         let pools: Vec<rayon::ThreadPool> = [1, 4]
             .iter()
@@ -375,6 +373,51 @@ mod vector {
                     let one = pools[0].install(|| index.search_batch(q, k).unwrap());
                     let split = pools[1].install(|| index.search_batch(q, k).unwrap());
                     assert_eq!(split, one, "{metric:?} nonneg {nonneg} q{i}");
+                    assert_eq!(&bi[i * k..(i + 1) * k], &one.1[..], "{metric:?} q{i}");
+                    assert_eq!(&bs[i * k..(i + 1) * k], &one.0[..], "{metric:?} q{i}");
+                }
+            }
+        }
+    }
+
+    /// One flat query over at least two `crew::PART_WORK` of byte-products is
+    /// cut into row parts that the caller and the crew take: it must give what
+    /// it gets on a 1-thread pool (one pass) and inside a batch, with
+    /// tombstones, for every metric and code.
+    #[test]
+    fn flat_one_query_split_equals_unsplit() {
+        use slabcache_core::vector::crew::PART_WORK;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(43);
+        let (n, d, k) = (12_000, 96, 10);
+        assert!(n * d >= 2 * PART_WORK, "the test must reach the split");
+        let mut data = clustered_data(&mut rng, n, d, 30, 0.8);
+        let pools: Vec<rayon::ThreadPool> = [1, 4]
+            .iter()
+            .map(|&t| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(t)
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        for metric in [Metric::L2, Metric::Cosine, Metric::Ip] {
+            for nonneg in [false, true] {
+                if nonneg {
+                    data.iter_mut().for_each(|x| *x = x.abs());
+                }
+                let mut index = FlatIndex::new(d, metric).unwrap();
+                index.add(&data, None).unwrap();
+                index
+                    .remove(&(0..4000).step_by(5).collect::<Vec<u64>>())
+                    .unwrap();
+                let queries = &data[d * 100..d * 130];
+                let (bs, bi) = pools[1].install(|| index.search_batch(queries, k).unwrap());
+                for (i, q) in queries.chunks_exact(d).enumerate() {
+                    let one = pools[0].install(|| index.search_batch(q, k).unwrap());
+                    for _ in 0..3 {
+                        let split = pools[1].install(|| index.search_batch(q, k).unwrap());
+                        assert_eq!(split, one, "{metric:?} nonneg {nonneg} q{i}");
+                    }
                     assert_eq!(&bi[i * k..(i + 1) * k], &one.1[..], "{metric:?} q{i}");
                     assert_eq!(&bs[i * k..(i + 1) * k], &one.0[..], "{metric:?} q{i}");
                 }

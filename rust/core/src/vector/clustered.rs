@@ -8,9 +8,13 @@
 //! as `nprobe / nlist` falls; `nprobe = nlist` is exact (see
 //! `docs/vectors.md` for measured trade-offs).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::vector::crew;
 use crate::vector::flat::{
     check_dim, check_k, check_rerank, check_vectors, resolve_ids, FlatIndex, IndexBytes,
 };
@@ -25,16 +29,6 @@ use crate::vector::scan::{
 use crate::vector::store::RowStore;
 use crate::vector::topk::TopK;
 
-/// Byte-products (rows × dim over its probed lists) from which one query's
-/// lists are split across threads. Below it the query runs on the calling
-/// thread: handing work to rayon's pool from outside it wakes a sleeping
-/// worker and puts the caller to sleep until the work is done, two thread
-/// wake-ups that cost more than the scan itself (SIFT nprobe 8, ~90k
-/// byte-products, took 118 µs on 16 cores split in 2 parts; 37 µs on one
-/// thread of the 2-core dev machine).
-pub const PARALLEL_ONE_QUERY_WORK: usize = 1 << 22;
-/// Byte-products per part when one query's lists are split across threads.
-const ONE_QUERY_PART_WORK: usize = 1 << 20;
 /// Queries per probed list, on average, from which a batch is scanned list by
 /// list (each list loaded once for all its queries) rather than query by query.
 const LIST_MAJOR_SHARING: usize = 2;
@@ -436,9 +430,10 @@ impl ClusteredIndex {
         let rows_of = |p: u32| self.pages[p as usize].rows();
         // One heap per query across all its probed lists; the query's codes
         // are quantized once and borrowed, never copied per list.
-        let scan = |qi: usize, lists: &mut dyn Iterator<Item = u32>| -> TopK {
-            let mut heap = TopK::new(kc);
-            let mut buf = Vec::new();
+        let scan_into = |qi: usize,
+                         lists: &mut dyn Iterator<Item = u32>,
+                         heap: &mut TopK,
+                         buf: &mut Vec<i32>| {
             let mut next = lists.next();
             while let Some(p) = next {
                 next = lists.next();
@@ -446,40 +441,44 @@ impl ClusteredIndex {
                     prefetch_store(&self.pages[n as usize], PREFETCH_ONE_QUERY);
                 }
                 let page = &self.pages[p as usize];
-                scan_one(
-                    page,
-                    kernel,
-                    qb.one(qi),
-                    (p as u64) << 32,
-                    &mut heap,
-                    &mut buf,
-                );
+                scan_one(page, kernel, qb.one(qi), (p as u64) << 32, heap, buf);
             }
+        };
+        let scan = |qi: usize, lists: &mut dyn Iterator<Item = u32>| -> TopK {
+            let mut heap = TopK::new(kc);
+            scan_into(qi, lists, &mut heap, &mut Vec::new());
             heap
         };
         let heaps: Vec<TopK> = if m == 1 {
-            // One query: split its lists across threads when there is enough
-            // work, each thread taking every `parts`-th list (nearest first), so
-            // that the parts get equal shares of near and far lists.
+            // One query: split its lists across the crew when there is enough
+            // work, part `j` taking every `parts`-th list from the `j`-th
+            // nearest, so that every part gets near and far lists and the
+            // caller's first part fills its heap from the nearest list.
             let lists = &probes[..np];
             let rows: usize = lists.iter().map(|&p| rows_of(p)).sum();
-            let work = rows.saturating_mul(d);
-            let parts = if work < PARALLEL_ONE_QUERY_WORK {
-                1
-            } else {
-                (work / ONE_QUERY_PART_WORK).min(threads).min(np)
-            };
-            if parts > 1 {
-                let merged = (0..parts)
-                    .into_par_iter()
-                    .map(|j| scan(0, &mut lists.iter().skip(j).step_by(parts).copied()))
-                    .reduce(
-                        || TopK::new(kc),
-                        |mut a, b| {
-                            a.merge(b);
-                            a
-                        },
-                    );
+            let parts = (rows.saturating_mul(d) / crew::PART_WORK).min(np);
+            if parts > 1 && threads > 1 {
+                let next = AtomicUsize::new(0);
+                let found = Mutex::new(Vec::new());
+                crew::run((parts - 1).min(threads - 1), &|| {
+                    let (mut heap, mut buf) = (None, Vec::new());
+                    loop {
+                        let j = next.fetch_add(1, Ordering::Relaxed);
+                        if j >= parts {
+                            break;
+                        }
+                        let h = heap.get_or_insert_with(|| TopK::new(kc));
+                        let mut part = lists.iter().skip(j).step_by(parts).copied();
+                        scan_into(0, &mut part, h, &mut buf);
+                    }
+                    if let Some(h) = heap {
+                        found.lock().unwrap_or_else(|e| e.into_inner()).push(h);
+                    }
+                });
+                let mut merged = TopK::new(kc);
+                for h in found.into_inner().unwrap_or_else(|e| e.into_inner()) {
+                    merged.merge(h);
+                }
                 vec![merged]
             } else {
                 vec![scan(0, &mut lists.iter().copied())]

@@ -11,6 +11,7 @@
 //! | [`id_lookup`] | id → row: binary search while ids increase, else a [`row_map::RowMap`] |
 //! | [`page_map`] | id → (list, row) of the clustered index, ids compared through the lists |
 //! | [`row_map`] | id → row table of bare `u32` rows (ids compared through the store) |
+//! | [`crew`] | spinning helper threads one query's scan is split across |
 //! | [`scan`] | tiled, multi-threaded scan of a store for a query batch |
 //! | [`flat`] | [`FlatIndex`]: exact search, remove, compaction |
 //! | [`clustered`] | [`ClusteredIndex`]: k-means pages, probe the nearest `nprobe` |
@@ -26,6 +27,7 @@
 //! ```
 
 pub mod clustered;
+pub mod crew;
 pub mod flat;
 pub mod id_lookup;
 pub mod kernels;

@@ -9,8 +9,12 @@
 //! [`TopK`] heaps, merged at the end (deterministically: ties go to the
 //! smaller key).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
 use rayon::prelude::*;
 
+use crate::vector::crew;
 use crate::vector::kernels::Kernel;
 use crate::vector::metric::Metric;
 use crate::vector::quantize::{code_sum, code_sumsq, quantize_into};
@@ -382,12 +386,15 @@ pub fn scan_store(
     let m = queries.len();
     let d = store.dim();
     let threads = rayon::current_num_threads();
+    let br = block_rows(d);
+    if m == 1 && threads > 1 && n.saturating_mul(d) >= 2 * crew::PART_WORK {
+        return vec![scan_one_split(store, kernel, queries, k, key_base, threads)];
+    }
     if threads <= 1 || n.saturating_mul(m).saturating_mul(d) < PARALLEL_WORK {
         let mut heaps = vec![TopK::new(k); m];
         scan_range(store, kernel, queries, 0, n, key_base, &mut heaps);
         return heaps;
     }
-    let br = block_rows(d);
     let groups = m.div_ceil(QUERY_GROUP);
     // Enough row chunks for ~4 tasks per thread overall.
     let want_chunks = (4 * threads).div_ceil(groups).max(1);
@@ -426,6 +433,45 @@ pub fn scan_store(
             merged.into_iter()
         })
         .collect()
+}
+
+/// One query over the whole store, its rows cut into parts of about
+/// [`crew::PART_WORK`] (whole blocks) that the caller and the crew take in
+/// order: no thread wake-up on the critical path, unlike a rayon split.
+fn scan_one_split(
+    store: &RowStore,
+    kernel: Kernel,
+    queries: &QueryBatch,
+    k: usize,
+    key_base: u64,
+    threads: usize,
+) -> TopK {
+    let (n, d) = (store.rows(), store.dim());
+    let br = block_rows(d);
+    let chunk = (crew::PART_WORK / d.max(1)).div_ceil(br).max(1) * br;
+    let parts = n.div_ceil(chunk);
+    let next = AtomicUsize::new(0);
+    let found = Mutex::new(Vec::new());
+    crew::run((parts - 1).min(threads - 1), &|| {
+        let mut heap: Option<[TopK; 1]> = None;
+        loop {
+            let j = next.fetch_add(1, Ordering::Relaxed);
+            if j >= parts {
+                break;
+            }
+            let h = heap.get_or_insert_with(|| [TopK::new(k)]);
+            let (r0, r1) = (j * chunk, ((j + 1) * chunk).min(n));
+            scan_range(store, kernel, queries, r0, r1, key_base, h);
+        }
+        if let Some([h]) = heap {
+            found.lock().unwrap_or_else(|e| e.into_inner()).push(h);
+        }
+    });
+    let mut merged = TopK::new(k);
+    for h in found.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        merged.merge(h);
+    }
+    merged
 }
 
 /// How many INT8 candidates to keep per query for a final top-`k`: the
@@ -672,16 +718,61 @@ pub fn nearest_one(
     buf: &mut Vec<i32>,
     out: &mut Vec<u32>,
 ) {
-    let d = store.dim();
-    let n = store.rows();
+    let (n, d) = (store.rows(), store.dim());
     if n == 0 || k == 0 {
         return;
     }
+    let threads = rayon::current_num_threads();
+    let top = if threads > 1 && n.saturating_mul(d) >= 2 * crew::PART_WORK {
+        // Rows cut into parts for the caller and the crew (see `crew`).
+        let chunk = (crew::PART_WORK / d.max(1)).max(1);
+        let parts = n.div_ceil(chunk);
+        let next = AtomicUsize::new(0);
+        let found = Mutex::new(Vec::new());
+        crew::run((parts - 1).min(threads - 1), &|| {
+            let (mut top, mut buf) = (None, Vec::new());
+            loop {
+                let j = next.fetch_add(1, Ordering::Relaxed);
+                if j >= parts {
+                    break;
+                }
+                let t = top.get_or_insert_with(|| TopK::new(k.min(n)));
+                let (r0, r1) = (j * chunk, ((j + 1) * chunk).min(n));
+                nearest_in(store, kernel, q, r0, r1, t, &mut buf);
+            }
+            if let Some(t) = top {
+                found.lock().unwrap_or_else(|e| e.into_inner()).push(t);
+            }
+        });
+        let mut merged = TopK::new(k.min(n));
+        for t in found.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            merged.merge(t);
+        }
+        merged
+    } else {
+        let mut top = TopK::new(k.min(n));
+        nearest_in(store, kernel, q, 0, n, &mut top, buf);
+        top
+    };
+    out.extend(top.into_sorted().into_iter().map(|(_, r)| r as u32));
+}
+
+/// Offers the INT8 rank of rows `r0..r1` of `store` for one query to `top`
+/// (keys = row numbers; a NaN rank counts as `-inf`).
+fn nearest_in(
+    store: &RowStore,
+    kernel: Kernel,
+    q: OneQuery<'_>,
+    r0: usize,
+    r1: usize,
+    top: &mut TopK,
+    buf: &mut Vec<i32>,
+) {
+    let d = store.dim();
     buf.clear();
-    buf.resize(n, 0);
-    kernel.dots(q.codes, &store.codes, d, buf);
+    buf.resize(r1 - r0, 0);
+    kernel.dots(q.codes, &store.codes[r0 * d..r1 * d], d, buf);
     let (f, sq) = (q.factor as f64, q.sum as f64);
-    let mut top = TopK::new(k.min(n));
     let mut offer = |r: usize, t: f64, ab: f64| {
         let rank = (f * t + ab) as f32;
         top.push(
@@ -695,18 +786,18 @@ pub fn nearest_one(
     };
     match (!store.is_asymmetric(), store.add.is_empty()) {
         (true, true) => {
-            for (r, (&p, &am)) in buf.iter().zip(&store.mul).enumerate() {
-                offer(r, am as f64 * p as f64, 0.0);
+            for (i, (&p, &am)) in buf.iter().zip(&store.mul[r0..r1]).enumerate() {
+                offer(r0 + i, am as f64 * p as f64, 0.0);
             }
         }
         _ => {
-            for (r, &p) in buf.iter().enumerate() {
+            for (i, &p) in buf.iter().enumerate() {
+                let r = r0 + i;
                 let t = store.mul[r] as f64 * p as f64 + store.off_of(r) as f64 * sq;
                 offer(r, t, store.add_of(r) as f64);
             }
         }
     }
-    out.extend(top.into_sorted().into_iter().map(|(_, r)| r as u32));
 }
 
 /// The indexes of the `k` highest of `ranks`, highest first (ties to the
