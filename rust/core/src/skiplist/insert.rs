@@ -807,12 +807,21 @@ pub(crate) unsafe fn move_high<K, T, N>(
     b.set_high(unsafe { ptr::read(&src.high) });
 }
 
+/// Batches above this size are radix sorted when their key type allows
+/// (below it the 8 histograms and the scratch buffer cost more than the
+/// comparison sort saves).
+const RADIX_MIN: usize = 256;
+
 /// Sorts a batch by key: in place and unstable if its keys are `distinct`,
 /// else stable (a later copy of a key after an earlier one).
-fn sort_batch<K: Ord + Send, V: Send>(items: &mut Vec<(K, V)>, distinct: bool) {
+fn sort_batch<K: Ord + Send + 'static, V: Send>(items: &mut Vec<(K, V)>, distinct: bool) {
     use rayon::slice::ParallelSliceMut;
     if items.windows(2).all(|w| w[0].0 < w[1].0) {
         // Already sorted, no duplicates.
+    } else if items.len() > RADIX_MIN && super::radix::has_image::<K>() {
+        // Integer and float keys: a stable radix sort (serves both cases),
+        // 3-5x faster than the comparison sort on one core (see `radix`).
+        super::radix::sort_by_image(items, |t| &t.0);
     } else if distinct {
         // No order among equal keys to keep: a plain unstable sort.
         if items.len() > 4096 {
