@@ -8,7 +8,7 @@
 //! scattered writes into 256 buckets, and only the bytes where the keys
 //! differ are sorted on: keys below 2^24 need 3 passes, not 8.
 
-use std::any::Any;
+use std::any::TypeId;
 use std::mem::MaybeUninit;
 
 use super::F64Key;
@@ -17,17 +17,25 @@ use super::F64Key;
 /// when `image(a) < image(b)`), if its type has one.
 #[inline(always)]
 pub(crate) fn image<K: 'static>(k: &K) -> Option<u64> {
-    let k = k as &dyn Any;
-    if let Some(&i) = k.downcast_ref::<i64>() {
+    // `TypeId` comparisons fold at compile time (a `dyn Any` downcast did
+    // not: a virtual call per key, which made the sort slower than a
+    // comparison sort).
+    let t = TypeId::of::<K>();
+    let p = k as *const K;
+    if t == TypeId::of::<i64>() {
+        // SAFETY: `K` is `i64` (same type id), so `p` points to an `i64`.
+        let i = unsafe { *(p as *const i64) };
         return Some((i as u64) ^ (1 << 63));
     }
-    if let Some(&u) = k.downcast_ref::<u64>() {
-        return Some(u);
+    if t == TypeId::of::<u64>() {
+        // SAFETY: `K` is `u64`.
+        return Some(unsafe { *(p as *const u64) });
     }
-    if let Some(f) = k.downcast_ref::<F64Key>() {
+    if t == TypeId::of::<F64Key>() {
+        // SAFETY: `K` is `F64Key`.
+        let b = unsafe { *(p as *const F64Key) }.get().to_bits();
         // The image of `f64::total_cmp`: negative numbers flip all bits,
         // others only the sign bit. (F64Key holds no NaN and no -0.0.)
-        let b = f.get().to_bits();
         return Some(if b >> 63 == 1 { !b } else { b ^ (1 << 63) });
     }
     None
@@ -36,30 +44,59 @@ pub(crate) fn image<K: 'static>(k: &K) -> Option<u64> {
 /// Whether `K` has an [`image`] (decided at compile time per `K`).
 #[inline(always)]
 pub(crate) fn has_image<K: 'static>() -> bool {
-    use std::any::TypeId;
     let t = TypeId::of::<K>();
     t == TypeId::of::<i64>() || t == TypeId::of::<u64>() || t == TypeId::of::<F64Key>()
 }
 
 /// Sorts `items` by `key(item)`'s [`image`], stably (equal keys keep their
-/// order). `K` must have an image ([`has_image`]); allocates one scratch
-/// buffer as large as `items`.
-pub(crate) fn sort_by_image<T, K: 'static>(items: &mut Vec<T>, key: impl Fn(&T) -> &K) {
+/// order), if `K` has an image and the keys differ in at most
+/// `max_passes * MAX_BITS` low bits (more passes lose to a comparison
+/// sort); else returns `false` with `items` untouched. Allocates one
+/// scratch buffer as large as `items`.
+pub(crate) fn sort_by_image<T, K: 'static>(
+    items: &mut Vec<T>,
+    key: impl Fn(&T) -> &K,
+    max_passes: u32,
+) -> bool {
     let n = items.len();
-    if n < 2 {
-        return;
+    if !has_image::<K>() {
+        return false;
     }
-    let img = |t: &T| image(key(t)).expect("sort_by_image on a key type without an image");
+    if n < 2 {
+        return true;
+    }
+    let img = |t: &T| image(key(t)).expect("K has an image (checked above)");
     // The bits where the keys differ at all, sorted on in `passes` digits
-    // of at most `MAX_BITS` bits each (keys below 2^22: two passes).
+    // of at most `MAX_BITS` bits each (keys below 2^22: two passes). A
+    // sample first, so that a batch too wide for the radix sort costs
+    // little before it falls back.
     let first = img(&items[0]);
-    let varies = items.iter().fold(0u64, |v, t| v | (img(t) ^ first));
+    let spread = |ts: &[T]| ts.iter().fold(0u64, |v, t| v | (img(t) ^ first));
+    let passes_for = |varies: u64| {
+        if varies == 0 {
+            return 0;
+        }
+        let bits = 64 - varies.leading_zeros() - varies.trailing_zeros();
+        bits.div_ceil(MAX_BITS)
+    };
+    let step = (n / 1024).max(1);
+    let sample = items
+        .iter()
+        .step_by(step)
+        .fold(0u64, |v, t| v | (img(t) ^ first));
+    if passes_for(sample) > max_passes {
+        return false;
+    }
+    let varies = spread(items);
     if varies == 0 {
-        return;
+        return true;
+    }
+    let passes = passes_for(varies);
+    if passes > max_passes {
+        return false;
     }
     let lo = varies.trailing_zeros();
     let bits = 64 - varies.leading_zeros() - lo;
-    let passes = bits.div_ceil(MAX_BITS);
     let width = bits.div_ceil(passes);
     let mask = (1usize << width) - 1;
     let digit = |x: u64, p: u32| (x >> (lo + p * width)) as usize & mask;
@@ -119,6 +156,7 @@ pub(crate) fn sort_by_image<T, K: 'static>(items: &mut Vec<T>, key: impl Fn(&T) 
         // `items` has length 0: dropping its old buffer drops no entry.
         *items = sorted;
     }
+    true
 }
 
 /// The widest digit: 2^11 buckets of counts (16 KiB) stay in L1/L2.
@@ -133,7 +171,7 @@ mod tests {
             keys.into_iter().enumerate().map(|(i, k)| (k, i)).collect();
         let mut want = items.clone();
         want.sort_by(|a, b| a.0.cmp(&b.0)); // stable
-        sort_by_image(&mut items, |t| &t.0);
+        assert!(sort_by_image(&mut items, |t| &t.0, 6));
         assert_eq!(items, want);
     }
 
@@ -192,7 +230,7 @@ mod tests {
         let mut items: Vec<(i64, Arc<()>)> = (0..2000)
             .map(|_| ((r() % 300) as i64, token.clone()))
             .collect();
-        sort_by_image(&mut items, |t| &t.0);
+        assert!(sort_by_image(&mut items, |t| &t.0, 3));
         assert!(items.windows(2).all(|w| w[0].0 <= w[1].0));
         assert_eq!(Arc::strong_count(&token), 2001);
         drop(items);
@@ -200,9 +238,63 @@ mod tests {
     }
 
     #[test]
+    fn declines_wide_keys_and_keys_without_an_image() {
+        let mut r = rng(5);
+        let wide: Vec<(u64, ())> = (0..10_000).map(|_| (r(), ())).collect();
+        let mut items = wide.clone();
+        assert!(!sort_by_image(&mut items, |t| &t.0, 3));
+        assert_eq!(items, wide);
+        // One wide key among narrow ones, missed by the sample: still declined.
+        let mut items: Vec<(u64, ())> = (0..10_000).map(|i| (i % 7, ())).collect();
+        items[4321].0 = u64::MAX;
+        let before = items.clone();
+        assert!(!sort_by_image(&mut items, |t| &t.0, 3));
+        assert_eq!(items, before);
+        let mut strs = vec![("b".to_string(), ()), ("a".to_string(), ())];
+        assert!(!sort_by_image(&mut strs, |t| &t.0, 6));
+        assert_eq!(strs[0].0, "b");
+    }
+
+    #[test]
     fn knows_which_types_have_an_image() {
         assert!(has_image::<i64>() && has_image::<u64>() && has_image::<F64Key>());
         assert!(!has_image::<u32>() && !has_image::<Vec<u8>>());
         assert_eq!(image(&"x".to_string()), None);
+    }
+}
+#[cfg(test)]
+mod timing {
+    #[test]
+    #[ignore]
+    fn time_radix_vs_sorts() {
+        use rayon::slice::ParallelSliceMut;
+        let mut s = 7u64;
+        let mut r = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        for bits in [22u32, 40, 63] {
+            let base: Vec<(i64, u64)> = (0..1_000_000)
+                .map(|i| ((r() >> (64 - bits)) as i64, i))
+                .collect();
+            let mut a = base.clone();
+            let t = std::time::Instant::now();
+            super::sort_by_image(&mut a, |t| &t.0, 6);
+            let radix = t.elapsed();
+            let mut b = base.clone();
+            let t = std::time::Instant::now();
+            b.sort_unstable_by(|x, y| x.0.cmp(&y.0));
+            let seq = t.elapsed();
+            let mut c = base.clone();
+            let t = std::time::Instant::now();
+            c.par_sort_unstable_by(|x, y| x.0.cmp(&y.0));
+            let par = t.elapsed();
+            println!(
+                "bits {bits}: radix {radix:?} unstable {seq:?} par_unstable {par:?} ({} threads)",
+                rayon::current_num_threads()
+            );
+        }
     }
 }
