@@ -285,7 +285,7 @@ mod timing {
             let radix = t.elapsed();
             let mut b = base.clone();
             let t = std::time::Instant::now();
-            b.sort_unstable_by(|x, y| x.0.cmp(&y.0));
+            b.sort_unstable_by_key(|x| x.0);
             let seq = t.elapsed();
             let mut c = base.clone();
             let t = std::time::Instant::now();
