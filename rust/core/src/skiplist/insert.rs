@@ -809,8 +809,11 @@ pub(crate) unsafe fn move_high<K, T, N>(
 
 /// Batches above this size are radix sorted when their key type allows
 /// (below it the histograms and the scratch buffer cost more than the
-/// comparison sort saves).
-const RADIX_MIN: usize = 256;
+/// comparison sort saves). Measured with `time_radix` (`RADIX_N=300`,
+/// `1000`, `4096`; 22-bit keys, one thread, per batch): 300 items 9.7 us
+/// radix against 8.6 us `sort_unstable`, 1,000 items 24 against 39 us,
+/// 4,096 items 87 against 178 us.
+const RADIX_MIN: usize = 1024;
 /// The most radix passes (11 bits each) worth taking over a comparison sort.
 /// Measured on the dev VM, 1M `(i64, u64)` in random order, one thread
 /// (`cargo test --release -p slabcache-core --lib time_radix -- --ignored

@@ -275,24 +275,46 @@ mod timing {
             s ^= s << 17;
             s
         };
+        // RADIX_N items per batch (default 1M), as many batches as make 1M items.
+        let n: usize = std::env::var("RADIX_N")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1_000_000);
+        let reps = (1_000_000 / n).max(1);
         for bits in [22u32, 40, 63] {
-            let base: Vec<(i64, u64)> = (0..1_000_000)
-                .map(|i| ((r() >> (64 - bits)) as i64, i))
+            let base: Vec<Vec<(i64, u64)>> = (0..reps)
+                .map(|_| {
+                    (0..n as u64)
+                        .map(|i| ((r() >> (64 - bits)) as i64, i))
+                        .collect()
+                })
                 .collect();
             let mut a = base.clone();
             let t = std::time::Instant::now();
-            super::sort_by_image(&mut a, |t| &t.0, 6);
+            for v in &mut a {
+                super::sort_by_image(v, |t| &t.0, 6);
+            }
             let radix = t.elapsed();
             let mut b = base.clone();
             let t = std::time::Instant::now();
-            b.sort_unstable_by_key(|x| x.0);
+            for v in &mut b {
+                v.sort_unstable_by_key(|x| x.0);
+            }
             let seq = t.elapsed();
             let mut c = base.clone();
             let t = std::time::Instant::now();
-            c.par_sort_unstable_by(|x, y| x.0.cmp(&y.0));
+            for v in &mut c {
+                v.par_sort_unstable_by(|x, y| x.0.cmp(&y.0));
+            }
             let par = t.elapsed();
+            for (a, b) in a.iter().zip(&base) {
+                let mut want = b.clone();
+                want.sort_by_key(|x| x.0);
+                assert!(a == &want, "radix sort differs from a stable sort");
+            }
             println!(
-                "bits {bits}: radix {radix:?} unstable {seq:?} par_unstable {par:?} ({} threads)",
+                "{reps} x {n} items, bits {bits}: radix {radix:?} unstable {seq:?} \
+                 par_unstable {par:?} ({} threads)",
                 rayon::current_num_threads()
             );
         }
