@@ -3,9 +3,11 @@
 ``python bench/skiplist_single_calls.py [N] [REPEATS] [VALUES]``: builds both maps
 from the same N random int keys, once per value kind in ``VALUES`` (comma
 separated, default ``int,str,tuple``: ints, ``str`` objects, 2-tuples of an int
-and a str), then times 20k calls of each kind, alternating ours and the peer's
-each repeat, and prints the best time per call of each and their ratio (> 1:
-BSkipList faster). Alternating keeps a load spike from landing on one side only.
+and a str; ``samestr``: one ``str`` object as every value, so a read never
+misses the cache on the value object itself), then times 20k calls of each
+kind, alternating ours and the peer's each repeat, and prints the best time
+per call of each and their ratio (> 1: BSkipList faster). Alternating keeps a
+load spike from landing on one side only.
 
 An int value is stored unboxed and comes back as a new int; a str or tuple
 value is a stored object, and a read returns a reference to it (as SortedDict's
@@ -34,7 +36,9 @@ def _values(kind: str, raw: list[int]) -> list[Any]:
         return [str(v) for v in raw]
     if kind == "tuple":
         return [(v, str(v)) for v in raw]
-    raise SystemExit(f"unknown value kind {kind!r} (int, str, tuple)")
+    if kind == "samestr":
+        return ["one shared value"] * len(raw)
+    raise SystemExit(f"unknown value kind {kind!r} (int, str, tuple, samestr)")
 
 
 def main() -> None:

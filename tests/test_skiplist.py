@@ -359,6 +359,29 @@ def test_pairs_with_a_repeated_key_keep_the_last_value_like_dict(n: int) -> None
     ours._check()
 
 
+@pytest.mark.parametrize("spread", [40, 2**20, 2**62])
+def test_batches_of_int_and_float_keys_sort_like_sorted(spread: int) -> None:
+    # Batches of int and float keys are radix sorted on the bits where the
+    # keys differ; negative keys, both ends of the range, repeated keys (the
+    # last value wins) and keys that differ only in a few bits among many.
+    rng = np.random.default_rng(spread)
+    ints = rng.integers(-spread, spread, 5000).tolist() + [-(2**63), 2**63 - 1, 0, -1]
+    pairs = [(k, i) for i, k in enumerate(ints)]
+    pairs += [(ints[7], "again"), (2**63 - 1, "top")]
+    for build in (BSkipList, lambda p: BSkipList(dict(p))):
+        ours = build(pairs)
+        assert list(ours.items()) == sorted(dict(pairs).items())
+        ours._check()
+    arr = BSkipList("int")
+    arr.update_many(np.array(ints, dtype=np.int64), np.arange(len(ints)))
+    assert list(arr.keys()) == sorted(set(ints))
+    floats = (rng.standard_normal(3000) * spread).tolist()
+    floats += [-0.0, 0.0, math.inf, -math.inf, 5e-324, -5e-324, 1e308, -1e308]
+    fm = BSkipList(dict.fromkeys(floats, 1))
+    assert list(fm.keys()) == sorted(set(floats))
+    fm._check()
+
+
 def test_build_from_a_dict_converts_every_key_and_value_once() -> None:
     # The dict fast path reads items through borrowed references: every
     # value kind must arrive intact, ints unboxed and objects by identity.

@@ -70,6 +70,7 @@ mod iter;
 mod key;
 mod lookup;
 mod node;
+mod radix;
 mod rank;
 mod reclaim;
 mod remove;
