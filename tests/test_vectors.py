@@ -362,3 +362,29 @@ def test_add_remove_sequences_match_a_model(
         q = np.stack([model[i] for i in live])
         _, found = idx.search(q, k=1)
         assert (found[:, 0] == np.array(live)).mean() >= 0.95
+
+
+@pytest.mark.parametrize("nlist", [0, 16])
+def test_one_query_in_a_forked_child_after_the_crew_started(nlist: int) -> None:
+    """One query large enough to be split across the crew (vector::crew) runs in
+    the parent (starting the helper threads), then in a forked child, which has
+    no helpers: the child must answer, alone, exactly what the parent did."""
+    import os
+
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((6000, 64)).astype(np.float32)  # 384k byte-products
+    kw = {"index_type": "clustered", "nlist": nlist, "nprobe": nlist} if nlist else {}
+    idx = Int8Index(64, metric="l2", **kw)  # type: ignore[arg-type]
+    idx.add(x)
+    q = x[:20] + 0.01
+    want = [idx.search(q[i], 10) for i in range(len(q))]
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        ok = all(np.array_equal(idx.search(q[i], 10)[1], want[i][1]) for i in range(len(q)))
+        os.write(w, b"1" if ok else b"0")
+        os._exit(0)
+    os.close(w)
+    got = os.read(r, 1)
+    os.waitpid(pid, 0)
+    assert got == b"1"
