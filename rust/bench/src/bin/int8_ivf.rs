@@ -180,10 +180,12 @@ fn main() {
     }
     println!(
         "data {path} n={n} d={d} metric={metric:?} nlist={nlist} threads={} exact={exact} \
-         prefetch one/batch = {}/{} KiB",
+         prefetch one/batch = {}/{} KiB crew helpers {} part {}k",
         rayon::current_num_threads(),
         PREFETCH_ONE_QUERY / 1024,
-        PREFETCH_BATCH / 1024
+        PREFETCH_BATCH / 1024,
+        slabcache_core::vector::crew::helpers(),
+        slabcache_core::vector::crew::PART_WORK / 1024
     );
     println!("| index | R@10 | 1 query (µs) | batch 32 (q/s) | batch 256 (q/s) | bytes/row |");
     println!("|---|---:|---:|---:|---:|---:|");

@@ -45,8 +45,10 @@ const DEFAULT_SPIN_US: u64 = 200;
 /// Byte-products (rows × dim) per part of a one-query scan split across the
 /// crew: ~70 KB of SIFT codes, 6 µs of one core's memory bandwidth, so that
 /// helpers joining late still find parts left and a part outweighs its
-/// claim and heap merge.
-pub const PART_WORK: usize = 1 << 16;
+/// claim and heap merge. `SLABCACHE_CREW_PART_K` at build time (units of
+/// 1,024) overrides it (bench A/B builds only).
+pub const PART_WORK: usize =
+    crate::vector::scan::kib_or(option_env!("SLABCACHE_CREW_PART_K"), 64);
 
 /// How long helpers spin after a job before they sleep:
 /// `SLABCACHE_CREW_SPIN_US` (microseconds, read once), else 200 µs. 0 makes

@@ -231,7 +231,7 @@ pub fn prefetch_store(store: &RowStore, max_bytes: usize) {
 }
 
 /// `KiB` from a build-time variable (for A/B builds of the benches), else `default`.
-const fn kib_or(var: Option<&str>, default: usize) -> usize {
+pub(crate) const fn kib_or(var: Option<&str>, default: usize) -> usize {
     let Some(s) = var else {
         return default * 1024;
     };
