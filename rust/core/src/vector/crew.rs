@@ -47,8 +47,7 @@ const DEFAULT_SPIN_US: u64 = 200;
 /// helpers joining late still find parts left and a part outweighs its
 /// claim and heap merge. `SLABCACHE_CREW_PART_K` at build time (units of
 /// 1,024) overrides it (bench A/B builds only).
-pub const PART_WORK: usize =
-    crate::vector::scan::kib_or(option_env!("SLABCACHE_CREW_PART_K"), 64);
+pub const PART_WORK: usize = crate::vector::scan::kib_or(option_env!("SLABCACHE_CREW_PART_K"), 64);
 
 /// How long helpers spin after a job before they sleep:
 /// `SLABCACHE_CREW_SPIN_US` (microseconds, read once), else 200 µs. 0 makes
