@@ -8,9 +8,6 @@
 //! as `nprobe / nlist` falls; `nprobe = nlist` is exact (see
 //! `docs/vectors.md` for measured trade-offs).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
-
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
@@ -458,27 +455,15 @@ impl ClusteredIndex {
             let rows: usize = lists.iter().map(|&p| rows_of(p)).sum();
             let parts = (rows.saturating_mul(d) / crew::PART_WORK).min(np);
             if parts > 1 && threads > 1 {
-                let next = AtomicUsize::new(0);
-                let found = Mutex::new(Vec::new());
-                crew::run((parts - 1).min(threads - 1), &|| {
-                    let (mut heap, mut buf) = (None, Vec::new());
-                    loop {
-                        let j = next.fetch_add(1, Ordering::Relaxed);
-                        if j >= parts {
-                            break;
-                        }
-                        let h = heap.get_or_insert_with(|| TopK::new(kc));
+                let merged = crew::top_k_over_parts(
+                    parts,
+                    (parts - 1).min(threads - 1),
+                    kc,
+                    |j, heap, buf| {
                         let mut part = lists.iter().skip(j).step_by(parts).copied();
-                        scan_into(0, &mut part, h, &mut buf);
-                    }
-                    if let Some(h) = heap {
-                        found.lock().unwrap_or_else(|e| e.into_inner()).push(h);
-                    }
-                });
-                let mut merged = TopK::new(kc);
-                for h in found.into_inner().unwrap_or_else(|e| e.into_inner()) {
-                    merged.merge(h);
-                }
+                        scan_into(0, &mut part, heap, buf);
+                    },
+                );
                 vec![merged]
             } else {
                 vec![scan(0, &mut lists.iter().copied())]

@@ -37,6 +37,8 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::vector::topk::TopK;
+
 /// The most helper threads (a one-query scan reads ~1 MB: past ~16 cores
 /// the parts are too small to pay for joining).
 const MAX_HELPERS: usize = 15;
@@ -203,6 +205,37 @@ pub fn run<F: Fn() + Sync>(max_helpers: usize, work: &F) {
     if job.panicked.load(Acquire) {
         panic!("a slabcache crew thread panicked while scanning");
     }
+}
+
+/// The best `k` over `parts` numbered parts of one query's scan, split
+/// across the caller and up to `max_helpers` crew threads with [`run`]:
+/// each participant offers the parts it takes (`scan(part, heap, buf)`) to a
+/// heap of its own, and the heaps are merged. Ties go to the smaller key, so
+/// the result does not depend on who scanned what.
+pub fn top_k_over_parts<S>(parts: usize, max_helpers: usize, k: usize, scan: S) -> TopK
+where
+    S: Fn(usize, &mut TopK, &mut Vec<i32>) + Sync,
+{
+    let next = AtomicUsize::new(0);
+    let found = Mutex::new(Vec::new());
+    run(max_helpers, &|| {
+        let (mut heap, mut buf) = (None, Vec::new());
+        loop {
+            let j = next.fetch_add(1, Relaxed);
+            if j >= parts {
+                break;
+            }
+            scan(j, heap.get_or_insert_with(|| TopK::new(k)), &mut buf);
+        }
+        if let Some(h) = heap {
+            found.lock().unwrap_or_else(|e| e.into_inner()).push(h);
+        }
+    });
+    let mut merged = TopK::new(k);
+    for h in found.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        merged.merge(h);
+    }
+    merged
 }
 
 impl Crew {

@@ -9,9 +9,6 @@
 //! [`TopK`] heaps, merged at the end (deterministically: ties go to the
 //! smaller key).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
-
 use rayon::prelude::*;
 
 use crate::vector::crew;
@@ -450,28 +447,18 @@ fn scan_one_split(
     let br = block_rows(d);
     let chunk = (crew::PART_WORK / d.max(1)).div_ceil(br).max(1) * br;
     let parts = n.div_ceil(chunk);
-    let next = AtomicUsize::new(0);
-    let found = Mutex::new(Vec::new());
-    crew::run((parts - 1).min(threads - 1), &|| {
-        let mut heap: Option<[TopK; 1]> = None;
-        loop {
-            let j = next.fetch_add(1, Ordering::Relaxed);
-            if j >= parts {
-                break;
-            }
-            let h = heap.get_or_insert_with(|| [TopK::new(k)]);
-            let (r0, r1) = (j * chunk, ((j + 1) * chunk).min(n));
-            scan_range(store, kernel, queries, r0, r1, key_base, h);
-        }
-        if let Some([h]) = heap {
-            found.lock().unwrap_or_else(|e| e.into_inner()).push(h);
-        }
-    });
-    let mut merged = TopK::new(k);
-    for h in found.into_inner().unwrap_or_else(|e| e.into_inner()) {
-        merged.merge(h);
-    }
-    merged
+    crew::top_k_over_parts(parts, (parts - 1).min(threads - 1), k, |j, heap, _| {
+        let (r0, r1) = (j * chunk, ((j + 1) * chunk).min(n));
+        scan_range(
+            store,
+            kernel,
+            queries,
+            r0,
+            r1,
+            key_base,
+            std::slice::from_mut(heap),
+        );
+    })
 }
 
 /// How many INT8 candidates to keep per query for a final top-`k`: the
@@ -727,28 +714,15 @@ pub fn nearest_one(
         // Rows cut into parts for the caller and the crew (see `crew`).
         let chunk = (crew::PART_WORK / d.max(1)).max(1);
         let parts = n.div_ceil(chunk);
-        let next = AtomicUsize::new(0);
-        let found = Mutex::new(Vec::new());
-        crew::run((parts - 1).min(threads - 1), &|| {
-            let (mut top, mut buf) = (None, Vec::new());
-            loop {
-                let j = next.fetch_add(1, Ordering::Relaxed);
-                if j >= parts {
-                    break;
-                }
-                let t = top.get_or_insert_with(|| TopK::new(k.min(n)));
+        crew::top_k_over_parts(
+            parts,
+            (parts - 1).min(threads - 1),
+            k.min(n),
+            |j, top, buf| {
                 let (r0, r1) = (j * chunk, ((j + 1) * chunk).min(n));
-                nearest_in(store, kernel, q, r0, r1, t, &mut buf);
-            }
-            if let Some(t) = top {
-                found.lock().unwrap_or_else(|e| e.into_inner()).push(t);
-            }
-        });
-        let mut merged = TopK::new(k.min(n));
-        for t in found.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            merged.merge(t);
-        }
-        merged
+                nearest_in(store, kernel, q, r0, r1, top, buf);
+            },
+        )
     } else {
         let mut top = TopK::new(k.min(n));
         nearest_in(store, kernel, q, 0, n, &mut top, buf);
