@@ -335,6 +335,19 @@ mod vector {
         }
     }
 
+    /// A 1-thread and a 4-thread rayon pool (unsplit and split searches).
+    fn one_and_four_thread_pools() -> Vec<rayon::ThreadPool> {
+        [1, 4]
+            .iter()
+            .map(|&t| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(t)
+                    .build()
+                    .unwrap()
+            })
+            .collect()
+    }
+
     /// One query whose probed lists hold at least two `crew::PART_WORK` of
     /// byte-products is split into parts (each every p-th list, heaps merged,
     /// parts taken by the caller and whichever crew threads join): it must give
@@ -348,15 +361,7 @@ mod vector {
         // Every list probed: rows × dim = 4.6M byte-products, 70 parts.
         assert!(n * d >= 2 * PART_WORK, "the test must reach the split");
         let mut data = clustered_data(&mut rng, n, d, 40, 0.8);
-        let pools: Vec<rayon::ThreadPool> = [1, 4]
-            .iter()
-            .map(|&t| {
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(t)
-                    .build()
-                    .unwrap()
-            })
-            .collect();
+        let pools = one_and_four_thread_pools();
         for metric in [Metric::L2, Metric::Cosine, Metric::Ip] {
             for nonneg in [false, true] {
                 if nonneg {
@@ -391,15 +396,7 @@ mod vector {
         let (n, d, k) = (12_000, 96, 10);
         assert!(n * d >= 2 * PART_WORK, "the test must reach the split");
         let mut data = clustered_data(&mut rng, n, d, 30, 0.8);
-        let pools: Vec<rayon::ThreadPool> = [1, 4]
-            .iter()
-            .map(|&t| {
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(t)
-                    .build()
-                    .unwrap()
-            })
-            .collect();
+        let pools = one_and_four_thread_pools();
         for metric in [Metric::L2, Metric::Cosine, Metric::Ip] {
             for nonneg in [false, true] {
                 if nonneg {
