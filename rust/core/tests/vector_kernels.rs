@@ -131,7 +131,7 @@ mod vector {
     fn every_kernel_equals_scalar_in_tiles() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
         for k in simd_kernels() {
-            for &d in &[1usize, 17, 64, 65, 383, 768, 1537] {
+            for &d in &[1usize, 17, 31, 32, 33, 64, 65, 128, 383, 768, 1537] {
                 for nq in [1usize, 2, 3, 4, 5, 7, 8, 9, 16] {
                     for nr in [1usize, 3, 4, 5, 7, 8, 13] {
                         let q = random_codes(&mut rng, nq * d, -127);

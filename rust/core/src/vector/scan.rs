@@ -599,8 +599,15 @@ pub fn finish<'a>(
     #[allow(clippy::type_complexity)]
     let work = |(((h, q), out_s), out_i): (((TopK, &[f32]), &mut [f32]), &mut [i64])| {
         let qn = dot_f64(q, q).sqrt();
-        let mut best: Vec<(f64, u64)> = h
-            .into_sorted()
+        let cands = h.into_sorted();
+        // The candidates' rows are scattered (one query's k' rows from up to
+        // k' lists): start all their loads before scoring the first, so the
+        // misses overlap instead of following one another.
+        for &(_, key) in &cands {
+            let (store, r) = row_of(key);
+            prefetch_exact_row(store, r);
+        }
+        let mut best: Vec<(f64, u64)> = cands
             .into_iter()
             .map(|(_, key)| {
                 let (store, r) = row_of(key);
@@ -629,6 +636,20 @@ pub fn finish<'a>(
         iter.for_each(work);
     }
     (scores, ids)
+}
+
+/// Hints the loads [`exact_score`] of row `r` will make.
+fn prefetch_exact_row(store: &RowStore, r: usize) {
+    use crate::vector::kernels::prefetch_row;
+    match store.exact_row(r) {
+        Some(x) => {
+            let p = x.as_ptr() as *const i8;
+            // SAFETY: `x` is `x.len()` initialized f32 (no padding; any byte is a valid
+            // i8), alive for this borrow.
+            prefetch_row(unsafe { std::slice::from_raw_parts(p, std::mem::size_of_val(x)) });
+        }
+        None => prefetch_row(store.row(r)),
+    }
 }
 
 /// The INT8 rank of every row of `store` for queries `q0..q1` of `queries`,

@@ -108,6 +108,47 @@ fn dot_1x4(row: &[i8], q: [&[i8]; 4]) -> [i32; 4] {
     out
 }
 
+/// `x_j·q` of four rows and one query: the query chunk is loaded once for
+/// the four rows, and the four sums are reduced together with three
+/// horizontal adds and one cross-lane add.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn dot_4x1(rows: [&[i8]; 4], q: &[i8]) -> [i32; 4] {
+    let n = q.len();
+    let body = n - n % W;
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_si256(); 4];
+    let pq = q.as_ptr();
+    let pr = rows.map(|r| r.as_ptr());
+    let mut i = 0;
+    while i < body {
+        // SAFETY: i + 32 <= body <= n and every row has length n (checked by the caller).
+        unsafe {
+            let qv = _mm256_loadu_si256(pq.add(i) as *const __m256i);
+            for j in 0..4 {
+                let x = _mm256_loadu_si256(pr[j].add(i) as *const __m256i);
+                acc[j] = _mm256_add_epi32(acc[j], chunk(_mm256_abs_epi8(x), x, qv, ones));
+            }
+        }
+        i += W;
+    }
+    // Per 128-bit lane: [a01, a23, b01, b23], [c01, c23, d01, d23], then [a, b, c, d].
+    let t = _mm256_hadd_epi32(
+        _mm256_hadd_epi32(acc[0], acc[1]),
+        _mm256_hadd_epi32(acc[2], acc[3]),
+    );
+    let s = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256::<1>(t));
+    let mut out = [0i32; 4];
+    // SAFETY: `out` has room for four i32 (16 bytes); unaligned store.
+    unsafe { _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, s) };
+    if body < n {
+        for (o, r) in out.iter_mut().zip(rows) {
+            *o += tail(&r[body..], &q[body..]);
+        }
+    }
+    out
+}
+
 /// `out[r * nq + q] = dot(row r, query q)`; see [`super::Kernel::dots`].
 ///
 /// # Safety
@@ -115,6 +156,10 @@ fn dot_1x4(row: &[i8], q: [&[i8]; 4]) -> [i32; 4] {
 /// of `dim` and `out.len() >= nrows * nq`.
 #[target_feature(enable = "avx2")]
 pub unsafe fn dots(queries: &[i8], rows: &[i8], dim: usize, out: &mut [i32]) {
+    if queries.len() == dim {
+        super::one_query_dots(queries, rows, dim, out, |r, q| dot_4x1(r, q));
+        return;
+    }
     super::tile_dots(
         queries,
         rows,

@@ -120,6 +120,30 @@ fn dot_bw_1x4(row: &[i8], q: [&[i8]; 4]) -> [i32; 4] {
     acc.map(|v| _mm512_reduce_add_epi32(v))
 }
 
+/// `x_j·q` of four rows and one query (BW sign trick), the query chunk
+/// loaded once for the four rows and the sums reduced together.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn dot_bw_4x1(rows: [&[i8]; 4], q: &[i8]) -> [i32; 4] {
+    let n = q.len();
+    let ones = _mm512_set1_epi16(1);
+    let mut acc = [_mm512_setzero_si512(); 4];
+    let mut i = 0;
+    while i < n {
+        // SAFETY: i < n and every row has length n (checked by the caller); `load` masks the tail.
+        unsafe {
+            let qv = load(q.as_ptr(), i, n);
+            for j in 0..4 {
+                let x = load(rows[j].as_ptr(), i, n);
+                let neg = _mm512_movepi8_mask(x);
+                acc[j] = _mm512_add_epi32(acc[j], chunk_bw(_mm512_abs_epi8(x), neg, qv, ones));
+            }
+        }
+        i += W;
+    }
+    reduce4(acc)
+}
+
 /// Many-row, many-query products with AVX-512 BW; see [`super::Kernel::dots`].
 ///
 /// # Safety
@@ -127,6 +151,10 @@ fn dot_bw_1x4(row: &[i8], q: [&[i8]; 4]) -> [i32; 4] {
 /// are multiples of `dim`; `out.len() >= nrows * nq`.
 #[target_feature(enable = "avx512f,avx512bw")]
 pub unsafe fn dots_bw(queries: &[i8], rows: &[i8], dim: usize, out: &mut [i32]) {
+    if queries.len() == dim {
+        super::one_query_dots(queries, rows, dim, out, |r, q| dot_bw_4x1(r, q));
+        return;
+    }
     super::tile_dots(
         queries,
         rows,
@@ -214,6 +242,14 @@ fn dot_vnni_4x1(rows: [&[i8]; 4], q: &[i8], corr: i32) -> [i32; 4] {
         }
         i += W;
     }
+    reduce4(acc).map(|v| v.wrapping_sub(corr))
+}
+
+/// The sixteen-lane sums of four accumulators, reduced together: two
+/// rounds of unpack-and-add, then the 256- and 128-bit halves.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn reduce4(acc: [__m512i; 4]) -> [i32; 4] {
     // Per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3], then [A, B, C, D].
     let t0 = _mm512_add_epi32(
         _mm512_unpacklo_epi32(acc[0], acc[1]),
@@ -226,36 +262,10 @@ fn dot_vnni_4x1(rows: [&[i8]; 4], q: &[i8], corr: i32) -> [i32; 4] {
     let u = _mm512_add_epi32(_mm512_unpacklo_epi64(t0, t1), _mm512_unpackhi_epi64(t0, t1));
     let h = _mm256_add_epi32(_mm512_castsi512_si256(u), _mm512_extracti64x4_epi64::<1>(u));
     let s = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h));
-    let s = _mm_sub_epi32(s, _mm_set1_epi32(corr));
     let mut out = [0i32; 4];
     // SAFETY: `out` has room for four i32 (16 bytes); unaligned store.
     unsafe { _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, s) };
     out
-}
-
-/// [`dots_vnni`] for one query: `out[r] = rows[r]·q`.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-fn dots_vnni_one(q: &[i8], rows: &[i8], dim: usize, out: &mut [i32]) {
-    let corr = bias_correction(q);
-    let nrows = rows.len() / dim;
-    let row = |r: usize| &rows[r * dim..(r + 1) * dim];
-    let mut r = 0;
-    while r + 4 <= nrows {
-        if r + 8 <= nrows {
-            super::prefetch_row(&rows[(r + 4) * dim..(r + 8) * dim]);
-        }
-        let d = dot_vnni_4x1([row(r), row(r + 1), row(r + 2), row(r + 3)], q, corr);
-        out[r..r + 4].copy_from_slice(&d);
-        r += 4;
-    }
-    if r < nrows {
-        // The last 1-3 rows, the missing ones standing in as copies of the last.
-        let last = nrows - 1;
-        let pick = |j: usize| row((r + j).min(last));
-        let d = dot_vnni_4x1([pick(0), pick(1), pick(2), pick(3)], q, corr);
-        out[r..nrows].copy_from_slice(&d[..nrows - r]);
-    }
 }
 
 /// `128 · Σ q` with wrapping arithmetic (the VNNI bias correction).
@@ -277,7 +287,8 @@ pub unsafe fn dots_vnni(queries: &[i8], rows: &[i8], dim: usize, out: &mut [i32]
         // One query (a clustered index's list scan, its probe, a 1-query flat
         // scan): four rows at a time against the query loaded once, the bias
         // correction computed once, and one combined reduction per four rows.
-        dots_vnni_one(queries, rows, dim, out);
+        let corr = bias_correction(queries);
+        super::one_query_dots(queries, rows, dim, out, |r, q| dot_vnni_4x1(r, q, corr));
         return;
     }
     // The correction of each query; on the stack for a tile (no allocation per call).

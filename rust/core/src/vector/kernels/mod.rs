@@ -37,6 +37,42 @@ use crate::error::{Error, Result};
 /// `avx512vnni`, `neon`, `neon-dotprod`; empty or `auto` means the best).
 pub const SIMD_ENV: &str = "SLABCACHE_SIMD";
 
+/// The one-query loop the SIMD `dots` kernels share (a clustered list, the
+/// probe, a one-query flat scan): four rows at a time against the query,
+/// which `dot4x1(rows, q)` loads once per chunk and whose four sums it
+/// reduces together (cheaper than four horizontal sums); the next four rows
+/// are prefetched, and the last 1-3 rows stand in as copies of the last.
+///
+/// The per-row path (`tile_dots` with one query) cost 16 ns a 128-byte row
+/// on AVX2 with everything in L1 (22.4 µs for a SIFT probe of 1,379
+/// centroids on the dev VM), three times the 4-row path's.
+#[inline(always)]
+pub(crate) fn one_query_dots(
+    q: &[i8],
+    rows: &[i8],
+    dim: usize,
+    out: &mut [i32],
+    dot4x1: impl Fn([&[i8]; 4], &[i8]) -> [i32; 4],
+) {
+    let nrows = rows.len() / dim;
+    let row = |r: usize| &rows[r * dim..(r + 1) * dim];
+    let mut r = 0;
+    while r + 4 <= nrows {
+        if r + 8 <= nrows {
+            prefetch_row(&rows[(r + 4) * dim..(r + 8) * dim]);
+        }
+        let d = dot4x1([row(r), row(r + 1), row(r + 2), row(r + 3)], q);
+        out[r..r + 4].copy_from_slice(&d);
+        r += 4;
+    }
+    if r < nrows {
+        let last = nrows - 1;
+        let pick = |j: usize| row((r + j).min(last));
+        let d = dot4x1([pick(0), pick(1), pick(2), pick(3)], q);
+        out[r..nrows].copy_from_slice(&d[..nrows - r]);
+    }
+}
+
 /// The row-by-query loop every SIMD `dots` kernel shares: each stored row is
 /// read once (the row two ahead is prefetched) and multiplied into four
 /// queries at a time with `dot4(row, queries, index of the first)`, the
