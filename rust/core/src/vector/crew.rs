@@ -219,11 +219,10 @@ pub fn run_parts<F: Fn(usize, usize) + Sync>(parts: usize, max_helpers: usize, w
     c.published.store(g as u64, SeqCst);
     if c.sleepers.load(SeqCst) & ((1u32 << seats) - 1) != 0 {
         // Wake them for the next job; this one does not wait for them. Only
-        // when a helper this job could seat sleeps: a futex wake of sleepers
-        // costs the caller ~10-30 µs on the VM, and helpers past the seats of
+        // when a helper this job could seat sleeps: helpers past the seats of
         // every job (15 helpers, one-query jobs of 3-11 parts) fall asleep
-        // after each spin budget. Waking them on every job put that cost on
-        // one query in three at SIFT nprobe 64 (probe 26 µs instead of 11).
+        // after each spin budget, and waking them costs the caller a futex
+        // call for nothing. (No one-query time changed measurably with it.)
         let _g = c.lock.lock().unwrap_or_else(|e| e.into_inner());
         c.wake.notify_all();
     }
