@@ -752,8 +752,15 @@ pub fn nearest_one(
     out.extend(top.into_sorted().into_iter().map(|(_, r)| r as u32));
 }
 
-/// Offers the INT8 rank of rows `r0..r1` of `store` for one query to `top`
-/// (keys = row numbers; a NaN rank counts as `-inf`).
+/// Offers the `top.k()` best INT8 ranks of rows `r0..r1` of `store` for one
+/// query to `top` (keys = row numbers; a NaN rank counts as `-inf`).
+///
+/// The ranks are selected in one pass (`select_nth_unstable`) before they
+/// reach `top`, not pushed one by one: neighbouring centroids are near each
+/// other, so a query's ranks rise and fall in long runs along the store, and
+/// in a rising run every row enters the buffered top-k and forces a cut every
+/// k rows. At SIFT nprobe 64 the probe of 1,379 centroids took 25-27 µs that
+/// way on the 16-core device (11-12 µs at nprobe 1) for a 3.2 µs kernel pass.
 fn nearest_in(
     store: &RowStore,
     kernel: Kernel,
@@ -768,30 +775,39 @@ fn nearest_in(
     buf.resize(r1 - r0, 0);
     kernel.dots(q.codes, &store.codes[r0 * d..r1 * d], d, buf);
     let (f, sq) = (q.factor as f64, q.sum as f64);
-    let mut offer = |r: usize, t: f64, ab: f64| {
+    let rank = |t: f64, ab: f64| {
         let rank = (f * t + ab) as f32;
-        top.push(
-            if rank.is_nan() {
-                f32::NEG_INFINITY
-            } else {
-                rank
-            },
-            r as u64,
-        );
+        if rank.is_nan() {
+            f32::NEG_INFINITY
+        } else {
+            rank
+        }
     };
+    let mut ranked: Vec<(f32, u32)> = Vec::with_capacity(r1 - r0);
     match (!store.is_asymmetric(), store.add.is_empty()) {
         (true, true) => {
             for (i, (&p, &am)) in buf.iter().zip(&store.mul[r0..r1]).enumerate() {
-                offer(r0 + i, am as f64 * p as f64, 0.0);
+                ranked.push((rank(am as f64 * p as f64, 0.0), (r0 + i) as u32));
             }
         }
         _ => {
             for (i, &p) in buf.iter().enumerate() {
                 let r = r0 + i;
                 let t = store.mul[r] as f64 * p as f64 + store.off_of(r) as f64 * sq;
-                offer(r, t, store.add_of(r) as f64);
+                ranked.push((rank(t, store.add_of(r) as f64), r as u32));
             }
         }
+    }
+    let k = top.k().min(ranked.len());
+    if k == 0 {
+        return;
+    }
+    if k < ranked.len() {
+        // The same order as `TopK` (higher rank, then the smaller row).
+        ranked.select_nth_unstable_by(k - 1, |a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    }
+    for &(r, i) in &ranked[..k] {
+        top.push(r, i as u64);
     }
 }
 

@@ -53,6 +53,11 @@ impl TopK {
         (2 * self.k).max(self.k + 32)
     }
 
+    /// The most entries kept.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
     /// How many entries are kept now (at most `k`).
     pub fn len(&self) -> usize {
         self.buf.len().min(self.k)
