@@ -385,6 +385,51 @@ mod vector {
         }
     }
 
+    /// The probe of one query ranks every centroid through the crew split
+    /// (1,100 × 128 byte-products: three parts) and its own selection: it
+    /// must name the same lists in the same order as the batch probe, on one
+    /// thread and on four, up to every list; bad arguments are refused.
+    #[test]
+    fn one_query_probe_names_the_batch_probes_lists() {
+        use slabcache_core::vector::crew::PART_WORK;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(47);
+        let (d, nlist) = (128, 1100);
+        assert!(nlist * d >= 2 * PART_WORK, "the test must reach the split");
+        let data = clustered_data(&mut rng, 3 * nlist, d, 200, 0.8);
+        let pools = one_and_four_thread_pools();
+        for metric in [Metric::L2, Metric::Cosine, Metric::Ip] {
+            let mut index = ClusteredIndex::new(d, metric, nlist, 8).unwrap();
+            let err = index.probe_lists(&data[..d], 4).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidArgument, "untrained");
+            index.add(&data, None).unwrap();
+            let queries = &data[d * 7..d * 17];
+            for nprobe in [1, 64, nlist, nlist + 5] {
+                let np = nprobe.min(nlist);
+                let batch = index.probe_lists(queries, nprobe).unwrap();
+                assert_eq!(batch.len(), 10 * np);
+                for (i, q) in queries.chunks_exact(d).enumerate() {
+                    for pool in &pools {
+                        let one = pool.install(|| index.probe_lists(q, nprobe).unwrap());
+                        assert_eq!(
+                            one,
+                            &batch[i * np..(i + 1) * np],
+                            "{metric:?} q{i} {nprobe}"
+                        );
+                    }
+                }
+                if np == nlist {
+                    let mut all = batch[..np].to_vec();
+                    all.sort_unstable();
+                    assert!(all.iter().copied().eq(0..nlist as u32), "every list once");
+                }
+            }
+            for (q, nprobe) in [(&data[..d], 0), (&data[..d - 1], 4)] {
+                let err = index.probe_lists(q, nprobe).unwrap_err();
+                assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+            }
+        }
+    }
+
     /// One flat query over at least two `crew::PART_WORK` of byte-products is
     /// cut into row parts that the caller and the crew take: it must give what
     /// it gets on a 1-thread pool (one pass) and inside a batch, with

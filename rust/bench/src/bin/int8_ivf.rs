@@ -14,7 +14,8 @@
 //! `4·√n`; `--exact` keeps FP32 rows (re-rank) in both indexes; `--no-flat`
 //! leaves the flat index empty (for profiling the clustered one);
 //! `--pin-main CPU` pins the calling thread (not the pool) after the truth;
-//! `--loop1 N` times only single-query calls (N passes), in a process that
+//! `--probe N` times only the probe of single queries (N passes) per
+//! `nprobe`; `--loop1 N` times only single-query calls (N passes), in a process that
 //! ran no batch search since the build.
 
 use std::hint::black_box;
@@ -227,6 +228,28 @@ fn main() {
         b.id_table as f64 / n as f64,
         b.other as f64 / n as f64
     );
+    let probe_passes: usize = arg(&args, "--probe", "0").parse().unwrap();
+    if probe_passes > 0 {
+        // Profiling aid: the probe alone (one query a call), per nprobe.
+        for &p in &probes {
+            let mut ts = Vec::with_capacity(probe_passes * nq);
+            for _ in 0..probe_passes {
+                for q in queries.chunks_exact(d) {
+                    let t1 = Instant::now();
+                    black_box(ivf.probe_lists(q, p).unwrap());
+                    ts.push(t1.elapsed().as_secs_f64() * 1e6);
+                }
+            }
+            ts.sort_by(f64::total_cmp);
+            println!(
+                "probe nprobe={p} one query: median {:.2} µs, p10 {:.2}, p90 {:.2}",
+                ts[ts.len() / 2],
+                ts[ts.len() / 10],
+                ts[ts.len() * 9 / 10]
+            );
+        }
+        return;
+    }
     let loop1: usize = arg(&args, "--loop1", "0").parse().unwrap();
     if loop1 > 0 {
         // Profiling aid: single queries only, `loop1` passes over the queries.

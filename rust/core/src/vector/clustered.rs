@@ -484,6 +484,33 @@ impl ClusteredIndex {
         }))
     }
 
+    /// The lists a search with `nprobe` would scan for each query of
+    /// `queries` (`m × dim`), nearest first (`m × nprobe'` with
+    /// `nprobe' = min(nprobe, nlist)`): for diagnosing recall (is the true
+    /// neighbour's list among them?) and for timing the probe alone.
+    ///
+    /// ```
+    /// use slabcache_core::vector::{ClusteredIndex, Metric};
+    /// let dim = 8;
+    /// let data: Vec<f32> = (0..400 * dim).map(|i| ((i * 7919) % 101) as f32 - 50.0).collect();
+    /// let mut index = ClusteredIndex::new(dim, Metric::L2, 4, 2).unwrap();
+    /// index.add(&data, None).unwrap();
+    /// let lists = index.probe_lists(&data[..dim], 3).unwrap();
+    /// assert_eq!(lists.len(), 3);
+    /// assert!(lists.iter().all(|&l| (l as usize) < index.nlist()));
+    /// ```
+    pub fn probe_lists(&self, queries: &[f32], nprobe: usize) -> Result<Vec<u32>> {
+        check_vectors(queries, self.dim, "probe")?;
+        if nprobe == 0 {
+            return Err(Error::invalid_argument("nprobe must be at least 1"));
+        }
+        if !self.is_trained() {
+            return Err(Error::invalid_argument("index is not trained"));
+        }
+        let qb = QueryBatch::new(queries, self.dim, self.metric);
+        Ok(self.probe(queries, &qb, nprobe.min(self.nlist)))
+    }
+
     /// The `np` nearest lists of each query, nearest first (`m × np`): every
     /// centroid ranked by the INT8 kernel in one batched pass, then a
     /// selection — no re-scoring, since only the order matters and INT8
