@@ -59,6 +59,15 @@ const DEFAULT_SPIN_US: u64 = 200;
 /// 1,024) overrides it (bench A/B builds only).
 pub const PART_WORK: usize = crate::vector::scan::kib_or(option_env!("SLABCACHE_CREW_PART_K"), 64);
 
+/// Byte-products from which one query's probe of the centroids (a ranking
+/// of every row, then a selection) is split across the crew; below it the
+/// caller ranks them alone. Higher than a scan's two parts: a probe's rows
+/// cost less than a scanned list's (no top-k pushes), so a split pays for
+/// its join later. `SLABCACHE_CREW_PROBE_SPLIT_K` at build time (units of
+/// 1,024) overrides it (bench A/B builds only).
+pub const PROBE_SPLIT_WORK: usize =
+    crate::vector::scan::kib_or(option_env!("SLABCACHE_CREW_PROBE_SPLIT_K"), 128);
+
 // The claim word: generation (32 bits) | next part (24) | helpers holding parts (8).
 const ACTIVE_ONE: u64 = 1;
 const NEXT_ONE: u64 = 1 << 8;
