@@ -282,29 +282,23 @@ pub fn scan_one(
     if buf.len() < br {
         buf.resize(br, 0);
     }
-    let (f, sq) = (q.factor as f64, q.sum as f64);
-    let asym = store.is_asymmetric();
-    let l2 = !store.add.is_empty();
+    let fq = (q.factor as f64, q.sum as f64);
     let mut b0 = 0;
     while b0 < n {
         let b1 = (b0 + br).min(n);
         let nr = b1 - b0;
         kernel.dots(q.codes, &store.codes[b0 * d..b1 * d], d, &mut buf[..nr]);
-        let rmul = &store.mul[b0..b1];
-        for (r, (&p, &am)) in buf[..nr].iter().zip(rmul).enumerate() {
-            if am.is_nan() {
-                continue; // tombstone
+        // Ranks first (a vectorized loop), then the offers: a compare each
+        // for most rows; a tombstone's NaN rank never enters.
+        BLOCK_RANKS.with_borrow_mut(|ranks| {
+            ranks.clear();
+            ranks.resize(nr, 0.0);
+            let out = &mut ranks[..nr];
+            for_each_rank(kernel, store, b0, fq, &buf[..nr], |i, r| out[i] = r);
+            for (r, &rank) in out.iter().enumerate() {
+                heap.push(rank, key_base + (b0 + r) as u64);
             }
-            let mut t = am as f64 * p as f64;
-            if asym {
-                t += store.off_at(b0 + r) as f64 * sq;
-            }
-            let mut rank = f * t;
-            if l2 {
-                rank += store.add[b0 + r] as f64;
-            }
-            heap.push(rank as f32, key_base + (b0 + r) as u64);
-        }
+        });
         b0 = b1;
     }
 }
@@ -766,6 +760,8 @@ thread_local! {
     static RANK_KEYS: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
     /// Dot products of one part of a split [`nearest_one`], per thread.
     static PART_DOTS: RefCell<Vec<i32>> = const { RefCell::new(Vec::new()) };
+    /// Ranks of one block of [`scan_one`], per thread.
+    static BLOCK_RANKS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// An INT8 rank and its row as one integer whose order is the order of
@@ -840,89 +836,109 @@ fn rank_keys(
     buf.resize(r1 - r0, 0);
     kernel.dots(q.codes, &store.codes[r0 * d..r1 * d], d, buf);
     let fq = (q.factor as f64, q.sum as f64);
+    let n = keys.len();
+    let keys = &mut keys[..n];
+    for_each_rank(kernel, store, r0, fq, &buf[..n], |i, rank| {
+        keys[i] = rank_key(rank, (r0 + i) as u32);
+    });
+}
+
+/// Calls `put(i, rank)` with the INT8 rank of each row `r0 + i` of `store`
+/// (`i < dots.len()`) from its dot product `dots[i]` with a query of factor
+/// and code sum `fq`: `f·(m·p + o·s) + a` in f64, the arithmetic of
+/// [`rank_rows`], so that every path orders rows alike. A tombstone (NaN
+/// scale) gives a NaN rank. The loop is compiled for the kernel's vector
+/// width, one loop per code with its columns inlined: it vectorizes where
+/// a loop over per-row accessors did not (1,379 rows: 2.0 to 0.7 µs).
+#[inline(always)]
+fn for_each_rank(
+    kernel: Kernel,
+    store: &RowStore,
+    r0: usize,
+    fq: (f64, f64),
+    dots: &[i32],
+    put: impl FnMut(usize, f32),
+) {
     match kernel.kind() {
         #[cfg(target_arch = "x86_64")]
         KernelKind::Avx512 | KernelKind::Avx512Vnni => {
             // SAFETY: a `Kernel` of these kinds exists only on a CPU with
             // AVX-512 F (`Kernel::new` checks `is_supported`).
-            unsafe { keys_of_rows_avx512(store, r0, fq, buf, keys) }
+            unsafe { ranks_avx512(store, r0, fq, dots, put) }
         }
         #[cfg(target_arch = "x86_64")]
         KernelKind::Avx2 => {
             // SAFETY: as above, a `Kernel` of kind `Avx2` implies AVX2.
-            unsafe { keys_of_rows_avx2(store, r0, fq, buf, keys) }
+            unsafe { ranks_avx2(store, r0, fq, dots, put) }
         }
-        _ => keys_of_rows(store, r0, fq, buf, keys),
+        _ => ranks_by_code(store, r0, fq, dots, put),
     }
 }
 
-/// [`keys_of_rows`] compiled for AVX-512 (its f64 loops then run 8 wide).
+/// [`ranks_by_code`] compiled for AVX-512 (its f64 loops run 8 wide).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn keys_of_rows_avx512(
+unsafe fn ranks_avx512(
     store: &RowStore,
     r0: usize,
     fq: (f64, f64),
     dots: &[i32],
-    keys: &mut [u64],
+    put: impl FnMut(usize, f32),
 ) {
-    keys_of_rows(store, r0, fq, dots, keys);
+    ranks_by_code(store, r0, fq, dots, put);
 }
 
-/// [`keys_of_rows`] compiled for AVX2 (4 wide).
+/// [`ranks_by_code`] compiled for AVX2 (4 wide).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn keys_of_rows_avx2(
+unsafe fn ranks_avx2(
     store: &RowStore,
     r0: usize,
     fq: (f64, f64),
     dots: &[i32],
-    keys: &mut [u64],
+    put: impl FnMut(usize, f32),
 ) {
-    keys_of_rows(store, r0, fq, dots, keys);
+    ranks_by_code(store, r0, fq, dots, put);
 }
 
-/// Sets `keys[i]` to the [`rank_key`] of row `r0 + i` of `store` from its
-/// dot product `dots[i]` for a query of factor and code sum `fq`.
+/// [`for_each_rank`]'s loop, one instance per code.
 #[inline(always)]
-fn keys_of_rows(store: &RowStore, r0: usize, fq: (f64, f64), dots: &[i32], keys: &mut [u64]) {
-    let r1 = r0 + keys.len();
+fn ranks_by_code(
+    store: &RowStore,
+    r0: usize,
+    fq: (f64, f64),
+    dots: &[i32],
+    put: impl FnMut(usize, f32),
+) {
+    let r1 = r0 + dots.len();
     let mul = &store.mul[r0..r1];
     let off = (store.is_asymmetric() && !store.off.is_empty()).then(|| &store.off[r0..r1]);
     let implicit = store.is_asymmetric() && store.off.is_empty();
     let add = (!store.add.is_empty()).then(|| &store.add[r0..r1]);
-    let (k, b) = (keys, &dots[..r1 - r0]);
-    // One loop per code, each with its columns inlined (they vectorize).
+    let (p, m) = (dots, mul);
     match (off, implicit, add) {
-        (None, false, None) => fill_keys(k, b, mul, r0, fq, |_| 0.0, |_| 0.0),
-        (None, false, Some(a)) => fill_keys(k, b, mul, r0, fq, |_| 0.0, |i| a[i]),
-        (None, true, None) => fill_keys(k, b, mul, r0, fq, |i| 128.0 * mul[i], |_| 0.0),
-        (None, true, Some(a)) => fill_keys(k, b, mul, r0, fq, |i| 128.0 * mul[i], |i| a[i]),
-        (Some(o), _, None) => fill_keys(k, b, mul, r0, fq, |i| o[i], |_| 0.0),
-        (Some(o), _, Some(a)) => fill_keys(k, b, mul, r0, fq, |i| o[i], |i| a[i]),
+        (None, false, None) => ranks_with(p, m, fq, |_| 0.0, |_| 0.0, put),
+        (None, false, Some(a)) => ranks_with(p, m, fq, |_| 0.0, |i| a[i], put),
+        (None, true, None) => ranks_with(p, m, fq, |i| 128.0 * m[i], |_| 0.0, put),
+        (None, true, Some(a)) => ranks_with(p, m, fq, |i| 128.0 * m[i], |i| a[i], put),
+        (Some(o), _, None) => ranks_with(p, m, fq, |i| o[i], |_| 0.0, put),
+        (Some(o), _, Some(a)) => ranks_with(p, m, fq, |i| o[i], |i| a[i], put),
     }
 }
 
-/// Sets `keys[i]` to the [`rank_key`] of row `r0 + i` from its dot product
-/// `dots[i]`, scale `mul[i]`, offset `off(i)` and additive term `add(i)`
-/// for a query of factor and code sum `fq` (all slices of one length): the
-/// arithmetic of `rank_rows`, so that the one-query and the batch probes
-/// order rows alike.
 #[inline(always)]
-fn fill_keys(
-    keys: &mut [u64],
+fn ranks_with(
     dots: &[i32],
     mul: &[f32],
-    r0: usize,
     (f, sq): (f64, f64),
     off: impl Fn(usize) -> f32,
     add: impl Fn(usize) -> f32,
+    mut put: impl FnMut(usize, f32),
 ) {
-    let n = keys.len();
-    let (dots, mul) = (&dots[..n], &mul[..n]);
-    for i in 0..n {
+    let mul = &mul[..dots.len()];
+    for i in 0..dots.len() {
         let t = mul[i] as f64 * dots[i] as f64 + off(i) as f64 * sq;
-        keys[i] = rank_key((f * t + add(i) as f64) as f32, (r0 + i) as u32);
+        put(i, (f * t + add(i) as f64) as f32);
     }
 }
 
