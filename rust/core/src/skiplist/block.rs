@@ -2,12 +2,14 @@
 //! the sorted keys, then the items (values in a leaf, child pointers in an
 //! inner node).
 //!
-//! A block is never changed after it is published. A writer builds a new
-//! block (moving the unchanged entries bitwise out of the old one), swaps the
-//! node's pointer, and retires the old block through the epoch collector with
-//! a *shallow* free: the entries now live in the new block, so only the
-//! memory (and the entries the write removed) are freed. Readers therefore
-//! never lock and never see a half-written node.
+//! A block is never changed after it is published (but for an inner block's
+//! child hints, atomics that only ever serve as prefetch addresses: see
+//! `node::hints`). A writer builds a new block (moving the unchanged entries
+//! bitwise out of the old one), swaps the node's pointer, and retires the old
+//! block through the epoch collector with a *shallow* free: the entries now
+//! live in the new block, so only the memory (and the entries the write
+//! removed) are freed. Readers therefore never lock and never see a
+//! half-written node.
 //!
 //! Keys and items are stored in two arrays so a binary search touches only
 //! keys: with `B = 64` and 8-byte keys that is at most 8 cache lines.
@@ -22,6 +24,7 @@
 use std::alloc::{handle_alloc_error, Layout};
 use std::marker::PhantomData;
 use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use pool::{alloc, dealloc};
 
@@ -249,20 +252,53 @@ pub(crate) struct Header<K, N> {
 }
 
 /// A typed view of a block: `K` keys and `T` items (`T` is `V` in leaves and
-/// `*const Node` in inner nodes).
-pub(crate) struct Block<K, T, N> {
+/// `*const Node` in inner nodes). With `H` (inner blocks), the items are
+/// followed by one [`AtomicUsize`] hint per item: a guess of that child's
+/// current block (see `node::hints`), the one part of a published block that
+/// is ever written, and only ever read as a prefetch address.
+pub(crate) struct Block<K, T, N, const H: bool = false> {
     _p: PhantomData<(K, T, N)>,
 }
 
-impl<K, T, N> Block<K, T, N> {
+impl<K, T, N, const H: bool> Block<K, T, N, H> {
+    /// The block's layout and the offsets of its keys, items and hints.
     #[inline]
-    fn layout(nkeys: usize, nitems: usize) -> (Layout, usize, usize) {
+    fn layout4(nkeys: usize, nitems: usize) -> (Layout, usize, usize, usize) {
         let head = Layout::new::<Header<K, N>>();
         let keys = Layout::array::<K>(nkeys).expect("block too large");
         let items = Layout::array::<T>(nitems).expect("block too large");
+        let hints =
+            Layout::array::<AtomicUsize>(if H { nitems } else { 0 }).expect("block too large");
         let (l, koff) = head.extend(keys).expect("block too large");
         let (l, ioff) = l.extend(items).expect("block too large");
-        (l.pad_to_align(), koff, ioff)
+        let (l, hoff) = l.extend(hints).expect("block too large");
+        (l.pad_to_align(), koff, ioff, hoff)
+    }
+
+    #[inline]
+    fn layout(nkeys: usize, nitems: usize) -> (Layout, usize, usize) {
+        let (l, koff, ioff, _) = Self::layout4(nkeys, nitems);
+        (l, koff, ioff)
+    }
+
+    /// The child hints of the block at `h` (empty unless `H`).
+    ///
+    /// # Safety
+    /// `h` must point to a live block of this type.
+    #[inline]
+    pub unsafe fn hints<'a>(h: *const Header<K, N>) -> &'a [AtomicUsize] {
+        if !H {
+            return &[];
+        }
+        // SAFETY: as in `items`: a live hinted block's `nitems` hints sit at
+        // `hoff`, zeroed by `Builder::new`; they are atomics, so shared
+        // references to them may be written through.
+        unsafe {
+            let nk = (*h).nkeys as usize;
+            let ni = (*h).nitems as usize;
+            let (_, _, _, hoff) = Self::layout4(nk, ni);
+            std::slice::from_raw_parts((h as *const u8).add(hoff) as *const AtomicUsize, ni)
+        }
     }
 
     /// The keys of the block at `h`.
@@ -415,7 +451,7 @@ impl<K, T, N> Block<K, T, N> {
 }
 
 /// Builds a block of exactly `nkeys` keys and `nitems` items, in order.
-pub(crate) struct Builder<K, T, N> {
+pub(crate) struct Builder<K, T, N, const H: bool = false> {
     base: NonNull<u8>,
     nkeys: usize,
     nitems: usize,
@@ -426,15 +462,20 @@ pub(crate) struct Builder<K, T, N> {
     _p: PhantomData<(K, T, N)>,
 }
 
-impl<K, T, N> Builder<K, T, N> {
+impl<K, T, N, const H: bool> Builder<K, T, N, H> {
     /// Allocates a block for `nkeys` keys and `nitems` items.
     pub fn new(next: *const N, high: Option<K>, nkeys: usize, nitems: usize) -> Self {
-        let (layout, koff, ioff) = Block::<K, T, N>::layout(nkeys, nitems);
+        let (layout, koff, ioff, hoff) = Block::<K, T, N, H>::layout4(nkeys, nitems);
         // SAFETY: the layout has a non-zero size (the header is never empty).
         let raw = unsafe { alloc(layout) };
         let Some(base) = NonNull::new(raw) else {
             handle_alloc_error(layout)
         };
+        if H {
+            // SAFETY: the hints (`nitems` words at `hoff`) lie inside the fresh
+            // allocation; zero is "no hint".
+            unsafe { ptr::write_bytes(raw.add(hoff) as *mut AtomicUsize, 0, nitems) };
+        }
         let header = Header::<K, N> {
             next,
             high,
@@ -543,13 +584,40 @@ impl<K, T, N> Builder<K, T, N> {
     }
 }
 
-impl<K, T, N> Drop for Builder<K, T, N> {
+impl<K, T, N> Builder<K, T, N, true> {
+    /// [`move_items`](Self::move_items), carrying each item's hint along
+    /// (`hints` are the source block's, read and copied one by one: a hint is
+    /// written by concurrent descents, so it is never copied bitwise).
+    ///
+    /// # Safety
+    /// As for [`Builder::move_items`].
+    #[inline]
+    pub unsafe fn move_kids(&mut self, src: &[T], hints: &[AtomicUsize]) {
+        assert!(src.len() == hints.len() && self.iw + src.len() <= self.nitems);
+        let (_, _, _, hoff) = Block::<K, T, N, true>::layout4(self.nkeys, self.nitems);
+        // SAFETY: hint slots `iw..iw + len` lie inside this fresh allocation
+        // (the assert), were zeroed in `new`, and nobody else sees them yet.
+        let dst = unsafe {
+            std::slice::from_raw_parts(
+                (self.base.as_ptr().add(hoff) as *const AtomicUsize).add(self.iw),
+                src.len(),
+            )
+        };
+        for (d, h) in dst.iter().zip(hints) {
+            d.store(h.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { self.move_items(src) };
+    }
+}
+
+impl<K, T, N, const H: bool> Drop for Builder<K, T, N, H> {
     fn drop(&mut self) {
         // Only reached if building panicked (a key's `Clone` panicked): the
         // entries written so far may be bitwise copies still owned by the old
         // block, so none are dropped (a clone may leak; nothing is freed
         // twice). Only the header and the memory go.
-        let (layout, _, _) = Block::<K, T, N>::layout(self.nkeys, self.nitems);
+        let (layout, _, _) = Block::<K, T, N, H>::layout(self.nkeys, self.nitems);
         // SAFETY: the memory is ours; the header's fence may be a bitwise
         // copy too, so it is not dropped either.
         unsafe { dealloc(self.base.as_ptr(), layout) };

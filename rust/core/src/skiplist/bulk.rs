@@ -9,7 +9,7 @@ use super::node::{keys, retire_block, Node, NodePtr};
 use super::BSkipList;
 
 type LeafB<K, V, C> = Builder<K, V, Node<K, V, C>>;
-type InnerB<K, V, C> = Builder<K, NodePtr<K, V, C>, Node<K, V, C>>;
+type InnerB<K, V, C> = super::node::InnerBuilder<K, V, C>;
 
 /// Splits `heights.len()` children into groups: a child starts a new group
 /// when its height exceeds `level` or the current group is full (then its

@@ -8,7 +8,8 @@ use super::block::Builder;
 use super::config::{Config, MAX_LEVELS};
 use super::height::random_height;
 use super::node::{
-    keys, kids, prefetch, retire_block, retire_leaf_values, vals, Head, LockedBlock, Node, NodePtr,
+    hints, keys, kids, prefetch, retire_block, retire_leaf_values, vals, Head, LockedBlock, Node,
+    NodePtr,
 };
 use super::BSkipList;
 
@@ -47,7 +48,7 @@ enum Step<K, V> {
 }
 
 type LeafB<K, V, C> = Builder<K, V, Node<K, V, C>>;
-type InnerB<K, V, C> = Builder<K, NodePtr<K, V, C>, Node<K, V, C>>;
+type InnerB<K, V, C> = super::node::InnerBuilder<K, V, C>;
 
 impl<K, V, C> BSkipList<K, V, C>
 where
@@ -684,6 +685,7 @@ where
                 result = Some(put);
             } else {
                 let cs = kids::<K, V, C>(xblk);
+                let hs = hints::<K, V, C>(xblk);
                 // The bottom of a path that stopped early holds `key` itself:
                 // its child starting at `key` becomes the new node's first child.
                 let (i, first_child, rest, drop_key) = if below.is_null() {
@@ -701,14 +703,14 @@ where
                     move_high(&mut mb, xblk);
                     mb.move_keys(&ks[rest..]);
                     mb.push_item(first_child);
-                    mb.move_items(&cs[rest + 1..]);
+                    mb.move_kids(&cs[rest + 1..], &hs[rest + 1..]);
                 }
                 let m = Node::<K, V, C>::new(Some(key.clone()), x.level as usize, mb.finish());
                 let mut xb = InnerB::<K, V, C>::new(m, Some(key.clone()), i, i + 1);
                 // SAFETY: as above.
                 unsafe {
                     xb.move_keys(&ks[..i]);
-                    xb.move_items(&cs[..=i]);
+                    xb.move_kids(&cs[..=i], &hs[..=i]);
                     let old = x.publish(xb.finish());
                     retire_block(guard, old, false, drop_key, None, false);
                 }
@@ -718,6 +720,7 @@ where
 
         // Finally the index key on level h.
         let tcs = kids::<K, V, C>(tblk);
+        let ths = hints::<K, V, C>(tblk);
         let n = tks.len();
         let mut tb = InnerB::<K, V, C>::new(tblk.next, None, n + 1, n + 2);
         // SAFETY: every entry moves into the new block.
@@ -726,9 +729,9 @@ where
             tb.move_keys(&tks[..pos]);
             tb.push_key(key.clone());
             tb.move_keys(&tks[pos..]);
-            tb.move_items(&tcs[..=pos]);
+            tb.move_kids(&tcs[..=pos], &ths[..=pos]);
             tb.push_item(below);
-            tb.move_items(&tcs[pos + 1..]);
+            tb.move_kids(&tcs[pos + 1..], &ths[pos + 1..]);
             let old = top.publish(tb.finish());
             retire_block(guard, old, false, None, None, false);
         }
@@ -798,8 +801,8 @@ unsafe fn leaf_inserting<K, V, C: Config>(
 /// # Safety
 /// `src` must then be retired without dropping its fence.
 #[inline]
-pub(crate) unsafe fn move_high<K, T, N>(
-    b: &mut Builder<K, T, N>,
+pub(crate) unsafe fn move_high<K, T, N, const H: bool>(
+    b: &mut Builder<K, T, N, H>,
     src: &super::block::Header<K, N>,
 ) {
     // SAFETY: the fence is read bitwise once; the caller retires `src` without

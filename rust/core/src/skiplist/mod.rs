@@ -91,7 +91,7 @@ pub use reclaim::{reclaim_garbage, release_free_memory};
 use block::Builder;
 use config::MAX_LEVELS;
 use counter::StripedCounter;
-use node::{free_node_deep, Node, NodePtr};
+use node::{free_node_deep, Node};
 
 /// A concurrent ordered map shared by many threads without an outer lock.
 ///
@@ -208,8 +208,7 @@ where
         let leaf = Builder::<K, V, Node<K, V, C>>::new(std::ptr::null(), None, 0, 0).finish();
         heads[0] = Node::new(None, 0, leaf);
         for l in 1..MAX_LEVELS {
-            let mut b =
-                Builder::<K, NodePtr<K, V, C>, Node<K, V, C>>::new(std::ptr::null(), None, 0, 1);
+            let mut b = node::InnerBuilder::<K, V, C>::new(std::ptr::null(), None, 0, 1);
             b.push_item(heads[l - 1]);
             heads[l] = Node::new(None, l, b.finish());
         }

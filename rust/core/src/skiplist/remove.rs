@@ -7,11 +7,11 @@ use crossbeam_epoch::{self as epoch, Guard};
 use super::block::Builder;
 use super::config::Config;
 use super::insert::move_high;
-use super::node::{keys, kids, retire_block, retire_node, vals, Head, LockGuard, Node, NodePtr};
+use super::node::{hints, keys, kids, retire_block, retire_node, vals, Head, LockGuard, Node};
 use super::BSkipList;
 
 type LeafB<K, V, C> = Builder<K, V, Node<K, V, C>>;
-type InnerB<K, V, C> = Builder<K, NodePtr<K, V, C>, Node<K, V, C>>;
+type InnerB<K, V, C> = super::node::InnerBuilder<K, V, C>;
 
 impl<K, V, C> BSkipList<K, V, C>
 where
@@ -208,8 +208,8 @@ where
                     nb.move_keys(lks);
                     nb.push_key(r.low.clone().expect("a right sibling has a low fence"));
                     nb.move_keys(rks);
-                    nb.move_items(lcs);
-                    nb.move_items(rcs);
+                    nb.move_kids(lcs, hints::<K, V, C>(lblk));
+                    nb.move_kids(rcs, hints::<K, V, C>(rblk));
                     nb.finish()
                 }
             };
@@ -222,8 +222,9 @@ where
                 move_high(&mut pb, pblk);
                 pb.move_keys(&pks[..b - 1]);
                 pb.move_keys(&pks[b..]);
-                pb.move_items(&pcs[..b]);
-                pb.move_items(&pcs[b + 1..]);
+                let phs = hints::<K, V, C>(pblk);
+                pb.move_kids(&pcs[..b], &phs[..b]);
+                pb.move_kids(&pcs[b + 1..], &phs[b + 1..]);
                 let old = p.publish(pb.finish());
                 retire_block(guard, old, false, Some(b - 1), None, false);
                 r.mark_dead();

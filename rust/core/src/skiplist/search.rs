@@ -7,7 +7,7 @@ use std::borrow::Borrow;
 use crossbeam_epoch::Guard;
 
 use super::config::Config;
-use super::node::{keys, kids, prefetch, Head, Locked, Node};
+use super::node::{hints, keys, kids, prefetch, Head, Hint, Locked, Node};
 
 /// Starts loading the lines a descent step reads in `blk`: its keys and, on
 /// the way down (`inner`), its child pointers. The binary search then waits
@@ -53,9 +53,14 @@ where
         let top = self.top_level().max(level);
         let mut node = self.head(top);
         let mut l = top;
+        // The hint taken with the step down to `node`, if it was one.
+        let mut hint: Option<Hint<'g>> = None;
         loop {
             let blk = node.block(guard);
-            prefetch_search(blk, l > level);
+            let hinted = hint.take().is_some_and(|h| h.check(blk, l));
+            if !hinted {
+                prefetch_search(blk, l > level);
+            }
             if let Some(high) = &blk.high {
                 if high.borrow() <= key {
                     // SAFETY: `next` is non-null when `high` is set; the node
@@ -69,6 +74,7 @@ where
             }
             let ks = keys::<K, V, C>(blk);
             let idx = ks.partition_point(|k| k.borrow() <= key);
+            hint = Some(Hint::take(&hints::<K, V, C>(blk)[idx]));
             // SAFETY: children of a published block are live while pinned.
             node = unsafe { &*kids::<K, V, C>(blk)[idx] };
             l -= 1;
@@ -88,9 +94,12 @@ where
     {
         let mut l = self.top_level();
         let mut node = self.head(l);
+        let mut hint: Option<Hint<'g>> = None;
         loop {
             let blk = node.block(guard);
-            prefetch_search(blk, l > 0);
+            if !hint.take().is_some_and(|h| h.check(blk, l)) {
+                prefetch_search(blk, l > 0);
+            }
             if let Some(high) = &blk.high {
                 if high.borrow() < key {
                     // SAFETY: as in `find`.
@@ -103,6 +112,7 @@ where
             }
             let ks = keys::<K, V, C>(blk);
             let idx = ks.partition_point(|k| k.borrow() < key);
+            hint = Some(Hint::take(&hints::<K, V, C>(blk)[idx]));
             // SAFETY: as in `find`.
             node = unsafe { &*kids::<K, V, C>(blk)[idx] };
             l -= 1;
@@ -162,5 +172,68 @@ where
                 _ => return Some((node, g)),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use crossbeam_epoch as epoch;
+
+    use super::super::node::{hints, kids, HINT_ADDR};
+    use super::super::{BSkipList, Fanout16};
+
+    /// Per level >= 1: (hints naming the child's current block, all hints).
+    fn fresh_hints(m: &BSkipList<u64, u64, Fanout16>) -> (usize, usize) {
+        let guard = &epoch::pin();
+        let (mut fresh, mut all) = (0, 0);
+        for l in 1..=m.top_level() {
+            let mut node = m.head(l);
+            loop {
+                let blk = node.block(guard);
+                for (&kid, h) in
+                    kids::<u64, u64, Fanout16>(blk)
+                        .iter()
+                        .zip(hints::<u64, u64, Fanout16>(blk))
+                {
+                    // SAFETY: children of a published block are live while pinned.
+                    let want = unsafe { &*kid }.block_ptr() as usize;
+                    fresh += usize::from(h.load(Ordering::Relaxed) & HINT_ADDR == want);
+                    all += 1;
+                }
+                if blk.next.is_null() {
+                    break;
+                }
+                // SAFETY: as above, for the right neighbour.
+                node = unsafe { &*blk.next };
+            }
+        }
+        (fresh, all)
+    }
+
+    #[test]
+    fn descents_repair_stale_child_hints() {
+        let m = BSkipList::<u64, u64, Fanout16>::default();
+        for k in 0..5_000u64 {
+            m.insert(k * 2, k);
+        }
+        for k in 0..5_000u64 {
+            assert_eq!(m.get(&(k * 2)), Some(k));
+        }
+        let (fresh, all) = fresh_hints(&m);
+        assert!(all > 300, "a few levels of inner nodes ({all} children)");
+        assert_eq!(fresh, all, "every child was reached through its parent");
+        // Writes leave hints stale (or empty, in rebuilt parents); reads are
+        // unaffected and put the hints right again.
+        for k in 0..5_000u64 {
+            m.insert(k * 2 + 1, k);
+        }
+        assert!(fresh_hints(&m).0 < all);
+        for k in 0..10_000u64 {
+            assert_eq!(m.get(&k), Some(k / 2));
+        }
+        let (fresh, all) = fresh_hints(&m);
+        assert_eq!(fresh, all);
     }
 }
