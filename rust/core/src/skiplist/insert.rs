@@ -279,7 +279,7 @@ where
                 }
                 continue;
             }
-            let (node, _) = self.find(&key, 0, &guard);
+            let (node, _) = self.find_to_write(&key, 0, &guard);
             let Some((node, g)) = self.lock_covering(node, &key, &guard) else {
                 let kept = key.clone();
                 if let Put::Replaced(old) =
@@ -402,6 +402,8 @@ where
 
     /// Swaps the value of `key` in place if it is present; `Err` gives the
     /// key and value back if it is not.
+    /// (A reader's descent: a swap publishes no block, so the hints it
+    /// follows stay right.)
     fn try_swap(
         &self,
         key: K,
@@ -446,7 +448,7 @@ where
         swap: Swap<V>,
         guard: &Guard,
     ) -> Step<K, V> {
-        let (node, snap) = self.find(&key, 0, guard);
+        let (node, snap) = self.find_to_write(&key, 0, guard);
         let (key, value) = if self.in_place {
             // A replace will swap a value slot of this leaf: its lines load
             // while the lock is taken and the keys are searched.
@@ -588,7 +590,7 @@ where
     /// them at `key` bottom-up, and add `key` to the level-`h` node.
     fn put_promoted(&self, key: K, value: V, h: usize, mode: Mode, guard: &Guard) -> Step<K, V> {
         self.raise_top(h);
-        let (top, _) = self.find(&key, h, guard);
+        let (top, _) = self.find_to_write(&key, h, guard);
         let Some((top, top_g)) = self.lock_covering(top, &key, guard) else {
             return Step::Retry(key, value);
         };

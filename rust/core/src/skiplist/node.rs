@@ -185,7 +185,8 @@ impl<'g> Hint<'g> {
     }
 
     /// Whether the hint named `blk` (a block at `level`); if it did not,
-    /// stores one that does for the next descent.
+    /// stores one that does for the next descent (readers' descents only:
+    /// writers take no hints, see `BSkipList::find_to_write`).
     #[inline(always)]
     pub(crate) fn check<K, V, C: Config>(self, blk: &Head<K, V, C>, level: usize) -> bool {
         let addr = blk as *const Head<K, V, C> as usize;

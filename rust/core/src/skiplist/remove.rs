@@ -34,7 +34,7 @@ where
     {
         let guard = &epoch::pin();
         loop {
-            let (node, _) = self.find(key, 0, guard);
+            let (node, _) = self.find_to_write(key, 0, guard);
             let Some((node, g)) = self.lock_covering(node, key, guard) else {
                 continue;
             };
@@ -150,7 +150,7 @@ where
         let mut rounds = 0;
         while level >= 1 && level <= self.top_level() && rounds < 4 * super::config::MAX_LEVELS {
             rounds += 1;
-            let (p, _) = self.find(key, level, guard);
+            let (p, _) = self.find_to_write(key, level, guard);
             let Some((p, pg)) = self.lock_covering(p, key, guard) else {
                 continue;
             };

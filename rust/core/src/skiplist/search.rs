@@ -38,9 +38,42 @@ where
     }
 
     /// The node at `level` whose range `[low, high)` holds `key`, with the
-    /// block read there (lock-free; a snapshot).
+    /// block read there (lock-free; a snapshot). Stale child hints met on the
+    /// way are repaired (a reader's descent).
     #[inline]
     pub(crate) fn find<'g, Q>(
+        &'g self,
+        key: &Q,
+        level: usize,
+        guard: &'g Guard,
+    ) -> (&'g Node<K, V, C>, &'g Head<K, V, C>)
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        self.find_in::<Q, true>(key, level, guard)
+    }
+
+    /// [`find`](Self::find) for a writer: the same descent without the child
+    /// hints. Under many writers the hints above the leaves they change go
+    /// stale at once: following them prefetches retired blocks, and repairing
+    /// them is a store into a line every other thread reads.
+    #[inline]
+    pub(crate) fn find_to_write<'g, Q>(
+        &'g self,
+        key: &Q,
+        level: usize,
+        guard: &'g Guard,
+    ) -> (&'g Node<K, V, C>, &'g Head<K, V, C>)
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        self.find_in::<Q, false>(key, level, guard)
+    }
+
+    #[inline(always)]
+    fn find_in<'g, Q, const READER: bool>(
         &'g self,
         key: &Q,
         level: usize,
@@ -74,7 +107,9 @@ where
             }
             let ks = keys::<K, V, C>(blk);
             let idx = ks.partition_point(|k| k.borrow() <= key);
-            hint = Some(Hint::take(&hints::<K, V, C>(blk)[idx]));
+            if READER {
+                hint = Some(Hint::take(&hints::<K, V, C>(blk)[idx]));
+            }
             // SAFETY: children of a published block are live while pinned.
             node = unsafe { &*kids::<K, V, C>(blk)[idx] };
             l -= 1;

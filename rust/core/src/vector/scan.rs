@@ -320,51 +320,54 @@ pub fn scan_gathered(
     qbuf: &mut Vec<i8>,
     dbuf: &mut Vec<i32>,
 ) {
-    let d = store.dim();
-    let n = store.rows();
-    if n == 0 || qidx.is_empty() {
+    if store.rows() == 0 || qidx.is_empty() {
         return;
     }
-    let br = block_rows(d);
-    let asym = store.is_asymmetric();
-    let l2 = !store.add.is_empty();
-    for tile in qidx.chunks(QUERY_TILE) {
-        let tq = tile.len();
-        qbuf.clear();
-        for &qi in tile {
-            qbuf.extend_from_slice(&queries.codes[qi * d..(qi + 1) * d]);
-        }
-        if dbuf.len() < br * tq {
-            dbuf.resize(br * tq, 0);
-        }
-        let mut b0 = 0;
-        while b0 < n {
-            let b1 = (b0 + br).min(n);
-            let nr = b1 - b0;
-            kernel.dots(qbuf, &store.codes[b0 * d..b1 * d], d, &mut dbuf[..nr * tq]);
-            for r in 0..nr {
-                let am = store.mul[b0 + r];
-                if am.is_nan() {
-                    continue; // tombstone
-                }
-                let am = am as f64;
-                let ao = if asym {
-                    store.off_at(b0 + r) as f64
-                } else {
-                    0.0
-                };
-                let ab = if l2 { store.add[b0 + r] as f64 } else { 0.0 };
-                let key = key_base + (b0 + r) as u64;
-                for (j, &qi) in tile.iter().enumerate() {
-                    let p = dbuf[r * tq + j] as f64;
-                    let rank =
-                        queries.factor[qi] as f64 * (am * p + ao * queries.sum[qi] as f64) + ab;
-                    heaps[qi - heap_base].push(rank as f32, key);
-                }
+    COLUMN_DOTS.with_borrow_mut(|col| {
+        let (d, n) = (store.dim(), store.rows());
+        let br = block_rows(d);
+        for tile in qidx.chunks(QUERY_TILE) {
+            let tq = tile.len();
+            qbuf.clear();
+            for &qi in tile {
+                qbuf.extend_from_slice(&queries.codes[qi * d..(qi + 1) * d]);
             }
-            b0 = b1;
+            if dbuf.len() < br * tq {
+                dbuf.resize(br * tq, 0);
+            }
+            let mut b0 = 0;
+            while b0 < n {
+                let b1 = (b0 + br).min(n);
+                let nr = b1 - b0;
+                kernel.dots(qbuf, &store.codes[b0 * d..b1 * d], d, &mut dbuf[..nr * tq]);
+                // Query by query over the block (the kernel's output is row-major):
+                // each query's dots gathered, ranked in the vector loop, then
+                // offered to its one heap, whose threshold stays in a register
+                // (offering row by row touched every tile query's heap per row).
+                let (dbuf, col) = (&dbuf[..nr * tq], &mut *col);
+                col.clear();
+                col.resize(nr, 0);
+                BLOCK_RANKS.with_borrow_mut(|ranks| {
+                    ranks.clear();
+                    ranks.resize(nr, 0.0);
+                    let out = &mut ranks[..nr];
+                    for (j, &qi) in tile.iter().enumerate() {
+                        let dots = &mut col[..nr];
+                        for (r, x) in dots.iter_mut().enumerate() {
+                            *x = dbuf[r * tq + j];
+                        }
+                        let fq = (queries.factor[qi] as f64, queries.sum[qi] as f64);
+                        for_each_rank(kernel, store, b0, fq, dots, |i, r| out[i] = r);
+                        let heap = &mut heaps[qi - heap_base];
+                        for (r, &rank) in out.iter().enumerate() {
+                            heap.push(rank, key_base + (b0 + r) as u64);
+                        }
+                    }
+                });
+                b0 = b1;
+            }
         }
-    }
+    });
 }
 
 /// Exact top-`k` of every query over the whole store, split across threads
@@ -760,8 +763,11 @@ thread_local! {
     static RANK_KEYS: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
     /// Dot products of one part of a split [`nearest_one`], per thread.
     static PART_DOTS: RefCell<Vec<i32>> = const { RefCell::new(Vec::new()) };
-    /// Ranks of one block of [`scan_one`], per thread.
+    /// Ranks of one block of [`scan_one`] and of one query of a block of
+    /// [`scan_gathered`], per thread.
     static BLOCK_RANKS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// One query's dot products of a block of [`scan_gathered`], per thread.
+    static COLUMN_DOTS: RefCell<Vec<i32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// An INT8 rank and its row as one integer whose order is the order of
